@@ -1,0 +1,7 @@
+"""`python -m glue`: run the glue service."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

@@ -1,0 +1,199 @@
+"""The glue service: build the aiohttp app from config and the hub's environment, and run it.
+
+JupyterHub hands a service its settings in JUPYTERHUB_* variables (the hub
+sets them for a managed service; the Helm chart sets them for ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from .access import Access
+from .auth import Auth
+from .config import Config, ConfigError, load
+from .errors import GlueError, NotFound, PayloadTooLarge
+from .hub import Hub
+from .provider import make_provider
+from .render import Renderer
+from .routes import LoginRequired, Routes
+from .servers import Servers
+
+log = logging.getLogger("glue")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """What the hub tells a service about itself, read once from the environment."""
+
+    api_url: str
+    api_token: str
+    prefix: str
+    base_url: str
+    client_id: str
+    callback_url: str
+    cookie_secret: bytes
+
+    @classmethod
+    def from_env(cls, config: Config, env: os._Environ[str] | dict[str, str]) -> HubSettings:
+        name = config["service"]["name"]
+        token = env.get("JUPYTERHUB_API_TOKEN", "")
+        if not token:
+            raise ConfigError(
+                "JUPYTERHUB_API_TOKEN is not set: the glue needs its hub service token."
+            )
+        prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or f"/services/{name}/"
+        prefix = prefix.rstrip("/") + "/"
+        secret = env.get("NOTEBOOKS_COOKIE_SECRET", "")
+        # without a secret of its own the service derives one from its token: every replica agrees
+        cookie_secret = secret.encode() if secret else hashlib.sha256(token.encode()).digest()
+        return cls(
+            api_url=env.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
+            api_token=token,
+            prefix=prefix,
+            base_url=env.get("JUPYTERHUB_BASE_URL", "/"),
+            client_id=env.get("JUPYTERHUB_CLIENT_ID", f"service-{name}"),
+            callback_url=env.get("JUPYTERHUB_OAUTH_CALLBACK_URL", prefix + "oauth_callback"),
+            cookie_secret=cookie_secret,
+        )
+
+
+def error_middleware(render: Renderer, auth: Auth) -> Callable[..., Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GlueError as e:
+            request["outcome"] = e.code
+            return render.error(request, e)
+        except LoginRequired:
+            request["outcome"] = "login"
+            return auth.login_redirect(request)
+        except web.HTTPRequestEntityTooLarge:
+            return render.error(request, PayloadTooLarge("The request body is too large."))
+        except web.HTTPNotFound:
+            return render.error(
+                request, NotFound("There is nothing at this address.", code="no_route")
+            )
+        except web.HTTPMethodNotAllowed as e:
+            error = GlueError(
+                f"{request.method} is not allowed here.", code="method_not_allowed", status=405
+            )
+            response = render.error(request, error)
+            response.headers["Allow"] = ", ".join(sorted(e.allowed_methods))
+            return response
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            request["outcome"] = "internal_error"
+            return render.error(request, GlueError("Something went wrong on our side."))
+
+    return middleware
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One line per request: id, user, action, outcome, duration; never a query string or token."""
+    sent_id = request.headers.get("X-Request-Id", "")
+    request_id = sent_id if REQUEST_ID_RE.match(sent_id) else uuid.uuid4().hex[:16]
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-Id"] = request_id
+        return response
+    except web.HTTPException as e:
+        status = e.status
+        e.headers["X-Request-Id"] = request_id
+        raise
+    finally:
+        log.info(
+            "request id=%s user=%s action=%s %s status=%s outcome=%s duration_ms=%.1f",
+            request_id,
+            request.get("user", "-"),
+            request.method,
+            request.path,
+            status,
+            request.get("outcome", "ok" if status < 400 else "error"),
+            (time.monotonic() - started) * 1000,
+        )
+
+
+def build(config: Config, settings: HubSettings) -> web.Application:
+    hub = Hub(settings.api_url, settings.api_token, config["launch"]["hubTimeoutSeconds"])
+    provider = make_provider(config)
+    access = Access(
+        provider, config["provider"]["minAccessLevel"], config["provider"]["cacheSeconds"]
+    )
+    render = Renderer(prefix=settings.prefix, base_url=settings.base_url)
+    auth = Auth(
+        hub,
+        service=config["service"]["name"],
+        prefix=settings.prefix,
+        base_url=settings.base_url,
+        client_id=settings.client_id,
+        callback_url=settings.callback_url,
+        secret=settings.cookie_secret,
+    )
+    servers = Servers(
+        hub,
+        servers_per_user=config["launch"]["serversPerUser"],
+        stop_timeout=config["launch"]["stopTimeoutSeconds"],
+    )
+    app = web.Application(
+        middlewares=[access_log_middleware, error_middleware(render, auth)],
+        client_max_size=config["launch"]["maxBodyBytes"],
+    )
+    routes = Routes(config, hub, auth, access, provider, servers, render)
+    routes.add_to(app, settings.prefix)
+    app["routes"] = routes
+
+    async def close(_: web.Application) -> None:
+        await hub.close()
+        await provider.close()
+
+    app.on_cleanup.append(close)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The renku-notebooks glue service.")
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("NOTEBOOKS_CONFIG"),
+        help="notebooks config file (default: $NOTEBOOKS_CONFIG)",
+    )
+    parser.add_argument("--host", help="address to listen on (default: from service.url)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: from service.url)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if not args.config:
+        print("glue: give --config or set NOTEBOOKS_CONFIG", file=sys.stderr)
+        return 2
+    try:
+        config = load(args.config)
+        settings = HubSettings.from_env(config, os.environ)
+    except ConfigError as e:
+        print(f"glue: {e}", file=sys.stderr)
+        return 2
+    url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL") or config["service"]["url"])
+    host = args.host or url.hostname or "127.0.0.1"
+    port = args.port or url.port or 8090
+    web.run_app(build(config, settings), host=host, port=port, print=None, access_log=None)
+    return 0

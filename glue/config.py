@@ -1,0 +1,148 @@
+"""Load and validate the notebooks config; the schema in `schema/` is the only source.
+
+Both the glue service and the hub-side hooks load config through `load()`, so
+an invalid file stops either of them at start-up with a message naming the
+file, the path inside it and what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+Config = dict[str, Any]
+
+_HERE = Path(__file__).resolve().parent
+# installed wheels carry the schema inside the package; a checkout has it at the top
+_SCHEMA_DIRS = (_HERE / "schema", _HERE.parent / "schema")
+SCHEMA_NAME = "notebooks.schema.yaml"
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable or does not match the schema."""
+
+
+def schema_path() -> Path:
+    for directory in _SCHEMA_DIRS:
+        if (directory / SCHEMA_NAME).is_file():
+            return directory / SCHEMA_NAME
+    raise ConfigError(f"schema {SCHEMA_NAME} not found in {', '.join(map(str, _SCHEMA_DIRS))}")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return yaml.safe_load(schema_path().read_text())
+
+
+def _fill_defaults(node: Any, sub: dict[str, Any]) -> None:
+    """Write the schema's `default`s into `node` where keys are absent."""
+    if isinstance(node, dict):
+        for key, prop in sub.get("properties", {}).items():
+            if key not in node and "default" in prop:
+                node[key] = copy.deepcopy(prop["default"])
+            if key in node:
+                _fill_defaults(node[key], prop)
+    elif isinstance(node, list) and isinstance(sub.get("items"), dict):
+        for item in node:
+            _fill_defaults(item, sub["items"])
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return path or "(top level)"
+
+
+def validate(data: Any, source: str = "<config>") -> Config:
+    """Return `data` with defaults filled in, or raise ConfigError naming every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping, not {type(data).__name__}")
+    config = copy.deepcopy(data)
+    _fill_defaults(config, schema())
+    validator = jsonschema.Draft7Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path)))
+    if errors:
+        lines = [f"  at {_where(e)}: {e.message}" for e in errors]
+        raise ConfigError(f"{source}: invalid notebooks config\n" + "\n".join(lines))
+    _check_semantics(config, source)
+    return config
+
+
+def _check_semantics(config: Config, source: str) -> None:
+    """Rules JSON Schema cannot say: unique profile names, at most one default."""
+    names = [p["name"] for p in config["profiles"]]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"{source}: at profiles: duplicate profile names {duplicated}")
+    if sum(bool(p["default"]) for p in config["profiles"]) > 1:
+        raise ConfigError(f"{source}: at profiles: more than one profile is marked default")
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    # Helm values carry the config under `notebooks:`; a bare config file is accepted too
+    if isinstance(data, dict) and set(data) == {"notebooks"}:
+        data = data["notebooks"]
+    return validate(data, str(path))
+
+
+def default_profile(config: Config) -> dict[str, Any]:
+    profiles = config["profiles"]
+    return next((p for p in profiles if p["default"]), profiles[0])
+
+
+def docs() -> str:
+    """The configuration reference, generated from the schema's descriptions (reStructuredText)."""
+    out: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for key, prop in node.get("properties", {}).items():
+            name = f"{path}.{key}" if path else key
+            kind = prop.get("type", "")
+            default = f" (default ``{prop['default']!r}``)" if "default" in prop else ""
+            text = " ".join(prop.get("description", "").split())
+            out.append(f"``{name}`` *{kind}*{default}\n    {text}\n")
+            walk(prop, name)
+            if isinstance(prop.get("items"), dict):
+                walk(prop["items"], f"{name}[]")
+
+    walk(schema(), "")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Check a notebooks config file, or print the docs."
+    )
+    parser.add_argument("files", nargs="*", type=Path)
+    parser.add_argument("--docs", action="store_true", help="print the configuration reference")
+    args = parser.parse_args(argv)
+    if args.docs:
+        print(docs())
+    status = 0
+    for file in args.files:
+        try:
+            load(file)
+            print(f"{file}: ok")
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Talk to the JupyterHub REST API: one small client with retries and a progress stream.
+
+Every failure of the hub becomes an UpstreamError (502/503/504): the glue fails
+closed and never guesses what the hub would have said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from .errors import GlueError, TooManyServers, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAYS = (0.2, 0.5, 1.0)
+
+
+class HubError(UpstreamError):
+    """The hub answered, but not as expected."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"JupyterHub answered {status}: {message}", code="hub_error")
+        self.hub_status = status
+        self.hub_message = message
+
+
+def _path(*parts: str) -> str:
+    return "/".join(quote(p, safe="") for p in parts)
+
+
+class Hub:
+    """The hub API as the notebooks service sees it, with the service's own token."""
+
+    def __init__(self, api_url: str, token: str, timeout: float = 20.0):
+        self.api_url = api_url.rstrip("/") + "/"
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def service_token(self) -> str:
+        """The service's own token: it is also its OAuth client secret."""
+        return self._token
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        token: str | None = None,
+        ok: tuple[int, ...] = (200, 201, 202, 204),
+    ) -> tuple[int, Any]:
+        """One API call; retried on connection failures when it is safe to send again."""
+        headers = {"Authorization": f"token {token or self._token}"}
+        data = None if body is None else json.dumps(body)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        attempts = len(RETRY_DELAYS) + 1
+        for attempt in range(attempts):
+            try:
+                async with self.session.request(
+                    method,
+                    self.api_url + path,
+                    data=data,
+                    params=params,
+                    headers=headers,
+                    timeout=self._timeout,
+                ) as response:
+                    text = await response.text()
+                    return self._result(response.status, text, ok)
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as e:
+                # a POST that never connected was never seen by the hub: safe to send again
+                never_sent = isinstance(e, aiohttp.ClientConnectorError)
+                if attempt + 1 == attempts or not (never_sent or method in ("GET", "DELETE")):
+                    log.warning("hub unreachable: %s %s: %s", method, path, type(e).__name__)
+                    raise UpstreamUnavailable(
+                        "JupyterHub is not reachable right now; try again in a moment.",
+                        code="hub_unavailable",
+                    ) from None
+                await asyncio.sleep(RETRY_DELAYS[attempt])
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    "JupyterHub did not answer in time; try again in a moment.", code="hub_timeout"
+                ) from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _result(status: int, text: str, ok: tuple[int, ...]) -> tuple[int, Any]:
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            data = text
+        if status in ok:
+            return status, data
+        message = data.get("message", "") if isinstance(data, dict) else str(data)[:200]
+        if status >= 500:
+            log.warning("hub error %s: %s", status, message)
+            raise UpstreamError(
+                f"JupyterHub failed ({status}): {message or 'no message'}", code="hub_error"
+            )
+        raise HubError(status, message)
+
+    # --- identity ---------------------------------------------------------
+
+    async def token_owner(self, token: str) -> dict[str, Any] | None:
+        """The user model (with the token's scopes) of a user's token, or None if invalid."""
+        try:
+            _, model = await self.request("GET", "user", token=token)
+        except HubError as e:
+            if e.hub_status in (401, 403):
+                return None
+            raise
+        return model if isinstance(model, dict) and model.get("kind", "user") == "user" else None
+
+    async def oauth_token(self, form: dict[str, str]) -> str | None:
+        """Exchange an OAuth code for the user's hub token; None when the hub refuses it."""
+        try:
+            async with self.session.post(
+                self.api_url + "oauth2/token", data=form, timeout=self._timeout
+            ) as response:
+                if response.status != 200:
+                    return None
+                reply = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            raise UpstreamUnavailable(
+                "Could not finish logging in with JupyterHub; try again.", code="hub_unavailable"
+            ) from None
+        token = reply.get("access_token") if isinstance(reply, dict) else None
+        return token if isinstance(token, str) else None
+
+    # --- users and servers --------------------------------------------------
+
+    async def user(self, name: str) -> dict[str, Any]:
+        """The user model with every named server, stopped ones included."""
+        _, model = await self.request(
+            "GET", _path("users", name), params={"include_stopped_servers": "1"}
+        )
+        return model
+
+    async def auth_state(self, name: str) -> dict[str, Any]:
+        """The user's auth_state (their GitLab token); needs the admin:auth_state scope."""
+        _, model = await self.request("GET", _path("users", name))
+        return (model or {}).get("auth_state") or {}
+
+    async def start(self, name: str, server: str, options: dict[str, Any]) -> bool:
+        """Ask the hub to start a server; True when it is starting or started by this call.
+
+        False when the hub says it is already running or pending: the caller reads
+        the model again instead of starting a second one.
+        """
+        try:
+            await self.request("POST", _path("users", name, "servers", server), body=options)
+        except HubError as e:
+            if e.hub_status == 400 and "maximum" in e.hub_message:
+                raise TooManyServers(
+                    "You have reached the limit of servers; stop one to start another."
+                ) from None
+            if e.hub_status == 400 and (
+                "already running" in e.hub_message or "pending" in e.hub_message
+            ):
+                return False
+            raise
+        return True
+
+    async def stop(self, name: str, server: str) -> int:
+        """Stop and remove a named server; 204 when gone, 202 while it is still stopping."""
+        status, _ = await self.request(
+            "DELETE", _path("users", name, "servers", server), body={"remove": True}
+        )
+        return status
+
+    async def progress(self, name: str, server: str) -> AsyncIterator[dict[str, Any]]:
+        """The hub's spawn progress events for a server, as dicts, until the stream ends."""
+        url = self.api_url + _path("users", name, "servers", server, "progress")
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+        headers = {"Authorization": f"token {self._token}", "Accept": "text/event-stream"}
+        try:
+            async with self.session.get(url, headers=headers, timeout=timeout) as response:
+                if response.status != 200:
+                    return
+                async for line in response.content:
+                    if line.startswith(b"data:"):
+                        try:
+                            yield json.loads(line[5:].decode())
+                        except ValueError:
+                            continue
+        except (aiohttp.ClientError, TimeoutError):
+            raise UpstreamUnavailable(
+                "Lost the connection to JupyterHub while following the launch.",
+                code="hub_unavailable",
+            ) from None
+
+    async def healthy(self) -> bool:
+        try:
+            await self.request("GET", "")
+        except GlueError:
+            return False
+        return True

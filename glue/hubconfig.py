@@ -1,0 +1,123 @@
+"""The one entry point that configures JupyterHub for renku-notebooks.
+
+A `jupyterhub_config.py`, and the Helm chart's `hub.extraConfig`, are a few
+lines around `configure(c, load(path))`. It registers the glue as a hub
+service with a least-privilege role, lets users reach only that service and
+their own servers, and picks the spawner (local processes or KubeSpawner).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+
+PROXY = "configurable-http-proxy"
+SERVICE_SCOPES = ["read:users", "read:servers", "servers", "delete:servers"]
+# users launch only through the glue: they keep access to their own servers and
+# the service, but not `servers!user`, so nobody starts a server around the access checks
+USER_SCOPES = [
+    "access:servers!user",
+    "read:users!user",
+    "read:servers!user",
+    "users:activity!user",
+    "tokens!user",
+]
+
+
+def service_role(config: Config) -> dict[str, Any]:
+    scopes = list(SERVICE_SCOPES)
+    if config["provider"]["kind"] == "gitlab":
+        scopes.append("admin:auth_state")  # read users' GitLab tokens, nothing else
+    name = config["service"]["name"]
+    return {"name": f"{name}-service", "scopes": scopes, "services": [name]}
+
+
+def user_role(config: Config) -> dict[str, Any]:
+    access = f"access:services!service={config['service']['name']}"
+    return {"name": "user", "scopes": [*USER_SCOPES, access]}
+
+
+def _add_by_name(items: list[dict[str, Any]], item: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add `item` unless one of that name exists (the Helm values may have set it)."""
+    if any(existing.get("name") == item["name"] for existing in items):
+        return items
+    return [*items, item]
+
+
+def configure(c: Any, config: Config) -> None:
+    """Configure the hub `c` from a validated notebooks config."""
+    name = config["service"]["name"]
+    launch = config["launch"]
+    service = {"name": name, "url": config["service"]["url"], "oauth_no_confirm": True}
+    c.JupyterHub.services = _add_by_name(list(c.JupyterHub.get("services", [])), service)
+    roles = list(c.JupyterHub.get("load_roles", []))
+    for role in (service_role(config), user_role(config)):
+        roles = _add_by_name(roles, role)
+    c.JupyterHub.load_roles = roles
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = launch["serversPerUser"]
+    c.Spawner.start_timeout = launch["startTimeoutSeconds"]
+    if config["spawner"]["kind"] == "kubernetes":
+        from .kube import configure_kubespawner
+
+        configure_kubespawner(c, config)
+    else:
+        _configure_local(c, config)
+
+
+def _configure_local(c: Any, config: Config) -> None:
+    c.JupyterHub.spawner_class = "glue.spawner.LocalCommitSpawner"
+    c.LocalCommitSpawner.notebooks_config = config
+    c.LocalCommitSpawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    # single-user servers refuse to run as root unless told; the embedded default may be root
+    c.LocalCommitSpawner.args = ["--allow-root"] if os.geteuid() == 0 else []
+
+
+def proxy_command() -> str:
+    """configurable-http-proxy from the checkout's node_modules, else from PATH."""
+    local = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / PROXY
+    found = os.environ.get("NOTEBOOKS_PROXY") or (
+        str(local) if local.exists() else shutil.which(PROXY)
+    )
+    if not found:
+        raise RuntimeError(f"{PROXY} not found: run `npm install` in the checkout (make dev does).")
+    return found
+
+
+def embedded(c: Any, config: Config, config_path: str) -> None:
+    """One machine: loopback only, dummy login, the proxy from npm, the glue run by the hub.
+
+    Ports and the state directory come from NOTEBOOKS_* variables set by
+    `python -m glue.dev` or the tests.
+    """
+    env = os.environ
+    state = Path(env.get("NOTEBOOKS_STATE", ".dev/state")).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    c.JupyterHub.bind_url = f"http://127.0.0.1:{env.get('NOTEBOOKS_PORT', '8000')}"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{env.get('NOTEBOOKS_HUB_PORT', '8081')}"
+    c.ConfigurableHTTPProxy.api_url = (
+        f"http://127.0.0.1:{env.get('NOTEBOOKS_PROXY_API_PORT', '8001')}"
+    )
+    c.ConfigurableHTTPProxy.command = [proxy_command()]
+    c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+    c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    c.JupyterHub.authenticator_class = "dummy"
+    c.Authenticator.allow_all = True
+    c.Authenticator.admin_users = set(config["service"]["adminUsers"])
+    demo_token = env.get("NOTEBOOKS_DEMO_TOKEN")
+    if demo_token:
+        # a user created from a config token gets no default role: give `demo` the user scopes
+        c.JupyterHub.api_tokens = {demo_token: "demo"}
+        demo_role = {**user_role(config), "name": "notebooks-demo", "users": ["demo"]}
+        c.JupyterHub.load_roles = _add_by_name(list(c.JupyterHub.load_roles), demo_role)
+    name = config["service"]["name"]
+    command = [sys.executable, "-m", "glue", "--config", config_path]
+    c.JupyterHub.services = [
+        {**s, "command": command} if s["name"] == name else s for s in c.JupyterHub.services
+    ]

@@ -1,0 +1,94 @@
+"""What a launch asks for, between the glue and the hub: validated on both sides.
+
+The glue turns a POST body into a `Launch`, sends it to the hub as the
+server's user_options, and the hub-side hooks rebuild it from those options
+with the same checks, because anyone holding a token with server scopes could
+send user_options straight to the hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+from .config import Config, default_profile
+from .errors import BadRequest
+from .provider import Image, image_allowed
+from .target import Target, from_options
+
+USER_OPTIONS = frozenset(
+    {"namespace", "project", "commit_sha", "notebook", "profile", "image", "image_fallback", "lfs"}
+)
+
+
+@dataclass(frozen=True)
+class Launch:
+    target: Target
+    profile: str
+    image: str
+    image_fallback: bool
+    lfs: bool
+
+    def user_options(self) -> dict[str, Any]:
+        """The hub's user_options: flat, no key named user_options or display_name (hub 5.x)."""
+        options = self.target.options()
+        options.update(
+            profile=self.profile, image=self.image, image_fallback=self.image_fallback, lfs=self.lfs
+        )
+        return options
+
+
+def body_schema(config: Config) -> dict[str, Any]:
+    """The POST body a launch accepts, derived from the config (profiles, LFS choice)."""
+    properties: dict[str, Any] = {
+        "profile": {"type": "string", "enum": [p["name"] for p in config["profiles"]]}
+    }
+    if config["launch"]["lfsOption"]:
+        properties["lfs"] = {"type": "boolean"}
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+def parse_body(config: Config, body: Any) -> dict[str, Any]:
+    """The launch choices in a POST body; anything unknown is a 400."""
+    if body is None:
+        body = {}
+    try:
+        jsonschema.validate(body, body_schema(config))
+    except jsonschema.ValidationError as e:
+        where = ".".join(map(str, e.absolute_path)) or "body"
+        raise BadRequest(
+            f"Invalid launch option at {where}: {e.message}", code="invalid_options"
+        ) from None
+    return body
+
+
+def make(config: Config, target: Target, choices: dict[str, Any], image: Image) -> Launch:
+    if not image_allowed(config, image.ref):
+        image = Image(config["images"]["default"], fallback=True)
+    return Launch(
+        target=target,
+        profile=choices.get("profile") or default_profile(config)["name"],
+        image=image.ref,
+        image_fallback=image.fallback,
+        lfs=bool(choices.get("lfs", config["launch"]["lfs"])),
+    )
+
+
+def from_user_options(config: Config, options: dict[str, Any]) -> Launch:
+    """Rebuild a launch on the hub side, refusing anything the glue would not have sent."""
+    unknown = sorted(set(options) - USER_OPTIONS)
+    if unknown:
+        raise BadRequest(f"Unknown launch options {unknown}.", code="invalid_options")
+    target = from_options(options)
+    choices = {k: options[k] for k in ("profile", "lfs") if k in options}
+    if "lfs" in choices and not config["launch"]["lfsOption"]:
+        choices.pop("lfs")
+    parse_body(config, choices)
+    image = str(options.get("image") or config["images"]["default"])
+    if not image_allowed(config, image):
+        raise BadRequest(
+            f"Image {image} is not from an allowed registry.", code="image_not_allowed"
+        )
+    return make(config, target, choices, Image(image, bool(options.get("image_fallback", True))))

@@ -1,0 +1,83 @@
+"""The git provider interface: who may launch a project, which commits exist, what to clone and run.
+
+Two providers implement it: `local` (bare repositories under one directory)
+and `gitlab` (GitLab API v4). The glue and the hub-side hooks only see this
+interface, so adding a provider touches no route or spawner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .config import Config
+from .target import Target
+
+# GitLab's access levels; a provider answers in these units
+NO_ACCESS, GUEST, PLANNER, REPORTER, DEVELOPER, MAINTAINER, OWNER = 0, 10, 15, 20, 30, 40, 50
+LEVEL_NAMES = {
+    GUEST: "Guest",
+    PLANNER: "Planner",
+    REPORTER: "Reporter",
+    DEVELOPER: "Developer",
+    MAINTAINER: "Maintainer",
+    OWNER: "Owner",
+}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The person a request acts for: hub user name and, for GitLab, their git token."""
+
+    name: str
+    git_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Image:
+    """The image a launch runs, and whether it is the configured fallback."""
+
+    ref: str
+    fallback: bool
+
+
+class GitProvider(Protocol):
+    #: whether calls need `Caller.git_token` (read from the hub's auth_state)
+    needs_token: bool
+
+    async def access_level(self, caller: Caller, target: Target) -> int | None:
+        """The caller's access level on the project, or None if they cannot see it."""
+
+    async def commit_exists(self, caller: Caller, target: Target) -> bool:
+        """Whether the commit is in the project."""
+
+    async def image_for(self, caller: Caller, target: Target) -> Image:
+        """The image built for this commit, or the default image."""
+
+    def clone_url(self, target: Target) -> str:
+        """Where the clone step fetches from; never carries credentials."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+def make_provider(config: Config) -> GitProvider:
+    kind = config["provider"]["kind"]
+    if kind == "local":
+        from .local import LocalProvider
+
+        return LocalProvider(config)
+    from .gitlab import GitLabProvider
+
+    return GitLabProvider(config)
+
+
+def image_allowed(config: Config, image: str) -> bool:
+    """Only images from the configured registries (or the default image itself) are run."""
+    if image == config["images"]["default"]:
+        return True
+    for registry in config["images"]["allowedRegistries"]:
+        prefix = registry.rstrip("/") + "/"
+        if image.startswith(prefix):
+            return True
+    return False

@@ -1,0 +1,66 @@
+"""Turn results and errors into responses: JSON for API clients, HTML pages for people."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from .errors import GlueError
+
+JSON_TYPE = "application/json"
+
+
+def wants_html(request: web.Request) -> bool:
+    """Browsers ask for HTML; everything else (curl's */*, scripts) gets JSON."""
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and JSON_TYPE not in accept
+
+
+def open_url(model: dict[str, Any], notebook: str) -> str:
+    """Where a running server is opened: its URL on the hub's origin, at the notebook if any."""
+    url = model["url"]
+    return f"{url}lab/tree/{quote(notebook)}" if notebook else url
+
+
+class Renderer:
+    def __init__(self, *, prefix: str, base_url: str):
+        self.prefix = prefix
+        self.env = Environment(
+            loader=PackageLoader("glue", "templates"),
+            autoescape=select_autoescape(default=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.globals.update(prefix=prefix, base_url=base_url, open_url=open_url)
+
+    @staticmethod
+    def json(data: Any, status: int = 200) -> web.Response:
+        return web.Response(
+            text=json.dumps(data, indent=None), status=status, content_type=JSON_TYPE
+        )
+
+    def page(self, template: str, status: int = 200, **context: Any) -> web.Response:
+        html = self.env.get_template(template).render(**context)
+        return web.Response(
+            text=html,
+            status=status,
+            content_type="text/html",
+            headers={"Cache-Control": "no-store", "Content-Security-Policy": self.csp()},
+        )
+
+    @staticmethod
+    def csp() -> str:
+        """Our pages load nothing from elsewhere (clusters may have no internet)."""
+        return (
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+            "img-src 'self' data:; frame-ancestors 'self'; form-action 'self'; base-uri 'none'"
+        )
+
+    def error(self, request: web.Request, error: GlueError) -> web.Response:
+        if wants_html(request):
+            return self.page("error.html", error.status, error=error)
+        return self.json(error.body(), error.status)

@@ -1,0 +1,184 @@
+"""Map HTTP to actions: request -> validate -> authorize -> act -> render.
+
+Each handler validates its input first (nothing invalid reaches the hub, the
+git provider or git), then identifies and authorizes the caller, then acts
+through `Servers`, then renders JSON or HTML.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from . import launch, target
+from .access import Access
+from .auth import Auth, Identity
+from .config import Config, default_profile
+from .errors import BadRequest, GlueError, Unauthorized
+from .hub import Hub
+from .provider import Caller, GitProvider
+from .render import Renderer, open_url, wants_html
+from .servers import Servers
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class LoginRequired(Exception):
+    """A browser without a session: send it through the hub's OAuth flow."""
+
+
+@dataclass
+class Routes:
+    config: Config
+    hub: Hub
+    auth: Auth
+    access: Access
+    provider: GitProvider
+    servers: Servers
+    render: Renderer
+
+    def add_to(self, app: web.Application, prefix: str) -> None:
+        bare = prefix.rstrip("/")
+        app.router.add_get(bare, self.list_servers)
+        app.router.add_get(prefix, self.list_servers)
+        app.router.add_get(prefix + "user", self.user)
+        app.router.add_get(prefix + "health", self.health)
+        app.router.add_get(prefix + "oauth_callback", self.oauth_callback)
+        app.router.add_get(prefix + "{tail:.+}", self.show)
+        app.router.add_post(prefix + "{tail:.+}", self.post)
+        app.router.add_delete(prefix + "{tail:.+}", self.delete)
+
+    # --- identity ---------------------------------------------------------------
+
+    async def identify(self, request: web.Request) -> Identity:
+        identity = await self.auth.identify(request)
+        if identity is None:
+            if wants_html(request) and request.method == "GET":
+                raise LoginRequired
+            raise Unauthorized(
+                "Log in to JupyterHub, or send an `Authorization: token <hub token>` header.",
+                code="not_logged_in",
+            )
+        request["user"] = identity.name
+        return identity
+
+    async def caller(self, identity: Identity) -> Caller:
+        """The caller as the git provider needs them: with their git token when it asks."""
+        if not self.provider.needs_token:
+            return Caller(identity.name)
+        auth_state = await self.hub.auth_state(identity.name)
+        token = auth_state.get("access_token")
+        if not token:
+            raise Unauthorized(
+                "Your GitLab login has no token; log out and log in again.",
+                code="gitlab_token_missing",
+            )
+        return Caller(identity.name, token)
+
+    def page_context(self, identity: Identity) -> dict[str, Any]:
+        return {"user": identity.name, "xsrf": self.auth.xsrf_token(identity)}
+
+    # --- handlers -----------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        if await self.hub.healthy():
+            return self.render.json({"status": "ok"})
+        return self.render.json(
+            {"error": "hub_unavailable", "message": "JupyterHub is not reachable."}, 503
+        )
+
+    async def oauth_callback(self, request: web.Request) -> web.Response:
+        return await self.auth.callback(request)
+
+    async def user(self, request: web.Request) -> web.Response:
+        identity = await self.identify(request)
+        model = await self.hub.user(identity.name)
+        model.pop("auth_state", None)  # holds the GitLab token: never leaves the glue
+        return self.render.json(model)
+
+    async def list_servers(self, request: web.Request) -> web.Response:
+        identity = await self.identify(request)
+        servers = await self.servers.list(identity.name)
+        if wants_html(request):
+            return self.render.page("list.html", servers=servers, **self.page_context(identity))
+        return self.render.json({"servers": servers})
+
+    async def show(self, request: web.Request) -> web.Response:
+        wanted = target.parse(request.match_info["tail"])
+        identity = await self.identify(request)
+        await self.access.check(await self.caller(identity), wanted)
+        model = await self.servers.get(identity.name, wanted)
+        if not wants_html(request):
+            if model is None:
+                raise GlueError(
+                    "You have no server for this commit.", code="server_not_found", status=404
+                )
+            return self.render.json(model)
+        if model and model["status"] == "running":
+            raise web.HTTPFound(open_url(model, wanted.notebook))
+        return self.render.page(
+            "status.html",
+            target=wanted,
+            server=model,
+            profiles=self.config["profiles"],
+            default_profile=default_profile(self.config)["name"],
+            **self.page_context(identity),
+        )
+
+    async def post(self, request: web.Request) -> web.Response:
+        wanted = target.parse(request.match_info["tail"])
+        body, form_token = await read_body(request)
+        if body.pop("_method", None) == "DELETE":
+            return await self.delete(request, form_token)
+        choices = launch.parse_body(self.config, body)
+        identity = await self.identify(request)
+        self.auth.check_xsrf(request, identity, form_token)
+        caller = await self.caller(identity)
+        await self.access.check_launch(caller, wanted)
+        image = await self.provider.image_for(caller, wanted)
+        status, model = await self.servers.start(
+            identity.name, launch.make(self.config, wanted, choices, image)
+        )
+        if request.content_type in FORM_TYPES:
+            raise web.HTTPSeeOther(request.path)
+        return self.render.json(model, status)
+
+    async def delete(self, request: web.Request, form_token: str | None = None) -> web.Response:
+        wanted = target.parse(request.match_info["tail"])
+        identity = await self.identify(request)
+        self.auth.check_xsrf(request, identity, form_token)
+        status, model = await self.servers.stop(identity.name, wanted)
+        if request.content_type in FORM_TYPES:
+            raise web.HTTPSeeOther(self.render.prefix)
+        if model is None:
+            return web.Response(status=status)
+        return self.render.json(model, status)
+
+
+async def read_body(request: web.Request) -> tuple[dict[str, Any], str | None]:
+    """A JSON object or a form; returns the fields and the form's XSRF token, if any."""
+    if not request.body_exists:
+        return {}, None
+    if request.content_type in FORM_TYPES:
+        form = await request.post()
+        fields = {k: str(v) for k, v in form.items()}
+        return fields, fields.pop("_xsrf", None)
+    if request.content_type != "application/json":
+        raise BadRequest(
+            "Send the launch options as application/json.",
+            code="unsupported_media_type",
+            status=415,
+        )
+    text = await request.text()
+    if not text.strip():
+        return {}, None
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.", code="invalid_json")
+    return body, None
