@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -23,6 +24,8 @@ from .provider import Caller, GitProvider
 from .render import Renderer, open_url, wants_html
 from .servers import Servers
 
+# any characters, newlines included: the validation, not the router, refuses bad paths
+TAIL = "{tail:[\\s\\S]+}"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -47,9 +50,15 @@ class Routes:
         app.router.add_get(prefix + "user", self.user)
         app.router.add_get(prefix + "health", self.health)
         app.router.add_get(prefix + "oauth_callback", self.oauth_callback)
-        app.router.add_get(prefix + "{tail:.+}", self.show)
-        app.router.add_post(prefix + "{tail:.+}", self.post)
-        app.router.add_delete(prefix + "{tail:.+}", self.delete)
+        app.router.add_get(prefix + TAIL, self.show)
+        app.router.add_post(prefix + TAIL, self.post)
+        app.router.add_delete(prefix + TAIL, self.delete)
+
+    def tail(self, request: web.Request) -> str:
+        """The path after the prefix exactly as sent: the router would resolve `..` first."""
+        raw = unquote(request.raw_path.split("?", 1)[0])
+        prefix = self.render.prefix
+        return raw[len(prefix) :] if raw.startswith(prefix) else request.match_info["tail"]
 
     # --- identity ---------------------------------------------------------------
 
@@ -107,7 +116,7 @@ class Routes:
         return self.render.json({"servers": servers})
 
     async def show(self, request: web.Request) -> web.Response:
-        wanted = target.parse(request.match_info["tail"])
+        wanted = target.parse(self.tail(request))
         identity = await self.identify(request)
         await self.access.check(await self.caller(identity), wanted)
         model = await self.servers.get(identity.name, wanted)
@@ -129,7 +138,7 @@ class Routes:
         )
 
     async def post(self, request: web.Request) -> web.Response:
-        wanted = target.parse(request.match_info["tail"])
+        wanted = target.parse(self.tail(request))
         body, form_token = await read_body(request)
         if body.pop("_method", None) == "DELETE":
             return await self.delete(request, form_token)
@@ -147,7 +156,7 @@ class Routes:
         return self.render.json(model, status)
 
     async def delete(self, request: web.Request, form_token: str | None = None) -> web.Response:
-        wanted = target.parse(request.match_info["tail"])
+        wanted = target.parse(self.tail(request))
         identity = await self.identify(request)
         self.auth.check_xsrf(request, identity, form_token)
         status, model = await self.servers.stop(identity.name, wanted)

@@ -10,7 +10,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from .errors import BadRequest
+from .errors import BadRequest, NotFound
 
 SHA_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 # GitLab path segments: letters, digits, '_', '.', '-'; not starting with '-'
@@ -107,6 +107,8 @@ def check_sha(sha: str) -> str:
 def parse(tail: str) -> Target:
     """Split `<namespace...>/<project>/<sha>[/<notebook>]`; the sha is the first 40-hex segment."""
     segments = tail.split("/")
+    if len(segments) < 3:
+        raise NotFound("There is nothing at this address.", code="no_route")
     for index in range(2, len(segments)):
         if SHA_RE.match(segments[index]):
             namespace, project = "/".join(segments[: index - 1]), segments[index - 1]

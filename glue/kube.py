@@ -1,0 +1,337 @@
+"""KubeSpawner for commit launches: one pod per server, its commit cloned by an init container.
+
+The pod gets an emptyDir workspace. Our init container runs the same clone
+routine as the local spawner (`python -m glue.clone`) into it, and the
+notebook container mounts the checkout at `spawner.workDir`. Everything the
+Helm chart or an operator configured on KubeSpawner (z2jh's own init
+containers, volumes, labels) is kept: we only add to the pod.
+
+The user's GitLab token reaches the clone step only as a file from a
+Kubernetes Secret made for this one pod, so it appears in no pod spec, and
+the pod's API listing (which the original renku-notebooks leaked) shows none.
+The Secret is created once the pod exists, owned by the pod, so Kubernetes
+deletes it with the pod whatever stops it (hub, culler, `kubectl`, node
+loss); `stop()` and `delete_forever()` also delete it at once. The hub's
+z2jh role allows exactly this: create and delete on Secrets, no patch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from jupyterhub.utils import maybe_future
+from kubernetes_asyncio.client import (
+    V1Capabilities,
+    V1Container,
+    V1EmptyDirVolumeSource,
+    V1EnvVar,
+    V1ObjectMeta,
+    V1OwnerReference,
+    V1Pod,
+    V1ResourceRequirements,
+    V1SeccompProfile,
+    V1Secret,
+    V1SecretVolumeSource,
+    V1SecurityContext,
+    V1Volume,
+    V1VolumeMount,
+)
+from kubernetes_asyncio.client.rest import ApiException
+from kubespawner import KubeSpawner
+from kubespawner.slugs import is_valid_label, safe_slug
+
+from .config import Config
+from .launch import Launch
+from .provider import Caller
+from .spawner import CommitSpawnerMixin
+from .target import Target
+
+LABEL_PREFIX = "renku.io/"
+CLONE_CONTAINER = "git-clone"
+WORKSPACE_VOLUME = "notebooks-workspace"
+TOKEN_VOLUME = "notebooks-git-token"
+TOKEN_KEY = "token"
+TOKEN_DIR = "/var/run/secrets/renku-notebooks"
+# the init container sees the whole volume here and clones into its CHECKOUT
+# subdirectory, which the notebook container mounts (subPath) at workDir: the
+# checkout's top directory is then owned by the cloning (= notebook) user, not
+# by root as a volume's mount point is, so git's safe.directory check passes
+CLONE_ROOT = "/workspace"
+CHECKOUT = "repo"
+GPU_RESOURCE = "nvidia.com/gpu"
+# Kubernetes quantity suffixes (the schema's memory form); JupyterHub's own byte
+# traits read `G` as GiB and refuse `Gi`, so profiles are converted here
+MEMORY_UNITS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+                "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def configure_kubespawner(c: Any, config: Config) -> None:
+    """Make the hub spawn CommitKubeSpawner pods; z2jh's `c.KubeSpawner` config still applies."""
+    c.JupyterHub.spawner_class = "glue.kube.CommitKubeSpawner"
+    c.CommitKubeSpawner.notebooks_config = config
+
+
+def label_value(value: str) -> str:
+    """A valid label value (<= 63 safe characters), hashed when changed so values stay distinct."""
+    return safe_slug(value, is_valid=is_valid_label, max_length=63)
+
+
+def memory_bytes(quantity: str) -> int:
+    """Bytes of a memory quantity as Kubernetes reads it (`1G` = 10**9, `1Gi` = 2**30)."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([KMGT]i?)", quantity)
+    if not match:
+        raise ValueError(f"{quantity!r} is not a memory quantity like 2G or 512Mi")
+    return int(float(match[1]) * MEMORY_UNITS[match[2]])
+
+
+def target_labels(target: Target) -> dict[str, str]:
+    """Labels for selecting pods by namespace, project and commit (`kubectl get pods -l ...`)."""
+    return {
+        f"{LABEL_PREFIX}namespace": label_value(target.namespace),
+        f"{LABEL_PREFIX}project": label_value(target.project),
+        f"{LABEL_PREFIX}commit-sha": target.commit_sha,
+    }
+
+
+def target_annotations(launch: Launch) -> dict[str, str]:
+    """The full values, which labels may have had to shorten or hash."""
+    target = launch.target
+    return {
+        f"{LABEL_PREFIX}namespace": target.namespace,
+        f"{LABEL_PREFIX}project": target.project,
+        f"{LABEL_PREFIX}commit-sha": target.commit_sha,
+        f"{LABEL_PREFIX}image-fallback": str(launch.image_fallback).lower(),
+    }
+
+
+def restricted_security_context(
+    run_as_user: int | None, run_as_group: int | None
+) -> V1SecurityContext:
+    """The clone step needs no privilege at all: non-root, no escalation, no capabilities."""
+    return V1SecurityContext(
+        run_as_user=run_as_user,
+        run_as_group=run_as_group,
+        run_as_non_root=True,
+        allow_privilege_escalation=False,
+        capabilities=V1Capabilities(drop=["ALL"]),
+        seccomp_profile=V1SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def _field(obj: Any, camel: str, snake: str) -> Any:
+    """A field of a security context, which KubeSpawner builds as a camelCase dict, or a model."""
+    if isinstance(obj, dict):
+        return obj.get(camel)
+    return getattr(obj, snake, None)
+
+
+async def _after_pod_created(spawner: CommitKubeSpawner, pod: dict[str, Any]) -> None:
+    """KubeSpawner's after_pod_created_hook: the pod has a uid now, so it can own its Secret."""
+    await spawner.create_token_secret(pod["metadata"]["uid"])
+    if spawner.operator_after_pod_created_hook:
+        await maybe_future(spawner.operator_after_pod_created_hook(spawner, pod))
+
+
+class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
+    """KubeSpawner that launches one checked-out commit, after the same checks as the glue."""
+
+    _launch: Launch | None = None
+    _git_token: str | None = None
+    # set once KubeSpawner takes over; progress() then relays its pod events
+    _pod_requested = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # keep an operator's hook (z2jh `hub.config`) and run it after ours
+        self.operator_after_pod_created_hook = self.after_pod_created_hook
+        self.after_pod_created_hook = _after_pod_created
+
+    async def start(self):  # type: ignore[override]
+        self._pod_requested = False
+        launch, caller = await self.prepare_launch()
+        self.shape_pod(launch, caller)
+        target = launch.target
+        image = f"{launch.image} (default image)" if launch.image_fallback else launch.image
+        self.emit(20, f"Starting a server for {target.full_path} at {target.commit_sha[:7]} "
+                      f"with {image}")
+        self._pod_requested = True
+        return await super().start()
+
+    async def load_user_options(self) -> None:
+        """Profiles come from the notebooks config (applied by prepare_launch), not KubeSpawner's
+        profile_list, whose overrides would run after ours and undo them."""
+
+    def apply_profile(self, name: str) -> None:
+        """The profile's cpu, memory (Kubernetes units) and GPUs, as requests and limits."""
+        profile = next(p for p in self.notebooks_config["profiles"] if p["name"] == name)
+        self.cpu_limit = self.cpu_guarantee = float(profile["cpu"])
+        self.mem_limit = self.mem_guarantee = memory_bytes(profile["memory"])
+        limits = {k: v for k, v in self.extra_resource_limits.items() if k != GPU_RESOURCE}
+        if profile["gpu"]:
+            limits[GPU_RESOURCE] = str(profile["gpu"])
+        self.extra_resource_limits = limits
+
+    def shape_pod(self, launch: Launch, caller: Caller) -> None:
+        """Set what the pod runs from a checked launch; get_pod_manifest() adds the workspace."""
+        config = self.notebooks_config
+        work_dir = config["spawner"]["workDir"]
+        self._launch = launch
+        self._git_token = caller.git_token
+        self.image = launch.image
+        self.image_pull_policy = config["images"]["pullPolicy"]
+        self.working_dir = self.notebook_dir = work_dir
+        self.default_url = self.lab_url(launch)
+        self.extra_labels = {**self.extra_labels, **target_labels(launch.target)}
+        self.extra_annotations = {**self.extra_annotations, **target_annotations(launch)}
+
+    async def get_pod_manifest(self) -> V1Pod:
+        """KubeSpawner's pod, plus the workspace volume and our clone init container."""
+        pod = await super().get_pod_manifest()
+        if self._launch is not None:
+            self.add_workspace(pod, self._launch, with_token=bool(self._git_token))
+        return pod
+
+    def add_workspace(self, pod: V1Pod, launch: Launch, *, with_token: bool) -> None:
+        """Append (never replace) our volumes, mount and init container to the pod."""
+        spec = pod.spec
+        notebook = spec.containers[0]
+        volumes = [V1Volume(name=WORKSPACE_VOLUME, empty_dir=V1EmptyDirVolumeSource())]
+        if with_token:
+            # group-readable via fsGroup when the pod has one, else readable in the init container
+            mode = 0o440 if _field(spec.security_context, "fsGroup", "fs_group") else 0o444
+            volumes.append(V1Volume(name=TOKEN_VOLUME, secret=V1SecretVolumeSource(
+                secret_name=self.token_secret_name, default_mode=mode)))
+        spec.volumes = [*(spec.volumes or []), *volumes]
+        notebook.volume_mounts = [*(notebook.volume_mounts or []), V1VolumeMount(
+            name=WORKSPACE_VOLUME, mount_path=self.notebooks_config["spawner"]["workDir"],
+            sub_path=CHECKOUT)]
+        spec.init_containers = [*(spec.init_containers or []),
+                                self.clone_container(launch, notebook, with_token=with_token)]
+
+    def clone_container(
+        self, launch: Launch, notebook: V1Container, *, with_token: bool
+    ) -> V1Container:
+        """The init container running `python -m glue.clone`, as the notebook's user and size."""
+        target = launch.target
+        command = ["python", "-m", "glue.clone", "--source", self.clone_url(launch),
+                   "--commit", target.commit_sha, "--dest", f"{CLONE_ROOT}/{CHECKOUT}"]
+        command += ["--lfs"] if launch.lfs else []
+        env = [V1EnvVar(name="HOME", value="/tmp")]
+        mounts = [V1VolumeMount(name=WORKSPACE_VOLUME, mount_path=CLONE_ROOT)]
+        if with_token:
+            env.append(V1EnvVar(name="NOTEBOOKS_GIT_TOKEN_FILE", value=f"{TOKEN_DIR}/{TOKEN_KEY}"))
+            mounts.append(V1VolumeMount(name=TOKEN_VOLUME, mount_path=TOKEN_DIR, read_only=True))
+        resources = notebook.resources or V1ResourceRequirements()
+        keep = ("cpu", "memory")  # no GPU for a clone
+        context = notebook.security_context
+        return V1Container(
+            name=CLONE_CONTAINER,
+            image=self.notebooks_config["spawner"]["cloneImage"],
+            image_pull_policy=self.notebooks_config["images"]["pullPolicy"],
+            command=command,
+            env=env,
+            volume_mounts=mounts,
+            resources=V1ResourceRequirements(
+                requests={k: v for k, v in (resources.requests or {}).items() if k in keep},
+                limits={k: v for k, v in (resources.limits or {}).items() if k in keep},
+            ),
+            security_context=restricted_security_context(
+                _field(context, "runAsUser", "run_as_user"),
+                _field(context, "runAsGroup", "run_as_group"),
+            ),
+        )
+
+    @property
+    def token_secret_name(self) -> str:
+        return f"{self.pod_name}-git-token"
+
+    def token_secret_manifest(self, token: str, pod_uid: str) -> V1Secret:
+        """The Secret holding the token; owned by the pod, so deleted with it."""
+        # blockOwnerDeletion would need rights on pods/finalizers, which z2jh's hub role lacks
+        owner = V1OwnerReference(api_version="v1", kind="Pod", name=self.pod_name, uid=pod_uid,
+                                 block_owner_deletion=False, controller=False)
+        return V1Secret(
+            api_version="v1",
+            kind="Secret",
+            metadata=V1ObjectMeta(
+                name=self.token_secret_name,
+                labels=self._build_common_labels(self._expand_all(self.extra_labels)),
+                annotations=self._build_common_annotations(
+                    self._expand_all(self.extra_annotations)
+                ),
+                owner_references=[owner],
+            ),
+            type="Opaque",
+            string_data={TOKEN_KEY: token},
+        )
+
+    async def create_token_secret(self, pod_uid: str) -> None:
+        """Store this launch's token for the clone step (nothing to do without a token)."""
+        token, self._git_token = self._git_token, None
+        if not token:
+            return
+        await self.delete_token_secret()  # one left by an earlier pod of this name
+        try:
+            await asyncio.wait_for(
+                self.api.create_namespaced_secret(
+                    self.namespace, self.token_secret_manifest(token, pod_uid)
+                ),
+                self.k8s_api_request_timeout,
+            )
+        except ApiException as e:
+            # our own message: KubeSpawner's would print the manifest, token included
+            raise RuntimeError(
+                "Could not store the git token for the clone step "
+                f"(Kubernetes: {e.status} {e.reason})."
+            ) from None
+
+    async def delete_token_secret(self) -> None:
+        """Delete the token Secret if any; failures only log: the owner reference cleans up too."""
+        try:
+            await asyncio.wait_for(
+                self.api.delete_namespaced_secret(self.token_secret_name, self.namespace),
+                self.k8s_api_request_timeout,
+            )
+        except ApiException as e:
+            if e.status != 404:
+                self.log.warning("Could not delete Secret %s: %s %s", self.token_secret_name,
+                                 e.status, e.reason)
+        except TimeoutError:
+            self.log.warning("Timed out deleting Secret %s", self.token_secret_name)
+
+    async def stop(self, now: bool = False) -> None:
+        try:
+            await super().stop(now)
+        finally:
+            await self.delete_token_secret()
+
+    async def delete_forever(self) -> None:
+        await self.delete_token_secret()
+        await super().delete_forever()
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self._launch, self._git_token, self._pod_requested = None, None, False
+
+    async def progress(self):  # type: ignore[override]
+        """Our launch steps, then KubeSpawner's pod events (scheduling, image pulls, failures)."""
+        sent = 0
+        while True:
+            events = getattr(self, "_events", [])
+            for event in events[sent:]:
+                yield event
+            sent = len(events)
+            if self._pod_requested:
+                break
+            await asyncio.sleep(0.25)
+        async for event in KubeSpawner.progress(self):
+            if not self._is_token_mount_wait(event):
+                yield event
+
+    def _is_token_mount_wait(self, event: dict[str, Any]) -> bool:
+        """The kubelet may try to mount the token Secret just before it exists: not a warning."""
+        raw = event.get("raw_event") or {}
+        message = raw.get("message") or ""
+        return raw.get("reason") == "FailedMount" and self.token_secret_name in message

@@ -1,0 +1,17 @@
+# The tests' hub config: exactly the embedded default's, plus an admin service
+# the tests use to create users and tokens (nothing the glue relies on).
+import os
+
+load_subconfig(os.path.join(os.path.dirname(__file__), "..", "values", "jupyterhub_config.py"))  # noqa: F821
+
+c.JupyterHub.services.append(  # noqa: F821
+    {"name": "test-admin", "api_token": os.environ["NOTEBOOKS_TEST_ADMIN_TOKEN"]}
+)
+c.JupyterHub.load_roles.append(  # noqa: F821
+    {
+        "name": "test-admin",
+        "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "read:servers"],
+        "services": ["test-admin"],
+    }
+)
+c.JupyterHub.log_level = "INFO"  # noqa: F821

@@ -1,0 +1,228 @@
+"""Real parts for the tests: git repositories with history, and a running JupyterHub with the glue.
+
+`RunningHub` starts the embedded default's own `values/jupyterhub_config.py`
+(through tests/hub_config.py, which adds only an admin service for test set-up)
+with a real configurable-http-proxy and real single-user servers, on free
+loopback ports, and stops every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.org",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.org",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env={**os.environ, **GIT_ENV},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip()
+
+
+def make_repo(root: Path, full_path: str, versions: int = 3) -> list[str]:
+    """A bare repo `<root>/<full_path>.git` with `versions` commits; shas oldest first.
+
+    Commit i has README.md "version i" and a notebook `notebooks/analysis.ipynb`.
+    """
+    bare = root / f"{full_path}.git"
+    work = root / ".work" / full_path
+    work.mkdir(parents=True)
+    git(work, "init", "-q", "-b", "main")
+    (work / "notebooks").mkdir()
+    for i in range(1, versions + 1):
+        (work / "README.md").write_text(f"version {i}\n")
+        (work / "notebooks" / "analysis.ipynb").write_text(
+            '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n'
+        )
+        git(work, "add", ".")
+        git(work, "commit", "-q", "-m", f"version {i}")
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    git(root, "clone", "-q", "--bare", str(work), str(bare))
+    return git(bare, "rev-list", "--reverse", "main").splitlines()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningHub:
+    """A JupyterHub + proxy + glue started from a notebooks config dict."""
+
+    workdir: Path
+    config: dict[str, Any]
+    extra_env: dict[str, str] = field(default_factory=dict)
+    admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.port = free_port()
+        self.glue_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.prefix = f"{self.url}/services/notebooks/"
+        self.log_path = self.workdir / "hub.log"
+        self.tokens: dict[str, str] = {}
+
+    @property
+    def workspaces(self) -> Path:
+        return self.workdir / "workspaces"
+
+    def start(self) -> RunningHub:
+        config = {**self.config}
+        config["service"] = {
+            **config.get("service", {}),
+            "url": f"http://127.0.0.1:{self.glue_port}",
+        }
+        config["spawner"] = {"kind": "local", "workspaceRoot": str(self.workspaces)}
+        config_path = self.workdir / "notebooks.yaml"
+        config_path.write_text(yaml.safe_dump(config))
+        env = {
+            **os.environ,
+            "NOTEBOOKS_CONFIG": str(config_path),
+            "NOTEBOOKS_STATE": str(self.workdir / "state"),
+            "NOTEBOOKS_PORT": str(self.port),
+            "NOTEBOOKS_HUB_PORT": str(free_port()),
+            "NOTEBOOKS_PROXY_API_PORT": str(free_port()),
+            "NOTEBOOKS_TEST_ADMIN_TOKEN": self.admin_token,
+            **self.extra_env,
+        }
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(CHECKOUT / "tests" / "hub_config.py")],
+            cwd=self.workdir,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process and self.process.poll() is not None:
+                raise RuntimeError(f"hub exited {self.process.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if requests.get(self.prefix + "health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"hub not ready in {timeout} s:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # anything left in its session
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self._log.close()
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # --- hub API as the test's admin service -----------------------------------
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"token {self.admin_token}"}
+        return requests.request(
+            method, f"{self.url}/hub/api/{path}", headers=headers, timeout=30, **kwargs
+        )
+
+    def token_for(self, user: str) -> str:
+        """A hub API token for `user`, creating the user on first use."""
+        if user not in self.tokens:
+            response = self.admin("POST", f"users/{user}")
+            assert response.status_code in (201, 409), response.text
+            response = self.admin("POST", f"users/{user}/tokens", json={"note": "tests"})
+            assert response.status_code == 201, response.text
+            self.tokens[user] = response.json()["token"]
+        return self.tokens[user]
+
+    def hub_servers(self, user: str) -> dict[str, Any]:
+        """The user's named servers as the hub has them, stopped ones included."""
+        response = self.admin("GET", f"users/{user}", params={"include_stopped_servers": "1"})
+        if response.status_code == 404:
+            return {}  # no such user yet
+        response.raise_for_status()
+        return {name: s for name, s in response.json()["servers"].items() if name}
+
+    def remove_all_servers(self, user: str) -> None:
+        for name in self.hub_servers(user):
+            self.admin("DELETE", f"users/{user}/servers/{name}", json={"remove": True})
+        deadline = time.monotonic() + 30
+        while any(self.hub_servers(user)) and time.monotonic() < deadline:
+            time.sleep(0.3)
+
+
+class Client:
+    """The glue's API as one user sees it, with their hub token."""
+
+    def __init__(self, hub: RunningHub, user: str):
+        self.hub = hub
+        self.user = user
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"token {hub.token_for(user)}"
+
+    def url(self, path: str) -> str:
+        return self.hub.prefix + path.lstrip("/")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 60)
+        kwargs.setdefault("allow_redirects", False)
+        return self.session.request(method, self.url(path), **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def wait_running(self, path: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.get(path).json()
+            if model.get("status") == "running":
+                return model
+            assert model.get("status") in ("starting", None), model
+            time.sleep(0.3)
+        raise AssertionError(f"{path} not running after {timeout} s")
