@@ -8,6 +8,7 @@ loopback ports, and stops every process it started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -142,14 +143,10 @@ class RunningHub:
             return
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)  # anything left in its session
-        except ProcessLookupError:
-            pass
         self.process.wait()
         self._log.close()
         self.process = None
