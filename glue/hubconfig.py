@@ -17,6 +17,7 @@ from typing import Any
 from .config import Config
 
 PROXY = "configurable-http-proxy"
+SLOW_SPAWN_SECONDS = 0.5
 SERVICE_SCOPES = ["read:users", "read:servers", "servers", "delete:servers"]
 # users launch only through the glue: they keep access to their own servers and
 # the service, but not `servers!user`, so nobody starts a server around the access checks
@@ -62,6 +63,12 @@ def configure(c: Any, config: Config) -> None:
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = launch["serversPerUser"]
     c.Spawner.start_timeout = launch["startTimeoutSeconds"]
+    # answer a launch at once (202) and let callers follow progress, instead of
+    # holding the request open for up to the hub's default 10 s
+    c.JupyterHub.tornado_settings = {
+        **c.JupyterHub.get("tornado_settings", {}),
+        "slow_spawn_timeout": SLOW_SPAWN_SECONDS,
+    }
     if config["spawner"]["kind"] == "kubernetes":
         from .kube import configure_kubespawner
 
