@@ -85,10 +85,23 @@ def make_demo_project(root: Path) -> list[str]:
     return _git(bare, "rev-list", "--reverse", "main").splitlines()
 
 
+def gitlab_provider() -> dict[str, str]:
+    """GitLab instead of local repositories, when GITLAB_URL and the OAuth client are set."""
+    missing = [v for v in ("GITLAB_CLIENT_ID", "GITLAB_CLIENT_SECRET") if not os.environ.get(v)]
+    if missing:
+        raise SystemExit(
+            f"GITLAB_URL is set but {' and '.join(missing)} not: register an OAuth application "
+            "in GitLab (callback <hub-url>/hub/oauth_callback) and set both."
+        )
+    return {"kind": "gitlab", "url": os.environ["GITLAB_URL"].rstrip("/")}
+
+
 def write_config(state: Path, repos: Path) -> Path:
     """The effective config: the embedded values with this machine's directories filled in."""
     config = yaml.safe_load((CHECKOUT / "values" / "embedded.yaml").read_text())
     config["provider"]["root"] = str(repos)
+    if os.environ.get("GITLAB_URL"):
+        config["provider"] = gitlab_provider()
     config.setdefault("spawner", {})["workspaceRoot"] = str(state / "workspaces")
     glue_port = os.environ.get("NOTEBOOKS_GLUE_PORT", "8090")
     config["service"]["url"] = f"http://127.0.0.1:{glue_port}"
@@ -156,8 +169,9 @@ def main() -> int:
         "NOTEBOOKS_CONFIG": str(config_path),
         "NOTEBOOKS_STATE": str(state),
         "NOTEBOOKS_PORT": port,
-        "NOTEBOOKS_DEMO_TOKEN": token,
     }
+    if not os.environ.get("GITLAB_URL"):
+        env["NOTEBOOKS_DEMO_TOKEN"] = token  # the demo user exists only with local projects
     hub = subprocess.Popen(
         [
             sys.executable,
@@ -175,7 +189,15 @@ def main() -> int:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_ready(f"{base}/services/notebooks/health", hub)
-        print(banner(base, shas, token), flush=True)
+        if os.environ.get("GITLAB_URL"):
+            print(
+                f"\nrenku-notebooks is running with GitLab login at {base}/hub/login "
+                f"(launch links: {base}/services/notebooks/<namespace>/<project>/<sha>); "
+                "Ctrl-C stops everything.",
+                flush=True,
+            )
+        else:
+            print(banner(base, shas, token), flush=True)
         hub.wait()
     except KeyboardInterrupt:
         print("\nStopping hub, proxy, glue and servers...", flush=True)

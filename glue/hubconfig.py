@@ -18,6 +18,9 @@ from .config import Config
 
 PROXY = "configurable-http-proxy"
 SLOW_SPAWN_SECONDS = 0.5
+# read the user and the API (projects, commits, registry); clone over HTTPS
+GITLAB_SCOPES = ["read_user", "read_api", "read_repository"]
+AUTH_REFRESH_SECONDS = 300
 SERVICE_SCOPES = ["read:users", "read:servers", "servers", "delete:servers"]
 # users launch only through the glue: they keep access to their own servers and
 # the service, but not `servers!user`, so nobody starts a server around the access checks
@@ -69,12 +72,30 @@ def configure(c: Any, config: Config) -> None:
         **c.JupyterHub.get("tornado_settings", {}),
         "slow_spawn_timeout": SLOW_SPAWN_SECONDS,
     }
+    if config["provider"]["kind"] == "gitlab":
+        _configure_gitlab_login(c, config)
     if config["spawner"]["kind"] == "kubernetes":
         from .kube import configure_kubespawner
 
         configure_kubespawner(c, config)
     else:
         _configure_local(c, config)
+
+
+def _configure_gitlab_login(c: Any, config: Config) -> None:
+    """Users log in with GitLab; the hub keeps their token encrypted in auth_state.
+
+    The hub refreshes it (GitLab tokens expire after two hours) when a user's
+    request reaches the hub after `auth_refresh_age` and before every spawn.
+    Client id and secret come from GITLAB_CLIENT_ID / GITLAB_CLIENT_SECRET or
+    the Helm values; who may log in at all is the operator's choice.
+    """
+    c.JupyterHub.authenticator_class = "gitlab"
+    c.GitLabOAuthenticator.gitlab_url = config["provider"]["url"]
+    c.GitLabOAuthenticator.scope = GITLAB_SCOPES
+    c.Authenticator.enable_auth_state = True
+    c.Authenticator.refresh_pre_spawn = True
+    c.Authenticator.auth_refresh_age = AUTH_REFRESH_SECONDS
 
 
 def _configure_local(c: Any, config: Config) -> None:
@@ -96,6 +117,14 @@ def proxy_command() -> str:
     return found
 
 
+def _secret_file(path: Path) -> bytes:
+    """A 32-byte key kept (mode 0600) in the state directory across restarts."""
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_bytes(os.urandom(32))
+    return path.read_bytes()
+
+
 def embedded(c: Any, config: Config, config_path: str) -> None:
     """One machine: loopback only, dummy login, the proxy from npm, the glue run by the hub.
 
@@ -114,8 +143,12 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
-    c.JupyterHub.authenticator_class = "dummy"
     c.Authenticator.allow_all = True
+    if config["provider"]["kind"] == "gitlab":
+        c.GitLabOAuthenticator.oauth_callback_url = f"{c.JupyterHub.bind_url}/hub/oauth_callback"
+        c.CryptKeeper.keys = [_secret_file(state / "auth_state_key")]
+    else:
+        c.JupyterHub.authenticator_class = "dummy"
     c.Authenticator.admin_users = set(config["service"]["adminUsers"])
     demo_token = env.get("NOTEBOOKS_DEMO_TOKEN")
     if demo_token:

@@ -10,7 +10,14 @@ c.JupyterHub.services.append(  # noqa: F821
 c.JupyterHub.load_roles.append(  # noqa: F821
     {
         "name": "test-admin",
-        "scopes": ["admin:users", "admin:servers", "tokens", "read:users", "read:servers"],
+        "scopes": [
+            "admin:users",
+            "admin:servers",
+            "admin:auth_state",
+            "tokens",
+            "read:users",
+            "read:servers",
+        ],
         "services": ["test-admin"],
     }
 )

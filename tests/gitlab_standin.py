@@ -1,0 +1,841 @@
+"""A small GitLab stand-in: API v4, OAuth and git smart HTTP, written from GitLab's documentation.
+
+Tests cannot reach a real GitLab, yet the provider, the clone step and the
+hub's OAuth login must be checked against GitLab's real answers: field names,
+status codes, which access a token grants and how git authenticates. This app
+answers the small part of GitLab they use, from in-memory state built through
+a Python API (or a YAML fixture when run standalone), and records every
+request so tests can check where tokens travel.
+
+    standin = GitLabStandIn()
+    standin.add_user("alice", token="alice-token")
+    standin.add_project("group/demo", members={"alice": 30}, repo=bare_repo)
+    url = await standin.start()          # http://127.0.0.1:<port>
+    ...
+    await standin.stop()
+
+Standalone (e.g. in a kind cluster):
+
+    python -m tests.gitlab_standin --port 8080 --fixture fixture.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import yaml
+from aiohttp import web
+
+GUEST, REPORTER = 10, 20
+NOTIFICATION_GLOBAL = 3
+OAUTH_TOKEN_SECONDS = 7200
+GITLAB_VERSION = "17.11.0"
+NOT_FOUND_PAGE = (
+    "The project you were looking for could not be found or you don't have permission to view it."
+)
+_ids = itertools.count(1)
+
+
+@dataclass
+class User:
+    id: int
+    username: str
+    name: str
+    email: str
+
+
+@dataclass
+class Token:
+    """A personal or OAuth access token; expired or revoked tokens answer 401."""
+
+    value: str
+    username: str
+    expires_at: float | None = None
+    revoked: bool = False
+    scope: str = "api"
+
+    def valid(self) -> bool:
+        return not self.revoked and (self.expires_at is None or self.expires_at > time.time())
+
+
+@dataclass
+class Group:
+    id: int
+    full_path: str
+    members: dict[str, int]
+
+
+@dataclass
+class RegistryRepository:
+    id: int
+    name: str
+    path: str
+    location: str
+    tags: dict[str, str] = field(default_factory=dict)  # tag -> digest
+
+
+@dataclass
+class Project:
+    id: int
+    full_path: str
+    visibility: str
+    members: dict[str, int]
+    repo: Path | None
+    registry_access: str = "enabled"  # enabled | private | disabled
+    shared_with: dict[str, int] = field(default_factory=dict)  # group path -> max level
+    registry: dict[str, RegistryRepository] = field(default_factory=dict)  # name -> repository
+
+    @property
+    def namespace(self) -> str:
+        return self.full_path.rpartition("/")[0]
+
+    @property
+    def path(self) -> str:
+        return self.full_path.rpartition("/")[2]
+
+
+@dataclass
+class OAuthApp:
+    client_id: str
+    client_secret: str
+    redirect_uri: str
+    scopes: str = "api read_user"
+
+
+@dataclass
+class Grant:
+    """An authorization code or refresh token, bound to its client (and redirect for codes)."""
+
+    client_id: str
+    username: str
+    scope: str
+    redirect_uri: str = ""
+    code_challenge: str = ""  # PKCE (RFC 7636), as oauthenticator sends by default
+    challenge_method: str = "plain"
+
+    def verifier_matches(self, verifier: str) -> bool:
+        if not self.code_challenge:
+            return True
+        if self.challenge_method == "S256":
+            digest = hashlib.sha256(verifier.encode()).digest()
+            verifier = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        return secrets.compare_digest(verifier, self.code_challenge)
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str  # raw path with query string, as sent
+    headers: list[tuple[str, str]]
+
+
+class GitLabStandIn:
+    """In-memory GitLab: users, tokens, groups, projects, registry tags, OAuth apps."""
+
+    def __init__(self, *, registry_host: str = "registry.gitlab.test",
+                 external_url: str | None = None):
+        self.registry_host = registry_host
+        self.external_url = external_url  # None: the URL the request came in on
+        self.users: dict[str, User] = {}
+        self.tokens: dict[str, Token] = {}
+        self.groups: dict[str, Group] = {}
+        self.projects: dict[str, Project] = {}  # lower-cased full path -> project
+        self.oauth_apps: dict[str, OAuthApp] = {}
+        self.oauth_user: str | None = None  # who /oauth/authorize approves for
+        self.oauth_token_seconds = OAUTH_TOKEN_SECONDS
+        self._codes: dict[str, Grant] = {}
+        self._refresh: dict[str, Grant] = {}
+        self.requests: list[RecordedRequest] = []
+        self.fail_status: int | None = None  # answer every request with this status
+        self.delay = 0.0  # seconds every request waits before it is answered
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # ---- state -----------------------------------------------------------------------------
+
+    def add_user(self, username: str, token: str | None = None, *,
+                 expires_in: float | None = None, name: str | None = None) -> User:
+        user = User(next(_ids), username, name or username.title(), f"{username}@example.test")
+        self.users[username] = user
+        if token:
+            self.add_token(username, token, expires_in=expires_in)
+        return user
+
+    def add_token(self, username: str, token: str | None = None, *,
+                  expires_in: float | None = None, scope: str = "api") -> str:
+        """A personal access token (or any token) for `username`; returns its value."""
+        value = token or secrets.token_hex(20)
+        expires = time.time() + expires_in if expires_in is not None else None
+        self.tokens[value] = Token(value, username, expires, scope=scope)
+        return value
+
+    def revoke_token(self, token: str) -> None:
+        self.tokens[token].revoked = True
+
+    def expire_token(self, token: str) -> None:
+        self.tokens[token].expires_at = time.time() - 1
+
+    def add_group(self, full_path: str, members: dict[str, int] | None = None) -> Group:
+        """A group; missing parent groups are created without members."""
+        parent = full_path.rpartition("/")[0]
+        if parent and parent not in self.groups:
+            self.add_group(parent)
+        group = self.groups.get(full_path) or Group(next(_ids), full_path, {})
+        group.members.update(members or {})
+        self.groups[full_path] = group
+        return group
+
+    def add_project(self, full_path: str, *, visibility: str = "private",
+                    members: dict[str, int] | None = None, repo: str | Path | None = None,
+                    registry_access: str = "enabled",
+                    shared_with: dict[str, int] | None = None) -> Project:
+        """A project in a group namespace (created if missing), optionally backed by a bare repo."""
+        if visibility not in {"private", "internal", "public"}:
+            raise ValueError(f"unknown visibility {visibility!r}")
+        namespace = full_path.rpartition("/")[0]
+        if not namespace:
+            raise ValueError("a project path needs a namespace: <group>/<project>")
+        if namespace not in self.groups:
+            self.add_group(namespace)
+        project = Project(next(_ids), full_path, visibility, dict(members or {}),
+                          Path(repo).resolve() if repo else None, registry_access,
+                          dict(shared_with or {}))
+        self.projects[full_path.lower()] = project
+        return project
+
+    def add_registry_tag(self, project: str, tag: str, *, name: str = "") -> RegistryRepository:
+        """Pretend an image `<registry>/<project path>[/<name>]:<tag>` was pushed."""
+        proj = self.projects[project.lower()]
+        repository = proj.registry.get(name)
+        if repository is None:
+            path = "/".join(p for p in (proj.full_path.lower(), name) if p)
+            repository = RegistryRepository(next(_ids), name, path, f"{self.registry_host}/{path}")
+            proj.registry[name] = repository
+        repository.tags[tag] = "sha256:" + secrets.token_hex(32)
+        return repository
+
+    def add_oauth_app(self, client_id: str, client_secret: str, redirect_uri: str,
+                      scopes: str = "api read_user") -> OAuthApp:
+        app = OAuthApp(client_id, client_secret, redirect_uri, scopes)
+        self.oauth_apps[client_id] = app
+        return app
+
+    # ---- who sees what ---------------------------------------------------------------------
+
+    def _group_level(self, username: str, group_path: str) -> int | None:
+        """Highest membership in the group or any parent group (GitLab inherits downwards)."""
+        levels = []
+        parts = group_path.split("/")
+        for depth in range(1, len(parts) + 1):
+            group = self.groups.get("/".join(parts[:depth]))
+            if group and username in group.members:
+                levels.append(group.members[username])
+        return max(levels, default=None)
+
+    def group_access(self, username: str | None, project: Project) -> int | None:
+        if username is None:
+            return None
+        levels = [self._group_level(username, project.namespace)]
+        for group, max_level in project.shared_with.items():
+            level = self._group_level(username, group)
+            levels.append(min(level, max_level) if level is not None else None)
+        return max((lvl for lvl in levels if lvl is not None), default=None)
+
+    def project_access(self, username: str | None, project: Project) -> int | None:
+        return project.members.get(username) if username else None
+
+    def level(self, username: str | None, project: Project) -> int:
+        levels = (self.project_access(username, project), self.group_access(username, project))
+        return max((lvl for lvl in levels if lvl is not None), default=0)
+
+    def can_see(self, username: str | None, project: Project) -> bool:
+        if project.visibility == "public":
+            return True
+        if username is None:
+            return False
+        return project.visibility == "internal" or self.level(username, project) >= GUEST
+
+    def can_read_code(self, username: str | None, project: Project) -> bool:
+        """Guests read code of public and internal projects only (GitLab's permissions table)."""
+        if not self.can_see(username, project):
+            return False
+        return project.visibility != "private" or self.level(username, project) >= REPORTER
+
+    def can_read_registry(self, username: str | None, project: Project) -> bool:
+        if project.registry_access == "disabled" or not self.can_see(username, project):
+            return False
+        if project.registry_access == "private" or project.visibility == "private":
+            return self.level(username, project) >= REPORTER
+        return True
+
+    # ---- request log -----------------------------------------------------------------------
+
+    def token_leaks(self, token: str) -> list[str]:
+        """Where `token` was sent other than in an Authorization or PRIVATE-TOKEN header."""
+        leaks = []
+        for req in self.requests:
+            if token in req.path:
+                leaks.append(f"{req.method} {req.path}: in the URL")
+            for name, value in req.headers:
+                if token in value and name.lower() not in {"authorization", "private-token"}:
+                    leaks.append(f"{req.method} {req.path}: in header {name}")
+        return leaks
+
+    def token_sent_in_header(self, token: str) -> int:
+        """How many requests carried `token` in Authorization (Bearer or Basic) or PRIVATE-TOKEN."""
+        return sum(1 for req in self.requests if _header_token(req.headers) == token)
+
+    # ---- serving ---------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        api = "/api/v4"
+        app.router.add_get(f"{api}/version", self._version)
+        app.router.add_get(f"{api}/user", self._user)
+        app.router.add_get(f"{api}/projects/{{id}}", self._project)
+        app.router.add_get(f"{api}/projects/{{id}}/repository/commits/{{sha}}", self._commit)
+        app.router.add_get(f"{api}/projects/{{id}}/registry/repositories", self._registry_repos)
+        app.router.add_get(
+            f"{api}/projects/{{id}}/registry/repositories/{{rid}}/tags/{{tag}}", self._registry_tag
+        )
+        app.router.add_get("/oauth/authorize", self._authorize)
+        app.router.add_post("/oauth/token", self._token)
+        app.router.add_get(r"/{repo:.+\.git}/info/refs", self._git)
+        services = "{service:git-upload-pack|git-receive-pack}"
+        app.router.add_post(rf"/{{repo:.+\.git}}/{services}", self._git)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on host:port (0 picks a free port); returns the base URL."""
+        self._runner = web.AppRunner(self.app(), shutdown_timeout=1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound = self._runner.addresses[0][1]
+        self.url = f"http://{host}:{bound}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> GitLabStandIn:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append(
+            RecordedRequest(request.method, request.raw_path, list(request.headers.items()))
+        )
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail_status:
+            phrase = HTTPStatus(self.fail_status).phrase
+            return _message(self.fail_status, f"{self.fail_status} {phrase}")
+        return await handler(request)
+
+    def _base_url(self, request: web.Request) -> str:
+        return (self.external_url or str(request.url.origin())).rstrip("/")
+
+    # ---- API authentication ----------------------------------------------------------------
+
+    def _api_user(self, request: web.Request) -> str | None:
+        """The token's user, None for anonymous; raises 401 for a bad token like GitLab."""
+        value = _header_token(list(request.headers.items()), basic=False)
+        if value is None:
+            return None
+        token = self.tokens.get(value)
+        if token is None or not token.valid():
+            raise _unauthorized()
+        return token.username
+
+    def _visible_project(self, request: web.Request) -> tuple[str | None, Project]:
+        username = self._api_user(request)
+        ident = request.match_info["id"]
+        if ident.isdigit():
+            project = next((p for p in self.projects.values() if p.id == int(ident)), None)
+        else:
+            project = self.projects.get(ident.lower())
+        if project is None or not self.can_see(username, project):
+            raise web.HTTPNotFound(
+                text=json.dumps({"message": "404 Project Not Found"}),
+                content_type="application/json",
+            )
+        return username, project
+
+    # ---- API endpoints ---------------------------------------------------------------------
+
+    async def _version(self, request: web.Request) -> web.Response:
+        if self._api_user(request) is None:
+            raise _unauthorized()
+        return web.json_response({"version": GITLAB_VERSION, "revision": "standin"})
+
+    async def _user(self, request: web.Request) -> web.Response:
+        username = self._api_user(request)
+        if username is None:
+            raise _unauthorized()
+        user = self.users[username]
+        base = self._base_url(request)
+        return web.json_response({
+            "id": user.id, "username": user.username, "name": user.name, "state": "active",
+            "email": user.email, "avatar_url": None, "web_url": f"{base}/{user.username}",
+            "created_at": "2024-01-01T00:00:00.000Z", "is_admin": False,
+        })
+
+    async def _project(self, request: web.Request) -> web.Response:
+        username, project = self._visible_project(request)
+        body = self._project_json(project, self._base_url(request))
+        if username is not None:  # GitLab leaves `permissions` out for anonymous requests
+            body["permissions"] = {
+                "project_access": _access(self.project_access(username, project)),
+                "group_access": _access(self.group_access(username, project)),
+            }
+        return web.json_response(body)
+
+    def _project_json(self, project: Project, base: str) -> dict[str, Any]:
+        namespace = self.groups[project.namespace]
+        return {
+            "id": project.id,
+            "name": project.path,
+            "name_with_namespace": project.full_path.replace("/", " / "),
+            "path": project.path,
+            "path_with_namespace": project.full_path,
+            "namespace": {
+                "id": namespace.id, "name": namespace.full_path.rpartition("/")[2],
+                "path": namespace.full_path.rpartition("/")[2], "kind": "group",
+                "full_path": namespace.full_path,
+            },
+            "visibility": project.visibility,
+            "default_branch": _default_branch(project.repo),
+            "http_url_to_repo": f"{base}/{project.full_path}.git",
+            "web_url": f"{base}/{project.full_path}",
+            "container_registry_enabled": project.registry_access != "disabled",
+            "container_registry_access_level": project.registry_access,
+            "container_registry_image_prefix": f"{self.registry_host}/{project.full_path.lower()}",
+        }
+
+    async def _commit(self, request: web.Request) -> web.Response:
+        username, project = self._visible_project(request)
+        if not self.can_read_code(username, project):
+            return _message(403, "403 Forbidden")
+        commit = await _read_commit(project.repo, request.match_info["sha"])
+        if commit is None:
+            return _message(404, "404 Commit Not Found")
+        commit["web_url"] = f"{self._base_url(request)}/{project.full_path}/-/commit/{commit['id']}"
+        return web.json_response(commit)
+
+    async def _registry_repos(self, request: web.Request) -> web.Response:
+        username, project = self._visible_project(request)
+        if not self.can_read_registry(username, project):
+            return _message(403, "403 Forbidden")
+        name = request.query.get("name", "")
+        with_tags = request.query.get("tags") == "true"
+        repos = [r for r in project.registry.values() if name.lower() in r.name.lower()]
+        return web.json_response([_repository_json(r, project, with_tags) for r in repos])
+
+    async def _registry_tag(self, request: web.Request) -> web.Response:
+        username, project = self._visible_project(request)
+        if not self.can_read_registry(username, project):
+            return _message(403, "403 Forbidden")
+        rid = request.match_info["rid"]
+        repo = next((r for r in project.registry.values() if str(r.id) == rid), None)
+        if repo is None:
+            return _message(404, "404 Repository Not Found")
+        tag = request.match_info["tag"]
+        if tag not in repo.tags:
+            return _message(404, "404 Tag Not Found")
+        digest = repo.tags[tag]
+        return web.json_response({
+            **_tag_json(repo, tag), "revision": digest[7:], "short_revision": digest[7:16],
+            "digest": digest, "created_at": "2024-01-01T00:00:00.000+00:00", "total_size": 1024,
+        })
+
+    # ---- OAuth -----------------------------------------------------------------------------
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """Approves at once for `oauth_user`, as if they were logged in and clicked Authorize."""
+        query = request.query
+        app = self.oauth_apps.get(query.get("client_id", ""))
+        if app is None or query.get("redirect_uri") != app.redirect_uri:
+            return web.Response(status=400, text="The redirect URI or client is not valid.")
+        if query.get("response_type") != "code":
+            raise _redirect(app.redirect_uri, error="unsupported_response_type",
+                            state=query.get("state"))
+        if self.oauth_user is None:
+            return web.Response(status=401, text="No GitLab user is logged in to the stand-in.")
+        code = secrets.token_hex(16)
+        self._codes[code] = Grant(
+            app.client_id, self.oauth_user, query.get("scope", app.scopes), app.redirect_uri,
+            query.get("code_challenge", ""), query.get("code_challenge_method", "plain"),
+        )
+        raise _redirect(app.redirect_uri, code=code, state=query.get("state"))
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        client_id, secret = _client_credentials(request, form)
+        app = self.oauth_apps.get(client_id or "")
+        if app is None or secret != app.client_secret:
+            return _oauth_error(401, "invalid_client", "Client authentication failed.")
+        grant_type = form.get("grant_type")
+        if grant_type == "authorization_code":
+            grant = self._codes.pop(str(form.get("code", "")), None)
+            verifier = str(form.get("code_verifier", ""))
+            if grant and (grant.redirect_uri != form.get("redirect_uri")
+                          or not grant.verifier_matches(verifier)):
+                grant = None
+        elif grant_type == "refresh_token":
+            grant = self._refresh.pop(str(form.get("refresh_token", "")), None)
+        else:
+            return _oauth_error(400, "unsupported_grant_type", "The grant type is not supported.")
+        if grant is None or grant.client_id != client_id:
+            return _oauth_error(400, "invalid_grant", "The provided authorization grant is "
+                                "invalid, expired, revoked, or was issued to another client.")
+        return web.json_response(self._issue(grant))
+
+    def _issue(self, grant: Grant) -> dict[str, Any]:
+        access = self.add_token(grant.username, expires_in=self.oauth_token_seconds,
+                                scope=grant.scope)
+        refresh = secrets.token_hex(32)
+        self._refresh[refresh] = Grant(grant.client_id, grant.username, grant.scope)
+        return {
+            "access_token": access, "token_type": "Bearer", "expires_in": self.oauth_token_seconds,
+            "refresh_token": refresh, "created_at": int(time.time()), "scope": grant.scope,
+        }
+
+    # ---- git smart HTTP --------------------------------------------------------------------
+
+    def _git_user(self, request: web.Request) -> tuple[str | None, bool]:
+        """(user, credentials_given) from HTTP Basic; raises 401 for bad credentials."""
+        value = _header_token(list(request.headers.items()), basic=True)
+        if value is None:
+            return None, False
+        token = self.tokens.get(value)
+        if token is None or not token.valid():
+            raise _git_challenge()
+        return token.username, True
+
+    async def _git(self, request: web.Request) -> web.StreamResponse:
+        username, authenticated = self._git_user(request)
+        project = self.projects.get(request.match_info["repo"].removesuffix(".git").lower())
+        service = request.match_info.get("service") or request.query.get("service", "")
+        if project is None or not self.can_read_code(username, project):
+            if not authenticated:
+                raise _git_challenge()  # git retries with credentials from its helper
+            if project is None or not self.can_see(username, project):
+                return web.Response(status=404, text=NOT_FOUND_PAGE)
+            return web.Response(status=403, text="You are not allowed to download code.")
+        if service != "git-upload-pack" or project.repo is None:
+            return web.Response(status=403, text="The stand-in only serves fetches.")
+        suffix = "info/refs" if request.method == "GET" else service
+        return await _http_backend(request, project.repo, suffix, username or "")
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def _message(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+def _unauthorized() -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(
+        text=json.dumps({"message": "401 Unauthorized"}), content_type="application/json"
+    )
+
+
+def _git_challenge() -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(
+        headers={"WWW-Authenticate": 'Basic realm="GitLab"'},
+        text="HTTP Basic: Access denied. If a password was provided for Git authentication, "
+        "the password was incorrect or you're required to use a token instead of a password.",
+    )
+
+
+def _access(level: int | None) -> dict[str, int] | None:
+    if level is None:
+        return None
+    return {"access_level": level, "notification_level": NOTIFICATION_GLOBAL}
+
+
+def _redirect(uri: str, **params: str | None) -> web.HTTPFound:
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    return web.HTTPFound(f"{uri}{'&' if '?' in uri else '?'}{query}")
+
+
+def _oauth_error(status: int, error: str, description: str) -> web.Response:
+    return web.json_response({"error": error, "error_description": description}, status=status)
+
+
+def _basic(value: str) -> tuple[str, str] | None:
+    try:
+        user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user, password
+
+
+def _header_token(headers: list[tuple[str, str]], basic: bool | None = None) -> str | None:
+    """The token in Authorization (Bearer; Basic password) or PRIVATE-TOKEN; None if absent.
+
+    basic=False accepts only API forms, basic=True only HTTP Basic, None either.
+    """
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "private-token" and basic is not True:
+            return value
+        if lname != "authorization":
+            continue
+        scheme, _, rest = value.partition(" ")
+        if scheme.lower() == "bearer" and basic is not True:
+            return rest.strip()
+        if scheme.lower() == "basic" and basic is not False:
+            pair = _basic(rest.strip())
+            return pair[1] if pair else ""
+    return None
+
+
+def _client_credentials(request: web.Request, form: Any) -> tuple[str | None, str | None]:
+    """OAuth clients authenticate by HTTP Basic or by form fields; both are accepted."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("basic "):
+        pair = _basic(header[6:].strip())
+        if pair:
+            return pair
+    return form.get("client_id"), form.get("client_secret")
+
+
+def _tag_json(repo: RegistryRepository, tag: str) -> dict[str, str]:
+    return {"name": tag, "path": f"{repo.path}:{tag}", "location": f"{repo.location}:{tag}"}
+
+
+def _repository_json(repo: RegistryRepository, project: Project, with_tags: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": repo.id, "name": repo.name, "path": repo.path, "project_id": project.id,
+        "location": repo.location, "created_at": "2024-01-01T00:00:00.000+00:00",
+        "cleanup_policy_started_at": None, "tags_count": len(repo.tags),
+    }
+    if with_tags:
+        body["tags"] = [_tag_json(repo, tag) for tag in sorted(repo.tags)]
+    return body
+
+
+# ---- git -----------------------------------------------------------------------------------
+
+
+def _git_env(**extra: str) -> dict[str, str]:
+    """A clean environment: nothing from the caller's GIT_* settings leaks into the server."""
+    env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
+    env.update(extra)
+    return env
+
+
+def _default_branch(repo: Path | None) -> str | None:
+    if repo is None:
+        return None
+    result = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "--short", "HEAD"],
+                            capture_output=True, text=True, env=_git_env(), check=False)
+    return result.stdout.strip() or None
+
+
+async def _run_git(repo: Path, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "git", "-C", str(repo), *args, env=_git_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def _read_commit(repo: Path | None, ref: str) -> dict[str, Any] | None:
+    """The commit as GitLab's API shows it; like GitLab, a branch or tag name also resolves."""
+    if repo is None or ref.startswith("-"):
+        return None
+    fmt = "%H%n%P%n%an%n%ae%n%aI%n%cn%n%ce%n%cI%n%B"
+    status, out = await _run_git(repo, "show", "-s", f"--format={fmt}", f"{ref}^{{commit}}", "--")
+    if status:
+        return None
+    sha, parents, an, ae, ad, cn, ce, cd, message = out.split("\n", 8)
+    message = message.rstrip("\n")
+    return {
+        "id": sha, "short_id": sha[:8], "title": message.split("\n", 1)[0], "message": message,
+        "parent_ids": parents.split(), "author_name": an, "author_email": ae, "authored_date": ad,
+        "committer_name": cn, "committer_email": ce, "committed_date": cd, "created_at": cd,
+    }
+
+
+async def _http_backend(request: web.Request, repo: Path, suffix: str,
+                        user: str) -> web.Response:
+    """Run `git http-backend` as a CGI for one request, like GitLab's workhorse serves fetches."""
+    body = await request.read()
+    env = _git_env(
+        GIT_PROJECT_ROOT=str(repo.parent), GIT_HTTP_EXPORT_ALL="1",
+        PATH_INFO=f"/{repo.name}/{suffix}", REQUEST_METHOD=request.method,
+        QUERY_STRING=request.query_string, CONTENT_TYPE=request.headers.get("Content-Type", ""),
+        CONTENT_LENGTH=str(len(body)), REMOTE_USER=user, REMOTE_ADDR="127.0.0.1",
+        HTTP_GIT_PROTOCOL=request.headers.get("Git-Protocol", ""),
+        # GitLab lets clients fetch any commit by sha, which a one-commit clone relies on
+        GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="uploadpack.allowAnySHA1InWant",
+        GIT_CONFIG_VALUE_0="true",
+    )
+    if body[:2] == b"\x1f\x8b":  # still gzipped (aiohttp normally inflates request bodies)
+        env["HTTP_CONTENT_ENCODING"] = "gzip"
+    proc = await asyncio.create_subprocess_exec(
+        "git", "http-backend", env=env, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(body)
+    return _cgi_response(out, err)
+
+
+def _cgi_response(out: bytes, err: bytes) -> web.Response:
+    head, sep, payload = out.partition(b"\r\n\r\n")
+    if not sep:
+        head, sep, payload = out.partition(b"\n\n")
+    if not sep:
+        return web.Response(status=500, text=f"git http-backend failed: {err.decode()[:500]}")
+    status, headers = 200, {}
+    for line in head.decode("latin-1").splitlines():
+        name, _, value = line.partition(":")
+        if name.lower() == "status":
+            status = int(value.split()[0])
+        elif name:
+            headers[name.strip()] = value.strip()
+    return web.Response(status=status, body=payload, headers=headers)
+
+
+def create_bare_repo(path: str | Path, commits: list[dict[str, str]],
+                     branch: str = "main") -> list[str]:
+    """A bare repository at `path` with one commit per {file: content} dict; returns their shas."""
+    path = Path(path)
+    env = _git_env(GIT_AUTHOR_NAME="Stand In", GIT_AUTHOR_EMAIL="standin@example.test",
+                   GIT_COMMITTER_NAME="Stand In", GIT_COMMITTER_EMAIL="standin@example.test")
+    shas = []
+    with tempfile.TemporaryDirectory(prefix="standin-work-") as work:
+        subprocess.run(["git", "init", "-q", "-b", branch, work], env=env, check=True)
+        for number, files in enumerate(commits, 1):
+            for name, content in files.items():
+                target = Path(work, name)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content)
+            subprocess.run(["git", "-C", work, "add", "-A"], env=env, check=True)
+            subprocess.run(["git", "-C", work, "commit", "-q", "--allow-empty", "-m",
+                            f"commit {number}"], env=env, check=True)
+            shas.append(subprocess.run(["git", "-C", work, "rev-parse", "HEAD"], env=env,
+                                       check=True, capture_output=True, text=True).stdout.strip())
+        subprocess.run(["git", "clone", "-q", "--bare", work, str(path)], env=env, check=True)
+    return shas
+
+
+def bare_repo_from_directory(source: Path, dest: Path) -> Path:
+    """A bare copy of a git work tree, or a one-commit bare repo holding a plain directory."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    if (source / ".git").exists() or (source / "HEAD").is_file():
+        subprocess.run(["git", "clone", "-q", "--bare", str(source), str(dest)],
+                       env=_git_env(), check=True)
+        return dest
+    files = {
+        str(p.relative_to(source)): p.read_text()
+        for p in sorted(source.rglob("*")) if p.is_file()
+    }
+    create_bare_repo(dest, [files])
+    return dest
+
+
+# ---- standalone ----------------------------------------------------------------------------
+
+
+def load_fixture(standin: GitLabStandIn, fixture: Path, repos_dir: Path) -> None:
+    """Fill the stand-in from YAML; relative paths are relative to the fixture file.
+
+    users: [{username, token?, name?}]
+    groups: [{path, members: {user: level}}]
+    projects: [{path, visibility?, members?, repo? (bare repo) | source? (a directory),
+                registryAccess?, sharedWith?: {group: level}, registryTags?: [tag]}]
+    oauth: {user: <username>, clients: [{id, secret, redirectUri}]}
+    registryHost, externalUrl: optional
+    """
+    data = yaml.safe_load(fixture.read_text()) or {}
+    base = fixture.resolve().parent
+    standin.registry_host = data.get("registryHost", standin.registry_host)
+    standin.external_url = data.get("externalUrl", standin.external_url)
+    for user in data.get("users", []):
+        standin.add_user(user["username"], user.get("token"), name=user.get("name"))
+    for group in data.get("groups", []):
+        standin.add_group(group["path"], group.get("members"))
+    for spec in data.get("projects", []):
+        _fixture_project(standin, spec, base, repos_dir)
+    oauth = data.get("oauth") or {}
+    standin.oauth_user = oauth.get("user")
+    for client in oauth.get("clients", []):
+        standin.add_oauth_app(client["id"], client["secret"], client["redirectUri"])
+
+
+def _fixture_project(standin: GitLabStandIn, spec: dict[str, Any], base: Path,
+                     repos_dir: Path) -> None:
+    repo = base / spec["repo"] if spec.get("repo") else None
+    if spec.get("source"):
+        repo = bare_repo_from_directory(base / spec["source"], repos_dir / f"{spec['path']}.git")
+    standin.add_project(spec["path"], visibility=spec.get("visibility", "private"),
+                        members=spec.get("members"), repo=repo,
+                        registry_access=spec.get("registryAccess", "enabled"),
+                        shared_with=spec.get("sharedWith"))
+    for tag in spec.get("registryTags", []):
+        standin.add_registry_tag(spec["path"], str(tag))
+
+
+async def _serve(standin: GitLabStandIn, host: str, port: int) -> None:
+    url = await standin.start(host, port)
+    print(f"gitlab stand-in listening on {url}", flush=True)
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await standin.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve a GitLab API v4 stand-in.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--fixture", type=Path, help="YAML with users, groups, projects, oauth")
+    parser.add_argument("--repos-dir", type=Path, help="where bare repos made from `source` go")
+    parser.add_argument("--external-url", help="base URL clients use, if not the one they call")
+    args = parser.parse_args(argv)
+    standin = GitLabStandIn(external_url=args.external_url)
+    with tempfile.TemporaryDirectory(prefix="standin-repos-") as tmp:
+        if args.fixture:
+            load_fixture(standin, args.fixture, args.repos_dir or Path(tmp))
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(standin, args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

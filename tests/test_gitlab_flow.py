@@ -1,0 +1,222 @@
+"""GitLab end to end with the real hub: OAuth login -> glue -> access check -> spawn -> clone with
+the user's token -> the server serves the commit's files. GitLab is the API stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.gitlab_standin import GitLabStandIn
+from tests.hubtools import Client, RunningHub, make_repo
+
+REGISTRY = "registry.gitlab.test"
+DEFAULT_IMAGE = "registry.example.org/renku/default:1"
+
+
+class StandInThread:
+    """The stand-in on its own event loop, so sync tests can change it between requests."""
+
+    def __init__(self, standin: GitLabStandIn):
+        self.standin = standin
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
+
+    def __enter__(self) -> StandInThread:
+        self.thread.start()
+        self.run(self.standin.start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.run(self.standin.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """GitLab with projects and members, and a hub logging in with it."""
+    root = tmp_path_factory.mktemp("gitlab-repos")
+    shas = make_repo(root, "renku/demo")
+    make_repo(root, "renku/sub/deep")
+    standin = GitLabStandIn(registry_host=REGISTRY)
+    for user in ("dev", "guest", "reporter", "maint", "owner", "outsider", "grouped"):
+        standin.add_user(user)
+    standin.add_project(
+        "renku/demo",
+        repo=root / "renku/demo.git",
+        members={"dev": 30, "guest": 10, "reporter": 20, "maint": 40, "owner": 50},
+    )
+    standin.add_group("renku/sub", members={"grouped": 30})
+    standin.add_project("renku/sub/deep", repo=root / "renku/sub/deep.git")
+    standin.add_project("public/open", visibility="public", repo=root / "renku/demo.git")
+    standin.add_registry_tag("renku/demo", shas[0][:7])
+    with StandInThread(standin) as thread:
+        config = {
+            "images": {"default": DEFAULT_IMAGE, "allowedRegistries": [REGISTRY]},
+            "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
+            "provider": {
+                "kind": "gitlab",
+                "url": standin.url,
+                "timeoutSeconds": 2,
+                "cacheSeconds": 60,
+            },
+            "launch": {"startTimeoutSeconds": 60},
+        }
+        env = {"GITLAB_CLIENT_ID": "hub-client", "GITLAB_CLIENT_SECRET": "hub-secret-value"}
+        hub = RunningHub(tmp_path_factory.mktemp("gitlab-hub"), config, extra_env=env)
+        standin.add_oauth_app("hub-client", "hub-secret-value", f"{hub.url}/hub/oauth_callback")
+        try:
+            yield {"hub": hub.start(), "gitlab": standin, "shas": shas, "thread": thread}
+        finally:
+            hub.stop()
+
+
+def login(world: dict[str, Any], user: str) -> Client:
+    """Log in through GitLab OAuth (as a browser does), then act with a hub token of that user."""
+    hub, standin = world["hub"], world["gitlab"]
+    standin.oauth_user = user
+    browser = requests.Session()
+    browser.get(f"{hub.url}/hub/oauth_login", timeout=30)
+    assert "jupyterhub-session-id" in browser.cookies, "GitLab login did not complete"
+    return Client(hub, user)
+
+
+def gitlab_token(hub: RunningHub, user: str) -> str:
+    model = hub.admin("GET", f"users/{user}").json()
+    return model["auth_state"]["access_token"]
+
+
+def launch(client: Client, project: str, sha: str) -> requests.Response:
+    return client.post(f"{project}/{sha}")
+
+
+def test_launch_clones_with_the_users_token_and_uses_the_commit_image(world):
+    hub, shas = world["hub"], world["shas"]
+    dev = login(world, "dev")
+    response = launch(dev, "renku/demo", shas[0])
+    assert response.status_code in (201, 202), response.text
+    model = dev.wait_running(f"renku/demo/{shas[0]}")
+    assert model["image"] == f"{REGISTRY}/renku/demo:{shas[0][:7]}"
+    assert model["image_fallback"] is False
+    readme = dev.session.get(f"{hub.url}{model['url']}api/contents/README.md", timeout=30)
+    assert readme.json()["content"] == "version 1\n"
+    # a commit without an image runs the default image
+    other = launch(dev, "renku/demo", shas[1]).json()
+    assert other["image"] == DEFAULT_IMAGE and other["image_fallback"] is True
+
+
+def test_token_appears_nowhere(world):
+    hub, shas, standin = world["hub"], world["shas"], world["gitlab"]
+    dev = login(world, "dev")
+    path = f"renku/demo/{shas[2]}"
+    responses = [launch(dev, "renku/demo", shas[2])]
+    model = dev.wait_running(path)
+    responses += [dev.get(path), dev.get(""), dev.get("user")]
+    token = gitlab_token(hub, "dev")
+    assert standin.token_sent_in_header(token) > 0, "the glue never used the token"
+    assert standin.token_leaks(token) == []
+    for response in responses:
+        assert token not in response.text
+    assert token not in hub.log()
+    workspace = hub.workspaces / "dev" / model["name"]
+    for path_ in workspace.joinpath(".git").rglob("*"):
+        if path_.is_file():
+            assert token.encode() not in path_.read_bytes(), path_
+    processes = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True)
+    assert token not in processes.stdout
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            assert token.encode() not in environ.read_bytes(), environ
+        except (PermissionError, FileNotFoundError, ProcessLookupError):
+            continue
+
+
+@pytest.mark.parametrize(
+    ("user", "project", "status", "code"),
+    [
+        ("guest", "renku/demo", 403, "insufficient_access"),
+        ("reporter", "renku/demo", 403, "insufficient_access"),
+        ("outsider", "renku/demo", 404, "project_not_found"),
+        ("outsider", "public/open", 403, "insufficient_access"),
+        ("maint", "renku/demo", None, None),
+        ("owner", "renku/demo", None, None),
+        ("grouped", "renku/sub/deep", None, None),
+    ],
+)
+def test_access_matrix(world, user, project, status, code):
+    hub = world["hub"]
+    sha = _deep_sha(world) if project == "renku/sub/deep" else world["shas"][0]
+    client = login(world, user)
+    response = launch(client, project, sha)
+    if status is None:
+        assert response.status_code in (201, 202), response.text
+        assert len(hub.hub_servers(user)) == 1
+        hub.remove_all_servers(user)
+    else:
+        assert response.status_code == status, response.text
+        assert response.json()["error"] == code
+        if status == 403:
+            assert "Developer" in response.json()["message"]
+        assert hub.hub_servers(user) == {}
+
+
+def _deep_sha(world: dict[str, Any]) -> str:
+    project = world["gitlab"].projects["renku/sub/deep"]
+    return subprocess.check_output(
+        ["git", "-C", str(project.repo), "rev-parse", "main"], text=True
+    ).strip()
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        ("down", 503, "gitlab_unavailable"),
+        ("slow", 504, "gitlab_timeout"),
+        ("error", 502, "gitlab_error"),
+    ],
+)
+def test_gitlab_faults_fail_closed(world, fault, status, code):
+    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
+    client = login(world, "maint")
+    hub.remove_all_servers("maint")
+    saved_url = standin.url
+    if fault == "slow":
+        standin.delay = 3.0
+    elif fault == "error":
+        standin.fail_status = 500
+    try:
+        if fault == "down":
+            world["thread"].run(standin.stop())
+        response = launch(client, "renku/demo", shas[2])
+        assert response.status_code == status, response.text
+        assert response.json()["error"] == code
+        assert hub.hub_servers("maint") == {}
+        # the glue still serves what does not need GitLab
+        assert client.get("").status_code == 200
+        assert requests.get(hub.prefix + "health", timeout=10).status_code == 200
+    finally:
+        standin.delay, standin.fail_status = 0.0, None
+        if fault == "down":
+            port = int(saved_url.rsplit(":", 1)[1])
+            world["thread"].run(standin.start(port=port))
+
+
+def test_expired_token_asks_to_log_in_again(world):
+    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
+    client = login(world, "owner")
+    standin.expire_token(gitlab_token(hub, "owner"))
+    response = launch(client, "renku/demo", shas[1])
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "gitlab_token_expired"
+    assert "log in again" in response.json()["message"].lower()
+    assert hub.hub_servers("owner") == {}

@@ -1,0 +1,608 @@
+"""The GitLab provider against the GitLab stand-in: access, commits, images, outages, clones.
+
+The stand-in serves on 127.0.0.1 with real bare repositories, so access
+decisions, error mapping and the clone step run against GitLab's documented
+answers rather than mocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+
+from glue.access import Access
+from glue.config import Config, validate
+from glue.errors import (
+    Forbidden,
+    GlueError,
+    NotFound,
+    Unauthorized,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from glue.gitlab import GitLabProvider
+from glue.provider import Caller, Image, make_provider
+from glue.target import Target
+from tests.gitlab_standin import GitLabStandIn, create_bare_repo
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = "registry.gitlab.test"
+DEFAULT_IMAGE = f"{REGISTRY}/renku/default:1"
+# Git's own test value for a sha that exists nowhere
+MISSING_SHA = "deadbeef" * 5
+
+
+def token() -> str:
+    """Distinctive tokens, so a leak check cannot match anything by accident."""
+    return "glpat-" + secrets.token_hex(16)
+
+
+def make_config(url: str, *, images: dict[str, Any] | None = None, **provider: Any) -> Config:
+    return validate({
+        "images": {"default": DEFAULT_IMAGE, "allowedRegistries": [REGISTRY], **(images or {})},
+        "profiles": [{"name": "small", "cpu": 1, "memory": "1G"}],
+        "provider": {"kind": "gitlab", "url": url, "timeoutSeconds": 5, **provider},
+    })
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A bare repository with two commits: (path, [older sha, newer sha])."""
+    path = tmp_path_factory.mktemp("repos") / "demo.git"
+    shas = create_bare_repo(path, [
+        {"README.md": "first\n", "analysis.ipynb": "{}\n"},
+        {"README.md": "second\n"},
+    ])
+    return path, shas
+
+
+@pytest.fixture
+async def gitlab() -> AsyncIterator[GitLabStandIn]:
+    standin = GitLabStandIn(registry_host=REGISTRY)
+    await standin.start()
+    yield standin
+    await standin.stop()
+
+
+class World:
+    """A stand-in plus helpers to ask the provider as one of its users."""
+
+    def __init__(self, standin: GitLabStandIn, repo: tuple[Path, list[str]]):
+        self.standin = standin
+        self.repo_path, self.shas = repo
+        self.tokens: dict[str, str] = {}
+
+    def user(self, name: str) -> Caller:
+        if name not in self.tokens:
+            self.tokens[name] = token()
+            self.standin.add_user(name, self.tokens[name])
+        return Caller(name, self.tokens[name])
+
+    def project(self, full_path: str, **kwargs: Any) -> Target:
+        self.standin.add_project(full_path, repo=self.repo_path, **kwargs)
+        namespace, _, project = full_path.rpartition("/")
+        return Target(namespace, project, self.shas[0])
+
+    def provider(self, **kwargs: Any) -> GitLabProvider:
+        return GitLabProvider(make_config(self.standin.url, **kwargs))
+
+    async def check(self, caller: Caller, target: Target, *, launch: bool = False,
+                    **kwargs: Any) -> int | None:
+        provider = self.provider(**kwargs)
+        try:
+            access = Access(provider, provider.config["provider"]["minAccessLevel"])
+            if launch:
+                await access.check_launch(caller, target)
+                return None
+            return await access.check(caller, target)
+        finally:
+            await provider.close()
+
+    async def level(self, caller: Caller, target: Target) -> int | None:
+        provider = self.provider()
+        try:
+            return await provider.access_level(caller, target)
+        finally:
+            await provider.close()
+
+    async def image(self, caller: Caller, target: Target, **kwargs: Any) -> Image:
+        images = kwargs.pop("images", None)
+        provider = GitLabProvider(make_config(self.standin.url, images=images, **kwargs))
+        try:
+            return await provider.image_for(caller, target)
+        finally:
+            await provider.close()
+
+
+@pytest.fixture
+def world(gitlab: GitLabStandIn, repo: tuple[Path, list[str]]) -> World:
+    return World(gitlab, repo)
+
+
+# ---- access ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [(None, NotFound), (10, Forbidden), (20, Forbidden), (30, 30), (40, 40), (50, 50)],
+)
+async def test_direct_membership_of_a_private_project(
+    world: World, level: int | None, expected: type[GlueError] | int
+) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": level} if level else {})
+    if isinstance(expected, int):
+        assert await world.check(alice, target) == expected
+        return
+    with pytest.raises(expected) as info:
+        await world.check(alice, target)
+    code = "project_not_found" if expected is NotFound else "insufficient_access"
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("visibility", "level", "error"),
+    [("private", None, NotFound), ("internal", 0, Forbidden), ("public", 0, Forbidden)],
+)
+async def test_visibility_for_a_non_member(
+    world: World, visibility: str, level: int | None, error: type[GlueError]
+) -> None:
+    bob = world.user("bob")
+    target = world.project("renku/shown", visibility=visibility)
+    assert await world.level(bob, target) == level
+    with pytest.raises(error):
+        await world.check(bob, target)
+
+
+@pytest.mark.parametrize("visibility", ["internal", "public"])
+async def test_member_of_an_open_project_keeps_their_level(world: World, visibility: str) -> None:
+    carol = world.user("carol")
+    target = world.project("renku/open", visibility=visibility, members={"carol": 40})
+    assert await world.check(carol, target) == 40
+
+
+async def test_access_is_inherited_from_groups_and_parent_groups(world: World) -> None:
+    world.standin.add_group("top", {"alice": 40})
+    world.standin.add_group("top/sub", {"bob": 30, "dave": 20})
+    world.standin.add_group("other", {"erin": 50})
+    world.standin.add_group("team", {"frank": 50})
+    target = world.project(
+        "top/sub/deep/proj", members={"bob": 20, "carol": 50, "dave": 10},
+        shared_with={"team": 30},
+    )
+    users = {name: world.user(name) for name in ("alice", "bob", "carol", "dave", "erin", "frank")}
+    assert await world.level(users["alice"], target) == 40  # grandparent group only
+    assert await world.level(users["bob"], target) == 30  # group beats lower project level
+    assert await world.level(users["carol"], target) == 50  # project beats no group
+    assert await world.level(users["dave"], target) == 20  # both set: the higher one
+    assert await world.level(users["erin"], target) is None  # member elsewhere only
+    assert await world.level(users["frank"], target) == 30  # share caps the group level
+    assert await world.check(users["alice"], target) == 40
+    with pytest.raises(Forbidden):
+        await world.check(users["dave"], target)
+    with pytest.raises(NotFound):
+        await world.check(users["erin"], target)
+
+
+async def test_min_access_level_is_configurable(world: World) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    with pytest.raises(Forbidden) as info:
+        await world.check(alice, target, minAccessLevel=40)
+    assert "Maintainer" in info.value.message
+    assert await world.check(alice, target, minAccessLevel=20) == 30
+
+
+async def test_project_answer_follows_the_api_documentation(world: World) -> None:
+    """The stand-in's JSON: permissions null or {access_level, notification_level}."""
+    alice = world.user("alice")
+    world.standin.add_group("top", {"alice": 30})
+    world.project("top/sub/proj", visibility="public")
+    project = world.standin.projects["top/sub/proj"]
+    async with aiohttp.ClientSession() as session:
+        url = f"{world.standin.url}/api/v4/projects/top%2Fsub%2Fproj"
+        async with session.get(url, headers={"PRIVATE-TOKEN": alice.git_token or ""}) as resp:
+            body = await resp.json()
+        async with session.get(f"{world.standin.url}/api/v4/projects/{project.id}") as resp:
+            anonymous = await resp.json()
+        async with session.get(f"{world.standin.url}/api/v4/projects/top%2Fnope") as resp:
+            missing = (resp.status, await resp.json())
+    assert body["permissions"] == {
+        "project_access": None, "group_access": {"access_level": 30, "notification_level": 3},
+    }
+    assert body["path_with_namespace"] == "top/sub/proj"
+    assert body["namespace"]["full_path"] == "top/sub"
+    assert body["http_url_to_repo"] == f"{world.standin.url}/top/sub/proj.git"
+    assert body["default_branch"] == "main"
+    assert body["container_registry_image_prefix"] == f"{REGISTRY}/top/sub/proj"
+    assert anonymous["id"] == project.id
+    assert "permissions" not in anonymous
+    assert missing == (404, {"message": "404 Project Not Found"})
+
+
+# ---- commits -----------------------------------------------------------------------------
+
+
+async def test_known_commits_pass_the_launch_check(world: World) -> None:
+    alice = world.user("alice")
+    world.project("renku/demo", members={"alice": 30})
+    for sha in world.shas:
+        assert await world.check(alice, Target("renku", "demo", sha), launch=True) is None
+
+
+async def test_unknown_commit_is_not_found(world: World) -> None:
+    alice = world.user("alice")
+    world.project("renku/demo", members={"alice": 30})
+    with pytest.raises(NotFound) as info:
+        await world.check(alice, Target("renku", "demo", MISSING_SHA), launch=True)
+    assert info.value.code == "commit_not_found"
+
+
+async def test_guest_of_a_private_project_cannot_read_commits(world: World) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 10})
+    with pytest.raises(Forbidden) as info:
+        await world.check(alice, target, launch=True, minAccessLevel=10)
+    assert "Reporter" in info.value.message
+
+
+# ---- images ------------------------------------------------------------------------------
+
+
+async def test_image_tagged_for_the_commit_is_used(world: World) -> None:
+    alice = world.user("alice")
+    target = world.project("Renku/Demo", members={"alice": 30})
+    world.standin.add_registry_tag("Renku/Demo", world.shas[0][:7])
+    world.standin.add_registry_tag("Renku/Demo", world.shas[1][:7])
+    world.standin.add_registry_tag("Renku/Demo", world.shas[0][:7], name="other")
+    image = await world.image(alice, target)
+    assert image == Image(f"{REGISTRY}/renku/demo:{world.shas[0][:7]}", fallback=False)
+
+
+async def test_commit_tag_template_with_the_full_sha(world: World) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    world.standin.add_registry_tag("renku/demo", f"build-{world.shas[0]}")
+    image = await world.image(alice, target, images={"commitTag": "build-{sha}"})
+    assert image == Image(f"{REGISTRY}/renku/demo:build-{world.shas[0]}", fallback=False)
+
+
+async def test_missing_tag_falls_back_to_the_default_image(world: World) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    world.standin.add_registry_tag("renku/demo", world.shas[1][:7])  # another commit's image
+    assert await world.image(alice, target) == Image(DEFAULT_IMAGE, fallback=True)
+
+
+async def test_no_registry_repository_falls_back(world: World) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    assert await world.image(alice, target) == Image(DEFAULT_IMAGE, fallback=True)
+
+
+@pytest.mark.parametrize(("registry_access", "level"), [("disabled", 50), ("private", 10)])
+async def test_unreadable_registry_falls_back(
+    world: World, registry_access: str, level: int
+) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": level}, visibility="public",
+                           registry_access=registry_access)
+    world.standin.add_registry_tag("renku/demo", world.shas[0][:7])
+    assert await world.image(alice, target) == Image(DEFAULT_IMAGE, fallback=True)
+
+
+async def test_image_outside_allowed_registries_is_never_used(world: World) -> None:
+    world.standin.registry_host = "evil.example.com"
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    world.standin.add_registry_tag("renku/demo", world.shas[0][:7])
+    assert await world.image(alice, target) == Image(DEFAULT_IMAGE, fallback=True)
+    allowed = {"allowedRegistries": ["evil.example.com"]}
+    assert (await world.image(alice, target, images=allowed)).fallback is False
+
+
+async def test_configured_registry_host_replaces_gitlabs(world: World) -> None:
+    world.standin.registry_host = "gitlab-registry.internal:5000"
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    world.standin.add_registry_tag("renku/demo", world.shas[0][:7])
+    image = await world.image(alice, target, registry=REGISTRY)
+    assert image == Image(f"{REGISTRY}/renku/demo:{world.shas[0][:7]}", fallback=False)
+
+
+# ---- GitLab trouble ----------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_unreachable_gitlab_is_503(world: World) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    provider = GitLabProvider(make_config(f"http://127.0.0.1:{closed_port()}"))
+    try:
+        with pytest.raises(UpstreamUnavailable) as info:
+            await Access(provider, 30).check(alice, target)
+    finally:
+        await provider.close()
+    assert (info.value.status, info.value.code) == (503, "gitlab_unavailable")
+
+
+async def test_slow_gitlab_is_504(world: World) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    world.standin.delay = 1.0
+    with pytest.raises(UpstreamTimeout) as info:
+        await world.check(alice, target, timeoutSeconds=0.2)
+    assert (info.value.status, info.value.code) == (504, "gitlab_timeout")
+    assert "0.2 seconds" in info.value.message
+
+
+@pytest.mark.parametrize("method", ["access", "commit", "image"])
+async def test_gitlab_server_error_is_502(world: World, method: str) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    world.standin.fail_status = 500
+    provider = world.provider()
+    calls = {
+        "access": provider.access_level, "commit": provider.commit_exists,
+        "image": provider.image_for,
+    }
+    try:
+        with pytest.raises(UpstreamError) as info:
+            await calls[method](alice, target)
+    finally:
+        await provider.close()
+    assert (info.value.status, info.value.code) == (502, "gitlab_error")
+
+
+@pytest.mark.parametrize("how", ["expire", "revoke", "unknown", "missing"])
+async def test_dead_token_asks_the_user_to_log_in_again(
+    world: World, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    if how == "expire":
+        world.standin.expire_token(alice.git_token or "")
+    elif how == "revoke":
+        world.standin.revoke_token(alice.git_token or "")
+    elif how == "unknown":
+        alice = Caller("alice", token())
+    else:
+        alice = Caller("alice", None)
+    with pytest.raises(Unauthorized) as info:
+        await world.check(alice, target)
+    assert (info.value.status, info.value.code) == (401, "gitlab_token_expired")
+    assert "log in again" in info.value.message
+    if alice.git_token:
+        assert alice.git_token not in str(info.value)
+        assert alice.git_token not in caplog.text
+        assert world.standin.token_sent_in_header(alice.git_token) == 1
+
+
+async def test_token_travels_only_in_the_authorization_header(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    alice = world.user("alice")
+    target = world.project("renku/sub/demo", members={"alice": 30})
+    world.standin.add_registry_tag("renku/sub/demo", world.shas[0][:7])
+    provider = world.provider()
+    try:
+        assert await provider.access_level(alice, target) == 30
+        assert await provider.commit_exists(alice, target)
+        assert not (await provider.image_for(alice, target)).fallback
+    finally:
+        await provider.close()
+    assert world.standin.token_sent_in_header(alice.git_token or "") == 4
+    assert world.standin.token_leaks(alice.git_token or "") == []
+    assert "GitLab GET" in caplog.text  # the provider logged, without the token
+    assert (alice.git_token or "") not in caplog.text
+    paths = [r.path for r in world.standin.requests]
+    assert "/api/v4/projects/renku%2Fsub%2Fdemo" in paths
+
+
+def test_clone_url_carries_no_credentials() -> None:
+    provider = make_provider(make_config("https://gitlab.example.com/"))
+    target = Target("group/sub", "proj", MISSING_SHA)
+    assert isinstance(provider, GitLabProvider)
+    assert provider.needs_token is True
+    assert provider.clone_url(target) == "https://gitlab.example.com/group/sub/proj.git"
+
+
+# ---- clone through git smart HTTP --------------------------------------------------------
+
+
+async def run_clone(source: str, sha: str, dest: Path, git_token: str) -> tuple[int, str]:
+    """`python -m glue.clone` with the token in a file, as the spawner runs it."""
+    token_file = dest.parent / f"{dest.name}.token"
+    token_file.write_text(git_token)
+    token_file.chmod(0o600)
+    env = {**os.environ, "NOTEBOOKS_GIT_TOKEN_FILE": str(token_file), "PYTHONPATH": str(ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "glue.clone", "--source", source, "--commit", sha,
+        "--dest", str(dest), env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, (out + err).decode()
+
+
+def git_out(dest: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(dest), *args], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+async def test_clone_checks_out_the_older_commit_without_keeping_the_token(
+    world: World, tmp_path: Path
+) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/sub/demo", members={"alice": 20})
+    source = world.provider().clone_url(target)
+    dest = tmp_path / "work"
+    status, output = await run_clone(source, world.shas[0], dest, alice.git_token or "")
+    assert status == 0, output
+    assert git_out(dest, "rev-parse", "HEAD") == world.shas[0]
+    assert (dest / "README.md").read_text() == "first\n"
+    assert git_out(dest, "rev-list", "--count", "HEAD") == "1"  # no history fetched
+    secret = (alice.git_token or "").encode()
+    assert secret not in (dest / ".git" / "config").read_bytes()
+    for path in (dest / ".git").rglob("*"):
+        assert not path.is_file() or secret not in path.read_bytes(), path
+    assert world.standin.token_sent_in_header(alice.git_token or "") >= 1
+    assert world.standin.token_leaks(alice.git_token or "") == []
+    git_requests = [r for r in world.standin.requests if r.path.startswith("/renku/sub/demo.git")]
+    assert any("git-upload-pack" in r.path for r in git_requests)
+
+
+async def test_clone_with_a_wrong_token_fails_clearly(world: World, tmp_path: Path) -> None:
+    world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    wrong = token()
+    status, output = await run_clone(world.provider().clone_url(target), world.shas[0],
+                                     tmp_path / "work", wrong)
+    assert status == 1
+    assert "log in again" in output
+    assert wrong not in output
+    assert world.standin.token_leaks(wrong) == []
+
+
+async def test_clone_by_a_user_who_cannot_see_the_project_fails(
+    world: World, tmp_path: Path
+) -> None:
+    mallory = world.user("mallory")
+    target = world.project("renku/demo", members={"alice": 30})
+    status, output = await run_clone(world.provider().clone_url(target), world.shas[0],
+                                     tmp_path / "work", mallory.git_token or "")
+    assert status == 1
+    assert "not found" in output.lower()
+    assert not (tmp_path / "work" / "README.md").exists()
+
+
+async def test_git_without_credentials_is_challenged(world: World) -> None:
+    world.project("renku/demo")
+    async with aiohttp.ClientSession() as session:
+        url = f"{world.standin.url}/renku/demo.git/info/refs?service=git-upload-pack"
+        async with session.get(url) as resp:
+            assert resp.status == 401
+            assert resp.headers["WWW-Authenticate"].startswith("Basic")
+
+
+# ---- OAuth and standalone use --------------------------------------------------------------
+
+
+REDIRECT = "http://127.0.0.1:8000/hub/oauth_callback"
+
+
+async def authorize(session: aiohttp.ClientSession, base: str, verifier: str) -> str:
+    """Walk /oauth/authorize with a PKCE challenge, as oauthenticator does; returns the code."""
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    params = {
+        "client_id": "hub-client", "redirect_uri": REDIRECT, "response_type": "code",
+        "state": "xyz", "scope": "api", "code_challenge": challenge.decode().rstrip("="),
+        "code_challenge_method": "S256",
+    }
+    async with session.get(f"{base}/oauth/authorize", params=params,
+                           allow_redirects=False) as resp:
+        assert resp.status == 302
+        location = urlsplit(resp.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT
+    query = parse_qs(location.query)
+    assert query["state"] == ["xyz"]
+    return query["code"][0]
+
+
+async def test_oauth_code_and_refresh_grants(world: World) -> None:
+    world.user("alice")
+    world.standin.add_oauth_app("hub-client", "hub-secret", REDIRECT)
+    world.standin.oauth_user = "alice"
+    base = world.standin.url
+    client = {"client_id": "hub-client", "client_secret": "hub-secret"}
+    verifier = secrets.token_urlsafe(48)
+    async with aiohttp.ClientSession() as session:
+        grant = {"grant_type": "authorization_code", "redirect_uri": REDIRECT, **client}
+        code = await authorize(session, base, verifier)
+        wrong = {**grant, "code": code, "code_verifier": verifier + "x"}
+        async with session.post(f"{base}/oauth/token", data=wrong) as resp:
+            assert (resp.status, (await resp.json())["error"]) == (400, "invalid_grant")
+        grant.update(code=await authorize(session, base, verifier), code_verifier=verifier)
+        async with session.post(f"{base}/oauth/token", data=grant) as resp:
+            first = await resp.json()
+        assert first["token_type"] == "Bearer"
+        assert (first["expires_in"], first["scope"]) == (7200, "api")
+        assert {"access_token", "refresh_token", "created_at"} <= set(first)
+        auth = {"Authorization": f"Bearer {first['access_token']}"}
+        async with session.get(f"{base}/api/v4/user", headers=auth) as resp:
+            assert (await resp.json())["username"] == "alice"
+        async with session.post(f"{base}/oauth/token", data=grant) as resp:
+            assert (resp.status, (await resp.json())["error"]) == (400, "invalid_grant")
+        refresh = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}
+        basic = {"Authorization": "Basic " + base64.b64encode(b"hub-client:hub-secret").decode()}
+        async with session.post(f"{base}/oauth/token", data=refresh, headers=basic) as resp:
+            second = await resp.json()
+        assert second["access_token"] != first["access_token"]
+        async with session.post(f"{base}/oauth/token", data={**refresh, **client}) as resp:
+            assert resp.status == 400  # a refresh token is used once
+        bad_client = {**refresh, "client_id": "hub-client", "client_secret": "nope"}
+        async with session.post(f"{base}/oauth/token", data=bad_client) as resp:
+            assert (resp.status, (await resp.json())["error"]) == (401, "invalid_client")
+
+
+async def test_standalone_server_from_a_fixture(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    (source / "notebooks").mkdir(parents=True)
+    (source / "notebooks" / "hello.ipynb").write_text("{}\n")
+    secret = token()
+    (tmp_path / "fixture.yaml").write_text(f"""
+users: [{{username: alice, token: {secret}}}]
+groups: [{{path: renku, members: {{alice: 30}}}}]
+projects:
+  - {{path: renku/demo, source: src, registryTags: [abc1234]}}
+oauth:
+  user: alice
+  clients: [{{id: hub, secret: s, redirectUri: "http://127.0.0.1:1/cb"}}]
+""")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.gitlab_standin", "--port", "0",
+        "--fixture", str(tmp_path / "fixture.yaml"), "--repos-dir", str(tmp_path / "repos"),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        url = line.rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:"), line
+        headers = {"Authorization": f"Bearer {secret}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.get(f"{url}/api/v4/projects/renku%2Fdemo") as resp:
+                project = await resp.json()
+            async with session.get(f"{url}/api/v4/projects/{project['id']}/repository/commits/"
+                                   f"{project['default_branch']}") as resp:
+                commit = await resp.json()
+        assert project["permissions"]["group_access"]["access_level"] == 30
+        assert len(commit["id"]) == 40
+        files = git_out(tmp_path / "repos" / "renku" / "demo.git", "ls-tree", "-r", "--name-only",
+                        "HEAD")
+        assert files == "notebooks/hello.ipynb"
+    finally:
+        proc.terminate()
+        await proc.wait()
