@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import re
 import sys
 from functools import cache
 from pathlib import Path
@@ -95,7 +97,7 @@ def load(path: str | Path) -> Config:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     # Helm values carry the config under `notebooks:`; a bare config file is accepted too
-    if isinstance(data, dict) and set(data) == {"notebooks"}:
+    if isinstance(data, dict) and "notebooks" in data:
         data = data["notebooks"]
     return validate(data, str(path))
 
@@ -113,8 +115,9 @@ def docs() -> str:
         for key, prop in node.get("properties", {}).items():
             name = f"{path}.{key}" if path else key
             kind = prop.get("type", "")
-            default = f" (default ``{prop['default']!r}``)" if "default" in prop else ""
-            text = " ".join(prop.get("description", "").split())
+            shown = "default" in prop and kind != "object"
+            default = f" (default ``{json.dumps(prop['default'])}``)" if shown else ""
+            text = re.sub(r"`([^`]+)`", r"``\1``", " ".join(prop.get("description", "").split()))
             out.append(f"``{name}`` *{kind}*{default}\n    {text}\n")
             walk(prop, name)
             if isinstance(prop.get("items"), dict):
@@ -124,15 +127,29 @@ def docs() -> str:
     return "\n".join(out)
 
 
+README_MARKERS = (".. config-reference-start\n", ".. config-reference-end\n")
+
+
+def readme_with_docs(readme: str) -> str:
+    """README.rst with the generated reference between its markers."""
+    start, end = README_MARKERS
+    head, _, rest = readme.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{docs()}\n{end}{tail}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Check a notebooks config file, or print the docs."
     )
     parser.add_argument("files", nargs="*", type=Path)
     parser.add_argument("--docs", action="store_true", help="print the configuration reference")
+    parser.add_argument("--readme", type=Path, help="write the reference into this README.rst")
     args = parser.parse_args(argv)
     if args.docs:
         print(docs())
+    if args.readme:
+        args.readme.write_text(readme_with_docs(args.readme.read_text()))
     status = 0
     for file in args.files:
         try:

@@ -1,0 +1,244 @@
+"""Config, launch-target validation, launch options and the clone routine, without a hub."""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from glue import config as config_mod
+from glue.clone import CloneError, clone
+from glue.errors import BadRequest, NotFound
+from glue.launch import from_user_options
+from glue.target import Target, parse
+from tests.hubtools import CHECKOUT, make_repo
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+NAME_RE = re.compile(r"^[a-z](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
+
+
+def minimal() -> dict:
+    return {
+        "images": {"default": "img:1"},
+        "profiles": [{"name": "small", "cpu": 1, "memory": "1G"}],
+        "provider": {"kind": "local", "root": "/srv/repos"},
+    }
+
+
+# --- config -------------------------------------------------------------------------
+
+
+def test_defaults_come_from_the_schema():
+    config = config_mod.validate(minimal())
+    assert config["launch"]["serversPerUser"] == 5
+    assert config["provider"]["minAccessLevel"] == 30
+    assert config["service"]["name"] == "notebooks"
+    assert config["profiles"][0]["gpu"] == 0
+    assert config_mod.default_profile(config)["name"] == "small"
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda c: c["profiles"].clear(), "at profiles"),
+        (lambda c: c["provider"].pop("root"), "at provider"),
+        (lambda c: c["profiles"][0].update(memory="lots"), "at profiles.0.memory"),
+        (lambda c: c.update(surprise=1), "at (top level)"),
+        (lambda c: c["provider"].update(kind="github"), "at provider.kind"),
+        (lambda c: c["profiles"].append(dict(c["profiles"][0])), "duplicate profile names"),
+    ],
+)
+def test_invalid_config_names_file_and_path(tmp_path, change, where):
+    data = minimal()
+    change(data)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(config_mod.ConfigError) as error:
+        config_mod.load(path)
+    assert str(path) in str(error.value) and where in str(error.value)
+
+
+def test_helm_values_form_is_accepted(tmp_path):
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"notebooks": minimal()}))
+    assert config_mod.load(path)["images"]["default"] == "img:1"
+
+
+def test_shipped_configs_are_valid():
+    for path in (CHECKOUT / "values").glob("*.yaml"):
+        data = yaml.safe_load(path.read_text())
+        if "notebooks" in data or "images" in data:
+            config_mod.load(path)
+
+
+def test_readme_reference_is_generated_from_the_schema():
+    readme = (CHECKOUT / "README.rst").read_text()
+    assert config_mod.readme_with_docs(readme) == readme, (
+        "README.rst's configuration reference is stale: "
+        "run `python -m glue.config --readme README.rst`"
+    )
+    for key in ("launch.serversPerUser", "provider.minAccessLevel", "images.allowedRegistries"):
+        assert f"``{key}``" in readme
+
+
+def test_check_command_exit_status(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("images: 3\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "glue.config", str(bad)], capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "at images" in result.stderr
+
+
+# --- launch targets ---------------------------------------------------------------------
+
+
+def test_parse_splits_subgroups_and_notebook():
+    target = parse(f"a/b/c/proj/{SHA.upper()}/dir/nb one.ipynb")
+    assert target == Target("a/b/c", "proj", SHA, "dir/nb one.ipynb")
+    assert parse(f"ns/proj/{SHA}/").notebook == ""
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        f"ns/proj/{SHA}/../x",
+        f"ns/proj/{SHA}/./x",
+        f"ns/proj/{SHA}/a\x00b",
+        f"ns/proj/{SHA}/a\\b",
+        f"ns/.git/{SHA}",
+        f"-ns/proj/{SHA}",
+        f"ns/proj.git/{SHA}",
+        "ns/proj/1234567",
+    ],
+)
+def test_parse_refuses(tail):
+    with pytest.raises(BadRequest):
+        parse(tail)
+
+
+def test_too_short_path_is_not_found():
+    with pytest.raises(NotFound):
+        parse("only/two")
+
+
+def test_server_names_are_valid_distinct_and_deterministic():
+    rng = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "._-"
+    names = {}
+    for _ in range(3000):
+        project = rng.choice("_.") + "".join(
+            rng.choice(alphabet) for _ in range(rng.randint(0, 80))
+        )
+        sha = "".join(rng.choice("0123456789abcdef") for _ in range(40))
+        target = Target("group/sub", project, sha)
+        name = target.server_name
+        assert 1 <= len(name) <= 30 and NAME_RE.match(name), name
+        assert Target("group/sub", project, sha, "other.ipynb").server_name == name
+        names[(project, sha)] = name
+    assert len(set(names.values())) == len(names)
+    assert Target("a", "p", SHA).server_name != Target("b", "p", SHA).server_name
+
+
+def test_user_options_are_checked_again_on_the_hub_side():
+    config = config_mod.validate(
+        minimal() | {"images": {"default": "img:1", "allowedRegistries": ["reg.example"]}}
+    )
+    good = Target("ns", "proj", SHA, "nb.ipynb").options() | {"profile": "small"}
+    assert from_user_options(config, good).profile == "small"
+    for bad in (
+        good | {"extra": 1},
+        good | {"profile": "huge"},
+        good | {"image": "evil.example/miner:1"},
+        good | {"commit_sha": "HEAD"},
+        good | {"notebook": "../../etc/passwd"},
+        {k: v for k, v in good.items() if k != "project"},
+    ):
+        with pytest.raises(BadRequest):
+            from_user_options(config, bad)
+    allowed = from_user_options(config, good | {"image": "reg.example/ns/proj:0123456"})
+    assert allowed.image == "reg.example/ns/proj:0123456"
+
+
+# --- the clone routine ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> tuple[str, list[str]]:
+    root = tmp_path_factory.mktemp("clone")
+    shas = make_repo(root, "ns/proj", versions=4)
+    return (root / "ns/proj.git").as_uri(), shas
+
+
+def test_clone_fetches_only_the_commit(tmp_path, repo):
+    url, shas = repo
+    dest = tmp_path / "ws"
+    clone(url, shas[1], dest)
+    assert (dest / "README.md").read_text() == "version 2\n"
+    git = ["git", "-C", str(dest)]
+    assert subprocess.check_output([*git, "rev-parse", "HEAD"], text=True).strip() == shas[1]
+    assert subprocess.check_output([*git, "rev-list", "--all", "--count"], text=True).strip() == "1"
+    detached = subprocess.run([*git, "symbolic-ref", "-q", "HEAD"], capture_output=True)
+    assert detached.returncode == 1  # HEAD is detached at the sha, on no branch
+    # a restart keeps the workspace (and the user's edits)
+    (dest / "mine.txt").write_text("edit")
+    clone(url, shas[1], dest)
+    assert (dest / "mine.txt").exists()
+
+
+def test_clone_unknown_commit_is_a_clear_error(tmp_path, repo):
+    url, _ = repo
+    with pytest.raises(CloneError, match=f"Commit {SHA} was not found"):
+        clone(url, SHA, tmp_path / "ws")
+
+
+def test_clone_refuses_a_foreign_workspace(tmp_path, repo):
+    url, shas = repo
+    dest = tmp_path / "ws"
+    dest.mkdir()
+    (dest / "other").write_text("x")
+    with pytest.raises(CloneError, match="not empty"):
+        clone(url, shas[0], dest)
+
+
+def test_clone_command_line(tmp_path, repo):
+    url, shas = repo
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "glue.clone",
+            "--source",
+            url,
+            "--commit",
+            shas[0],
+            "--dest",
+            str(tmp_path / "ws"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0 and (tmp_path / "ws" / "README.md").read_text() == "version 1\n"
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "glue.clone",
+            "--source",
+            url,
+            "--commit",
+            "HEAD",
+            "--dest",
+            str(tmp_path / "ws2"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "40-character" in bad.stderr
+    assert not Path(tmp_path / "ws2").exists()
