@@ -134,7 +134,7 @@ class Auth:
             self.state_cookie,
             self._seal({"state": state, "next": next_url}),
             max_age=OAUTH_STATE_TTL,
-            **self._cookie_options(),
+            **self._cookie_options(request),
         )
         return response
 
@@ -158,7 +158,7 @@ class Auth:
         if not token:
             raise Forbidden("JupyterHub did not accept the login; start again.", code="oauth_code")
         response = web.HTTPFound(self.safe_next(state.get("next", "")))
-        response.set_cookie(self.session_cookie, self._seal(token), **self._cookie_options())
+        response.set_cookie(self.session_cookie, self._seal(token), **self._cookie_options(request))
         response.del_cookie(self.state_cookie, path=self.prefix)
         return response
 
@@ -177,8 +177,10 @@ class Auth:
 
     # --- sealed cookies ---------------------------------------------------------
 
-    def _cookie_options(self) -> dict[str, Any]:
-        return {"path": self.prefix, "httponly": True, "samesite": "Lax"}
+    def _cookie_options(self, request: web.Request) -> dict[str, Any]:
+        """Scoped to the service, hidden from scripts, not sent cross-site; Secure behind HTTPS."""
+        secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
+        return {"path": self.prefix, "httponly": True, "samesite": "Lax", "secure": secure}
 
     def _seal(self, value: Any) -> str:
         text = value if isinstance(value, str) else json.dumps(value)
