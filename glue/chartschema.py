@@ -21,8 +21,11 @@ from typing import Any
 
 from .config import schema, schema_path
 
-CHART_SCHEMA = Path(__file__).resolve().parent.parent / "helm-chart" / "renku-notebooks" / (
-    "values.schema.json"
+CHART_SCHEMA = (
+    Path(__file__).resolve().parent.parent
+    / "helm-chart"
+    / "renku-notebooks"
+    / ("values.schema.json")
 )
 # keys that only make sense at a document's root: inside `properties` they would
 # reset the base URI or the dialect of the embedded part
@@ -52,8 +55,9 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the chart's values.schema.json.")
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if the file differs from what would be written")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the file differs from what would be written"
+    )
     parser.add_argument("--output", type=Path, default=CHART_SCHEMA)
     args = parser.parse_args(argv)
     text = render()

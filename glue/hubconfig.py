@@ -53,12 +53,19 @@ def _add_by_name(items: list[dict[str, Any]], item: dict[str, Any]) -> list[dict
     return [*items, item]
 
 
+def _merge_service(services: list[dict[str, Any]], service: dict[str, Any]) -> list[dict[str, Any]]:
+    """Register the service, or complete the entry z2jh made (it holds the generated token)."""
+    if not any(s.get("name") == service["name"] for s in services):
+        return [*services, service]
+    return [{**service, **s} if s.get("name") == service["name"] else s for s in services]
+
+
 def configure(c: Any, config: Config) -> None:
     """Configure the hub `c` from a validated notebooks config."""
     name = config["service"]["name"]
     launch = config["launch"]
     service = {"name": name, "url": config["service"]["url"], "oauth_no_confirm": True}
-    c.JupyterHub.services = _add_by_name(list(c.JupyterHub.get("services", [])), service)
+    c.JupyterHub.services = _merge_service(list(c.JupyterHub.get("services", [])), service)
     roles = list(c.JupyterHub.get("load_roles", []))
     for role in (service_role(config), user_role(config)):
         roles = _add_by_name(roles, role)

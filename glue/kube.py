@@ -18,7 +18,6 @@ z2jh role allows exactly this: create and delete on Secrets, no patch.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from jupyterhub.utils import maybe_future
@@ -63,8 +62,6 @@ CHECKOUT = "repo"
 GPU_RESOURCE = "nvidia.com/gpu"
 # Kubernetes quantity suffixes (the schema's memory form); JupyterHub's own byte
 # traits read `G` as GiB and refuse `Gi`, so profiles are converted here
-MEMORY_UNITS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-                "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
 
 def configure_kubespawner(c: Any, config: Config) -> None:
@@ -76,14 +73,6 @@ def configure_kubespawner(c: Any, config: Config) -> None:
 def label_value(value: str) -> str:
     """A valid label value (<= 63 safe characters), hashed when changed so values stay distinct."""
     return safe_slug(value, is_valid=is_valid_label, max_length=63)
-
-
-def memory_bytes(quantity: str) -> int:
-    """Bytes of a memory quantity as Kubernetes reads it (`1G` = 10**9, `1Gi` = 2**30)."""
-    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([KMGT]i?)", quantity)
-    if not match:
-        raise ValueError(f"{quantity!r} is not a memory quantity like 2G or 512Mi")
-    return int(float(match[1]) * MEMORY_UNITS[match[2]])
 
 
 def target_labels(target: Target) -> dict[str, str]:
@@ -154,8 +143,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.shape_pod(launch, caller)
         target = launch.target
         image = f"{launch.image} (default image)" if launch.image_fallback else launch.image
-        self.emit(20, f"Starting a server for {target.full_path} at {target.commit_sha[:7]} "
-                      f"with {image}")
+        self.emit(
+            20, f"Starting a server for {target.full_path} at {target.commit_sha[:7]} with {image}"
+        )
         self._pod_requested = True
         return await super().start()
 
@@ -165,9 +155,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     def apply_profile(self, name: str) -> None:
         """The profile's cpu, memory (Kubernetes units) and GPUs, as requests and limits."""
+        super().apply_profile(name)
         profile = next(p for p in self.notebooks_config["profiles"] if p["name"] == name)
-        self.cpu_limit = self.cpu_guarantee = float(profile["cpu"])
-        self.mem_limit = self.mem_guarantee = memory_bytes(profile["memory"])
         limits = {k: v for k, v in self.extra_resource_limits.items() if k != GPU_RESOURCE}
         if profile["gpu"]:
             limits[GPU_RESOURCE] = str(profile["gpu"])
@@ -201,22 +190,44 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         if with_token:
             # group-readable via fsGroup when the pod has one, else readable in the init container
             mode = 0o440 if _field(spec.security_context, "fsGroup", "fs_group") else 0o444
-            volumes.append(V1Volume(name=TOKEN_VOLUME, secret=V1SecretVolumeSource(
-                secret_name=self.token_secret_name, default_mode=mode)))
+            volumes.append(
+                V1Volume(
+                    name=TOKEN_VOLUME,
+                    secret=V1SecretVolumeSource(
+                        secret_name=self.token_secret_name, default_mode=mode
+                    ),
+                )
+            )
         spec.volumes = [*(spec.volumes or []), *volumes]
-        notebook.volume_mounts = [*(notebook.volume_mounts or []), V1VolumeMount(
-            name=WORKSPACE_VOLUME, mount_path=self.notebooks_config["spawner"]["workDir"],
-            sub_path=CHECKOUT)]
-        spec.init_containers = [*(spec.init_containers or []),
-                                self.clone_container(launch, notebook, with_token=with_token)]
+        notebook.volume_mounts = [
+            *(notebook.volume_mounts or []),
+            V1VolumeMount(
+                name=WORKSPACE_VOLUME,
+                mount_path=self.notebooks_config["spawner"]["workDir"],
+                sub_path=CHECKOUT,
+            ),
+        ]
+        spec.init_containers = [
+            *(spec.init_containers or []),
+            self.clone_container(launch, notebook, with_token=with_token),
+        ]
 
     def clone_container(
         self, launch: Launch, notebook: V1Container, *, with_token: bool
     ) -> V1Container:
         """The init container running `python -m glue.clone`, as the notebook's user and size."""
         target = launch.target
-        command = ["python", "-m", "glue.clone", "--source", self.clone_url(launch),
-                   "--commit", target.commit_sha, "--dest", f"{CLONE_ROOT}/{CHECKOUT}"]
+        command = [
+            "python",
+            "-m",
+            "glue.clone",
+            "--source",
+            self.clone_url(launch),
+            "--commit",
+            target.commit_sha,
+            "--dest",
+            f"{CLONE_ROOT}/{CHECKOUT}",
+        ]
         command += ["--lfs"] if launch.lfs else []
         env = [V1EnvVar(name="HOME", value="/tmp")]
         mounts = [V1VolumeMount(name=WORKSPACE_VOLUME, mount_path=CLONE_ROOT)]
@@ -250,8 +261,14 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     def token_secret_manifest(self, token: str, pod_uid: str) -> V1Secret:
         """The Secret holding the token; owned by the pod, so deleted with it."""
         # blockOwnerDeletion would need rights on pods/finalizers, which z2jh's hub role lacks
-        owner = V1OwnerReference(api_version="v1", kind="Pod", name=self.pod_name, uid=pod_uid,
-                                 block_owner_deletion=False, controller=False)
+        owner = V1OwnerReference(
+            api_version="v1",
+            kind="Pod",
+            name=self.pod_name,
+            uid=pod_uid,
+            block_owner_deletion=False,
+            controller=False,
+        )
         return V1Secret(
             api_version="v1",
             kind="Secret",
@@ -296,8 +313,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             )
         except ApiException as e:
             if e.status != 404:
-                self.log.warning("Could not delete Secret %s: %s %s", self.token_secret_name,
-                                 e.status, e.reason)
+                self.log.warning(
+                    "Could not delete Secret %s: %s %s", self.token_secret_name, e.status, e.reason
+                )
         except TimeoutError:
             self.log.warning("Timed out deleting Secret %s", self.token_secret_name)
 

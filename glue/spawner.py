@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -27,6 +28,24 @@ from .launch import Launch, from_user_options
 from .provider import Caller, make_provider
 
 CLONE_TIMEOUT = 600
+MEMORY_UNITS = {
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+}
+
+
+def memory_bytes(quantity: str) -> int:
+    """Bytes of a memory quantity as Kubernetes reads it (`1G` = 10**9, `1Gi` = 2**30)."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([KMGT]i?)", quantity)
+    if not match:
+        raise ValueError(f"{quantity!r} is not a memory quantity like 2G or 512Mi")
+    return int(float(match[1]) * MEMORY_UNITS[match[2]])
 
 
 class CommitSpawnerMixin(Configurable):
@@ -78,7 +97,7 @@ class CommitSpawnerMixin(Configurable):
     def apply_profile(self, name: str) -> None:
         profile = next(p for p in self.notebooks_config["profiles"] if p["name"] == name)
         self.cpu_limit = self.cpu_guarantee = float(profile["cpu"])
-        self.mem_limit = self.mem_guarantee = profile["memory"]
+        self.mem_limit = self.mem_guarantee = memory_bytes(profile["memory"])
 
     def clone_url(self, launch: Launch) -> str:
         return make_provider(self.notebooks_config).clone_url(launch.target)

@@ -1,0 +1,150 @@
+"""End to end on kind: log in through GitLab OAuth, launch an older commit, use it, stop it.
+
+Run by e2e/run.sh, which creates the cluster, installs the chart with
+values/kind.yaml and the GitLab stand-in, and sets E2E_NAMESPACE. This
+process plays the browser: the hub's proxy is on localhost:31212 and the
+stand-in (for the OAuth authorize step) on localhost:31280.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+HUB = os.environ.get("E2E_HUB_URL", "http://localhost:31212")
+STANDIN = os.environ.get("E2E_STANDIN_URL", "http://localhost:31280")
+NAMESPACE = os.environ.get("E2E_NAMESPACE", "")
+USER, USER_GIT_TOKEN = "alice", "alice-e2e-token"  # e2e/fixture.yaml
+PROJECT = "group/demo"
+NOTEBOOK = "notebooks/analysis.ipynb"
+START_SECONDS = 420
+
+pytestmark = pytest.mark.skipif(
+    not NAMESPACE or not shutil.which("kubectl"),
+    reason="needs the kind cluster that e2e/run.sh sets up (docker, kind, kubectl); "
+    "run `bash e2e/run.sh`",
+)
+
+
+def kubectl(*args: str) -> str:
+    return subprocess.run(
+        ["kubectl", "--namespace", NAMESPACE, *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def kube_json(*args: str) -> dict[str, Any]:
+    return json.loads(kubectl(*args, "-o", "json"))
+
+
+def wait_for(what: str, check: Any, seconds: float) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(2)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def commits(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The project's commits, newest first, read with git from the stand-in."""
+    repo = tmp_path_factory.mktemp("clone") / "demo.git"
+    url = STANDIN.replace("://", f"://oauth2:{USER_GIT_TOKEN}@") + f"/{PROJECT}.git"
+    subprocess.run(["git", "clone", "-q", "--bare", url, str(repo)], check=True)
+    shas = subprocess.run(
+        ["git", "-C", str(repo), "rev-list", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert len(shas) >= 2
+    return shas
+
+
+@pytest.fixture(scope="module")
+def hub_token() -> str:
+    """Log in as a browser does (hub -> GitLab OAuth -> hub), then make an API token."""
+    browser = requests.Session()
+    page = browser.get(f"{HUB}/hub/oauth_login", params={"next": "/hub/home"}, timeout=60)
+    assert page.status_code == 200 and page.url.endswith("/hub/home"), (page.status_code, page.url)
+    xsrf = browser.cookies.get("_xsrf", path="/hub/") or browser.cookies.get("_xsrf")
+    made = browser.post(
+        f"{HUB}/hub/api/users/{USER}/tokens",
+        json={"note": "e2e", "expires_in": 3600},
+        headers={"X-XSRFToken": xsrf},
+        timeout=30,
+    )
+    assert made.status_code == 201, made.text
+    return made.json()["token"]
+
+
+@pytest.fixture
+def api(hub_token: str) -> Iterator[requests.Session]:
+    session = requests.Session()
+    session.headers.update({"Authorization": f"token {hub_token}", "Accept": "application/json"})
+    yield session
+    session.close()
+
+
+def test_launch_an_older_commit(api: requests.Session, commits: list[str], tmp_path: Path) -> None:
+    older = commits[-1]
+    launch_url = f"{HUB}/services/notebooks/{PROJECT}/{older}/{NOTEBOOK}"
+    started = api.post(launch_url, json={}, timeout=60)
+    assert started.status_code in (201, 202), started.text
+    try:
+        model = wait_for("the server", lambda: running(api, launch_url), START_SECONDS)
+
+        pod = pod_for(older)
+        statuses = {s["name"]: s for s in pod["status"]["initContainerStatuses"]}
+        assert statuses["git-clone"]["state"]["terminated"]["exitCode"] == 0
+        assert "block-cloud-metadata" in statuses  # z2jh's own init container is kept
+        assert pod["metadata"]["labels"]["renku.io/project"] == "demo"
+        secret_name = f"{pod['metadata']['name']}-git-token"
+        secret = kube_json("get", "secret", secret_name)
+        assert secret["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
+        git_token = base64.b64decode(secret["data"]["token"]).decode()
+        assert git_token and git_token not in json.dumps(pod)
+
+        server = f"{HUB}{model['url']}"
+        data = api.get(
+            f"{server}api/contents/data.txt", params={"content": "1", "type": "file"}, timeout=30
+        )
+        assert data.status_code == 200, data.text
+        assert data.json()["content"] == "the older commit\n"
+        notebook = api.get(f"{server}api/contents/{NOTEBOOK}", timeout=30)
+        assert notebook.status_code == 200 and notebook.json()["type"] == "notebook"
+        lab = api.get(f"{server}lab/tree/{NOTEBOOK}", headers={"Accept": "text/html"}, timeout=30)
+        assert lab.status_code == 200 and "JupyterLab" in lab.text
+    finally:
+        stopped = api.delete(launch_url, timeout=60)
+        assert stopped.status_code in (202, 204), stopped.text
+
+    wait_for("the pod to go", lambda: not pods_for(older), 180)
+    assert secret_name not in kubectl("get", "secrets", "-o", "name")
+
+
+def running(api: requests.Session, url: str) -> dict[str, Any] | None:
+    answer = api.get(url, timeout=30)
+    assert answer.status_code in (200, 404), answer.text
+    model = answer.json() if answer.status_code == 200 else {}
+    if model.get("status") == "failed":
+        raise AssertionError(f"the launch failed: {model}\n{kubectl('get', 'events')}")
+    return model if model.get("status") == "running" else None
+
+
+def pods_for(commit: str) -> list[dict[str, Any]]:
+    return kube_json("get", "pods", "-l", f"renku.io/commit-sha={commit}")["items"]
+
+
+def pod_for(commit: str) -> dict[str, Any]:
+    pods = pods_for(commit)
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]

@@ -1,0 +1,135 @@
+{{- /*
+  Names, labels and the rendered notebooks config of the renku-notebooks chart.
+  Every resource of ours is named from "renku-notebooks.fullname", which holds
+  the release name, so two releases (or this chart under a parent chart such as
+  `renku`) never collide. The one exception is the ConfigMap the hub mounts:
+  z2jh does not template hub.extraVolumes, so its name is read from there.
+*/}}
+
+{{- define "renku-notebooks.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "renku-notebooks.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "renku-notebooks.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "renku-notebooks.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "renku-notebooks.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: glue
+{{- end }}
+
+{{- define "renku-notebooks.labels" -}}
+helm.sh/chart: {{ include "renku-notebooks.chart" . }}
+{{ include "renku-notebooks.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: renku-notebooks
+{{- end }}
+
+{{- define "renku-notebooks.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "renku-notebooks.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "renku-notebooks.secretName" -}}
+{{- include "renku-notebooks.fullname" . }}
+{{- end }}
+
+{{- /*
+  The z2jh hub's name (its Deployment, Service and Secret), by the rule of
+  z2jh's "jupyterhub.fullname": a string fullnameOverride is used as is ("" by
+  default: the hub is "hub"); otherwise <release>-jupyterhub. Computed here
+  rather than by include of z2jh's template so the chart also renders without
+  the dependency (the tests do).
+*/}}
+{{- define "renku-notebooks.hubFullname" -}}
+{{- $jupyterhub := .Values.jupyterhub | default dict }}
+{{- $override := $jupyterhub.fullnameOverride }}
+{{- if kindIs "string" $override }}
+{{- if $override }}{{ $override }}-hub{{ else }}hub{{ end }}
+{{- else }}
+{{- $name := $jupyterhub.nameOverride | default "jupyterhub" }}
+{{- if contains $name .Release.Name }}{{ .Release.Name }}-hub{{ else }}{{ .Release.Name }}-{{ $name }}-hub{{ end }}
+{{- end }}
+{{- end }}
+
+{{- define "renku-notebooks.hubBaseUrl" -}}
+{{- $hub := (.Values.jupyterhub | default dict).hub | default dict }}
+{{- $base := $hub.baseUrl | default "/" }}
+{{- printf "%s/" (trimSuffix "/" $base) }}
+{{- end }}
+
+{{- define "renku-notebooks.servicePrefix" -}}
+{{- include "renku-notebooks.hubBaseUrl" . }}services/{{ .Values.notebooks.service.name | default "notebooks" }}/
+{{- end }}
+
+{{- define "renku-notebooks.serviceUrl" -}}
+http://{{ include "renku-notebooks.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.service.port }}
+{{- end }}
+
+{{- /* The ConfigMap both the glue and the hub mount: named by the hub's extraVolumes entry. */}}
+{{- define "renku-notebooks.configMapName" -}}
+{{- $hub := (.Values.jupyterhub | default dict).hub | default dict }}
+{{- $name := "" }}
+{{- range $hub.extraVolumes | default list }}
+{{- if and (eq .name "renku-notebooks") .configMap }}
+{{- $name = .configMap.name }}
+{{- end }}
+{{- end }}
+{{- required "jupyterhub.hub.extraVolumes needs the entry `renku-notebooks` with configMap.name: the hub reads the notebooks config from it" $name }}
+{{- end }}
+
+{{- /* The notebooks config as the glue and the hub load it: the values, plus the glue's address. */}}
+{{- define "renku-notebooks.config" -}}
+{{- $config := deepCopy .Values.notebooks }}
+{{- $service := $config.service | default dict }}
+{{- $_ := set $service "url" (include "renku-notebooks.serviceUrl" .) }}
+{{- $_ := set $config "service" $service }}
+{{- dict "notebooks" $config | toYaml }}
+{{- end }}
+
+{{- /*
+  What JSON Schema cannot say and the chart relies on; the glue checks the
+  profile rules again at start-up (glue.config), this only fails earlier.
+*/}}
+{{- define "renku-notebooks.validate" -}}
+{{- $config := .Values.notebooks }}
+{{- if ne ($config.spawner | default dict).kind "kubernetes" }}
+{{- fail "notebooks.spawner.kind must be `kubernetes` in the Helm chart" }}
+{{- end }}
+{{- $name := ($config.service | default dict).name | default "notebooks" }}
+{{- $services := ((.Values.jupyterhub | default dict).hub | default dict).services | default dict }}
+{{- if not (hasKey $services $name) }}
+{{- fail (printf "jupyterhub.hub.services needs the key %q (notebooks.service.name): z2jh makes its API token" $name) }}
+{{- end }}
+{{- $seen := dict }}
+{{- $defaults := 0 }}
+{{- range $config.profiles }}
+{{- if hasKey $seen .name }}
+{{- fail (printf "notebooks.profiles: duplicate profile name %q" .name) }}
+{{- end }}
+{{- $_ := set $seen .name true }}
+{{- if .default }}{{ $defaults = add1 $defaults }}{{ end }}
+{{- end }}
+{{- if gt $defaults 1 }}
+{{- fail "notebooks.profiles: more than one profile is marked default" }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,522 @@
+"""The Helm chart, rendered by a real helm and checked against the Kubernetes 1.28 schemas.
+
+The Zero-to-JupyterHub dependency cannot be fetched here, so the chart is
+rendered from a temporary copy without it (its `jupyterhub:` values then just
+pass through). Set NOTEBOOKS_Z2JH_CHART to an unpacked or packaged z2jh 4.4.0
+chart to also render the whole thing with it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from glue import chartschema
+from glue.config import load
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm-chart" / "renku-notebooks"
+INSTALL_HELM = ROOT / "tests" / "setup" / "install-helm.sh"
+KUBE_VERSION = "1.28"
+NAMESPACE = "notebooks"
+
+# a value for every option of ours (the `notebooks` config is the schema's business)
+ALL_OPTIONS: dict[str, Any] = {
+    "nameOverride": "nb",
+    "fullnameOverride": "",
+    "image": {"repository": "registry.example.org/glue", "tag": "1.2.3", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "registry-credentials"}],
+    "replicaCount": 2,
+    "secrets": {"cookieSecret": "a-fixed-cookie-secret"},
+    "serviceAccount": {"create": True, "name": "glue-sa", "annotations": {"team": "notebooks"}},
+    "service": {"type": "NodePort", "port": 8080, "annotations": {"team": "notebooks"}},
+    "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}, "limits": {"memory": "400Mi"}},
+    "podAnnotations": {"example.org/scrape": "true"},
+    "podLabels": {"team": "notebooks"},
+    "podSecurityContext": {
+        "runAsNonRoot": True,
+        "runAsUser": 1234,
+        "runAsGroup": 1234,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    },
+    "containerSecurityContext": {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    },
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [
+        {"key": "dedicated", "operator": "Equal", "value": "notebooks", "effect": "NoSchedule"}
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 1,
+                    "preference": {
+                        "matchExpressions": [
+                            {"key": "node-role", "operator": "In", "values": ["services"]}
+                        ]
+                    },
+                }
+            ]
+        }
+    },
+    "networkPolicy": {
+        "enabled": True,
+        "ingress": [
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}
+                        }
+                    }
+                ]
+            }
+        ],
+        "egress": [{"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"port": 443}]}],
+        "egressAllowRules": {"nonPrivateIPs": False, "privateIPs": True},
+    },
+    "ingress": {
+        "enabled": True,
+        "className": "nginx",
+        "annotations": {"example.org/ingress": "yes"},
+        "hosts": ["notebooks.example.org"],
+        "tls": [{"hosts": ["notebooks.example.org"], "secretName": "notebooks-tls"}],
+    },
+    "notebooks": {"service": {"name": "nbs"}},
+    "jupyterhub": {
+        "fullnameOverride": "jh",
+        "hub": {"baseUrl": "/jhub/", "services": {"nbs": {"oauth_no_confirm": True}}},
+    },
+}
+
+
+def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300)
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(map(str, args))} failed:\n{result.stderr}")
+    return result
+
+
+@functools.cache
+def find_helm() -> str:
+    """helm on PATH, else the one tests/setup/install-helm.sh puts in .tools/bin."""
+    found = shutil.which("helm")
+    if found:
+        return found
+    result = run("bash", INSTALL_HELM, check=False)
+    if result.returncode:
+        pytest.fail(f"no helm on PATH and {INSTALL_HELM} failed:\n{result.stderr}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    return find_helm()
+
+
+def without_dependency(source: Path, dest: Path) -> Path:
+    """A copy of the chart that renders offline: Chart.yaml without `dependencies`."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    meta = yaml.safe_load((dest / "Chart.yaml").read_text())
+    meta.pop("dependencies", None)
+    (dest / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return without_dependency(CHART, tmp_path_factory.mktemp("chart") / "renku-notebooks")
+
+
+def values_file(tmp_path: Path, values: dict[str, Any], name: str = "values.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def template(
+    helm: str, chart: Path, release: str = "rel", *args: str | Path, namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
+    out = run(helm, "template", release, chart, "--namespace", namespace, *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def validate_all(docs: list[dict[str, Any]]) -> None:
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']}: {e}") from None
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def names(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(d["kind"], d["metadata"]["name"]) for d in docs]
+
+
+def test_values_schema_is_generated_from_the_config_schema() -> None:
+    assert (CHART / "values.schema.json").read_text() == chartschema.render(), (
+        "helm-chart/renku-notebooks/values.schema.json is stale: run `python -m glue.chartschema`"
+    )
+    check = run(sys.executable, "-m", "glue.chartschema", "--check", check=False)
+    assert check.returncode == 0, check.stderr
+
+
+def test_chart_depends_on_z2jh_without_alias() -> None:
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert meta["name"] == "renku-notebooks"
+    assert meta["dependencies"] == [
+        {
+            "name": "jupyterhub",
+            "version": "4.4.0",
+            "repository": "https://hub.jupyter.org/helm-chart/",
+        }
+    ]
+
+
+def test_lint(helm: str, chart: Path, tmp_path: Path) -> None:
+    run(helm, "lint", "--strict", chart)
+    run(helm, "lint", "--strict", chart, "-f", values_file(tmp_path, ALL_OPTIONS))
+
+
+def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
+    docs = template(helm, chart)
+    validate_all(docs)
+    assert Counter(d["kind"] for d in docs) == Counter(
+        ["Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "NetworkPolicy"]
+    )
+
+    pod = one(docs, "Deployment")["spec"]["template"]
+    spec, glue = pod["spec"], pod["spec"]["containers"][0]
+    assert glue["command"] == [
+        "python",
+        "-m",
+        "glue",
+        "--config",
+        "/etc/renku-notebooks/config.yaml",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8090",
+    ]
+    assert glue["ports"] == [{"name": "http", "containerPort": 8090, "protocol": "TCP"}]
+    env = env_of(glue)
+    assert env["JUPYTERHUB_API_URL"] == "http://hub:8081/hub/api"
+    assert env["JUPYTERHUB_API_TOKEN"] == {
+        "secretKeyRef": {"name": "hub", "key": "hub.services.notebooks.apiToken"}
+    }
+    assert env["JUPYTERHUB_SERVICE_PREFIX"] == "/services/notebooks/"
+    assert env["JUPYTERHUB_BASE_URL"] == "/"
+    assert env["JUPYTERHUB_CLIENT_ID"] == "service-notebooks"
+    assert env["JUPYTERHUB_OAUTH_CALLBACK_URL"] == "/services/notebooks/oauth_callback"
+    assert env["NOTEBOOKS_COOKIE_SECRET"] == {
+        "secretKeyRef": {"name": "rel-renku-notebooks", "key": "cookieSecret"}
+    }
+    assert glue["readinessProbe"]["httpGet"] == {
+        "path": "/services/notebooks/health",
+        "port": "http",
+    }
+    assert glue["securityContext"]["allowPrivilegeEscalation"] is False
+    assert glue["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert glue["resources"]["requests"] and glue["resources"]["limits"]
+    assert pod["metadata"]["labels"]["hub.jupyter.org/network-access-hub"] == "true"
+
+    configmap = one(docs, "ConfigMap")
+    assert configmap["metadata"]["name"] == "renku-notebooks-config"
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(configmap["data"]["config.yaml"])
+    config = load(config_file)  # what the glue and the hub do at start-up
+    assert config["spawner"]["kind"] == "kubernetes"
+    assert config["service"]["url"] == f"http://rel-renku-notebooks.{NAMESPACE}.svc:80"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "renku-notebooks-config"
+
+    service = one(docs, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    secret = one(docs, "Secret")
+    assert len(secret["data"]["cookieSecret"]) > 40
+    policy = one(docs, "NetworkPolicy")["spec"]
+    sources = [peer["podSelector"]["matchLabels"] for peer in policy["ingress"][0]["from"]]
+    assert {"app.kubernetes.io/instance": "rel", "app.kubernetes.io/component": "proxy"} in sources
+
+
+def leaf_paths(node: Any, prefix: str = "") -> set[str]:
+    if isinstance(node, dict) and node:
+        return set().union(
+            *(leaf_paths(v, f"{prefix}.{k}" if prefix else k) for k, v in node.items())
+        )
+    return {prefix}
+
+
+def test_every_option_render(helm: str, chart: Path, tmp_path: Path) -> None:
+    ours = {
+        k: v
+        for k, v in yaml.safe_load((CHART / "values.yaml").read_text()).items()
+        if k not in ("notebooks", "jupyterhub")
+    }
+    missing = {
+        p
+        for p in leaf_paths(ours)
+        if not any(q == p or q.startswith(p + ".") for q in leaf_paths(ALL_OPTIONS))
+    }
+    assert not missing, f"ALL_OPTIONS lacks {sorted(missing)}"
+
+    docs = template(helm, chart, "rel", "-f", values_file(tmp_path, ALL_OPTIONS))
+    validate_all(docs)
+    assert "ServiceAccount" in {d["kind"] for d in docs}
+    deployment = one(docs, "Deployment")
+    assert deployment["metadata"]["name"] == "rel-nb"
+    assert deployment["spec"]["replicas"] == 2
+    spec = deployment["spec"]["template"]["spec"]
+    glue = spec["containers"][0]
+    assert glue["image"] == "registry.example.org/glue:1.2.3"
+    assert spec["serviceAccountName"] == "glue-sa"
+    assert spec["securityContext"]["runAsUser"] == 1234
+    assert spec["tolerations"][0]["value"] == "notebooks"
+    env = env_of(glue)
+    assert env["JUPYTERHUB_API_URL"] == "http://jh-hub:8081/jhub/hub/api"
+    assert env["JUPYTERHUB_API_TOKEN"]["secretKeyRef"] == {
+        "name": "jh-hub",
+        "key": "hub.services.nbs.apiToken",
+    }
+    assert env["JUPYTERHUB_SERVICE_PREFIX"] == "/jhub/services/nbs/"
+    assert env["JUPYTERHUB_CLIENT_ID"] == "service-nbs"
+    assert glue["readinessProbe"]["httpGet"]["path"] == "/jhub/services/nbs/health"
+
+    ingress = one(docs, "Ingress")["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    rule = ingress["rules"][0]
+    assert rule["host"] == "notebooks.example.org"
+    assert rule["http"]["paths"][0]["path"] == "/jhub/services/nbs/"
+    assert rule["http"]["paths"][0]["backend"]["service"] == {
+        "name": "rel-nb",
+        "port": {"name": "http"},
+    }
+    secret = one(docs, "Secret")
+    assert secret["data"]["cookieSecret"] == "YS1maXhlZC1jb29raWUtc2VjcmV0"  # base64 of the value
+    policy = one(docs, "NetworkPolicy")["spec"]
+    assert {"ipBlock": {"cidr": "10.1.2.3/32"}} in policy["egress"][-1]["to"]
+    assert not any(
+        "except" in peer.get("ipBlock", {})
+        for rule in policy["egress"]
+        for peer in rule.get("to", [])
+    )
+    service = one(docs, "Service")["spec"]
+    assert service["type"] == "NodePort" and service["ports"][0]["port"] == 8080
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
+    assert load(config_file)["service"]["url"] == f"http://rel-nb.{NAMESPACE}.svc:8080"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("notebooks.launch.serversPerUser=0", "Must be greater than or equal to 1"),
+        ("notebooks.launch.bogus=1", "Additional property bogus is not allowed"),
+        ("notebooks.images.pullPolicy=Sometimes", "notebooks.images.pullPolicy must be one of"),
+        ("notebooks.profiles[0].memory=lots", "Does not match pattern"),
+    ],
+)
+def test_invalid_notebooks_config_is_refused(
+    helm: str, chart: Path, override: str, message: str
+) -> None:
+    result = run(helm, "template", "rel", chart, "--set", override, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {"notebooks": {"spawner": {"kind": "local"}}},
+            "notebooks.spawner.kind must be `kubernetes`",
+        ),
+        (
+            {
+                "notebooks": {
+                    "profiles": [
+                        {"name": "a", "cpu": 1, "memory": "1G"},
+                        {"name": "a", "cpu": 2, "memory": "2G"},
+                    ]
+                }
+            },
+            'duplicate profile name "a"',
+        ),
+        (
+            {"notebooks": {"service": {"name": "other"}}},
+            'jupyterhub.hub.services needs the key "other"',
+        ),
+        (
+            {"jupyterhub": {"hub": {"extraVolumes": []}}},
+            "jupyterhub.hub.extraVolumes needs the entry",
+        ),
+    ],
+)
+def test_inconsistent_values_are_refused(
+    helm: str, chart: Path, tmp_path: Path, values: dict[str, Any], message: str
+) -> None:
+    result = run(helm, "template", "rel", chart, "-f", values_file(tmp_path, values), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_two_releases_do_not_collide(helm: str, chart: Path, tmp_path: Path) -> None:
+    first = names(template(helm, chart, "first"))
+    # the hub-mounted ConfigMap is the one name z2jh makes us write literally
+    default_second = names(template(helm, chart, "second"))
+    assert set(first) & set(default_second) == {("ConfigMap", "renku-notebooks-config")}
+    second_values = values_file(
+        tmp_path,
+        {
+            "jupyterhub": {
+                "fullnameOverride": "second",
+                "hub": {
+                    "extraVolumes": [
+                        {
+                            "name": "renku-notebooks",
+                            "configMap": {"name": "second-notebooks-config"},
+                        }
+                    ]
+                },
+            }
+        },
+    )
+    second = names(template(helm, chart, "second", "-f", second_values))
+    assert not set(first) & set(second)
+
+
+def test_as_subchart_of_renku(helm: str, chart: Path, tmp_path: Path) -> None:
+    parent = tmp_path / "renku"
+    (parent / "templates").mkdir(parents=True)
+    version = yaml.safe_load((chart / "Chart.yaml").read_text())["version"]
+    (parent / "Chart.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v2",
+                "name": "renku",
+                "version": "1.0.0",
+                "dependencies": [
+                    {"name": "renku-notebooks", "repository": f"file://{chart}", "version": version}
+                ],
+            }
+        )
+    )
+    # resources a parent chart typically has, named the usual way
+    (parent / "templates" / "gateway.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}-gateway\n"
+        "spec:\n  ports: [{port: 80}]\n  selector: {app: gateway}\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n"
+        "data: {a: b}\n"
+    )
+    (parent / "values.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "renku-notebooks": {
+                    "notebooks": {"provider": {"url": "https://gitlab.renku.example"}}
+                }
+            }
+        )
+    )
+    run(helm, "dependency", "build", parent)
+    docs = template(helm, parent, "renku")
+    validate_all(docs)
+    rendered = names(docs)
+    assert [n for n, count in Counter(rendered).items() if count > 1] == []
+    assert ("Deployment", "renku-renku-notebooks") in rendered
+    assert ("Service", "renku-gateway") in rendered
+    configmap = next(
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "renku-notebooks-config"
+    )
+    config = yaml.safe_load(configmap["data"]["config.yaml"])
+    assert config["notebooks"]["provider"]["url"] == "https://gitlab.renku.example"
+
+
+@pytest.mark.parametrize("values", ["values/kind.yaml", "minikube_values.yaml"])
+def test_deployment_values_render(helm: str, chart: Path, values: str) -> None:
+    docs = template(helm, chart, "rel", "-f", ROOT / values)
+    validate_all(docs)
+    one(docs, "Deployment")
+
+
+@pytest.fixture
+def z2jh_chart(tmp_path: Path) -> Path:
+    source = os.environ.get("NOTEBOOKS_Z2JH_CHART")
+    if not source:
+        pytest.skip(
+            "set NOTEBOOKS_Z2JH_CHART to a z2jh 4.4.0 chart (directory or .tgz) to "
+            "render with the real dependency; it cannot be downloaded here"
+        )
+    dest = without_dependency(CHART, tmp_path / "renku-notebooks")
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    (dest / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    (dest / "charts").mkdir()
+    path = Path(source)
+    if path.is_dir():
+        shutil.copytree(path, dest / "charts" / "jupyterhub")
+    else:
+        shutil.copy(path, dest / "charts")
+    return dest
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        [],
+        ["--set", "jupyterhub.fullnameOverride=jh"],
+        ["--set", "jupyterhub.fullnameOverride=null"],
+    ],
+)
+def test_with_z2jh(helm: str, z2jh_chart: Path, override: list[str]) -> None:
+    docs = template(helm, z2jh_chart, "rel", *override)
+    validate_all(docs)
+    hub_secret = next(
+        d
+        for d in docs
+        if d["kind"] == "Secret" and "hub.services.notebooks.apiToken" in d.get("data", {})
+    )
+    glue = next(
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "rel-renku-notebooks"
+    )
+    ref = env_of(glue["spec"]["template"]["spec"]["containers"][0])["JUPYTERHUB_API_TOKEN"]
+    assert ref["secretKeyRef"]["name"] == hub_secret["metadata"]["name"]
+    hub = next(
+        d
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == hub_secret["metadata"]["name"]
+    )
+    hub_volumes = {v["name"]: v for v in hub["spec"]["template"]["spec"]["volumes"]}
+    assert hub_volumes["renku-notebooks"]["configMap"]["name"] == "renku-notebooks-config"
+    assert [n for n, count in Counter(names(docs)).items() if count > 1] == []

@@ -1,0 +1,443 @@
+"""CommitKubeSpawner's pods, built offline through the same steps start() takes.
+
+No cluster: KubeSpawner builds pod manifests without one (`_mock=True`, its
+kube config loader patched out), and the launch is checked against a real
+local bare repository, so prepare_launch() runs exactly as on the hub. Every
+manifest is validated strictly against the Kubernetes 1.28 schema.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from kubernetes_asyncio.client import ApiClient, V1Capabilities, V1Container, V1SecurityContext
+from kubernetes_asyncio.client.rest import ApiException
+from kubespawner import KubeSpawner
+from kubespawner.slugs import is_valid_label, is_valid_object_name
+from traitlets.config import Config
+
+import glue.local
+from glue import hubconfig, kube
+from glue.config import validate
+from glue.errors import BadRequest
+
+TOKEN = "glpat-SECRET-token-0123456789abcdef"
+KUBE_VERSION = "1.28"
+DEFAULT_IMAGE = "quay.io/jupyter/base-notebook:2025-01-06"
+PROJECT_IMAGE = "registry.example.com/group/project:abc1234"
+CLONE_IMAGE = "quay.io/renku/renku-notebooks-glue:0.1.0"
+WORK_DIR = "/home/jovyan/work"
+# what z2jh 4.4.0's jupyterhub_config.py puts on every user pod
+Z2JH_BLOCKER = V1Container(
+    name="block-cloud-metadata",
+    image="quay.io/jupyterhub/k8s-network-tools:4.4.0",
+    command=[
+        "iptables",
+        "--append",
+        "OUTPUT",
+        "--protocol",
+        "tcp",
+        "--destination",
+        "169.254.169.254",
+        "--destination-port",
+        "80",
+        "--jump",
+        "DROP",
+    ],
+    security_context=V1SecurityContext(
+        privileged=True, run_as_user=0, capabilities=V1Capabilities(add=["NET_ADMIN"])
+    ),
+)
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """Bare repositories `group/project.git` (two commits) and a long-named one, for the local
+    provider."""
+    root = tmp_path_factory.mktemp("repos")
+    work = tmp_path_factory.mktemp("work")
+    shas = []
+    for content in ("first\n", "second\n"):
+        (work / "data.txt").write_text(content)
+        (work / "notebooks").mkdir(exist_ok=True)
+        (work / "notebooks" / "analysis.ipynb").write_text("{}")
+        if not (work / ".git").exists():
+            git("init", "-q", "-b", "main", cwd=work)
+        git("add", "-A", cwd=work)
+        git("commit", "-q", "-m", content.strip(), cwd=work)
+        shas.append(git("rev-parse", "HEAD", cwd=work))
+    long_namespace = "a-very-long-group-name-for-testing/with-a-subgroup-that-is-long-as-well"
+    long_project = "an-extremely-long-project-name-that-goes-on-and-on-and-on-forever-x"
+    for namespace, project in (("group", "project"), (long_namespace, long_project)):
+        bare = root / namespace / f"{project}.git"
+        bare.parent.mkdir(parents=True, exist_ok=True)
+        git("clone", "-q", "--bare", str(work), str(bare), cwd=root)
+    return SimpleNamespace(
+        root=root,
+        old=shas[0],
+        new=shas[1],
+        long_namespace=long_namespace,
+        long_project=long_project,
+    )
+
+
+def notebooks_config(root: Path) -> dict[str, Any]:
+    return validate(
+        {
+            "images": {
+                "default": DEFAULT_IMAGE,
+                "allowedRegistries": ["registry.example.com"],
+                "pullPolicy": "Always",
+            },
+            "profiles": [
+                {"name": "small", "cpu": 0.5, "memory": "1G", "default": True},
+                {"name": "gpu", "cpu": 2, "memory": "8Gi", "gpu": 1},
+            ],
+            "provider": {"kind": "local", "root": str(root)},
+            "spawner": {"kind": "kubernetes", "workDir": WORK_DIR, "cloneImage": CLONE_IMAGE},
+        }
+    )
+
+
+def hub_config(root: Path) -> Config:
+    """Roughly what z2jh's jupyterhub_config.py sets, then our hubconfig.configure()."""
+    c = Config()
+    c.KubeSpawner.namespace = "renku"
+    c.KubeSpawner.uid = 1000
+    c.KubeSpawner.fs_gid = 100
+    c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+    c.KubeSpawner.extra_labels = {"hub.jupyter.org/network-access-hub": "true"}
+    c.KubeSpawner.common_labels = {"app.kubernetes.io/managed-by": "kubespawner"}
+    c.KubeSpawner.init_containers = [Z2JH_BLOCKER]
+    hubconfig.configure(c, notebooks_config(root))
+    return c
+
+
+class User:
+    """The bits of a hub User that the spawner touches."""
+
+    def __init__(self, name: str, token: str | None):
+        self.name, self.id, self.url = name, 7, f"/user/{name}/"
+        self._token = token
+
+    async def get_auth_state(self) -> dict[str, str] | None:
+        return {"access_token": self._token} if self._token else None
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No kube config here; KubeSpawner only needs it for API calls, which these tests fake."""
+    monkeypatch.setattr("kubespawner.spawner.load_config", lambda **kwargs: None)
+
+
+@pytest.fixture
+def token_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the local provider ask for the caller's git token, as the GitLab one does."""
+    monkeypatch.setattr(glue.local.LocalProvider, "needs_token", True)
+
+
+def make_spawner(
+    repos: SimpleNamespace,
+    options: dict[str, Any],
+    *,
+    user: str = "alice",
+    server: str = "project-0123456789ab",
+    token: str | None = TOKEN,
+) -> kube.CommitKubeSpawner:
+    c = hub_config(repos.root)
+    assert c.JupyterHub.spawner_class == "glue.kube.CommitKubeSpawner"
+    spawner = kube.CommitKubeSpawner(
+        config=c,
+        _mock=True,
+        user=User(user, token),
+        orm_spawner=SimpleNamespace(name=server, server=None),
+    )
+    spawner.user_options = options
+    return spawner
+
+
+def options(repos: SimpleNamespace, **extra: Any) -> dict[str, Any]:
+    return {
+        "namespace": "group",
+        "project": "project",
+        "commit_sha": repos.old,
+        "notebook": "notebooks/analysis.ipynb",
+        **extra,
+    }
+
+
+async def shaped_pod(spawner: kube.CommitKubeSpawner) -> dict[str, Any]:
+    """What start() does before handing over to KubeSpawner, then the manifest it would create."""
+    launch, caller = await spawner.prepare_launch()
+    spawner.shape_pod(launch, caller)
+    return await serialize(await spawner.get_pod_manifest())
+
+
+async def serialize(model: Any) -> dict[str, Any]:
+    async with ApiClient() as api:
+        return api.sanitize_for_serialization(model)
+
+
+def valid(manifest: dict[str, Any]) -> dict[str, Any]:
+    kubernetes_validate.validate(manifest, KUBE_VERSION, strict=True)
+    return manifest
+
+
+def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in items}
+
+
+async def test_pod_for_project_image_with_token(
+    repos: SimpleNamespace, token_provider: None
+) -> None:
+    spawner = make_spawner(
+        repos, options(repos, image=PROJECT_IMAGE, image_fallback=False, profile="gpu")
+    )
+    pod = valid(await shaped_pod(spawner))
+    spec = pod["spec"]
+    notebook = spec["containers"][0]
+
+    assert notebook["image"] == PROJECT_IMAGE
+    assert notebook["imagePullPolicy"] == "Always"
+    assert notebook["workingDir"] == WORK_DIR
+    assert notebook["resources"]["requests"] == {"cpu": 2.0, "memory": 8 * 2**30}
+    assert notebook["resources"]["limits"] == {
+        "cpu": 2.0,
+        "memory": 8 * 2**30,
+        "nvidia.com/gpu": "1",
+    }
+    assert spawner.default_url == "/lab/tree/notebooks/analysis.ipynb"
+
+    # z2jh's metadata blocker stays first, ours is added after it
+    assert [c["name"] for c in spec["initContainers"]] == ["block-cloud-metadata", "git-clone"]
+    clone = spec["initContainers"][1]
+    source = (repos.root / "group" / "project.git").as_uri()
+    assert clone["image"] == CLONE_IMAGE
+    assert clone["command"] == [
+        "python",
+        "-m",
+        "glue.clone",
+        "--source",
+        source,
+        "--commit",
+        repos.old,
+        "--dest",
+        "/workspace/repo",
+    ]
+    assert {
+        "name": "NOTEBOOKS_GIT_TOKEN_FILE",
+        "value": "/var/run/secrets/renku-notebooks/token",
+    } in clone["env"]
+    assert clone["resources"] == {
+        "requests": {"cpu": 2.0, "memory": 8 * 2**30},
+        "limits": {"cpu": 2.0, "memory": 8 * 2**30},
+    }
+    assert clone["securityContext"]["runAsUser"] == 1000
+    assert clone["securityContext"]["allowPrivilegeEscalation"] is False
+    assert clone["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+    volumes = by_name(spec["volumes"])
+    assert volumes["notebooks-workspace"] == {"name": "notebooks-workspace", "emptyDir": {}}
+    secret_name = f"{spawner.pod_name}-git-token"
+    assert volumes["notebooks-git-token"]["secret"] == {
+        "secretName": secret_name,
+        "defaultMode": 0o440,
+    }
+    assert by_name(clone["volumeMounts"])["notebooks-git-token"] == {
+        "name": "notebooks-git-token",
+        "mountPath": "/var/run/secrets/renku-notebooks",
+        "readOnly": True,
+    }
+    # only the clone step sees the token; the notebook gets the checkout at workDir
+    mounts = by_name(notebook["volumeMounts"])
+    assert "notebooks-git-token" not in mounts
+    assert mounts["notebooks-workspace"] == {
+        "name": "notebooks-workspace",
+        "mountPath": WORK_DIR,
+        "subPath": "repo",
+    }
+
+    labels, annotations = pod["metadata"]["labels"], pod["metadata"]["annotations"]
+    assert labels["renku.io/namespace"] == "group"
+    assert labels["renku.io/project"] == "project"
+    assert labels["renku.io/commit-sha"] == repos.old
+    assert labels["hub.jupyter.org/network-access-hub"] == "true"
+    assert annotations["renku.io/image-fallback"] == "false"
+
+    assert TOKEN not in json.dumps(pod)
+    assert TOKEN not in json.dumps(spawner.get_state())
+
+
+async def test_default_image_without_token(repos: SimpleNamespace) -> None:
+    """No image offered: the default one; no token (local provider): no Secret, no token file."""
+    spawner = make_spawner(repos, options(repos, commit_sha=repos.new, notebook=""))
+    pod = valid(await shaped_pod(spawner))
+    spec = pod["spec"]
+    notebook = spec["containers"][0]
+    assert notebook["image"] == DEFAULT_IMAGE
+    assert notebook["resources"]["limits"] == {"cpu": 0.5, "memory": 10**9}  # Kubernetes' G
+    assert pod["metadata"]["annotations"]["renku.io/image-fallback"] == "true"
+    assert spawner.default_url == "/lab"
+    clone = by_name(spec["initContainers"])["git-clone"]
+    assert repos.new in clone["command"]
+    assert "NOTEBOOKS_GIT_TOKEN_FILE" not in {e["name"] for e in clone["env"]}
+    assert "notebooks-git-token" not in by_name(spec["volumes"])
+
+
+async def test_image_from_other_registry_is_refused(repos: SimpleNamespace) -> None:
+    spawner = make_spawner(repos, options(repos, image="evil.example.org/miner:latest"))
+    with pytest.raises(BadRequest, match="not from an allowed registry"):
+        await spawner.prepare_launch()
+
+
+async def test_long_names_fit_kubernetes(repos: SimpleNamespace) -> None:
+    user = "someone.with.a.very.long.email.address+tag@an-institution.example.org"
+    spawner = make_spawner(
+        repos,
+        options(repos, namespace=repos.long_namespace, project=repos.long_project, notebook=""),
+        user=user,
+        server="an-extremely-long-pr-0123456789ab",
+    )
+    pod = valid(await shaped_pod(spawner))
+    name = pod["metadata"]["name"]
+    assert len(name) <= 63 and is_valid_object_name(name), name
+    labels, annotations = pod["metadata"]["labels"], pod["metadata"]["annotations"]
+    for key, value in labels.items():
+        assert is_valid_label(value), (key, value)
+    assert annotations["renku.io/namespace"] == repos.long_namespace
+    assert annotations["renku.io/project"] == repos.long_project
+    assert labels["renku.io/project"] != repos.long_project[:63]  # shortened with a hash suffix
+
+
+async def test_restart_adds_nothing_twice(repos: SimpleNamespace, token_provider: None) -> None:
+    """The hub reuses a spawner across stop and start: shaping again must not pile up."""
+    spawner = make_spawner(repos, options(repos, profile="gpu"))
+    await shaped_pod(spawner)
+    spawner.user_options = options(repos, profile="small")
+    pod = valid(await shaped_pod(spawner))
+    init = [c["name"] for c in pod["spec"]["initContainers"]]
+    assert init == ["block-cloud-metadata", "git-clone"]
+    assert [v["name"] for v in pod["spec"]["volumes"]].count("notebooks-workspace") == 1
+    assert "nvidia.com/gpu" not in pod["spec"]["containers"][0]["resources"]["limits"]
+
+
+async def test_clone_command_checks_out_the_commit(
+    repos: SimpleNamespace, tmp_path: Path, token_provider: None
+) -> None:
+    """Run the init container's command here: the commit's file is in the workspace."""
+    spawner = make_spawner(repos, options(repos))
+    clone = by_name((await shaped_pod(spawner))["spec"]["initContainers"])["git-clone"]
+    command = [
+        sys.executable if arg == "python" else arg.replace("/workspace", str(tmp_path))
+        for arg in clone["command"]
+    ]
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    env = {"PATH": "/usr/bin:/bin", "NOTEBOOKS_GIT_TOKEN_FILE": str(token_file)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path.cwd())
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "repo" / "data.txt").read_text() == "first\n"
+
+
+class FakeCoreApi:
+    """Records Secret calls, like the parts of CoreV1Api the spawner uses for its Secret."""
+
+    def __init__(self) -> None:
+        self.secrets: dict[str, Any] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    async def create_namespaced_secret(self, namespace: str, body: Any) -> Any:
+        self.calls.append(("create", body.metadata.name))
+        if body.metadata.name in self.secrets:
+            raise ApiException(status=409, reason="Conflict")
+        self.secrets[body.metadata.name] = body
+        return body
+
+    async def delete_namespaced_secret(self, name: str, namespace: str) -> None:
+        self.calls.append(("delete", name))
+        if self.secrets.pop(name, None) is None:
+            raise ApiException(status=404, reason="Not Found")
+
+
+async def test_token_secret_lifecycle(
+    repos: SimpleNamespace, token_provider: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Created once the pod exists, owned by it, deleted on stop; an operator's hook still runs."""
+    seen: list[str] = []
+    spawner = make_spawner(repos, options(repos))
+    spawner.operator_after_pod_created_hook = lambda s, pod: seen.append(pod["metadata"]["uid"])
+    spawner.api = api = FakeCoreApi()
+    await shaped_pod(spawner)
+    name = spawner.token_secret_name
+    api.secrets[name] = "left over from an earlier pod of this name"
+
+    await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-1"}})
+    secret = await serialize(api.secrets[name])
+    valid(secret)
+    assert secret["stringData"] == {"token": TOKEN}
+    assert secret["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": spawner.pod_name,
+            "uid": "pod-uid-1",
+            "blockOwnerDeletion": False,
+            "controller": False,
+        }
+    ]
+    assert secret["metadata"]["labels"]["renku.io/commit-sha"] == repos.old
+    assert seen == ["pod-uid-1"]
+    assert spawner._git_token is None  # the spawner does not keep it
+
+    async def pod_deleted(self: KubeSpawner, now: bool = False) -> None:
+        api.calls.append(("stop", self.pod_name))
+
+    monkeypatch.setattr(KubeSpawner, "stop", pod_deleted)
+    await spawner.stop()
+    assert name not in api.secrets
+    assert api.calls[-2:] == [("stop", spawner.pod_name), ("delete", name)]
+    await spawner.stop()  # nothing left to delete: a 404 is fine
+
+
+async def test_progress_relays_pod_events(
+    repos: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawner = make_spawner(repos, options(repos))
+    await shaped_pod(spawner)
+    spawner._pod_requested = True
+    secret = spawner.token_secret_name
+
+    async def pod_events(self: KubeSpawner):
+        for reason, message in (
+            ("FailedMount", f'secret "{secret}" not found'),
+            ("FailedScheduling", "0/1 nodes are available: Insufficient cpu."),
+        ):
+            yield {
+                "progress": 50,
+                "message": message,
+                "raw_event": {"reason": reason, "message": message},
+            }
+
+    monkeypatch.setattr(KubeSpawner, "progress", pod_events)
+    messages = [event["message"] async for event in spawner.progress()]
+    assert messages == [
+        "Checking access to group/project",
+        "0/1 nodes are available: Insufficient cpu.",
+    ]
