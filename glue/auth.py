@@ -120,7 +120,7 @@ class Auth:
     def login_redirect(self, request: web.Request) -> web.Response:
         """Send a browser to the hub's OAuth authorize page, remembering where it was going."""
         state = secrets.token_urlsafe(16)
-        next_url = self.safe_next(request.path_qs)
+        next_url = self.safe_next(request.raw_path)  # as sent: keeps %-escapes
         query = urlencode(
             {
                 "client_id": self.client_id,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from . import launch, target
+from . import events, launch, target
 from .access import Access
 from .auth import Auth, Identity
 from .config import Config, default_profile
@@ -27,6 +29,10 @@ from .servers import Servers
 # any characters, newlines included: the validation, not the router, refuses bad paths
 TAIL = "{tail:[\\s\\S]+}"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# the glue's own paths start with '-', which no namespace may: they never shadow a project
+EVENTS = "-/events/"
+STATIC = "-/static/"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 class LoginRequired(Exception):
@@ -50,14 +56,16 @@ class Routes:
         app.router.add_get(prefix + "user", self.user)
         app.router.add_get(prefix + "health", self.health)
         app.router.add_get(prefix + "oauth_callback", self.oauth_callback)
+        app.router.add_static(prefix + STATIC, STATIC_DIR, name="static")
+        app.router.add_get(prefix + EVENTS + TAIL, self.event_stream)
         app.router.add_get(prefix + TAIL, self.show)
         app.router.add_post(prefix + TAIL, self.post)
         app.router.add_delete(prefix + TAIL, self.delete)
 
-    def tail(self, request: web.Request) -> str:
+    def tail(self, request: web.Request, below: str = "") -> str:
         """The path after the prefix exactly as sent: the router would resolve `..` first."""
         raw = unquote(request.raw_path.split("?", 1)[0])
-        prefix = self.render.prefix
+        prefix = self.render.prefix + below
         return raw[len(prefix) :] if raw.startswith(prefix) else request.match_info["tail"]
 
     # --- identity ---------------------------------------------------------------
@@ -112,7 +120,11 @@ class Routes:
         identity = await self.identify(request)
         servers = await self.servers.list(identity.name)
         if wants_html(request):
-            return self.render.page("list.html", servers=servers, **self.page_context(identity))
+            now = datetime.now(UTC)
+            ages = {s["name"]: ago(s["started"], now) for s in servers}
+            return self.render.page(
+                "list.html", servers=servers, ages=ages, **self.page_context(identity)
+            )
         return self.render.json({"servers": servers})
 
     async def show(self, request: web.Request) -> web.Response:
@@ -128,14 +140,35 @@ class Routes:
             return self.render.json(model)
         if model and model["status"] == "running":
             raise web.HTTPFound(open_url(model, wanted.notebook))
+        failure = None
+        if model and model["status"] == "failed":
+            failure = await events.failure_message(self.hub, identity.name, wanted.server_name)
         return self.render.page(
             "status.html",
             target=wanted,
             server=model,
+            failure=failure,
+            events_url=self.render.prefix + EVENTS + quote(target_path(wanted)),
             profiles=self.config["profiles"],
             default_profile=default_profile(self.config)["name"],
             **self.page_context(identity),
         )
+
+    async def event_stream(self, request: web.Request) -> web.StreamResponse:
+        """The launch's progress as server-sent events, with the checks of `show`."""
+
+        async def authorize() -> tuple[str, target.Target]:
+            wanted = target.parse(self.tail(request, EVENTS))
+            try:
+                identity = await self.identify(request)
+            except LoginRequired:  # a browser tab opened on the stream itself
+                raise Unauthorized(
+                    "Log in to JupyterHub, then reload the page.", code="not_logged_in"
+                ) from None
+            await self.access.check(await self.caller(identity), wanted)
+            return identity.name, wanted
+
+        return await events.serve(request, authorize, self.hub, self.servers)
 
     async def post(self, request: web.Request) -> web.Response:
         wanted = target.parse(self.tail(request))
@@ -152,7 +185,7 @@ class Routes:
             identity.name, launch.make(self.config, wanted, choices, image)
         )
         if request.content_type in FORM_TYPES:
-            raise web.HTTPSeeOther(request.path)
+            raise web.HTTPSeeOther(request.raw_path.split("?", 1)[0])
         return self.render.json(model, status)
 
     async def delete(self, request: web.Request, form_token: str | None = None) -> web.Response:
@@ -165,6 +198,32 @@ class Routes:
         if model is None:
             return web.Response(status=status)
         return self.render.json(model, status)
+
+
+def target_path(wanted: target.Target) -> str:
+    """`<namespace>/<project>/<sha>[/<notebook>]`, as in a launch URL (before quoting)."""
+    path = f"{wanted.full_path}/{wanted.commit_sha}"
+    return f"{path}/{wanted.notebook}" if wanted.notebook else path
+
+
+def ago(timestamp: str | None, now: datetime) -> str:
+    """`3 minutes ago` for a hub timestamp (ISO 8601, UTC); '' when there is none."""
+    if not timestamp:
+        return ""
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = int((now - then).total_seconds())
+    if seconds < 10:
+        return "just now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'} ago"
+    return "just now"
 
 
 async def read_body(request: web.Request) -> tuple[dict[str, Any], str | None]:

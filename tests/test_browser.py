@@ -1,0 +1,438 @@
+"""The launch page in a real browser (Debian's Chromium through playwright) against the session hub.
+
+Each test logs in through the hub's own login form as a fresh user, so no
+other test's servers show up, and removes that user's servers at the end.
+Screenshots of every state go to test-artifacts/screenshots/ at a laptop
+(1280 px) and a phone (390 px) width. Every glue page is checked for console
+errors and uncaught exceptions, and any alert/confirm dialog fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from glue.target import Target
+from tests.hubtools import CHECKOUT, RunningHub
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = CHECKOUT / "test-artifacts" / "screenshots"
+WIDTHS = (1280, 390)
+LAB_TIMEOUT_MS = 90_000
+FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d+) .*")
+LAB_NOTEBOOK = re.compile(r"/lab/tree/notebooks/analysis\.ipynb$")
+
+# records what the launch page shows while it changes, across navigations
+RECORDER = """
+(() => {
+  const seen = () => {
+    const bar = document.getElementById("progress");
+    const log = document.getElementById("log");
+    const now = bar && bar.getAttribute("aria-valuenow");
+    if (now !== null && now !== undefined) window.__progress(now);
+    if (log) window.__log(Array.from(log.children, (li) => li.textContent));
+  };
+  new MutationObserver(seen).observe(document, {
+    subtree: true, childList: true, attributes: true, attributeFilter: ["aria-valuenow"],
+  });
+})();
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Visitor:
+    """One user in one browser context: logs in through the hub, records what goes wrong."""
+
+    def __init__(self, browser: Browser, hub: RunningHub, user: str, *, javascript: bool = True):
+        self.hub = hub
+        self.user = user
+        self.context: BrowserContext = browser.new_context(
+            viewport={"width": WIDTHS[0], "height": 800}, java_script_enabled=javascript
+        )
+        self.context.set_default_timeout(20_000)
+        self.progress: list[int] = []
+        self.log: list[str] = []
+        self.context.expose_function("__progress", lambda v: self.progress.append(int(v)))
+        self.context.expose_function("__log", self._log)
+        self.context.add_init_script(RECORDER)
+        self.errors: list[str] = []  # console errors and exceptions on the glue's pages
+        self.lab_errors: list[str] = []
+        # error pages the test opens on purpose: Chromium logs their status as a console error
+        self.error_documents: set[tuple[str, int]] = set()
+        self.dialogs: list[str] = []
+        self.page: Page = self.context.new_page()
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda e: self._error(f"uncaught: {e}"))
+        self.page.on("dialog", self._dialog)
+        self.page.on("response", self._response)
+
+    def _response(self, response: Any) -> None:
+        if response.request.resource_type == "document" and response.status >= 400:
+            self.error_documents.add((response.url, response.status))
+
+    def _log(self, items: list[str]) -> None:
+        for item in items:
+            if item not in self.log:
+                self.log.append(item)
+
+    def _error(self, text: str) -> None:
+        url = self.page.url
+        (self.errors if url.startswith(self.hub.prefix) else self.lab_errors).append(
+            f"{url}: {text}"
+        )
+
+    def _console(self, message: Any) -> None:
+        if message.type != "error":
+            return
+        status = FAILED_LOAD.fullmatch(message.text)
+        where = message.location.get("url", "")
+        if status and (where, int(status[1])) in self.error_documents:
+            return  # the error page itself, which the test reads
+        self._error(message.text)
+
+    def _dialog(self, dialog: Any) -> None:
+        if dialog.type == "beforeunload":
+            dialog.accept()  # JupyterLab asks before leaving an open notebook: leave
+            return
+        self.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    def glue_url(self, path: str) -> str:
+        return self.hub.prefix + path
+
+    def login(self, path: str) -> Page:
+        """Log in at the hub's login form, which then sends us on to `path` on the glue."""
+        page = self.page
+        next_path = "/services/notebooks/" + path
+        page.goto(f"{self.hub.url}/hub/login?next={quote(next_path, safe='')}")
+        page.fill("#username_input", self.user)
+        page.fill("#password_input", "any password")
+        page.click("#login_submit")
+        self.wait_for(path)
+        return page
+
+    def wait_for(self, path: str) -> None:
+        """Until the page is at `path` on the glue; the glue's redirects (after the login,
+        after a launch) name the path decoded, so the paths are compared decoded."""
+        wanted = unquote(self.glue_url(path))
+        self.page.wait_for_url(lambda url: unquote(url) == wanted)
+
+    def close(self) -> None:
+        self.context.close()
+        self.hub.remove_all_servers(self.user)
+
+
+@pytest.fixture
+def visitor(browser: Browser, hub: RunningHub) -> Iterator[Visitor]:
+    visitor = Visitor(browser, hub, fresh_user())
+    try:
+        yield visitor
+    finally:
+        visitor.close()
+
+
+def fresh_user() -> str:
+    return f"web-{secrets.token_hex(4)}"
+
+
+def shoot(page: Page, name: str, widths: tuple[int, ...] = WIDTHS) -> None:
+    """Full-page screenshots at each width; the viewport goes back to the laptop width."""
+    for width in widths:
+        page.set_viewport_size({"width": width, "height": 800})
+        page.screenshot(path=SHOTS / f"{name}-{width}.png", full_page=True)
+    page.set_viewport_size({"width": WIDTHS[0], "height": 800})
+
+
+def assert_no_horizontal_scroll(page: Page) -> None:
+    """Readable at the phone width: nothing wider than the screen."""
+    page.set_viewport_size({"width": 390, "height": 800})
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    page.set_viewport_size({"width": WIDTHS[0], "height": 800})
+    assert overflow <= 0, f"{page.url} scrolls sideways by {overflow} px at 390 px"
+
+
+def assert_clean(visitor: Visitor) -> None:
+    assert visitor.dialogs == [], visitor.dialogs
+    assert visitor.errors == [], visitor.errors
+    assert visitor.lab_errors == [], visitor.lab_errors
+
+
+def wait_failed(hub: RunningHub, user: str, name: str, timeout: float = 30) -> None:
+    """Until the hub has given up on the server: neither ready nor pending."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server = hub.hub_servers(user).get(name)
+        if server and not server["ready"] and not server["pending"]:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} did not fail in {timeout} s: {hub.hub_servers(user)}")
+
+
+def unknown_sha() -> str:
+    return secrets.token_hex(20)
+
+
+# --- the whole way: launch page, progress, JupyterLab, list, stop -------------------
+
+
+def test_launch_follow_open_list_stop(hub, repos, visitor):
+    sha = repos["shas"]["demo/hello"][0]  # an older commit, not the tip
+    path = f"demo/hello/{sha}/notebooks/analysis.ipynb"
+    page = visitor.login(path)
+
+    # the launch page: project, short commit, notebook, profiles with the default chosen
+    expect(page.locator("h1")).to_have_text("demo/hello")
+    expect(page.locator(f"code[title='{sha}']")).to_have_text(sha[:7])
+    expect(page.locator("#notebook")).to_have_text("notebooks/analysis.ipynb")
+    expect(page.locator("#status")).to_have_text("not running")
+    small = page.get_by_role("radio", name=re.compile(r"^small"))
+    large = page.get_by_role("radio", name=re.compile(r"^large"))
+    expect(small).to_be_checked()
+    expect(large).not_to_be_checked()
+    expect(page.get_by_text("0.5 CPU · 1G memory")).to_be_visible()
+    expect(page.get_by_text("2 CPU · 4G memory")).to_be_visible()
+    assert_no_horizontal_scroll(page)
+    shoot(page, "launch")
+
+    # choose the other profile and launch, with the keyboard only
+    small.focus()
+    page.keyboard.press("ArrowDown")
+    expect(large).to_be_checked()
+    page.keyboard.press("Tab")
+    launch = page.get_by_role("button", name="Launch")
+    expect(launch).to_be_focused()
+    page.keyboard.press("Enter")
+
+    # the status page follows the launch live
+    visitor.wait_for(path)
+    expect(page.locator("#log li").first).to_be_visible()
+    expect(page.get_by_role("log")).to_have_attribute("aria-live", "polite")
+    shoot(page, "starting", widths=(WIDTHS[0],))
+    page.wait_for_url(LAB_NOTEBOOK, timeout=LAB_TIMEOUT_MS)
+
+    # the progress bar moved and the hub's messages reached the log
+    assert any(0 < value < 100 for value in visitor.progress), visitor.progress
+    assert visitor.progress[-1] == 100, visitor.progress
+    assert visitor.progress == sorted(visitor.progress), visitor.progress
+    assert "Checking access to demo/hello" in visitor.log, visitor.log
+    assert f"Cloning demo/hello at {sha[:7]}" in visitor.log, visitor.log
+    assert "Your server is ready." in visitor.log, visitor.log
+
+    # JupyterLab at the notebook, in the server started with the chosen profile
+    (server,) = visitor.hub.hub_servers(visitor.user).values()
+    assert server["user_options"]["profile"] == "large"
+    assert server["user_options"]["commit_sha"] == sha
+    assert page.url == f"{hub.url}{server['url']}lab/tree/notebooks/analysis.ipynb"
+    expect(page).to_have_title(re.compile("analysis|JupyterLab"), timeout=LAB_TIMEOUT_MS)
+    notebook_tab = page.locator(".lm-TabBar-tabLabel", has_text="analysis.ipynb")
+    expect(notebook_tab.first).to_be_visible(timeout=LAB_TIMEOUT_MS)
+    shoot(page, "lab", widths=(WIDTHS[0],))
+
+    # the list: the server, its commit, status and age, and a stop button
+    page.goto(hub.prefix)
+    row = page.locator("tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("demo/hello")
+    expect(row.locator("code[title]")).to_have_text(sha[:7])
+    expect(row.locator(".status")).to_have_text("running")
+    expect(row.locator("time")).to_have_text(re.compile(r"^(just now|\d+ seconds? ago)$"))
+    expect(row.get_by_role("link", name=f"Open demo/hello at {sha[:7]}")).to_be_visible()
+    assert_no_horizontal_scroll(page)
+    shoot(page, "list")
+
+    page.get_by_role("button", name=f"Stop demo/hello at {sha[:7]}").click()
+    page.wait_for_url(hub.prefix)
+    expect(page.locator("#empty")).to_be_visible()
+    expect(page.locator("tbody tr")).to_have_count(0)
+    shoot(page, "list-empty")
+    assert visitor.hub.hub_servers(visitor.user) == {}
+    assert_clean(visitor)
+
+
+# --- failures: each one a sentence --------------------------------------------------
+
+
+def test_failures_say_what_went_wrong(hub, repos, visitor, browser):
+    # a well-formed commit the project does not have: the launch is refused with a 404 page
+    missing = unknown_sha()
+    page = visitor.login(f"demo/hello/{missing}")
+    expect(page.locator("#status")).to_have_text("not running")
+    page.get_by_role("button", name="Launch").click()
+    expect(page.locator("h1")).to_have_text("Not found")
+    expect(page.locator("#error-message")).to_have_text(
+        f"Commit {missing} was not found in demo/hello."
+    )
+    expect(page.get_by_role("alert")).to_be_visible()
+    shoot(page, "error-commit-not-found")
+    assert visitor.hub.hub_servers(visitor.user) == {}
+
+    # a spawn that fails at the hub (started around the glue, which would have refused it):
+    # the page shows the hub's own message and offers the launch form again
+    target = Target("demo", "hello", unknown_sha())
+    response = hub.admin(
+        "POST", f"users/{visitor.user}/servers/{target.server_name}", json=target.options()
+    )
+    assert response.status_code in (201, 202, 500), response.text
+    wait_failed(hub, visitor.user, target.server_name)
+    page.goto(visitor.glue_url(f"demo/hello/{target.commit_sha}"))
+    expect(page.locator("#status")).to_have_text("failed")
+    expect(page.locator("#failure-message")).to_have_text(
+        f"Spawn failed: Commit {target.commit_sha} was not found in demo/hello."
+    )
+    retry = page.get_by_role("button", name="Retry")
+    expect(retry).to_be_visible()
+    assert_no_horizontal_scroll(page)
+    shoot(page, "failed-at-hub")
+    retry.click()
+    expect(page.locator("#error-message")).to_have_text(
+        f"Commit {target.commit_sha} was not found in demo/hello."
+    )
+    assert_clean(visitor)
+
+    # no access at the level a launch needs (carol is only a Reporter on demo/hello)
+    carol = Visitor(browser, hub, "carol")
+    try:
+        page = carol.login(f"demo/hello/{repos['shas']['demo/hello'][0]}")
+        expect(page.locator("h1")).to_have_text("Not allowed")
+        expect(page.locator("#error-message")).to_have_text(
+            "Launching demo/hello needs Developer access (30) or higher; you have Reporter access."
+        )
+        shoot(page, "error-no-access")
+        assert_clean(carol)
+    finally:
+        carol.close()
+
+
+# --- without JavaScript -------------------------------------------------------------
+
+
+def test_without_javascript_the_page_refreshes_to_the_server(hub, repos, browser):
+    visitor = Visitor(browser, hub, fresh_user(), javascript=False)
+    try:
+        sha = repos["shas"]["demo/hello"][1]
+        path = f"demo/hello/{sha}/notebooks/analysis.ipynb"
+        page = visitor.login(path)
+        page.get_by_role("button", name="Launch").click()
+        visitor.wait_for(path)
+        expect(page.locator("#status")).to_have_text("starting")
+        # (playwright's text matching skips <noscript>, so the element is named here)
+        notice = page.locator("#launch noscript p")
+        expect(notice).to_be_visible()
+        expect(notice).to_contain_text("This page reloads itself every 3 seconds")
+        assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in page.content()
+        assert page.locator("#progress").get_attribute("aria-valuenow") is None  # no script ran
+        shoot(page, "nojs-starting")
+        page.wait_for_url(LAB_NOTEBOOK, timeout=LAB_TIMEOUT_MS)
+        assert_clean(visitor)
+    finally:
+        visitor.close()
+
+
+# --- names from requests are text, never markup -------------------------------------
+
+
+def sse(*events: tuple[str, dict[str, Any]]) -> str:
+    return "retry: 60000\n\n" + "".join(
+        f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events
+    )
+
+
+def test_payloads_in_names_and_messages_are_inert(hub, repos, visitor):
+    sha = repos["shas"]["demo/hello"][2]
+    notebook = "<img src=x onerror=alert(1)>.ipynb"
+    path = f"demo/hello/{sha}/{quote(notebook)}"
+    page = visitor.login(path)
+    expect(page.locator("#notebook")).to_have_text(notebook)
+    assert page.locator("main img, main script").count() == 0
+
+    # messages arriving on the event stream are shown as text (the stream is replaced here
+    # to carry payloads; the real relay passes the hub's messages on the same way)
+    progress_payload = "<img src=x onerror=alert(2)>"
+    failure_payload = "<script>alert(3)</script><b>bold</b>"
+    page.route(
+        re.compile(r"/-/events/"),
+        lambda route: route.fulfill(
+            status=200,
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"},
+            body=sse(
+                ("progress", {"progress": 40, "message": progress_payload}),
+                ("failed", {"error": "spawn_failed", "message": failure_payload}),
+            ),
+        ),
+    )
+    page.get_by_role("button", name="Launch").click()
+    visitor.wait_for(path)
+    expect(page.locator("#failure-message")).to_have_text(failure_payload)
+    expect(page.get_by_role("button", name="Retry")).to_be_visible()
+    assert progress_payload in visitor.log
+    assert page.locator("main img, main script, main b").count() == 0
+    shoot(page, "payload-stream", widths=(WIDTHS[0],))
+    page.unroute(re.compile(r"/-/events/"))
+
+    # the list shows the notebook of the server literally
+    page.goto(hub.prefix)
+    expect(page.locator("tbody tr code.notebook")).to_have_text(notebook)
+    assert page.locator("main img, main script").count() == 0
+    shoot(page, "payload-list", widths=(WIDTHS[0],))
+
+    # a project path carrying markup is refused, and the refusal shows it as text
+    project = "<svg onload=alert(5)>"
+    page.goto(visitor.glue_url(f"demo/{quote(project, safe='')}/{sha}"))
+    expect(page.locator("#error-message")).to_contain_text(f"project '{project}' is not a valid")
+    assert page.locator("main svg, main script").count() == 0
+    page.wait_for_timeout(300)  # give any injected handler the chance to fire
+    assert_clean(visitor)
+
+
+def test_launch_script_never_writes_html():
+    source = (Path(__file__).parent.parent / "glue" / "static" / "launch.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in source
+
+
+def test_ages_read_as_people_say_them():
+    from datetime import UTC, datetime, timedelta
+
+    from glue.routes import ago
+
+    now = datetime(2025, 1, 2, 12, 0, tzinfo=UTC)
+    for delta, text in [
+        (timedelta(seconds=3), "just now"),
+        (timedelta(seconds=42), "42 seconds ago"),
+        (timedelta(minutes=1, seconds=5), "1 minute ago"),
+        (timedelta(minutes=3), "3 minutes ago"),
+        (timedelta(hours=2, minutes=59), "2 hours ago"),
+        (timedelta(days=1, hours=1), "1 day ago"),
+    ]:
+        assert ago((now - delta).isoformat().replace("+00:00", "Z"), now) == text
+    assert ago(None, now) == "" and ago("yesterday", now) == ""

@@ -1,0 +1,256 @@
+"""The launch's event stream: the hub's spawn progress relayed as server-sent events.
+
+The first tests follow real launches on the session hub; the last ones drive
+the relay with a stand-in hub to check keepalives, state changes and errors
+without waiting for real spawns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import requests
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from glue import events
+from glue.errors import GlueError, NotFound, UpstreamUnavailable
+from glue.target import Target
+from tests.hubtools import Client, RunningHub
+
+Event = tuple[str, dict[str, Any]]
+
+
+def parse(lines: list[str]) -> tuple[list[Event], int]:
+    """The events of a text/event-stream, and how many comment lines it had."""
+    found: list[Event] = []
+    comments = 0
+    name, data = "message", []
+    for line in lines:
+        if line.startswith(":"):
+            comments += 1
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line == "" and data:
+            found.append((name, json.loads("\n".join(data))))
+            name, data = "message", []
+    return found, comments
+
+
+def follow(session: requests.Session, url: str) -> tuple[requests.Response, list[Event]]:
+    with session.get(url, stream=True, timeout=90) as response:
+        lines = list(response.iter_lines(decode_unicode=True))
+    return response, parse(lines)[0]
+
+
+@pytest.fixture
+def user(hub: RunningHub) -> Client:
+    client = Client(hub, f"ev-{secrets.token_hex(4)}")
+    yield client
+    hub.remove_all_servers(client.user)
+
+
+def events_url(client: Client, path: str) -> str:
+    return client.url("-/events/" + path)
+
+
+def test_follow_a_launch_until_ready(hub, repos, user):
+    sha = repos["shas"]["demo/hello"][1]
+    path = f"demo/hello/{sha}/notebooks/analysis.ipynb"
+    launched = user.post(path)
+    assert launched.status_code in (201, 202), launched.text
+    response, found = follow(user.session, events_url(user, path))
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["Cache-Control"] == "no-store"
+    names = [name for name, _ in found]
+    assert names[-1] == "ready" and set(names[:-1]) == {"progress"}, found
+    values = [data["progress"] for _, data in found]
+    assert values == sorted(values) and values[-1] == 100, values
+    messages = [data["message"] for _, data in found]
+    assert "Checking access to demo/hello" in messages
+    assert f"Cloning demo/hello at {sha[:7]}" in messages
+    assert all("html_message" not in data for _, data in found)
+    model = user.get(path).json()
+    assert model["status"] == "running"
+    assert found[-1][1]["url"] == f"{model['url']}lab/tree/notebooks/analysis.ipynb"
+    # a running server: the stream says ready at once
+    _, again = follow(user.session, events_url(user, path))
+    assert again == [found[-1]]
+
+
+def wait_failed(hub: RunningHub, user: str, name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server = hub.hub_servers(user).get(name)
+        if server and not server["ready"] and not server["pending"]:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} did not fail in {timeout} s")
+
+
+def test_a_spawn_failed_at_the_hub_relays_the_hubs_message(hub, user):
+    # the glue would refuse an unknown commit; started around it, the hub-side check fails
+    target = Target("demo", "hello", secrets.token_hex(20))
+    hub.admin("POST", f"users/{user.user}/servers/{target.server_name}", json=target.options())
+    wait_failed(hub, user.user, target.server_name)
+    path = f"demo/hello/{target.commit_sha}"
+    response, found = follow(user.session, events_url(user, path))
+    expected = f"Spawn failed: Commit {target.commit_sha} was not found in demo/hello."
+    assert response.status_code == 200
+    assert found == [("failed", {"error": "spawn_failed", "message": expected})]
+    page = user.get(path, headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    assert expected in page.text and ">Retry</button>" in page.text
+
+
+def test_refusals_are_failed_events_not_http_errors(hub, repos, user):
+    sha = repos["shas"]["demo/hello"][0]
+    cases = [
+        (requests.Session(), f"demo/hello/{sha}", "not_logged_in"),
+        (user.session, "demo/hello/abc123", "invalid_commit"),
+        (user.session, f"demo/hello/{sha}/a//b.ipynb", "invalid_notebook"),
+        (user.session, f"demo/nothing/{sha}", "project_not_found"),
+        (user.session, f"demo/hello/{sha}", "server_not_found"),
+        (Client(hub, "carol").session, f"demo/hello/{sha}", "insufficient_access"),
+        (Client(hub, "bob").session, f"demo/private/{sha}", "project_not_found"),
+    ]
+    for session, path, code in cases:
+        response, found = follow(session, events_url(user, path))
+        assert response.status_code == 200, path
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert len(found) == 1 and found[0][0] == "failed", (path, found)
+        assert found[0][1]["error"] == code, (path, found)
+        assert found[0][1]["message"], path
+
+
+def test_static_files_are_served_and_nothing_else(hub, user):
+    script = requests.get(hub.prefix + "-/static/launch.js", timeout=10)
+    assert script.status_code == 200
+    assert "javascript" in script.headers["Content-Type"]
+    assert "EventSource" in script.text
+    for path in ("-/static/../routes.py", "-/static/%2e%2e/routes.py", "-/static/nothing.js"):
+        assert requests.get(hub.prefix + path, timeout=10).status_code == 404, path
+
+
+# --- the relay on its own, with a stand-in hub ----------------------------------------
+
+TARGET = Target("demo", "hello", "a" * 40, "a b.ipynb")
+
+
+def model(status: str) -> dict[str, Any]:
+    return {"name": TARGET.server_name, "status": status, "url": "/user/u/nb/", "notebook": ""}
+
+
+class FakeServers:
+    def __init__(self, *statuses: str | None):
+        self.statuses = list(statuses)
+
+    async def get(self, user: str, target: Target) -> dict[str, Any] | None:
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return None if status is None else model(status)
+
+
+class FakeHub:
+    def __init__(self, *steps: Any):
+        self.steps = steps
+
+    async def progress(self, user: str, server: str) -> AsyncIterator[dict[str, Any]]:
+        for step in self.steps:
+            if isinstance(step, float):
+                await asyncio.sleep(step)
+            elif isinstance(step, Exception):
+                raise step
+            else:
+                yield step
+
+
+async def relay(
+    hub: FakeHub, servers: FakeServers, *, authorize_error: GlueError | None = None
+) -> tuple[list[Event], int]:
+    async def authorize() -> tuple[str, Target]:
+        if authorize_error:
+            raise authorize_error
+        return "u", TARGET
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await events.serve(request, authorize, hub, servers, keepalive=0.05)
+
+    app = web.Application()
+    app.router.add_get("/events", handler)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/events")
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        text = await response.text()
+    return parse(text.split("\n"))
+
+
+async def test_relay_keeps_quiet_streams_alive_and_sends_text_only():
+    hub = FakeHub(
+        {"progress": 10, "message": "<b>cloning</b>\n now", "html_message": "<b>x</b>"},
+        0.3,
+        {"progress": 400, "message": "almost"},
+        {"progress": 100, "ready": True, "url": "http://elsewhere.example/"},
+    )
+    found, comments = await relay(hub, FakeServers("starting", "running"))
+    assert comments >= 3  # keepalives every 0.05 s while the hub was quiet for 0.3 s
+    assert found == [
+        ("progress", {"progress": 10, "message": "<b>cloning</b> now"}),
+        ("progress", {"progress": 100, "message": "almost"}),
+        # the hub's own URL is not used: ours, on our origin, at the page's notebook
+        (
+            "ready",
+            {
+                "progress": 100,
+                "message": "Your server is ready.",
+                "url": "/user/u/nb/lab/tree/a%20b.ipynb",
+            },
+        ),
+    ]
+
+
+async def test_relay_failures_and_state_changes(monkeypatch):
+    monkeypatch.setattr(events, "STOP_POLL_SECONDS", 0.01)
+    failed = FakeHub({"progress": 100, "failed": True, "message": "Spawn failed: boom"})
+    found, _ = await relay(failed, FakeServers("starting"))
+    assert found == [("failed", {"error": "spawn_failed", "message": "Spawn failed: boom"})]
+    # a failed server: the hub's last failure, or a sentence when the hub forgot it
+    found, _ = await relay(failed, FakeServers("failed"))
+    assert found == [("failed", {"error": "spawn_failed", "message": "Spawn failed: boom"})]
+    found, _ = await relay(FakeHub(), FakeServers("failed"))
+    assert found == [("failed", {"error": "spawn_failed", "message": events.UNKNOWN_FAILURE})]
+    # stopping: the page is told to render again once the server is gone
+    found, _ = await relay(FakeHub(), FakeServers("stopping", "stopping", None))
+    assert [name for name, _ in found] == ["progress", "reload"]
+    assert found[-1][1] == {"status": "stopped"}
+    # the hub's stream ends without an outcome while the server stays "starting"
+    found, _ = await relay(FakeHub(), FakeServers("starting"))
+    assert found == [("failed", {"error": "spawn_unknown", "message": events.UNKNOWN_FAILURE})]
+    # the hub goes away mid-stream; an unexpected error; a refusal before anything
+    gone = UpstreamUnavailable("Lost the connection.", code="hub_unavailable")
+    found, _ = await relay(FakeHub({"progress": 1, "message": "a"}, gone), FakeServers("starting"))
+    assert found[-1] == ("failed", {"error": "hub_unavailable", "message": "Lost the connection."})
+    found, _ = await relay(FakeHub(RuntimeError("bug")), FakeServers("starting"))
+    assert found == [("failed", {"error": "internal_error", "message": events.INTERNAL_FAILURE})]
+    refused = NotFound("Project demo/hello was not found.", code="project_not_found")
+    found, _ = await relay(FakeHub(), FakeServers("running"), authorize_error=refused)
+    assert found == [("failed", refused.body())]
+
+
+async def test_failure_message_reads_only_a_failed_spawn():
+    failed = FakeHub({"progress": 100, "failed": True, "message": "Spawn failed: x"})
+    assert await events.failure_message(failed, "u", "nb") == "Spawn failed: x"
+    live = FakeHub({"progress": 0, "message": "Server requested"})
+    assert await events.failure_message(live, "u", "nb") is None
+    gone = FakeHub(UpstreamUnavailable("gone"))
+    assert await events.failure_message(gone, "u", "nb") is None
+    assert await events.failure_message(FakeHub(), "u", "nb") is None
