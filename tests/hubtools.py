@@ -180,6 +180,16 @@ class RunningHub:
         response.raise_for_status()
         return {name: s for name, s in response.json()["servers"].items() if name}
 
+    def wait_failed(self, user: str, name: str, timeout: float = 30) -> None:
+        """Until the hub has given up on the server: neither ready nor pending."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self.hub_servers(user).get(name)
+            if server and not server["ready"] and not server["pending"]:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{name} did not fail in {timeout} s: {self.hub_servers(user)}")
+
     def remove_all_servers(self, user: str) -> None:
         for name in self.hub_servers(user):
             self.admin("DELETE", f"users/{user}/servers/{name}", json={"remove": True})

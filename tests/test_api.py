@@ -6,6 +6,7 @@ import http.client
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,20 +19,21 @@ from tests.hubtools import Client, RunningHub
 SHA_RE = r"^[0-9a-f]{40}$"
 
 
-@pytest.fixture
-def alice(hub: RunningHub) -> Client:
-    hub.remove_all_servers("alice")
-    client = Client(hub, "alice")
-    yield client
-    hub.remove_all_servers("alice")
+def fresh(hub: RunningHub, user: str) -> Iterator[Client]:
+    """A user's client with no servers before or after the test."""
+    hub.remove_all_servers(user)
+    yield Client(hub, user)
+    hub.remove_all_servers(user)
 
 
 @pytest.fixture
-def bob(hub: RunningHub) -> Client:
-    hub.remove_all_servers("bob")
-    client = Client(hub, "bob")
-    yield client
-    hub.remove_all_servers("bob")
+def alice(hub: RunningHub) -> Iterator[Client]:
+    yield from fresh(hub, "alice")
+
+
+@pytest.fixture
+def bob(hub: RunningHub) -> Iterator[Client]:
+    yield from fresh(hub, "bob")
 
 
 def launch_path(

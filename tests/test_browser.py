@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,16 +186,6 @@ def assert_clean(visitor: Visitor) -> None:
     assert visitor.lab_errors == [], visitor.lab_errors
 
 
-def wait_failed(hub: RunningHub, user: str, name: str, timeout: float = 30) -> None:
-    """Until the hub has given up on the server: neither ready nor pending."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        server = hub.hub_servers(user).get(name)
-        if server and not server["ready"] and not server["pending"]:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{name} did not fail in {timeout} s: {hub.hub_servers(user)}")
-
 
 def unknown_sha() -> str:
     return secrets.token_hex(20)
@@ -303,7 +292,7 @@ def test_failures_say_what_went_wrong(hub, repos, visitor, browser):
         "POST", f"users/{visitor.user}/servers/{target.server_name}", json=target.options()
     )
     assert response.status_code in (201, 202, 500), response.text
-    wait_failed(hub, visitor.user, target.server_name)
+    hub.wait_failed(visitor.user, target.server_name)
     page.goto(visitor.glue_url(f"demo/hello/{target.commit_sha}"))
     expect(page.locator("#status")).to_have_text("failed")
     expect(page.locator("#failure-message")).to_have_text(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -87,21 +86,12 @@ def test_follow_a_launch_until_ready(hub, repos, user):
     assert again == [found[-1]]
 
 
-def wait_failed(hub: RunningHub, user: str, name: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        server = hub.hub_servers(user).get(name)
-        if server and not server["ready"] and not server["pending"]:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{name} did not fail in {timeout} s")
-
 
 def test_a_spawn_failed_at_the_hub_relays_the_hubs_message(hub, user):
     # the glue would refuse an unknown commit; started around it, the hub-side check fails
     target = Target("demo", "hello", secrets.token_hex(20))
     hub.admin("POST", f"users/{user.user}/servers/{target.server_name}", json=target.options())
-    wait_failed(hub, user.user, target.server_name)
+    hub.wait_failed(user.user, target.server_name)
     path = f"demo/hello/{target.commit_sha}"
     response, found = follow(user.session, events_url(user, path))
     expected = f"Spawn failed: Commit {target.commit_sha} was not found in demo/hello."

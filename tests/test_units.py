@@ -207,38 +207,17 @@ def test_clone_refuses_a_foreign_workspace(tmp_path, repo):
         clone(url, shas[0], dest)
 
 
+def run_clone(url: str, commit: str, dest: Path) -> subprocess.CompletedProcess[str]:
+    args = ["--source", url, "--commit", commit, "--dest", str(dest)]
+    return subprocess.run(
+        [sys.executable, "-m", "glue.clone", *args], capture_output=True, text=True
+    )
+
+
 def test_clone_command_line(tmp_path, repo):
     url, shas = repo
-    ok = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "glue.clone",
-            "--source",
-            url,
-            "--commit",
-            shas[0],
-            "--dest",
-            str(tmp_path / "ws"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    ok = run_clone(url, shas[0], tmp_path / "ws")
     assert ok.returncode == 0 and (tmp_path / "ws" / "README.md").read_text() == "version 1\n"
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "glue.clone",
-            "--source",
-            url,
-            "--commit",
-            "HEAD",
-            "--dest",
-            str(tmp_path / "ws2"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    bad = run_clone(url, "HEAD", tmp_path / "ws2")
     assert bad.returncode == 2 and "40-character" in bad.stderr
     assert not Path(tmp_path / "ws2").exists()
