@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +27,27 @@ def open_url(model: dict[str, Any], notebook: str) -> str:
     return f"{url}lab/tree/{quote(notebook)}" if notebook else url
 
 
+def ago(timestamp: str | None, now: datetime | None = None) -> str:
+    """`3 minutes ago` for a hub timestamp (ISO 8601, UTC); '' when there is none."""
+    if not timestamp:
+        return ""
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    now = now or datetime.now(UTC)
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    seconds = int((now - then).total_seconds())
+    if seconds < 10:
+        return "just now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'} ago"
+    return "just now"
+
+
 class Renderer:
     def __init__(self, *, prefix: str, base_url: str):
         self.prefix = prefix
@@ -36,6 +58,7 @@ class Renderer:
             lstrip_blocks=True,
         )
         self.env.globals.update(prefix=prefix, base_url=base_url, open_url=open_url)
+        self.env.filters["ago"] = ago
 
     @staticmethod
     def json(data: Any, status: int = 200) -> web.Response:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -120,11 +119,7 @@ class Routes:
         identity = await self.identify(request)
         servers = await self.servers.list(identity.name)
         if wants_html(request):
-            now = datetime.now(UTC)
-            ages = {s["name"]: ago(s["started"], now) for s in servers}
-            return self.render.page(
-                "list.html", servers=servers, ages=ages, **self.page_context(identity)
-            )
+            return self.render.page("list.html", servers=servers, **self.page_context(identity))
         return self.render.json({"servers": servers})
 
     async def show(self, request: web.Request) -> web.Response:
@@ -204,26 +199,6 @@ def target_path(wanted: target.Target) -> str:
     """`<namespace>/<project>/<sha>[/<notebook>]`, as in a launch URL (before quoting)."""
     path = f"{wanted.full_path}/{wanted.commit_sha}"
     return f"{path}/{wanted.notebook}" if wanted.notebook else path
-
-
-def ago(timestamp: str | None, now: datetime) -> str:
-    """`3 minutes ago` for a hub timestamp (ISO 8601, UTC); '' when there is none."""
-    if not timestamp:
-        return ""
-    try:
-        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
-        return ""
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
-    seconds = int((now - then).total_seconds())
-    if seconds < 10:
-        return "just now"
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        if seconds >= size:
-            count = seconds // size
-            return f"{count} {unit}{'' if count == 1 else 's'} ago"
-    return "just now"
 
 
 async def read_body(request: web.Request) -> tuple[dict[str, Any], str | None]:

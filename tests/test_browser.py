@@ -412,7 +412,7 @@ def test_launch_script_never_writes_html():
 def test_ages_read_as_people_say_them():
     from datetime import UTC, datetime, timedelta
 
-    from glue.routes import ago
+    from glue.render import ago
 
     now = datetime(2025, 1, 2, 12, 0, tzinfo=UTC)
     for delta, text in [
