@@ -221,3 +221,21 @@ def test_clone_command_line(tmp_path, repo):
     bad = run_clone(url, "HEAD", tmp_path / "ws2")
     assert bad.returncode == 2 and "40-character" in bad.stderr
     assert not Path(tmp_path / "ws2").exists()
+
+
+def test_hub_refuses_invalid_config(tmp_path):
+    """The hub side loads config through the same schema: a bad file stops the hub at start-up."""
+    bad = tmp_path / "notebooks.yaml"
+    bad.write_text(yaml.safe_dump(minimal() | {"launch": {"serversPerUser": 0}}))
+    env = {"PATH": "/usr/bin:/bin", "NOTEBOOKS_CONFIG": str(bad), "NOTEBOOKS_STATE": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "jupyterhub", "-f", str(CHECKOUT / "values/jupyterhub_config.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert str(bad) in output and "at launch.serversPerUser" in output
