@@ -79,6 +79,12 @@ def test_extra_config_configures_the_hub(notebooks_config: Path, tmp_path: Path)
     assert "admin:auth_state" in roles["notebooks-service"]["scopes"]
     assert "access:services!service=notebooks" in roles["user"]["scopes"]
 
+    # GitLab login comes from the notebooks config, not restated in the values
+    assert app.authenticator_class == "gitlab"
+    assert app.config.GitLabOAuthenticator.gitlab_url == rendered["provider"]["url"]
+    assert app.config.Authenticator.enable_auth_state is True
+    assert app.config.Authenticator.refresh_pre_spawn is True
+
     spawner_config: dict[str, Any] = app.config.CommitKubeSpawner.notebooks_config
     assert spawner_config["spawner"]["kind"] == "kubernetes"
     assert [p["name"] for p in spawner_config["profiles"]] == [
