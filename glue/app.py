@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from . import metrics
 from .access import Access
 from .auth import Auth
 from .config import Config, ConfigError, load
@@ -162,6 +163,7 @@ def build(config: Config, settings: HubSettings) -> web.Application:
     routes = Routes(config, hub, auth, access, provider, servers, render)
     routes.add_to(app, settings.prefix)
     app["routes"] = routes
+    metrics.setup(app, config, settings.prefix, hub=hub, access=access, servers=servers)
 
     async def close(_: web.Application) -> None:
         await hub.close()

@@ -10,12 +10,14 @@ followed so it cannot be forwarded to another host.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
 
+from . import metrics
 from .config import Config
 from .errors import (
     Forbidden,
@@ -134,24 +136,32 @@ class GitLabProvider:
             )
         url = URL(f"{self.api}/{path}", encoded=True)  # keep %2F in project paths
         headers = {"Authorization": f"Bearer {caller.git_token}"}
+        started = time.monotonic()
         try:
             async with self._client().get(url, headers=headers, allow_redirects=False) as resp:
                 body = await resp.json(content_type=None) if resp.status < 300 else None
                 status = resp.status
         except TimeoutError:
+            metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, "timeout")
             raise UpstreamTimeout(
                 f"GitLab did not answer within {self.timeout:g} seconds; try again shortly.",
                 code="gitlab_timeout",
             ) from None
         except (aiohttp.ClientConnectionError, OSError):
+            metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, "unavailable")
             raise UpstreamUnavailable(
                 f"GitLab at {self.url} cannot be reached; try again shortly.",
                 code="gitlab_unavailable",
             ) from None
         except (aiohttp.ClientError, ValueError):
+            metrics.observe_upstream(
+                "gitlab", "GET", time.monotonic() - started, "invalid_response"
+            )
             raise UpstreamError(
                 "GitLab answered with something that is not valid JSON.", code="gitlab_error"
             ) from None
+        error = "server_error" if status >= 500 else "rate_limited" if status == 429 else None
+        metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, error)
         log.debug("GitLab GET %s for %s: %s", url.path, caller.name, status)
         self._checked(status)
         return status, body

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
+from . import metrics
 from .errors import GlueError, TooManyServers, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
@@ -75,33 +77,47 @@ class Hub:
         if data is not None:
             headers["Content-Type"] = "application/json"
         attempts = len(RETRY_DELAYS) + 1
-        for attempt in range(attempts):
-            try:
-                async with self.session.request(
-                    method,
-                    self.api_url + path,
-                    data=data,
-                    params=params,
-                    headers=headers,
-                    timeout=self._timeout,
-                ) as response:
-                    text = await response.text()
-                    return self._result(response.status, text, ok)
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as e:
-                # a POST that never connected was never seen by the hub: safe to send again
-                never_sent = isinstance(e, aiohttp.ClientConnectorError)
-                if attempt + 1 == attempts or not (never_sent or method in ("GET", "DELETE")):
-                    log.warning("hub unreachable: %s %s: %s", method, path, type(e).__name__)
-                    raise UpstreamUnavailable(
-                        "JupyterHub is not reachable right now; try again in a moment.",
-                        code="hub_unavailable",
+        started, error = time.monotonic(), None
+        try:
+            for attempt in range(attempts):
+                try:
+                    async with self.session.request(
+                        method,
+                        self.api_url + path,
+                        data=data,
+                        params=params,
+                        headers=headers,
+                        timeout=self._timeout,
+                    ) as response:
+                        text = await response.text()
+                        if response.status >= 500:
+                            error = "server_error"
+                        return self._result(response.status, text, ok)
+                except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as e:
+                    # a POST that never connected was never seen by the hub: safe to send again
+                    never_sent = isinstance(e, aiohttp.ClientConnectorError)
+                    if attempt + 1 == attempts or not (never_sent or method in ("GET", "DELETE")):
+                        log.warning("hub unreachable: %s %s: %s", method, path, type(e).__name__)
+                        error = "unavailable"
+                        raise UpstreamUnavailable(
+                            "JupyterHub is not reachable right now; try again in a moment.",
+                            code="hub_unavailable",
+                        ) from None
+                    await asyncio.sleep(RETRY_DELAYS[attempt])
+                except TimeoutError:
+                    error = "timeout"
+                    raise UpstreamTimeout(
+                        "JupyterHub did not answer in time; try again in a moment.",
+                        code="hub_timeout",
                     ) from None
-                await asyncio.sleep(RETRY_DELAYS[attempt])
-            except TimeoutError:
-                raise UpstreamTimeout(
-                    "JupyterHub did not answer in time; try again in a moment.", code="hub_timeout"
-                ) from None
-        raise AssertionError("unreachable")
+            raise AssertionError("unreachable")
+        except HubError:
+            raise  # the hub answered (4xx): not an error of the hub
+        except Exception:
+            error = error or "other"
+            raise
+        finally:
+            metrics.observe_upstream("hub", method, time.monotonic() - started, error)
 
     @staticmethod
     def _result(status: int, text: str, ok: tuple[int, ...]) -> tuple[int, Any]:

@@ -80,7 +80,7 @@ def test_extra_config_configures_the_hub(notebooks_config: Path, tmp_path: Path)
     assert "access:services!service=notebooks" in roles["user"]["scopes"]
 
     # GitLab login comes from the notebooks config, not restated in the values
-    assert app.authenticator_class == "gitlab"
+    assert app.authenticator_class.__name__ == "GitLabOAuthenticator"
     assert app.config.GitLabOAuthenticator.gitlab_url == rendered["provider"]["url"]
     assert app.config.Authenticator.enable_auth_state is True
     assert app.config.Authenticator.refresh_pre_spawn is True
