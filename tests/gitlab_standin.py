@@ -152,8 +152,9 @@ class RecordedRequest:
 class GitLabStandIn:
     """In-memory GitLab: users, tokens, groups, projects, registry tags, OAuth apps."""
 
-    def __init__(self, *, registry_host: str = "registry.gitlab.test",
-                 external_url: str | None = None):
+    def __init__(
+        self, *, registry_host: str = "registry.gitlab.test", external_url: str | None = None
+    ):
         self.registry_host = registry_host
         self.external_url = external_url  # None: the URL the request came in on
         self.users: dict[str, User] = {}
@@ -173,16 +174,28 @@ class GitLabStandIn:
 
     # ---- state -----------------------------------------------------------------------------
 
-    def add_user(self, username: str, token: str | None = None, *,
-                 expires_in: float | None = None, name: str | None = None) -> User:
+    def add_user(
+        self,
+        username: str,
+        token: str | None = None,
+        *,
+        expires_in: float | None = None,
+        name: str | None = None,
+    ) -> User:
         user = User(next(_ids), username, name or username.title(), f"{username}@example.test")
         self.users[username] = user
         if token:
             self.add_token(username, token, expires_in=expires_in)
         return user
 
-    def add_token(self, username: str, token: str | None = None, *,
-                  expires_in: float | None = None, scope: str = "api") -> str:
+    def add_token(
+        self,
+        username: str,
+        token: str | None = None,
+        *,
+        expires_in: float | None = None,
+        scope: str = "api",
+    ) -> str:
         """A personal access token (or any token) for `username`; returns its value."""
         value = token or secrets.token_hex(20)
         expires = time.time() + expires_in if expires_in is not None else None
@@ -191,6 +204,10 @@ class GitLabStandIn:
 
     def revoke_token(self, token: str) -> None:
         self.tokens[token].revoked = True
+
+    def revoke_refresh_tokens(self, username: str) -> None:
+        """As when a user revokes the application: no refresh grant works any more."""
+        self._refresh = {k: g for k, g in self._refresh.items() if g.username != username}
 
     def expire_token(self, token: str) -> None:
         self.tokens[token].expires_at = time.time() - 1
@@ -205,10 +222,16 @@ class GitLabStandIn:
         self.groups[full_path] = group
         return group
 
-    def add_project(self, full_path: str, *, visibility: str = "private",
-                    members: dict[str, int] | None = None, repo: str | Path | None = None,
-                    registry_access: str = "enabled",
-                    shared_with: dict[str, int] | None = None) -> Project:
+    def add_project(
+        self,
+        full_path: str,
+        *,
+        visibility: str = "private",
+        members: dict[str, int] | None = None,
+        repo: str | Path | None = None,
+        registry_access: str = "enabled",
+        shared_with: dict[str, int] | None = None,
+    ) -> Project:
         """A project in a group namespace (created if missing), optionally backed by a bare repo."""
         if visibility not in {"private", "internal", "public"}:
             raise ValueError(f"unknown visibility {visibility!r}")
@@ -217,9 +240,15 @@ class GitLabStandIn:
             raise ValueError("a project path needs a namespace: <group>/<project>")
         if namespace not in self.groups:
             self.add_group(namespace)
-        project = Project(next(_ids), full_path, visibility, dict(members or {}),
-                          Path(repo).resolve() if repo else None, registry_access,
-                          dict(shared_with or {}))
+        project = Project(
+            next(_ids),
+            full_path,
+            visibility,
+            dict(members or {}),
+            Path(repo).resolve() if repo else None,
+            registry_access,
+            dict(shared_with or {}),
+        )
         self.projects[full_path.lower()] = project
         return project
 
@@ -234,8 +263,9 @@ class GitLabStandIn:
         repository.tags[tag] = "sha256:" + secrets.token_hex(32)
         return repository
 
-    def add_oauth_app(self, client_id: str, client_secret: str, redirect_uri: str,
-                      scopes: str = "api read_user") -> OAuthApp:
+    def add_oauth_app(
+        self, client_id: str, client_secret: str, redirect_uri: str, scopes: str = "api read_user"
+    ) -> OAuthApp:
         app = OAuthApp(client_id, client_secret, redirect_uri, scopes)
         self.oauth_apps[client_id] = app
         return app
@@ -401,11 +431,19 @@ class GitLabStandIn:
             raise _unauthorized()
         user = self.users[username]
         base = self._base_url(request)
-        return web.json_response({
-            "id": user.id, "username": user.username, "name": user.name, "state": "active",
-            "email": user.email, "avatar_url": None, "web_url": f"{base}/{user.username}",
-            "created_at": "2024-01-01T00:00:00.000Z", "is_admin": False,
-        })
+        return web.json_response(
+            {
+                "id": user.id,
+                "username": user.username,
+                "name": user.name,
+                "state": "active",
+                "email": user.email,
+                "avatar_url": None,
+                "web_url": f"{base}/{user.username}",
+                "created_at": "2024-01-01T00:00:00.000Z",
+                "is_admin": False,
+            }
+        )
 
     async def _project(self, request: web.Request) -> web.Response:
         username, project = self._visible_project(request)
@@ -426,8 +464,10 @@ class GitLabStandIn:
             "path": project.path,
             "path_with_namespace": project.full_path,
             "namespace": {
-                "id": namespace.id, "name": namespace.full_path.rpartition("/")[2],
-                "path": namespace.full_path.rpartition("/")[2], "kind": "group",
+                "id": namespace.id,
+                "name": namespace.full_path.rpartition("/")[2],
+                "path": namespace.full_path.rpartition("/")[2],
+                "kind": "group",
                 "full_path": namespace.full_path,
             },
             "visibility": project.visibility,
@@ -470,10 +510,16 @@ class GitLabStandIn:
         if tag not in repo.tags:
             return _message(404, "404 Tag Not Found")
         digest = repo.tags[tag]
-        return web.json_response({
-            **_tag_json(repo, tag), "revision": digest[7:], "short_revision": digest[7:16],
-            "digest": digest, "created_at": "2024-01-01T00:00:00.000+00:00", "total_size": 1024,
-        })
+        return web.json_response(
+            {
+                **_tag_json(repo, tag),
+                "revision": digest[7:],
+                "short_revision": digest[7:16],
+                "digest": digest,
+                "created_at": "2024-01-01T00:00:00.000+00:00",
+                "total_size": 1024,
+            }
+        )
 
     # ---- OAuth -----------------------------------------------------------------------------
 
@@ -484,14 +530,19 @@ class GitLabStandIn:
         if app is None or query.get("redirect_uri") != app.redirect_uri:
             return web.Response(status=400, text="The redirect URI or client is not valid.")
         if query.get("response_type") != "code":
-            raise _redirect(app.redirect_uri, error="unsupported_response_type",
-                            state=query.get("state"))
+            raise _redirect(
+                app.redirect_uri, error="unsupported_response_type", state=query.get("state")
+            )
         if self.oauth_user is None:
             return web.Response(status=401, text="No GitLab user is logged in to the stand-in.")
         code = secrets.token_hex(16)
         self._codes[code] = Grant(
-            app.client_id, self.oauth_user, query.get("scope", app.scopes), app.redirect_uri,
-            query.get("code_challenge", ""), query.get("code_challenge_method", "plain"),
+            app.client_id,
+            self.oauth_user,
+            query.get("scope", app.scopes),
+            app.redirect_uri,
+            query.get("code_challenge", ""),
+            query.get("code_challenge_method", "plain"),
         )
         raise _redirect(app.redirect_uri, code=code, state=query.get("state"))
 
@@ -505,26 +556,37 @@ class GitLabStandIn:
         if grant_type == "authorization_code":
             grant = self._codes.pop(str(form.get("code", "")), None)
             verifier = str(form.get("code_verifier", ""))
-            if grant and (grant.redirect_uri != form.get("redirect_uri")
-                          or not grant.verifier_matches(verifier)):
+            if grant and (
+                grant.redirect_uri != form.get("redirect_uri")
+                or not grant.verifier_matches(verifier)
+            ):
                 grant = None
         elif grant_type == "refresh_token":
             grant = self._refresh.pop(str(form.get("refresh_token", "")), None)
         else:
             return _oauth_error(400, "unsupported_grant_type", "The grant type is not supported.")
         if grant is None or grant.client_id != client_id:
-            return _oauth_error(400, "invalid_grant", "The provided authorization grant is "
-                                "invalid, expired, revoked, or was issued to another client.")
+            return _oauth_error(
+                400,
+                "invalid_grant",
+                "The provided authorization grant is "
+                "invalid, expired, revoked, or was issued to another client.",
+            )
         return web.json_response(self._issue(grant))
 
     def _issue(self, grant: Grant) -> dict[str, Any]:
-        access = self.add_token(grant.username, expires_in=self.oauth_token_seconds,
-                                scope=grant.scope)
+        access = self.add_token(
+            grant.username, expires_in=self.oauth_token_seconds, scope=grant.scope
+        )
         refresh = secrets.token_hex(32)
         self._refresh[refresh] = Grant(grant.client_id, grant.username, grant.scope)
         return {
-            "access_token": access, "token_type": "Bearer", "expires_in": self.oauth_token_seconds,
-            "refresh_token": refresh, "created_at": int(time.time()), "scope": grant.scope,
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": self.oauth_token_seconds,
+            "refresh_token": refresh,
+            "created_at": int(time.time()),
+            "scope": grant.scope,
         }
 
     # ---- git smart HTTP --------------------------------------------------------------------
@@ -635,9 +697,14 @@ def _tag_json(repo: RegistryRepository, tag: str) -> dict[str, str]:
 
 def _repository_json(repo: RegistryRepository, project: Project, with_tags: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "id": repo.id, "name": repo.name, "path": repo.path, "project_id": project.id,
-        "location": repo.location, "created_at": "2024-01-01T00:00:00.000+00:00",
-        "cleanup_policy_started_at": None, "tags_count": len(repo.tags),
+        "id": repo.id,
+        "name": repo.name,
+        "path": repo.path,
+        "project_id": project.id,
+        "location": repo.location,
+        "created_at": "2024-01-01T00:00:00.000+00:00",
+        "cleanup_policy_started_at": None,
+        "tags_count": len(repo.tags),
     }
     if with_tags:
         body["tags"] = [_tag_json(repo, tag) for tag in sorted(repo.tags)]
@@ -657,15 +724,25 @@ def _git_env(**extra: str) -> dict[str, str]:
 def _default_branch(repo: Path | None) -> str | None:
     if repo is None:
         return None
-    result = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "--short", "HEAD"],
-                            capture_output=True, text=True, env=_git_env(), check=False)
+    result = subprocess.run(
+        ["git", "-C", str(repo), "symbolic-ref", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        env=_git_env(),
+        check=False,
+    )
     return result.stdout.strip() or None
 
 
 async def _run_git(repo: Path, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        "git", "-C", str(repo), *args, env=_git_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        "git",
+        "-C",
+        str(repo),
+        *args,
+        env=_git_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode(errors="replace")
@@ -682,31 +759,49 @@ async def _read_commit(repo: Path | None, ref: str) -> dict[str, Any] | None:
     sha, parents, an, ae, ad, cn, ce, cd, message = out.split("\n", 8)
     message = message.rstrip("\n")
     return {
-        "id": sha, "short_id": sha[:8], "title": message.split("\n", 1)[0], "message": message,
-        "parent_ids": parents.split(), "author_name": an, "author_email": ae, "authored_date": ad,
-        "committer_name": cn, "committer_email": ce, "committed_date": cd, "created_at": cd,
+        "id": sha,
+        "short_id": sha[:8],
+        "title": message.split("\n", 1)[0],
+        "message": message,
+        "parent_ids": parents.split(),
+        "author_name": an,
+        "author_email": ae,
+        "authored_date": ad,
+        "committer_name": cn,
+        "committer_email": ce,
+        "committed_date": cd,
+        "created_at": cd,
     }
 
 
-async def _http_backend(request: web.Request, repo: Path, suffix: str,
-                        user: str) -> web.Response:
+async def _http_backend(request: web.Request, repo: Path, suffix: str, user: str) -> web.Response:
     """Run `git http-backend` as a CGI for one request, like GitLab's workhorse serves fetches."""
     body = await request.read()
     env = _git_env(
-        GIT_PROJECT_ROOT=str(repo.parent), GIT_HTTP_EXPORT_ALL="1",
-        PATH_INFO=f"/{repo.name}/{suffix}", REQUEST_METHOD=request.method,
-        QUERY_STRING=request.query_string, CONTENT_TYPE=request.headers.get("Content-Type", ""),
-        CONTENT_LENGTH=str(len(body)), REMOTE_USER=user, REMOTE_ADDR="127.0.0.1",
+        GIT_PROJECT_ROOT=str(repo.parent),
+        GIT_HTTP_EXPORT_ALL="1",
+        PATH_INFO=f"/{repo.name}/{suffix}",
+        REQUEST_METHOD=request.method,
+        QUERY_STRING=request.query_string,
+        CONTENT_TYPE=request.headers.get("Content-Type", ""),
+        CONTENT_LENGTH=str(len(body)),
+        REMOTE_USER=user,
+        REMOTE_ADDR="127.0.0.1",
         HTTP_GIT_PROTOCOL=request.headers.get("Git-Protocol", ""),
         # GitLab lets clients fetch any commit by sha, which a one-commit clone relies on
-        GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="uploadpack.allowAnySHA1InWant",
+        GIT_CONFIG_COUNT="1",
+        GIT_CONFIG_KEY_0="uploadpack.allowAnySHA1InWant",
         GIT_CONFIG_VALUE_0="true",
     )
     if body[:2] == b"\x1f\x8b":  # still gzipped (aiohttp normally inflates request bodies)
         env["HTTP_CONTENT_ENCODING"] = "gzip"
     proc = await asyncio.create_subprocess_exec(
-        "git", "http-backend", env=env, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "git",
+        "http-backend",
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate(body)
     return _cgi_response(out, err)
@@ -728,12 +823,17 @@ def _cgi_response(out: bytes, err: bytes) -> web.Response:
     return web.Response(status=status, body=payload, headers=headers)
 
 
-def create_bare_repo(path: str | Path, commits: list[dict[str, str]],
-                     branch: str = "main") -> list[str]:
+def create_bare_repo(
+    path: str | Path, commits: list[dict[str, str]], branch: str = "main"
+) -> list[str]:
     """A bare repository at `path` with one commit per {file: content} dict; returns their shas."""
     path = Path(path)
-    env = _git_env(GIT_AUTHOR_NAME="Stand In", GIT_AUTHOR_EMAIL="standin@example.test",
-                   GIT_COMMITTER_NAME="Stand In", GIT_COMMITTER_EMAIL="standin@example.test")
+    env = _git_env(
+        GIT_AUTHOR_NAME="Stand In",
+        GIT_AUTHOR_EMAIL="standin@example.test",
+        GIT_COMMITTER_NAME="Stand In",
+        GIT_COMMITTER_EMAIL="standin@example.test",
+    )
     shas = []
     with tempfile.TemporaryDirectory(prefix="standin-work-") as work:
         subprocess.run(["git", "init", "-q", "-b", branch, work], env=env, check=True)
@@ -743,10 +843,20 @@ def create_bare_repo(path: str | Path, commits: list[dict[str, str]],
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(content)
             subprocess.run(["git", "-C", work, "add", "-A"], env=env, check=True)
-            subprocess.run(["git", "-C", work, "commit", "-q", "--allow-empty", "-m",
-                            f"commit {number}"], env=env, check=True)
-            shas.append(subprocess.run(["git", "-C", work, "rev-parse", "HEAD"], env=env,
-                                       check=True, capture_output=True, text=True).stdout.strip())
+            subprocess.run(
+                ["git", "-C", work, "commit", "-q", "--allow-empty", "-m", f"commit {number}"],
+                env=env,
+                check=True,
+            )
+            shas.append(
+                subprocess.run(
+                    ["git", "-C", work, "rev-parse", "HEAD"],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip()
+            )
         subprocess.run(["git", "clone", "-q", "--bare", work, str(path)], env=env, check=True)
     return shas
 
@@ -756,12 +866,12 @@ def bare_repo_from_directory(source: Path, dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     if (source / ".git").exists() or (source / "HEAD").is_file():
-        subprocess.run(["git", "clone", "-q", "--bare", str(source), str(dest)],
-                       env=_git_env(), check=True)
+        subprocess.run(
+            ["git", "clone", "-q", "--bare", str(source), str(dest)], env=_git_env(), check=True
+        )
         return dest
     files = {
-        str(p.relative_to(source)): p.read_text()
-        for p in sorted(source.rglob("*")) if p.is_file()
+        str(p.relative_to(source)): p.read_text() for p in sorted(source.rglob("*")) if p.is_file()
     }
     create_bare_repo(dest, [files])
     return dest
@@ -796,15 +906,20 @@ def load_fixture(standin: GitLabStandIn, fixture: Path, repos_dir: Path) -> None
         standin.add_oauth_app(client["id"], client["secret"], client["redirectUri"])
 
 
-def _fixture_project(standin: GitLabStandIn, spec: dict[str, Any], base: Path,
-                     repos_dir: Path) -> None:
+def _fixture_project(
+    standin: GitLabStandIn, spec: dict[str, Any], base: Path, repos_dir: Path
+) -> None:
     repo = base / spec["repo"] if spec.get("repo") else None
     if spec.get("source"):
         repo = bare_repo_from_directory(base / spec["source"], repos_dir / f"{spec['path']}.git")
-    standin.add_project(spec["path"], visibility=spec.get("visibility", "private"),
-                        members=spec.get("members"), repo=repo,
-                        registry_access=spec.get("registryAccess", "enabled"),
-                        shared_with=spec.get("sharedWith"))
+    standin.add_project(
+        spec["path"],
+        visibility=spec.get("visibility", "private"),
+        members=spec.get("members"),
+        repo=repo,
+        registry_access=spec.get("registryAccess", "enabled"),
+        shared_with=spec.get("sharedWith"),
+    )
     for tag in spec.get("registryTags", []):
         standin.add_registry_tag(spec["path"], str(tag))
 

@@ -22,3 +22,6 @@ c.JupyterHub.load_roles.append(  # noqa: F821
     }
 )
 c.JupyterHub.log_level = "INFO"  # noqa: F821
+if os.environ.get("NOTEBOOKS_TEST_AUTH_REFRESH_AGE"):
+    # refresh GitLab tokens within a test's time instead of every 5 minutes
+    c.Authenticator.auth_refresh_age = int(os.environ["NOTEBOOKS_TEST_AUTH_REFRESH_AGE"])  # noqa: F821

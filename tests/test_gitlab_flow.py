@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,18 @@ class StandInThread:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """GitLab with projects and members, and a hub logging in with it."""
+    yield from make_world(tmp_path_factory, {})
+
+
+@pytest.fixture(scope="module")
+def refreshing_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The same, with a hub that refreshes GitLab logins after one second, not five minutes."""
+    yield from make_world(tmp_path_factory, {"NOTEBOOKS_TEST_AUTH_REFRESH_AGE": "1"})
+
+
+def make_world(
+    tmp_path_factory: pytest.TempPathFactory, hub_env: dict[str, str]
+) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("gitlab-repos")
     shas = make_repo(root, "renku/demo")
     make_repo(root, "renku/sub/deep")
@@ -72,7 +85,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             },
             "launch": {"startTimeoutSeconds": 60},
         }
-        env = {"GITLAB_CLIENT_ID": "hub-client", "GITLAB_CLIENT_SECRET": "hub-secret-value"}
+        env = {
+            "GITLAB_CLIENT_ID": "hub-client",
+            "GITLAB_CLIENT_SECRET": "hub-secret-value",
+            **hub_env,
+        }
         hub = RunningHub(tmp_path_factory.mktemp("gitlab-hub"), config, extra_env=env)
         standin.add_oauth_app("hub-client", "hub-secret-value", f"{hub.url}/hub/oauth_callback")
         try:
@@ -220,3 +237,35 @@ def test_expired_token_asks_to_log_in_again(world):
     assert response.json()["error"] == "gitlab_token_expired"
     assert "log in again" in response.json()["message"].lower()
     assert hub.hub_servers("owner") == {}
+
+
+def test_expired_token_is_refreshed_by_the_hub(refreshing_world):
+    """GitLab gave a refresh token: the hub renews the login and the launch goes through."""
+    world = refreshing_world
+    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
+    login(world, "dev")
+    old = gitlab_token(hub, "dev")
+    standin.expire_token(old)
+    time.sleep(1.5)  # past auth_refresh_age
+    hub.tokens.pop("dev")
+    client = Client(hub, "dev")  # a new hub token: nothing cached in the glue
+    response = launch(client, "renku/demo", shas[0])
+    assert response.status_code in (201, 202), response.text
+    assert gitlab_token(hub, "dev") != old
+    hub.remove_all_servers("dev")
+
+
+def test_revoked_login_asks_to_log_in_again(refreshing_world):
+    """No refresh possible (the user revoked the application): a clear 401, nothing spawned."""
+    world = refreshing_world
+    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
+    login(world, "maint")
+    standin.revoke_token(gitlab_token(hub, "maint"))
+    standin.revoke_refresh_tokens("maint")
+    time.sleep(1.5)
+    hub.tokens.pop("maint", None)
+    response = launch(Client(hub, "maint"), "renku/demo", shas[0])
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] in ("not_logged_in", "gitlab_token_expired")
+    assert "log in" in response.json()["message"].lower()
+    assert hub.hub_servers("maint") == {}
