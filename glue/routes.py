@@ -206,8 +206,7 @@ async def read_body(request: web.Request) -> tuple[dict[str, Any], str | None]:
     if not request.body_exists:
         return {}, None
     if request.content_type in FORM_TYPES:
-        form = await request.post()
-        fields = {k: str(v) for k, v in form.items()}
+        fields = await read_form(request)
         return fields, fields.pop("_xsrf", None)
     if request.content_type != "application/json":
         raise BadRequest(
@@ -215,13 +214,26 @@ async def read_body(request: web.Request) -> tuple[dict[str, Any], str | None]:
             code="unsupported_media_type",
             status=415,
         )
-    text = await request.text()
-    if not text.strip():
+    if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
+        raise BadRequest("Send JSON as UTF-8.", code="invalid_json")
+    data = await request.read()
+    if not data.strip():
         return {}, None
     try:
-        body = json.loads(text)
+        body = json.loads(data.decode("utf-8"))  # JSON is UTF-8 (RFC 8259)
     except (ValueError, RecursionError):
         raise BadRequest("The request body is not valid JSON.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.", code="invalid_json")
     return body, None
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """The form's fields; a form aiohttp cannot parse is the sender's mistake, not ours."""
+    try:
+        form = await request.post()
+    except web.HTTPException:
+        raise  # 413 and friends keep their status
+    except Exception:
+        raise BadRequest("The form could not be read.", code="invalid_form") from None
+    return {k: str(v) for k, v in form.items()}
