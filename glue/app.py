@@ -33,6 +33,7 @@ from .servers import Servers
 
 log = logging.getLogger("glue")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_REQUEST_LINE = 64 * 1024
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -197,5 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL") or config["service"]["url"])
     host = args.host or url.hostname or "127.0.0.1"
     port = args.port or url.port or 8090
-    web.run_app(build(config, settings), host=host, port=port, print=None, access_log=None)
+    web.run_app(
+        build(config, settings),
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        # the longest valid launch URL (4096 percent-encoded characters of notebook) must
+        # reach our validation, which answers with a JSON 400, not aiohttp's bare one
+        max_line_size=MAX_REQUEST_LINE,
+    )
     return 0

@@ -1,0 +1,401 @@
+"""The five figures. Each measures the glue's way and a baseline side by side, in the same run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from glue.config import validate
+from glue.launch import make
+from glue.provider import Image
+from glue.target import Target
+
+from .harness import (
+    DEFAULT_IMAGE,
+    Bench,
+    Figure,
+    KeepAlive,
+    median,
+    percentile,
+    rss_mib,
+    timed,
+    wait_until,
+)
+
+
+def _options(bench: Bench, target: Target) -> dict[str, Any]:
+    """The user_options the glue sends the hub for this target (the direct spawns send them too)."""
+    config = validate(bench.config)
+    return make(config, target, {}, Image(DEFAULT_IMAGE, fallback=True)).user_options()
+
+
+def _wait_glue_running(glue: KeepAlive, path: str, timeout: float = 300) -> None:
+    def running() -> bool:
+        status, model = glue.get_json(path)
+        return status == 200 and model["status"] == "running"
+
+    wait_until(running, timeout, f"{path} running")
+
+
+def _hub_servers(admin: KeepAlive, user: str) -> dict[str, Any]:
+    status, model = admin.get_json(f"users/{user}?include_stopped_servers=1")
+    return model.get("servers", {}) if status == 200 else {}
+
+
+def _remove(admin: KeepAlive, user: str, name: str) -> None:
+    admin.request("DELETE", f"users/{user}/servers/{name}", body={"remove": True})
+    wait_until(lambda: name not in _hub_servers(admin, user), 120, f"{user}/{name} removed")
+
+
+# --- 1. status ---------------------------------------------------------------------------------
+
+
+def status(bench: Bench, requests: int = 1000, warmup: int = 100) -> Figure:
+    """A running server's status through the glue vs the user's model from the hub API."""
+    user = "bench-status"
+    sha = bench.shas["bench/status"][0]
+    path = f"bench/status/{sha}"
+    glue, hub = bench.glue(user), bench.hub_api(user)
+    code, _ = glue.request("POST", path)
+    assert code in (201, 202), code
+    _wait_glue_running(glue, path)
+    hub_path = f"users/{user}?include_stopped_servers=1"
+    for _ in range(warmup):  # connections open, caches (identity, access) warm
+        glue.request("GET", path)
+        hub.request("GET", hub_path)
+    through_glue, direct = [], []
+    for i in range(requests):
+        pair = [(glue, path, through_glue), (hub, hub_path, direct)]
+        for client, target, samples in pair if i % 2 else reversed(pair):
+            (code, _), seconds = timed(lambda c=client, t=target: c.request("GET", t))
+            assert code == 200, (target, code)
+            samples.append(seconds * 1000)
+    glue.close()
+    hub.close()
+    g50, g99 = percentile(through_glue, 50), percentile(through_glue, 99)
+    h50, h99 = percentile(direct, 50), percentile(direct, 99)
+    ratio = g50 / h50
+    return Figure(
+        f"1. Server status, JSON, {requests} requests each, interleaved, caches warm",
+        f"p50 {g50:.2f} ms, p99 {g99:.2f} ms (proxy -> glue -> hub API)",
+        f"p50 {h50:.2f} ms, p99 {h99:.2f} ms (proxy -> hub API, the same user model)",
+        ratio,
+        "p50 <= 1.3",
+        ratio <= 1.3,
+        [f"p99 ratio {g99 / h99:.2f}"],
+    )
+
+
+# --- 2. launch to ready --------------------------------------------------------------------------
+
+
+def launch(bench: Bench, runs: int = 20) -> Figure:
+    """POST through the glue until it says running vs a named-server spawn through the hub API.
+
+    Both run the same spawner, so both include the same clone step
+    (`python -m glue.clone`, run by the spawner) and the same server start.
+    JupyterHub checks whether a new server answers with exponential backoff
+    and random jitter (each wait drawn up to 0.2, 0.4, 0.8, ... 5 s), so the
+    same launch is seen ready anywhere between ~3 s and ~7 s whichever way it
+    came: 20 alternating runs each keep the two medians comparable.
+    """
+    sha = bench.shas["bench/launch"][0]
+    path = f"bench/launch/{sha}"
+    target = Target("bench", "launch", sha)
+    name, options = target.server_name, _options(bench, target)
+    glue_user, direct_user = "bench-launch-glue", "bench-launch-direct"
+    glue, admin = bench.glue(glue_user), bench.hub_api()
+    bench.hub.token_for(direct_user)  # creates the user
+
+    answers: dict[str, list[float]] = {"glue": [], "direct": []}
+
+    def through_glue() -> float:
+        started = time.perf_counter()
+        code, _ = glue.request("POST", path)
+        assert code in (201, 202), code
+        answers["glue"].append(time.perf_counter() - started)
+        _wait_glue_running(glue, path)
+        seconds = time.perf_counter() - started
+        code, _ = glue.request("DELETE", path)
+        assert code in (202, 204), code
+        wait_until(lambda: name not in _hub_servers(admin, glue_user), 120, "glue server gone")
+        return seconds
+
+    def direct() -> float:
+        started = time.perf_counter()
+        code, _ = admin.request("POST", f"users/{direct_user}/servers/{name}", body=options)
+        assert code in (201, 202), code
+        answers["direct"].append(time.perf_counter() - started)
+        wait_until(lambda: _hub_servers(admin, direct_user).get(name, {}).get("ready"), 300,
+                   "direct server ready")
+        seconds = time.perf_counter() - started
+        _remove(admin, direct_user, name)
+        return seconds
+
+    glue_times, direct_times = [], []
+    for i in range(runs):
+        ways = [(through_glue, glue_times), (direct, direct_times)]
+        for way, times in ways if i % 2 else reversed(ways):
+            times.append(way())
+    glue.close()
+    admin.close()
+    g, d = median(glue_times), median(direct_times)
+    return Figure(
+        f"2. Launch to ready, median of {runs} each, alternating",
+        f"{g:.2f} s (POST through the glue, then its status until running)",
+        f"{d:.2f} s (POST of the named server to the hub API, then its model until ready; "
+        "the same spawner, clone and server)",
+        g / d,
+        "<= 1.1",
+        g / d <= 1.1,
+        [f"the POST's answer: glue {median(answers['glue']) * 1000:.0f} ms, hub "
+         f"{median(answers['direct']) * 1000:.0f} ms (median; the hub holds both for its "
+         "0.5 s slow-spawn timeout)",
+         f"glue runs {', '.join(f'{t:.2f}' for t in glue_times)} s",
+         f"direct runs {', '.join(f'{t:.2f}' for t in direct_times)} s"],
+    )
+
+
+# --- 3. fifty at once ----------------------------------------------------------------------------
+
+
+def crowd(bench: Bench, users: int = 50, rounds: int = 2) -> Figure:
+    """Wall time from the first POST until every server is ready; rounds in ABBA order."""
+    sha = bench.shas["bench/crowd"][0]
+    path = f"bench/crowd/{sha}"
+    target = Target("bench", "crowd", sha)
+    name, options = target.server_name, _options(bench, target)
+    admin = bench.hub_api()
+
+    def all_ready(names: list[str]) -> tuple[int, int]:
+        ready = failed = 0
+        for user in names:
+            server = _hub_servers(admin, user).get(name, {})
+            if server.get("ready"):
+                ready += 1
+            elif not server.get("pending"):
+                failed += 1
+        return ready, failed
+
+    def run(prefix: str, post: Any) -> tuple[float, int]:
+        names = [f"{prefix}{i:02d}" for i in range(users)]
+        # let the previous crowd's processes exit first (best effort: other work may run here)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: len(psutil.pids()) < baseline_pids + 20, 60, "crowd gone", every=1)
+        for user in names:
+            bench.hub.token_for(user)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(users) as pool:
+            codes = list(pool.map(post, names))
+        errors = sum(code not in (201, 202) for code in codes)
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            ready, failed = all_ready(names)
+            if ready + failed == users:
+                break
+            time.sleep(0.5)
+        seconds = time.perf_counter() - started
+        errors += users - ready
+        with ThreadPoolExecutor(10) as pool:
+            list(pool.map(lambda u: _remove(bench.hub_api(), u, name), names))
+        return seconds, errors
+
+    def via_glue(user: str) -> int:
+        client = KeepAlive(bench.hub.prefix,
+                           {"Authorization": f"token {bench.hub.token_for(user)}"})
+        code, _ = client.request("POST", path)
+        client.close()
+        return code
+
+    def via_hub(user: str) -> int:
+        client = bench.hub_api()
+        code, _ = client.request("POST", f"users/{user}/servers/{name}", body=options)
+        client.close()
+        return code
+
+    baseline_pids = len(psutil.pids())
+    glue_runs: list[float] = []
+    hub_runs: list[float] = []
+    glue_errors = hub_errors = 0
+    for i in range(rounds):
+        ways = [("g", via_glue, glue_runs), ("h", via_hub, hub_runs)]
+        for tag, post, runs in ways if i % 2 == 0 else reversed(ways):
+            seconds, errors = run(f"crowd{i}{tag}", post)
+            runs.append(seconds)
+            if tag == "g":
+                glue_errors += errors
+            else:
+                hub_errors += errors
+    admin.close()
+    ratio = sum(glue_runs) / sum(hub_runs)
+    return Figure(
+        f"3. {users} users launch at once, wall time until every server is ready, "
+        f"{rounds} rounds each (glue, hub, hub, glue)",
+        f"{', '.join(f'{t:.1f}' for t in glue_runs)} s, {glue_errors} errors "
+        "(POSTs through the glue)",
+        f"{', '.join(f'{t:.1f}' for t in hub_runs)} s, {hub_errors} errors "
+        "(named-server POSTs to the hub API)",
+        ratio,
+        "<= 1.2 (total wall time), zero errors",
+        ratio <= 1.2 and glue_errors == 0 and hub_errors == 0,
+    )
+
+
+# --- 4. cloning one commit of a long history ---------------------------------------------------
+
+
+def make_long_history(bare: Path, commits: int, big_every: int, big_files: int,
+                      big_bytes: int) -> list[str]:
+    """A bare repository: `commits` commits, a large file rewritten every `big_every` commits."""
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    rng = random.Random(1)  # noqa: S311  (reproducible test data, not secrets)
+    process = subprocess.Popen(["git", "-C", str(bare), "fast-import", "--quiet"],
+                               stdin=subprocess.PIPE)
+    assert process.stdin is not None
+    write = process.stdin.write
+    when = 1_700_000_000
+    for i in range(1, commits + 1):
+        message = f"change {i}\n".encode()
+        write(b"commit refs/heads/main\n")
+        write(f"mark :{i}\ncommitter Bench <bench@example.org> {when + i} +0000\n".encode())
+        write(b"data %d\n%s" % (len(message), message))
+        if i > 1:
+            write(f"from :{i - 1}\n".encode())
+        small = f"line {i}\n".encode()
+        write(b"M 644 inline notes.txt\ndata %d\n%s\n" % (len(small), small))
+        if i == 1 or i % big_every == 0:
+            for j in range(big_files if i == 1 else 1):
+                index = j if i == 1 else (i // big_every) % big_files
+                blob = rng.randbytes(big_bytes)
+                write(f"M 644 inline data/big{index}.bin\n".encode())
+                write(b"data %d\n" % len(blob) + blob + b"\n")
+    process.stdin.close()
+    assert process.wait() == 0
+    shas = subprocess.check_output(["git", "-C", str(bare), "rev-list", "--reverse", "main"],
+                                   text=True).split()
+    return shas
+
+
+def _objects_bytes(repository: Path) -> int:
+    objects = repository / ".git" / "objects"
+    return sum(f.stat().st_size for f in objects.rglob("*") if f.is_file())
+
+
+def clone(commits: int = 3000, big_every: int = 25, big_files: int = 4,
+          big_bytes: int = 2 << 20, runs: int = 5) -> Figure:
+    with tempfile.TemporaryDirectory(prefix="renku-bench-clone-") as tmp:
+        root = Path(tmp)
+        bare = root / "long.git"
+        shas, made = timed(lambda: make_long_history(bare, commits, big_every, big_files,
+                                                     big_bytes))
+        sha = shas[len(shas) // 2]  # an old commit, as a paper's notebook would name
+        source = bare.as_uri()  # file://: a real pack transfer, no hard links
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+
+        def glue_clone(dest: Path) -> None:
+            subprocess.run([sys.executable, "-m", "glue.clone", "--source", source,
+                            "--commit", sha, "--dest", str(dest)],
+                           check=True, capture_output=True, env=env)
+
+        def full_clone(dest: Path) -> None:
+            subprocess.run(["git", "clone", "-q", "--no-checkout", source, str(dest)],
+                           check=True, capture_output=True, env=env)
+            subprocess.run(["git", "-C", str(dest), "-c", "advice.detachedHead=false",
+                            "checkout", "-q", "--detach", sha], check=True, env=env)
+
+        glue_times, full_times, glue_bytes, full_bytes = [], [], 0, 0
+        for i in range(runs):
+            for way, times in ((glue_clone, glue_times), (full_clone, full_times)):
+                dest = root / f"{way.__name__}-{i}"
+                _, seconds = timed(lambda w=way, d=dest: w(d))
+                times.append(seconds)
+                head = subprocess.check_output(["git", "-C", str(dest), "rev-parse", "HEAD"],
+                                               text=True).strip()
+                assert head == sha, (way.__name__, head)
+                size = _objects_bytes(dest)
+                if way is glue_clone:
+                    glue_bytes = size
+                else:
+                    full_bytes = size
+                shutil.rmtree(dest)
+        history = sum(f.stat().st_size for f in (bare / "objects").rglob("*") if f.is_file())
+    g, f = median(glue_times), median(full_times)
+    speed, smaller = f / g, full_bytes / glue_bytes
+    return Figure(
+        f"4. Clone one commit of {commits} (a {big_bytes >> 20} MiB file rewritten every "
+        f"{big_every} commits; {history / (1 << 20):.0f} MiB of history), median of {runs}",
+        f"{g:.2f} s, {glue_bytes / (1 << 20):.1f} MiB of objects (glue.clone: that commit only)",
+        f"{f:.2f} s, {full_bytes / (1 << 20):.1f} MiB of objects (git clone, then checkout)",
+        g / f,
+        ">= 5x faster (ratio <= 0.2), >= 10x fewer bytes",
+        speed >= 5 and smaller >= 10,
+        [f"{speed:.1f}x faster, {smaller:.1f}x fewer bytes; the history took {made:.1f} s to "
+         "generate"],
+    )
+
+
+# --- 5. memory ------------------------------------------------------------------------------------
+
+
+def memory(bench: Bench, requests: int = 10_000, threads: int = 4) -> Figure:
+    """The glue's RSS idle, after half of the requests and after all of them."""
+    pid = bench.glue_pid
+    idle = rss_mib(pid)
+    glue_url = f"http://127.0.0.1:{bench.hub.glue_port}/services/notebooks/"
+    users = [f"bench-memory-{i:02d}" for i in range(20)]
+    tokens = [bench.hub.token_for(u) for u in users]
+    status_sha = bench.shas["bench/status"][0]
+    paths = [
+        "",  # the list (the hub)
+        f"bench/status/{status_sha}",  # a status: 404, no server for these users
+        "bench/status/notasha",  # 400 before anything else
+        f"bench/missing/{status_sha}",  # 404: no such project
+        "user",
+        "health",
+        "openapi.json",
+    ]
+
+    def worker(count: int, seed: int) -> int:
+        rng = random.Random(seed)  # noqa: S311  (a reproducible request mix)
+        client = KeepAlive(glue_url)
+        failures = 0
+        for _ in range(count):
+            token = rng.choice(tokens)
+            code, _ = client.request("GET", rng.choice(paths),
+                                     headers={"Authorization": f"token {token}"})
+            failures += code >= 500
+        client.close()
+        return failures
+
+    half = requests // 2
+    failures = 0
+    samples = []
+    for part in range(2):
+        with ThreadPoolExecutor(threads) as pool:
+            failures += sum(pool.map(worker, [half // threads] * threads,
+                                     range(part * threads, (part + 1) * threads)))
+        time.sleep(1)
+        samples.append(rss_mib(pid))
+    growth = samples[1] - samples[0]
+    peak = max(idle, *samples)
+    return Figure(
+        f"5. Glue memory (RSS), idle and after {requests} requests by {len(users)} users",
+        f"after {requests} requests: {samples[1]:.1f} MiB (idle {idle:.1f} MiB)",
+        f"after the first {half}: {samples[0]:.1f} MiB",
+        samples[1] / samples[0],
+        "<= 1.01 (no growth in the second half), and at most 100 MiB",
+        samples[1] / samples[0] <= 1.01 and peak <= 100 and failures == 0,
+        [f"growth in the second half {growth:+.2f} MiB; peak {peak:.1f} MiB; "
+         f"{failures} 5xx answers"],
+    )

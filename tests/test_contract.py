@@ -1,0 +1,624 @@
+"""The glue keeps the contract of glue/openapi.yaml, whatever it is sent.
+
+- The document is valid OpenAPI 3.1 (openapi-spec-validator), the glue serves
+  it at `<prefix>openapi.json`, and every route the glue has is in it.
+- `assert_conforms(response)` checks one response against it (status,
+  content type, body schema, server-sent events, required headers); the
+  tests of this module and of test_security, test_faults and test_metrics
+  pass every response they see through it.
+- schemathesis generates requests from the served document (examples,
+  coverage and fuzzing phases, positive and negative data, every check) and
+  sends them to the running glue with a user's token: zero 5xx and zero
+  responses outside the document. NOTEBOOKS_FUZZ_EXAMPLES sets the cases per
+  operation and phase (default 250: about 4,000 requests in total);
+  NOTEBOOKS_FUZZ_VIA_PROXY=1 sends them through the hub's proxy instead of
+  straight to the glue.
+- Nasty requests by hand: huge and deep bodies, unicode and control
+  characters in every path segment, wrong content types, 10,000-character
+  notebook paths: each answered with its documented 4xx JSON, and nothing
+  spawned.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import jsonschema
+import pytest
+import requests
+import yaml
+from openapi_spec_validator import validate as validate_openapi
+
+from glue import target
+from glue.errors import GlueError
+from tests.hubtools import CHECKOUT, Client, RunningHub
+
+DOCUMENT = CHECKOUT / "glue" / "openapi.yaml"
+PREFIX = "/services/notebooks"
+FUZZ_EXAMPLES = int(os.environ.get("NOTEBOOKS_FUZZ_EXAMPLES", "250"))
+FUZZ_LAUNCH_EXAMPLES = int(os.environ.get("NOTEBOOKS_FUZZ_LAUNCH_EXAMPLES", "6"))
+FUZZ_VIA_PROXY = os.environ.get("NOTEBOOKS_FUZZ_VIA_PROXY") == "1"
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+SHA0 = "0123456789abcdef0123456789abcdef01234567"
+
+
+# --- checking one response against the document ------------------------------------------
+
+
+def _inline(node: Any, document: dict[str, Any]) -> Any:
+    """The node with every `#/...` reference replaced by what it names (there are no cycles)."""
+    if isinstance(node, dict):
+        if set(node) == {"$ref"}:
+            target: Any = document
+            for part in node["$ref"].removeprefix("#/").split("/"):
+                target = target[part]
+            return _inline(target, document)
+        return {k: _inline(v, document) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, document) for v in node]
+    return node
+
+
+def sse_events(text: str) -> list[dict[str, str]]:
+    """Server-sent events as `{"event", "data"}` dicts; comments and retry-only blocks dropped."""
+    events = []
+    for block in re.split(r"\r?\n\r?\n", text):
+        event: dict[str, str] = {}
+        data: list[str] = []
+        for line in block.splitlines():
+            if line.startswith(":") or ":" not in line:
+                continue
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "data":
+                data.append(value)
+            elif field in ("event", "id"):
+                event[field] = value
+        if data:
+            events.append({**event, "data": "\n".join(data)})
+    return events
+
+
+class Contract:
+    """The operations of the document, found by method and request path."""
+
+    def __init__(self, document: dict[str, Any]):
+        self.document = _inline(document, document)
+        self.prefix = urlsplit(document["servers"][0]["url"]).path.rstrip("/")
+        self.paths: dict[str, dict[str, Any]] = self.document["paths"]
+
+    @classmethod
+    def from_file(cls) -> Contract:
+        return cls(yaml.safe_load(DOCUMENT.read_text()))
+
+    def template(self, path: str) -> str:
+        """The documented path a request path (raw, below the origin) belongs to."""
+        path = path.split("?", 1)[0]
+        assert path.startswith(self.prefix), f"{path} is not below {self.prefix}"
+        rest = path[len(self.prefix) :] or "/"
+        if rest in self.paths:
+            return rest
+        segments = rest.lstrip("/").split("/")
+        if rest.startswith("/-/static/"):
+            return "/-/static/{file}"
+        events = rest.startswith("/-/events/")
+        if events:
+            segments = segments[2:]
+        # the sha is the first 40-hex segment; anything after it is the notebook
+        sha = next((i for i, s in enumerate(segments) if re.fullmatch(r"[0-9a-fA-F]{40}", s)), None)
+        notebook = sha is not None and sha + 1 < len(segments)
+        base = "/-/events" if events else ""
+        suffix = "/{notebook}" if notebook else ""
+        return f"{base}/{{namespace}}/{{project}}/{{commit_sha}}{suffix}"
+
+    def check(self, response: requests.Response) -> None:
+        """Raise AssertionError unless the response is one the document describes."""
+        request = response.request
+        method = (request.method or "GET").lower()
+        path = urlsplit(request.url).path
+        where = f"{request.method} {unquote(path)[:200]} -> {response.status_code}"
+        template = self.template(path)
+        operation = self.paths.get(template, {}).get(method)
+        if operation is None:
+            # an undocumented method: the glue's 405, which lists the allowed ones
+            assert response.status_code == 405, f"{where}: undocumented method answered"
+            assert "Allow" in response.headers, f"{where}: 405 without Allow"
+            self._check_error_body(response, where)
+            return
+        responses = operation["responses"]
+        documented = responses.get(str(response.status_code)) or responses.get("default")
+        assert documented is not None, (
+            f"{where}: status not documented for {method.upper()} {template} "
+            f"(documented: {', '.join(responses)}); body: {response.text[:300]}"
+        )
+        for name, header in (documented.get("headers") or {}).items():
+            value = response.headers.get(name)
+            if header.get("required"):
+                assert value is not None, f"{where}: required header {name} missing"
+            if value is not None:
+                jsonschema.validate(value, header.get("schema", {}))
+        content = documented.get("content") or {}
+        body = response.content
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if not content:
+            assert not body, f"{where}: a body where the document has none: {body[:200]!r}"
+            return
+        media = self._media(content, media_type)
+        assert media is not None, (
+            f"{where}: content type {media_type!r} not documented ({', '.join(content)})"
+        )
+        schema = media.get("schema", {})
+        if media_type == "application/json":
+            try:
+                data = response.json()
+            except ValueError:
+                raise AssertionError(f"{where}: not JSON: {body[:200]!r}") from None
+            self._validate(data, schema, where)
+        elif media_type == "text/event-stream":
+            events = sse_events(response.text)
+            for event in events:
+                self._check_event(event, schema, where)
+        elif schema.get("type") == "string":
+            assert isinstance(response.text, str)
+
+    @staticmethod
+    def _media(content: dict[str, Any], media_type: str) -> dict[str, Any] | None:
+        if media_type in content:
+            return content[media_type]
+        major = media_type.split("/")[0]
+        return content.get(f"{major}/*") or content.get("*/*")
+
+    @staticmethod
+    def _validate(data: Any, schema: dict[str, Any], where: str) -> None:
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=str)
+        if errors:
+            message = f"{where}: body breaks the document: {errors[0].message}; body: {data!r}"
+            raise AssertionError(message[:2000])
+
+    def _check_event(self, event: dict[str, str], schema: dict[str, Any], where: str) -> None:
+        self._validate(event, schema, where)
+        branches = [b for b in schema.get("oneOf", [schema]) if "properties" in b]
+        branch = next(
+            (b for b in branches if b["properties"]["event"].get("const") == event.get("event")),
+            None,
+        )
+        assert branch is not None, f"{where}: undocumented event {event}"
+        data_schema = branch["properties"]["data"].get("contentSchema")
+        if data_schema is not None:
+            self._validate(json.loads(event["data"]), data_schema, where)
+
+    def _check_error_body(self, response: requests.Response, where: str) -> None:
+        error = self.document["components"]["schemas"]["Error"]
+        self._validate(response.json(), error, where)
+
+
+CONTRACT = Contract.from_file()
+
+
+def assert_conforms(response: requests.Response) -> requests.Response:
+    """The response is one glue/openapi.yaml describes; returns it for chaining."""
+    CONTRACT.check(response)
+    return response
+
+
+def raw(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    token: str | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> requests.Response:
+    """Send `path` byte for byte to the glue (no client or proxy normalises it), as a Response."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    sent = dict(headers or {})
+    if token:
+        sent["Authorization"] = f"token {token}"
+    connection.putrequest(method, path, skip_accept_encoding=True)
+    for name, value in sent.items():
+        connection.putheader(name, value)
+    if body is not None:
+        connection.putheader("Content-Length", str(len(body)))
+    connection.endheaders(body)
+    answer = connection.getresponse()
+    response = requests.Response()
+    response.status_code = answer.status
+    response.headers = requests.structures.CaseInsensitiveDict(answer.getheaders())
+    response._content = answer.read()
+    response.url = f"http://127.0.0.1:{port}{path}"
+    response.request = requests.Request(method, response.url).prepare()
+    response.request.url = response.url  # keep the path as sent, encoded or not
+    connection.close()
+    return response
+
+
+# --- the document itself ---------------------------------------------------------------------
+
+
+def test_document_is_valid_openapi() -> None:
+    document = yaml.safe_load(DOCUMENT.read_text())
+    validate_openapi(document)
+    assert document["openapi"].startswith("3.1")
+
+
+def test_served_document_is_valid_and_filled_in(hub: RunningHub) -> None:
+    response = assert_conforms(requests.get(hub.prefix + "openapi.json", timeout=10))
+    assert response.status_code == 200
+    document = response.json()
+    validate_openapi(document)
+    assert document["servers"][0]["url"] == PREFIX
+    options = document["components"]["schemas"]["LaunchOptions"]
+    assert options["properties"]["profile"]["enum"] == ["small", "large"]
+    assert "lfs" not in options["properties"]  # launch.lfsOption is off
+    assert document["components"]["securitySchemes"]["session"]["name"] == "notebooks-session"
+
+
+def test_every_route_of_the_glue_is_documented(tmp_path: Path) -> None:
+    """The app's router and the document name the same endpoints (HEAD aside)."""
+    from glue.app import HubSettings, build
+    from glue.config import validate
+
+    config = validate(
+        {
+            "images": {"default": "registry.example.org/x:1"},
+            "profiles": [{"name": "small", "cpu": 1, "memory": "1G"}],
+            "provider": {"kind": "local", "root": str(tmp_path)},
+        }
+    )
+    settings = HubSettings.from_env(config, {"JUPYTERHUB_API_TOKEN": "unused"})
+    app = build(config, settings)
+    routed = set()
+    for route in app.router.routes():
+        if route.method == "HEAD":
+            continue
+        canonical = route.resource.canonical.removeprefix(PREFIX) or "/"
+        canonical = canonical.replace("{tail}", "{namespace}/{project}/{commit_sha}")
+        canonical = re.sub(r"^/-/static$", "/-/static/{file}", canonical)
+        routed.add((route.method.lower(), canonical))
+    documented = set()
+    for path, item in CONTRACT.paths.items():
+        for method in ("get", "post", "put", "patch", "delete"):
+            if method in item and not path.endswith("/{notebook}"):
+                documented.add((method, path))
+    assert routed == documented
+
+
+# --- fuzzing with schemathesis -----------------------------------------------------------------
+
+FUZZ_CONFIG = """
+# every check, for every operation, except as below
+[checks]
+enabled = true
+
+# the events stream answers every refusal as a `failed` event on a 200 stream (documented):
+# invalid input there is refused inside the stream, not with a 4xx
+[[operations]]
+include-path-regex = "^/-/events/"
+checks.negative_data_rejection.enabled = false
+
+[headers]
+Authorization = "token ${NOTEBOOKS_FUZZ_TOKEN}"
+"""
+
+
+def fuzz(
+    tmp_path: Path,
+    document: dict[str, Any],
+    base_url: str,
+    token: str,
+    examples: int,
+    *extra: str,
+) -> dict[str, Any]:
+    """Run schemathesis over the document; return its JSON report (the output on failure)."""
+    (tmp_path / "openapi.json").write_text(json.dumps(document))
+    (tmp_path / "schemathesis.toml").write_text(FUZZ_CONFIG)
+    report = tmp_path / "report.json"
+    command = [
+        str(SCHEMATHESIS),
+        "--config-file",
+        str(tmp_path / "schemathesis.toml"),
+        "run",
+        str(tmp_path / "openapi.json"),
+        "--url",
+        base_url,
+        "--max-examples",
+        str(examples),
+        "--seed",
+        os.environ.get("NOTEBOOKS_FUZZ_SEED", "20260601"),
+        "--workers",
+        "1",  # Python 3.11's ast module is not thread-safe in hypothesis' lambda descriptions
+        "--request-timeout",
+        "60",
+        "--warnings",
+        "off",
+        "--report",
+        "json",
+        "--report-json-path",
+        str(report),
+        *extra,
+    ]
+    env = {**os.environ, "NOTEBOOKS_FUZZ_TOKEN": token, "NO_COLOR": "1"}
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200
+    )
+    assert report.exists(), result.stdout[-5000:] + result.stderr[-3000:]
+    data = json.loads(report.read_text())
+    data["output"] = result.stdout
+    data["returncode"] = result.returncode
+    return data
+
+
+def assert_clean(report: dict[str, Any]) -> None:
+    cases = report["test_cases"]
+    assert report["returncode"] == 0 and not report["failures"] and not report["errors"], (
+        f"{len(report['failures'])} failures, {len(report['errors'])} errors:\n"
+        + report["output"][-12000:]
+    )
+    assert cases["with_failures"] == 0 and cases["errored"] == 0
+
+
+@pytest.fixture(scope="module")
+def fuzzer(hub: RunningHub) -> Client:
+    hub.remove_all_servers("fuzzer")
+    client = Client(hub, "fuzzer")
+    yield client
+    hub.remove_all_servers("fuzzer")
+
+
+def glue_url(hub: RunningHub) -> str:
+    return hub.prefix.rstrip("/") if FUZZ_VIA_PROXY else f"http://127.0.0.1:{hub.glue_port}{PREFIX}"
+
+
+def test_fuzz_every_operation(hub: RunningHub, fuzzer: Client, tmp_path: Path) -> None:
+    """Thousands of generated requests: zero 5xx, zero answers outside the document."""
+    document = requests.get(hub.prefix + "openapi.json", timeout=10).json()
+    log_before = len(hub.log())
+    report = fuzz(tmp_path, document, glue_url(hub), hub.token_for("fuzzer"), FUZZ_EXAMPLES)
+    assert_clean(report)
+    generated = report["test_cases"]["generated"]
+    assert report["operations"]["tested"] == len(
+        [m for item in document["paths"].values() for m in item if m in ("get", "post", "delete")]
+    )
+    # the count scales with NOTEBOOKS_FUZZ_EXAMPLES; the default run sends about 4,000
+    assert generated >= 12 * FUZZ_EXAMPLES, generated
+    # random projects and commits do not exist: nothing was ever started
+    assert hub.hub_servers("fuzzer") == {}
+    log = hub.log()[log_before:]
+    glue_lines = [line for line in log.splitlines() if " INFO glue request id=" in line]
+    assert len(glue_lines) >= generated  # every request was answered and logged by the glue
+    assert not [line for line in glue_lines if " status=5" in line]
+    assert "unexpected error in" not in log  # the error middleware's log line of a 500
+
+
+def test_fuzz_launches_of_real_commits(hub: RunningHub, repos: dict, tmp_path: Path) -> None:
+    """The same, with URLs naming real projects and commits: real launches, stops and events."""
+    user = "fuzzlauncher"
+    hub.remove_all_servers(user)
+    document = requests.get(hub.prefix + "openapi.json", timeout=10).json()
+    parameters = document["components"]["parameters"]
+    parameters["Namespace"]["schema"] = {"enum": ["demo", "group/sub"]}
+    parameters["Project"]["schema"] = {"enum": ["hello", "other", "deep"]}
+    parameters["CommitSha"]["schema"] = {"enum": repos["shas"]["demo/hello"]}
+    try:
+        report = fuzz(
+            tmp_path,
+            document,
+            glue_url(hub),
+            hub.token_for(user),
+            FUZZ_LAUNCH_EXAMPLES,
+            "--phases",
+            "examples,fuzzing",
+            "--mode",
+            "positive",
+            "--include-path-regex",
+            "commit_sha",
+        )
+        assert_clean(report)
+        servers = hub.hub_servers(user)
+        assert len(servers) <= 3  # launch.serversPerUser
+        launched = [line for line in hub.log().splitlines() if f"user={user} action=POST" in line]
+        assert any("status=201" in line or "status=202" in line for line in launched)
+    finally:
+        hub.remove_all_servers(user)
+
+
+# --- nasty requests, by hand ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def nasty(hub: RunningHub) -> Client:
+    hub.remove_all_servers("nasty")
+    client = Client(hub, "nasty")
+    yield client
+    assert hub.hub_servers("nasty") == {}, "a nasty request started a server"
+
+
+def launch_path(repos: dict, notebook: str = "") -> str:
+    path = f"{PREFIX}/demo/hello/{repos['shas']['demo/hello'][0]}"
+    return f"{path}/{notebook}" if notebook else path
+
+
+def error_of(response: requests.Response) -> str:
+    assert_conforms(response)
+    return response.json()["error"]
+
+
+def test_huge_bodies_are_413(hub: RunningHub, nasty: Client, repos: dict) -> None:
+    token = hub.token_for("nasty")
+    big = b'{"profile": "' + b"x" * 200_000 + b'"}'
+    for content_type in ("application/json", "application/x-www-form-urlencoded", "text/plain"):
+        response = raw(
+            hub.glue_port, "POST", launch_path(repos), token=token, body=big,
+            headers={"Content-Type": content_type},
+        )
+        assert response.status_code == 413 or (
+            content_type == "text/plain" and response.status_code == 415
+        ), response.content[:200]
+        assert error_of(response) in ("payload_too_large", "unsupported_media_type")
+    # through the proxy too, with a streamed body of unannounced length
+    response = nasty.post(
+        launch_path(repos).removeprefix(PREFIX),
+        data=iter([b"[" * 50_000] * 4),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413 and error_of(response) == "payload_too_large"
+
+
+def test_deep_json_is_refused(hub: RunningHub, nasty: Client, repos: dict) -> None:
+    token = hub.token_for("nasty")
+    headers = {"Content-Type": "application/json"}
+    deep = b"[" * 100_000 + b"]" * 100_000  # 200 kB: over launch.maxBodyBytes
+    response = raw(hub.glue_port, "POST", launch_path(repos), token=token, body=deep,
+                   headers=headers)
+    assert response.status_code == 413 and error_of(response) == "payload_too_large"
+    # just under the body limit, deep enough to exhaust the JSON parser's recursion
+    for opening, closing in ((b"[", b"]"), (b'{"a":', b"}")):
+        depth = 60_000 // (len(opening) + len(closing))
+        body = opening * depth + b"1" + closing * depth
+        response = raw(hub.glue_port, "POST", launch_path(repos), token=token, body=body,
+                       headers=headers)
+        assert response.status_code == 400 and error_of(response) == "invalid_json"
+    for body in (b"\xff\xfe not utf-8", b'{"profile": "small"'):
+        response = raw(hub.glue_port, "POST", launch_path(repos), token=token, body=body,
+                       headers=headers)
+        assert response.status_code == 400 and error_of(response) == "invalid_json"
+    response = raw(hub.glue_port, "POST", launch_path(repos), token=token, body=b"{}",
+                   headers={"Content-Type": "application/json; charset=no-such-charset"})
+    assert response.status_code == 400 and error_of(response) == "invalid_json"
+
+
+NASTY_TEXT = [
+    "é",  # a letter outside ASCII
+    "日本語",
+    "\u202e",  # right-to-left override
+    "\ufeff",  # byte order mark
+    "😀",
+    "\x00",
+    "\x1b[31m",
+    "\n",
+    "\r\n",
+    "\t",
+    "\x7f",
+    "%",
+    "a b",
+    "..",
+    "\\",
+]
+
+
+@pytest.mark.parametrize("text", NASTY_TEXT, ids=lambda t: t.encode("unicode_escape").decode())
+def test_unicode_and_control_characters_in_every_segment(
+    hub: RunningHub, nasty: Client, text: str
+) -> None:
+    """Percent-encoded, as clients send them: the documented 400, or 404 for a valid path.
+
+    The commit is one no repository has, so even a valid path cannot start anything.
+    """
+    token = hub.token_for("nasty")
+    segments = {
+        "namespace": ("demo{t}", "hello", SHA0, ""),
+        "subgroup": ("demo/{t}", "hello", SHA0, ""),
+        "project": ("demo", "hel{t}lo", SHA0, ""),
+        "sha": ("demo", "hello", SHA0[:20] + "{t}" + SHA0[20:39], ""),
+        "notebook": ("demo", "hello", SHA0, "nb{t}.ipynb"),
+        "notebook-dir": ("demo", "hello", SHA0, "{t}/nb.ipynb"),
+    }
+    for where, parts in segments.items():
+        filled = [p.replace("{t}", text) for p in parts]
+        tail = "/".join(p for p in filled if p)
+        try:
+            target.parse(tail)
+            expected = (404, {"server_not_found", "commit_not_found", "project_not_found"})
+        except GlueError as e:
+            expected = (e.status, {e.code})
+        path = "/".join(quote(p, safe="/") for p in filled if p)
+        for method in ("GET", "POST", "DELETE"):
+            response = raw(hub.glue_port, method, f"{PREFIX}/{path}", token=token)
+            assert response.status_code == expected[0], (where, method, response.content[:200])
+            assert error_of(response) in expected[1], (where, method)
+
+
+def test_raw_bytes_in_the_request_line_are_refused(hub: RunningHub, nasty: Client,
+                                                     repos: dict) -> None:
+    """Unencoded non-ASCII or control bytes are not HTTP: the glue's HTTP parser refuses them."""
+    token = hub.token_for("nasty")
+    for text in ("é", "\x01", "\x7f"):
+        path = launch_path(repos, "nb" + text + ".ipynb").encode()
+        with socket_to(hub.glue_port) as sock:
+            sock.sendall(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nAuthorization: token "
+                         + token.encode() + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            answer = read_all(sock)
+        assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0], answer[:200]
+
+
+def test_wrong_content_types_are_415(hub: RunningHub, nasty: Client, repos: dict) -> None:
+    token = hub.token_for("nasty")
+    for content_type in ("text/plain", "application/xml", "application/json-patch+json",
+                         "application/octet-stream", "image/png", "text/html"):
+        response = raw(hub.glue_port, "POST", launch_path(repos), token=token,
+                       body=b'{"profile": "small"}', headers={"Content-Type": content_type})
+        assert response.status_code == 415, (content_type, response.content[:200])
+        assert error_of(response) == "unsupported_media_type"
+    # a body without any content type is bytes of no known kind, too
+    response = raw(hub.glue_port, "POST", launch_path(repos), token=token, body=b"profile=small")
+    assert response.status_code == 415 and error_of(response) == "unsupported_media_type"
+    # a form that cannot be parsed
+    for content_type, body in (
+        ("multipart/form-data", b"--x\r\n\r\n"),
+        ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="\x10\r'
+                                             b'"\r\n\r\nv\r\n--x--\r\n'),
+    ):
+        response = raw(hub.glue_port, "POST", launch_path(repos), token=token, body=body,
+                       headers={"Content-Type": content_type})
+        assert response.status_code == 400, (content_type, response.content[:300])
+        assert error_of(response) == "invalid_form"
+
+
+@pytest.mark.parametrize("length", [4097, 10_000])
+def test_long_notebook_paths_are_400(hub: RunningHub, nasty: Client, repos: dict,
+                                     length: int) -> None:
+    token = hub.token_for("nasty")
+    for notebook in ("x" * length, "é" * length):
+        for method in ("GET", "POST", "DELETE"):
+            path = launch_path(repos, quote(notebook))
+            response = raw(hub.glue_port, method, path, token=token)
+            assert response.status_code == 400, (method, len(path), response.content[:200])
+            assert error_of(response) == "invalid_notebook"
+    # through the proxy, as a browser or script sends it
+    response = nasty.get(launch_path(repos, "x" * length).removeprefix(PREFIX))
+    assert response.status_code == 400 and error_of(response) == "invalid_notebook"
+
+
+def test_the_longest_valid_launch_url_is_answered_by_the_glue(hub: RunningHub, nasty: Client,
+                                                              repos: dict) -> None:
+    """4096 characters of notebook, each percent-encoded to 12 bytes: still the glue's answer."""
+    token = hub.token_for("nasty")
+    path = launch_path(repos, quote("😀" * 4096))
+    response = raw(hub.glue_port, "GET", path, token=token)
+    assert response.status_code == 404 and error_of(response) == "server_not_found"
+
+
+# --- small helpers for raw sockets ---------------------------------------------------------------
+
+
+def socket_to(port: int):
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    return sock
+
+
+def read_all(sock) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,206 @@
+"""What operators see: Prometheus metrics (who may read them, what they count), the access log."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.hubtools import Client, RunningHub, make_repo
+from tests.test_contract import assert_conforms
+
+ACCESS_LINE = re.compile(
+    r" INFO glue request id=(?P<id>[A-Za-z0-9._-]{1,64}) user=(?P<user>\S+) "
+    r"action=(?P<method>[A-Z]+) (?P<path>\S*) status=(?P<status>\d{3}) "
+    r"outcome=(?P<outcome>[a-z0-9_]+) duration_ms=(?P<ms>\d+\.\d)$"
+)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text page, by (name, sorted labels)."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(page: dict, name: str, **labels: str) -> float:
+    return page.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def total(page: dict, name: str, **labels: str) -> float:
+    """The sum over every series of `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in page.items() if n == name and wanted <= set(ls))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A hub whose glue lets loopback read metrics, and where `prom` is an admin (read:metrics)."""
+    repos = tmp_path_factory.mktemp("metrics-repos")
+    shas = make_repo(repos, "demo/hello")
+    config = {
+        "service": {"adminUsers": ["prom"]},
+        "images": {"default": "registry.example.org/renku/default:1"},
+        "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
+        "provider": {"kind": "local", "root": str(repos)},
+        "launch": {"serversPerUser": 1, "startTimeoutSeconds": 60, "stopTimeoutSeconds": 20},
+        "metrics": {"allowedNetworks": ["127.0.0.0/8", "::1/128"]},
+    }
+    hub = RunningHub(tmp_path_factory.mktemp("metrics-hub"), config)
+    try:
+        yield {"hub": hub.start(), "shas": shas}
+    finally:
+        hub.stop()
+
+
+def direct_metrics(hub: RunningHub, **kwargs) -> requests.Response:
+    """Straight to the glue, as Prometheus in the same network would scrape it."""
+    url = f"http://127.0.0.1:{hub.glue_port}/services/notebooks/metrics"
+    return assert_conforms(requests.get(url, timeout=10, **kwargs))
+
+
+def scrape(hub: RunningHub) -> dict:
+    response = direct_metrics(hub)
+    assert response.status_code == 200, response.text
+    return samples(response.text)
+
+
+# --- who may read them ------------------------------------------------------------------------
+
+
+def test_metrics_need_the_metrics_scope_or_an_allowed_network(world: dict) -> None:
+    hub = world["hub"]
+    proxied = hub.prefix + "metrics"
+    # through the proxy (which adds X-Forwarded-For): a token with read:metrics, nothing else
+    response = assert_conforms(requests.get(proxied, timeout=10))
+    assert response.status_code == 401 and response.json()["error"] == "not_logged_in"
+    user = {"Authorization": f"token {hub.token_for('watcher')}"}
+    response = assert_conforms(requests.get(proxied, headers=user, timeout=10))
+    assert response.status_code == 403 and "read:metrics" in response.json()["message"]
+    bogus = {"Authorization": f"token {secrets.token_hex(16)}"}
+    assert assert_conforms(requests.get(proxied, headers=bogus, timeout=10)).status_code == 401
+    admin = {"Authorization": f"Bearer {hub.token_for('prom')}"}
+    response = assert_conforms(requests.get(proxied, headers=admin, timeout=10))
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    # straight from an allowed network: no token needed, unless a proxy relayed the request
+    assert direct_metrics(hub).status_code == 200
+    relayed = direct_metrics(hub, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert relayed.status_code == 401
+    openmetrics = direct_metrics(hub, headers={"Accept": "application/openmetrics-text"})
+    assert openmetrics.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert openmetrics.text.rstrip().endswith("# EOF")
+
+
+def test_no_network_is_allowed_by_default(hub: RunningHub) -> None:
+    """The session hub's glue has no `metrics.allowedNetworks`: loopback needs a token too."""
+    response = direct_metrics(hub)
+    assert response.status_code == 401
+
+
+# --- what they count ---------------------------------------------------------------------------
+
+
+def test_launches_stops_upstream_and_cache_are_counted(world: dict) -> None:
+    hub, shas = world["hub"], world["shas"]
+    hub.remove_all_servers("counted")
+    client = Client(hub, "counted")
+    path = f"demo/hello/{shas[0]}"
+    before = scrape(hub)
+
+    assert assert_conforms(client.get(path)).status_code == 404  # no server: access miss
+    assert assert_conforms(client.get(path)).status_code == 404  # the cached decision: a hit
+    assert assert_conforms(client.post("demo/hello/abc")).status_code == 400
+    response = assert_conforms(client.post(path))
+    assert response.status_code in (201, 202)
+    started = "started" if response.status_code == 201 else "starting"
+    assert assert_conforms(client.post(path)).status_code == 200
+    other = f"demo/hello/{shas[1]}"
+    assert assert_conforms(client.post(other)).status_code == 429  # serversPerUser: 1
+    client.wait_running(path)
+    assert assert_conforms(client.delete(path)).status_code == 204
+    # a form post (as the launch page sends it) answers 303 and still counts as what it did
+    form = client.post(path, data={"profile": "small"})
+    assert assert_conforms(form).status_code == 303
+    client.wait_running(path)
+    after = scrape(hub)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("notebooks_launches_total", outcome="invalid_commit") == 1
+    assert delta("notebooks_launches_total", outcome="existing") == 1
+    assert delta("notebooks_launches_total", outcome="too_many_servers") == 1
+    assert delta("notebooks_launches_total", outcome=started) >= 1
+    assert (
+        delta("notebooks_launches_total", outcome="started")
+        + delta("notebooks_launches_total", outcome="starting")
+        == 2
+    )
+    assert delta("notebooks_stops_total", outcome="stopped") == 1
+    launched = sum(
+        delta("notebooks_launch_duration_seconds_count", result=r)
+        for r in ("accepted", "refused", "failed")
+    )
+    assert launched == 5
+    assert delta("notebooks_launch_duration_seconds_count", result="refused") == 2
+    assert delta("notebooks_access_cache_misses_total") >= 1
+    assert delta("notebooks_access_cache_hits_total") >= 1
+    hub_calls = total(after, "notebooks_upstream_request_duration_seconds_count", upstream="hub")
+    assert hub_calls - total(before, "notebooks_upstream_request_duration_seconds_count",
+                             upstream="hub") >= 8
+    assert total(after, "notebooks_upstream_errors_total", upstream="hub") == 0
+    assert delta("notebooks_requests_total", route="show", status="404") == 2
+    assert value(after, "process_resident_memory_bytes") > 10_000_000
+    hub.remove_all_servers("counted")
+
+
+# --- the access log -----------------------------------------------------------------------------
+
+
+def test_access_log_has_one_line_per_request_and_never_a_token(world: dict) -> None:
+    hub, shas = world["hub"], world["shas"]
+    client = Client(hub, "logged")
+    token = hub.token_for("logged")
+    mark = len(hub.log())
+    sent = [
+        client.get("", headers={"X-Request-Id": "trace-0001"}),
+        client.get(f"demo/hello/{shas[2]}", headers={"X-Request-Id": "bad id with spaces"}),
+        client.post("demo/hello/nothex", headers={"X-Request-Id": "x" * 65}),
+        # a token in the query string (a mistake clients make) must not reach the log either
+        client.get(f"demo/hello/{shas[2]}?token={token}&access_token={token}"),
+        requests.get(hub.prefix + "user", timeout=10, headers={"Authorization": f"token {token}x"}),
+    ]
+    for response in sent:
+        assert_conforms(response)
+    assert sent[0].headers["X-Request-Id"] == "trace-0001"
+    for response in sent[1:]:
+        assert re.fullmatch(r"[0-9a-f]{16}", response.headers["X-Request-Id"])
+    log = hub.log()[mark:]
+    lines = {}
+    for line in log.splitlines():
+        match = ACCESS_LINE.search(line)
+        if match:
+            lines[match["id"]] = match
+    for response in sent:
+        line = lines.get(response.headers["X-Request-Id"])
+        assert line is not None, f"no access log line for {response.request.url}"
+        assert int(line["status"]) == response.status_code
+        assert line["method"] == response.request.method
+        assert float(line["ms"]) >= 0
+    first = lines["trace-0001"]
+    assert (first["user"], first["path"], first["outcome"]) == ("logged", "/services/notebooks/",
+                                                                 "ok")
+    invalid = lines[sent[2].headers["X-Request-Id"]]
+    assert (invalid["user"], invalid["outcome"]) == ("-", "invalid_commit")
+    assert lines[sent[4].headers["X-Request-Id"]]["outcome"] == "not_logged_in"
+    assert "?" not in "".join(m["path"] for m in lines.values())
+    whole = hub.log()
+    for secret in [*hub.tokens.values(), hub.admin_token]:
+        assert secret not in whole
