@@ -47,6 +47,9 @@ from tests.test_contract import assert_conforms, sse_events
 from tests.test_gitlab_flow import StandInThread
 from tests.test_metrics import samples, total
 
+# minutes of real hub restarts and 50 concurrent servers: `make test-stress`
+pytestmark = pytest.mark.stress
+
 PREFIX = "/services/notebooks/"
 MISSING_SHA = "0123456789abcdef0123456789abcdef01234567"
 
