@@ -73,6 +73,8 @@ def configure(c: Any, config: Config) -> None:
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = launch["serversPerUser"]
     c.Spawner.start_timeout = launch["startTimeoutSeconds"]
+    # a busy machine may take longer than the hub's 30 s for a started server to answer
+    c.Spawner.http_timeout = launch["startTimeoutSeconds"]
     # answer a launch at once (202) and let callers follow progress, instead of
     # holding the request open for up to the hub's default 10 s
     c.JupyterHub.tornado_settings = {
