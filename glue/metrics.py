@@ -280,28 +280,23 @@ def _result(status: int) -> str:
 
 def _instrument(servers: Servers) -> None:
     """Let `Servers.start` / `stop` report their outcome to the request's box."""
-    start, stop = servers.start, servers.stop
+    servers.start = _reporting(servers.start, "launch", LAUNCH_OUTCOMES)  # type: ignore[method-assign]
+    servers.stop = _reporting(servers.stop, "stop", STOP_OUTCOMES)  # type: ignore[method-assign]
 
-    async def start_and_report(user: str, launch: Any) -> tuple[int, Any]:
+
+def _reporting(action: Any, kind: str, outcomes: dict[int, str]) -> Any:
+    """Wrap a Servers action so the request's box records its kind and outcome."""
+
+    async def report(user: str, arg: Any) -> tuple[int, Any]:
         box = _action.get()
         if box is not None:
-            box["kind"] = "launch"
-        status, model = await start(user, launch)
+            box["kind"] = kind
+        status, model = await action(user, arg)
         if box is not None:
-            box["outcome"] = LAUNCH_OUTCOMES.get(status, str(status))
+            box["outcome"] = outcomes.get(status, str(status))
         return status, model
 
-    async def stop_and_report(user: str, target: Any) -> tuple[int, Any]:
-        box = _action.get()
-        if box is not None:
-            box["kind"] = "stop"
-        status, model = await stop(user, target)
-        if box is not None:
-            box["outcome"] = STOP_OUTCOMES.get(status, str(status))
-        return status, model
-
-    servers.start = start_and_report  # type: ignore[method-assign]
-    servers.stop = stop_and_report  # type: ignore[method-assign]
+    return report
 
 
 def _middleware(launch_handler: Any, stop_handler: Any, login_required: type) -> Any:
