@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROXY := node_modules/.bin/configurable-http-proxy
 
-.PHONY: dev test test-stress setup test-setup lint bench clean
+.PHONY: dev test setup test-setup lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: test-setup lint
-	$(VENV)/bin/pytest -q -m "not stress"
-
-test-stress: test-setup
-	$(VENV)/bin/pytest -q -m stress
+	$(VENV)/bin/pytest -q
 
 bench: setup
 	$(PY) -m benchmarks

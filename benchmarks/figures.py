@@ -20,6 +20,7 @@ from glue.config import validate
 from glue.launch import make
 from glue.provider import Image
 from glue.target import Target
+from tests.hubtools import wait_until
 
 from .harness import (
     DEFAULT_IMAGE,
@@ -30,7 +31,6 @@ from .harness import (
     percentile,
     rss_mib,
     timed,
-    wait_until,
 )
 
 

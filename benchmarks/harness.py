@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from tests.hubtools import RunningHub, make_repo
+from tests.hubtools import RunningHub, listening_pid, make_repo
 
 DEFAULT_IMAGE = "registry.example.org/renku/default:1"
 PROJECTS = ("bench/status", "bench/launch", "bench/crowd")
@@ -103,24 +103,6 @@ def rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / (1 << 20)
 
 
-def listening_pid(port: int) -> int:
-    for connection in psutil.net_connections(kind="inet"):
-        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port:
-            return connection.pid
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(every)
-    raise TimeoutError(f"{what}: not within {timeout} s")
-
-
 @dataclass
 class Bench:
     """A running hub with a glue and the repositories the figures use."""
@@ -132,7 +114,10 @@ class Bench:
 
     @property
     def glue_pid(self) -> int:
-        return listening_pid(self.hub.glue_port)
+        pid = listening_pid(self.hub.glue_port)
+        if pid is None:
+            raise RuntimeError(f"nothing listens on {self.hub.glue_port}")
+        return pid
 
     def glue(self, user: str) -> KeepAlive:
         """The glue as `user` sees it, through the hub's proxy."""

@@ -10,10 +10,7 @@ import argparse
 import hashlib
 import logging
 import os
-import re
 import sys
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -22,6 +19,7 @@ from aiohttp import web
 
 from . import metrics
 from .access import Access
+from .accesslog import OUTCOME, Handler, access_log_middleware, send_request_id
 from .auth import Auth
 from .config import Config, ConfigError, load
 from .errors import GlueError, NotFound, PayloadTooLarge
@@ -32,9 +30,7 @@ from .routes import LoginRequired, Routes
 from .servers import Servers
 
 log = logging.getLogger("glue")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_REQUEST_LINE = 64 * 1024
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -79,10 +75,10 @@ def error_middleware(render: Renderer, auth: Auth) -> Callable[..., Awaitable[we
         try:
             return await handler(request)
         except GlueError as e:
-            request["outcome"] = e.code
+            request[OUTCOME] = e.code
             return render.error(request, e)
         except LoginRequired:
-            request["outcome"] = "login"
+            request[OUTCOME] = "login"
             return auth.login_redirect(request)
         except web.HTTPRequestEntityTooLarge:
             return render.error(request, PayloadTooLarge("The request body is too large."))
@@ -101,39 +97,10 @@ def error_middleware(render: Renderer, auth: Auth) -> Callable[..., Awaitable[we
             raise
         except Exception:
             log.exception("unexpected error in %s %s", request.method, request.path)
-            request["outcome"] = "internal_error"
+            request[OUTCOME] = "internal_error"
             return render.error(request, GlueError("Something went wrong on our side."))
 
     return middleware
-
-
-@web.middleware
-async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request: id, user, action, outcome, duration; never a query string or token."""
-    sent_id = request.headers.get("X-Request-Id", "")
-    request_id = sent_id if REQUEST_ID_RE.match(sent_id) else uuid.uuid4().hex[:16]
-    started = time.monotonic()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        response.headers["X-Request-Id"] = request_id
-        return response
-    except web.HTTPException as e:
-        status = e.status
-        e.headers["X-Request-Id"] = request_id
-        raise
-    finally:
-        log.info(
-            "request id=%s user=%s action=%s %s status=%s outcome=%s duration_ms=%.1f",
-            request_id,
-            request.get("user", "-"),
-            request.method,
-            request.path,
-            status,
-            request.get("outcome", "ok" if status < 400 else "error"),
-            (time.monotonic() - started) * 1000,
-        )
 
 
 def build(config: Config, settings: HubSettings) -> web.Application:
@@ -161,10 +128,19 @@ def build(config: Config, settings: HubSettings) -> web.Application:
         middlewares=[access_log_middleware, error_middleware(render, auth)],
         client_max_size=config["launch"]["maxBodyBytes"],
     )
+    app.on_response_prepare.append(send_request_id)
     routes = Routes(config, hub, auth, access, provider, servers, render)
     routes.add_to(app, settings.prefix)
-    app["routes"] = routes
-    metrics.setup(app, config, settings.prefix, hub=hub, access=access, servers=servers)
+    metrics.setup(
+        app,
+        config,
+        settings.prefix,
+        hub=hub,
+        access=access,
+        servers=servers,
+        launch_handler=routes.post,
+        stop_handler=routes.delete,
+    )
 
     async def close(_: web.Application) -> None:
         await hub.close()

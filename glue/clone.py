@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,8 +67,12 @@ def head(dest: Path) -> str | None:
 def clone(source: str, commit: str, dest: Path, *, lfs: bool = False) -> None:
     """Fetch exactly `commit` from `source` into `dest` and check it out detached."""
     env = _env(lfs)
-    if (dest / ".git").is_dir() and head(dest) == commit:
-        return  # a restarted server keeps its workspace and its changes
+    if (dest / ".git").is_dir():
+        checked_out = head(dest)
+        if checked_out == commit:
+            return  # a restarted server keeps its workspace and its changes
+        if checked_out is None:
+            _forget_unfinished(dest, source, env)
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.iterdir()):
         raise CloneError(f"The workspace {dest} is not empty and holds another checkout.")
@@ -89,6 +94,21 @@ def clone(source: str, commit: str, dest: Path, *, lfs: bool = False) -> None:
             raise CloneError(f"Could not fetch Git LFS objects: {pull.stderr.strip()}")
     if head(dest) != commit:
         raise CloneError(f"The checkout is not at {commit}.")
+
+
+def _forget_unfinished(dest: Path, source: str, env: dict[str, str]) -> None:
+    """Empty a workspace (no commit checked out) where an earlier clone of `source` was killed.
+
+    Without a checkout no server ever ran on it, so nobody's work can be in it;
+    a repository of another origin is left for the caller's "not empty" refusal.
+    """
+    if _git(dest, "remote", "get-url", "origin", env=env).stdout.strip() != source:
+        return
+    for entry in dest.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _fetch_failure(stderr: str, source: str, commit: str) -> str:

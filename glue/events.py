@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .accesslog import OUTCOME
 from .errors import GlueError
 from .hub import Hub
 from .render import open_url
@@ -208,10 +209,10 @@ async def serve(
         try:
             user, target = await authorize()
         except GlueError as e:
-            request["outcome"] = e.code
+            request[OUTCOME] = e.code
             await stream.send("failed", e.body())
             return stream.response
         await _pump(stream, follow(hub, servers, user, target), keepalive)
     except ConnectionResetError:
-        request["outcome"] = "client_gone"  # the browser left; nothing to tell it
+        request[OUTCOME] = "client_gone"  # the browser left; nothing to tell it
     return stream.response

@@ -358,17 +358,14 @@ def setup(
     hub: Hub,
     access: Access,
     servers: Servers,
-    launch_handler: Any = None,
-    stop_handler: Any = None,
+    launch_handler: Handler,
+    stop_handler: Handler,
 ) -> None:
     """Add `<prefix>metrics` and `<prefix>openapi.json`, and count what the app does.
 
     `launch_handler` / `stop_handler` are the routes' POST and DELETE handlers
-    of launch URLs (default: those of `app["routes"]`).
+    of launch URLs: a request they answer before `Servers` acts still counts.
     """
-    routes = app.get("routes")
-    launch_handler = launch_handler or getattr(routes, "post", None)
-    stop_handler = stop_handler or getattr(routes, "delete", None)
     from .routes import LoginRequired  # not at the top: routes -> hub -> metrics
 
     gate = MetricsGate(hub, config["metrics"]["allowedNetworks"])

@@ -17,9 +17,10 @@ from aiohttp import web
 
 from . import events, launch, target
 from .access import Access
+from .accesslog import USER
 from .auth import Auth, Identity
 from .config import Config, default_profile
-from .errors import BadRequest, GlueError, Unauthorized
+from .errors import BadRequest, GlueError, NotFound, Unauthorized
 from .hub import Hub
 from .provider import Caller, GitProvider
 from .render import Renderer, open_url, wants_html
@@ -27,11 +28,17 @@ from .servers import Servers
 
 # any characters, newlines included: the validation, not the router, refuses bad paths
 TAIL = "{tail:[\\s\\S]+}"
+# a launch URL, as the router sees it: not one of the glue's own `-/` paths
+SHOW_TAIL = "{tail:(?!-/)[\\s\\S]+}"
+# and for POST and DELETE two segments at least, so a POST to `user`, `health` or
+# `-/events/...` is a 405 that names GET, not a launch
+LAUNCH_TAIL = "{tail:(?!-/)[^/]+/[\\s\\S]+}"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # the glue's own paths start with '-', which no namespace may: they never shadow a project
 EVENTS = "-/events/"
 STATIC = "-/static/"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_FILES = frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file())
 
 
 class LoginRequired(Exception):
@@ -55,11 +62,11 @@ class Routes:
         app.router.add_get(prefix + "user", self.user)
         app.router.add_get(prefix + "health", self.health)
         app.router.add_get(prefix + "oauth_callback", self.oauth_callback)
-        app.router.add_static(prefix + STATIC, STATIC_DIR, name="static")
+        app.router.add_get(prefix + STATIC + "{file}", self.static, name="static")
         app.router.add_get(prefix + EVENTS + TAIL, self.event_stream)
-        app.router.add_get(prefix + TAIL, self.show)
-        app.router.add_post(prefix + TAIL, self.post)
-        app.router.add_delete(prefix + TAIL, self.delete)
+        app.router.add_get(prefix + SHOW_TAIL, self.show)
+        app.router.add_post(prefix + LAUNCH_TAIL, self.post)
+        app.router.add_delete(prefix + LAUNCH_TAIL, self.delete)
 
     def tail(self, request: web.Request, below: str = "") -> str:
         """The path after the prefix exactly as sent: the router would resolve `..` first."""
@@ -78,7 +85,7 @@ class Routes:
                 "Log in to JupyterHub, or send an `Authorization: token <hub token>` header.",
                 code="not_logged_in",
             )
-        request["user"] = identity.name
+        request[USER] = identity.name
         return identity
 
     async def caller(self, identity: Identity) -> Caller:
@@ -105,6 +112,13 @@ class Routes:
         return self.render.json(
             {"error": "hub_unavailable", "message": "JupyterHub is not reachable."}, 503
         )
+
+    async def static(self, request: web.Request) -> web.FileResponse:
+        """One of the glue's own files; anything else is our JSON 404, not a file lookup."""
+        name = request.match_info["file"]
+        if name not in STATIC_FILES:
+            raise NotFound("There is nothing at this address.", code="no_route")
+        return web.FileResponse(STATIC_DIR / name)
 
     async def oauth_callback(self, request: web.Request) -> web.Response:
         return await self.auth.callback(request)

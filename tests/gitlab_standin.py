@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -618,6 +619,28 @@ class GitLabStandIn:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+
+class StandInThread:
+    """The stand-in on its own event loop, so sync tests can change it between requests."""
+
+    def __init__(self, standin: GitLabStandIn):
+        self.standin = standin
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
+
+    def __enter__(self) -> StandInThread:
+        self.thread.start()
+        self.run(self.standin.start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.run(self.standin.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 def _message(status: int, message: str) -> web.Response:

@@ -16,10 +16,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 import yaml
 
@@ -64,6 +66,26 @@ def make_repo(root: Path, full_path: str, versions: int = 3) -> list[str]:
     bare.parent.mkdir(parents=True, exist_ok=True)
     git(root, "clone", "-q", "--bare", str(work), str(bare))
     return git(bare, "rev-list", "--reverse", "main").splitlines()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
+               every: float = 0.1) -> Any:
+    """The predicate's first true result, polled every `every` seconds; fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on a local TCP port, if any."""
+    for connection in psutil.net_connections(kind="inet"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port:
+            return connection.pid
+    return None
 
 
 def free_port() -> int:

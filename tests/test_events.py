@@ -127,8 +127,11 @@ def test_static_files_are_served_and_nothing_else(hub, user):
     assert script.status_code == 200
     assert "javascript" in script.headers["Content-Type"]
     assert "EventSource" in script.text
-    for path in ("-/static/../routes.py", "-/static/%2e%2e/routes.py", "-/static/nothing.js"):
-        assert requests.get(hub.prefix + path, timeout=10).status_code == 404, path
+    for path in ("-/static/../routes.py", "-/static/%2e%2e/routes.py", "-/static/nothing.js",
+                 "-/static/launch.js/x", "-/nothing"):
+        response = requests.get(hub.prefix + path, timeout=10)
+        assert response.status_code == 404, path
+        assert response.json()["error"] == "no_route", path
 
 
 # --- the relay on its own, with a stand-in hub ----------------------------------------

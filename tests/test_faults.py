@@ -41,14 +41,17 @@ import pytest
 import requests
 import yaml
 
-from tests.gitlab_standin import GitLabStandIn
-from tests.hubtools import Client, RunningHub, free_port, make_repo
+from tests.gitlab_standin import GitLabStandIn, StandInThread
+from tests.hubtools import (
+    Client,
+    RunningHub,
+    free_port,
+    listening_pid,
+    make_repo,
+    wait_until,
+)
 from tests.test_contract import assert_conforms, sse_events
-from tests.test_gitlab_flow import StandInThread
 from tests.test_metrics import samples, total
-
-# minutes of real hub restarts and 50 concurrent servers: `make test-stress`
-pytestmark = pytest.mark.stress
 
 PREFIX = "/services/notebooks/"
 MISSING_SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -62,13 +65,6 @@ def base_config(repos: Path, **launch: Any) -> dict[str, Any]:
         "launch": {"startTimeoutSeconds": 120, "stopTimeoutSeconds": 20, **launch},
         "metrics": {"allowedNetworks": ["127.0.0.0/8"]},
     }
-
-
-def listening_pid(port: int) -> int | None:
-    for connection in psutil.net_connections(kind="inet"):
-        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port:
-            return connection.pid
-    return None
 
 
 def processes_of(hub_api_port: int) -> list[psutil.Process]:
@@ -99,16 +95,6 @@ def glue_metrics(port: int) -> dict:
     return samples(glue_get(port, "metrics").text)
 
 
-def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 # --- a hub that does not answer -----------------------------------------------------------------
 
 
@@ -130,7 +116,7 @@ def standalone_glue(tmp_path: Path, hub_api_url: str, hub_timeout: float) -> Ite
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(lambda: listening_pid(port) == process.pid, 30, "the glue listens")
+        wait_until(lambda: listening_pid(port) == process.pid, 30, "the glue listens")
         yield port
     finally:
         process.terminate()
@@ -329,7 +315,7 @@ def test_hub_killed_during_launches(restartable: dict[str, Any]) -> None:
     racing = f"demo/hello/{shas[1]}"
     with ThreadPoolExecutor(2) as pool:
         posts = [pool.submit(users[n].post, racing) for n in ("racer1", "racer2")]
-        wait_for(lambda: hub.hub_servers("racer1") or hub.hub_servers("racer2"), 10,
+        wait_until(lambda: hub.hub_servers("racer1") or hub.hub_servers("racer2"), 10,
                  "a racing launch reached the hub", every=0.02)
         kill_hub(hub)
         for post in posts:
@@ -398,7 +384,7 @@ def test_fifty_users_launch_at_once(busy: dict[str, Any]) -> None:
             s.get("ready") for c in clients for s in hub.hub_servers(c.user).values()
         )
 
-    wait_for(all_running, 300, "fifty servers running", every=2)
+    wait_until(all_running, 300, "fifty servers running", every=2)
     with ThreadPoolExecutor(50) as pool:
         again = list(pool.map(lambda c: assert_conforms(c.post(path)), clients))
     assert {r.status_code for r in again} == {200}
@@ -423,7 +409,7 @@ def test_glue_killed_mid_launch(busy: dict[str, Any]) -> None:
         target=lambda: answers.append(_post_catching(user, path)), daemon=True)
     thread.start()
     # kill the glue the moment the hub has the launch, while the glue awaits the hub's answer
-    wait_for(lambda: hub.hub_servers("interrupted"), 10, "the launch reached the hub", every=0.01)
+    wait_until(lambda: hub.hub_servers("interrupted"), 10, "the launch reached the hub", every=0.01)
     os.kill(glue, signal.SIGKILL)
     thread.join(30)
     assert answers and not (
@@ -431,8 +417,8 @@ def test_glue_killed_mid_launch(busy: dict[str, Any]) -> None:
     ), "the glue answered before it was killed: the test did not interrupt anything"
 
     # the hub notices its service died and starts it again (it polls every 30 s)
-    wait_for(lambda: listening_pid(hub.glue_port) not in (None, glue), 90, "a new glue", every=1)
-    wait_for(lambda: _healthy(hub), 30, "the new glue answers")
+    wait_until(lambda: listening_pid(hub.glue_port) not in (None, glue), 90, "a new glue", every=1)
+    wait_until(lambda: _healthy(hub), 30, "the new glue answers")
     model = user.wait_running(path, timeout=120)
     assert model["status"] == "running"
     assert list(hub.hub_servers("interrupted")) == [model["name"]]
@@ -479,7 +465,7 @@ def test_hub_killed_mid_clone(restartable: dict[str, Any], tmp_path: Path) -> No
     path = f"demo/big/{sha}"
     mark = len(hub.log())
     assert assert_conforms(user.post(path)).status_code in (201, 202)
-    wait_for(lambda: "cloner:big-" in hub.log()[mark:] and "Cloning demo/big" in hub.log()[mark:],
+    wait_until(lambda: "cloner:big-" in hub.log()[mark:] and "Cloning demo/big" in hub.log()[mark:],
              30, "the clone started", every=0.05)
     time.sleep(0.3)
     assert "Cloned in" not in hub.log()[mark:], "the clone finished before the crash"

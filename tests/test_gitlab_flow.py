@@ -3,9 +3,7 @@ the user's token -> the server serves the commit's files. GitLab is the API stan
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,33 +12,11 @@ from typing import Any
 import pytest
 import requests
 
-from tests.gitlab_standin import GitLabStandIn
+from tests.gitlab_standin import GitLabStandIn, StandInThread
 from tests.hubtools import Client, RunningHub, make_repo
 
 REGISTRY = "registry.gitlab.test"
 DEFAULT_IMAGE = "registry.example.org/renku/default:1"
-
-
-class StandInThread:
-    """The stand-in on its own event loop, so sync tests can change it between requests."""
-
-    def __init__(self, standin: GitLabStandIn):
-        self.standin = standin
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def run(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
-
-    def __enter__(self) -> StandInThread:
-        self.thread.start()
-        self.run(self.standin.start())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.run(self.standin.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,8 @@ import pytest
 import requests
 
 from glue.auth import Auth
-from tests.hubtools import Client, RunningHub
+from tests.hubtools import Client, RunningHub, listening_pid
 from tests.test_contract import CONTRACT, PREFIX, assert_conforms, fuzz, sse_events
-from tests.test_faults import listening_pid
 
 HTML = {"Accept": "text/html"}
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from glue import config as config_mod
-from glue.clone import CloneError, clone
+from glue.clone import CloneError, clone, head
 from glue.errors import BadRequest, NotFound
 from glue.launch import from_user_options
 from glue.target import Target, parse
@@ -205,6 +205,32 @@ def test_clone_refuses_a_foreign_workspace(tmp_path, repo):
     (dest / "other").write_text("x")
     with pytest.raises(CloneError, match="not empty"):
         clone(url, shas[0], dest)
+
+
+def test_clone_finishes_a_clone_that_was_killed_before_its_checkout(tmp_path, repo):
+    """What a spawner killed mid-clone leaves: an origin, fetched objects, no checkout."""
+    url, shas = repo
+    dest = tmp_path / "ws"
+    dest.mkdir()
+    for args in (["init", "-q"], ["remote", "add", "origin", url],
+                 ["fetch", "-q", "--depth", "1", "origin", shas[2]]):
+        subprocess.run(["git", "-C", str(dest), *args], check=True)
+    (dest / "README.md").write_text("half written")  # a checkout cut short
+    clone(url, shas[2], dest)
+    assert (dest / "README.md").read_text() == "version 3\n"
+    assert head(dest) == shas[2]
+
+
+def test_clone_keeps_an_unfinished_clone_of_another_origin(tmp_path, repo):
+    url, shas = repo
+    dest = tmp_path / "ws"
+    dest.mkdir()
+    subprocess.run(["git", "-C", str(dest), "init", "-q"], check=True)
+    subprocess.run(["git", "-C", str(dest), "remote", "add", "origin", url + "-other"], check=True)
+    (dest / "notes.txt").write_text("someone's")
+    with pytest.raises(CloneError, match="not empty"):
+        clone(url, shas[0], dest)
+    assert (dest / "notes.txt").read_text() == "someone's"
 
 
 def run_clone(url: str, commit: str, dest: Path) -> subprocess.CompletedProcess[str]:
