@@ -7,6 +7,7 @@ through `Servers`, then renders JSON or HTML.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,13 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 EVENTS = "-/events/"
 STATIC = "-/static/"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-STATIC_FILES = frozenset(p.name for p in STATIC_DIR.iterdir() if p.is_file())
+# each file's version (a hash of its content) goes into its URL, so a browser may keep
+# it for good and still loads the new one after an upgrade
+STATIC_VERSIONS = {
+    p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+    for p in STATIC_DIR.iterdir()
+    if p.is_file()
+}
 
 
 class LoginRequired(Exception):
@@ -56,6 +63,7 @@ class Routes:
     render: Renderer
 
     def add_to(self, app: web.Application, prefix: str) -> None:
+        self.render.env.globals["static_url"] = self.static_url
         bare = prefix.rstrip("/")
         app.router.add_get(bare, self.list_servers)
         app.router.add_get(prefix, self.list_servers)
@@ -113,12 +121,17 @@ class Routes:
             {"error": "hub_unavailable", "message": "JupyterHub is not reachable."}, 503
         )
 
+    def static_url(self, name: str) -> str:
+        return f"{self.render.prefix}{STATIC}{name}?v={STATIC_VERSIONS[name]}"
+
     async def static(self, request: web.Request) -> web.FileResponse:
         """One of the glue's own files; anything else is our JSON 404, not a file lookup."""
         name = request.match_info["file"]
-        if name not in STATIC_FILES:
+        if name not in STATIC_VERSIONS:
             raise NotFound("There is nothing at this address.", code="no_route")
-        return web.FileResponse(STATIC_DIR / name)
+        current = request.query.get("v") == STATIC_VERSIONS[name]
+        cache = "public, max-age=31536000, immutable" if current else "no-cache"
+        return web.FileResponse(STATIC_DIR / name, headers={"Cache-Control": cache})
 
     async def oauth_callback(self, request: web.Request) -> web.Response:
         return await self.auth.callback(request)

@@ -8,9 +8,11 @@ without waiting for real spawns.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -125,6 +127,7 @@ def test_refusals_are_failed_events_not_http_errors(hub, repos, user):
 def test_static_files_are_served_and_nothing_else(hub, user):
     script = requests.get(hub.prefix + "-/static/launch.js", timeout=10)
     assert script.status_code == 200
+    assert script.headers["Cache-Control"] == "no-cache"  # no version: ask again each time
     assert "javascript" in script.headers["Content-Type"]
     assert "EventSource" in script.text
     for path in ("-/static/../routes.py", "-/static/%2e%2e/routes.py", "-/static/nothing.js",
@@ -133,6 +136,23 @@ def test_static_files_are_served_and_nothing_else(hub, user):
         assert response.status_code == 404, path
         assert response.json()["error"] == "no_route", path
 
+
+
+def test_the_launch_page_loads_its_script_by_version(hub, repos, user):
+    """The page names the script's current content, which browsers may then keep for good."""
+    path = f"demo/hello/{repos['shas']['demo/hello'][0]}"
+    assert user.post(path).status_code == 202  # starting: the page follows it with the script
+    page = user.get(path, headers={"Accept": "text/html"})
+    assert page.status_code == 200, page.text
+    source = (Path(__file__).parent.parent / "glue" / "static" / "launch.js").read_bytes()
+    version = hashlib.sha256(source).hexdigest()[:12]
+    src = f"/services/notebooks/-/static/launch.js?v={version}"
+    assert f'<script src="{src}"' in page.text
+    script = requests.get(hub.url + src, timeout=10)
+    assert script.status_code == 200 and script.content == source
+    assert script.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    stale = requests.get(hub.prefix + "-/static/launch.js?v=0123456789ab", timeout=10)
+    assert stale.headers["Cache-Control"] == "no-cache"
 
 # --- the relay on its own, with a stand-in hub ----------------------------------------
 
