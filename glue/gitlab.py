@@ -142,29 +142,30 @@ class GitLabProvider:
                 body = await resp.json(content_type=None) if resp.status < 300 else None
                 status = resp.status
         except TimeoutError:
-            metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, "timeout")
-            raise UpstreamTimeout(
+            raise self._failed(started, "timeout", UpstreamTimeout(
                 f"GitLab did not answer within {self.timeout:g} seconds; try again shortly.",
                 code="gitlab_timeout",
-            ) from None
+            )) from None
         except (aiohttp.ClientConnectionError, OSError):
-            metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, "unavailable")
-            raise UpstreamUnavailable(
+            raise self._failed(started, "unavailable", UpstreamUnavailable(
                 f"GitLab at {self.url} cannot be reached; try again shortly.",
                 code="gitlab_unavailable",
-            ) from None
+            )) from None
         except (aiohttp.ClientError, ValueError):
-            metrics.observe_upstream(
-                "gitlab", "GET", time.monotonic() - started, "invalid_response"
-            )
-            raise UpstreamError(
+            raise self._failed(started, "invalid_response", UpstreamError(
                 "GitLab answered with something that is not valid JSON.", code="gitlab_error"
-            ) from None
+            )) from None
         error = "server_error" if status >= 500 else "rate_limited" if status == 429 else None
         metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, error)
         log.debug("GitLab GET %s for %s: %s", url.path, caller.name, status)
         self._checked(status)
         return status, body
+
+    @staticmethod
+    def _failed(started: float, kind: str, error: UpstreamError) -> UpstreamError:
+        """Count a call that got no usable answer, and give back the error to raise."""
+        metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, kind)
+        return error
 
     def _checked(self, status: int) -> None:
         """Turn answers every call treats alike into errors; the caller handles the rest."""
