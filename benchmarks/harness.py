@@ -7,8 +7,7 @@ import http.client
 import json
 import statistics
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,12 +90,6 @@ class KeepAlive:
 
     def close(self) -> None:
         self.connection.close()
-
-
-def timed(call: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = call()
-    return result, time.perf_counter() - started
 
 
 def rss_mib(pid: int) -> float:

@@ -6,11 +6,14 @@ hub-side spawner hooks, which trust no user_options.
 
 from __future__ import annotations
 
-import time
+from cachetools import TTLCache
 
 from .errors import Forbidden, NotFound
 from .provider import LEVEL_NAMES, Caller, GitProvider
 from .target import Target
+
+CACHE_MAX = 8192
+MISSING = object()
 
 
 class Access:
@@ -20,28 +23,24 @@ class Access:
         self.provider = provider
         self.min_level = min_level
         self.cache_seconds = cache_seconds
-        self._cache: dict[tuple[str, str], tuple[float, int | None]] = {}
+        # (user, project) -> access level (None: hidden); TTLCache wants a positive ttl
+        self._cache: TTLCache[tuple[str, str], int | None] = TTLCache(
+            CACHE_MAX, cache_seconds or 1
+        )
         self.hits = 0
         self.misses = 0
 
     async def level(self, caller: Caller, target: Target, *, fresh: bool) -> int | None:
         key = (caller.name, target.full_path)
-        now = time.monotonic()
-        cached = self._cache.get(key)
-        if not fresh and cached and now - cached[0] < self.cache_seconds:
+        cached = MISSING if fresh else self._cache.get(key, MISSING)
+        if cached is not MISSING:
             self.hits += 1
-            return cached[1]
+            return cached
         self.misses += 1
         level = await self.provider.access_level(caller, target)
         if self.cache_seconds > 0:
-            self._prune(now)
-            self._cache[key] = (now, level)
+            self._cache[key] = level
         return level
-
-    def _prune(self, now: float) -> None:
-        """Drop expired decisions so the cache stays as small as the active user set."""
-        if len(self._cache) > 1024:
-            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < self.cache_seconds}
 
     async def check(self, caller: Caller, target: Target, *, fresh: bool = False) -> int:
         """Raise NotFound (project hidden) or Forbidden (below the level needed)."""

@@ -12,12 +12,12 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
+from cachetools import TTLCache
 from cryptography.fernet import Fernet, InvalidToken
 
 from .errors import Forbidden
@@ -27,6 +27,7 @@ OAUTH_STATE_TTL = 600
 SESSION_TTL = 7 * 24 * 3600
 IDENTITY_CACHE_SECONDS = 30
 IDENTITY_CACHE_MAX = 4096
+MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,10 @@ class Auth:
         self._xsrf_key = _derive(secret, b"xsrf")
         self.session_cookie = f"{service}-session"
         self.state_cookie = f"{service}-oauth-state"
-        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
+        # token hash -> its owner's model (None: not a user's valid token), briefly
+        self._cache: TTLCache[str, dict[str, Any] | None] = TTLCache(
+            IDENTITY_CACHE_MAX, IDENTITY_CACHE_SECONDS
+        )
 
     # --- identifying a request ------------------------------------------------
 
@@ -78,15 +82,9 @@ class Auth:
 
     async def _identity(self, token: str, *, via_cookie: bool) -> Identity | None:
         key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
-        cached = self._cache.get(key)
-        if cached and now - cached[0] < IDENTITY_CACHE_SECONDS:
-            model = cached[1]
-        else:
-            model = await self.hub.token_owner(token)
-            if len(self._cache) >= IDENTITY_CACHE_MAX:
-                self._cache.clear()
-            self._cache[key] = (now, model)
+        model = self._cache.get(key, MISSING)
+        if model is MISSING:
+            model = self._cache[key] = await self.hub.token_owner(token)
         if model is None:
             return None
         scopes = set(model.get("scopes", []))

@@ -137,15 +137,20 @@ class Hub:
 
     # --- identity ---------------------------------------------------------
 
-    async def token_owner(self, token: str) -> dict[str, Any] | None:
-        """The user model (with the token's scopes) of a user's token, or None if invalid."""
+    async def token_model(self, token: str) -> dict[str, Any] | None:
+        """The model (with the token's scopes) of whoever owns a token, or None if invalid."""
         try:
             _, model = await self.request("GET", "user", token=token)
         except HubError as e:
             if e.hub_status in (401, 403):
                 return None
             raise
-        return model if isinstance(model, dict) and model.get("kind", "user") == "user" else None
+        return model if isinstance(model, dict) else None
+
+    async def token_owner(self, token: str) -> dict[str, Any] | None:
+        """The user model of a user's token; None if invalid or a service's token."""
+        model = await self.token_model(token)
+        return model if model and model.get("kind", "user") == "user" else None
 
     async def oauth_token(self, form: dict[str, str]) -> str | None:
         """Exchange an OAuth code for the user's hub token; None when the hub refuses it."""

@@ -60,8 +60,6 @@ TOKEN_DIR = "/var/run/secrets/renku-notebooks"
 CLONE_ROOT = "/workspace"
 CHECKOUT = "repo"
 GPU_RESOURCE = "nvidia.com/gpu"
-# Kubernetes quantity suffixes (the schema's memory form); JupyterHub's own byte
-# traits read `G` as GiB and refuse `Gi`, so profiles are converted here
 
 
 def configure_kubespawner(c: Any, config: Config) -> None:
@@ -153,14 +151,14 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         """Profiles come from the notebooks config (applied by prepare_launch), not KubeSpawner's
         profile_list, whose overrides would run after ours and undo them."""
 
-    def apply_profile(self, name: str) -> None:
+    def apply_profile(self, name: str) -> dict[str, Any]:
         """The profile's cpu, memory (Kubernetes units) and GPUs, as requests and limits."""
-        super().apply_profile(name)
-        profile = next(p for p in self.notebooks_config["profiles"] if p["name"] == name)
+        profile = super().apply_profile(name)
         limits = {k: v for k, v in self.extra_resource_limits.items() if k != GPU_RESOURCE}
         if profile["gpu"]:
             limits[GPU_RESOURCE] = str(profile["gpu"])
         self.extra_resource_limits = limits
+        return profile
 
     def shape_pod(self, launch: Launch, caller: Caller) -> None:
         """Set what the pod runs from a checked launch; get_pod_manifest() adds the workspace."""

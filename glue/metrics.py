@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 from aiohttp import web
+from cachetools import TTLCache
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -75,6 +76,7 @@ TOKEN_CACHE_SECONDS = 60
 TOKEN_CACHE_MAX = 256
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+MISSING = object()
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
@@ -183,7 +185,9 @@ class MetricsGate:
     def __init__(self, hub: Hub, networks: Iterable[str]):
         self.hub = hub
         self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
-        self._decisions: dict[str, tuple[float, bool]] = {}
+        self._decisions: TTLCache[str, bool | None] = TTLCache(
+            TOKEN_CACHE_MAX, TOKEN_CACHE_SECONDS
+        )
 
     def from_allowed_network(self, request: web.Request) -> bool:
         if not self.networks or "X-Forwarded-For" in request.headers:
@@ -214,23 +218,12 @@ class MetricsGate:
     async def _allowed(self, token: str) -> bool | None:
         """Whether the token has the scope; None when the hub does not know it."""
         key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
-        cached = self._decisions.get(key)
-        if cached and now - cached[0] < TOKEN_CACHE_SECONDS:
-            return cached[1]
-        from .hub import HubError
-
-        try:
-            _, model = await self.hub.request("GET", "user", token=token)
-        except HubError as e:
-            if e.hub_status in (401, 403):
-                return None
-            raise
-        scopes = model.get("scopes", []) if isinstance(model, dict) else []
-        allowed = METRICS_SCOPE in scopes
-        if len(self._decisions) >= TOKEN_CACHE_MAX:
-            self._decisions.clear()
-        self._decisions[key] = (now, allowed)
+        cached = self._decisions.get(key, MISSING)
+        if cached is not MISSING:
+            return cached
+        model = await self.hub.token_model(token)  # a service's token (Prometheus) counts too
+        allowed = None if model is None else METRICS_SCOPE in model.get("scopes", [])
+        self._decisions[key] = allowed
         return allowed
 
 

@@ -164,7 +164,8 @@ class Routes:
             raise web.HTTPFound(open_url(model, wanted.notebook))
         failure = None
         if model and model["status"] == "failed":
-            failure = await events.failure_message(self.hub, identity.name, wanted.server_name)
+            reason = await events.failure_message(self.hub, identity.name, wanted.server_name)
+            failure = reason or events.UNKNOWN_FAILURE
         return self.render.page(
             "status.html",
             target=wanted,

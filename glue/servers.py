@@ -56,6 +56,10 @@ def server_model(server: dict[str, Any]) -> ServerModel | None:
     }
 
 
+def find(servers: list[ServerModel], target: Target) -> ServerModel | None:
+    return next((m for m in servers if m["name"] == target.server_name), None)
+
+
 class Servers:
     def __init__(self, hub: Hub, *, servers_per_user: int, stop_timeout: float):
         self.hub = hub
@@ -80,15 +84,14 @@ class Servers:
         return sorted(found, key=lambda m: m["started"] or "", reverse=True)
 
     async def get(self, user: str, target: Target) -> ServerModel | None:
-        servers = await self.list(user)
-        return next((m for m in servers if m["name"] == target.server_name), None)
+        return find(await self.list(user), target)
 
     async def start(self, user: str, launch: Launch) -> tuple[int, ServerModel]:
         """201 started, 202 starting, 200 already there; never a second server."""
         target = launch.target
         async with self._lock(user, target.server_name):
             servers = await self.list(user)
-            current = next((m for m in servers if m["name"] == target.server_name), None)
+            current = find(servers, target)
             if current and current["status"] in ("running", "starting"):
                 return 200, current
             if current and current["status"] == "stopping":

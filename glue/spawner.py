@@ -94,10 +94,13 @@ class CommitSpawnerMixin(Configurable):
         self.apply_profile(launch.profile)
         return launch, caller
 
-    def apply_profile(self, name: str) -> None:
+    def apply_profile(self, name: str) -> dict[str, Any]:
+        """Size the server by the profile (memory in Kubernetes units: JupyterHub reads `G` as
+        GiB and refuses `Gi`); returns the profile for what a subclass adds."""
         profile = next(p for p in self.notebooks_config["profiles"] if p["name"] == name)
         self.cpu_limit = self.cpu_guarantee = float(profile["cpu"])
         self.mem_limit = self.mem_guarantee = memory_bytes(profile["memory"])
+        return profile
 
     def clone_url(self, launch: Launch) -> str:
         return make_provider(self.notebooks_config).clone_url(launch.target)

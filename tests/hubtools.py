@@ -80,6 +80,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
     raise AssertionError(f"{what}: not within {timeout} s")
 
 
+def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+    """What `call()` returns, and how many seconds it took."""
+    started = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - started
+
+
+def assert_hidden(secret: str, text: str | bytes, where: object) -> None:
+    """Fail if `secret` is in `text`, naming the place but never the secret: CI logs are read."""
+    found = (secret.encode() if isinstance(text, bytes) else secret) in text
+    if found:
+        raise AssertionError(f"a secret appears in {where}")
+
+
 def listening_pid(port: int) -> int | None:
     """The process listening on a local TCP port, if any."""
     for connection in psutil.net_connections(kind="inet"):

@@ -164,10 +164,11 @@ class Contract:
             self._validate(data, schema, where)
         elif media_type == "text/event-stream":
             events = sse_events(response.text)
+            assert events, f"{where}: an event stream that sent no event"
             for event in events:
                 self._check_event(event, schema, where)
         elif schema.get("type") == "string":
-            assert isinstance(response.text, str)
+            assert response.text, f"{where}: an empty body"
 
     @staticmethod
     def _media(content: dict[str, Any], media_type: str) -> dict[str, Any] | None:

@@ -48,9 +48,11 @@ from tests.hubtools import (
     free_port,
     listening_pid,
     make_repo,
+    timed,
     wait_until,
 )
 from tests.test_contract import assert_conforms, sse_events
+from tests.test_gitlab_flow import login
 from tests.test_metrics import samples, total
 
 PREFIX = "/services/notebooks/"
@@ -124,12 +126,6 @@ def standalone_glue(tmp_path: Path, hub_api_url: str, hub_timeout: float) -> Ite
         log.close()
 
 
-def timed(call: Any) -> tuple[requests.Response, float]:
-    started = time.monotonic()
-    response = call()
-    return response, time.monotonic() - started
-
-
 def test_a_hub_that_never_answers_is_504_within_the_timeout(tmp_path: Path) -> None:
     with socket.socket() as blackhole:
         blackhole.bind(("127.0.0.1", 0))
@@ -196,10 +192,7 @@ def gitlab_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         standin.add_oauth_app("hub-client", "hub-secret-value", f"{hub.url}/hub/oauth_callback")
         try:
             hub.start()
-            standin.oauth_user = "dev"
-            browser = requests.Session()
-            browser.get(f"{hub.url}/hub/oauth_login", timeout=30)
-            assert "jupyterhub-session-id" in browser.cookies, "GitLab login did not complete"
+            login({"hub": hub, "gitlab": standin}, "dev")
             yield {"hub": hub, "gitlab": standin, "thread": thread, "shas": shas}
         finally:
             hub.stop()
@@ -294,10 +287,13 @@ def restartable(tmp_path: Path) -> Iterator[dict[str, Any]]:
         end_processes([p for p in leftovers if p.is_running()])
 
 
-def kill_hub(hub: RunningHub) -> None:
-    """SIGKILL the jupyterhub process only, as a crash would."""
+def kill_hub(hub: RunningHub, *, with_its_group: bool = False) -> None:
+    """SIGKILL the jupyterhub process, as a crash would; with its group, as a container's end."""
     assert hub.process is not None
-    hub.process.send_signal(signal.SIGKILL)
+    if with_its_group:
+        os.killpg(hub.process.pid, signal.SIGKILL)
+    else:
+        hub.process.send_signal(signal.SIGKILL)
     hub.process.wait(10)
     hub._log.close()
     hub.process = None
@@ -379,10 +375,8 @@ def test_fifty_users_launch_at_once(busy: dict[str, Any]) -> None:
     assert {r.status_code for r in first} <= {201, 202}, [r.text for r in first][:3]
     names = {c.user: r.json()["name"] for c, r in zip(clients, first, strict=True)}
 
-    def all_running() -> bool:
-        return all(
-            s.get("ready") for c in clients for s in hub.hub_servers(c.user).values()
-        )
+    def all_running() -> bool:  # each user's own server, not merely none that is not ready
+        return all(hub.hub_servers(c.user).get(names[c.user], {}).get("ready") for c in clients)
 
     wait_until(all_running, 300, "fifty servers running", every=2)
     with ThreadPoolExecutor(50) as pool:
@@ -469,10 +463,7 @@ def test_hub_killed_mid_clone(restartable: dict[str, Any], tmp_path: Path) -> No
              30, "the clone started", every=0.05)
     time.sleep(0.3)
     assert "Cloned in" not in hub.log()[mark:], "the clone finished before the crash"
-    os.killpg(hub.process.pid, signal.SIGKILL)  # the hub and the clone it runs
-    hub.process.wait(10)
-    hub._log.close()
-    hub.process = None
+    kill_hub(hub, with_its_group=True)  # the hub and the clone it runs
     hub.start()
     # the interrupted launch is not running; launching again must put the commit in place
     model = assert_conforms(user.get(path)).json()
