@@ -17,8 +17,7 @@ from typing import Any
 import psutil
 
 from glue.config import validate
-from glue.launch import make
-from glue.provider import Image
+from glue.launch import Image, make
 from glue.target import Target
 from tests.hubtools import wait_until
 

@@ -26,7 +26,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .provider import Caller, Image, image_allowed
+from .provider import Caller
 from .target import Target
 
 log = logging.getLogger(__name__)
@@ -74,16 +74,6 @@ class GitLabProvider:
         # this endpoint also takes branch and tag names: only the exact sha counts
         return isinstance(commit, dict) and commit.get("id") == target.commit_sha
 
-    async def image_for(self, caller: Caller, target: Target) -> Image:
-        """The project's image tagged for this commit, else the default image (fallback)."""
-        ref = await self._commit_image(caller, target)
-        if ref is not None and image_allowed(self.config, ref):
-            return Image(ref, fallback=False)
-        if ref is not None:
-            log.warning("image %s of %s is outside images.allowedRegistries; using the default",
-                        ref, target.full_path)
-        return Image(self.config["images"]["default"], fallback=True)
-
     def clone_url(self, target: Target) -> str:
         return f"{self.url}/{target.full_path}.git"
 
@@ -98,7 +88,7 @@ class GitLabProvider:
         tag: str = self.config["images"]["commitTag"]
         return tag.replace("{sha}", sha).replace("{sha7}", sha[:7])
 
-    async def _commit_image(self, caller: Caller, target: Target) -> str | None:
+    async def commit_image(self, caller: Caller, target: Target) -> str | None:
         """The image reference if the commit's tag exists in the project's root repository."""
         base = f"{_project_path(target)}/registry/repositories"
         status, repositories = await self._get(caller, base)

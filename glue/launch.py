@@ -8,6 +8,7 @@ send user_options straight to the hub.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +16,40 @@ import jsonschema
 
 from .config import Config, default_profile
 from .errors import BadRequest
-from .provider import Image, image_allowed
 from .target import Target, from_options
+
+log = logging.getLogger(__name__)
 
 USER_OPTIONS = frozenset(
     {"namespace", "project", "commit_sha", "notebook", "profile", "image", "image_fallback", "lfs"}
 )
+
+
+@dataclass(frozen=True)
+class Image:
+    """The image a launch runs, and whether it is the configured fallback."""
+
+    ref: str
+    fallback: bool
+
+
+def image_allowed(config: Config, image: str) -> bool:
+    """Only images from the configured registries (or the default image itself) are run."""
+    if image == config["images"]["default"]:
+        return True
+    return any(
+        image.startswith(registry.rstrip("/") + "/")
+        for registry in config["images"]["allowedRegistries"]
+    )
+
+
+def choose_image(config: Config, candidate: str | None) -> Image:
+    """The one image decision: the commit's own image when allowed, else the default."""
+    if candidate is not None and image_allowed(config, candidate):
+        return Image(candidate, fallback=False)
+    if candidate is not None:
+        log.warning("image %s is outside images.allowedRegistries; using the default", candidate)
+    return Image(config["images"]["default"], fallback=True)
 
 
 @dataclass(frozen=True)
@@ -65,8 +94,7 @@ def parse_body(config: Config, body: Any) -> dict[str, Any]:
 
 
 def make(config: Config, target: Target, choices: dict[str, Any], image: Image) -> Launch:
-    if not image_allowed(config, image.ref):
-        image = Image(config["images"]["default"], fallback=True)
+    """A launch from validated choices and an image `choose_image` (or the hub side) vouched for."""
     return Launch(
         target=target,
         profile=choices.get("profile") or default_profile(config)["name"],

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from .config import Config
-from .provider import DEVELOPER, Caller, Image
+from .provider import DEVELOPER, Caller
 from .target import Target
 
 
@@ -18,7 +18,6 @@ class LocalProvider:
     def __init__(self, config: Config):
         self.root = Path(config["provider"]["root"]).resolve()
         self.access = config["provider"].get("access")
-        self.default_image = config["images"]["default"]
 
     def _repo(self, target: Target) -> Path | None:
         path = (self.root / target.namespace / f"{target.project}.git").resolve()
@@ -55,8 +54,9 @@ class LocalProvider:
         )
         return await process.wait() == 0
 
-    async def image_for(self, caller: Caller, target: Target) -> Image:
-        return Image(self.default_image, fallback=True)
+    async def commit_image(self, caller: Caller, target: Target) -> str | None:
+        """Local repositories have no registry: every launch runs the default image."""
+        return None
 
     def clone_url(self, target: Target) -> str:
         return (self.root / target.namespace / f"{target.project}.git").as_uri()

@@ -8,7 +8,7 @@ interface, so adding a provider touches no route or spawner.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .config import Config
 from .target import Target
@@ -32,13 +32,11 @@ class Caller:
     name: str
     git_token: str | None = field(default=None, repr=False)
 
-
-@dataclass(frozen=True)
-class Image:
-    """The image a launch runs, and whether it is the configured fallback."""
-
-    ref: str
-    fallback: bool
+    @classmethod
+    def from_auth_state(cls, name: str, auth_state: dict[str, Any] | None) -> Caller:
+        """The caller as the glue and the hub side both build it from the hub's auth_state."""
+        token = (auth_state or {}).get("access_token")
+        return cls(name, token if isinstance(token, str) and token else None)
 
 
 class GitProvider(Protocol):
@@ -51,8 +49,9 @@ class GitProvider(Protocol):
     async def commit_exists(self, caller: Caller, target: Target) -> bool:
         """Whether the commit is in the project."""
 
-    async def image_for(self, caller: Caller, target: Target) -> Image:
-        """The image built for this commit, or the default image."""
+    async def commit_image(self, caller: Caller, target: Target) -> str | None:
+        """The image built for this commit, if the provider knows one; the policy of which
+        images may run (and the fallback) is `launch.choose_image`'s, not the provider's."""
 
     def clone_url(self, target: Target) -> str:
         """Where the clone step fetches from; never carries credentials."""
@@ -70,14 +69,3 @@ def make_provider(config: Config) -> GitProvider:
     from .gitlab import GitLabProvider
 
     return GitLabProvider(config)
-
-
-def image_allowed(config: Config, image: str) -> bool:
-    """Only images from the configured registries (or the default image itself) are run."""
-    if image == config["images"]["default"]:
-        return True
-    for registry in config["images"]["allowedRegistries"]:
-        prefix = registry.rstrip("/") + "/"
-        if image.startswith(prefix):
-            return True
-    return False

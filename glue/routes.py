@@ -100,14 +100,13 @@ class Routes:
         """The caller as the git provider needs them: with their git token when it asks."""
         if not self.provider.needs_token:
             return Caller(identity.name)
-        auth_state = await self.hub.auth_state(identity.name)
-        token = auth_state.get("access_token")
-        if not token:
+        caller = Caller.from_auth_state(identity.name, await self.hub.auth_state(identity.name))
+        if not caller.git_token:
             raise Unauthorized(
                 "Your GitLab login has no token; log out and log in again.",
                 code="gitlab_token_missing",
             )
-        return Caller(identity.name, token)
+        return caller
 
     def page_context(self, identity: Identity) -> dict[str, Any]:
         return {"user": identity.name, "xsrf": self.auth.xsrf_token(identity)}
@@ -203,7 +202,7 @@ class Routes:
         self.auth.check_xsrf(request, identity, form_token)
         caller = await self.caller(identity)
         await self.access.check_launch(caller, wanted)
-        image = await self.provider.image_for(caller, wanted)
+        image = launch.choose_image(self.config, await self.provider.commit_image(caller, wanted))
         status, model = await self.servers.start(
             identity.name, launch.make(self.config, wanted, choices, image)
         )

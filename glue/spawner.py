@@ -72,10 +72,6 @@ class CommitSpawnerMixin(Configurable):
                 sent += 1
             await asyncio.sleep(0.25)
 
-    async def git_token(self) -> str | None:
-        auth_state = await self.user.get_auth_state()  # type: ignore[attr-defined]
-        return (auth_state or {}).get("access_token")
-
     async def prepare_launch(self) -> tuple[Launch, Caller]:
         """Validate user_options and check access again; raise with a sentence for the user."""
         self._events = []
@@ -83,8 +79,8 @@ class CommitSpawnerMixin(Configurable):
         launch = from_user_options(config, self.user_options)  # type: ignore[attr-defined]
         provider = make_provider(config)
         try:
-            token = await self.git_token() if provider.needs_token else None
-            caller = Caller(self.user.name, token)  # type: ignore[attr-defined]
+            auth_state = await self.user.get_auth_state() if provider.needs_token else None  # type: ignore[attr-defined]
+            caller = Caller.from_auth_state(self.user.name, auth_state)  # type: ignore[attr-defined]
             self.emit(5, f"Checking access to {launch.target.full_path}")
             await Access(provider, config["provider"]["minAccessLevel"]).check_launch(
                 caller, launch.target

@@ -35,7 +35,8 @@ from glue.errors import (
     UpstreamUnavailable,
 )
 from glue.gitlab import GitLabProvider
-from glue.provider import Caller, Image, make_provider
+from glue.launch import Image, choose_image
+from glue.provider import Caller, make_provider
 from glue.target import Target
 from tests.gitlab_standin import GitLabStandIn, create_bare_repo
 from tests.hubtools import assert_hidden, free_port
@@ -122,9 +123,10 @@ class World:
 
     async def image(self, caller: Caller, target: Target, **kwargs: Any) -> Image:
         images = kwargs.pop("images", None)
-        provider = GitLabProvider(make_config(self.standin.url, images=images, **kwargs))
+        config = make_config(self.standin.url, images=images, **kwargs)
+        provider = GitLabProvider(config)
         try:
-            return await provider.image_for(caller, target)
+            return choose_image(config, await provider.commit_image(caller, target))
         finally:
             await provider.close()
 
@@ -359,7 +361,7 @@ async def test_gitlab_server_error_is_502(world: World, method: str) -> None:
     provider = world.provider()
     calls = {
         "access": provider.access_level, "commit": provider.commit_exists,
-        "image": provider.image_for,
+        "image": provider.commit_image,
     }
     try:
         with pytest.raises(UpstreamError) as info:
@@ -406,7 +408,7 @@ async def test_token_travels_only_in_the_authorization_header(
     try:
         assert await provider.access_level(alice, target) == 30
         assert await provider.commit_exists(alice, target)
-        assert not (await provider.image_for(alice, target)).fallback
+        assert await provider.commit_image(alice, target) is not None
     finally:
         await provider.close()
     sent = world.standin.token_sent_in_header(alice.git_token or "")
