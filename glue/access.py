@@ -6,14 +6,16 @@ hub-side spawner hooks, which trust no user_options.
 
 from __future__ import annotations
 
+import asyncio
+
 from cachetools import TTLCache
 
+from . import metrics
 from .errors import Forbidden, NotFound
 from .provider import LEVEL_NAMES, Caller, GitProvider
 from .target import Target
 
 CACHE_MAX = 8192
-MISSING = object()
 
 
 class Access:
@@ -27,16 +29,18 @@ class Access:
         self._cache: TTLCache[tuple[str, str], int | None] = TTLCache(
             CACHE_MAX, cache_seconds or 1
         )
-        self.hits = 0
-        self.misses = 0
 
     async def level(self, caller: Caller, target: Target, *, fresh: bool) -> int | None:
         key = (caller.name, target.full_path)
-        cached = MISSING if fresh else self._cache.get(key, MISSING)
-        if cached is not MISSING:
-            self.hits += 1
-            return cached
-        self.misses += 1
+        if not fresh:
+            try:
+                cached = self._cache[key]
+            except KeyError:
+                pass
+            else:
+                metrics.ACCESS_CACHE_HITS.inc()
+                return cached
+        metrics.ACCESS_CACHE_MISSES.inc()
         level = await self.provider.access_level(caller, target)
         if self.cache_seconds > 0:
             self._cache[key] = level
@@ -60,9 +64,22 @@ class Access:
         return level
 
     async def check_launch(self, caller: Caller, target: Target) -> None:
-        """A launch always asks the provider again, then checks the commit exists."""
-        await self.check(caller, target, fresh=True)
-        if not await self.provider.commit_exists(caller, target):
+        """A launch always asks the provider again, and whether the commit exists.
+
+        Both questions go out at once (they do not depend on each other); an
+        access refusal wins over a missing commit, which a hidden project also
+        looks like, so nobody learns about commits of projects they cannot see.
+        """
+        level, commit = await asyncio.gather(
+            self.check(caller, target, fresh=True),
+            self.provider.commit_exists(caller, target),
+            return_exceptions=True,
+        )
+        if isinstance(level, BaseException):
+            raise level
+        if isinstance(commit, BaseException):
+            raise commit
+        if not commit:
             raise NotFound(
                 f"Commit {target.commit_sha} was not found in {target.full_path}.",
                 code="commit_not_found",

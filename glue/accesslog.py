@@ -1,11 +1,16 @@
-"""The access log: one line per request, and the id that names it in the answer.
+"""Every request's end, decided once: its answer, its outcome, its log line and its count.
 
-Handlers deeper down write who asked (`USER`) and how it ended (`OUTCOME`,
-an error code) into the request under these keys; the middleware writes the line.
+One middleware turns whatever a handler did (a response, a GlueError, a
+login redirect, aiohttp's own 404/405/413, a crash) into the answer and an
+outcome (`ok` or a stable error code), then writes the access log line and
+counts `notebooks_requests_total` from that same outcome, so the log and
+the metrics can never disagree. Handlers that answer 200 but still failed
+(an event stream that refused) write the outcome under `OUTCOME`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -14,40 +19,107 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from . import metrics
+from .errors import GlueError, LoginRequired, NotFound, PayloadTooLarge
+
 log = logging.getLogger("glue")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+RenderError = Callable[[web.Request, GlueError], web.Response]
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# C0 and C1 control characters, DEL and the Unicode line separators: a request path
+# carrying them must not be able to start a forged line of its own in the log
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 USER = web.RequestKey("user", str)
 OUTCOME = web.RequestKey("outcome", str)
 
 
-@web.middleware
-async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request: id, user, action, outcome, duration; never a query string or token."""
-    sent_id = request.headers.get("X-Request-Id", "")
-    request[REQUEST_ID] = sent_id if REQUEST_ID_RE.match(sent_id) else uuid.uuid4().hex[:16]
-    started = time.monotonic()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
+def printable(text: str) -> str:
+    """`text` with every control character escaped (`\\x0a`): one log line stays one line."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def route_name(request: web.Request) -> str:
+    """The handler's name: a bounded label, unlike paths."""
+    route = request.match_info.route
+    if route.resource is None:
+        return "unmatched"
+    return getattr(route.handler, "__name__", "other")
+
+
+def middleware(
+    render_error: RenderError, login_redirect: Callable[[web.Request], web.Response]
+) -> Middleware:
+    """The app's only middleware; `render_error` answers errors as JSON or a page."""
+
+    @web.middleware
+    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        sent_id = request.headers.get("X-Request-Id", "")
+        request[REQUEST_ID] = sent_id if REQUEST_ID_RE.match(sent_id) else uuid.uuid4().hex[:16]
+        started = time.monotonic()
+        response: web.StreamResponse | None = None
+        status, outcome = 500, "internal_error"
+        try:
+            response, outcome = await handler(request), "ok"
+        except GlueError as e:
+            response, outcome = render_error(request, e), e.code
+        except LoginRequired:
+            response, outcome = login_redirect(request), "login"
+        except web.HTTPRequestEntityTooLarge:
+            error: GlueError = PayloadTooLarge("The request body is too large.")
+            response, outcome = render_error(request, error), error.code
+        except web.HTTPNotFound:
+            error = NotFound("There is nothing at this address.", code="no_route")
+            response, outcome = render_error(request, error), error.code
+        except web.HTTPMethodNotAllowed as e:
+            error = GlueError(
+                f"{request.method} is not allowed here.", code="method_not_allowed", status=405
+            )
+            response, outcome = render_error(request, error), error.code
+            response.headers["Allow"] = ", ".join(sorted(e.allowed_methods))
+        except web.HTTPException as e:  # our redirects (302/303) and aiohttp's own answers
+            status, outcome = e.status, "ok" if e.status < 400 else f"http_{e.status}"
+            raise
+        except asyncio.CancelledError:
+            status, outcome = 499, "client_gone"
+            raise
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, printable(request.path))
+            response = render_error(request, GlueError("Something went wrong on our side."))
+        finally:
+            if response is not None:
+                status = response.status
+                if outcome == "ok":
+                    outcome = request.get(OUTCOME, "ok")
+                streamed = response.prepared  # an event stream: it lasts the launch, not timed
+            else:
+                streamed = False
+            _record(request, status, outcome, time.monotonic() - started, timed=not streamed)
         return response
-    except web.HTTPException as e:
-        status = e.status
-        raise
-    finally:
-        log.info(
-            "request id=%s user=%s action=%s %s status=%s outcome=%s duration_ms=%.1f",
-            request[REQUEST_ID],
-            request.get(USER, "-"),
-            request.method,
-            request.path,
-            status,
-            request.get(OUTCOME, "ok" if status < 400 else "error"),
-            (time.monotonic() - started) * 1000,
-        )
+
+    return handle
+
+
+def _record(
+    request: web.Request, status: int, outcome: str, seconds: float, *, timed: bool
+) -> None:
+    """The log line and the counters of one request, from one outcome."""
+    route = route_name(request)
+    metrics.REQUESTS.labels(route, str(status), outcome).inc()
+    if timed:
+        metrics.REQUEST_SECONDS.labels(route).observe(seconds)
+    log.info(
+        "request id=%s user=%s action=%s %s status=%s outcome=%s duration_ms=%.1f",
+        request[REQUEST_ID],
+        printable(request.get(USER, "-")),
+        request.method,
+        printable(request.path),
+        status,
+        outcome,
+        seconds * 1000,
+    )
 
 
 async def send_request_id(request: web.Request, response: web.StreamResponse) -> None:

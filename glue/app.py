@@ -11,25 +11,21 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import metrics
+from . import accesslog
 from .access import Access
-from .accesslog import OUTCOME, Handler, access_log_middleware, send_request_id
 from .auth import Auth
 from .config import Config, ConfigError, load
-from .errors import GlueError, NotFound, PayloadTooLarge
 from .hub import Hub
 from .provider import make_provider
 from .render import Renderer
-from .routes import LoginRequired, Routes
+from .routes import Routes
 from .servers import Servers
 
-log = logging.getLogger("glue")
 MAX_REQUEST_LINE = 64 * 1024
 
 
@@ -69,40 +65,6 @@ class HubSettings:
         )
 
 
-def error_middleware(render: Renderer, auth: Auth) -> Callable[..., Awaitable[web.StreamResponse]]:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except GlueError as e:
-            request[OUTCOME] = e.code
-            return render.error(request, e)
-        except LoginRequired:
-            request[OUTCOME] = "login"
-            return auth.login_redirect(request)
-        except web.HTTPRequestEntityTooLarge:
-            return render.error(request, PayloadTooLarge("The request body is too large."))
-        except web.HTTPNotFound:
-            return render.error(
-                request, NotFound("There is nothing at this address.", code="no_route")
-            )
-        except web.HTTPMethodNotAllowed as e:
-            error = GlueError(
-                f"{request.method} is not allowed here.", code="method_not_allowed", status=405
-            )
-            response = render.error(request, error)
-            response.headers["Allow"] = ", ".join(sorted(e.allowed_methods))
-            return response
-        except web.HTTPException:
-            raise
-        except Exception:
-            log.exception("unexpected error in %s %s", request.method, request.path)
-            request[OUTCOME] = "internal_error"
-            return render.error(request, GlueError("Something went wrong on our side."))
-
-    return middleware
-
-
 def build(config: Config, settings: HubSettings) -> web.Application:
     hub = Hub(settings.api_url, settings.api_token, config["launch"]["hubTimeoutSeconds"])
     provider = make_provider(config)
@@ -118,29 +80,15 @@ def build(config: Config, settings: HubSettings) -> web.Application:
         client_id=settings.client_id,
         callback_url=settings.callback_url,
         secret=settings.cookie_secret,
+        metrics_networks=config["metrics"]["allowedNetworks"],
     )
-    servers = Servers(
-        hub,
-        servers_per_user=config["launch"]["serversPerUser"],
-        stop_timeout=config["launch"]["stopTimeoutSeconds"],
-    )
+    servers = Servers(hub, access, provider, config, base_url=settings.base_url)
     app = web.Application(
-        middlewares=[access_log_middleware, error_middleware(render, auth)],
+        middlewares=[accesslog.middleware(render.error, auth.login_redirect)],
         client_max_size=config["launch"]["maxBodyBytes"],
     )
-    app.on_response_prepare.append(send_request_id)
-    routes = Routes(config, hub, auth, access, provider, servers, render)
-    routes.add_to(app, settings.prefix)
-    metrics.setup(
-        app,
-        config,
-        settings.prefix,
-        hub=hub,
-        access=access,
-        servers=servers,
-        launch_handler=routes.post,
-        stop_handler=routes.delete,
-    )
+    app.on_response_prepare.append(accesslog.send_request_id)
+    Routes(config, hub, auth, access, servers, render).add_to(app, settings.prefix)
 
     async def close(_: web.Application) -> None:
         await hub.close()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -20,14 +22,14 @@ from aiohttp import web
 from cachetools import TTLCache
 from cryptography.fernet import Fernet, InvalidToken
 
-from .errors import Forbidden
+from .errors import Forbidden, Unauthorized
 from .hub import Hub
 
 OAUTH_STATE_TTL = 600
 SESSION_TTL = 7 * 24 * 3600
-IDENTITY_CACHE_SECONDS = 30
-IDENTITY_CACHE_MAX = 4096
-MISSING = object()
+TOKEN_CACHE_SECONDS = 30
+TOKEN_CACHE_MAX = 4096
+METRICS_SCOPE = "read:metrics"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Auth:
         client_id: str,
         callback_url: str,
         secret: bytes,
+        metrics_networks: Iterable[str] = (),
     ):
         self.hub = hub
         self.service = service
@@ -62,31 +65,38 @@ class Auth:
         self._xsrf_key = _derive(secret, b"xsrf")
         self.session_cookie = f"{service}-session"
         self.state_cookie = f"{service}-oauth-state"
-        # token hash -> its owner's model (None: not a user's valid token), briefly
-        self._cache: TTLCache[str, dict[str, Any] | None] = TTLCache(
-            IDENTITY_CACHE_MAX, IDENTITY_CACHE_SECONDS
+        self.metrics_networks = [ipaddress.ip_network(n, strict=False) for n in metrics_networks]
+        # token hash -> its owner's model with the token's scopes (None: the hub does not
+        # know it), briefly: users' and services' tokens alike, so a scrape and a page share it
+        self._tokens: TTLCache[str, dict[str, Any] | None] = TTLCache(
+            TOKEN_CACHE_MAX, TOKEN_CACHE_SECONDS
         )
 
     # --- identifying a request ------------------------------------------------
 
     async def identify(self, request: web.Request) -> Identity | None:
         """The caller, from an `Authorization: token` header or the session cookie."""
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() in ("token", "bearer") and value.strip():
-            return await self._identity(value.strip(), via_cookie=False)
+        token = _header_token(request)
+        if token:
+            return await self._identity(token, via_cookie=False)
         token = self._open(request.cookies.get(self.session_cookie), SESSION_TTL)
         if token:
             return await self._identity(token, via_cookie=True)
         return None
 
-    async def _identity(self, token: str, *, via_cookie: bool) -> Identity | None:
+    async def _token_model(self, token: str) -> tuple[str, dict[str, Any] | None]:
+        """The token's hash and its owner's model with the token's scopes, cached briefly."""
         key = hashlib.sha256(token.encode()).hexdigest()
-        model = self._cache.get(key, MISSING)
-        if model is MISSING:
-            model = self._cache[key] = await self.hub.token_owner(token)
-        if model is None:
-            return None
+        try:
+            model = self._tokens[key]
+        except KeyError:
+            model = self._tokens[key] = await self.hub.token_model(token)
+        return key, model
+
+    async def _identity(self, token: str, *, via_cookie: bool) -> Identity | None:
+        key, model = await self._token_model(token)
+        if model is None or model.get("kind", "user") != "user":
+            return None  # unknown, or a service's token: not a person
         scopes = set(model.get("scopes", []))
         if not scopes & {"access:services", f"access:services!service={self.service}"}:
             raise Forbidden(
@@ -94,6 +104,35 @@ class Auth:
                 code="no_service_access",
             )
         return Identity(model["name"], via_cookie, key, model)
+
+    # --- who may read the metrics ---------------------------------------------
+
+    async def check_metrics(self, request: web.Request) -> None:
+        """A token (a user's or a service's) with `read:metrics`, or a direct request from
+        `metrics.allowedNetworks`: a request the proxy relayed never counts as direct."""
+        if self._from_metrics_network(request):
+            return
+        token = _header_token(request)
+        if not token:
+            raise Unauthorized(
+                "Send `Authorization: token <hub token>` with a token that has the "
+                f"{METRICS_SCOPE} scope.",
+                code="not_logged_in",
+            )
+        _, model = await self._token_model(token)
+        if model is None:
+            raise Unauthorized("The hub does not know this token.", code="not_logged_in")
+        if METRICS_SCOPE not in model.get("scopes", []):
+            raise Forbidden(f"Reading metrics needs the {METRICS_SCOPE} scope.")
+
+    def _from_metrics_network(self, request: web.Request) -> bool:
+        if not self.metrics_networks or "X-Forwarded-For" in request.headers:
+            return False
+        try:
+            address = ipaddress.ip_address(request.remote or "")
+        except ValueError:
+            return False  # a unix socket or no peer: not a network we know
+        return any(address in network for network in self.metrics_networks)
 
     # --- cross-site request forgery -------------------------------------------
 
@@ -191,6 +230,12 @@ class Auth:
             return self._fernet.decrypt(sealed.encode(), ttl=ttl).decode()
         except (InvalidToken, ValueError):
             return None
+
+
+def _header_token(request: web.Request) -> str:
+    """The token of an `Authorization: token <t>` (or `Bearer <t>`) header, or ''."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() in ("token", "bearer") else ""
 
 
 def _derive(secret: bytes, purpose: bytes) -> bytes:

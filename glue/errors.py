@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class LoginRequired(Exception):
+    """A browser without a session: the answer is the hub's OAuth flow, not an error page."""
+
+
 class GlueError(Exception):
     """An error with an HTTP status, a stable code and a sentence for people."""
 

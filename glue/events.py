@@ -19,17 +19,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from .accesslog import OUTCOME
 from .errors import GlueError
-from .hub import Hub
 from .render import open_url
-from .servers import Servers
+from .servers import ServerModel, Servers
 from .target import Target
 
 log = logging.getLogger(__name__)
@@ -38,8 +36,6 @@ Event = tuple[str, dict[str, Any]]
 
 KEEPALIVE_SECONDS = 10.0
 RETRY_MILLISECONDS = 3000
-FAILURE_LOOKUP_SECONDS = 5.0
-STOP_POLL_SECONDS = 0.5
 STOP_WAIT_SECONDS = 120.0
 # how often the relay reads the server again when the hub's stream ends without an outcome
 MAX_ROUNDS = 5
@@ -65,33 +61,26 @@ def _progress(value: Any) -> int:
         return 0
 
 
+def failure_sentence(reason: str | None) -> str:
+    """What the page and the stream say about a failed spawn: the hub's reason, or ours."""
+    return _message(reason) or UNKNOWN_FAILURE
+
+
 def failed(code: str, message: str) -> Event:
     return "failed", {"error": code, "message": message}
 
 
-async def failure_message(hub: Hub, user: str, server: str) -> str | None:
-    """Why the hub's last spawn of `server` failed, while the hub still holds that spawn.
+async def follow(
+    servers: Servers, user: str, target: Target, model: ServerModel | None
+) -> AsyncIterator[Event]:
+    """The events of one server's launch until it is ready, has failed or changed state.
 
-    The hub's progress endpoint answers a failed spawn with one `failed` event
-    ("Spawn failed: ..."); once it has forgotten the spawn (a hub restart, a
-    server that died after it ran) there is no reason to give: None.
+    `model` is the server as the request's authorize step read it: the first
+    round needs no read of its own.
     """
-    try:
-        async with asyncio.timeout(FAILURE_LOOKUP_SECONDS):
-            async with contextlib.aclosing(hub.progress(user, server)) as events:
-                async for event in events:
-                    if event.get("failed"):
-                        return _message(event.get("message")) or None
-                    return None  # a live spawn: not a failure
-    except (TimeoutError, GlueError):
-        return None
-    return None
-
-
-async def follow(hub: Hub, servers: Servers, user: str, target: Target) -> AsyncIterator[Event]:
-    """The events of one server's launch until it is ready, has failed or changed state."""
-    for _ in range(MAX_ROUNDS):
-        model = await servers.get(user, target)
+    for round_ in range(MAX_ROUNDS):
+        if round_:
+            model = await servers.get(user, target)
         if model is None:
             yield failed("server_not_found", "You have no server for this commit; launch it again.")
             return
@@ -101,24 +90,18 @@ async def follow(hub: Hub, servers: Servers, user: str, target: Target) -> Async
             yield "ready", {"progress": 100, "message": "Your server is ready.", "url": url}
             return
         if status == "failed":
-            message = await failure_message(hub, user, target.server_name)
-            yield failed("spawn_failed", message or UNKNOWN_FAILURE)
+            yield failed("spawn_failed", failure_sentence(await servers.failure(user, target)))
             return
         if status == "stopping":
             yield "progress", {"progress": 0, "message": "Stopping the server."}
-            deadline = time.monotonic() + STOP_WAIT_SECONDS
-            while time.monotonic() < deadline:
-                await asyncio.sleep(STOP_POLL_SECONDS)
-                model = await servers.get(user, target)
-                if model is None or model["status"] != "stopping":
-                    break
+            model = await servers.wait_stopped(user, target, STOP_WAIT_SECONDS)
             yield "reload", {"status": model["status"] if model else "stopped"}
             return
         # starting: relay the hub's stream; it replays the spawn's events from the start
-        async with contextlib.aclosing(hub.progress(user, target.server_name)) as events:
+        async with contextlib.aclosing(servers.progress(user, target)) as events:
             async for event in events:
                 if event.get("failed"):
-                    yield failed("spawn_failed", _message(event.get("message")) or UNKNOWN_FAILURE)
+                    yield failed("spawn_failed", failure_sentence(event.get("message")))
                     return
                 if event.get("ready"):
                     break  # read the server again: the ready event is ours, with the notebook
@@ -155,8 +138,11 @@ class EventStream:
         await self.response.write(b": keepalive\n\n")
 
 
-async def _pump(stream: EventStream, events: AsyncIterator[Event], keepalive: float) -> None:
-    """Send `events` as they come, and a keepalive comment whenever none came for a while."""
+async def _pump(
+    stream: EventStream, events: AsyncIterator[Event], keepalive: float
+) -> Event | None:
+    """Send `events` as they come, and a keepalive comment whenever none came for a while;
+    returns the last event sent."""
     queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
     async def produce() -> None:
@@ -166,7 +152,7 @@ async def _pump(stream: EventStream, events: AsyncIterator[Event], keepalive: fl
                 if item[0] in ("ready", "failed", "reload"):
                     return
         except GlueError as e:
-            await queue.put(("failed", e.body()))
+            await queue.put(failed(e.code, e.message))
         except Exception:
             log.exception("following a launch failed")
             await queue.put(failed("internal_error", INTERNAL_FAILURE))
@@ -174,6 +160,7 @@ async def _pump(stream: EventStream, events: AsyncIterator[Event], keepalive: fl
             await queue.put(None)
 
     task = asyncio.create_task(produce())
+    last = None
     try:
         while True:
             try:
@@ -182,8 +169,9 @@ async def _pump(stream: EventStream, events: AsyncIterator[Event], keepalive: fl
                 await stream.keepalive()
                 continue
             if item is None:
-                return
+                return last
             await stream.send(*item)
+            last = item
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -192,27 +180,33 @@ async def _pump(stream: EventStream, events: AsyncIterator[Event], keepalive: fl
 
 async def serve(
     request: web.Request,
-    authorize: Callable[[], Awaitable[tuple[str, Target]]],
-    hub: Hub,
     servers: Servers,
+    user: str,
+    target: Target,
+    model: ServerModel | None,
     *,
     keepalive: float = KEEPALIVE_SECONDS,
 ) -> web.StreamResponse:
-    """Answer an events request: authorize (as `show` does), then follow the launch.
-
-    A refusal (invalid path, no login, no access) is a `failed` event, not an
-    HTTP error, since the browser's EventSource cannot see status codes.
-    """
+    """Answer an authorized events request: follow the launch until it ends."""
     stream = EventStream(request)
-    await stream.open()
     try:
-        try:
-            user, target = await authorize()
-        except GlueError as e:
-            request[OUTCOME] = e.code
-            await stream.send("failed", e.body())
-            return stream.response
-        await _pump(stream, follow(hub, servers, user, target), keepalive)
+        await stream.open()
+        last = await _pump(stream, follow(servers, user, target, model), keepalive)
+        if last and last[0] == "failed":
+            request[OUTCOME] = str(last[1]["error"])  # a 200 stream, but the launch failed
     except ConnectionResetError:
         request[OUTCOME] = "client_gone"  # the browser left; nothing to tell it
+    return stream.response
+
+
+async def refuse(request: web.Request, error: GlueError) -> web.StreamResponse:
+    """A refusal (invalid path, no login, no access) as a `failed` event on a 200 stream:
+    the browser's EventSource cannot see status codes."""
+    request[OUTCOME] = error.code
+    stream = EventStream(request)
+    try:
+        await stream.open()
+        await stream.send(*failed(error.code, error.message))
+    except ConnectionResetError:
+        request[OUTCOME] = "client_gone"
     return stream.response

@@ -147,11 +147,6 @@ class Hub:
             raise
         return model if isinstance(model, dict) else None
 
-    async def token_owner(self, token: str) -> dict[str, Any] | None:
-        """The user model of a user's token; None if invalid or a service's token."""
-        model = await self.token_model(token)
-        return model if model and model.get("kind", "user") == "user" else None
-
     async def oauth_token(self, form: dict[str, str]) -> str | None:
         """Exchange an OAuth code for the user's hub token; None when the hub refuses it."""
         try:
@@ -171,36 +166,35 @@ class Hub:
     # --- users and servers --------------------------------------------------
 
     async def user(self, name: str) -> dict[str, Any]:
-        """The user model with every named server, stopped ones included."""
+        """The user model with every named server, stopped ones included, and (when the
+        service has `admin:auth_state`) the auth_state with the user's GitLab token: one
+        read answers both what the user runs and as whom the provider is asked."""
         _, model = await self.request(
             "GET", _path("users", name), params={"include_stopped_servers": "1"}
         )
+        if not isinstance(model, dict):
+            raise UpstreamError("JupyterHub sent no user model.", code="hub_error")
         return model
 
-    async def auth_state(self, name: str) -> dict[str, Any]:
-        """The user's auth_state (their GitLab token); needs the admin:auth_state scope."""
-        _, model = await self.request("GET", _path("users", name))
-        return (model or {}).get("auth_state") or {}
-
-    async def start(self, name: str, server: str, options: dict[str, Any]) -> bool:
-        """Ask the hub to start a server; True when it is starting or started by this call.
-
-        False when the hub says it is already running or pending: the caller reads
-        the model again instead of starting a second one.
-        """
+    async def start(self, name: str, server: str, options: dict[str, Any]) -> int | None:
+        """Ask the hub to start a server: 201 when it runs, 202 while it starts; None when
+        the hub says it is already running or stopping (the caller reads it instead)."""
         try:
-            await self.request("POST", _path("users", name, "servers", server), body=options)
+            status, _ = await self.request(
+                "POST", _path("users", name, "servers", server), body=options
+            )
         except HubError as e:
             if e.hub_status == 400 and "maximum" in e.hub_message:
+                # the hub's own limit (named_server_limit_per_user): it holds across replicas
                 raise TooManyServers(
-                    "You have reached the limit of servers; stop one to start another."
+                    "You already run the most servers allowed; stop one to launch another."
                 ) from None
             if e.hub_status == 400 and (
                 "already running" in e.hub_message or "pending" in e.hub_message
             ):
-                return False
+                return None
             raise
-        return True
+        return 201 if status == 201 else 202
 
     async def stop(self, name: str, server: str) -> int:
         """Stop and remove a named server; 204 when gone, 202 while it is still stopping."""

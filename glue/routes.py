@@ -9,23 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from . import events, launch, target
+from . import events, launch, metrics, openapi, target
 from .access import Access
 from .accesslog import USER
 from .auth import Auth, Identity
 from .config import Config, default_profile
-from .errors import BadRequest, GlueError, NotFound, Unauthorized
+from .errors import BadRequest, GlueError, LoginRequired, NotFound, Unauthorized
 from .hub import Hub
-from .provider import Caller, GitProvider
 from .render import Renderer, open_url, wants_html
-from .servers import Servers
+from .servers import Servers, UserView
 
 # any characters, newlines included: the validation, not the router, refuses bad paths
 TAIL = "{tail:[\\s\\S]+}"
@@ -48,8 +47,13 @@ STATIC_VERSIONS = {
 }
 
 
-class LoginRequired(Exception):
-    """A browser without a session: send it through the hub's OAuth flow."""
+@dataclass(frozen=True)
+class Authorized:
+    """A request that passed the authorize step: who, their hub model read once, and what."""
+
+    identity: Identity
+    view: UserView
+    target: target.Target
 
 
 @dataclass
@@ -58,19 +62,22 @@ class Routes:
     hub: Hub
     auth: Auth
     access: Access
-    provider: GitProvider
     servers: Servers
     render: Renderer
+    _openapi: bytes = field(init=False, default=b"")
 
     def add_to(self, app: web.Application, prefix: str) -> None:
         self.render.env.globals["static_url"] = self.static_url
+        self._openapi = openapi.encoded(self.config, prefix)
         bare = prefix.rstrip("/")
         app.router.add_get(bare, self.list_servers)
         app.router.add_get(prefix, self.list_servers)
         app.router.add_get(prefix + "user", self.user)
         app.router.add_get(prefix + "health", self.health)
+        app.router.add_get(prefix + "metrics", self.metrics)
+        app.router.add_get(prefix + "openapi.json", self.openapi)
         app.router.add_get(prefix + "oauth_callback", self.oauth_callback)
-        app.router.add_get(prefix + STATIC + "{file}", self.static, name="static")
+        app.router.add_get(prefix + STATIC + "{file}", self.static)
         app.router.add_get(prefix + EVENTS + TAIL, self.event_stream)
         app.router.add_get(prefix + SHOW_TAIL, self.show)
         app.router.add_post(prefix + LAUNCH_TAIL, self.post)
@@ -82,7 +89,7 @@ class Routes:
         prefix = self.render.prefix + below
         return raw[len(prefix) :] if raw.startswith(prefix) else request.match_info["tail"]
 
-    # --- identity ---------------------------------------------------------------
+    # --- who is calling, and may they -----------------------------------------------
 
     async def identify(self, request: web.Request) -> Identity:
         identity = await self.auth.identify(request)
@@ -96,22 +103,27 @@ class Routes:
         request[USER] = identity.name
         return identity
 
-    async def caller(self, identity: Identity) -> Caller:
-        """The caller as the git provider needs them: with their git token when it asks."""
-        if not self.provider.needs_token:
-            return Caller(identity.name)
-        caller = Caller.from_auth_state(identity.name, await self.hub.auth_state(identity.name))
-        if not caller.git_token:
-            raise Unauthorized(
-                "Your GitLab login has no token; log out and log in again.",
-                code="gitlab_token_missing",
-            )
-        return caller
+    async def authorize(
+        self, request: web.Request, wanted: target.Target, form_token: str | None = None
+    ) -> Authorized:
+        """The one authorize step: the caller, their page token for a change, their hub
+        model (one read: servers and git login), and for a read their access to the project.
+
+        A launch checks access again as it acts, fresh and beside the commit and image
+        lookups (`Servers.launch`); stopping one's own server needs no project access.
+        """
+        identity = await self.identify(request)
+        if request.method not in ("GET", "HEAD"):
+            self.auth.check_xsrf(request, identity, form_token)
+        view = await self.servers.view(identity.name)
+        if request.method in ("GET", "HEAD"):
+            await self.access.check(view.caller, wanted)
+        return Authorized(identity, view, wanted)
 
     def page_context(self, identity: Identity) -> dict[str, Any]:
         return {"user": identity.name, "xsrf": self.auth.xsrf_token(identity)}
 
-    # --- handlers -----------------------------------------------------------------
+    # --- the glue's own endpoints ---------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
         if await self.hub.healthy():
@@ -119,6 +131,16 @@ class Routes:
         return self.render.json(
             {"error": "hub_unavailable", "message": "JupyterHub is not reachable."}, 503
         )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        await self.auth.check_metrics(request)
+        body, content_type = metrics.exposition(request.headers.get("Accept", ""))
+        return web.Response(
+            body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"}
+        )
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi, content_type="application/json")
 
     def static_url(self, name: str) -> str:
         return f"{self.render.prefix}{STATIC}{name}?v={STATIC_VERSIONS[name]}"
@@ -135,6 +157,8 @@ class Routes:
     async def oauth_callback(self, request: web.Request) -> web.Response:
         return await self.auth.callback(request)
 
+    # --- the caller and their servers -------------------------------------------------------
+
     async def user(self, request: web.Request) -> web.Response:
         identity = await self.identify(request)
         model = await self.hub.user(identity.name)
@@ -143,16 +167,14 @@ class Routes:
 
     async def list_servers(self, request: web.Request) -> web.Response:
         identity = await self.identify(request)
-        servers = await self.servers.list(identity.name)
+        servers = (await self.servers.view(identity.name)).servers
         if wants_html(request):
             return self.render.page("list.html", servers=servers, **self.page_context(identity))
         return self.render.json({"servers": servers})
 
     async def show(self, request: web.Request) -> web.Response:
-        wanted = target.parse(self.tail(request))
-        identity = await self.identify(request)
-        await self.access.check(await self.caller(identity), wanted)
-        model = await self.servers.get(identity.name, wanted)
+        done = await self.authorize(request, target.parse(self.tail(request)))
+        wanted, model = done.target, done.view.find(done.target)
         if not wants_html(request):
             if model is None:
                 raise GlueError(
@@ -163,8 +185,7 @@ class Routes:
             raise web.HTTPFound(open_url(model, wanted.notebook))
         failure = None
         if model and model["status"] == "failed":
-            reason = await events.failure_message(self.hub, identity.name, wanted.server_name)
-            failure = reason or events.UNKNOWN_FAILURE
+            failure = events.failure_sentence(await self.servers.failure(done.view.name, wanted))
         return self.render.page(
             "status.html",
             target=wanted,
@@ -173,48 +194,46 @@ class Routes:
             events_url=self.render.prefix + EVENTS + quote(target_path(wanted)),
             profiles=self.config["profiles"],
             default_profile=default_profile(self.config)["name"],
-            **self.page_context(identity),
+            **self.page_context(done.identity),
         )
 
     async def event_stream(self, request: web.Request) -> web.StreamResponse:
-        """The launch's progress as server-sent events, with the checks of `show`."""
-
-        async def authorize() -> tuple[str, target.Target]:
-            wanted = target.parse(self.tail(request, EVENTS))
-            try:
-                identity = await self.identify(request)
-            except LoginRequired:  # a browser tab opened on the stream itself
-                raise Unauthorized(
-                    "Log in to JupyterHub, then reload the page.", code="not_logged_in"
-                ) from None
-            await self.access.check(await self.caller(identity), wanted)
-            return identity.name, wanted
-
-        return await events.serve(request, authorize, self.hub, self.servers)
+        """The launch's progress as server-sent events, with the checks of `show`; a
+        refusal is an event too, since the browser's EventSource cannot see statuses."""
+        try:
+            done = await self.authorize(request, target.parse(self.tail(request, EVENTS)))
+        except LoginRequired:  # a browser tab opened on the stream itself
+            return await events.refuse(
+                request,
+                Unauthorized("Log in to JupyterHub, then reload the page.", code="not_logged_in"),
+            )
+        except GlueError as e:
+            return await events.refuse(request, e)
+        model = done.view.find(done.target)
+        return await events.serve(request, self.servers, done.view.name, done.target, model)
 
     async def post(self, request: web.Request) -> web.Response:
         wanted = target.parse(self.tail(request))
         body, form_token = await read_body(request)
         if body.pop("_method", None) == "DELETE":
-            return await self.delete(request, form_token)
+            return await self.delete(request, form_token, wanted)
         choices = launch.parse_body(self.config, body)
-        identity = await self.identify(request)
-        self.auth.check_xsrf(request, identity, form_token)
-        caller = await self.caller(identity)
-        await self.access.check_launch(caller, wanted)
-        image = launch.choose_image(self.config, await self.provider.commit_image(caller, wanted))
-        status, model = await self.servers.start(
-            identity.name, launch.make(self.config, wanted, choices, image)
-        )
+        done = await self.authorize(request, wanted, form_token)
+        status, model = await self.servers.launch(done.view, wanted, choices)
         if request.content_type in FORM_TYPES:
             raise web.HTTPSeeOther(request.raw_path.split("?", 1)[0])
         return self.render.json(model, status)
 
-    async def delete(self, request: web.Request, form_token: str | None = None) -> web.Response:
-        wanted = target.parse(self.tail(request))
-        identity = await self.identify(request)
-        self.auth.check_xsrf(request, identity, form_token)
-        status, model = await self.servers.stop(identity.name, wanted)
+    async def delete(
+        self,
+        request: web.Request,
+        form_token: str | None = None,
+        wanted: target.Target | None = None,
+    ) -> web.Response:
+        """Stop the caller's server; a form's POST with `_method=DELETE` comes here parsed."""
+        wanted = wanted or target.parse(self.tail(request))
+        done = await self.authorize(request, wanted, form_token)
+        status, model = await self.servers.stop(done.view, wanted)
         if request.content_type in FORM_TYPES:
             raise web.HTTPSeeOther(self.render.prefix)
         if model is None:

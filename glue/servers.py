@@ -1,24 +1,42 @@
-"""The caller's servers, as the hub keeps them: list, read, start and stop one per commit.
+"""The caller's servers, as the hub keeps them: read, launch and stop one per commit.
 
 The hub is the only store: a server is ours when its user_options name a
 project and a commit, and its status is read from the hub every time, so any
 number of glue replicas agree and a restarted glue knows everything.
+
+A request reads the user's hub model once (`view`): that one answer holds
+both the user's servers and their auth_state, i.e. as whom the git provider
+is asked. A launch then makes one more hub call, the start itself; its
+answer (201 running, 202 starting) is all the hub will say, so the model we
+return is built from it rather than read a third time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
 
-from .errors import Conflict, NotFound, TooManyServers
+from . import launch, metrics
+from .access import Access
+from .config import Config
+from .errors import Conflict, GlueError, NotFound
 from .hub import Hub
-from .launch import Launch
+from .provider import Caller, GitProvider
 from .target import Target
 
 ServerModel = dict[str, Any]
 STOP_POLL_SECONDS = 0.25
+FAILURE_LOOKUP_SECONDS = 5.0
+LAUNCH_OUTCOMES = {200: "existing", 201: "started", 202: "starting"}
+STOP_OUTCOMES = {202: "stopping", 204: "stopped"}
+Result = TypeVar("Result", bound=tuple[int, Any])
 
 
 def status_of(server: dict[str, Any]) -> str:
@@ -56,70 +74,189 @@ def server_model(server: dict[str, Any]) -> ServerModel | None:
     }
 
 
-def find(servers: list[ServerModel], target: Target) -> ServerModel | None:
-    return next((m for m in servers if m["name"] == target.server_name), None)
+@dataclass(frozen=True)
+class UserView:
+    """What one read of the hub's user model tells: the caller, and their servers."""
+
+    name: str
+    caller: Caller
+    servers: list[ServerModel]
+
+    def find(self, target: Target) -> ServerModel | None:
+        return next((m for m in self.servers if m["name"] == target.server_name), None)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 class Servers:
-    def __init__(self, hub: Hub, *, servers_per_user: int, stop_timeout: float):
+    def __init__(
+        self, hub: Hub, access: Access, provider: GitProvider, config: Config, *, base_url: str
+    ):
         self.hub = hub
-        self.servers_per_user = servers_per_user
-        self.stop_timeout = stop_timeout
+        self.access = access
+        self.provider = provider
+        self.config = config
+        self.base_url = base_url
+        self.stop_timeout = float(config["launch"]["stopTimeoutSeconds"])
         # one launch or stop at a time per server in this process; the hub settles the rest
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
 
-    def _lock(self, user: str, server: str) -> asyncio.Lock:
-        lock = self._locks.get((user, server))
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[(user, server)] = lock
-        return lock
+    # --- reading --------------------------------------------------------------------
 
-    async def list(self, user: str) -> list[ServerModel]:
+    async def view(self, user: str) -> UserView:
+        """The user's servers and the caller the provider needs, from one hub read."""
         model = await self.hub.user(user)
         servers = (model.get("servers") or {}).values()
         found = [m for m in map(server_model, servers) if m is not None]
-        return sorted(found, key=lambda m: m["started"] or "", reverse=True)
+        found.sort(key=lambda m: m["started"] or "", reverse=True)
+        auth_state = model.get("auth_state") if self.provider.needs_token else None
+        return UserView(user, Caller.from_auth_state(user, auth_state), found)
 
     async def get(self, user: str, target: Target) -> ServerModel | None:
-        return find(await self.list(user), target)
+        return (await self.view(user)).find(target)
 
-    async def start(self, user: str, launch: Launch) -> tuple[int, ServerModel]:
+    async def progress(self, user: str, target: Target) -> AsyncIterator[dict[str, Any]]:
+        """The hub's spawn progress events for the server, until the hub ends the stream."""
+        async with contextlib.aclosing(self.hub.progress(user, target.server_name)) as events:
+            async for event in events:
+                yield event
+
+    async def failure(self, user: str, target: Target) -> str | None:
+        """Why the hub's last spawn of the server failed, while the hub still holds that spawn.
+
+        The hub's progress endpoint answers a failed spawn with one `failed` event
+        ("Spawn failed: ..."); once it has forgotten the spawn (a hub restart, a
+        server that died after it ran) there is no reason to give: None.
+        """
+        try:
+            async with asyncio.timeout(FAILURE_LOOKUP_SECONDS):
+                async for event in self.progress(user, target):
+                    message = event.get("message")
+                    if event.get("failed") and isinstance(message, str) and message.strip():
+                        return message
+                    return None  # a live spawn: not a failure
+        except (TimeoutError, GlueError):
+            return None
+        return None
+
+    async def wait_stopped(self, user: str, target: Target, seconds: float) -> ServerModel | None:
+        """Poll until the server is gone or no longer stopping; its model then (None: gone)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            model = await self.get(user, target)
+            if model is None or model["status"] != "stopping" or time.monotonic() >= deadline:
+                return model
+            await asyncio.sleep(STOP_POLL_SECONDS)
+
+    # --- acting ---------------------------------------------------------------------
+
+    async def launch(
+        self, view: UserView, target: Target, choices: dict[str, Any]
+    ) -> tuple[int, ServerModel]:
         """201 started, 202 starting, 200 already there; never a second server."""
-        target = launch.target
-        async with self._lock(user, target.server_name):
-            servers = await self.list(user)
-            current = find(servers, target)
+        return await _counted(
+            metrics.LAUNCHES, LAUNCH_OUTCOMES, self._launch(view, target, choices), timed=True
+        )
+
+    async def stop(self, view: UserView, target: Target) -> tuple[int, ServerModel | None]:
+        """Stop and remove; 204 once gone, 202 if still stopping after the stop timeout."""
+        return await _counted(metrics.STOPS, STOP_OUTCOMES, self._stop(view, target))
+
+    async def _launch(
+        self, view: UserView, target: Target, choices: dict[str, Any]
+    ) -> tuple[int, ServerModel]:
+        async with self._locked(view, target) as view:
+            current = view.find(target)
             if current and current["status"] in ("running", "starting"):
                 return 200, current
             if current and current["status"] == "stopping":
                 raise Conflict(
                     "This server is stopping; launch it again in a moment.", code="server_stopping"
                 )
-            if current is None and len(servers) >= self.servers_per_user:
-                raise TooManyServers(
-                    f"You already have {len(servers)} servers, the most allowed; "
-                    "stop one to launch another."
-                )
-            fresh = await self.hub.start(user, target.server_name, launch.user_options())
-            model = await self.get(user, target)
-        if model is None:
-            raise NotFound("The server stopped right after it was launched.", code="server_gone")
-        if not fresh:
-            return 200, model
-        return (201 if model["status"] == "running" else 202), model
+            # the fresh access check, the commit and the commit's image do not depend on
+            # each other: one GitLab round trip of time instead of three
+            checked, candidate = await asyncio.gather(
+                self.access.check_launch(view.caller, target),
+                self.provider.commit_image(view.caller, target),
+                return_exceptions=True,
+            )
+            if isinstance(checked, BaseException):
+                raise checked  # access before anything else: it decides what may be told
+            if isinstance(candidate, BaseException):
+                raise candidate
+            request = launch.make(
+                self.config, target, choices, launch.choose_image(self.config, candidate)
+            )
+            status = await self.hub.start(view.name, target.server_name, request.user_options())
+            if status is None:  # another replica started it a moment ago: read what it did
+                model = await self.get(view.name, target)
+                if model is None:
+                    raise NotFound(
+                        "The server stopped right after it was launched.", code="server_gone"
+                    )
+                return 200, model
+        return status, self._started_model(view.name, request, status)
 
-    async def stop(self, user: str, target: Target) -> tuple[int, ServerModel | None]:
-        """Stop and remove; 204 once gone, 202 if still stopping after the stop timeout."""
-        async with self._lock(user, target.server_name):
-            if await self.get(user, target) is None:
+    async def _stop(self, view: UserView, target: Target) -> tuple[int, ServerModel | None]:
+        async with self._locked(view, target) as view:
+            if view.find(target) is None:
                 raise NotFound("You have no server for this commit.", code="server_not_found")
-            await self.hub.stop(user, target.server_name)
-            deadline = time.monotonic() + self.stop_timeout
-            while (model := await self.get(user, target)) is not None:
-                if time.monotonic() >= deadline:
-                    return 202, model
-                await asyncio.sleep(STOP_POLL_SECONDS)
-        return 204, None
+            await self.hub.stop(view.name, target.server_name)
+            model = await self.wait_stopped(view.name, target, self.stop_timeout)
+        return (204, None) if model is None else (202, model)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, view: UserView, target: Target) -> AsyncIterator[UserView]:
+        """Hold the server's lock; a request that had to wait for it reads the user again,
+        since the one before it has just launched or stopped that very server."""
+        key = (view.name, target.server_name)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        waited = lock.locked()
+        async with lock:
+            yield await self.view(view.name) if waited else view
+
+    def _started_model(self, user: str, request: launch.Launch, status: int) -> ServerModel:
+        """The model of a server the hub just accepted, as the hub's next read will show it."""
+        now = _now()
+        hub_server = {
+            "name": request.target.server_name,
+            "ready": status == 201,
+            "pending": None if status == 201 else "spawn",
+            # the hub's own URL scheme for a named server (User.server_url)
+            "url": f"{self.base_url}user/{quote(user, safe='@~')}/{request.target.server_name}/",
+            "started": now,
+            "last_activity": now,
+            "user_options": request.user_options(),
+        }
+        model = server_model(hub_server)
+        assert model is not None  # our own user_options always name the commit
+        return model
+
+
+async def _counted(
+    counter: Any, outcomes: dict[int, str], action: Awaitable[Result], *, timed: bool = False
+) -> Result:
+    """Run a launch or a stop and count its outcome (the status' name, or the error's code)."""
+    started = time.monotonic()
+    status = 500
+    try:
+        result = await action
+        status = result[0]
+        counter.labels(outcomes.get(status, str(status))).inc()
+        return result
+    except GlueError as e:
+        status = e.status
+        counter.labels(e.code).inc()
+        raise
+    finally:
+        if timed:
+            metrics.LAUNCH_SECONDS.labels(metrics.result(status)).observe(
+                time.monotonic() - started
+            )
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -269,3 +270,27 @@ class Client:
             assert model.get("status") in ("starting", None), model
             time.sleep(0.3)
         raise AssertionError(f"{path} not running after {timeout} s")
+
+
+# --- what the glue asked of the hub, read from the hub's own request log --------------------
+
+HUB_REQUEST = re.compile(
+    r"\] \d{3} (?P<method>[A-Z]+) (?P<path>\S*/hub/api\S*) \((?P<who>[^@)]*)@"
+)
+
+
+def hub_calls_by_glue(log: str, service: str = "notebooks") -> list[str]:
+    """The hub API requests in a piece of the hub's log that the glue made: those with its
+    service token, and identity lookups (`GET .../api/user`) with a caller's token."""
+    calls = []
+    for match in HUB_REQUEST.finditer(log):
+        path = match["path"].split("?", 1)[0]
+        if match["who"] == service or (match["method"] == "GET" and path.endswith("/api/user")):
+            calls.append(f"{match['method']} {path}")
+    return calls
+
+
+def log_since(hub: RunningHub, mark: int, settle: float = 0.3) -> str:
+    """The hub's log after `mark` characters, once the last request's line had time to land."""
+    time.sleep(settle)
+    return hub.log()[mark:]

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from glue.target import Target
-from tests.hubtools import Client, RunningHub
+from tests.hubtools import Client, RunningHub, hub_calls_by_glue, log_since
 
 SHA_RE = r"^[0-9a-f]{40}$"
 
@@ -105,6 +105,35 @@ def test_status_list_and_user_endpoints(hub, alice, repos):
     assert user["name"] == "alice"
     assert model["name"] in user["servers"]
     assert "auth_state" not in user
+
+
+def test_each_request_makes_the_fewest_hub_calls(hub, alice, repos):
+    """Counted at the hub, from its own request log: a status read with warm caches is one
+    read of the user model; a launch is that read and the start; the answer of the start
+    is the model (the same as a later read shows), not a third call."""
+    path = launch_path(repos, index=1)
+    assert alice.get(path).status_code == 404  # warms the identity and access caches
+
+    def calls(request) -> tuple[requests.Response, list[str]]:
+        mark = len(hub.log())
+        response = request()
+        return response, hub_calls_by_glue(log_since(hub, mark))
+
+    user_read = "GET /hub/api/users/alice"
+    response, made = calls(lambda: alice.get(path))
+    assert response.status_code == 404 and made == [user_read]
+    response, made = calls(lambda: alice.get(""))
+    assert response.status_code == 200 and made == [user_read]
+    response, made = calls(lambda: alice.post(path))
+    assert response.status_code in (201, 202), response.text
+    server = response.json()["name"]
+    assert made == [user_read, f"POST /hub/api/users/alice/servers/{server}"]
+    running = alice.wait_running(path)
+    started = response.json()
+    for key in ("name", "namespace", "project", "commit_sha", "url", "profile", "image"):
+        assert started[key] == running[key], key
+    response, made = calls(lambda: alice.post(path))
+    assert response.status_code == 200 and made == [user_read]
 
 
 def test_second_post_returns_the_same_server(hub, alice, repos):

@@ -21,7 +21,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from glue import events
+from glue import servers as servers_module
+from glue.access import Access
+from glue.config import validate
 from glue.errors import GlueError, NotFound, UpstreamUnavailable
+from glue.provider import make_provider
+from glue.servers import Servers
 from glue.target import Target
 from tests.hubtools import Client, RunningHub
 
@@ -157,24 +162,33 @@ def test_the_launch_page_loads_its_script_by_version(hub, repos, user):
 # --- the relay on its own, with a stand-in hub ----------------------------------------
 
 TARGET = Target("demo", "hello", "a" * 40, "a b.ipynb")
-
-
-def model(status: str) -> dict[str, Any]:
-    return {"name": TARGET.server_name, "status": status, "url": "/user/u/nb/", "notebook": ""}
-
-
-class FakeServers:
-    def __init__(self, *statuses: str | None):
-        self.statuses = list(statuses)
-
-    async def get(self, user: str, target: Target) -> dict[str, Any] | None:
-        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-        return None if status is None else model(status)
+HUB_STATES = {
+    "starting": {"ready": False, "pending": "spawn"},
+    "running": {"ready": True, "pending": None},
+    "stopping": {"ready": False, "pending": "stop"},
+    "failed": {"ready": False, "pending": None},
+}
 
 
 class FakeHub:
-    def __init__(self, *steps: Any):
+    """A stand-in for the hub's API: the user's server goes through `statuses` (None: gone),
+    one per read, and its progress stream sends `steps` (floats are pauses)."""
+
+    def __init__(self, *steps: Any, statuses: tuple[str | None, ...] = ("starting",)):
         self.steps = steps
+        self.statuses = list(statuses)
+
+    async def user(self, name: str) -> dict[str, Any]:
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if status is None:
+            return {"name": name, "servers": {}}
+        server = {
+            "name": TARGET.server_name,
+            "url": "/user/u/nb/",
+            "user_options": TARGET.options(),
+            **HUB_STATES[status],
+        }
+        return {"name": name, "servers": {TARGET.server_name: server}}
 
     async def progress(self, user: str, server: str) -> AsyncIterator[dict[str, Any]]:
         for step in self.steps:
@@ -186,16 +200,28 @@ class FakeHub:
                 yield step
 
 
+def real_servers(hub: FakeHub, tmp_path: Path) -> Servers:
+    """The glue's own `Servers`, talking to the stand-in hub."""
+    config = validate({
+        "images": {"default": "registry.example.org/renku/default:1"},
+        "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
+        "provider": {"kind": "local", "root": str(tmp_path)},
+    })
+    provider = make_provider(config)
+    access = Access(provider, config["provider"]["minAccessLevel"])
+    return Servers(hub, access, provider, config, base_url="/")  # type: ignore[arg-type]
+
+
 async def relay(
-    hub: FakeHub, servers: FakeServers, *, authorize_error: GlueError | None = None
+    hub: FakeHub, tmp_path: Path, *, authorize_error: GlueError | None = None
 ) -> tuple[list[Event], int]:
-    async def authorize() -> tuple[str, Target]:
-        if authorize_error:
-            raise authorize_error
-        return "u", TARGET
+    servers = real_servers(hub, tmp_path)
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await events.serve(request, authorize, hub, servers, keepalive=0.05)
+        if authorize_error:
+            return await events.refuse(request, authorize_error)
+        model = await servers.get("u", TARGET)  # as the routes' authorize step reads it
+        return await events.serve(request, servers, "u", TARGET, model, keepalive=0.05)
 
     app = web.Application()
     app.router.add_get("/events", handler)
@@ -207,14 +233,15 @@ async def relay(
     return parse(text.split("\n"))
 
 
-async def test_relay_keeps_quiet_streams_alive_and_sends_text_only():
+async def test_relay_keeps_quiet_streams_alive_and_sends_text_only(tmp_path: Path):
     hub = FakeHub(
         {"progress": 10, "message": "<b>cloning</b>\n now", "html_message": "<b>x</b>"},
         0.3,
         {"progress": 400, "message": "almost"},
         {"progress": 100, "ready": True, "url": "http://elsewhere.example/"},
+        statuses=("starting", "running"),
     )
-    found, comments = await relay(hub, FakeServers("starting", "running"))
+    found, comments = await relay(hub, tmp_path)
     assert comments >= 3  # keepalives every 0.05 s while the hub was quiet for 0.3 s
     assert found == [
         ("progress", {"progress": 10, "message": "<b>cloning</b> now"}),
@@ -231,39 +258,39 @@ async def test_relay_keeps_quiet_streams_alive_and_sends_text_only():
     ]
 
 
-async def test_relay_failures_and_state_changes(monkeypatch):
-    monkeypatch.setattr(events, "STOP_POLL_SECONDS", 0.01)
-    failed = FakeHub({"progress": 100, "failed": True, "message": "Spawn failed: boom"})
-    found, _ = await relay(failed, FakeServers("starting"))
+async def test_relay_failures_and_state_changes(monkeypatch, tmp_path: Path):
+    monkeypatch.setattr(servers_module, "STOP_POLL_SECONDS", 0.01)
+    boom = {"progress": 100, "failed": True, "message": "Spawn failed: boom"}
+    found, _ = await relay(FakeHub(boom), tmp_path)
     assert found == [("failed", {"error": "spawn_failed", "message": "Spawn failed: boom"})]
     # a failed server: the hub's last failure, or a sentence when the hub forgot it
-    found, _ = await relay(failed, FakeServers("failed"))
+    found, _ = await relay(FakeHub(boom, statuses=("failed",)), tmp_path)
     assert found == [("failed", {"error": "spawn_failed", "message": "Spawn failed: boom"})]
-    found, _ = await relay(FakeHub(), FakeServers("failed"))
+    found, _ = await relay(FakeHub(statuses=("failed",)), tmp_path)
     assert found == [("failed", {"error": "spawn_failed", "message": events.UNKNOWN_FAILURE})]
     # stopping: the page is told to render again once the server is gone
-    found, _ = await relay(FakeHub(), FakeServers("stopping", "stopping", None))
+    found, _ = await relay(FakeHub(statuses=("stopping", "stopping", None)), tmp_path)
     assert [name for name, _ in found] == ["progress", "reload"]
     assert found[-1][1] == {"status": "stopped"}
     # the hub's stream ends without an outcome while the server stays "starting"
-    found, _ = await relay(FakeHub(), FakeServers("starting"))
+    found, _ = await relay(FakeHub(), tmp_path)
     assert found == [("failed", {"error": "spawn_unknown", "message": events.UNKNOWN_FAILURE})]
     # the hub goes away mid-stream; an unexpected error; a refusal before anything
     gone = UpstreamUnavailable("Lost the connection.", code="hub_unavailable")
-    found, _ = await relay(FakeHub({"progress": 1, "message": "a"}, gone), FakeServers("starting"))
+    found, _ = await relay(FakeHub({"progress": 1, "message": "a"}, gone), tmp_path)
     assert found[-1] == ("failed", {"error": "hub_unavailable", "message": "Lost the connection."})
-    found, _ = await relay(FakeHub(RuntimeError("bug")), FakeServers("starting"))
+    found, _ = await relay(FakeHub(RuntimeError("bug")), tmp_path)
     assert found == [("failed", {"error": "internal_error", "message": events.INTERNAL_FAILURE})]
     refused = NotFound("Project demo/hello was not found.", code="project_not_found")
-    found, _ = await relay(FakeHub(), FakeServers("running"), authorize_error=refused)
+    found, _ = await relay(FakeHub(statuses=("running",)), tmp_path, authorize_error=refused)
     assert found == [("failed", refused.body())]
 
 
-async def test_failure_message_reads_only_a_failed_spawn():
-    failed = FakeHub({"progress": 100, "failed": True, "message": "Spawn failed: x"})
-    assert await events.failure_message(failed, "u", "nb") == "Spawn failed: x"
-    live = FakeHub({"progress": 0, "message": "Server requested"})
-    assert await events.failure_message(live, "u", "nb") is None
-    gone = FakeHub(UpstreamUnavailable("gone"))
-    assert await events.failure_message(gone, "u", "nb") is None
-    assert await events.failure_message(FakeHub(), "u", "nb") is None
+async def test_failure_reads_only_a_failed_spawn(tmp_path: Path):
+    def failure(hub: FakeHub) -> Any:
+        return real_servers(hub, tmp_path).failure("u", TARGET)
+
+    assert await failure(FakeHub({"progress": 100, "failed": True, "message": "x"})) == "x"
+    assert await failure(FakeHub({"progress": 0, "message": "Server requested"})) is None
+    assert await failure(FakeHub(UpstreamUnavailable("gone"))) is None
+    assert await failure(FakeHub()) is None

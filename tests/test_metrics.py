@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -134,7 +135,10 @@ def test_launches_stops_upstream_and_cache_are_counted(world: dict) -> None:
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("notebooks_launches_total", outcome="invalid_commit") == 1
+    # a path that names no launch is refused before any launch: a request, not a launch
+    assert delta("notebooks_launches_total", outcome="invalid_commit") == 0
+    assert delta("notebooks_requests_total", route="post", status="400",
+                 outcome="invalid_commit") == 1
     assert delta("notebooks_launches_total", outcome="existing") == 1
     assert delta("notebooks_launches_total", outcome="too_many_servers") == 1
     assert delta("notebooks_launches_total", outcome=started) >= 1
@@ -148,17 +152,80 @@ def test_launches_stops_upstream_and_cache_are_counted(world: dict) -> None:
         delta("notebooks_launch_duration_seconds_count", result=r)
         for r in ("accepted", "refused", "failed")
     )
-    assert launched == 5
-    assert delta("notebooks_launch_duration_seconds_count", result="refused") == 2
+    assert launched == 4
+    assert delta("notebooks_launch_duration_seconds_count", result="refused") == 1
     assert delta("notebooks_access_cache_misses_total") >= 1
     assert delta("notebooks_access_cache_hits_total") >= 1
     hub_calls = total(after, "notebooks_upstream_request_duration_seconds_count", upstream="hub")
     assert hub_calls - total(before, "notebooks_upstream_request_duration_seconds_count",
                              upstream="hub") >= 8
     assert total(after, "notebooks_upstream_errors_total", upstream="hub") == 0
-    assert delta("notebooks_requests_total", route="show", status="404") == 2
+    assert delta("notebooks_requests_total", route="show", status="404",
+                 outcome="server_not_found") == 2
     assert value(after, "process_resident_memory_bytes") > 10_000_000
     hub.remove_all_servers("counted")
+
+
+def test_log_and_metrics_agree_on_every_outcome(world: dict) -> None:
+    """One middleware decides each request's outcome: the access log line and
+    `notebooks_requests_total` must say the same for every status the glue answers."""
+    hub, shas = world["hub"], world["shas"]
+    hub.remove_all_servers("agreeing")
+    client = Client(hub, "agreeing")
+    path, other = f"demo/hello/{shas[0]}", f"demo/hello/{shas[1]}"
+    before, mark = scrape(hub), len(hub.log())
+    sent = [
+        client.get(""),  # 200
+        client.post(path),  # 201 or 202
+        client.post(path),  # 200 existing
+        client.post(other),  # 429: serversPerUser is 1
+        client.get(path + "?x", headers={"Accept": "application/json"}),  # 200 model
+        requests.get(hub.prefix + path, headers={"Accept": "text/html"}, timeout=10,
+                     allow_redirects=False),  # 302 to the login
+        client.post("demo/hello/abc"),  # 400 invalid_commit
+        client.post(path, data=b"{", headers={"Content-Type": "application/json"}),  # 400
+        requests.get(hub.prefix + "", timeout=10),  # 401
+        client.get("metrics"),  # 403: no read:metrics
+        client.get("-/nothing"),  # 404 no_route
+        client.get(f"demo/hello/{shas[2]}"),  # 404 server_not_found
+        client.post("user"),  # 405
+        client.post(path, data=b"x" * (2 * 1024 * 1024),
+                    headers={"Content-Type": "application/json"}),  # 413
+        client.post(path, data=b"x", headers={"Content-Type": "text/plain"}),  # 415
+        client.get(f"-/events/demo/hello/{shas[2]}"),  # 200 stream that refused
+    ]
+    client.wait_running(path)
+    sent.append(client.delete(path))  # 204
+    sent.append(client.post(other))  # the limit is free again
+    client.wait_running(other)
+    sent.append(client.post(other, data={"_method": "DELETE"}))  # 303: the page's Stop
+    statuses = {r.status_code for r in sent}
+    assert {200, 302, 303, 400, 401, 403, 404, 405, 413, 415, 429} <= statuses, statuses
+    assert statuses & {201, 202} and 204 in statuses
+    after = scrape(hub)
+
+    def scrape_itself(status: str, path_or_route: str) -> bool:
+        return status == "200" and path_or_route.endswith("metrics")
+
+    logged: Counter[tuple[str, str]] = Counter()
+    for line in hub.log()[mark:].splitlines():
+        match = ACCESS_LINE.search(line)
+        if match and not scrape_itself(match["status"], match["path"]):
+            logged[(match["status"], match["outcome"])] += 1
+    counted: Counter[tuple[str, str]] = Counter()
+    for (name, labels), now in after.items():
+        found = dict(labels)
+        if name == "notebooks_requests_total" and not scrape_itself(found["status"],
+                                                                      found["route"]):
+            counted[(found["status"], found["outcome"])] += int(now - before.get((name, labels), 0))
+    counted = +counted  # drop the series that did not move
+    assert logged == counted
+    assert logged[("200", "project_not_found")] == 0
+    assert logged[("302", "login")] == 1 and logged[("404", "no_route")] == 1
+    assert logged[("405", "method_not_allowed")] == 1
+    assert logged[("413", "payload_too_large")] == 1
+    assert logged[("200", "server_not_found")] == 1  # the event stream's refusal
+    hub.remove_all_servers("agreeing")
 
 
 # --- the access log -----------------------------------------------------------------------------
