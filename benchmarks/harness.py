@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import math
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -75,11 +74,6 @@ class Figure:
     @property
     def heading(self) -> str:
         return f"{self.number}. {self.title}"
-
-    def measured(self) -> bool:
-        """Whether every number is a finite positive measurement."""
-        values = [self.ratio, *self.numbers.values()]
-        return all(math.isfinite(v) and v > 0 for v in values)
 
     def as_json(self) -> dict[str, Any]:
         return {"number": self.number, "title": self.title, "ratio": self.ratio,
