@@ -10,5 +10,8 @@ glue's way and the hub's own way of doing the same), with the absolute values:
 5. the glue's memory, idle and after 10,000 requests.
 
 It starts its own hub, proxy and glue (tests/hubtools.RunningHub) on free
-loopback ports and stops everything it started.
+loopback ports and stops everything it started. `python -m benchmarks --smoke`
+runs every figure once at a tiny size (harness.SMOKE) in about a minute; `make
+test` does so (tests/test_bench_smoke.py), so the benchmark cannot rot unnoticed.
+A new figure is a function in figures.py and one line in its HUB_FIGURES.
 """

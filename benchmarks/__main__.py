@@ -1,8 +1,15 @@
-"""`python -m benchmarks [--only 1,3] [--rst FILE]`: run the figures and print them."""
+"""`python -m benchmarks [--smoke] [--only 1,3] [--rst FILE] [--json FILE]`: run the figures.
+
+`--smoke` runs every figure once at a tiny size: it checks the harness (imports,
+the hub stack, every figure's requests), not the timings; tests/test_bench_smoke.py
+runs it in `make test`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import platform
 import sys
@@ -11,8 +18,8 @@ from pathlib import Path
 
 import psutil
 
-from . import figures
-from .harness import Figure, running_bench
+from .figures import HUB_FIGURES, PLAIN_FIGURES
+from .harness import FULL, SMOKE, Figure, Sizes, running_bench
 
 
 def machine() -> str:
@@ -31,7 +38,7 @@ def rst(results: list[Figure], when: str) -> str:
     ]
     for figure in results:
         lines += [
-            f"**{figure.title}**",
+            f"**{figure.heading}**",
             "",
             f"- through the glue: {figure.glue}",
             f"- baseline: {figure.baseline}",
@@ -43,41 +50,60 @@ def rst(results: list[Figure], when: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", default="1,2,3,4,5", help="figures to run (default: all)")
-    parser.add_argument("--requests", type=int, default=1000, help="status requests (figure 1)")
-    parser.add_argument("--launches", type=int, default=20, help="launches each (figure 2)")
-    parser.add_argument("--crowd", type=int, default=50, help="users at once (figure 3)")
-    parser.add_argument("--commits", type=int, default=3000, help="history length (figure 4)")
-    parser.add_argument("--memory-requests", type=int, default=10_000, help="(figure 5)")
-    parser.add_argument("--rst", type=Path, help="also write the results as reStructuredText")
-    args = parser.parse_args(argv)
-    wanted = {int(n) for n in args.only.split(",")}
-    print(f"machine: {machine()}", flush=True)
+def run(wanted: set[int], sizes: Sizes) -> list[Figure]:
+    """The wanted figures at these sizes, printed as each is measured; sorted by number."""
     results: list[Figure] = []
 
-    def report(figure: Figure) -> None:
-        results.append(figure)
-        print(figure.show(), flush=True)
+    started = time.monotonic()
 
-    if 4 in wanted:
-        report(figures.clone(commits=args.commits))
-    hub_figures = wanted & {1, 2, 3, 5}
-    if hub_figures:
+    def report(figure: Figure) -> None:
+        nonlocal started
+        results.append(figure)
+        print(figure.show(), f"    ({time.monotonic() - started:.0f} s)", sep="\n", flush=True)
+        started = time.monotonic()
+
+    for number, plain in PLAIN_FIGURES.items():
+        if number in wanted:
+            report(plain(sizes))
+    if wanted & HUB_FIGURES.keys():
         with running_bench(servers_per_user=2) as bench:
-            if 5 in wanted:
-                report(figures.memory(bench, requests=args.memory_requests))
-            if 1 in wanted:
-                report(figures.status(bench, requests=args.requests))
-            if 2 in wanted:
-                report(figures.launch(bench, runs=args.launches))
-            if 3 in wanted:
-                report(figures.crowd(bench, users=args.crowd))
-    results.sort(key=lambda f: f.title)
+            for number, figure in HUB_FIGURES.items():
+                if number in wanted:
+                    report(figure(bench, sizes))
+    return sorted(results, key=lambda f: f.number)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    every = sorted(PLAIN_FIGURES.keys() | HUB_FIGURES.keys())
+    parser.add_argument("--only", default=",".join(map(str, every)),
+                        help="figures to run (default: all)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every figure once at a tiny size: checks the harness, not timings")
+    for size in dataclasses.fields(Sizes):
+        parser.add_argument(f"--{size.name.replace('_', '-')}", type=int,
+                            help=f"default {getattr(FULL, size.name)}, "
+                                 f"{getattr(SMOKE, size.name)} with --smoke")
+    parser.add_argument("--rst", type=Path, help="also write the results as reStructuredText")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    if args.smoke and args.rst:
+        parser.error("--rst publishes figures; a --smoke run has none worth publishing")
+    wanted = {int(n) for n in args.only.split(",")}
+    if not wanted <= set(every):
+        parser.error(f"--only: the figures are {', '.join(map(str, every))}")
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Sizes)
+                 if getattr(args, f.name) is not None}
+    sizes = dataclasses.replace(SMOKE if args.smoke else FULL, **overrides)
+    print(f"machine: {machine()}", flush=True)
+    print(f"sizes: {sizes.describe()}", flush=True)
+    results = run(wanted, sizes)
     if args.rst:
         args.rst.write_text(rst(results, time.strftime("%Y-%m-%d")) + "\n")
-    missed = [f.title.split(".")[0] for f in results if not f.met]
+    if args.json:
+        args.json.write_text(json.dumps([f.as_json() for f in results], indent=1) + "\n")
+    missed = [str(f.number) for f in results if not f.met]
     print(f"targets missed: {', '.join(missed)}" if missed else "every target met")
     return 0
 

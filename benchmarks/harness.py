@@ -1,4 +1,11 @@
-"""What the figures share: a running hub, keep-alive HTTP clients, percentiles, process memory."""
+"""What the figures share: their sizes, a running hub, keep-alive clients, percentiles, memory.
+
+The figures reach the glue and the hub only as a user or an operator would: over
+HTTP through the hub's proxy, and `python -m glue.clone`. What the glue asks the
+hub for (a server's name and user_options) is learned from the hub after one launch
+through the glue, so the direct spawns stay identical to the glue's whatever its
+internals become.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +15,74 @@ import json
 import statistics
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
 
-from tests.hubtools import RunningHub, listening_pid, make_repo
+from tests.hubtools import RunningHub, listening_pid, make_repo, wait_until
 
 DEFAULT_IMAGE = "registry.example.org/renku/default:1"
 PROJECTS = ("bench/status", "bench/launch", "bench/crowd")
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """How much each figure does: `FULL` for the published figures, `SMOKE` to check the harness."""
+
+    requests: int = 1000  # 1. status requests each way
+    warmup: int = 100  # 1. requests each way before measuring
+    launches: int = 20  # 2. launches each way
+    crowd: int = 50  # 3. users launching at once
+    rounds: int = 2  # 3. rounds each way
+    commits: int = 3000  # 4. history length
+    big_bytes: int = 2 << 20  # 4. the large file rewritten along the history
+    clones: int = 5  # 4. clones each way
+    memory_requests: int = 10_000  # 5. requests before the last memory sample
+
+    def describe(self) -> str:
+        return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+
+
+FULL = Sizes()
+# every figure once, in about a minute: the harness works, the numbers mean nothing
+SMOKE = Sizes(requests=20, warmup=5, launches=1, crowd=2, rounds=1, commits=60,
+              big_bytes=64 << 10, clones=1, memory_requests=200)
+
+
 @dataclass
 class Figure:
-    """One line of the results: the glue's way, the baseline, their ratio and the target."""
+    """One line of the results: the glue's way, the baseline, their ratio and the target.
 
+    `numbers` are the measured values behind the text (each positive when measured),
+    `errors` the failed requests or launches among them.
+    """
+
+    number: int
     title: str
     glue: str
     baseline: str
     ratio: float
     target: str
     met: bool
+    numbers: dict[str, float]
+    errors: int = 0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def heading(self) -> str:
+        return f"{self.number}. {self.title}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"number": self.number, "title": self.title, "ratio": self.ratio,
+                "met": self.met, "errors": self.errors, "numbers": self.numbers}
 
     def show(self) -> str:
         mark = "met" if self.met else "MISSED"
         lines = [
-            f"{self.title}",
+            self.heading,
             f"    glue:     {self.glue}",
             f"    baseline: {self.baseline}",
             f"    ratio:    {self.ratio:.2f} (target {self.target}: {mark})",
@@ -104,6 +150,12 @@ class Bench:
     shas: dict[str, list[str]]
     workdir: Path
     config: dict[str, Any]
+    spawns: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def hub_pid(self) -> int:
+        assert self.hub.process is not None, "the hub is not running"
+        return self.hub.process.pid
 
     @property
     def glue_pid(self) -> int:
@@ -120,6 +172,30 @@ class Bench:
         """The hub's REST API through the same proxy, as `user` (or the test admin service)."""
         token = self.hub.token_for(user) if user else self.hub.admin_token
         return KeepAlive(f"{self.hub.url}/hub/api/", {"Authorization": f"token {token}"})
+
+    def path(self, project: str) -> str:
+        """The glue's path for the first commit of one of the bench's projects."""
+        return f"{project}/{self.shas[project][0]}"
+
+    def spawn(self, project: str) -> tuple[str, dict[str, Any]]:
+        """The server name and user_options the glue asks the hub for when launching `project`.
+
+        Learned once per project from the hub's own model after a launch through
+        the glue (which also warms the spawn path), then removed.
+        """
+        if project not in self.spawns:
+            user = "bench-probe"
+            glue = self.glue(user)
+            code, _ = glue.request("POST", self.path(project))
+            glue.close()
+            assert code in (201, 202), code
+            servers = wait_until(lambda: self.hub.hub_servers(user), 60, "the probe's server")
+            ((name, server),) = servers.items()
+            self.spawns[project] = name, server["user_options"]
+            wait_until(lambda: self.hub.hub_servers(user)[name]["ready"], 300, "probe ready")
+            self.hub.admin("DELETE", f"users/{user}/servers/{name}", json={"remove": True})
+            wait_until(lambda: not self.hub.hub_servers(user), 120, "the probe's server removed")
+        return self.spawns[project]
 
 
 @contextlib.contextmanager
