@@ -515,3 +515,60 @@ def test_with_z2jh(helm: str, z2jh_chart: Path, override: list[str]) -> None:
     )
     assert glue_service["metadata"]["name"] == f"{hub['metadata']['name']}-notebooks"
     assert [n for n, count in Counter(names(docs)).items() if count > 1] == []
+
+
+def notes(helm: str, chart: Path, *args: str | Path) -> str:
+    """The NOTES `helm install` prints, rendered as a template (install would need a cluster)."""
+    templates = chart / "templates"
+    text = (templates / "NOTES.txt").read_text()
+    (templates / "_zz-notes.tpl").write_text(f'{{{{- define "zz.notes" }}}}{text}{{{{ end }}}}')
+    (templates / "zz-notes.yaml").write_text('notes: {{ include "zz.notes" . | toJson }}\n')
+    try:
+        out = run(helm, "template", "rel", chart, "--show-only", "templates/zz-notes.yaml", *args)
+        return yaml.safe_load(out.stdout)["notes"]
+    finally:
+        (templates / "_zz-notes.tpl").unlink()
+        (templates / "zz-notes.yaml").unlink()
+
+
+def test_notes_say_what_is_open(helm: str, chart: Path, tmp_path: Path) -> None:
+    closed = notes(helm, chart)
+    assert "nobody can log in yet" in closed
+    assert "Images: only quay.io/jupyterhub/k8s-singleuser-sample:4.4.0" in closed
+    assert "WARNING: jupyterhub.hub.config.GitLabOAuthenticator.client_id is not set" in closed
+    opened = notes(
+        helm,
+        chart,
+        "-f",
+        values_file(
+            tmp_path,
+            notebooks_values({"images": {"allowedRegistries": ["registry.gitlab.com"]}}),
+        ),
+        "--set",
+        "jupyterhub.hub.config.Authenticator.allow_all=true",
+        "--set",
+        "jupyterhub.hub.config.GitLabOAuthenticator.client_id=app",
+    )
+    assert "ANYONE with an account on https://gitlab.com can log in" in opened
+    assert "per-commit images from registry.gitlab.com run in the cluster" in opened
+    assert "WARNING" not in opened
+
+
+def test_defaults_are_safe(helm: str, chart: Path) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["jupyterhub"]
+    assert values["custom"]["notebooks"]["images"]["allowedRegistries"] == []
+    assert not (values["hub"].get("config") or {}).get("Authenticator", {}).get("allow_all")
+    assert values["singleuser"]["cloudMetadata"]["blockWithIptables"] is False
+
+
+def test_z2jh_hub_rolls_on_a_notebooks_change(helm: str, z2jh_chart: Path, tmp_path: Path) -> None:
+    """z2jh's hub pod carries its Secret's checksum; the notebooks config is in that Secret."""
+
+    def hub_checksum(*args: str) -> str:
+        docs = template(helm, z2jh_chart, "rel", *args)
+        hub = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "hub")
+        return hub["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+
+    bigger = {"name": "bigger", "cpu": 1, "memory": "2Gi", "default": True}
+    values = values_file(tmp_path, notebooks_values({"profiles": [bigger]}))
+    assert hub_checksum() != hub_checksum("-f", str(values))
