@@ -18,6 +18,8 @@ z2jh role allows exactly this: create and delete on Secrets, no patch.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Any
 
 from jupyterhub.utils import maybe_future
@@ -26,6 +28,7 @@ from kubernetes_asyncio.client import (
     V1Container,
     V1EmptyDirVolumeSource,
     V1EnvVar,
+    V1LocalObjectReference,
     V1ObjectMeta,
     V1OwnerReference,
     V1Pod,
@@ -40,8 +43,10 @@ from kubernetes_asyncio.client import (
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from kubespawner.slugs import is_valid_label, safe_slug
+from traitlets import default
 
-from .config import Config
+from .config import Config, validate
+from .hubconfig import configure
 from .launch import Launch
 from .provider import Caller
 from .spawner import CommitSpawnerMixin
@@ -62,10 +67,50 @@ CHECKOUT = "repo"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
+CLONE_UID = 1000  # the glue image's user, for the clone step of a notebook that runs as root
+PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+# the notebook container by default: what the `restricted` Pod Security level asks
+RESTRICTED_CONTAINER = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+K8S_NAME_MAX = 63
+
+
+def service_url(hub_name: str, service_name: str) -> str:
+    """The glue's in-cluster URL: its Service is named after z2jh's hub and the hub service.
+
+    The chart names the Service by the same rule (`renku-notebooks.serviceName`),
+    so the hub finds it from z2jh's own names, without a value written twice.
+    """
+    return f"http://{f'{hub_name}-{service_name}'[:K8S_NAME_MAX].rstrip('-')}"
+
+
+def configure_hub(c: Any, notebooks: dict[str, Any] | None, hub_name: str) -> None:
+    """The chart's hub.extraConfig: the notebooks config from z2jh's hub Secret (`custom`).
+
+    It lives there, not in a mounted ConfigMap, because z2jh's hub pod carries a
+    checksum of that Secret: an upgrade that changes the config restarts the hub.
+    """
+    data = dict(notebooks or {})
+    service = dict(data.get("service") or {})
+    service["url"] = service_url(hub_name, service.get("name", "notebooks"))
+    data["service"] = service
+    configure(c, validate(data, "jupyterhub.custom.notebooks"))
+
+
 def configure_kubespawner(c: Any, config: Config) -> None:
-    """Make the hub spawn CommitKubeSpawner pods; z2jh's `c.KubeSpawner` config still applies."""
+    """Make the hub spawn CommitKubeSpawner pods; z2jh's `c.KubeSpawner` config still applies.
+
+    The start timeout is set on CommitKubeSpawner: z2jh sets `KubeSpawner.start_timeout`,
+    which would win over `Spawner.start_timeout`; the subclass's setting wins over both.
+    """
     c.JupyterHub.spawner_class = "glue.kube.CommitKubeSpawner"
     c.CommitKubeSpawner.notebooks_config = config
+    c.CommitKubeSpawner.start_timeout = config["launch"]["startTimeoutSeconds"]
+    c.CommitKubeSpawner.http_timeout = config["launch"]["startTimeoutSeconds"]
 
 
 def label_value(value: str) -> str:
@@ -107,6 +152,22 @@ def restricted_security_context(
     )
 
 
+def registry_host(image: str) -> str:
+    """The registry of an image reference (Docker's rule: a first part with `.` or `:`)."""
+    first, _, rest = image.partition("/")
+    return first if rest and ("." in first or ":" in first or first == "localhost") else "docker.io"
+
+
+def registry_entry(data: dict[str, str], registry: str) -> str | None:
+    """A dockerconfigjson with only `registry`'s entry, from a Secret's base64 `data`."""
+    raw = data.get(".dockerconfigjson")
+    if not raw:
+        return None
+    auths = json.loads(base64.b64decode(raw)).get("auths") or {}
+    entry = auths.get(registry) or auths.get(f"https://{registry}")
+    return json.dumps({"auths": {registry: entry}}) if entry else None
+
+
 def _field(obj: Any, camel: str, snake: str) -> Any:
     """A field of a security context, which KubeSpawner builds as a camelCase dict, or a model."""
     if isinstance(obj, dict):
@@ -117,6 +178,7 @@ def _field(obj: Any, camel: str, snake: str) -> Any:
 async def _after_pod_created(spawner: CommitKubeSpawner, pod: dict[str, Any]) -> None:
     """KubeSpawner's after_pod_created_hook: the pod has a uid now, so it can own its Secret."""
     await spawner.create_token_secret(pod["metadata"]["uid"])
+    await spawner.create_registry_secret(pod["metadata"]["uid"])
     if spawner.operator_after_pod_created_hook:
         await maybe_future(spawner.operator_after_pod_created_hook(spawner, pod))
 
@@ -126,6 +188,10 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     _launch: Launch | None = None
     _git_token: str | None = None
+    # the registry host of a per-commit image, when the operator gave registry credentials
+    _pull_registry: str | None = None
+    # set while KubeSpawner waits for the pod: a failed image pull then ends the launch
+    _waiting_for_pod = False
     # set once KubeSpawner takes over; progress() then relays its pod events
     _pod_requested = False
 
@@ -145,7 +211,33 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             20, f"Starting a server for {target.full_path} at {target.commit_sha[:7]} with {image}"
         )
         self._pod_requested = True
-        return await super().start()
+        self._waiting_for_pod = True
+        try:
+            return await super().start()
+        finally:
+            self._waiting_for_pod = False
+
+    @default("container_security_context")
+    def _restricted_notebook(self) -> Any:
+        """The notebook passes `restricted` unless the operator runs it as root (uid 0)."""
+        return lambda spawner: {} if spawner.uid == 0 else dict(RESTRICTED_CONTAINER)
+
+    def is_pod_running(self, pod: dict[str, Any] | None) -> bool:
+        """KubeSpawner's check, but an image that cannot be pulled fails the start now, with the
+        kubelet's reason, instead of after the start timeout."""
+        if self._waiting_for_pod and pod is not None:
+            status = pod.get("status") or {}
+            for container in [
+                *(status.get("initContainerStatuses") or []),
+                *(status.get("containerStatuses") or []),
+            ]:
+                waiting = (container.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in PULL_FAILURES:
+                    raise RuntimeError(
+                        f"The image {container.get('image')} cannot be pulled "
+                        f"({waiting['reason']}): {waiting.get('message') or 'no detail'}"
+                    )
+        return super().is_pod_running(pod)
 
     async def load_user_options(self) -> None:
         """Profiles come from the notebooks config (applied by prepare_launch), not KubeSpawner's
@@ -172,12 +264,23 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.default_url = self.lab_url(launch)
         self.extra_labels = {**self.extra_labels, **target_labels(launch.target)}
         self.extra_annotations = {**self.extra_annotations, **target_annotations(launch)}
+        own_image = launch.image != config["images"]["default"]
+        self._pull_registry = (
+            registry_host(launch.image)
+            if own_image and config["spawner"]["registrySecret"]
+            else None
+        )
 
     async def get_pod_manifest(self) -> V1Pod:
         """KubeSpawner's pod, plus the workspace volume and our clone init container."""
         pod = await super().get_pod_manifest()
         if self._launch is not None:
             self.add_workspace(pod, self._launch, with_token=bool(self._git_token))
+        if self._pull_registry:
+            pod.spec.image_pull_secrets = [
+                *(pod.spec.image_pull_secrets or []),
+                V1LocalObjectReference(name=self.registry_secret_name),
+            ]
         return pod
 
     def add_workspace(self, pod: V1Pod, launch: Launch, *, with_token: bool) -> None:
@@ -235,6 +338,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         resources = notebook.resources or V1ResourceRequirements()
         keep = ("cpu", "memory")  # no GPU for a clone
         context = notebook.security_context
+        uid = _field(context, "runAsUser", "run_as_user")
         return V1Container(
             name=CLONE_CONTAINER,
             image=self.notebooks_config["spawner"]["cloneImage"],
@@ -246,8 +350,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
                 requests={k: v for k, v in (resources.requests or {}).items() if k in keep},
                 limits={k: v for k, v in (resources.limits or {}).items() if k in keep},
             ),
+            # a notebook run as root (docker-stacks images) still gets a non-root clone step
             security_context=restricted_security_context(
-                _field(context, "runAsUser", "run_as_user"),
+                CLONE_UID if uid == 0 else uid,
                 _field(context, "runAsGroup", "run_as_group"),
             ),
         )
@@ -256,8 +361,25 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     def token_secret_name(self) -> str:
         return f"{self.pod_name}-git-token"
 
+    @property
+    def registry_secret_name(self) -> str:
+        return f"{self.pod_name}-registry"
+
     def token_secret_manifest(self, token: str, pod_uid: str) -> V1Secret:
         """The Secret holding the token; owned by the pod, so deleted with it."""
+        return self.owned_secret(self.token_secret_name, pod_uid, "Opaque", {TOKEN_KEY: token})
+
+    def registry_secret_manifest(self, docker_config: str, pod_uid: str) -> V1Secret:
+        """This launch's image pull secret: only its registry's entry, owned by the pod."""
+        return self.owned_secret(
+            self.registry_secret_name,
+            pod_uid,
+            "kubernetes.io/dockerconfigjson",
+            {".dockerconfigjson": docker_config},
+        )
+
+    def owned_secret(self, name: str, pod_uid: str, kind: str, data: dict[str, str]) -> V1Secret:
+        """A Secret of this launch, labelled like the pod and owned by it."""
         # blockOwnerDeletion would need rights on pods/finalizers, which z2jh's hub role lacks
         owner = V1OwnerReference(
             api_version="v1",
@@ -271,51 +393,76 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             api_version="v1",
             kind="Secret",
             metadata=V1ObjectMeta(
-                name=self.token_secret_name,
+                name=name,
                 labels=self._build_common_labels(self._expand_all(self.extra_labels)),
                 annotations=self._build_common_annotations(
                     self._expand_all(self.extra_annotations)
                 ),
                 owner_references=[owner],
             ),
-            type="Opaque",
-            string_data={TOKEN_KEY: token},
+            type=kind,
+            string_data=data,
         )
 
     async def create_token_secret(self, pod_uid: str) -> None:
         """Store this launch's token for the clone step (nothing to do without a token)."""
         token, self._git_token = self._git_token, None
-        if not token:
+        if token:
+            await self.create_secret(self.token_secret_manifest(token, pod_uid), "the git token")
+
+    async def create_registry_secret(self, pod_uid: str) -> None:
+        """Copy the operator's credentials for this launch's registry into its pull secret."""
+        registry, self._pull_registry = self._pull_registry, None
+        if not registry:
             return
-        await self.delete_token_secret()  # one left by an earlier pod of this name
+        source = self.notebooks_config["spawner"]["registrySecret"]
         try:
-            await asyncio.wait_for(
-                self.api.create_namespaced_secret(
-                    self.namespace, self.token_secret_manifest(token, pod_uid)
-                ),
+            secret = await asyncio.wait_for(
+                self.api.read_namespaced_secret(source, self.namespace),
                 self.k8s_api_request_timeout,
             )
         except ApiException as e:
-            # our own message: KubeSpawner's would print the manifest, token included
             raise RuntimeError(
-                "Could not store the git token for the clone step "
+                f"Could not read the registry credentials {source} "
                 f"(Kubernetes: {e.status} {e.reason})."
+            ) from None
+        docker_config = registry_entry(secret.data or {}, registry)
+        if docker_config is None:
+            raise RuntimeError(f"The registry credentials {source} have no entry for {registry}.")
+        await self.create_secret(
+            self.registry_secret_manifest(docker_config, pod_uid), "the image pull secret"
+        )
+
+    async def create_secret(self, manifest: V1Secret, what: str) -> None:
+        """Create a Secret of this launch, replacing one left by an earlier pod of this name."""
+        await self.delete_secret(manifest.metadata.name)
+        try:
+            await asyncio.wait_for(
+                self.api.create_namespaced_secret(self.namespace, manifest),
+                self.k8s_api_request_timeout,
+            )
+        except ApiException as e:
+            # our own message: KubeSpawner's would print the manifest, secret included
+            raise RuntimeError(
+                f"Could not store {what} (Kubernetes: {e.status} {e.reason})."
             ) from None
 
     async def delete_token_secret(self) -> None:
-        """Delete the token Secret if any; failures only log: the owner reference cleans up too."""
+        """Delete this launch's Secrets; failures only log: the owner reference cleans up too."""
+        for name in (self.token_secret_name, self.registry_secret_name):
+            await self.delete_secret(name)
+
+    async def delete_secret(self, name: str) -> None:
         try:
             await asyncio.wait_for(
-                self.api.delete_namespaced_secret(self.token_secret_name, self.namespace),
+                self.api.delete_namespaced_secret(name, self.namespace),
                 self.k8s_api_request_timeout,
             )
         except ApiException as e:
             if e.status != 404:
-                self.log.warning(
-                    "Could not delete Secret %s: %s %s", self.token_secret_name, e.status, e.reason
-                )
+                self.log.warning("Could not delete Secret %s: %s %s", name, e.status, e.reason)
         except TimeoutError:
-            self.log.warning("Timed out deleting Secret %s", self.token_secret_name)
+            self.log.warning("Timed out deleting Secret %s", name)
 
     async def stop(self, now: bool = False) -> None:
         try:
@@ -330,6 +477,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     def clear_state(self) -> None:
         super().clear_state()
         self._launch, self._git_token, self._pod_requested = None, None, False
+        self._pull_registry = None
 
     async def progress(self):  # type: ignore[override]
         """Our launch steps, then KubeSpawner's pod events (scheduling, image pulls, failures)."""

@@ -19,11 +19,13 @@ from typing import Any
 from urllib.parse import quote
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from traitlets import Dict
+from tornado import web
+from traitlets import Dict, default
 from traitlets.config import Configurable
 
 from .access import Access
 from .config import Config
+from .errors import GlueError
 from .launch import Launch, from_user_options
 from .provider import Caller, make_provider
 
@@ -72,6 +74,10 @@ class CommitSpawnerMixin(Configurable):
                 sent += 1
             await asyncio.sleep(0.25)
 
+    @default("apply_user_options")
+    def _check_user_options_hook(self) -> Any:
+        return check_user_options
+
     async def prepare_launch(self) -> tuple[Launch, Caller]:
         """Validate user_options and check access again; raise with a sentence for the user."""
         self._events = []
@@ -105,6 +111,15 @@ class CommitSpawnerMixin(Configurable):
     def lab_url(launch: Launch) -> str:
         notebook = launch.target.notebook
         return f"/lab/tree/{quote(notebook)}" if notebook else "/lab"
+
+
+def check_user_options(spawner: CommitSpawnerMixin, user_options: dict[str, Any]) -> None:
+    """JupyterHub 5.3+ runs this before start(): a launch the config refuses (say a profile
+    an upgrade removed) is then a 400 with our sentence, not a 500 from start()."""
+    try:
+        from_user_options(spawner.notebooks_config, user_options)
+    except GlueError as e:
+        raise web.HTTPError(400, "%s", e.message) from None
 
 
 async def run_clone(source: str, commit: str, dest: Path, *, lfs: bool, token: str | None) -> None:

@@ -23,6 +23,7 @@ import yaml
 
 from glue import chartschema
 from glue.config import load
+from glue.kube import service_url
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm-chart" / "renku-notebooks"
@@ -39,7 +40,7 @@ ALL_OPTIONS: dict[str, Any] = {
     "replicaCount": 2,
     "secrets": {"cookieSecret": "a-fixed-cookie-secret"},
     "serviceAccount": {"create": True, "name": "glue-sa", "annotations": {"team": "notebooks"}},
-    "service": {"type": "NodePort", "port": 8080, "annotations": {"team": "notebooks"}},
+    "service": {"type": "NodePort", "annotations": {"team": "notebooks"}},
     "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}, "limits": {"memory": "400Mi"}},
     "podAnnotations": {"example.org/scrape": "true"},
     "podLabels": {"team": "notebooks"},
@@ -95,12 +96,17 @@ ALL_OPTIONS: dict[str, Any] = {
         "hosts": ["notebooks.example.org"],
         "tls": [{"hosts": ["notebooks.example.org"], "secretName": "notebooks-tls"}],
     },
-    "notebooks": {"service": {"name": "nbs"}},
     "jupyterhub": {
+        "custom": {"notebooks": {"service": {"name": "nbs"}}},
         "fullnameOverride": "jh",
         "hub": {"baseUrl": "/jhub/", "services": {"nbs": {"oauth_no_confirm": True}}},
     },
 }
+
+
+def notebooks_values(notebooks: dict[str, Any], **other: Any) -> dict[str, Any]:
+    """Chart values setting (part of) the notebooks config, where the chart reads it."""
+    return {"jupyterhub": {"custom": {"notebooks": notebooks}}, **other}
 
 
 def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -246,14 +252,14 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
     assert pod["metadata"]["labels"]["hub.jupyter.org/network-access-hub"] == "true"
 
     configmap = one(docs, "ConfigMap")
-    assert configmap["metadata"]["name"] == "renku-notebooks-config"
+    assert configmap["metadata"]["name"] == "rel-renku-notebooks"
     config_file = tmp_path / "config.yaml"
     config_file.write_text(configmap["data"]["config.yaml"])
     config = load(config_file)  # what the glue and the hub do at start-up
     assert config["spawner"]["kind"] == "kubernetes"
-    assert config["service"]["url"] == f"http://rel-renku-notebooks.{NAMESPACE}.svc:80"
+    assert config["service"]["url"] == "http://hub-notebooks" == service_url("hub", "notebooks")
     volumes = {v["name"]: v for v in spec["volumes"]}
-    assert volumes["config"]["configMap"]["name"] == "renku-notebooks-config"
+    assert volumes["config"]["configMap"]["name"] == "rel-renku-notebooks"
 
     service = one(docs, "Service")
     assert service["spec"]["ports"] == [
@@ -279,7 +285,7 @@ def test_every_option_render(helm: str, chart: Path, tmp_path: Path) -> None:
     ours = {
         k: v
         for k, v in yaml.safe_load((CHART / "values.yaml").read_text()).items()
-        if k not in ("notebooks", "jupyterhub")
+        if k != "jupyterhub"
     }
     missing = {
         p
@@ -316,7 +322,7 @@ def test_every_option_render(helm: str, chart: Path, tmp_path: Path) -> None:
     assert rule["host"] == "notebooks.example.org"
     assert rule["http"]["paths"][0]["path"] == "/jhub/services/nbs/"
     assert rule["http"]["paths"][0]["backend"]["service"] == {
-        "name": "rel-nb",
+        "name": "jh-hub-nbs",
         "port": {"name": "http"},
     }
     secret = one(docs, "Secret")
@@ -329,19 +335,27 @@ def test_every_option_render(helm: str, chart: Path, tmp_path: Path) -> None:
         for peer in rule.get("to", [])
     )
     service = one(docs, "Service")["spec"]
-    assert service["type"] == "NodePort" and service["ports"][0]["port"] == 8080
+    assert service["type"] == "NodePort" and service["ports"][0]["port"] == 80
     config_file = tmp_path / "config.yaml"
     config_file.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
-    assert load(config_file)["service"]["url"] == f"http://rel-nb.{NAMESPACE}.svc:8080"
+    assert (
+        load(config_file)["service"]["url"] == "http://jh-hub-nbs" == service_url("jh-hub", "nbs")
+    )
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("notebooks.launch.serversPerUser=0", "Must be greater than or equal to 1"),
-        ("notebooks.launch.bogus=1", "Additional property bogus is not allowed"),
-        ("notebooks.images.pullPolicy=Sometimes", "notebooks.images.pullPolicy must be one of"),
-        ("notebooks.profiles[0].memory=lots", "Does not match pattern"),
+        (
+            "jupyterhub.custom.notebooks.launch.serversPerUser=0",
+            "Must be greater than or equal to 1",
+        ),
+        ("jupyterhub.custom.notebooks.launch.bogus=1", "Additional property bogus is not allowed"),
+        (
+            "jupyterhub.custom.notebooks.images.pullPolicy=Sometimes",
+            "jupyterhub.custom.notebooks.images.pullPolicy must be one of",
+        ),
+        ("jupyterhub.custom.notebooks.profiles[0].memory=lots", "Does not match pattern"),
     ],
 )
 def test_invalid_notebooks_config_is_refused(
@@ -357,27 +371,23 @@ def test_invalid_notebooks_config_is_refused(
     "values, message",
     [
         (
-            {"notebooks": {"spawner": {"kind": "local"}}},
+            notebooks_values({"spawner": {"kind": "local"}}),
             "notebooks.spawner.kind must be `kubernetes`",
         ),
         (
-            {
-                "notebooks": {
+            notebooks_values(
+                {
                     "profiles": [
                         {"name": "a", "cpu": 1, "memory": "1G"},
                         {"name": "a", "cpu": 2, "memory": "2G"},
                     ]
                 }
-            },
+            ),
             'duplicate profile name "a"',
         ),
         (
-            {"notebooks": {"service": {"name": "other"}}},
+            notebooks_values({"service": {"name": "other"}}),
             'jupyterhub.hub.services needs the key "other"',
-        ),
-        (
-            {"jupyterhub": {"hub": {"extraVolumes": []}}},
-            "jupyterhub.hub.extraVolumes needs the entry",
         ),
     ],
 )
@@ -390,26 +400,9 @@ def test_inconsistent_values_are_refused(
 
 
 def test_two_releases_do_not_collide(helm: str, chart: Path, tmp_path: Path) -> None:
+    """Only z2jh's fullnameOverride must differ (z2jh's own names need it): nothing is literal."""
     first = names(template(helm, chart, "first"))
-    # the hub-mounted ConfigMap is the one name z2jh makes us write literally
-    default_second = names(template(helm, chart, "second"))
-    assert set(first) & set(default_second) == {("ConfigMap", "renku-notebooks-config")}
-    second_values = values_file(
-        tmp_path,
-        {
-            "jupyterhub": {
-                "fullnameOverride": "second",
-                "hub": {
-                    "extraVolumes": [
-                        {
-                            "name": "renku-notebooks",
-                            "configMap": {"name": "second-notebooks-config"},
-                        }
-                    ]
-                },
-            }
-        },
-    )
+    second_values = values_file(tmp_path, {"jupyterhub": {"fullnameOverride": "second"}})
     second = names(template(helm, chart, "second", "-f", second_values))
     assert not set(first) & set(second)
 
@@ -440,9 +433,9 @@ def test_as_subchart_of_renku(helm: str, chart: Path, tmp_path: Path) -> None:
     (parent / "values.yaml").write_text(
         yaml.safe_dump(
             {
-                "renku-notebooks": {
-                    "notebooks": {"provider": {"url": "https://gitlab.renku.example"}}
-                }
+                "renku-notebooks": notebooks_values(
+                    {"provider": {"url": "https://gitlab.renku.example"}}
+                )
             }
         )
     )
@@ -456,7 +449,7 @@ def test_as_subchart_of_renku(helm: str, chart: Path, tmp_path: Path) -> None:
     configmap = next(
         d
         for d in docs
-        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "renku-notebooks-config"
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "renku-renku-notebooks"
     )
     config = yaml.safe_load(configmap["data"]["config.yaml"])
     assert config["notebooks"]["provider"]["url"] == "https://gitlab.renku.example"
@@ -517,6 +510,65 @@ def test_with_z2jh(helm: str, z2jh_chart: Path, override: list[str]) -> None:
         for d in docs
         if d["kind"] == "Deployment" and d["metadata"]["name"] == hub_secret["metadata"]["name"]
     )
-    hub_volumes = {v["name"]: v for v in hub["spec"]["template"]["spec"]["volumes"]}
-    assert hub_volumes["renku-notebooks"]["configMap"]["name"] == "renku-notebooks-config"
+    glue_service = next(
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-notebooks")
+    )
+    assert glue_service["metadata"]["name"] == f"{hub['metadata']['name']}-notebooks"
     assert [n for n, count in Counter(names(docs)).items() if count > 1] == []
+
+
+def notes(helm: str, chart: Path, *args: str | Path) -> str:
+    """The NOTES `helm install` prints, rendered as a template (install would need a cluster)."""
+    templates = chart / "templates"
+    text = (templates / "NOTES.txt").read_text()
+    (templates / "_zz-notes.tpl").write_text(f'{{{{- define "zz.notes" }}}}{text}{{{{ end }}}}')
+    (templates / "zz-notes.yaml").write_text('notes: {{ include "zz.notes" . | toJson }}\n')
+    try:
+        out = run(helm, "template", "rel", chart, "--show-only", "templates/zz-notes.yaml", *args)
+        return yaml.safe_load(out.stdout)["notes"]
+    finally:
+        (templates / "_zz-notes.tpl").unlink()
+        (templates / "zz-notes.yaml").unlink()
+
+
+def test_notes_say_what_is_open(helm: str, chart: Path, tmp_path: Path) -> None:
+    closed = notes(helm, chart)
+    assert "nobody can log in yet" in closed
+    assert "Images: only quay.io/jupyterhub/k8s-singleuser-sample:4.4.0" in closed
+    assert "WARNING: jupyterhub.hub.config.GitLabOAuthenticator.client_id is not set" in closed
+    opened = notes(
+        helm,
+        chart,
+        "-f",
+        values_file(
+            tmp_path,
+            notebooks_values({"images": {"allowedRegistries": ["registry.gitlab.com"]}}),
+        ),
+        "--set",
+        "jupyterhub.hub.config.Authenticator.allow_all=true",
+        "--set",
+        "jupyterhub.hub.config.GitLabOAuthenticator.client_id=app",
+    )
+    assert "ANYONE with an account on https://gitlab.com can log in" in opened
+    assert "per-commit images from registry.gitlab.com run in the cluster" in opened
+    assert "WARNING" not in opened
+
+
+def test_defaults_are_safe(helm: str, chart: Path) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["jupyterhub"]
+    assert values["custom"]["notebooks"]["images"]["allowedRegistries"] == []
+    assert not (values["hub"].get("config") or {}).get("Authenticator", {}).get("allow_all")
+    assert values["singleuser"]["cloudMetadata"]["blockWithIptables"] is False
+
+
+def test_z2jh_hub_rolls_on_a_notebooks_change(helm: str, z2jh_chart: Path, tmp_path: Path) -> None:
+    """z2jh's hub pod carries its Secret's checksum; the notebooks config is in that Secret."""
+
+    def hub_checksum(*args: str) -> str:
+        docs = template(helm, z2jh_chart, "rel", *args)
+        hub = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "hub")
+        return hub["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+
+    bigger = {"name": "bigger", "cpu": 1, "memory": "2Gi", "default": True}
+    values = values_file(tmp_path, notebooks_values({"profiles": [bigger]}))
+    assert hub_checksum() != hub_checksum("-f", str(values))

@@ -1,15 +1,20 @@
 """The hub's `hub.extraConfig` from the chart's values.yaml, loaded by a real JupyterHub.
 
 z2jh runs these snippets with `exec` inside its jupyterhub_config.py, after it
-registered `hub.services` (with their generated tokens). Here a generated
-config file does the same, with the notebooks config the chart's ConfigMap
-renders, and JupyterHub loads it: a typo, a missing import or a wrong key
-fails here instead of in a crash-looping hub pod.
+registered `hub.services` (with their generated tokens) and set KubeSpawner's
+traits from `singleuser`. Here a generated config file does the same, with a
+`z2jh` module that answers `get_config` from the chart's `jupyterhub` values
+(what z2jh writes into its hub Secret's values.yaml) and `get_name` as z2jh's
+ConfigMap does, and JupyterHub loads it: a typo, a missing import or a wrong
+key fails here instead of in a crash-looping hub pod.
 """
 
 from __future__ import annotations
 
+import copy
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,7 +22,7 @@ import yaml
 from jupyterhub.app import JupyterHub
 
 from glue.kube import CommitKubeSpawner
-from tests.test_chart import CHART, find_helm, one, template, without_dependency
+from tests.test_chart import CHART
 
 API_TOKEN = "token-that-z2jh-generated"
 # what z2jh's jupyterhub_config.py has set when it reaches hub.extraConfig
@@ -28,6 +33,7 @@ c.JupyterHub.services = [
     {{"name": "notebooks", "oauth_no_confirm": True, "api_token": {API_TOKEN!r}}},
 ]
 c.JupyterHub.load_roles = []
+c.KubeSpawner.start_timeout = 300  # z2jh: singleuser.startTimeout
 """
 Z2JH_EXEC = """
 for key, config_py in sorted(extra_config.items()):
@@ -35,19 +41,55 @@ for key, config_py in sorted(extra_config.items()):
 """
 
 
+# z2jh's accessors, reading the hub Secret's values.yaml and naming the hub as z2jh 4.4.0 does
+Z2JH_MODULE = """
+import yaml
+
+VALUES = yaml.safe_load(open(__file__.replace("z2jh.py", "values.yaml")))
+
+
+def get_config(key, default=None):
+    value = VALUES
+    for level in key.split("."):
+        if not isinstance(value, dict) or level not in value:
+            return default
+        value = value[level]
+    return value
+
+
+def get_name(name):
+    return name
+"""
+
+
+def chart_values() -> dict[str, Any]:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
 def extra_config() -> dict[str, str]:
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    return values["jupyterhub"]["hub"]["extraConfig"]
+    return chart_values()["jupyterhub"]["hub"]["extraConfig"]
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 @pytest.fixture
-def notebooks_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The config file the hub mounts, as the chart renders it; the snippet finds it by env."""
-    chart = without_dependency(CHART, tmp_path / "chart")
-    configmap = one(template(find_helm(), chart, "rel"), "ConfigMap")
-    path = tmp_path / "config.yaml"
-    path.write_text(configmap["data"]["config.yaml"])
-    monkeypatch.setenv("NOTEBOOKS_CONFIG", str(path))
+def hub_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """z2jh's hub Secret values.yaml (the chart's `jupyterhub` values) and its `z2jh` module."""
+    module_dir = tmp_path / "z2jh"
+    module_dir.mkdir()
+    (module_dir / "z2jh.py").write_text(Z2JH_MODULE)
+    path = module_dir / "values.yaml"
+    path.write_text(yaml.safe_dump(chart_values()["jupyterhub"]))
+    monkeypatch.syspath_prepend(str(module_dir))
+    monkeypatch.delitem(sys.modules, "z2jh", raising=False)
     return path
 
 
@@ -60,19 +102,19 @@ def load_hub(tmp_path: Path, snippets: dict[str, str]) -> JupyterHub:
     return app
 
 
-def test_extra_config_configures_the_hub(notebooks_config: Path, tmp_path: Path) -> None:
+def test_extra_config_configures_the_hub(hub_values: Path, tmp_path: Path) -> None:
     app = load_hub(tmp_path, extra_config())
     assert app.spawner_class is CommitKubeSpawner
     assert app.allow_named_servers is True
-    assert app.named_server_limit_per_user == 5
+    assert app.named_server_limit_per_user == rendered_limit(hub_values)
 
     services = {s["name"]: s for s in app.services}
-    rendered = yaml.safe_load(notebooks_config.read_text())["notebooks"]
+    rendered = yaml.safe_load(hub_values.read_text())["custom"]["notebooks"]
     assert services["notebooks"] == {
         "name": "notebooks",
         "oauth_no_confirm": True,
         "api_token": API_TOKEN,
-        "url": rendered["service"]["url"],
+        "url": "http://hub-notebooks",  # the chart's Service name for the glue
     }
     roles = {r["name"]: r for r in app.load_roles}
     assert roles["notebooks-service"]["services"] == ["notebooks"]
@@ -95,15 +137,51 @@ def test_extra_config_configures_the_hub(notebooks_config: Path, tmp_path: Path)
 @pytest.mark.parametrize(
     "typo",
     [
-        ("glue.hubconfig.configure(", "glue.hubconfig.configur("),
-        ("import os\n", ""),
-        ("glue.config.load(", "glue.config.laod("),
+        ("glue.kube.configure_hub(", "glue.kube.configure_hb("),
+        ("import glue.kube\n", ""),
+        ('get_config("custom.notebooks")', 'get_config("custom.notebook")'),
     ],
 )
-def test_a_typo_fails_to_load(
-    notebooks_config: Path, tmp_path: Path, typo: tuple[str, str]
-) -> None:
+def test_a_typo_fails_to_load(hub_values: Path, tmp_path: Path, typo: tuple[str, str]) -> None:
     snippets = {key: text.replace(*typo) for key, text in extra_config().items()}
     assert snippets != extra_config()
     with pytest.raises(Exception):  # noqa: B017 (any error: the hub would not start)
         load_hub(tmp_path, snippets)
+
+
+async def test_start_timeout_wins_over_z2jh(
+    hub_values: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """z2jh sets KubeSpawner.start_timeout; the notebooks config's must still apply."""
+    values = yaml.safe_load(hub_values.read_text())
+    hub_values.write_text(
+        yaml.safe_dump(
+            merge(values, {"custom": {"notebooks": {"launch": {"startTimeoutSeconds": 123}}}})
+        )
+    )
+    app = load_hub(tmp_path, extra_config())
+    monkeypatch.setattr("kubespawner.spawner.load_config", lambda **kwargs: None)
+    spawner = CommitKubeSpawner(
+        config=app.config, _mock=True, user=SimpleNamespace(name="alice", id=1, url="/user/alice/")
+    )
+    assert spawner.start_timeout == 123
+    assert spawner.http_timeout == 123
+
+
+def test_a_config_change_is_in_the_hub_secret_values(hub_values: Path, tmp_path: Path) -> None:
+    """The hub takes its notebooks config from z2jh's hub Secret (whose checksum rolls the
+    hub), not from a mounted file: a profile added by an upgrade reaches the spawner."""
+    values = yaml.safe_load(hub_values.read_text())
+    bigger = {"name": "bigger", "cpu": 1, "memory": "2Gi"}
+    profiles = [*values["custom"]["notebooks"]["profiles"], bigger]
+    hub_values.write_text(
+        yaml.safe_dump(merge(values, {"custom": {"notebooks": {"profiles": profiles}}}))
+    )
+    app = load_hub(tmp_path, extra_config())
+    names = [p["name"] for p in app.config.CommitKubeSpawner.notebooks_config["profiles"]]
+    assert names == ["small", "bigger"]
+    assert "extraVolumes" not in chart_values()["jupyterhub"]["hub"]
+
+
+def rendered_limit(hub_values: Path) -> int:
+    return yaml.safe_load(hub_values.read_text())["custom"]["notebooks"]["launch"]["serversPerUser"]

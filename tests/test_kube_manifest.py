@@ -8,6 +8,7 @@ manifest is validated strictly against the Kubernetes 1.28 schema.
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from kubernetes_asyncio.client import ApiClient, V1Capabilities, V1Container, V1
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from kubespawner.slugs import is_valid_label, is_valid_object_name
+from tornado import web
 from traitlets.config import Config
 
 import glue.local
@@ -98,7 +100,7 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     )
 
 
-def notebooks_config(root: Path) -> dict[str, Any]:
+def notebooks_config(root: Path, **spawner: Any) -> dict[str, Any]:
     return validate(
         {
             "images": {
@@ -111,22 +113,31 @@ def notebooks_config(root: Path) -> dict[str, Any]:
                 {"name": "gpu", "cpu": 2, "memory": "8Gi", "gpu": 1},
             ],
             "provider": {"kind": "local", "root": str(root)},
-            "spawner": {"kind": "kubernetes", "workDir": WORK_DIR, "cloneImage": CLONE_IMAGE},
+            "spawner": {
+                "kind": "kubernetes",
+                "workDir": WORK_DIR,
+                "cloneImage": CLONE_IMAGE,
+                **spawner,
+            },
         }
     )
 
 
-def hub_config(root: Path) -> Config:
-    """Roughly what z2jh's jupyterhub_config.py sets, then our hubconfig.configure()."""
+def hub_config(root: Path, *, blocker: bool = True, uid: int = 1000, **spawner: Any) -> Config:
+    """Roughly what z2jh's jupyterhub_config.py sets, then our hubconfig.configure().
+
+    `blocker`: z2jh's block-cloud-metadata init container (its default; the chart turns it off).
+    """
     c = Config()
     c.KubeSpawner.namespace = "renku"
-    c.KubeSpawner.uid = 1000
+    c.KubeSpawner.uid = uid
     c.KubeSpawner.fs_gid = 100
     c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
     c.KubeSpawner.extra_labels = {"hub.jupyter.org/network-access-hub": "true"}
     c.KubeSpawner.common_labels = {"app.kubernetes.io/managed-by": "kubespawner"}
-    c.KubeSpawner.init_containers = [Z2JH_BLOCKER]
-    hubconfig.configure(c, notebooks_config(root))
+    c.KubeSpawner.allow_privilege_escalation = False
+    c.KubeSpawner.init_containers = [Z2JH_BLOCKER] if blocker else []
+    hubconfig.configure(c, notebooks_config(root, **spawner))
     return c
 
 
@@ -160,8 +171,9 @@ def make_spawner(
     user: str = "alice",
     server: str = "project-0123456789ab",
     token: str | None = TOKEN,
+    **hub: Any,
 ) -> kube.CommitKubeSpawner:
-    c = hub_config(repos.root)
+    c = hub_config(repos.root, **hub)
     assert c.JupyterHub.spawner_class == "glue.kube.CommitKubeSpawner"
     spawner = kube.CommitKubeSpawner(
         config=c,
@@ -412,7 +424,11 @@ async def test_token_secret_lifecycle(
     monkeypatch.setattr(KubeSpawner, "stop", pod_deleted)
     await spawner.stop()
     assert name not in api.secrets
-    assert api.calls[-2:] == [("stop", spawner.pod_name), ("delete", name)]
+    assert api.calls[-3:] == [
+        ("stop", spawner.pod_name),
+        ("delete", name),
+        ("delete", spawner.registry_secret_name),
+    ]
     await spawner.stop()  # nothing left to delete: a 404 is fine
 
 
@@ -441,3 +457,142 @@ async def test_progress_relays_pod_events(
         "Checking access to group/project",
         "0/1 nodes are available: Insufficient cpu.",
     ]
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What the `restricted` Pod Security Standard (Kubernetes docs, v1.28) refuses in a pod."""
+    spec = pod["spec"]
+    pod_context = spec.get("securityContext") or {}
+    found = []
+    for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
+        name, context = container["name"], container.get("securityContext") or {}
+        if context.get("privileged"):
+            found.append(f"{name}: privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation is not false")
+        if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
+            found.append(f"{name}: runAsNonRoot is not true")
+        if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+            found.append(f"{name}: runAsUser 0")
+        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get(
+            "type"
+        )
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: no seccomp profile")
+        capabilities = context.get("capabilities") or {}
+        if "ALL" not in (capabilities.get("drop") or []):
+            found.append(f"{name}: capabilities not dropped")
+        if set(capabilities.get("add") or []) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: adds capabilities")
+    for volume in spec.get("volumes") or []:
+        if "hostPath" in volume:
+            found.append(f"volume {volume['name']}: hostPath")
+    return found
+
+
+async def test_pod_passes_restricted_with_the_charts_settings(
+    repos: SimpleNamespace, token_provider: None
+) -> None:
+    """The chart turns z2jh's privileged metadata blocker off; every container is restricted."""
+    spawner = make_spawner(repos, options(repos, image=PROJECT_IMAGE), blocker=False)
+    pod = valid(await shaped_pod(spawner))
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["git-clone"]
+    assert restricted_violations(pod) == []
+    # and the check can fail: z2jh's own default pod does not pass
+    blocked = valid(await shaped_pod(make_spawner(repos, options(repos))))
+    assert "block-cloud-metadata: privileged" in restricted_violations(blocked)
+
+
+async def test_root_notebook_gets_a_non_root_clone_step(repos: SimpleNamespace) -> None:
+    """uid 0 (docker-stacks images that start as root): the kubelet refuses runAsNonRoot with
+    runAsUser 0, so the clone step runs as the glue image's user instead."""
+    spawner = make_spawner(repos, options(repos), blocker=False, uid=0)
+    pod = valid(await shaped_pod(spawner))
+    clone = by_name(pod["spec"]["initContainers"])["git-clone"]["securityContext"]
+    assert clone["runAsNonRoot"] is True and clone["runAsUser"] == kube.CLONE_UID
+    notebook = pod["spec"]["containers"][0]["securityContext"]
+    assert notebook["runAsUser"] == 0 and "runAsNonRoot" not in notebook
+
+
+async def test_refused_options_are_a_400_before_start(repos: SimpleNamespace) -> None:
+    """JupyterHub 5.3+ runs apply_user_options before start(): a profile the config does not
+    have (an upgrade removed it) is a 400 with our sentence, not a 500 from start()."""
+    spawner = make_spawner(repos, options(repos, profile="bigger"))
+    with pytest.raises(web.HTTPError) as refused:
+        await spawner._run_apply_user_options(spawner.user_options)
+    assert refused.value.status_code == 400
+    message = refused.value.log_message % refused.value.args
+    assert "bigger" in message
+    spawner.user_options = options(repos)
+    await spawner._run_apply_user_options(spawner.user_options)  # accepted, no warning
+
+
+def pod_status(reason: str, message: str) -> dict[str, Any]:
+    waiting = {"reason": reason, "message": message}
+    return {
+        "metadata": {"uid": "u"},
+        "status": {
+            "phase": "Pending",
+            "podIP": None,
+            "initContainerStatuses": [{"name": "git-clone", "ready": False, "state": {}}],
+            "containerStatuses": [
+                {
+                    "name": "notebook",
+                    "image": PROJECT_IMAGE,
+                    "ready": False,
+                    "state": {"waiting": waiting},
+                }
+            ],
+        },
+    }
+
+
+async def test_an_image_pull_failure_ends_the_start(repos: SimpleNamespace) -> None:
+    spawner = make_spawner(repos, options(repos))
+    spawner._waiting_for_pod = True
+    assert spawner.is_pod_running(pod_status("ContainerCreating", "")) is False
+    with pytest.raises(RuntimeError, match=r"cannot be pulled \(ErrImagePull\): 401 Unauthorized"):
+        spawner.is_pod_running(pod_status("ErrImagePull", "401 Unauthorized"))
+    spawner._waiting_for_pod = False  # poll() after the start only asks whether it runs
+    assert spawner.is_pod_running(pod_status("ErrImagePull", "401 Unauthorized")) is False
+
+
+REGISTRY_AUTH = {
+    "auths": {
+        "registry.example.com": {"username": "deploy-token", "password": "gldt-SECRET"},
+        "other.example.org": {"username": "x", "password": "other-SECRET"},
+    }
+}
+
+
+class RegistryCoreApi(FakeCoreApi):
+    async def read_namespaced_secret(self, name: str, namespace: str) -> Any:
+        assert name == "registry-credentials"
+        raw = base64.b64encode(json.dumps(REGISTRY_AUTH).encode()).decode()
+        return SimpleNamespace(data={".dockerconfigjson": raw})
+
+
+async def test_project_image_gets_a_pull_secret_of_its_own(
+    repos: SimpleNamespace, token_provider: None
+) -> None:
+    spawner = make_spawner(
+        repos,
+        options(repos, image=PROJECT_IMAGE, image_fallback=False),
+        registrySecret="registry-credentials",
+    )
+    spawner.api = api = RegistryCoreApi()
+    pod = valid(await shaped_pod(spawner))
+    name = spawner.registry_secret_name
+    assert pod["spec"]["imagePullSecrets"] == [{"name": name}]
+    await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-2"}})
+    secret = valid(await serialize(api.secrets[name]))
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "pod-uid-2"
+    assert json.loads(secret["stringData"][".dockerconfigjson"]) == {
+        "auths": {"registry.example.com": REGISTRY_AUTH["auths"]["registry.example.com"]}
+    }
+    assert "gldt-SECRET" not in json.dumps(pod)
+
+    # the default image needs no credentials
+    default = make_spawner(repos, options(repos), registrySecret="registry-credentials")
+    assert not valid(await shaped_pod(default))["spec"].get("imagePullSecrets")

@@ -2,8 +2,10 @@
   Names, labels and the rendered notebooks config of the renku-notebooks chart.
   Every resource of ours is named from "renku-notebooks.fullname", which holds
   the release name, so two releases (or this chart under a parent chart such as
-  `renku`) never collide. The one exception is the ConfigMap the hub mounts:
-  z2jh does not template hub.extraVolumes, so its name is read from there.
+  `renku`) never collide. The one exception is the glue's Service, named after
+  z2jh's hub (which the hub knows as z2jh.get_name("hub")), so the hub finds it
+  without a value written twice; z2jh's own names need
+  jupyterhub.fullnameOverride to differ between releases anyway.
 */}}
 
 {{- define "renku-notebooks.name" -}}
@@ -77,29 +79,29 @@ app.kubernetes.io/part-of: renku-notebooks
 {{- printf "%s/" (trimSuffix "/" $base) }}
 {{- end }}
 
+{{- /* THE notebooks config: under z2jh's `custom`, so z2jh's hub Secret (and its checksum) holds it. */}}
+{{- define "renku-notebooks.values" -}}
+{{- (((.Values.jupyterhub | default dict).custom | default dict).notebooks | default dict) | toYaml }}
+{{- end }}
+
+{{- define "renku-notebooks.serviceName" -}}
+{{- $config := include "renku-notebooks.values" . | fromYaml }}
+{{- printf "%s-%s" (include "renku-notebooks.hubFullname" .) (($config.service | default dict).name | default "notebooks") | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "renku-notebooks.servicePrefix" -}}
-{{- include "renku-notebooks.hubBaseUrl" . }}services/{{ .Values.notebooks.service.name | default "notebooks" }}/
+{{- $config := include "renku-notebooks.values" . | fromYaml }}
+{{- include "renku-notebooks.hubBaseUrl" . }}services/{{ ($config.service | default dict).name | default "notebooks" }}/
 {{- end }}
 
+{{- /* glue.kube.service_url computes the same on the hub */}}
 {{- define "renku-notebooks.serviceUrl" -}}
-http://{{ include "renku-notebooks.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.service.port }}
+http://{{ include "renku-notebooks.serviceName" . }}
 {{- end }}
 
-{{- /* The ConfigMap both the glue and the hub mount: named by the hub's extraVolumes entry. */}}
-{{- define "renku-notebooks.configMapName" -}}
-{{- $hub := (.Values.jupyterhub | default dict).hub | default dict }}
-{{- $name := "" }}
-{{- range $hub.extraVolumes | default list }}
-{{- if and (eq .name "renku-notebooks") .configMap }}
-{{- $name = .configMap.name }}
-{{- end }}
-{{- end }}
-{{- required "jupyterhub.hub.extraVolumes needs the entry `renku-notebooks` with configMap.name: the hub reads the notebooks config from it" $name }}
-{{- end }}
-
-{{- /* The notebooks config as the glue and the hub load it: the values, plus the glue's address. */}}
+{{- /* The notebooks config as the glue loads it: the values, plus the glue's address. */}}
 {{- define "renku-notebooks.config" -}}
-{{- $config := deepCopy .Values.notebooks }}
+{{- $config := include "renku-notebooks.values" . | fromYaml }}
 {{- $service := $config.service | default dict }}
 {{- $_ := set $service "url" (include "renku-notebooks.serviceUrl" .) }}
 {{- $_ := set $config "service" $service }}
@@ -111,25 +113,25 @@ http://{{ include "renku-notebooks.fullname" . }}.{{ .Release.Namespace }}.svc:{
   profile rules again at start-up (glue.config), this only fails earlier.
 */}}
 {{- define "renku-notebooks.validate" -}}
-{{- $config := .Values.notebooks }}
+{{- $config := include "renku-notebooks.values" . | fromYaml }}
 {{- if ne ($config.spawner | default dict).kind "kubernetes" }}
-{{- fail "notebooks.spawner.kind must be `kubernetes` in the Helm chart" }}
+{{- fail "jupyterhub.custom.notebooks.spawner.kind must be `kubernetes` in the Helm chart" }}
 {{- end }}
 {{- $name := ($config.service | default dict).name | default "notebooks" }}
 {{- $services := ((.Values.jupyterhub | default dict).hub | default dict).services | default dict }}
 {{- if not (hasKey $services $name) }}
-{{- fail (printf "jupyterhub.hub.services needs the key %q (notebooks.service.name): z2jh makes its API token" $name) }}
+{{- fail (printf "jupyterhub.hub.services needs the key %q (jupyterhub.custom.notebooks.service.name): z2jh makes its API token" $name) }}
 {{- end }}
 {{- $seen := dict }}
 {{- $defaults := 0 }}
 {{- range $config.profiles }}
 {{- if hasKey $seen .name }}
-{{- fail (printf "notebooks.profiles: duplicate profile name %q" .name) }}
+{{- fail (printf "jupyterhub.custom.notebooks.profiles: duplicate profile name %q" .name) }}
 {{- end }}
 {{- $_ := set $seen .name true }}
 {{- if .default }}{{ $defaults = add1 $defaults }}{{ end }}
 {{- end }}
 {{- if gt $defaults 1 }}
-{{- fail "notebooks.profiles: more than one profile is marked default" }}
+{{- fail "jupyterhub.custom.notebooks.profiles: more than one profile is marked default" }}
 {{- end }}
 {{- end }}
