@@ -96,10 +96,19 @@ def load(path: str | Path) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    # Helm values carry the config under `notebooks:`; a bare config file is accepted too
-    if isinstance(data, dict) and "notebooks" in data:
-        data = data["notebooks"]
-    return validate(data, str(path))
+    return validate(_notebooks_part(data), str(path))
+
+
+def _notebooks_part(data: Any) -> Any:
+    """The config inside a file: the chart's values carry it at `jupyterhub.custom.notebooks`
+    (where z2jh's hub checksum covers it), a values file may have it at `notebooks:`, and a
+    bare config file is accepted too; so an operator checks their values file as it is."""
+    if not isinstance(data, dict):
+        return data
+    custom = (data.get("jupyterhub") or {}).get("custom") or {}
+    if isinstance(custom, dict) and "notebooks" in custom:
+        return custom["notebooks"]
+    return data.get("notebooks", data)
 
 
 def default_profile(config: Config) -> dict[str, Any]:

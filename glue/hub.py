@@ -17,7 +17,14 @@ from urllib.parse import quote
 import aiohttp
 
 from . import metrics
-from .errors import GlueError, TooManyServers, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .errors import (
+    BadRequest,
+    GlueError,
+    TooManyServers,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +200,10 @@ class Hub:
                 "already running" in e.hub_message or "pending" in e.hub_message
             ):
                 return None
+            if e.hub_status == 400:
+                # the hub's re-check refused the launch (Spawner.apply_user_options): its
+                # sentence, as a refusal, not as a failure of the hub
+                raise BadRequest(e.hub_message, code="launch_refused") from None
             raise
         return 201 if status == 201 else 202
 

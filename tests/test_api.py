@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from glue.errors import BadRequest
+from glue.hub import Hub
 from glue.target import Target
 from tests.hubtools import Client, RunningHub, hub_calls_by_glue, log_since
 
@@ -343,6 +345,22 @@ def test_users_cannot_start_servers_around_the_glue(hub, repos):
     )
     assert response.status_code == 403
     assert hub.hub_servers("dave") == {}
+
+
+async def test_the_hubs_refusal_is_a_400_with_its_sentence(hub, alice, repos):
+    """The hub re-checks every launch (Spawner.apply_user_options): a launch the hub's config
+    refuses (a profile only a newer glue knows, say) reaches the caller as a 400 with the
+    hub's sentence, through the glue's own hub client, not as a 502 "JupyterHub failed"."""
+    target = Target("demo", "hello", repos["shas"]["demo/hello"][0])
+    options = {**target.options(), "profile": "gigantic"}
+    client = Hub(f"{hub.url}/hub/api", hub.admin_token)
+    try:
+        with pytest.raises(BadRequest) as info:
+            await client.start("alice", target.server_name, options)
+    finally:
+        await client.close()
+    assert (info.value.status, info.value.code) == (400, "launch_refused")
+    assert "gigantic" in info.value.message and "profile" in info.value.message
 
 
 def test_health(hub):

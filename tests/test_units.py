@@ -72,12 +72,16 @@ def test_helm_values_form_is_accepted(tmp_path):
 
 def test_shipped_configs_are_valid():
     checked = []
-    for path in (CHECKOUT / "values").glob("*.yaml"):
-        data = yaml.safe_load(path.read_text())
-        if "notebooks" in data or "images" in data:
-            assert config_mod.load(path)["images"]["default"], path  # load() raises if invalid
-            checked.append(path.name)
-    assert {"embedded.yaml", "kind.yaml"} <= set(checked), checked
+    for path in [*(CHECKOUT / "values").glob("*.yaml"), CHECKOUT / "minikube_values.yaml"]:
+        assert config_mod.load(path)["images"]["default"], path  # load() raises if invalid
+        checked.append(path.name)
+    assert {"embedded.yaml", "kind.yaml", "minikube_values.yaml"} <= set(checked), checked
+
+
+def test_the_charts_values_form_is_accepted(tmp_path):
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"jupyterhub": {"custom": {"notebooks": minimal()}}}))
+    assert config_mod.load(path)["images"]["default"] == "img:1"
 
 
 def test_readme_reference_is_generated_from_the_schema():
