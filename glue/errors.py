@@ -21,47 +21,56 @@ class GlueError(Exception):
         if status:
             self.status = status
 
+    def __init_subclass__(cls, *, status: int = 0, code: str = "", **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if status:
+            cls.status = status
+        if code:
+            cls.code = code
+
     def body(self) -> dict[str, str]:
         return {"error": self.code, "message": self.message}
 
 
-class BadRequest(GlueError):
-    status, code = 400, "bad_request"
+# Each kind names its status and default code in its class line (`__init_subclass__`): the
+# list below is the whole error model of the glue, one line a kind.
 
 
-class Unauthorized(GlueError):
-    status, code = 401, "unauthorized"
+class BadRequest(GlueError, status=400, code="bad_request"):
+    """The request itself is wrong: nothing was asked of the hub or the provider."""
 
 
-class Forbidden(GlueError):
-    status, code = 403, "forbidden"
+class Unauthorized(GlueError, status=401, code="unauthorized"):
+    """No identity, or one the hub or GitLab no longer accepts."""
 
 
-class NotFound(GlueError):
-    status, code = 404, "not_found"
+class Forbidden(GlueError, status=403, code="forbidden"):
+    """Known caller, not allowed."""
 
 
-class Conflict(GlueError):
-    status, code = 409, "conflict"
+class NotFound(GlueError, status=404, code="not_found"):
+    """Nothing there, or nothing the caller may see (the two look alike on purpose)."""
 
 
-class PayloadTooLarge(GlueError):
-    status, code = 413, "payload_too_large"
+class Conflict(GlueError, status=409, code="conflict"):
+    """The server is in a state that does not allow this now."""
 
 
-class TooManyServers(GlueError):
-    status, code = 429, "too_many_servers"
+class PayloadTooLarge(GlueError, status=413, code="payload_too_large"):
+    """A body over `launch.maxBodyBytes`."""
 
 
-class UpstreamError(GlueError):
+class TooManyServers(GlueError, status=429, code="too_many_servers"):
+    """The hub's limit of servers per user is reached."""
+
+
+class UpstreamError(GlueError, status=502, code="upstream_error"):
     """The hub or the git provider failed; we fail closed."""
 
-    status, code = 502, "upstream_error"
+
+class UpstreamUnavailable(UpstreamError, status=503, code="upstream_unavailable"):
+    """The hub or the git provider could not be reached."""
 
 
-class UpstreamUnavailable(UpstreamError):
-    status, code = 503, "upstream_unavailable"
-
-
-class UpstreamTimeout(UpstreamError):
-    status, code = 504, "upstream_timeout"
+class UpstreamTimeout(UpstreamError, status=504, code="upstream_timeout"):
+    """The hub or the git provider did not answer in time."""
