@@ -517,12 +517,14 @@ async def test_git_without_credentials_is_challenged(world: World) -> None:
 REDIRECT = "http://127.0.0.1:8000/hub/oauth_callback"
 
 
-async def authorize(session: aiohttp.ClientSession, base: str, verifier: str) -> str:
+async def authorize(
+    session: aiohttp.ClientSession, base: str, verifier: str, scope: str = "read_user read_api"
+) -> str:
     """Walk /oauth/authorize with a PKCE challenge, as oauthenticator does; returns the code."""
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
     params = {
         "client_id": "hub-client", "redirect_uri": REDIRECT, "response_type": "code",
-        "state": "xyz", "scope": "api", "code_challenge": challenge.decode().rstrip("="),
+        "state": "xyz", "scope": scope, "code_challenge": challenge.decode().rstrip("="),
         "code_challenge_method": "S256",
     }
     async with session.get(f"{base}/oauth/authorize", params=params,
@@ -552,7 +554,7 @@ async def test_oauth_code_and_refresh_grants(world: World) -> None:
         async with session.post(f"{base}/oauth/token", data=grant) as resp:
             first = await resp.json()
         assert first["token_type"] == "Bearer"
-        assert (first["expires_in"], first["scope"]) == (7200, "api")
+        assert (first["expires_in"], first["scope"]) == (7200, "read_user read_api")
         assert {"access_token", "refresh_token", "created_at"} <= set(first)
         auth = {"Authorization": f"Bearer {first['access_token']}"}
         async with session.get(f"{base}/api/v4/user", headers=auth) as resp:
