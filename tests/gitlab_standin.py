@@ -429,9 +429,14 @@ class GitLabStandIn:
                     leaks.append(f"{where}: in header {name}")
         return leaks
 
-    def token_sent_in_header(self, token: str) -> int:
-        """How many requests carried `token` in Authorization (Bearer or Basic) or PRIVATE-TOKEN."""
-        return sum(1 for req in self.requests if _header_token(req.headers) == token)
+    def token_sent_in_header(self, token: str, path_prefix: str = "") -> int:
+        """How many requests (under `path_prefix`) carried `token` in Authorization (Bearer or
+        Basic) or PRIVATE-TOKEN."""
+        return sum(
+            1
+            for req in self.requests
+            if req.path.startswith(path_prefix) and _header_token(req.headers) == token
+        )
 
     # ---- serving ---------------------------------------------------------------------------
 
