@@ -56,6 +56,10 @@ class GitProvider(Protocol):
     async def access_level(self, caller: Caller, target: Target) -> int | None:
         """The caller's access level on the project, or None if they cannot see it."""
 
+    def current_target(self, caller: Caller, target: Target) -> Target:
+        """The target at the project's current path, when the last access check of this
+        caller saw the project moved (GitLab keeps old paths as redirects)."""
+
     async def commit_exists(self, caller: Caller, target: Target) -> bool:
         """Whether the commit is in the project."""
 
