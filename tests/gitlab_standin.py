@@ -566,20 +566,20 @@ class GitLabStandIn:
         if username is None:
             raise _unauthorized()
         user = self.users[username]
-        base = self._base_url(request)
-        return web.json_response(
-            {
-                "id": user.id,
-                "username": user.username,
-                "name": user.name,
-                "state": user.state,
-                "email": user.email,
-                "avatar_url": None,
-                "web_url": f"{base}/{user.username}",
-                "created_at": "2024-01-01T00:00:00.000Z",
-                "is_admin": False,
-            }
-        )
+        body = {**self._user_json(user, request), "email": user.email, "is_admin": False}
+        return web.json_response(body)
+
+    def _user_json(self, user: User, request: web.Request) -> dict[str, Any]:
+        """The fields GitLab's user and member answers share."""
+        return {
+            "id": user.id,
+            "username": user.username,
+            "name": user.name,
+            "state": user.state,
+            "avatar_url": None,
+            "web_url": f"{self._base_url(request)}/{user.username}",
+            "created_at": "2024-01-01T00:00:00.000Z",
+        }
 
     async def _project(self, request: web.Request) -> web.Response:
         username, project = self._visible_project(request)
@@ -603,21 +603,8 @@ class GitLabStandIn:
         level = self.effective_level(user.username, project) if user else None
         if user is None or level is None:
             return _message(404, "404 Not found")
-        base = self._base_url(request)
-        return web.json_response(
-            {
-                "id": user.id,
-                "username": user.username,
-                "name": user.name,
-                "state": user.state,
-                "avatar_url": None,
-                "web_url": f"{base}/{user.username}",
-                "access_level": level,
-                "created_at": "2024-01-01T00:00:00.000Z",
-                "expires_at": None,
-                "membership_state": "active",
-            }
-        )
+        member = {"access_level": level, "expires_at": None, "membership_state": "active"}
+        return web.json_response({**self._user_json(user, request), **member})
 
     def _project_json(self, project: Project, base: str) -> dict[str, Any]:
         if project.personal:
