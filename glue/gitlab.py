@@ -3,18 +3,24 @@
 Every call acts with the user's own GitLab token (`Caller.git_token`, from the
 hub's auth_state), so GitLab decides what the user may see; we never hold a
 token of our own. The token travels only in the Authorization header: it is
-never put in a URL, a log line or an exception message, and redirects are not
-followed so it cannot be forwarded to another host.
+never put in a URL, a log line or an exception message, and a redirect is
+followed only to the same GitLab host (a moved project answers 301 to its
+numeric id), so the token is never sent anywhere else.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from cachetools import TTLCache
 from yarl import URL
 
 from . import metrics
@@ -32,6 +38,23 @@ from .target import Target
 log = logging.getLogger(__name__)
 
 LOGIN_AGAIN = "Your GitLab login has expired or was revoked; log in again to renew it."
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 3
+# the registry list is paginated (20 a page unless asked, 100 at most)
+PER_PAGE = 100
+MAX_REGISTRY_PAGES = 50
+# how long a moved project's old path is remembered as its id, per user
+MOVED_CACHE_SECONDS = 60
+MOVED_CACHE_MAX = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """One GitLab answer: status, JSON body (None if not JSON) and headers."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str]
 
 
 class GitLabProvider:
@@ -45,33 +68,61 @@ class GitLabProvider:
         self.api = f"{self.url}/api/v4"
         self.registry: str | None = (provider.get("registry") or "").rstrip("/") or None
         self.timeout = float(provider["timeoutSeconds"])
+        self.min_level: int = provider["minAccessLevel"]
         self.config = config
+        # (user, old path lower-cased) -> (project id, current path) of a moved project
+        self._moved: TTLCache[tuple[str, str], tuple[int, str]] = TTLCache(
+            MOVED_CACHE_MAX, MOVED_CACHE_SECONDS
+        )
         # created on first use: the provider may be built outside a running event loop
         self._session: aiohttp.ClientSession | None = None
 
     # ---- GitProvider -----------------------------------------------------------------------
 
     async def access_level(self, caller: Caller, target: Target) -> int | None:
-        """Highest of project and group access; None when GitLab hides the project (404)."""
-        status, project = await self._get(caller, _project_path(target))
-        if status == 404:
+        """The caller's effective role; None when GitLab hides the project (404).
+
+        `permissions` in the project only counts direct membership and the project's own
+        group and its ancestors; a role through a group share or an invited group shows
+        only in `members/all/:user_id`, which is asked when the first answer is too low.
+        """
+        answer = await self._get(caller, self._project_api(caller, target))
+        if answer.status == 404:
             return None
-        self._expect_ok(status, f"reading project {target.full_path}")
-        return _level(project)
+        if answer.status == 403:
+            raise Forbidden(
+                f"GitLab refuses you access to {target.full_path}.", code="insufficient_access"
+            )
+        self._expect_ok(answer, f"reading project {target.full_path}")
+        project = answer.body if isinstance(answer.body, dict) else {}
+        self._remember_path(caller, target, project)
+        level = _level(project)
+        if level < self.min_level and isinstance(project.get("id"), int):
+            level = max(level, await self._member_level(caller, project["id"]))
+        return level
+
+    def current_target(self, caller: Caller, target: Target) -> Target:
+        """The target at the project's current path, if a lookup saw it was moved."""
+        moved = self._moved.get((caller.name, target.full_path.lower()))
+        if moved is None:
+            return target
+        namespace, _, project = moved[1].rpartition("/")
+        return dataclasses.replace(target, namespace=namespace, project=project)
 
     async def commit_exists(self, caller: Caller, target: Target) -> bool:
-        path = f"{_project_path(target)}/repository/commits/{target.commit_sha}"
-        status, commit = await self._get(caller, path)
-        if status == 404:
+        path = f"{self._project_api(caller, target)}/repository/commits/{target.commit_sha}"
+        answer = await self._get(caller, path)
+        if answer.status == 404:
             return False
-        if status == 403:
+        if answer.status == 403:
             raise Forbidden(
                 f"Your access to {target.full_path} does not include reading its code; "
                 "ask a maintainer for the Reporter role or higher.",
                 code="insufficient_access",
             )
-        self._expect_ok(status, f"reading commit {target.commit_sha[:7]}")
+        self._expect_ok(answer, f"reading commit {target.commit_sha[:7]}")
         # this endpoint also takes branch and tag names: only the exact sha counts
+        commit = answer.body
         return isinstance(commit, dict) and commit.get("id") == target.commit_sha
 
     def clone_url(self, target: Target) -> str:
@@ -90,23 +141,77 @@ class GitLabProvider:
 
     async def commit_image(self, caller: Caller, target: Target) -> str | None:
         """The image reference if the commit's tag exists in the project's root repository."""
-        base = f"{_project_path(target)}/registry/repositories"
-        status, repositories = await self._get(caller, base)
-        if status in (403, 404):  # registry disabled, private, or project hidden
-            return None
-        self._expect_ok(status, f"listing the registry of {target.full_path}")
-        root = _root_repository(repositories, target)
+        base = f"{self._project_api(caller, target)}/registry/repositories"
+        root = await self._root_repository(caller, target, base)
         if root is None:
             return None
         tag = self.commit_tag(target.commit_sha)
-        status, details = await self._get(caller, f"{base}/{root['id']}/tags/{quote(tag, safe='')}")
-        if status in (403, 404):
+        answer = await self._get(caller, f"{base}/{root['id']}/tags/{quote(tag, safe='')}")
+        if answer.status in (403, 404):
             return None
-        self._expect_ok(status, f"reading image tag {tag} of {target.full_path}")
+        self._expect_ok(answer, f"reading image tag {tag} of {target.full_path}")
         if self.registry:
             return f"{self.registry}/{root.get('path') or target.full_path.lower()}:{tag}"
+        details = answer.body
         location = details.get("location") if isinstance(details, dict) else None
         return location or (f"{root['location']}:{tag}" if root.get("location") else None)
+
+    async def _root_repository(
+        self, caller: Caller, target: Target, base: str
+    ) -> dict[str, Any] | None:
+        """The project's root image repository, page by page until it is found."""
+        page = "1"
+        for _ in range(MAX_REGISTRY_PAGES):
+            answer = await self._get(caller, f"{base}?per_page={PER_PAGE}&page={page}")
+            if answer.status in (403, 404):  # registry disabled, private, or project hidden
+                return None
+            self._expect_ok(answer, f"listing the registry of {target.full_path}")
+            root = _root_repository(answer.body, target)
+            if root is not None:
+                return root
+            page = answer.headers.get("X-Next-Page", "")
+            if not page.isdigit():  # the last page (GitLab sends it empty)
+                return None
+        log.warning(
+            "%s has over %d image repositories", target.full_path, PER_PAGE * MAX_REGISTRY_PAGES
+        )
+        return None
+
+    # ---- projects --------------------------------------------------------------------------
+
+    def _project_api(self, caller: Caller, target: Target) -> str:
+        """`projects/<path>`, or `projects/<id>` once this user's lookup saw the project moved."""
+        moved = self._moved.get((caller.name, target.full_path.lower()))
+        if moved is not None:
+            return f"projects/{moved[0]}"
+        return f"projects/{quote(target.full_path, safe='')}"
+
+    def _remember_path(self, caller: Caller, target: Target, project: dict[str, Any]) -> None:
+        """Note a moved project's id and current path (case-only differences are no move)."""
+        current, ident = project.get("path_with_namespace"), project.get("id")
+        key = (caller.name, target.full_path.lower())
+        if isinstance(current, str) and isinstance(ident, int) and current.lower() != key[1]:
+            self._moved[key] = (ident, current)
+
+    async def _member_level(self, caller: Caller, project_id: int) -> int:
+        """The role GitLab's `members/all/:user_id` gives: the highest over direct, inherited,
+        shared and invited-group membership (0 when none: 404)."""
+        user_id = caller.git_user_id or await self._user_id(caller)
+        answer = await self._get(caller, f"projects/{project_id}/members/all/{user_id}")
+        if answer.status in (403, 404):
+            return 0
+        self._expect_ok(answer, "reading your membership")
+        level = answer.body.get("access_level") if isinstance(answer.body, dict) else None
+        return level if isinstance(level, int) else 0
+
+    async def _user_id(self, caller: Caller) -> int:
+        """The token's GitLab user id, for a login stored without the user record."""
+        answer = await self._get(caller, "user")
+        self._expect_ok(answer, "reading your GitLab user")
+        user_id = answer.body.get("id") if isinstance(answer.body, dict) else None
+        if not isinstance(user_id, int):
+            raise UpstreamError("GitLab answered /user without an id.", code="gitlab_error")
+        return user_id
 
     # ---- HTTP ------------------------------------------------------------------------------
 
@@ -118,38 +223,91 @@ class GitLabProvider:
             )
         return self._session
 
-    async def _get(self, caller: Caller, path: str) -> tuple[int, Any]:
-        """GET an API path as the caller: (status, JSON body or None); raises on outages and 401."""
+    async def _get(self, caller: Caller, path: str) -> Answer:
+        """GET an API path as the caller, within the request's time budget.
+
+        Follows redirects to this GitLab's API only, waits out a 429's Retry-After when it
+        fits the budget, and raises on outages, 401 and the 403s that are not about access.
+        """
         if not caller.git_token:
             raise Unauthorized(
                 "No GitLab login is stored for you; log in again.", code="gitlab_token_expired"
             )
         url = URL(f"{self.api}/{path}", encoded=True)  # keep %2F in project paths
+        deadline = time.monotonic() + self.timeout
+        hops = 0
+        while True:
+            answer = await self._fetch(caller, url)
+            if answer.status in REDIRECTS and hops < MAX_REDIRECTS:
+                url, hops = self._same_api(url, answer.headers.get("Location", "")), hops + 1
+                continue
+            if answer.status == 429:
+                wait = _retry_after(answer.headers)
+                if wait is not None and time.monotonic() + wait < deadline:
+                    await asyncio.sleep(wait)
+                    continue
+                later = f"in {wait:g} seconds" if wait is not None else "in a minute"
+                raise UpstreamUnavailable(
+                    f"GitLab is limiting requests right now; try again {later}.",
+                    code="gitlab_unavailable",
+                )
+            self._checked(answer)
+            return answer
+
+    async def _fetch(self, caller: Caller, url: URL) -> Answer:
+        """One GET, counted; the token goes in the Authorization header only."""
         headers = {"Authorization": f"Bearer {caller.git_token}"}
         started = time.monotonic()
         try:
             async with self._client().get(url, headers=headers, allow_redirects=False) as resp:
-                body = await resp.json(content_type=None) if resp.status < 300 else None
-                status = resp.status
+                body = None
+                if resp.status == 200:
+                    body = await resp.json(content_type=None)
+                elif resp.status == 403:  # says why, in JSON from GitLab itself
+                    body = _json_or_none(await resp.text())
+                answer = Answer(resp.status, body, resp.headers)
         except TimeoutError:
-            raise self._failed(started, "timeout", UpstreamTimeout(
-                f"GitLab did not answer within {self.timeout:g} seconds; try again shortly.",
-                code="gitlab_timeout",
-            )) from None
+            raise self._failed(
+                started,
+                "timeout",
+                UpstreamTimeout(
+                    f"GitLab did not answer within {self.timeout:g} seconds; try again shortly.",
+                    code="gitlab_timeout",
+                ),
+            ) from None
         except (aiohttp.ClientConnectionError, OSError):
-            raise self._failed(started, "unavailable", UpstreamUnavailable(
-                f"GitLab at {self.url} cannot be reached; try again shortly.",
-                code="gitlab_unavailable",
-            )) from None
+            raise self._failed(
+                started,
+                "unavailable",
+                UpstreamUnavailable(
+                    f"GitLab at {self.url} cannot be reached; try again shortly.",
+                    code="gitlab_unavailable",
+                ),
+            ) from None
         except (aiohttp.ClientError, ValueError):
-            raise self._failed(started, "invalid_response", UpstreamError(
-                "GitLab answered with something that is not valid JSON.", code="gitlab_error"
-            )) from None
+            raise self._failed(
+                started,
+                "invalid_response",
+                UpstreamError(
+                    "GitLab answered with something that is not valid JSON.", code="gitlab_error"
+                ),
+            ) from None
+        status = answer.status
         error = "server_error" if status >= 500 else "rate_limited" if status == 429 else None
         metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, error)
         log.debug("GitLab GET %s for %s: %s", url.path, caller.name, status)
-        self._checked(status)
-        return status, body
+        return answer
+
+    def _same_api(self, url: URL, location: str) -> URL:
+        """Where a redirect points, if that is this GitLab's API; anything else fails closed."""
+        api = URL(self.api)
+        target = url.join(URL(location, encoded=True)) if location else api.origin()
+        if target.origin() != api.origin() or not target.raw_path.startswith(api.raw_path + "/"):
+            raise UpstreamError(
+                "GitLab redirected the request to another address; it was not followed.",
+                code="gitlab_error",
+            )
+        return target
 
     @staticmethod
     def _failed(started: float, kind: str, error: UpstreamError) -> UpstreamError:
@@ -157,29 +315,63 @@ class GitLabProvider:
         metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, kind)
         return error
 
-    def _checked(self, status: int) -> None:
-        """Turn answers every call treats alike into errors; the caller handles the rest."""
+    def _checked(self, answer: Answer) -> None:
+        """Turn answers every call treats alike into errors; the caller handles the rest.
+
+        A 403 is about access only when GitLab says nothing else: a token without the
+        scope (the operator's fix), a blocked account or pending terms (the user's) are
+        told apart here.
+        """
+        status, body = answer.status, answer.body if isinstance(answer.body, dict) else {}
         if status == 401:
             raise Unauthorized(LOGIN_AGAIN, code="gitlab_token_expired")
-        if status == 429:
-            raise UpstreamUnavailable(
-                "GitLab is limiting requests right now; try again in a minute.",
-                code="gitlab_unavailable",
+        if status == 403 and body.get("error") == "insufficient_scope":
+            scopes = str(body.get("scope") or "").split()
+            scope = "read_api" if "read_api" in scopes or not scopes else scopes[0]
+            raise UpstreamError(
+                f"GitLab refused the request because your login's token lacks the "
+                f"`{scope}` scope. The operator must register the GitLab application with "
+                f"`{scope}` and ask for it (see the README's GitLab section); then log in again.",
+                code="gitlab_scope_missing",
+            )
+        message = str(body.get("message") or "")
+        if status == 403 and "blocked" in message.lower():
+            raise Forbidden(
+                "Your GitLab account is blocked; ask a GitLab administrator to unblock it.",
+                code="gitlab_account_blocked",
+            )
+        if status == 403 and "terms of service" in message.lower():
+            raise Forbidden(
+                "GitLab wants you to accept its terms of service first: open GitLab in your "
+                "browser, accept them, then try again.",
+                code="gitlab_terms_not_accepted",
             )
         if status >= 500:
             raise UpstreamError(
                 f"GitLab failed to answer (HTTP {status}); try again shortly.", code="gitlab_error"
             )
 
-    def _expect_ok(self, status: int, doing: str) -> None:
-        if status != 200:
+    def _expect_ok(self, answer: Answer, doing: str) -> None:
+        if answer.status != 200:
             raise UpstreamError(
-                f"GitLab answered HTTP {status} when {doing}.", code="gitlab_error"
+                f"GitLab answered HTTP {answer.status} when {doing}.", code="gitlab_error"
             )
 
 
-def _project_path(target: Target) -> str:
-    return f"projects/{quote(target.full_path, safe='')}"
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Retry-After in seconds (GitLab sends a number); None when absent or unreadable."""
+    value = headers.get("Retry-After", "").strip()
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _level(project: Any) -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
+from inspect import isawaitable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,13 @@ from .config import Config
 
 PROXY = "configurable-http-proxy"
 SLOW_SPAWN_SECONDS = 0.5
-# read the user and the API (projects, commits, registry); clone over HTTPS
+# read the user and the API (projects, commits, registry); clone over HTTPS. The GitLab
+# application must be registered with each of them (README, GitLab section).
 GITLAB_SCOPES = ["read_user", "read_api", "read_repository"]
 AUTH_REFRESH_SECONDS = 300
+# a GitLab token (valid 2 hours) with less than this left is renewed before a spawn, so the
+# hub-side check and the clone step (at most 10 minutes) never run on a dying token
+TOKEN_REFRESH_MARGIN_SECONDS = 900
 SERVICE_SCOPES = ["read:users", "read:servers", "servers", "delete:servers"]
 # users launch only through the glue: they keep access to their own servers and
 # the service, but not `servers!user`, so nobody starts a server around the access checks
@@ -95,16 +101,56 @@ def _configure_gitlab_login(c: Any, config: Config) -> None:
     """Users log in with GitLab; the hub keeps their token encrypted in auth_state.
 
     The hub refreshes it (GitLab tokens expire after two hours) when a user's
-    request reaches the hub after `auth_refresh_age` and before every spawn.
-    Client id and secret come from GITLAB_CLIENT_ID / GITLAB_CLIENT_SECRET or
-    the Helm values; who may log in at all is the operator's choice.
+    request reaches the hub after `auth_refresh_age` and before every spawn,
+    ahead of expiry (`refresh_expiring_login`). Client id and secret come from
+    GITLAB_CLIENT_ID / GITLAB_CLIENT_SECRET or the Helm values; who may log in
+    at all is the operator's choice.
     """
     c.JupyterHub.authenticator_class = "gitlab"
     c.GitLabOAuthenticator.gitlab_url = config["provider"]["url"]
     c.GitLabOAuthenticator.scope = GITLAB_SCOPES
+    c.GitLabOAuthenticator.refresh_user_hook = refresh_expiring_login
     c.Authenticator.enable_auth_state = True
     c.Authenticator.refresh_pre_spawn = True
     c.Authenticator.auth_refresh_age = AUTH_REFRESH_SECONDS
+
+
+def token_seconds_left(auth_state: dict[str, Any], now: float) -> float | None:
+    """Seconds the stored GitLab token has left, from its token answer; None if unknown."""
+    answer = auth_state.get("token_response") or {}
+    created, lifetime = answer.get("created_at"), answer.get("expires_in")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (created, lifetime)):
+        return None
+    return float(created) + float(lifetime) - now
+
+
+async def refresh_expiring_login(authenticator: Any, user: Any, auth_state: Any) -> Any:
+    """Renew a GitLab token that expires within the margin while it still works.
+
+    oauthenticator refreshes only a token GitLab already refuses, so one with seconds
+    left would pass the spawn's check and then fail in the clone step. None hands the
+    login back to oauthenticator's own refresh; False asks the user to log in again.
+    """
+    refresh_token = (auth_state or {}).get("refresh_token")
+    left = token_seconds_left(auth_state or {}, time.time())
+    if not refresh_token or left is None or left > TOKEN_REFRESH_MARGIN_SECONDS:
+        return None
+    params = authenticator.build_refresh_token_request_params(refresh_token)
+    try:
+        token_info = await authenticator.get_token_info(None, params)
+        if not token_info.get("refresh_token"):
+            token_info["refresh_token"] = refresh_token
+        user_info = await authenticator.token_to_user(token_info)
+        state = authenticator.build_auth_state_dict(token_info, user_info)
+        state = await state if isawaitable(state) else state
+    except Exception as e:  # a dead refresh token or GitLab refusing: log in again
+        authenticator.log.info(
+            "Renewing the GitLab login of %s failed (%s)", user.name, type(e).__name__
+        )
+        return False
+    name = authenticator.normalize_username(authenticator.user_info_to_username(user_info))
+    authenticator.log.info("Renewed the GitLab login of %s (%.0f s were left)", name, left)
+    return {"name": name, "auth_state": state}
 
 
 def _configure_local(c: Any, config: Config) -> None:

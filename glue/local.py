@@ -38,6 +38,10 @@ class LocalProvider:
                     return levels[project]
         return None
 
+    def current_target(self, caller: Caller, target: Target) -> Target:
+        """Local repositories are never moved."""
+        return target
+
     async def commit_exists(self, caller: Caller, target: Target) -> bool:
         repo = self._repo(target)
         if repo is None:

@@ -27,16 +27,26 @@ LEVEL_NAMES = {
 
 @dataclass(frozen=True)
 class Caller:
-    """The person a request acts for: hub user name and, for GitLab, their git token."""
+    """The person a request acts for: hub user name and, for GitLab, their git token and their
+    GitLab user id (effective access through shares is asked per user id)."""
 
     name: str
     git_token: str | None = field(default=None, repr=False)
+    git_user_id: int | None = None
 
     @classmethod
     def from_auth_state(cls, name: str, auth_state: dict[str, Any] | None) -> Caller:
-        """The caller as the glue and the hub side both build it from the hub's auth_state."""
-        token = (auth_state or {}).get("access_token")
-        return cls(name, token if isinstance(token, str) and token else None)
+        """The caller as the glue and the hub side both build it from the hub's auth_state;
+        oauthenticator keeps the GitLab user record under `gitlab_user`."""
+        state = auth_state or {}
+        token = state.get("access_token")
+        user = state.get("gitlab_user")
+        user_id = user.get("id") if isinstance(user, dict) else None
+        return cls(
+            name,
+            token if isinstance(token, str) and token else None,
+            user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
+        )
 
 
 class GitProvider(Protocol):
@@ -45,6 +55,10 @@ class GitProvider(Protocol):
 
     async def access_level(self, caller: Caller, target: Target) -> int | None:
         """The caller's access level on the project, or None if they cannot see it."""
+
+    def current_target(self, caller: Caller, target: Target) -> Target:
+        """The target at the project's current path, when the last access check of this
+        caller saw the project moved (GitLab keeps old paths as redirects)."""
 
     async def commit_exists(self, caller: Caller, target: Target) -> bool:
         """Whether the commit is in the project."""

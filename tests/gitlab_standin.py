@@ -47,13 +47,29 @@ from urllib.parse import urlencode
 import yaml
 from aiohttp import web
 
-GUEST, REPORTER = 10, 20
+GUEST, REPORTER, DEVELOPER, OWNER = 10, 20, 30, 50
 NOTIFICATION_GLOBAL = 3
 OAUTH_TOKEN_SECONDS = 7200
 GITLAB_VERSION = "17.11.0"
 NOT_FOUND_PAGE = (
     "The project you were looking for could not be found or you don't have permission to view it."
 )
+# an application registered as the README says; tests register others to see refusals
+DEFAULT_APP_SCOPES = "read_user read_api read_repository"
+# which token scopes allow what (lib/api/api.rb, lib/gitlab/auth.rb's abilities per scope)
+API_READ_SCOPES = frozenset({"api", "read_api"})
+USER_READ_SCOPES = API_READ_SCOPES | {"read_user"}
+GIT_FETCH_SCOPES = frozenset({"api", "read_api", "read_repository", "write_repository"})
+GIT_PUSH_SCOPES = frozenset({"api", "write_repository"})
+PER_PAGE, MAX_PER_PAGE = 20, 100
+BLOCKED = "403 Forbidden - Your account has been blocked."
+TERMS = (
+    "403 Forbidden - You ({user}) must accept the Terms of Service in order to perform this "
+    "action. Please access GitLab from a web browser to accept these terms."
+)
+EXPIRED = "Token is expired. You can either do re-authorization or token refresh."
+REVOKED = "Token was revoked. You have to re-authorize from the user."
+THROTTLED = "This endpoint has been requested too many times. Try again later."
 _ids = itertools.count(1)
 
 
@@ -63,6 +79,8 @@ class User:
     username: str
     name: str
     email: str
+    state: str = "active"  # or "blocked": every API call answers 403
+    terms_accepted: bool = True  # False: 403 until the user accepts (when terms are enforced)
 
 
 @dataclass
@@ -78,12 +96,17 @@ class Token:
     def valid(self) -> bool:
         return not self.revoked and (self.expires_at is None or self.expires_at > time.time())
 
+    def allows(self, scopes: frozenset[str]) -> bool:
+        return bool(scopes & set(self.scope.split()))
+
 
 @dataclass
 class Group:
     id: int
     full_path: str
     members: dict[str, int]
+    # groups invited into this group (Members > Invite a group): path -> maximum role
+    shared_with: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -103,8 +126,10 @@ class Project:
     members: dict[str, int]
     repo: Path | None
     registry_access: str = "enabled"  # enabled | private | disabled
-    shared_with: dict[str, int] = field(default_factory=dict)  # group path -> max level
+    # groups the project is shared with (`shared_with_groups`): path -> maximum role
+    shared_with: dict[str, int] = field(default_factory=dict)
     registry: dict[str, RegistryRepository] = field(default_factory=dict)  # name -> repository
+    personal: bool = False  # in a user's namespace, not a group's
 
     @property
     def namespace(self) -> str:
@@ -120,7 +145,7 @@ class OAuthApp:
     client_id: str
     client_secret: str
     redirect_uri: str
-    scopes: str = "api read_user"
+    scopes: str = DEFAULT_APP_SCOPES
 
 
 @dataclass
@@ -133,6 +158,7 @@ class Grant:
     redirect_uri: str = ""
     code_challenge: str = ""  # PKCE (RFC 7636), as oauthenticator sends by default
     challenge_method: str = "plain"
+    access_token: str = ""  # for a refresh grant: the access token a refresh invalidates
 
     def verifier_matches(self, verifier: str) -> bool:
         if not self.code_challenge:
@@ -162,6 +188,7 @@ class GitLabStandIn:
         self.tokens: dict[str, Token] = {}
         self.groups: dict[str, Group] = {}
         self.projects: dict[str, Project] = {}  # lower-cased full path -> project
+        self.redirects: dict[str, Project] = {}  # lower-cased old path -> moved project
         self.oauth_apps: dict[str, OAuthApp] = {}
         self.oauth_user: str | None = None  # who /oauth/authorize approves for
         self.oauth_token_seconds = OAUTH_TOKEN_SECONDS
@@ -170,6 +197,8 @@ class GitLabStandIn:
         self.requests: list[RecordedRequest] = []
         self.fail_status: int | None = None  # answer every request with this status
         self.delay = 0.0  # seconds every request waits before it is answered
+        self.throttled = 0  # how many of the next API requests answer 429
+        self.retry_after: int | None = 1  # their Retry-After (None: sent without it)
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -213,13 +242,23 @@ class GitLabStandIn:
     def expire_token(self, token: str) -> None:
         self.tokens[token].expires_at = time.time() - 1
 
-    def add_group(self, full_path: str, members: dict[str, int] | None = None) -> Group:
-        """A group; missing parent groups are created without members."""
+    def add_group(
+        self,
+        full_path: str,
+        members: dict[str, int] | None = None,
+        *,
+        shared_with: dict[str, int] | None = None,
+    ) -> Group:
+        """A group; missing parent groups are created without members.
+
+        `shared_with` invites other groups into this one, each with a maximum role.
+        """
         parent = full_path.rpartition("/")[0]
         if parent and parent not in self.groups:
             self.add_group(parent)
         group = self.groups.get(full_path) or Group(next(_ids), full_path, {})
         group.members.update(members or {})
+        group.shared_with.update(shared_with or {})
         self.groups[full_path] = group
         return group
 
@@ -233,13 +272,18 @@ class GitLabStandIn:
         registry_access: str = "enabled",
         shared_with: dict[str, int] | None = None,
     ) -> Project:
-        """A project in a group namespace (created if missing), optionally backed by a bare repo."""
+        """A project in a group namespace (created if missing) or in a user's own namespace,
+        optionally backed by a bare repo. The owner of a personal namespace is the project's
+        Owner, as GitLab makes them."""
         if visibility not in {"private", "internal", "public"}:
             raise ValueError(f"unknown visibility {visibility!r}")
         namespace = full_path.rpartition("/")[0]
         if not namespace:
             raise ValueError("a project path needs a namespace: <group>/<project>")
-        if namespace not in self.groups:
+        personal = namespace in self.users and namespace not in self.groups
+        if personal:
+            members = {namespace: OWNER, **(members or {})}
+        elif namespace not in self.groups:
             self.add_group(namespace)
         project = Project(
             next(_ids),
@@ -249,9 +293,30 @@ class GitLabStandIn:
             Path(repo).resolve() if repo else None,
             registry_access,
             dict(shared_with or {}),
+            personal=personal,
         )
         self.projects[full_path.lower()] = project
+        self.redirects.pop(full_path.lower(), None)  # a new project takes over an old path
         return project
+
+    def rename_project(self, old: str, new: str) -> Project:
+        """Rename or move a project; GitLab keeps a redirect from the old path."""
+        project = self.projects[old.lower()]
+        if project.registry:  # GitLab refuses to move a project that has images
+            raise ValueError(f"{old} has container registry images: GitLab refuses to move it")
+        namespace = new.rpartition("/")[0]
+        if namespace not in self.groups and namespace not in self.users:
+            self.add_group(namespace)
+        del self.projects[old.lower()]
+        project.full_path = new
+        project.personal = namespace in self.users and namespace not in self.groups
+        self.projects[new.lower()] = project
+        self.redirects[old.lower()] = project
+        return project
+
+    def throttle(self, requests: int = 1, retry_after: int | None = 1) -> None:
+        """Answer the next `requests` API calls with 429, as GitLab's rate limits do."""
+        self.throttled, self.retry_after = requests, retry_after
 
     def add_registry_tag(self, project: str, tag: str, *, name: str = "") -> RegistryRepository:
         """Pretend an image `<registry>/<project path>[/<name>]:<tag>` was pushed."""
@@ -265,8 +330,13 @@ class GitLabStandIn:
         return repository
 
     def add_oauth_app(
-        self, client_id: str, client_secret: str, redirect_uri: str, scopes: str = "api read_user"
+        self,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        scopes: str = DEFAULT_APP_SCOPES,
     ) -> OAuthApp:
+        """An OAuth application registered with `scopes`; it refuses to grant any other."""
         app = OAuthApp(client_id, client_secret, redirect_uri, scopes)
         self.oauth_apps[client_id] = app
         return app
@@ -284,20 +354,46 @@ class GitLabStandIn:
         return max(levels, default=None)
 
     def group_access(self, username: str | None, project: Project) -> int | None:
-        if username is None:
+        """`permissions.group_access`: the project's own group and its ancestors only.
+
+        Shares and invited groups do not count here (GitLab issues 223832, 3754).
+        """
+        if username is None or project.personal:
             return None
-        levels = [self._group_level(username, project.namespace)]
-        for group, max_level in project.shared_with.items():
-            level = self._group_level(username, group)
-            levels.append(min(level, max_level) if level is not None else None)
-        return max((lvl for lvl in levels if lvl is not None), default=None)
+        return self._group_level(username, project.namespace)
 
     def project_access(self, username: str | None, project: Project) -> int | None:
         return project.members.get(username) if username else None
 
+    def _shared_levels(self, username: str, project: Project) -> list[int]:
+        """Access through a share of the project, or a group invited into its group or an
+        ancestor group: the user's role in the shared group, capped at the share's maximum."""
+        shares = list(project.shared_with.items())
+        if not project.personal:
+            parts = project.namespace.split("/")
+            for depth in range(1, len(parts) + 1):
+                group = self.groups.get("/".join(parts[:depth]))
+                shares += list(group.shared_with.items()) if group else []
+        levels = []
+        for group_path, max_level in shares:
+            level = self._group_level(username, group_path)
+            if level is not None:
+                levels.append(min(level, max_level))
+        return levels
+
+    def effective_level(self, username: str | None, project: Project) -> int | None:
+        """The highest role from any source (GitLab's project_authorizations); None: none."""
+        if username is None:
+            return None
+        levels = [
+            self.project_access(username, project),
+            self.group_access(username, project),
+            *self._shared_levels(username, project),
+        ]
+        return max((lvl for lvl in levels if lvl is not None), default=None)
+
     def level(self, username: str | None, project: Project) -> int:
-        levels = (self.project_access(username, project), self.group_access(username, project))
-        return max((lvl for lvl in levels if lvl is not None), default=0)
+        return self.effective_level(username, project) or 0
 
     def can_see(self, username: str | None, project: Project) -> bool:
         if project.visibility == "public":
@@ -333,9 +429,14 @@ class GitLabStandIn:
                     leaks.append(f"{where}: in header {name}")
         return leaks
 
-    def token_sent_in_header(self, token: str) -> int:
-        """How many requests carried `token` in Authorization (Bearer or Basic) or PRIVATE-TOKEN."""
-        return sum(1 for req in self.requests if _header_token(req.headers) == token)
+    def token_sent_in_header(self, token: str, path_prefix: str = "") -> int:
+        """How many requests (under `path_prefix`) carried `token` in Authorization (Bearer or
+        Basic) or PRIVATE-TOKEN."""
+        return sum(
+            1
+            for req in self.requests
+            if req.path.startswith(path_prefix) and _header_token(req.headers) == token
+        )
 
     # ---- serving ---------------------------------------------------------------------------
 
@@ -346,6 +447,7 @@ class GitLabStandIn:
         app.router.add_get(f"{api}/user", self._user)
         app.router.add_get(f"{api}/projects/{{id}}", self._project)
         app.router.add_get(f"{api}/projects/{{id}}/repository/commits/{{sha}}", self._commit)
+        app.router.add_get(f"{api}/projects/{{id}}/members/all/{{uid}}", self._member)
         app.router.add_get(f"{api}/projects/{{id}}/registry/repositories", self._registry_repos)
         app.router.add_get(
             f"{api}/projects/{{id}}/registry/repositories/{{rid}}/tags/{{tag}}", self._registry_tag
@@ -389,6 +491,12 @@ class GitLabStandIn:
         if self.fail_status:
             phrase = HTTPStatus(self.fail_status).phrase
             return _message(self.fail_status, f"{self.fail_status} {phrase}")
+        if self.throttled and request.path.startswith("/api/"):
+            self.throttled -= 1
+            headers = {"RateLimit-Limit": "400", "RateLimit-Remaining": "0"}
+            if self.retry_after is not None:
+                headers["Retry-After"] = str(self.retry_after)
+            return web.json_response({"message": THROTTLED}, status=429, headers=headers)
         return await handler(request)
 
     def _base_url(self, request: web.Request) -> str:
@@ -396,29 +504,55 @@ class GitLabStandIn:
 
     # ---- API authentication ----------------------------------------------------------------
 
-    def _api_user(self, request: web.Request) -> str | None:
-        """The token's user, None for anonymous; raises 401 for a bad token like GitLab."""
+    def _api_user(
+        self, request: web.Request, scopes: frozenset[str] = API_READ_SCOPES
+    ) -> str | None:
+        """The token's user, None for anonymous; raises like GitLab's API guard: 401 for an
+        unknown, expired or revoked token, 403 for a missing scope, a blocked account or
+        terms not accepted."""
         value = _header_token(list(request.headers.items()), basic=False)
         if value is None:
             return None
         token = self.tokens.get(value)
-        if token is None or not token.valid():
+        if token is None:
             raise _unauthorized()
+        if token.revoked:
+            raise _invalid_token(REVOKED)
+        if not token.valid():
+            raise _invalid_token(EXPIRED)
+        if not token.allows(scopes):
+            raise _insufficient_scope(scopes)
+        user = self.users[token.username]
+        if user.state == "blocked":
+            raise _forbidden(BLOCKED)
+        if not user.terms_accepted:
+            raise _forbidden(TERMS.format(user=f"@{user.username}"))
         return token.username
 
     def _visible_project(self, request: web.Request) -> tuple[str | None, Project]:
+        """The project the URL names, by id or path; an old path of a moved project answers
+        301 to the same call by id (GitLab 16.7+, GET only), as `find_project!` does."""
         username = self._api_user(request)
         ident = request.match_info["id"]
         if ident.isdigit():
             project = next((p for p in self.projects.values() if p.id == int(ident)), None)
         else:
             project = self.projects.get(ident.lower())
+            moved = None if project else self.redirects.get(ident.lower())
+            if moved is not None and self.can_see(username, moved):
+                if request.method not in ("GET", "HEAD"):
+                    raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+                raise web.HTTPMovedPermanently(self._moved_location(request, moved))
         if project is None or not self.can_see(username, project):
-            raise web.HTTPNotFound(
-                text=json.dumps({"message": "404 Project Not Found"}),
-                content_type="application/json",
-            )
+            raise _not_found("404 Project Not Found")
         return username, project
+
+    def _moved_location(self, request: web.Request, project: Project) -> str:
+        """`…/api/v4/projects/<id>` plus the rest of the requested path and its query."""
+        prefix = "/api/v4/projects/"
+        rest = request.raw_path[len(prefix) :]
+        rest = rest[len(rest.split("/", 1)[0].split("?", 1)[0]) :]
+        return f"{self._base_url(request)}{prefix}{project.id}{rest}"
 
     # ---- API endpoints ---------------------------------------------------------------------
 
@@ -428,50 +562,77 @@ class GitLabStandIn:
         return web.json_response({"version": GITLAB_VERSION, "revision": "standin"})
 
     async def _user(self, request: web.Request) -> web.Response:
-        username = self._api_user(request)
+        username = self._api_user(request, USER_READ_SCOPES)
         if username is None:
             raise _unauthorized()
         user = self.users[username]
-        base = self._base_url(request)
-        return web.json_response(
-            {
-                "id": user.id,
-                "username": user.username,
-                "name": user.name,
-                "state": "active",
-                "email": user.email,
-                "avatar_url": None,
-                "web_url": f"{base}/{user.username}",
-                "created_at": "2024-01-01T00:00:00.000Z",
-                "is_admin": False,
-            }
-        )
+        body = {**self._user_json(user, request), "email": user.email, "is_admin": False}
+        return web.json_response(body)
+
+    def _user_json(self, user: User, request: web.Request) -> dict[str, Any]:
+        """The fields GitLab's user and member answers share."""
+        return {
+            "id": user.id,
+            "username": user.username,
+            "name": user.name,
+            "state": user.state,
+            "avatar_url": None,
+            "web_url": f"{self._base_url(request)}/{user.username}",
+            "created_at": "2024-01-01T00:00:00.000Z",
+        }
 
     async def _project(self, request: web.Request) -> web.Response:
         username, project = self._visible_project(request)
         body = self._project_json(project, self._base_url(request))
         if username is not None:  # GitLab leaves `permissions` out for anonymous requests
             body["permissions"] = {
-                "project_access": _access(self.project_access(username, project)),
-                "group_access": _access(self.group_access(username, project)),
+                "project_access": _access(self.project_access(username, project))
             }
+            if not project.personal:  # only a group namespace has group_access
+                body["permissions"]["group_access"] = _access(self.group_access(username, project))
         return web.json_response(body)
 
+    async def _member(self, request: web.Request) -> web.Response:
+        """`members/all/:user_id`: direct, inherited, shared and invited-group membership, at
+        the user's effective role (MembersFinder takes it from project_authorizations)."""
+        username, project = self._visible_project(request)
+        if username is None:
+            raise _unauthorized()
+        uid = request.match_info["uid"]
+        user = next((u for u in self.users.values() if str(u.id) == uid), None)
+        level = self.effective_level(user.username, project) if user else None
+        if user is None or level is None:
+            return _message(404, "404 Not found")
+        member = {"access_level": level, "expires_at": None, "membership_state": "active"}
+        return web.json_response({**self._user_json(user, request), **member})
+
     def _project_json(self, project: Project, base: str) -> dict[str, Any]:
-        namespace = self.groups[project.namespace]
+        if project.personal:
+            owner = self.users[project.namespace]
+            namespace = {
+                "id": owner.id,
+                "name": owner.name,
+                "path": owner.username,
+                "kind": "user",
+                "full_path": owner.username,
+            }
+        else:
+            group = self.groups[project.namespace]
+            name = group.full_path.rpartition("/")[2]
+            namespace = {
+                "id": group.id,
+                "name": name,
+                "path": name,
+                "kind": "group",
+                "full_path": group.full_path,
+            }
         return {
             "id": project.id,
             "name": project.path,
             "name_with_namespace": project.full_path.replace("/", " / "),
             "path": project.path,
             "path_with_namespace": project.full_path,
-            "namespace": {
-                "id": namespace.id,
-                "name": namespace.full_path.rpartition("/")[2],
-                "path": namespace.full_path.rpartition("/")[2],
-                "kind": "group",
-                "full_path": namespace.full_path,
-            },
+            "namespace": namespace,
             "visibility": project.visibility,
             "default_branch": _default_branch(project.repo),
             "http_url_to_repo": f"{base}/{project.full_path}.git",
@@ -495,10 +656,14 @@ class GitLabStandIn:
         username, project = self._visible_project(request)
         if not self.can_read_registry(username, project):
             return _message(403, "403 Forbidden")
-        name = request.query.get("name", "")
         with_tags = request.query.get("tags") == "true"
-        repos = [r for r in project.registry.values() if name.lower() in r.name.lower()]
-        return web.json_response([_repository_json(r, project, with_tags) for r in repos])
+        with_count = request.query.get("tags_count") == "true"
+        repos = sorted(project.registry.values(), key=lambda r: r.id)
+        page, headers = _paginate(request, len(repos))
+        return web.json_response(
+            [_repository_json(r, project, with_tags, with_count) for r in repos[page]],
+            headers=headers,
+        )
 
     async def _registry_tag(self, request: web.Request) -> web.Response:
         username, project = self._visible_project(request)
@@ -535,13 +700,22 @@ class GitLabStandIn:
             raise _redirect(
                 app.redirect_uri, error="unsupported_response_type", state=query.get("state")
             )
+        scope = query.get("scope") or app.scopes
+        if not set(scope.split()) <= set(app.scopes.split()):
+            # Doorkeeper: a scope the application was not registered with issues no code
+            raise _redirect(
+                app.redirect_uri,
+                error="invalid_scope",
+                error_description="The requested scope is invalid, unknown, or malformed.",
+                state=query.get("state"),
+            )
         if self.oauth_user is None:
             return web.Response(status=401, text="No GitLab user is logged in to the stand-in.")
         code = secrets.token_hex(16)
         self._codes[code] = Grant(
             app.client_id,
             self.oauth_user,
-            query.get("scope", app.scopes),
+            " ".join(scope.split()),
             app.redirect_uri,
             query.get("code_challenge", ""),
             query.get("code_challenge_method", "plain"),
@@ -565,6 +739,8 @@ class GitLabStandIn:
                 grant = None
         elif grant_type == "refresh_token":
             grant = self._refresh.pop(str(form.get("refresh_token", "")), None)
+            if grant and grant.client_id == client_id and grant.access_token in self.tokens:
+                self.revoke_token(grant.access_token)  # Doorkeeper revokes the previous token
         else:
             return _oauth_error(400, "unsupported_grant_type", "The grant type is not supported.")
         if grant is None or grant.client_id != client_id:
@@ -581,7 +757,9 @@ class GitLabStandIn:
             grant.username, expires_in=self.oauth_token_seconds, scope=grant.scope
         )
         refresh = secrets.token_hex(32)
-        self._refresh[refresh] = Grant(grant.client_id, grant.username, grant.scope)
+        self._refresh[refresh] = Grant(
+            grant.client_id, grant.username, grant.scope, access_token=access
+        )
         return {
             "access_token": access,
             "token_type": "Bearer",
@@ -593,28 +771,42 @@ class GitLabStandIn:
 
     # ---- git smart HTTP --------------------------------------------------------------------
 
-    def _git_user(self, request: web.Request) -> tuple[str | None, bool]:
-        """(user, credentials_given) from HTTP Basic; raises 401 for bad credentials."""
+    def _git_user(self, request: web.Request) -> tuple[str | None, Token | None]:
+        """(user, token) from HTTP Basic, (None, None) without; 401 for bad credentials."""
         value = _header_token(list(request.headers.items()), basic=True)
         if value is None:
-            return None, False
+            return None, None
         token = self.tokens.get(value)
         if token is None or not token.valid():
             raise _git_challenge()
-        return token.username, True
+        if self.users[token.username].state == "blocked":
+            raise _git_challenge()  # GitLab's git login refuses blocked users like bad passwords
+        return token.username, token
 
     async def _git(self, request: web.Request) -> web.StreamResponse:
-        username, authenticated = self._git_user(request)
-        project = self.projects.get(request.match_info["repo"].removesuffix(".git").lower())
+        """Fetch needs a token that may read code; push needs write_repository (or api) and
+        the Developer role; an old path of a moved project is served like the new one."""
+        username, token = self._git_user(request)
+        path = request.match_info["repo"].removesuffix(".git").lower()
+        project = self.projects.get(path) or self.redirects.get(path)
         service = request.match_info.get("service") or request.query.get("service", "")
+        if service not in ("git-upload-pack", "git-receive-pack"):
+            return web.Response(status=403, text="Git over HTTP needs a smart client.")
+        if token is not None and not token.allows(GIT_FETCH_SCOPES):
+            return web.Response(status=403, text="You are not allowed to download code.")
         if project is None or not self.can_read_code(username, project):
-            if not authenticated:
+            if token is None:
                 raise _git_challenge()  # git retries with credentials from its helper
             if project is None or not self.can_see(username, project):
                 return web.Response(status=404, text=NOT_FOUND_PAGE)
             return web.Response(status=403, text="You are not allowed to download code.")
-        if service != "git-upload-pack" or project.repo is None:
-            return web.Response(status=403, text="The stand-in only serves fetches.")
+        if service == "git-receive-pack":
+            if token is None:
+                raise _git_challenge()
+            if not token.allows(GIT_PUSH_SCOPES) or self.level(username, project) < DEVELOPER:
+                return web.Response(status=403, text="You are not allowed to upload code.")
+        if project.repo is None:
+            return web.Response(status=404, text=NOT_FOUND_PAGE)
         suffix = "info/refs" if request.method == "GET" else service
         return await _http_backend(request, project.repo, suffix, username or "")
 
@@ -652,6 +844,77 @@ def _unauthorized() -> web.HTTPUnauthorized:
     return web.HTTPUnauthorized(
         text=json.dumps({"message": "401 Unauthorized"}), content_type="application/json"
     )
+
+
+def _invalid_token(description: str) -> web.HTTPUnauthorized:
+    """An expired or revoked OAuth token: RFC 6750's body and challenge, as GitLab sends."""
+    challenge = (
+        'Bearer realm="Protected by OAuth 2.0", error="invalid_token", '
+        f'error_description="{description}"'
+    )
+    return web.HTTPUnauthorized(
+        headers={"WWW-Authenticate": challenge},
+        text=json.dumps({"error": "invalid_token", "error_description": description}),
+        content_type="application/json",
+    )
+
+
+def _insufficient_scope(scopes: frozenset[str]) -> web.HTTPForbidden:
+    wanted = " ".join(sorted(scopes))
+    description = "The request requires higher privileges than provided by the access token."
+    challenge = (
+        'Bearer realm="Protected by OAuth 2.0", error="insufficient_scope", '
+        f'error_description="{description}", scope="{wanted}"'
+    )
+    return web.HTTPForbidden(
+        headers={"WWW-Authenticate": challenge},
+        text=json.dumps(
+            {"error": "insufficient_scope", "error_description": description, "scope": wanted}
+        ),
+        content_type="application/json",
+    )
+
+
+def _forbidden(message: str) -> web.HTTPForbidden:
+    return web.HTTPForbidden(text=json.dumps({"message": message}), content_type="application/json")
+
+
+def _not_found(message: str) -> web.HTTPNotFound:
+    return web.HTTPNotFound(text=json.dumps({"message": message}), content_type="application/json")
+
+
+def _paginate(request: web.Request, total: int) -> tuple[slice, dict[str, str]]:
+    """Offset pagination as GitLab's API does it: `page`, `per_page` (20, at most 100), and
+    X-Page, X-Per-Page, X-Next-Page, X-Prev-Page, X-Total, X-Total-Pages and Link headers."""
+
+    def number(name: str, default: int) -> int:
+        value = request.query.get(name, "")
+        return int(value) if value.isdigit() and int(value) > 0 else default
+
+    per_page = min(number("per_page", PER_PAGE), MAX_PER_PAGE)
+    page = number("page", 1)
+    pages = max(1, -(-total // per_page))
+    headers = {
+        "X-Page": str(page),
+        "X-Per-Page": str(per_page),
+        "X-Next-Page": str(page + 1) if page < pages else "",
+        "X-Prev-Page": str(page - 1) if 1 < page <= pages + 1 else "",
+        "X-Total": str(total),
+        "X-Total-Pages": str(pages),
+    }
+    links = []
+    for rel, number_ in (
+        ("prev", headers["X-Prev-Page"]),
+        ("next", headers["X-Next-Page"]),
+        ("first", "1"),
+        ("last", str(pages)),
+    ):
+        if number_:
+            url = request.url.update_query(page=number_, per_page=str(per_page))
+            links.append(f'<{url}>; rel="{rel}"')
+    headers["Link"] = ", ".join(links)
+    start = (page - 1) * per_page
+    return slice(start, start + per_page), headers
 
 
 def _git_challenge() -> web.HTTPUnauthorized:
@@ -719,7 +982,9 @@ def _tag_json(repo: RegistryRepository, tag: str) -> dict[str, str]:
     return {"name": tag, "path": f"{repo.path}:{tag}", "location": f"{repo.location}:{tag}"}
 
 
-def _repository_json(repo: RegistryRepository, project: Project, with_tags: bool) -> dict[str, Any]:
+def _repository_json(
+    repo: RegistryRepository, project: Project, with_tags: bool, with_count: bool
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": repo.id,
         "name": repo.name,
@@ -728,8 +993,10 @@ def _repository_json(repo: RegistryRepository, project: Project, with_tags: bool
         "location": repo.location,
         "created_at": "2024-01-01T00:00:00.000+00:00",
         "cleanup_policy_started_at": None,
-        "tags_count": len(repo.tags),
+        "status": None,
     }
+    if with_count:
+        body["tags_count"] = len(repo.tags)
     if with_tags:
         body["tags"] = [_tag_json(repo, tag) for tag in sorted(repo.tags)]
     return body
@@ -908,10 +1175,10 @@ def load_fixture(standin: GitLabStandIn, fixture: Path, repos_dir: Path) -> None
     """Fill the stand-in from YAML; relative paths are relative to the fixture file.
 
     users: [{username, token?, name?}]
-    groups: [{path, members: {user: level}}]
+    groups: [{path, members: {user: level}, sharedWith?: {invited group: max level}}]
     projects: [{path, visibility?, members?, repo? (bare repo) | source? (a directory),
                 registryAccess?, sharedWith?: {group: level}, registryTags?: [tag]}]
-    oauth: {user: <username>, clients: [{id, secret, redirectUri}]}
+    oauth: {user: <username>, clients: [{id, secret, redirectUri, scopes?}]}
     registryHost, externalUrl: optional
     """
     data = yaml.safe_load(fixture.read_text()) or {}
@@ -921,13 +1188,18 @@ def load_fixture(standin: GitLabStandIn, fixture: Path, repos_dir: Path) -> None
     for user in data.get("users", []):
         standin.add_user(user["username"], user.get("token"), name=user.get("name"))
     for group in data.get("groups", []):
-        standin.add_group(group["path"], group.get("members"))
+        standin.add_group(group["path"], group.get("members"), shared_with=group.get("sharedWith"))
     for spec in data.get("projects", []):
         _fixture_project(standin, spec, base, repos_dir)
     oauth = data.get("oauth") or {}
     standin.oauth_user = oauth.get("user")
     for client in oauth.get("clients", []):
-        standin.add_oauth_app(client["id"], client["secret"], client["redirectUri"])
+        standin.add_oauth_app(
+            client["id"],
+            client["secret"],
+            client["redirectUri"],
+            client.get("scopes", DEFAULT_APP_SCOPES),
+        )
 
 
 def _fixture_project(

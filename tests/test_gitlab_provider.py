@@ -88,11 +88,17 @@ class World:
         self.repo_path, self.shas = repo
         self.tokens: dict[str, str] = {}
 
-    def user(self, name: str) -> Caller:
+    def user(self, name: str, scope: str = "api") -> Caller:
+        """A GitLab user and their login, as the hub's auth_state gives it to the provider."""
         if name not in self.tokens:
             self.tokens[name] = token()
-            self.standin.add_user(name, self.tokens[name])
-        return Caller(name, self.tokens[name])
+            self.standin.add_user(name)
+            self.standin.add_token(name, self.tokens[name], scope=scope)
+        state = {
+            "access_token": self.tokens[name],
+            "gitlab_user": {"id": self.standin.users[name].id, "username": name},
+        }
+        return Caller.from_auth_state(name, state)
 
     def project(self, full_path: str, **kwargs: Any) -> Target:
         self.standin.add_project(full_path, repo=self.repo_path, **kwargs)
@@ -237,6 +243,186 @@ async def test_project_answer_follows_the_api_documentation(world: World) -> Non
     assert missing == (404, {"message": "404 Project Not Found"})
 
 
+async def test_access_through_group_shares_and_invited_groups(world: World) -> None:
+    """GitLab's `permissions` leaves shares out; `members/all/:user_id` has the effective
+    role, capped at the share's maximum role."""
+    world.standin.add_group("team-dev", {"dan": 50})
+    world.standin.add_group("team-rep", {"rita": 40})
+    world.standin.add_group("partners", {"ivan": 30})
+    world.standin.add_group("partners/sub", {"sue": 40})
+    world.standin.add_group("top", shared_with={"partners": 30})  # invited into an ancestor
+    target = world.project(
+        "top/sub/proj", shared_with={"team-dev": 30, "team-rep": 20}, members={"rita": 10}
+    )
+    users = {n: world.user(n) for n in ("dan", "rita", "ivan", "sue")}
+    assert await world.check(users["dan"], target, launch=True) is None
+    assert await world.level(users["dan"], target) == 30  # Owner, capped at Developer
+    assert await world.level(users["ivan"], target) == 30
+    assert await world.level(users["sue"], target) is None  # a subgroup of the invited one
+    with pytest.raises(Forbidden) as info:
+        await world.check(users["rita"], target)
+    assert "needs Developer" in info.value.message and "Reporter access" in info.value.message
+    member_calls = [r.path for r in world.standin.requests if "/members/all/" in r.path]
+    assert len(member_calls) >= 3
+
+
+async def test_share_leaves_the_project_permissions_null(world: World) -> None:
+    """The stand-in answers as GitLab does (issues 223832, 3754), not as one would wish."""
+    world.standin.add_group("team", {"dan": 30})
+    dan = world.user("dan")
+    world.project("renku/shared", shared_with={"team": 30})
+    async with aiohttp.ClientSession() as session:
+        url = f"{world.standin.url}/api/v4/projects/renku%2Fshared"
+        async with session.get(url, headers={"PRIVATE-TOKEN": dan.git_token or ""}) as resp:
+            body = await resp.json()
+        member = f"{url}/members/all/{dan.git_user_id}"
+        async with session.get(member, headers={"PRIVATE-TOKEN": dan.git_token or ""}) as resp:
+            assert (resp.status, (await resp.json())["access_level"]) == (200, 30)
+    assert body["permissions"] == {"project_access": None, "group_access": None}
+
+
+async def test_project_in_a_personal_namespace(world: World) -> None:
+    owner, guest = world.user("olga"), world.user("gus")
+    target = world.project("olga/notes", members={"gus": 30})
+    assert await world.check(owner, target, launch=True) is None
+    assert await world.level(owner, target) == 50
+    assert await world.level(guest, target) == 30
+    project = world.standin.projects["olga/notes"]
+    assert "group_access" not in (await _project_json(world, owner, project.id))["permissions"]
+
+
+async def _project_json(world: World, caller: Caller, ident: int) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        url = f"{world.standin.url}/api/v4/projects/{ident}"
+        async with session.get(url, headers={"PRIVATE-TOKEN": caller.git_token or ""}) as resp:
+            return await resp.json()
+
+
+async def test_user_id_is_asked_when_the_login_has_none(world: World) -> None:
+    world.standin.add_group("team", {"dan": 30})
+    dan = world.user("dan")
+    target = world.project("renku/shared", shared_with={"team": 30})
+    assert await world.level(Caller("dan", dan.git_token), target) == 30
+    assert "/api/v4/user" in [r.path for r in world.standin.requests]
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "code", "words"),
+    [
+        ("block", Forbidden, "gitlab_account_blocked", "blocked"),
+        ("terms", Forbidden, "gitlab_terms_not_accepted", "terms of service"),
+        ("scope", UpstreamError, "gitlab_scope_missing", "`read_api`"),
+    ],
+)
+async def test_403s_that_are_not_about_the_project_say_why(
+    world: World, change: str, error: type[GlueError], code: str, words: str
+) -> None:
+    alice = world.user("alice", scope="read_user read_repository" if change == "scope" else "api")
+    target = world.project("renku/demo", members={"alice": 30})
+    if change == "block":
+        world.standin.users["alice"].state = "blocked"
+    elif change == "terms":
+        world.standin.users["alice"].terms_accepted = False
+    with pytest.raises(error) as info:
+        await world.check(alice, target, launch=True)
+    assert (info.value.code, type(info.value)) == (code, error)
+    assert words in info.value.message
+    assert info.value.status == (502 if change == "scope" else 403)
+
+
+async def test_tokens_carry_scopes_and_the_api_enforces_them(world: World) -> None:
+    alice = world.user("alice", scope="read_user")
+    world.project("renku/demo", members={"alice": 30}, visibility="public")
+    headers = {"Authorization": f"Bearer {alice.git_token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(f"{world.standin.url}/api/v4/user") as resp:
+            assert resp.status == 200
+        async with session.get(f"{world.standin.url}/api/v4/projects/renku%2Fdemo") as resp:
+            body = await resp.json()
+            assert resp.status == 403
+            assert 'error="insufficient_scope"' in resp.headers["WWW-Authenticate"]
+    assert body["error"] == "insufficient_scope"
+    assert "read_api" in body["scope"].split()
+
+
+# ---- moved projects ------------------------------------------------------------------------
+
+
+async def test_renamed_project_is_found_at_its_old_path(world: World) -> None:
+    alice = world.user("alice")
+    old = world.project("renku/old", members={"alice": 30})
+    world.standin.rename_project("renku/old", "team/new")
+    provider = world.provider()
+    try:
+        assert await provider.access_level(alice, old) == 30
+        assert await provider.commit_exists(alice, old)
+        assert provider.current_target(alice, old) == Target("team", "new", old.commit_sha)
+        bob = world.user("bob")
+        assert provider.current_target(bob, old) == old  # nobody else's lookup counts
+    finally:
+        await provider.close()
+    project_id = world.standin.projects["team/new"].id
+    paths = [r.path for r in world.standin.requests]
+    assert paths[0] == "/api/v4/projects/renku%2Fold"
+    assert paths[1] == f"/api/v4/projects/{project_id}"  # the 301 followed
+    assert paths[2].startswith(f"/api/v4/projects/{project_id}/repository/commits/")
+
+
+async def test_moved_project_answers_301_to_its_id_like_gitlab(world: World) -> None:
+    alice = world.user("alice")
+    world.project("renku/old", members={"alice": 30})
+    project = world.standin.rename_project("renku/old", "renku/new")
+    headers = {"Authorization": f"Bearer {alice.git_token}"}
+    base = world.standin.url
+    async with aiohttp.ClientSession(headers=headers) as session:
+        url = f"{base}/api/v4/projects/renku%2Fold/repository/commits/main?x=1"
+        async with session.get(url, allow_redirects=False) as resp:
+            assert resp.status == 301
+            location = resp.headers["Location"]
+        async with session.post(url, allow_redirects=False) as resp:
+            assert resp.status == 405
+    assert location == f"{base}/api/v4/projects/{project.id}/repository/commits/main?x=1"
+
+
+async def test_redirect_to_another_host_is_not_followed(world: World) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/old", members={"alice": 30})
+    world.standin.rename_project("renku/old", "renku/new")
+    world.standin.external_url = world.standin.url.replace("127.0.0.1", "127.0.0.2")
+    with pytest.raises(UpstreamError) as info:
+        await world.level(alice, target)
+    assert info.value.code == "gitlab_error"
+    assert "not followed" in info.value.message
+    assert world.standin.token_sent_in_header(alice.git_token or "") == 1
+
+
+# ---- rate limits ---------------------------------------------------------------------------
+
+
+async def test_rate_limit_is_waited_out_within_the_time_budget(world: World) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    world.standin.throttle(requests=1, retry_after=1)
+    started = asyncio.get_running_loop().time()
+    assert await world.check(alice, target) == 30
+    assert asyncio.get_running_loop().time() - started >= 1
+
+
+@pytest.mark.parametrize("retry_after", [30, None])
+async def test_rate_limit_beyond_the_budget_fails_closed(
+    world: World, retry_after: int | None
+) -> None:
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    world.standin.throttle(requests=5, retry_after=retry_after)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(UpstreamUnavailable) as info:
+        await world.check(alice, target)
+    assert asyncio.get_running_loop().time() - started < 2  # no pointless wait
+    assert (info.value.status, info.value.code) == (503, "gitlab_unavailable")
+    assert ("30 seconds" if retry_after else "a minute") in info.value.message
+
+
 # ---- commits -----------------------------------------------------------------------------
 
 
@@ -318,6 +504,38 @@ async def test_image_outside_allowed_registries_is_never_used(world: World) -> N
     assert (await world.image(alice, target, images=allowed)).fallback is False
 
 
+@pytest.mark.parametrize("others", [24, 150])
+async def test_root_image_after_many_repositories_is_found(world: World, others: int) -> None:
+    """GitLab pages the registry list (20 by default): the root may come last."""
+    alice = world.user("alice")
+    target = world.project("renku/demo", members={"alice": 30})
+    for number in range(others):
+        world.standin.add_registry_tag("renku/demo", "latest", name=f"tool-{number}")
+    world.standin.add_registry_tag("renku/demo", world.shas[0][:7])  # root, the highest id
+    image = await world.image(alice, target)
+    assert image == Image(f"{REGISTRY}/renku/demo:{world.shas[0][:7]}", fallback=False)
+
+
+async def test_registry_list_is_paginated_like_gitlab(world: World) -> None:
+    alice = world.user("alice")
+    world.project("renku/demo", members={"alice": 30})
+    for number in range(25):
+        world.standin.add_registry_tag("renku/demo", "latest", name=f"tool-{number}")
+    headers = {"Authorization": f"Bearer {alice.git_token}"}
+    url = f"{world.standin.url}/api/v4/projects/renku%2Fdemo/registry/repositories"
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(url) as resp:
+            first, page_headers = await resp.json(), resp.headers
+        async with session.get(url, params={"page": "2"}) as resp:
+            second = await resp.json()
+    assert [len(first), len(second)] == [20, 5]
+    ids = [r["id"] for r in first + second]
+    assert ids == sorted(ids)
+    assert (page_headers["X-Total"], page_headers["X-Next-Page"]) == ("25", "2")
+    assert 'rel="next"' in page_headers["Link"]
+    assert "tags_count" not in first[0]
+
+
 async def test_configured_registry_host_replaces_gitlabs(world: World) -> None:
     world.standin.registry_host = "gitlab-registry.internal:5000"
     alice = world.user("alice")
@@ -395,6 +613,36 @@ async def test_dead_token_asks_the_user_to_log_in_again(
         assert_hidden(alice.git_token, caplog.text, "the log")
         sent = world.standin.token_sent_in_header(alice.git_token)
         assert sent == 1
+
+
+@pytest.mark.parametrize(
+    ("how", "body"),
+    [
+        ("expire", {"error": "invalid_token", "error_description": "Token is expired."}),
+        ("revoke", {"error": "invalid_token", "error_description": "Token was revoked."}),
+        ("unknown", {"message": "401 Unauthorized"}),
+    ],
+)
+async def test_401_has_gitlabs_body_and_challenge(
+    world: World, how: str, body: dict[str, str]
+) -> None:
+    alice = world.user("alice")
+    world.project("renku/demo", members={"alice": 30})
+    secret = alice.git_token or ""
+    if how == "expire":
+        world.standin.expire_token(secret)
+    elif how == "revoke":
+        world.standin.revoke_token(secret)
+    else:
+        secret = token()
+    url = f"{world.standin.url}/api/v4/projects/renku%2Fdemo"
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+        answer, challenge = await resp.json(), resp.headers.get("WWW-Authenticate", "")
+        assert resp.status == 401
+    for key, value in body.items():
+        assert answer[key].startswith(value)
+    assert ('error="invalid_token"' in challenge) is (how != "unknown")
 
 
 async def test_token_travels_only_in_the_authorization_header(
@@ -502,6 +750,63 @@ async def test_clone_by_a_user_who_cannot_see_the_project_fails(
     assert not (tmp_path / "work" / "README.md").exists()
 
 
+def git_push(world: World, caller: Caller, tmp_path: Path) -> tuple[int, str]:
+    """Commit in a clone and push it with the caller's token, as a session would (in a
+    thread: the stand-in serves on the test's event loop)."""
+    work = tmp_path / f"push-{caller.name}"
+    subprocess.run(["git", "clone", "-q", str(world.repo_path), str(work)], check=True)
+    env = {
+        **os.environ, "GIT_AUTHOR_NAME": "A", "GIT_AUTHOR_EMAIL": "a@example.test",
+        "GIT_COMMITTER_NAME": "A", "GIT_COMMITTER_EMAIL": "a@example.test",
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    subprocess.run(["git", "-C", str(work), "commit", "-q", "--allow-empty", "-m", "work"],
+                   check=True, env=env)
+    basic = base64.b64encode(f"oauth2:{caller.git_token}".encode()).decode()
+    result = subprocess.run(
+        ["git", "-C", str(work), "-c", f"http.extraHeader=Authorization: Basic {basic}",
+         "push", f"{world.standin.url}/renku/demo.git", f"HEAD:refs/heads/{caller.name}"],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    return result.returncode, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("scope", "level", "pushed"),
+    [
+        ("write_repository", 30, True),
+        ("api", 40, True),
+        ("read_repository", 40, False),  # push needs write_repository
+        ("write_repository", 20, False),  # and the Developer role
+    ],
+)
+async def test_git_push_follows_gitlabs_rules(
+    world: World, repo: tuple[Path, list[str]], tmp_path: Path, scope: str, level: int,
+    pushed: bool
+) -> None:
+    bare = tmp_path / "demo.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo[0]), str(bare)], check=True)
+    world.repo_path = bare
+    alice = world.user("alice", scope=scope)
+    world.project("renku/demo", members={"alice": level})
+    status, output = await asyncio.to_thread(git_push, world, alice, tmp_path)
+    branches = git_out(bare, "branch", "--list", "alice")
+    assert (status == 0, bool(branches)) == (pushed, pushed), output
+    if not pushed:
+        assert "You are not allowed to upload code." in output
+    assert_hidden(alice.git_token or "", output, "git's output")
+
+
+async def test_git_fetch_needs_a_token_that_may_read_code(world: World, tmp_path: Path) -> None:
+    alice = world.user("alice", scope="read_user")
+    target = world.project("renku/demo", members={"alice": 30})
+    status, output = await run_clone(world.provider().clone_url(target), world.shas[0],
+                                     tmp_path / "work", alice.git_token or "")
+    assert status == 1
+    assert not (tmp_path / "work" / "README.md").exists()
+    assert "refused" in output  # 403 "You are not allowed to download code."
+
+
 async def test_git_without_credentials_is_challenged(world: World) -> None:
     world.project("renku/demo")
     async with aiohttp.ClientSession() as session:
@@ -517,12 +822,14 @@ async def test_git_without_credentials_is_challenged(world: World) -> None:
 REDIRECT = "http://127.0.0.1:8000/hub/oauth_callback"
 
 
-async def authorize(session: aiohttp.ClientSession, base: str, verifier: str) -> str:
+async def authorize(
+    session: aiohttp.ClientSession, base: str, verifier: str, scope: str = "read_user read_api"
+) -> str:
     """Walk /oauth/authorize with a PKCE challenge, as oauthenticator does; returns the code."""
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
     params = {
         "client_id": "hub-client", "redirect_uri": REDIRECT, "response_type": "code",
-        "state": "xyz", "scope": "api", "code_challenge": challenge.decode().rstrip("="),
+        "state": "xyz", "scope": scope, "code_challenge": challenge.decode().rstrip("="),
         "code_challenge_method": "S256",
     }
     async with session.get(f"{base}/oauth/authorize", params=params,
@@ -552,7 +859,7 @@ async def test_oauth_code_and_refresh_grants(world: World) -> None:
         async with session.post(f"{base}/oauth/token", data=grant) as resp:
             first = await resp.json()
         assert first["token_type"] == "Bearer"
-        assert (first["expires_in"], first["scope"]) == (7200, "api")
+        assert (first["expires_in"], first["scope"]) == (7200, "read_user read_api")
         assert {"access_token", "refresh_token", "created_at"} <= set(first)
         auth = {"Authorization": f"Bearer {first['access_token']}"}
         async with session.get(f"{base}/api/v4/user", headers=auth) as resp:
@@ -564,11 +871,35 @@ async def test_oauth_code_and_refresh_grants(world: World) -> None:
         async with session.post(f"{base}/oauth/token", data=refresh, headers=basic) as resp:
             second = await resp.json()
         assert second["access_token"] != first["access_token"]
+        async with session.get(f"{base}/api/v4/user", headers=auth) as resp:
+            assert (resp.status, (await resp.json())["error"]) == (401, "invalid_token")
         async with session.post(f"{base}/oauth/token", data={**refresh, **client}) as resp:
             assert resp.status == 400  # a refresh token is used once
         bad_client = {**refresh, "client_id": "hub-client", "client_secret": "nope"}
         async with session.post(f"{base}/oauth/token", data=bad_client) as resp:
             assert (resp.status, (await resp.json())["error"]) == (401, "invalid_client")
+
+
+async def test_oauth_refuses_a_scope_the_application_lacks(world: World) -> None:
+    world.user("alice")
+    world.standin.add_oauth_app("hub-client", "hub-secret", REDIRECT, scopes="read_user")
+    world.standin.oauth_user = "alice"
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(b"v" * 43).digest()).decode()
+    params = {
+        "client_id": "hub-client", "redirect_uri": REDIRECT, "response_type": "code",
+        "state": "xyz", "scope": "read_user read_api", "code_challenge": challenge.rstrip("="),
+        "code_challenge_method": "S256",
+    }
+    url = f"{world.standin.url}/oauth/authorize"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, params=params, allow_redirects=False) as resp,
+    ):
+        assert resp.status == 302
+        query = parse_qs(urlsplit(resp.headers["Location"]).query)
+    assert query["error"] == ["invalid_scope"]
+    assert query["error_description"] == ["The requested scope is invalid, unknown, or malformed."]
+    assert "code" not in query
 
 
 async def test_standalone_server_from_a_fixture(tmp_path: Path) -> None:
