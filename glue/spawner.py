@@ -103,8 +103,9 @@ class CommitSpawnerMixin(Configurable):
             yield event
 
     def clear_state(self) -> None:
-        """A stopped server's events and hand-over must not show in its next launch's progress."""
-        super().clear_state()  # type: ignore[misc]
+        """A stopped server's events and hand-over must not show in its next launch's progress
+        (the hub calls this before every spawn, before a progress stream can open)."""
+        super().clear_state()  # type: ignore[misc]  # the Spawner's, next in the MRO
         self._events, self._handed_over = [], False
 
     async def prepare_launch(self) -> Checked:
