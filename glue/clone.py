@@ -8,6 +8,10 @@ credential helper that git calls through the environment, so it appears in no
 process argument and no `.git/config`.
 
     python -m glue.clone --source URL --commit SHA --dest DIR [--lfs]
+
+`step()` builds that command line for both spawners, next to the parser that
+reads it, so the two cannot drift apart. This module runs in the clone image
+and imports nothing but the standard library.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 TOKEN_FILE_ENV = "NOTEBOOKS_GIT_TOKEN_FILE"
 # git reads this helper from the environment (GIT_CONFIG_*); it prints the
@@ -37,6 +42,34 @@ _AUTH_FAILED = re.compile(r"authentication failed|could not read username|403|40
 
 class CloneError(Exception):
     """The commit could not be put in place; the message is for people."""
+
+
+class Step(NamedTuple):
+    """How a spawner runs the clone step: its command line, and what it adds to the environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+def step(
+    source: str,
+    commit: str,
+    dest: str,
+    *,
+    lfs: bool,
+    token_file: str | None,
+    python: str = "python",
+) -> Step:
+    """The clone step for one launch, as the local spawner runs it and the init container does.
+
+    The token is named by a file path in the environment, never given itself,
+    so no process listing or pod spec shows it; `python` is the interpreter
+    (the hub's own locally, the clone image's on Kubernetes).
+    """
+    argv = [python, "-m", "glue.clone", "--source", source, "--commit", commit, "--dest", dest]
+    return Step(
+        argv + (["--lfs"] if lfs else []), {TOKEN_FILE_ENV: token_file} if token_file else {}
+    )
 
 
 def _env(lfs: bool) -> dict[str, str]:

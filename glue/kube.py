@@ -1,7 +1,7 @@
 """KubeSpawner for commit launches: one pod per server, its commit cloned by an init container.
 
 The pod gets an emptyDir workspace. Our init container runs the same clone
-routine as the local spawner (`python -m glue.clone`) into it, and the
+step as the local spawner (the command line of `clone.step`) into it, and the
 notebook container mounts the checkout at `spawner.workDir`. Everything the
 Helm chart or an operator configured on KubeSpawner (z2jh's own init
 containers, volumes, labels) is kept: we only add to the pod.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.utils import maybe_future
@@ -45,11 +46,11 @@ from kubespawner import KubeSpawner
 from kubespawner.slugs import is_valid_label, safe_slug
 from traitlets import default
 
+from . import clone
 from .config import Config, validate
 from .hubconfig import configure
 from .launch import Launch
-from .provider import Caller
-from .spawner import CommitSpawnerMixin
+from .spawner import Checked, CommitSpawnerMixin
 from .target import Target
 
 LABEL_PREFIX = "renku.io/"
@@ -187,13 +188,12 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     """KubeSpawner that launches one checked-out commit, after the same checks as the glue."""
 
     _launch: Launch | None = None
+    _source: str | None = None
     _git_token: str | None = None
     # the registry host of a per-commit image, when the operator gave registry credentials
     _pull_registry: str | None = None
     # set while KubeSpawner waits for the pod: a failed image pull then ends the launch
     _waiting_for_pod = False
-    # set once KubeSpawner takes over; progress() then relays its pod events
-    _pod_requested = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -202,15 +202,14 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.after_pod_created_hook = _after_pod_created
 
     async def start(self):  # type: ignore[override]
-        self._pod_requested = False
-        launch, caller = await self.prepare_launch()
-        self.shape_pod(launch, caller)
-        target = launch.target
+        checked = await self.prepare_launch()
+        self.shape_pod(checked)
+        launch, target = checked.launch, checked.launch.target
         image = f"{launch.image} (default image)" if launch.image_fallback else launch.image
         self.emit(
             20, f"Starting a server for {target.full_path} at {target.commit_sha[:7]} with {image}"
         )
-        self._pod_requested = True
+        self.hand_over()
         self._waiting_for_pod = True
         try:
             return await super().start()
@@ -252,12 +251,13 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.extra_resource_limits = limits
         return profile
 
-    def shape_pod(self, launch: Launch, caller: Caller) -> None:
+    def shape_pod(self, checked: Checked) -> None:
         """Set what the pod runs from a checked launch; get_pod_manifest() adds the workspace."""
         config = self.notebooks_config
         work_dir = config["spawner"]["workDir"]
-        self._launch = launch
-        self._git_token = caller.git_token
+        launch = checked.launch
+        self._launch, self._source = launch, checked.source
+        self._git_token = checked.caller.git_token
         self.image = launch.image
         self.image_pull_policy = config["images"]["pullPolicy"]
         self.working_dir = self.notebook_dir = work_dir
@@ -316,24 +316,19 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     def clone_container(
         self, launch: Launch, notebook: V1Container, *, with_token: bool
     ) -> V1Container:
-        """The init container running `python -m glue.clone`, as the notebook's user and size."""
-        target = launch.target
-        command = [
-            "python",
-            "-m",
-            "glue.clone",
-            "--source",
-            self.clone_url(launch),
-            "--commit",
-            target.commit_sha,
-            "--dest",
+        """The init container running the clone step, as the notebook's user and size."""
+        assert self._source is not None, "shape_pod() sets the clone source before the pod"
+        command, step_env = clone.step(
+            self._source,
+            launch.target.commit_sha,
             f"{CLONE_ROOT}/{CHECKOUT}",
-        ]
-        command += ["--lfs"] if launch.lfs else []
+            lfs=launch.lfs,
+            token_file=f"{TOKEN_DIR}/{TOKEN_KEY}" if with_token else None,
+        )
         env = [V1EnvVar(name="HOME", value="/tmp")]
+        env += [V1EnvVar(name=name, value=value) for name, value in step_env.items()]
         mounts = [V1VolumeMount(name=WORKSPACE_VOLUME, mount_path=CLONE_ROOT)]
         if with_token:
-            env.append(V1EnvVar(name="NOTEBOOKS_GIT_TOKEN_FILE", value=f"{TOKEN_DIR}/{TOKEN_KEY}"))
             mounts.append(V1VolumeMount(name=TOKEN_VOLUME, mount_path=TOKEN_DIR, read_only=True))
         resources = notebook.resources or V1ResourceRequirements()
         keep = ("cpu", "memory")  # no GPU for a clone
@@ -476,20 +471,11 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     def clear_state(self) -> None:
         super().clear_state()
-        self._launch, self._git_token, self._pod_requested = None, None, False
+        self._launch, self._source, self._git_token = None, None, None
         self._pull_registry = None
 
-    async def progress(self):  # type: ignore[override]
-        """Our launch steps, then KubeSpawner's pod events (scheduling, image pulls, failures)."""
-        sent = 0
-        while True:
-            events = getattr(self, "_events", [])
-            for event in events[sent:]:
-                yield event
-            sent = len(events)
-            if self._pod_requested:
-                break
-            await asyncio.sleep(0.25)
+    async def later_progress(self) -> AsyncIterator[dict[str, Any]]:
+        """After our launch steps, KubeSpawner's pod events (scheduling, image pulls, failures)."""
         async for event in KubeSpawner.progress(self):
             if not self._is_token_mount_wait(event):
                 yield event

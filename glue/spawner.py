@@ -14,8 +14,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
@@ -23,6 +24,7 @@ from tornado import web
 from traitlets import Dict, default
 from traitlets.config import Configurable
 
+from . import clone
 from .access import Access
 from .config import Config
 from .errors import GlueError
@@ -30,6 +32,7 @@ from .launch import Launch, from_user_options
 from .provider import Caller, make_provider
 
 CLONE_TIMEOUT = 600
+PROGRESS_POLL_SECONDS = 0.25
 MEMORY_UNITS = {
     "K": 10**3,
     "M": 10**6,
@@ -50,6 +53,15 @@ def memory_bytes(quantity: str) -> int:
     return int(float(match[1]) * MEMORY_UNITS[match[2]])
 
 
+class Checked(NamedTuple):
+    """A launch that passed the hub-side re-check, with who asked and where to clone from."""
+
+    launch: Launch
+    caller: Caller
+    #: the provider's clone URL, from the provider that checked access (no second one)
+    source: str
+
+
 class CommitSpawnerMixin(Configurable):
     """Launch checks and progress events, for any JupyterHub Spawner subclass."""
 
@@ -58,29 +70,54 @@ class CommitSpawnerMixin(Configurable):
     )
 
     _events: list[dict[str, Any]]
+    # set when the launch steps are done and the base spawner starts; progress() then
+    # relays the base spawner's own events (later_progress) instead of waiting for ours
+    _handed_over = False
 
     def emit(self, progress: int, message: str) -> None:
         """Record a progress event; the hub relays it on the server's progress stream."""
         self.log.info("%s: %s", self._log_name, message)  # type: ignore[attr-defined]
         self._events.append({"progress": progress, "message": message})
 
+    def hand_over(self) -> None:
+        """Our steps are done: what follows is the base spawner's (call before its start())."""
+        self._handed_over = True
+
     async def progress(self):  # type: ignore[override]
-        """Yield our events as they come; the hub stops iterating when the spawn ends."""
+        """Our events as they come until hand_over(), then later_progress(); the hub stops
+        iterating when the spawn ends, and waits for it when we end first."""
         sent = 0
         while True:
             events = getattr(self, "_events", [])
-            while sent < len(events):
-                yield events[sent]
-                sent += 1
-            await asyncio.sleep(0.25)
+            for event in events[sent:]:
+                yield event
+            sent = len(events)
+            if self._handed_over:
+                break
+            await asyncio.sleep(PROGRESS_POLL_SECONDS)
+        async for event in self.later_progress():
+            yield event
 
     @default("apply_user_options")
     def _check_user_options_hook(self) -> Any:
         return check_user_options
 
-    async def prepare_launch(self) -> tuple[Launch, Caller]:
+
+    async def later_progress(self) -> AsyncIterator[dict[str, Any]]:
+        """Events of the base spawner after hand_over(); none by default, since JupyterHub's
+        generic "Spawning server..." (at 50 %) would step back behind ours."""
+        for event in ():
+            yield event
+
+    def clear_state(self) -> None:
+        """A stopped server's events and hand-over must not show in its next launch's progress
+        (the hub calls this before every spawn, before a progress stream can open)."""
+        super().clear_state()  # type: ignore[misc]  # the Spawner's, next in the MRO
+        self._events, self._handed_over = [], False
+
+    async def prepare_launch(self) -> Checked:
         """Validate user_options and check access again; raise with a sentence for the user."""
-        self._events = []
+        self._events, self._handed_over = [], False
         config: Config = self.notebooks_config
         launch = from_user_options(config, self.user_options)  # type: ignore[attr-defined]
         provider = make_provider(config)
@@ -91,10 +128,11 @@ class CommitSpawnerMixin(Configurable):
             await Access(provider, config["provider"]["minAccessLevel"]).check_launch(
                 caller, launch.target
             )
+            source = provider.clone_url(launch.target)
         finally:
             await provider.close()
         self.apply_profile(launch.profile)
-        return launch, caller
+        return Checked(launch, caller, source)
 
     def apply_profile(self, name: str) -> dict[str, Any]:
         """Size the server by the profile (memory in Kubernetes units: JupyterHub reads `G` as
@@ -103,9 +141,6 @@ class CommitSpawnerMixin(Configurable):
         self.cpu_limit = self.cpu_guarantee = float(profile["cpu"])
         self.mem_limit = self.mem_guarantee = memory_bytes(profile["memory"])
         return profile
-
-    def clone_url(self, launch: Launch) -> str:
-        return make_provider(self.notebooks_config).clone_url(launch.target)
 
     @staticmethod
     def lab_url(launch: Launch) -> str:
@@ -122,28 +157,29 @@ def check_user_options(spawner: CommitSpawnerMixin, user_options: dict[str, Any]
         raise web.HTTPError(400, "%s", e.message) from None
 
 
-async def run_clone(source: str, commit: str, dest: Path, *, lfs: bool, token: str | None) -> None:
-    """Run the clone routine (`python -m glue.clone`), the token in a file only it reads."""
+async def run_clone(checked: Checked, dest: Path) -> None:
+    """Run the clone step (`clone.step`) as a process, the token in a file only it reads."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "GIT_"))}
-    args = [
-        sys.executable,
-        "-m",
-        "glue.clone",
-        "--source",
-        source,
-        "--commit",
-        commit,
-        "--dest",
-        str(dest),
-    ] + (["--lfs"] if lfs else [])
+    target = checked.launch.target
     with tempfile.TemporaryDirectory(prefix="renku-clone-") as secrets_dir:
-        if token:
+        token_file = None
+        if checked.caller.git_token:
             token_file = Path(secrets_dir) / "token"
             token_file.touch(mode=0o600)
-            token_file.write_text(token)
-            env["NOTEBOOKS_GIT_TOKEN_FILE"] = str(token_file)
+            token_file.write_text(checked.caller.git_token)
+        argv, step_env = clone.step(
+            checked.source,
+            target.commit_sha,
+            str(dest),
+            lfs=checked.launch.lfs,
+            token_file=str(token_file) if token_file else None,
+            python=sys.executable,
+        )
         process = await asyncio.create_subprocess_exec(
-            *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            *argv,
+            env={**env, **step_env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             _, stderr = await asyncio.wait_for(process.communicate(), CLONE_TIMEOUT)
@@ -164,21 +200,16 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
 
     async def start(self):  # type: ignore[override]
         started = time.monotonic()
-        launch, caller = await self.prepare_launch()
-        target = launch.target
+        checked = await self.prepare_launch()
+        target = checked.launch.target
         workspace = self.workspace()
         self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
-        await run_clone(
-            self.clone_url(launch),
-            target.commit_sha,
-            workspace,
-            lfs=launch.lfs,
-            token=caller.git_token,
-        )
+        await run_clone(checked, workspace)
         self.emit(60, f"Cloned in {time.monotonic() - started:.1f} s; starting the notebook server")
         self.home_dir = str(workspace.parent)
         self.notebook_dir = str(workspace)
-        self.default_url = self.lab_url(launch)
+        self.default_url = self.lab_url(checked.launch)
+        self.hand_over()
         return await super().start()
 
     def delete_forever(self) -> None:

@@ -197,8 +197,7 @@ def options(repos: SimpleNamespace, **extra: Any) -> dict[str, Any]:
 
 async def shaped_pod(spawner: kube.CommitKubeSpawner) -> dict[str, Any]:
     """What start() does before handing over to KubeSpawner, then the manifest it would create."""
-    launch, caller = await spawner.prepare_launch()
-    spawner.shape_pod(launch, caller)
+    spawner.shape_pod(await spawner.prepare_launch())
     return await serialize(await spawner.get_pod_manifest())
 
 
@@ -437,7 +436,7 @@ async def test_progress_relays_pod_events(
 ) -> None:
     spawner = make_spawner(repos, options(repos))
     await shaped_pod(spawner)
-    spawner._pod_requested = True
+    spawner.hand_over()
     secret = spawner.token_secret_name
 
     async def pod_events(self: KubeSpawner):

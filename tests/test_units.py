@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 import re
 import string
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from glue import config as config_mod
-from glue.clone import CloneError, clone, head
+from glue.clone import CloneError, clone, head, step
 from glue.errors import BadRequest, NotFound
 from glue.launch import from_user_options
 from glue.target import Target, parse
@@ -241,10 +244,17 @@ def test_clone_keeps_an_unfinished_clone_of_another_origin(tmp_path, repo):
 
 
 def run_clone(url: str, commit: str, dest: Path) -> subprocess.CompletedProcess[str]:
-    args = ["--source", url, "--commit", commit, "--dest", str(dest)]
-    return subprocess.run(
-        [sys.executable, "-m", "glue.clone", *args], capture_output=True, text=True
-    )
+    """The command line both spawners run (`clone.step`), run as the local spawner does."""
+    argv, env = step(url, commit, str(dest), lfs=False, token_file=None, python=sys.executable)
+    assert env == {}
+    return subprocess.run(argv, capture_output=True, text=True)
+
+
+def test_clone_step_names_the_token_file_only_in_the_environment():
+    argv, env = step("https://git.example/p.git", SHA, "/w", lfs=True, token_file="/run/t")
+    assert argv[:3] == ["python", "-m", "glue.clone"] and argv[-1] == "--lfs"
+    assert env == {"NOTEBOOKS_GIT_TOKEN_FILE": "/run/t"}
+    assert not any("/run/t" in arg for arg in argv)
 
 
 def test_clone_command_line(tmp_path, repo):
@@ -272,3 +282,134 @@ def test_hub_refuses_invalid_config(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert str(bad) in output and "at launch.serversPerUser" in output
+
+
+async def test_progress_relays_our_steps_until_the_hand_over():
+    """The one progress loop (both spawners): events as they are emitted, in order, and the
+    loop ends at hand_over(), where the base spawner's own progress takes over."""
+    from glue.spawner import LocalCommitSpawner
+
+    spawner = LocalCommitSpawner(
+        _mock=True,
+        user=SimpleNamespace(name="alice"),
+        orm_spawner=SimpleNamespace(name="", server=None),
+    )
+    spawner._events = []
+    spawner.emit(5, "checked")
+
+    async def later() -> None:
+        await asyncio.sleep(0.3)
+        spawner.emit(60, "cloned")
+        spawner.hand_over()
+
+    seen = asyncio.ensure_future(later())
+    events = [e async for e in spawner.progress()]
+    await seen
+    assert events == [{"progress": 5, "message": "checked"}, {"progress": 60, "message": "cloned"}]
+    spawner.clear_state()  # a stopped server's steps are not the next launch's
+    assert spawner._events == [] and not spawner._handed_over
+
+
+# --- the slim glue image -----------------------------------------------------------------------
+
+# the hub side's packages: the glue image (also the clone image) does not install them
+HUB_PACKAGES = ("jupyterhub", "kubespawner", "oauthenticator", "traitlets")
+HUB_DISTRIBUTIONS = {"jupyterhub", "jupyterhub-kubespawner", "oauthenticator", "traitlets"}
+# the modules that run inside JupyterHub and may import them
+HUB_SIDE_MODULES = {"glue.spawner", "glue.kube"}
+# run in a fresh interpreter, as in the glue image: a meta-path finder refuses the hub packages
+# and every package of a distribution the image would not have (argv: refused top-level names,
+# allowed distributions), then every glue module is imported; prints those that failed
+IMPORT_PROBE = r"""
+import importlib, importlib.abc, importlib.metadata, json, pkgutil, re, sys
+
+refused, allowed = set(json.loads(sys.argv[1])), set(json.loads(sys.argv[2]))
+owners = importlib.metadata.packages_distributions()
+for module, dists in owners.items():
+    if module != "glue" and not {re.sub(r"[-_.]+", "-", d).lower() for d in dists} & allowed:
+        refused.add(module)
+
+
+# the interpreter's own finders, blind to the refused packages as if they were not installed
+class SlimImage(importlib.abc.MetaPathFinder):
+    def __init__(self, finders):
+        self.finders = finders
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in refused:
+            return None
+        for finder in self.finders:
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                return spec
+        return None
+
+    def invalidate_caches(self):
+        for finder in self.finders:
+            finder.invalidate_caches()
+
+
+sys.meta_path[:] = [SlimImage(list(sys.meta_path))]
+import glue
+
+# glue.__main__ would run the service; it imports glue.app, which is probed
+names = [m.name for m in pkgutil.iter_modules(glue.__path__, "glue.") if m.name != "glue.__main__"]
+failed = {}
+for name in sorted(names):
+    try:
+        importlib.import_module(name)
+    except ImportError as e:
+        failed[name] = str(e)
+print(json.dumps(failed))
+"""
+
+
+def base_closure() -> set[str]:
+    """Every distribution the package's own dependencies (no extras) install, transitively."""
+    import importlib.metadata
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pyproject = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())
+    todo = [Requirement(r) for r in pyproject["project"]["dependencies"]]
+    seen: set[str] = set()
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen or (req.marker and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        todo += [Requirement(r) for r in importlib.metadata.requires(req.name) or []]
+    return seen
+
+
+def probe_imports(refused: tuple[str, ...], allowed: set[str]) -> dict[str, str]:
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, json.dumps(refused), json.dumps(sorted(allowed))],
+        capture_output=True,
+        text=True,
+        cwd=CHECKOUT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_glue_image_needs_no_hub_packages():
+    """The glue service and the clone step run on the package's own dependencies: the hub
+    packages are no dependency, and every module but the hub side's imports without them."""
+    closure = base_closure()
+    assert not HUB_DISTRIBUTIONS & closure, f"the glue image installs {HUB_DISTRIBUTIONS & closure}"
+    failed = probe_imports(HUB_PACKAGES, closure)
+    # the finder works (the hub-side modules are refused), and only they need the hub
+    assert set(failed) == HUB_SIDE_MODULES, failed
+    assert all(re.search(r"'(jupyterhub|traitlets)\b", m) for m in failed.values()), failed
+
+
+def test_import_probe_can_fail():
+    """Without a package the glue imports (aiohttp), the probe reports the glue service."""
+    failed = probe_imports(("aiohttp",), base_closure())
+    assert {"glue.app", "glue.routes", "glue.hub"} <= set(failed), failed
+    assert "glue.clone" not in failed  # standard library only
