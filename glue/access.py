@@ -63,6 +63,11 @@ class Access:
             )
         return level
 
+    def current(self, caller: Caller, target: Target) -> Target:
+        """The target at the project's current path: a check may have found it moved (GitLab
+        answers old paths with a redirect), and servers are named after where it lives now."""
+        return self.provider.current_target(caller, target)
+
     async def check_launch(self, caller: Caller, target: Target) -> None:
         """A launch always asks the provider again, and whether the commit exists.
 

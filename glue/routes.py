@@ -118,7 +118,7 @@ class Routes:
         view = await self.servers.view(identity.name)
         if request.method in ("GET", "HEAD"):
             await self.access.check(view.caller, wanted)
-        return Authorized(identity, view, wanted)
+        return Authorized(identity, view, self.access.current(view.caller, wanted))
 
     def page_context(self, identity: Identity) -> dict[str, Any]:
         return {"user": identity.name, "xsrf": self.auth.xsrf_token(identity)}

@@ -170,13 +170,6 @@ class Servers:
         self, view: UserView, target: Target, choices: dict[str, Any]
     ) -> tuple[int, ServerModel]:
         async with self._locked(view, target) as view:
-            current = view.find(target)
-            if current and current["status"] in ("running", "starting"):
-                return 200, current
-            if current and current["status"] == "stopping":
-                raise Conflict(
-                    "This server is stopping; launch it again in a moment.", code="server_stopping"
-                )
             # the fresh access check, the commit and the commit's image do not depend on
             # each other: one GitLab round trip of time instead of three
             checked, candidate = await asyncio.gather(
@@ -188,6 +181,14 @@ class Servers:
                 raise checked  # access before anything else: it decides what may be told
             if isinstance(candidate, BaseException):
                 raise candidate
+            target = self.access.current(view.caller, target)  # a moved project's new path
+            current = view.find(target)
+            if current and current["status"] in ("running", "starting"):
+                return 200, current
+            if current and current["status"] == "stopping":
+                raise Conflict(
+                    "This server is stopping; launch it again in a moment.", code="server_stopping"
+                )
             request = launch.make(
                 self.config, target, choices, launch.choose_image(self.config, candidate)
             )

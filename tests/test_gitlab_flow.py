@@ -14,7 +14,14 @@ import requests
 
 from glue.hubconfig import GITLAB_SCOPES
 from tests.gitlab_standin import GitLabStandIn, StandInThread
-from tests.hubtools import Client, RunningHub, assert_hidden, make_repo
+from tests.hubtools import (
+    Client,
+    RunningHub,
+    assert_hidden,
+    hub_calls_by_glue,
+    log_since,
+    make_repo,
+)
 
 REGISTRY = "registry.gitlab.test"
 DEFAULT_IMAGE = "registry.example.org/renku/default:1"
@@ -41,14 +48,14 @@ def make_world(
         make_repo(root, path)
     standin = GitLabStandIn(registry_host=REGISTRY)
     users = ("dev", "guest", "reporter", "maint", "owner", "outsider", "grouped", "shared-dev",
-             "shared-rep", "invited", "solo", "blocked", "narrow", "short", "mover")
+             "shared-rep", "invited", "solo", "blocked", "narrow", "short", "mover", "counted")
     for user in users:
         standin.add_user(user)
     standin.add_project(
         "renku/demo",
         repo=root / "renku/demo.git",
         members={"dev": 30, "guest": 10, "reporter": 20, "maint": 40, "owner": 50,
-                 "blocked": 30, "narrow": 30, "short": 30},
+                 "blocked": 30, "narrow": 30, "short": 30, "counted": 30},
     )
     standin.add_group("renku/sub", members={"grouped": 30})
     standin.add_project("renku/sub/deep", repo=root / "renku/sub/deep.git")
@@ -126,6 +133,28 @@ def test_launch_clones_with_the_users_token_and_uses_the_commit_image(world):
     # a commit without an image runs the default image
     other = launch(dev, "renku/demo", shas[1]).json()
     assert other["image"] == DEFAULT_IMAGE and other["image_fallback"] is True
+
+
+def test_one_hub_read_gives_the_servers_and_the_gitlab_login(world):
+    """Counted at the hub: with GitLab too, a status read with warm caches is one read of the
+    user model (its servers and, in the same answer, the GitLab token the access check needs);
+    a launch is that read and the start."""
+    hub, shas = world["hub"], world["shas"]
+    counted = login(world, "counted")
+    path = f"renku/demo/{shas[2]}"
+    assert counted.get(path).status_code == 404  # warms the identity and access caches
+    read = "GET /hub/api/users/counted"
+    try:
+        mark = len(hub.log())
+        assert counted.get(path).json()["error"] == "server_not_found"
+        assert hub_calls_by_glue(log_since(hub, mark)) == [read]
+        mark = len(hub.log())
+        response = launch(counted, "renku/demo", shas[2])
+        assert response.status_code in (201, 202), response.text
+        started = f"POST /hub/api/users/counted/servers/{response.json()['name']}"
+        assert hub_calls_by_glue(log_since(hub, mark)) == [read, started]
+    finally:
+        hub.remove_all_servers("counted")
 
 
 def test_token_appears_nowhere(world):
@@ -254,10 +283,6 @@ def test_renamed_project_launches_from_its_old_url(world):
     hub.remove_all_servers("mover")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="routes must launch `provider.current_target(caller, wanted)` (lead's routes.py)",
-)
 def test_renamed_project_server_model_shows_the_new_path(world):
     hub = world["hub"]
     sha = _renamed(world)
