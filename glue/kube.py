@@ -18,6 +18,7 @@ z2jh role allows exactly this: create and delete on Secrets, no patch.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.utils import maybe_future
@@ -41,7 +42,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from kubespawner.slugs import is_valid_label, safe_slug
 
-from .config import Config
+from .config import Config, Profile
 from .launch import Launch
 from .provider import Caller
 from .spawner import CommitSpawnerMixin
@@ -128,6 +129,11 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     _git_token: str | None = None
     # set once KubeSpawner takes over; progress() then relays its pod events
     _pod_requested = False
+    # KubeSpawner traits read here before this class sets them (kubespawner ships no types)
+    after_pod_created_hook: Any
+    extra_resource_limits: dict[str, str]
+    extra_labels: dict[str, str]
+    extra_annotations: dict[str, str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -135,7 +141,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.operator_after_pod_created_hook = self.after_pod_created_hook
         self.after_pod_created_hook = _after_pod_created
 
-    async def start(self):  # type: ignore[override]
+    async def start(self) -> str:
         self._pod_requested = False
         launch, caller = await self.prepare_launch()
         self.shape_pod(launch, caller)
@@ -151,7 +157,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         """Profiles come from the notebooks config (applied by prepare_launch), not KubeSpawner's
         profile_list, whose overrides would run after ours and undo them."""
 
-    def apply_profile(self, name: str) -> dict[str, Any]:
+    def apply_profile(self, name: str) -> Profile:
         """The profile's cpu, memory (Kubernetes units) and GPUs, as requests and limits."""
         profile = super().apply_profile(name)
         limits = {k: v for k, v in self.extra_resource_limits.items() if k != GPU_RESOURCE}
@@ -162,7 +168,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     def shape_pod(self, launch: Launch, caller: Caller) -> None:
         """Set what the pod runs from a checked launch; get_pod_manifest() adds the workspace."""
-        config = self.notebooks_config
+        config = self.notebooks
         work_dir = config["spawner"]["workDir"]
         self._launch = launch
         self._git_token = caller.git_token
@@ -201,7 +207,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             *(notebook.volume_mounts or []),
             V1VolumeMount(
                 name=WORKSPACE_VOLUME,
-                mount_path=self.notebooks_config["spawner"]["workDir"],
+                mount_path=self.notebooks["spawner"]["workDir"],
                 sub_path=CHECKOUT,
             ),
         ]
@@ -237,8 +243,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         context = notebook.security_context
         return V1Container(
             name=CLONE_CONTAINER,
-            image=self.notebooks_config["spawner"]["cloneImage"],
-            image_pull_policy=self.notebooks_config["images"]["pullPolicy"],
+            image=self.notebooks["spawner"]["cloneImage"],
+            image_pull_policy=self.notebooks["images"]["pullPolicy"],
             command=command,
             env=env,
             volume_mounts=mounts,
@@ -331,7 +337,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         super().clear_state()
         self._launch, self._git_token, self._pod_requested = None, None, False
 
-    async def progress(self):  # type: ignore[override]
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """Our launch steps, then KubeSpawner's pod events (scheduling, image pulls, failures)."""
         sent = 0
         while True:

@@ -8,14 +8,16 @@ launch, and only then puts the commit in place and starts the server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
@@ -23,7 +25,7 @@ from traitlets import Dict
 from traitlets.config import Configurable
 
 from .access import Access
-from .config import Config
+from .config import Config, Profile
 from .launch import Launch, from_user_options
 from .provider import Caller, make_provider
 
@@ -56,13 +58,23 @@ class CommitSpawnerMixin(Configurable):
     )
 
     _events: list[dict[str, Any]]
+    # set by the jupyterhub Spawner this is mixed into (jupyterhub ships no types)
+    log: logging.Logger
+    user: Any
+    user_options: dict[str, Any]
+    _log_name: str
+
+    @property
+    def notebooks(self) -> Config:
+        """The config, typed; glue.hubconfig sets the trait from `glue.config.load`."""
+        return cast(Config, self.notebooks_config)
 
     def emit(self, progress: int, message: str) -> None:
         """Record a progress event; the hub relays it on the server's progress stream."""
-        self.log.info("%s: %s", self._log_name, message)  # type: ignore[attr-defined]
+        self.log.info("%s: %s", self._log_name, message)
         self._events.append({"progress": progress, "message": message})
 
-    async def progress(self):  # type: ignore[override]
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """Yield our events as they come; the hub stops iterating when the spawn ends."""
         sent = 0
         while True:
@@ -75,12 +87,12 @@ class CommitSpawnerMixin(Configurable):
     async def prepare_launch(self) -> tuple[Launch, Caller]:
         """Validate user_options and check access again; raise with a sentence for the user."""
         self._events = []
-        config: Config = self.notebooks_config
-        launch = from_user_options(config, self.user_options)  # type: ignore[attr-defined]
+        config = self.notebooks
+        launch = from_user_options(config, self.user_options)
         provider = make_provider(config)
         try:
-            auth_state = await self.user.get_auth_state() if provider.needs_token else None  # type: ignore[attr-defined]
-            caller = Caller.from_auth_state(self.user.name, auth_state)  # type: ignore[attr-defined]
+            auth_state = await self.user.get_auth_state() if provider.needs_token else None
+            caller = Caller.from_auth_state(self.user.name, auth_state)
             self.emit(5, f"Checking access to {launch.target.full_path}")
             await Access(provider, config["provider"]["minAccessLevel"]).check_launch(
                 caller, launch.target
@@ -90,16 +102,16 @@ class CommitSpawnerMixin(Configurable):
         self.apply_profile(launch.profile)
         return launch, caller
 
-    def apply_profile(self, name: str) -> dict[str, Any]:
+    def apply_profile(self, name: str) -> Profile:
         """Size the server by the profile (memory in Kubernetes units: JupyterHub reads `G` as
         GiB and refuses `Gi`); returns the profile for what a subclass adds."""
-        profile = next(p for p in self.notebooks_config["profiles"] if p["name"] == name)
+        profile = next(p for p in self.notebooks["profiles"] if p["name"] == name)
         self.cpu_limit = self.cpu_guarantee = float(profile["cpu"])
         self.mem_limit = self.mem_guarantee = memory_bytes(profile["memory"])
         return profile
 
     def clone_url(self, launch: Launch) -> str:
-        return make_provider(self.notebooks_config).clone_url(launch.target)
+        return make_provider(self.notebooks).clone_url(launch.target)
 
     @staticmethod
     def lab_url(launch: Launch) -> str:
@@ -144,10 +156,10 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     """The embedded default: the commit is cloned into a workspace, the server runs as a process."""
 
     def workspace(self) -> Path:
-        root = Path(self.notebooks_config["spawner"]["workspaceRoot"])
+        root = Path(self.notebooks["spawner"]["workspaceRoot"])
         return root / self.user.name / (self.name or "default")
 
-    async def start(self):  # type: ignore[override]
+    async def start(self) -> tuple[str, int]:
         started = time.monotonic()
         launch, caller = await self.prepare_launch()
         target = launch.target
