@@ -14,13 +14,13 @@ fails here instead of producing a wrong type.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
+from . import generated
 from .config import SCHEMA_NAME, schema
 
 TYPES_FILE = Path(__file__).resolve().parent / "configtypes.py"
@@ -106,24 +106,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write glue/configtypes.py from the schema.")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the file differs from what would be written"
-    )
-    parser.add_argument("--output", type=Path, default=TYPES_FILE)
-    args = parser.parse_args(argv)
-    text = render()
-    current = args.output.read_text() if args.output.exists() else None
-    if args.check:
-        if current != text:
-            print(f"{args.output} is stale: run `python -m glue.typegen`", file=sys.stderr)
-            return 1
-        print(f"{args.output}: up to date")
-        return 0
-    if current != text:
-        args.output.write_text(text)
-        print(f"wrote {args.output}")
-    return 0
+    return generated.main(argv, render, TYPES_FILE, "glue.typegen", __doc__)
 
 
 if __name__ == "__main__":
