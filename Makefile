@@ -30,6 +30,7 @@ dev: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test: test-setup lint
 	$(VENV)/bin/pytest -q

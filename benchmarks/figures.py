@@ -8,6 +8,7 @@ number, and a new figure is one function and one line there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -61,11 +62,12 @@ def status(bench: Bench, sizes: Sizes) -> Figure:
     for _ in range(sizes.warmup):  # connections open, caches (identity, access) warm
         glue.request("GET", path)
         hub.request("GET", hub_path)
-    through_glue, direct = [], []
+    through_glue: list[float] = []
+    direct: list[float] = []
     for i in range(requests):
         pair = [(glue, path, through_glue), (hub, hub_path, direct)]
         for client, target, samples in pair if i % 2 else reversed(pair):
-            (code, _), seconds = timed(lambda c=client, t=target: c.request("GET", t))
+            (code, _), seconds = timed(functools.partial(client.request, "GET", target))
             assert code == 200, (target, code)
             samples.append(seconds * 1000)
     glue.close()
@@ -131,7 +133,8 @@ def launch(bench: Bench, sizes: Sizes) -> Figure:
         _remove(admin, direct_user, name)
         return seconds
 
-    glue_times, direct_times = [], []
+    glue_times: list[float] = []
+    direct_times: list[float] = []
     for i in range(runs):
         ways = [(through_glue, glue_times), (direct, direct_times)]
         for way, times in ways if i % 2 else reversed(ways):
@@ -314,11 +317,13 @@ def clone(sizes: Sizes, big_every: int = 25, big_files: int = 4) -> Figure:
             subprocess.run(["git", "-C", str(dest), "-c", "advice.detachedHead=false",
                             "checkout", "-q", "--detach", sha], check=True, env=env)
 
-        glue_times, full_times, glue_bytes, full_bytes = [], [], 0, 0
+        glue_times: list[float] = []
+        full_times: list[float] = []
+        glue_bytes = full_bytes = 0
         for i in range(runs):
             for way, times in ((glue_clone, glue_times), (full_clone, full_times)):
                 dest = root / f"{way.__name__}-{i}"
-                _, seconds = timed(lambda w=way, d=dest: w(d))
+                _, seconds = timed(functools.partial(way, dest))
                 times.append(seconds)
                 head = subprocess.check_output(["git", "-C", str(dest), "rev-parse", "HEAD"],
                                                text=True).strip()

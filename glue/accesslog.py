@@ -15,16 +15,15 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from . import metrics
 from .errors import GlueError, LoginRequired, NotFound, PayloadTooLarge
 
 log = logging.getLogger("glue")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 RenderError = Callable[[web.Request, GlueError], web.Response]
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # C0 and C1 control characters, DEL and the Unicode line separators: a request path

@@ -76,7 +76,7 @@ class Auth:
 
     async def identify(self, request: web.Request) -> Identity | None:
         """The caller, from an `Authorization: token` header or the session cookie."""
-        token = _header_token(request)
+        token: str | None = _header_token(request)
         if token:
             return await self._identity(token, via_cookie=False)
         token = self._open(request.cookies.get(self.session_cookie), SESSION_TTL)

@@ -13,12 +13,12 @@ a parent chart's globals) are left to the chart and its dependency.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from . import generated
 from .config import schema, schema_path
 
 CHART_SCHEMA = (
@@ -67,24 +67,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the chart's values.schema.json.")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the file differs from what would be written"
-    )
-    parser.add_argument("--output", type=Path, default=CHART_SCHEMA)
-    args = parser.parse_args(argv)
-    text = render()
-    current = args.output.read_text() if args.output.exists() else None
-    if args.check:
-        if current != text:
-            print(f"{args.output} is stale: run `python -m glue.chartschema`", file=sys.stderr)
-            return 1
-        print(f"{args.output}: up to date")
-        return 0
-    if current != text:
-        args.output.write_text(text)
-        print(f"wrote {args.output}")
-    return 0
+    return generated.main(argv, render, CHART_SCHEMA, "glue.chartschema", __doc__)
 
 
 if __name__ == "__main__":

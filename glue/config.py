@@ -14,12 +14,12 @@ import re
 import sys
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import yaml
 
-Config = dict[str, Any]
+from .configtypes import Config, Profile
 
 _HERE = Path(__file__).resolve().parent
 # installed wheels carry the schema inside the package; a checkout has it at the top
@@ -72,8 +72,10 @@ def validate(data: Any, source: str = "<config>") -> Config:
     if errors:
         lines = [f"  at {_where(e)}: {e.message}" for e in errors]
         raise ConfigError(f"{source}: invalid notebooks config\n" + "\n".join(lines))
-    _check_semantics(config, source)
-    return config
+    # the types in configtypes.py are generated from the schema just checked, defaults included
+    typed = cast(Config, config)
+    _check_semantics(typed, source)
+    return typed
 
 
 def _check_semantics(config: Config, source: str) -> None:
@@ -111,7 +113,7 @@ def _notebooks_part(data: Any) -> Any:
     return data.get("notebooks", data)
 
 
-def default_profile(config: Config) -> dict[str, Any]:
+def default_profile(config: Config) -> Profile:
     profiles = config["profiles"]
     return next((p for p in profiles if p["default"]), profiles[0])
 

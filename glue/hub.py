@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import quote
 
@@ -214,7 +214,7 @@ class Hub:
         )
         return status
 
-    async def progress(self, name: str, server: str) -> AsyncIterator[dict[str, Any]]:
+    async def progress(self, name: str, server: str) -> AsyncGenerator[dict[str, Any], None]:
         """The hub's spawn progress events for a server, as dicts, until the stream ends."""
         url = self.api_url + _path("users", name, "servers", server, "progress")
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)

@@ -119,9 +119,12 @@ def token_seconds_left(auth_state: dict[str, Any], now: float) -> float | None:
     """Seconds the stored GitLab token has left, from its token answer; None if unknown."""
     answer = auth_state.get("token_response") or {}
     created, lifetime = answer.get("created_at"), answer.get("expires_in")
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (created, lifetime)):
+    numbers = [
+        v for v in (created, lifetime) if isinstance(v, int | float) and not isinstance(v, bool)
+    ]
+    if len(numbers) != 2:
         return None
-    return float(created) + float(lifetime) - now
+    return float(numbers[0]) + float(numbers[1]) - now
 
 
 async def refresh_expiring_login(authenticator: Any, user: Any, auth_state: Any) -> Any:

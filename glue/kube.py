@@ -47,7 +47,7 @@ from kubespawner.slugs import is_valid_label, safe_slug
 from traitlets import default
 
 from . import clone
-from .config import Config, validate
+from .config import Config, Profile, validate
 from .hubconfig import configure
 from .launch import Launch
 from .spawner import Checked, CommitSpawnerMixin
@@ -194,6 +194,11 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     _pull_registry: str | None = None
     # set while KubeSpawner waits for the pod: a failed image pull then ends the launch
     _waiting_for_pod = False
+    # KubeSpawner traits read here before this class sets them (kubespawner ships no types)
+    after_pod_created_hook: Any
+    extra_resource_limits: dict[str, str]
+    extra_labels: dict[str, str]
+    extra_annotations: dict[str, str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -201,7 +206,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.operator_after_pod_created_hook = self.after_pod_created_hook
         self.after_pod_created_hook = _after_pod_created
 
-    async def start(self):  # type: ignore[override]
+    async def start(self) -> str:
         checked = await self.prepare_launch()
         self.shape_pod(checked)
         launch, target = checked.launch, checked.launch.target
@@ -242,7 +247,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         """Profiles come from the notebooks config (applied by prepare_launch), not KubeSpawner's
         profile_list, whose overrides would run after ours and undo them."""
 
-    def apply_profile(self, name: str) -> dict[str, Any]:
+    def apply_profile(self, name: str) -> Profile:
         """The profile's cpu, memory (Kubernetes units) and GPUs, as requests and limits."""
         profile = super().apply_profile(name)
         limits = {k: v for k, v in self.extra_resource_limits.items() if k != GPU_RESOURCE}
@@ -253,7 +258,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     def shape_pod(self, checked: Checked) -> None:
         """Set what the pod runs from a checked launch; get_pod_manifest() adds the workspace."""
-        config = self.notebooks_config
+        config = self.notebooks
         work_dir = config["spawner"]["workDir"]
         launch = checked.launch
         self._launch, self._source = launch, checked.source
@@ -304,7 +309,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             *(notebook.volume_mounts or []),
             V1VolumeMount(
                 name=WORKSPACE_VOLUME,
-                mount_path=self.notebooks_config["spawner"]["workDir"],
+                mount_path=self.notebooks["spawner"]["workDir"],
                 sub_path=CHECKOUT,
             ),
         ]
@@ -336,8 +341,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         uid = _field(context, "runAsUser", "run_as_user")
         return V1Container(
             name=CLONE_CONTAINER,
-            image=self.notebooks_config["spawner"]["cloneImage"],
-            image_pull_policy=self.notebooks_config["images"]["pullPolicy"],
+            image=self.notebooks["spawner"]["cloneImage"],
+            image_pull_policy=self.notebooks["images"]["pullPolicy"],
             command=command,
             env=env,
             volume_mounts=mounts,
@@ -410,7 +415,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         registry, self._pull_registry = self._pull_registry, None
         if not registry:
             return
-        source = self.notebooks_config["spawner"]["registrySecret"]
+        source = self.notebooks["spawner"]["registrySecret"]
         try:
             secret = await asyncio.wait_for(
                 self.api.read_namespaced_secret(source, self.namespace),

@@ -62,7 +62,7 @@ class Launch:
 
     def user_options(self) -> dict[str, Any]:
         """The hub's user_options: flat, no key named user_options or display_name (hub 5.x)."""
-        options = self.target.options()
+        options: dict[str, Any] = self.target.options()
         options.update(
             profile=self.profile, image=self.image, image_fallback=self.image_fallback, lfs=self.lfs
         )
@@ -110,7 +110,7 @@ def from_user_options(config: Config, options: dict[str, Any]) -> Launch:
     if unknown:
         raise BadRequest(f"Unknown launch options {unknown}.", code="invalid_options")
     target = from_options(options)
-    choices = {k: options[k] for k in ("profile", "lfs") if k in options}
+    choices: dict[str, Any] = {k: options[k] for k in ("profile", "lfs") if k in options}
     if "lfs" in choices and not config["launch"]["lfsOption"]:
         choices.pop("lfs")
     parse_body(config, choices)

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -28,6 +28,7 @@ from .access import Access
 from .config import Config
 from .errors import Conflict, GlueError, NotFound
 from .hub import Hub
+from .launch import Launch
 from .provider import Caller, GitProvider
 from .target import Target
 
@@ -119,7 +120,7 @@ class Servers:
     async def get(self, user: str, target: Target) -> ServerModel | None:
         return (await self.view(user)).find(target)
 
-    async def progress(self, user: str, target: Target) -> AsyncIterator[dict[str, Any]]:
+    async def progress(self, user: str, target: Target) -> AsyncGenerator[dict[str, Any], None]:
         """The hub's spawn progress events for the server, until the hub ends the stream."""
         async with contextlib.aclosing(self.hub.progress(user, target.server_name)) as events:
             async for event in events:
@@ -222,7 +223,7 @@ class Servers:
         async with lock:
             yield await self.view(view.name) if waited else view
 
-    def _started_model(self, user: str, request: launch.Launch, status: int) -> ServerModel:
+    def _started_model(self, user: str, request: Launch, status: int) -> ServerModel:
         """The model of a server the hub just accepted, as the hub's next read will show it."""
         now = _now()
         hub_server = {

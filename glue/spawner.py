@@ -8,6 +8,7 @@ launch, and only then puts the commit in place and starts the server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import quote
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
@@ -26,7 +27,7 @@ from traitlets.config import Configurable
 
 from . import clone
 from .access import Access
-from .config import Config
+from .config import Config, Profile
 from .errors import GlueError
 from .launch import Launch, from_user_options
 from .provider import Caller, make_provider
@@ -73,17 +74,27 @@ class CommitSpawnerMixin(Configurable):
     # set when the launch steps are done and the base spawner starts; progress() then
     # relays the base spawner's own events (later_progress) instead of waiting for ours
     _handed_over = False
+    # set by the jupyterhub Spawner this is mixed into (jupyterhub ships no types)
+    log: logging.Logger
+    user: Any
+    user_options: dict[str, Any]
+    _log_name: str
+
+    @property
+    def notebooks(self) -> Config:
+        """The config, typed; glue.hubconfig sets the trait from `glue.config.load`."""
+        return cast(Config, self.notebooks_config)
 
     def emit(self, progress: int, message: str) -> None:
         """Record a progress event; the hub relays it on the server's progress stream."""
-        self.log.info("%s: %s", self._log_name, message)  # type: ignore[attr-defined]
+        self.log.info("%s: %s", self._log_name, message)
         self._events.append({"progress": progress, "message": message})
 
     def hand_over(self) -> None:
         """Our steps are done: what follows is the base spawner's (call before its start())."""
         self._handed_over = True
 
-    async def progress(self):  # type: ignore[override]
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
         """Our events as they come until hand_over(), then later_progress(); the hub stops
         iterating when the spawn ends, and waits for it when we end first."""
         sent = 0
@@ -106,7 +117,8 @@ class CommitSpawnerMixin(Configurable):
     async def later_progress(self) -> AsyncIterator[dict[str, Any]]:
         """Events of the base spawner after hand_over(); none by default, since JupyterHub's
         generic "Spawning server..." (at 50 %) would step back behind ours."""
-        for event in ():
+        nothing: tuple[dict[str, Any], ...] = ()
+        for event in nothing:
             yield event
 
     def clear_state(self) -> None:
@@ -118,12 +130,12 @@ class CommitSpawnerMixin(Configurable):
     async def prepare_launch(self) -> Checked:
         """Validate user_options and check access again; raise with a sentence for the user."""
         self._events, self._handed_over = [], False
-        config: Config = self.notebooks_config
-        launch = from_user_options(config, self.user_options)  # type: ignore[attr-defined]
+        config = self.notebooks
+        launch = from_user_options(config, self.user_options)
         provider = make_provider(config)
         try:
-            auth_state = await self.user.get_auth_state() if provider.needs_token else None  # type: ignore[attr-defined]
-            caller = Caller.from_auth_state(self.user.name, auth_state)  # type: ignore[attr-defined]
+            auth_state = await self.user.get_auth_state() if provider.needs_token else None
+            caller = Caller.from_auth_state(self.user.name, auth_state)
             self.emit(5, f"Checking access to {launch.target.full_path}")
             await Access(provider, config["provider"]["minAccessLevel"]).check_launch(
                 caller, launch.target
@@ -134,10 +146,10 @@ class CommitSpawnerMixin(Configurable):
         self.apply_profile(launch.profile)
         return Checked(launch, caller, source)
 
-    def apply_profile(self, name: str) -> dict[str, Any]:
+    def apply_profile(self, name: str) -> Profile:
         """Size the server by the profile (memory in Kubernetes units: JupyterHub reads `G` as
         GiB and refuses `Gi`); returns the profile for what a subclass adds."""
-        profile = next(p for p in self.notebooks_config["profiles"] if p["name"] == name)
+        profile = next(p for p in self.notebooks["profiles"] if p["name"] == name)
         self.cpu_limit = self.cpu_guarantee = float(profile["cpu"])
         self.mem_limit = self.mem_guarantee = memory_bytes(profile["memory"])
         return profile
@@ -152,7 +164,7 @@ def check_user_options(spawner: CommitSpawnerMixin, user_options: dict[str, Any]
     """JupyterHub 5.3+ runs this before start(): a launch the config refuses (say a profile
     an upgrade removed) is then a 400 with our sentence, not a 500 from start()."""
     try:
-        from_user_options(spawner.notebooks_config, user_options)
+        from_user_options(spawner.notebooks, user_options)
     except GlueError as e:
         raise web.HTTPError(400, "%s", e.message) from None
 
@@ -195,10 +207,10 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     """The embedded default: the commit is cloned into a workspace, the server runs as a process."""
 
     def workspace(self) -> Path:
-        root = Path(self.notebooks_config["spawner"]["workspaceRoot"])
+        root = Path(self.notebooks["spawner"]["workspaceRoot"])
         return root / self.user.name / (self.name or "default")
 
-    async def start(self):  # type: ignore[override]
+    async def start(self) -> tuple[str, int]:
         started = time.monotonic()
         checked = await self.prepare_launch()
         target = checked.launch.target

@@ -90,7 +90,7 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
 
 def assert_hidden(secret: str, text: str | bytes, where: object) -> None:
     """Fail if `secret` is in `text`, naming the place but never the secret: CI logs are read."""
-    found = (secret.encode() if isinstance(text, bytes) else secret) in text
+    found = secret.encode() in text if isinstance(text, bytes) else secret in text
     if found:
         raise AssertionError(f"a secret appears in {where}")
 
@@ -98,7 +98,8 @@ def assert_hidden(secret: str, text: str | bytes, where: object) -> None:
 def listening_pid(port: int) -> int | None:
     """The process listening on a local TCP port, if any."""
     for connection in psutil.net_connections(kind="inet"):
-        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port:
+        address = connection.laddr  # an empty tuple for a socket without an address
+        if connection.status == psutil.CONN_LISTEN and address and address[1] == port:
             return connection.pid
     return None
 

@@ -209,7 +209,13 @@ def real_servers(hub: FakeHub, tmp_path: Path) -> Servers:
     })
     provider = make_provider(config)
     access = Access(provider, config["provider"]["minAccessLevel"])
-    return Servers(hub, access, provider, config, base_url="/")  # type: ignore[arg-type]
+    return Servers(
+        hub,  # type: ignore[arg-type]  # a stand-in answering what Servers asks a Hub
+        access,
+        provider,
+        config,
+        base_url="/",
+    )
 
 
 async def relay(

@@ -145,7 +145,7 @@ def test_cookie_requests_need_the_page_token(hub: RunningHub, browser: Browser, 
 )
 def test_safe_next_keeps_logins_on_the_service(target: str) -> None:
     auth = Auth(
-        None,  # type: ignore[arg-type]  (safe_next never asks the hub)
+        None,  # type: ignore[arg-type]  # safe_next never asks the hub
         service="notebooks",
         prefix="/services/notebooks/",
         base_url="/",

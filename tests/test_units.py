@@ -9,6 +9,7 @@ import re
 import string
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from glue import config as config_mod
+from glue import configtypes, typegen
 from glue.clone import CloneError, clone, head, step
 from glue.errors import BadRequest, NotFound
 from glue.launch import from_user_options
@@ -104,6 +106,89 @@ def test_check_command_exit_status(tmp_path):
         [sys.executable, "-m", "glue.config", str(bad)], capture_output=True, text=True
     )
     assert result.returncode == 1 and "at images" in result.stderr
+
+
+def _type_problems(value: object, kind: object, where: str) -> list[str]:
+    """Where `value` does not have the type `kind` of glue/configtypes.py, checked at run time."""
+    if typing.is_typeddict(kind):
+        if not isinstance(value, dict):
+            return [f"{where}: {value!r} is not a mapping"]
+        hints = typing.get_type_hints(kind)  # NotRequired[X] comes back as X
+        problems = [f"{where}.{k}: missing" for k in kind.__required_keys__ if k not in value]
+        problems += [f"{where}.{k}: not in {kind.__name__}" for k in value if k not in hints]
+        for key in set(value) & set(hints):
+            problems += _type_problems(value[key], hints[key], f"{where}.{key}")
+        return problems
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Literal:
+        return [] if value in args else [f"{where}: {value!r} not one of {args}"]
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{where}: {value!r} is not a list"]
+        items = enumerate(value)
+        return [p for i, item in items for p in _type_problems(item, args[0], f"{where}[{i}]")]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{where}: {value!r} is not a mapping"]
+        return [p for k, v in value.items() for p in _type_problems(v, args[1], f"{where}.{k}")]
+    allowed = (int, float) if kind is float else kind
+    ok = isinstance(value, allowed) and (kind is bool or not isinstance(value, bool))
+    return [] if ok else [f"{where}: {value!r} is not {kind}"]
+
+
+def test_config_types_are_generated_from_the_schema():
+    assert (CHECKOUT / "glue" / "configtypes.py").read_text() == typegen.render(), (
+        "glue/configtypes.py is stale: run `python -m glue.typegen`"
+    )
+    check = subprocess.run(
+        [sys.executable, "-m", "glue.typegen", "--check"], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_types_check_fails_when_the_schema_changes(tmp_path, monkeypatch):
+    written = tmp_path / "configtypes.py"
+    assert typegen.main(["--output", str(written)]) == 0
+    assert typegen.main(["--check", "--output", str(written)]) == 0
+    changed = config_mod.schema() | {"properties": dict(config_mod.schema()["properties"])}
+    changed["properties"]["launch"] = {
+        **changed["properties"]["launch"],
+        "properties": {
+            **changed["properties"]["launch"]["properties"],
+            "idleSeconds": {"type": "integer", "default": 0},
+        },
+    }
+    monkeypatch.setattr(typegen, "schema", lambda: changed)
+    assert typegen.main(["--check", "--output", str(written)]) == 1
+    assert "    idleSeconds: int\n" in typegen.render()
+
+
+def test_type_generator_refuses_what_it_cannot_type(monkeypatch):
+    monkeypatch.setattr(
+        typegen, "schema", lambda: {"type": "object", "properties": {"x": {"oneOf": []}}}
+    )
+    with pytest.raises(typegen.SchemaNotSupported, match=r"^x: "):
+        typegen.render()
+
+
+def test_validated_configs_have_their_generated_types():
+    """Keys with a default are required in the types: validate() must have filled them in."""
+    configs = {"minimal": config_mod.validate(minimal())}
+    for path in (CHECKOUT / "values").glob("*.yaml"):
+        data = yaml.safe_load(path.read_text())
+        if "notebooks" in data or "images" in data:
+            configs[path.name] = config_mod.load(path)
+    assert {"minimal", "embedded.yaml", "kind.yaml"} <= set(configs)
+    for name, config in configs.items():
+        assert _type_problems(config, configtypes.Config, name) == []
+    # the check itself finds a default that was not filled in, and a wrong type
+    unfilled = dict(configs["minimal"], launch={})
+    assert "c.launch.startTimeoutSeconds: missing" in _type_problems(
+        unfilled, configtypes.Config, "c"
+    )
+    assert _type_problems(dict(unfilled, launch=None), configtypes.Config, "c") == [
+        "c.launch: None is not a mapping"
+    ]
 
 
 # --- launch targets ---------------------------------------------------------------------

@@ -1,0 +1,94 @@
+"""Typed view of a validated notebooks config.
+
+Generated from schema/notebooks.schema.yaml by `python -m glue.typegen`; do not edit.
+`python -m glue.typegen --check` fails when this file is stale. A key is
+required here when the schema requires it or gives it a default, since
+`glue.config.validate` fills every default in.
+"""
+
+from typing import Literal, NotRequired, TypedDict
+
+
+class ServiceConfig(TypedDict):
+    """How the glue service is registered with JupyterHub."""
+
+    name: str
+    url: str
+    adminUsers: list[str]
+
+
+class ImagesConfig(TypedDict):
+    """Images a launched server may run."""
+
+    default: str
+    commitTag: str
+    allowedRegistries: list[str]
+    pullPolicy: Literal["Always", "IfNotPresent", "Never"]
+
+
+class Profile(TypedDict):
+    """Resource profiles a user chooses from when launching."""
+
+    name: str
+    displayName: NotRequired[str]
+    description: str
+    cpu: float
+    memory: str
+    gpu: int
+    default: bool
+
+
+class ProviderConfig(TypedDict):
+    """Where projects live and who may launch them."""
+
+    kind: Literal["local", "gitlab"]
+    root: NotRequired[str]
+    url: NotRequired[str]
+    registry: NotRequired[str]
+    minAccessLevel: Literal[10, 15, 20, 30, 40, 50]
+    access: NotRequired[dict[str, dict[str, Literal[0, 5, 10, 15, 20, 30, 40, 50]]]]
+    cacheSeconds: float
+    timeoutSeconds: float
+
+
+class SpawnerConfig(TypedDict):
+    """Which spawner the hub uses for launched servers."""
+
+    kind: Literal["local", "kubernetes"]
+    workspaceRoot: str
+    workDir: str
+    cloneImage: str
+    registrySecret: str
+
+
+class LaunchConfig(TypedDict):
+    """Limits and behaviour of a launch."""
+
+    startTimeoutSeconds: int
+    stopTimeoutSeconds: float
+    serversPerUser: int
+    lfs: bool
+    lfsOption: bool
+    maxBodyBytes: int
+    hubTimeoutSeconds: float
+
+
+class MetricsConfig(TypedDict):
+    """Who may read the glue's Prometheus metrics at `<prefix>metrics`."""
+
+    allowedNetworks: list[str]
+
+
+class Config(TypedDict):
+    """Configuration of the notebooks service: which images a launched server may run, which
+    resource profiles users choose from, where projects live and who may launch them, and the limits
+    of a launch.
+    """
+
+    service: ServiceConfig
+    images: ImagesConfig
+    profiles: list[Profile]
+    provider: ProviderConfig
+    spawner: SpawnerConfig
+    launch: LaunchConfig
+    metrics: MetricsConfig
