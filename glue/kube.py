@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from functools import partial
 from typing import Any
 
-from jupyterhub.utils import maybe_future
+from jupyterhub.utils import exponential_backoff, maybe_future
 from kubernetes_asyncio.client import (
     V1Capabilities,
     V1Container,
+    V1DeleteOptions,
     V1EmptyDirVolumeSource,
     V1EnvVar,
     V1LocalObjectReference,
@@ -77,6 +79,8 @@ RESTRICTED_CONTAINER = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 K8S_NAME_MAX = 63
+# KubeSpawner keeps {user_server} to 48 characters; the hub's part of a pod name gets the rest
+POD_PREFIX_MAX = K8S_NAME_MAX - 48 - 1
 
 
 def service_url(hub_name: str, service_name: str) -> str:
@@ -99,6 +103,19 @@ def configure_hub(c: Any, notebooks: dict[str, Any] | None, hub_name: str) -> No
     service["url"] = service_url(hub_name, service.get("name", "notebooks"))
     data["service"] = service
     configure(c, validate(data, "jupyterhub.custom.notebooks"))
+    if "pod_name_template" not in c.KubeSpawner:  # z2jh's singleuser.podNameTemplate wins
+        c.KubeSpawner.pod_name_template = pod_name_template(hub_name)
+
+
+def pod_name_template(hub_name: str) -> str:
+    """User pods named after their hub, so two hubs in one namespace never share a pod name
+    (nor the `<pod>-git-token` and `<pod>-registry` Secrets named after it).
+
+    KubeSpawner's default, `jupyter-{user_server}`, is the same for every hub. The hub's
+    name is shortened (with a hash) so the name stays within 63 characters: KubeSpawner
+    keeps `{user_server}` to 48.
+    """
+    return f"{safe_slug(hub_name, max_length=POD_PREFIX_MAX)}-{{user_server}}"
 
 
 def configure_kubespawner(c: Any, config: Config) -> None:
@@ -471,7 +488,34 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             await self.delete_token_secret()
 
     async def delete_forever(self) -> None:
+        """Removing a server also removes a pod that a failed stop left behind.
+
+        When a start fails and so does the hub's cleanup (`stop()` could not delete the pod),
+        the hub forgets the server but the pod runs on; the hub then removes the server
+        through here, never through `stop()`. A pod that cannot be deleted now is an error:
+        the hub logs it ("Error cleaning up persistent resources").
+        """
         await self.delete_token_secret()
+        ref = f"{self.namespace}/{self.pod_name}"
+        try:
+            await exponential_backoff(
+                partial(
+                    self._make_delete_pod_request,
+                    self.pod_name,
+                    V1DeleteOptions(grace_period_seconds=0),
+                    0,
+                    self.k8s_api_request_timeout,
+                ),
+                f"Could not delete pod {ref}",
+                timeout=self.k8s_api_request_retry_timeout,
+            )
+        except ApiException as e:
+            raise RuntimeError(
+                f"The pod {ref} of a removed server is left behind "
+                f"(Kubernetes: {e.status} {e.reason})."
+            ) from None
+        except TimeoutError:
+            raise RuntimeError(f"The pod {ref} of a removed server is left behind.") from None
         await super().delete_forever()
 
     def clear_state(self) -> None:

@@ -572,3 +572,33 @@ def test_z2jh_hub_rolls_on_a_notebooks_change(helm: str, z2jh_chart: Path, tmp_p
     bigger = {"name": "bigger", "cpu": 1, "memory": "2Gi", "default": True}
     values = values_file(tmp_path, notebooks_values({"profiles": [bigger]}))
     assert hub_checksum() != hub_checksum("-f", str(values))
+
+
+def fixed_node_ports(values: dict[str, Any]) -> Any:
+    return ((values.get("jupyterhub") or {}).get("proxy") or {}).get("service", {}).get(
+        "nodePorts"
+    )
+
+
+def test_operator_values_fix_no_node_port() -> None:
+    """A fixed NodePort is one per cluster: two releases installed from the same values would
+    fight over it. The chart and minikube_values.yaml let Kubernetes pick a free one."""
+    for path in (CHART / "values.yaml", ROOT / "minikube_values.yaml"):
+        assert fixed_node_ports(yaml.safe_load(path.read_text())) is None, path
+
+
+def test_two_releases_in_one_cluster_get_their_own_node_ports(
+    helm: str, z2jh_chart: Path, tmp_path: Path
+) -> None:
+    ports = []
+    for release in ("first", "second"):
+        override = values_file(tmp_path, {"jupyterhub": {"fullnameOverride": release}}, release)
+        docs = template(
+            helm, z2jh_chart, release, "-f", ROOT / "minikube_values.yaml", "-f", override
+        )
+        proxy = next(
+            d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("public")
+        )
+        assert proxy["spec"]["type"] == "NodePort"
+        ports += [p.get("nodePort") for p in proxy["spec"]["ports"] if p.get("nodePort")]
+    assert len(ports) == len(set(ports)), ports
