@@ -79,6 +79,7 @@ RESTRICTED_CONTAINER = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 K8S_NAME_MAX = 63
+DEFAULT_GITLAB_URL = "https://gitlab.com"
 # KubeSpawner keeps {user_server} to 48 characters; the hub's part of a pod name gets the rest
 POD_PREFIX_MAX = K8S_NAME_MAX - 48 - 1
 
@@ -92,13 +93,21 @@ def service_url(hub_name: str, service_name: str) -> str:
     return f"http://{f'{hub_name}-{service_name}'[:K8S_NAME_MAX].rstrip('-')}"
 
 
-def configure_hub(c: Any, notebooks: dict[str, Any] | None, hub_name: str) -> None:
+def configure_hub(
+    c: Any, notebooks: dict[str, Any] | None, hub_name: str, gitlab_url: str | None = None
+) -> None:
     """The chart's hub.extraConfig: the notebooks config from z2jh's hub Secret (`custom`).
 
     It lives there, not in a mounted ConfigMap, because z2jh's hub pod carries a
     checksum of that Secret: an upgrade that changes the config restarts the hub.
+    `gitlab_url` (a parent chart's `global.gitlab.url`) fills an unset provider.url,
+    else gitlab.com, as the chart does for the glue (`renku-notebooks.values`).
     """
     data = dict(notebooks or {})
+    provider = dict(data.get("provider") or {})
+    if provider.get("kind", "gitlab") == "gitlab" and not provider.get("url"):
+        provider["url"] = gitlab_url or DEFAULT_GITLAB_URL
+        data["provider"] = provider
     service = dict(data.get("service") or {})
     service["url"] = service_url(hub_name, service.get("name", "notebooks"))
     data["service"] = service

@@ -38,7 +38,35 @@ ALL_OPTIONS: dict[str, Any] = {
     "image": {"repository": "registry.example.org/glue", "tag": "1.2.3", "pullPolicy": "Always"},
     "imagePullSecrets": [{"name": "registry-credentials"}],
     "replicaCount": 2,
-    "secrets": {"cookieSecret": "a-fixed-cookie-secret"},
+    "secrets": {"cookieSecret": "a-fixed-cookie-secret", "existingSecret": ""},
+    "global": {"gitlab": {"url": "https://gitlab.renku.example"}},
+    "priorityClassName": "notebooks-services",
+    "topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}
+    ],
+    "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.example.org:3128"}],
+    "extraVolumes": [{"name": "extra", "configMap": {"name": "extra-files"}}],
+    "extraVolumeMounts": [{"name": "extra", "mountPath": "/etc/extra", "readOnly": True}],
+    "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
+    "metrics": {
+        "scrapers": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }
+        ],
+        "podAnnotations": True,
+        "serviceMonitor": {
+            "enabled": True,
+            "interval": "15s",
+            "labels": {"release": "kube-prometheus-stack"},
+            "authorization": {
+                "type": "Bearer",
+                "credentials": {"name": "metrics-token", "key": "token"},
+            },
+        },
+    },
+    "tests": {"image": "registry.example.org/curl:8"},
     "serviceAccount": {"create": True, "name": "glue-sa", "annotations": {"team": "notebooks"}},
     "service": {"type": "NodePort", "annotations": {"team": "notebooks"}},
     "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}, "limits": {"memory": "400Mi"}},
@@ -88,6 +116,7 @@ ALL_OPTIONS: dict[str, Any] = {
         ],
         "egress": [{"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"port": 443}]}],
         "egressAllowRules": {"nonPrivateIPs": False, "privateIPs": True},
+        "gitlab": [{"ipBlock": {"cidr": "10.20.0.15/32"}}],
     },
     "ingress": {
         "enabled": True,
@@ -161,7 +190,10 @@ def template(
 
 
 def validate_all(docs: list[dict[str, Any]]) -> None:
+    """Every manifest against Kubernetes' schemas (a CRD's, the ServiceMonitor's, is not there)."""
     for doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue
         try:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -176,6 +208,18 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def glue_policy(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The spec of the NetworkPolicy that isolates the glue's pods."""
+    deployment = one(docs, "Deployment")
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    (policy,) = [
+        d["spec"]
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"].get("matchLabels") == labels
+    ]
+    return policy
 
 
 def names(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -211,8 +255,10 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
     docs = template(helm, chart)
     validate_all(docs)
     assert Counter(d["kind"] for d in docs) == Counter(
-        ["Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "NetworkPolicy"]
+        ["Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "Pod"]
+        + ["NetworkPolicy"] * 3  # the glue's, and egress to it for z2jh's hub and proxy
     )
+    assert one(docs, "Pod")["metadata"]["annotations"]["helm.sh/hook"] == "test"
 
     pod = one(docs, "Deployment")["spec"]["template"]
     spec, glue = pod["spec"], pod["spec"]["containers"][0]
@@ -224,6 +270,8 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
         "/etc/renku-notebooks/config.yaml",
         "--host",
         "0.0.0.0",
+        "--host",
+        "::",
         "--port",
         "8090",
     ]
@@ -268,7 +316,7 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
     assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
     secret = one(docs, "Secret")
     assert len(secret["data"]["cookieSecret"]) > 40
-    policy = one(docs, "NetworkPolicy")["spec"]
+    policy = glue_policy(docs)
     sources = [peer["podSelector"]["matchLabels"] for peer in policy["ingress"][0]["from"]]
     assert {"app.kubernetes.io/instance": "rel", "app.kubernetes.io/component": "proxy"} in sources
 
@@ -327,7 +375,7 @@ def test_every_option_render(helm: str, chart: Path, tmp_path: Path) -> None:
     }
     secret = one(docs, "Secret")
     assert secret["data"]["cookieSecret"] == "YS1maXhlZC1jb29raWUtc2VjcmV0"  # base64 of the value
-    policy = one(docs, "NetworkPolicy")["spec"]
+    policy = glue_policy(docs)
     assert {"ipBlock": {"cidr": "10.1.2.3/32"}} in policy["egress"][-1]["to"]
     assert not any(
         "except" in peer.get("ipBlock", {})

@@ -126,7 +126,8 @@ def test_extra_config_configures_the_hub(hub_values: Path, tmp_path: Path) -> No
 
     # GitLab login comes from the notebooks config, not restated in the values
     assert app.authenticator_class.__name__ == "GitLabOAuthenticator"
-    assert app.config.GitLabOAuthenticator.gitlab_url == rendered["provider"]["url"]
+    assert "url" not in rendered["provider"]  # the chart's default: gitlab.com, as for the glue
+    assert app.config.GitLabOAuthenticator.gitlab_url == "https://gitlab.com"
     assert app.config.Authenticator.enable_auth_state is True
     assert app.config.Authenticator.refresh_pre_spawn is True
 
