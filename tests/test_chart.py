@@ -42,7 +42,11 @@ ALL_OPTIONS: dict[str, Any] = {
     "global": {"gitlab": {"url": "https://gitlab.renku.example"}},
     "priorityClassName": "notebooks-services",
     "topologySpreadConstraints": [
-        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+        }
     ],
     "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.example.org:3128"}],
     "extraVolumes": [{"name": "extra", "configMap": {"name": "extra-files"}}],
@@ -212,8 +216,12 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 
 def glue_policy(docs: list[dict[str, Any]]) -> dict[str, Any]:
     """The spec of the NetworkPolicy that isolates the glue's pods."""
-    deployment = one(docs, "Deployment")
-    labels = deployment["spec"]["selector"]["matchLabels"]
+    (labels,) = [
+        d["spec"]["selector"]["matchLabels"]
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/component") == "glue"
+    ]
     (policy,) = [
         d["spec"]
         for d in docs
@@ -623,9 +631,7 @@ def test_z2jh_hub_rolls_on_a_notebooks_change(helm: str, z2jh_chart: Path, tmp_p
 
 
 def fixed_node_ports(values: dict[str, Any]) -> Any:
-    return ((values.get("jupyterhub") or {}).get("proxy") or {}).get("service", {}).get(
-        "nodePorts"
-    )
+    return ((values.get("jupyterhub") or {}).get("proxy") or {}).get("service", {}).get("nodePorts")
 
 
 def test_operator_values_fix_no_node_port() -> None:
@@ -650,3 +656,258 @@ def test_two_releases_in_one_cluster_get_their_own_node_ports(
         assert proxy["spec"]["type"] == "NodePort"
         ports += [p.get("nodePort") for p in proxy["spec"]["ports"] if p.get("nodePort")]
     assert len(ports) == len(set(ports)), ports
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("replicaCount=two", "replicaCount: Invalid type. Expected: integer, given: string"),
+        ("replicaCont=2", "Additional property replicaCont is not allowed"),
+        ("service.type=Public", "service.type must be one of"),
+        ("metrics.serviceMonitor.interval=soon", "Does not match pattern"),
+        ("networkPolicy.gitlab=10.0.0.1", "networkPolicy.gitlab: Invalid type"),
+    ],
+)
+def test_invalid_chart_values_are_refused(
+    helm: str, chart: Path, override: str, message: str
+) -> None:
+    for command in ("template", "lint"):
+        args = [helm, command, *(["rel"] if command == "template" else []), chart]
+        result = run(*args, "--set", override, check=False)
+        assert result.returncode != 0, command
+        assert message in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_operator_options_reach_the_glue(helm: str, chart: Path, tmp_path: Path) -> None:
+    docs = template(helm, chart, "rel", "-f", values_file(tmp_path, ALL_OPTIONS))
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]
+    spec, glue = pod["spec"], pod["spec"]["containers"][0]
+    assert env_of(glue)["HTTPS_PROXY"] == "http://proxy.example.org:3128"
+    assert {"name": "extra", "configMap": {"name": "extra-files"}} in spec["volumes"]
+    assert {"name": "extra", "mountPath": "/etc/extra", "readOnly": True} in glue["volumeMounts"]
+    assert spec["priorityClassName"] == "notebooks-services"
+    (spread,) = spec["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    budget = one(docs, "PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] == 1
+    assert budget["selector"] == deployment["spec"]["selector"]
+
+    # a parent chart's GitLab, where the notebooks config names none
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
+    assert load(config_file)["provider"]["url"] == "https://gitlab.renku.example"
+
+    # Prometheus: scrape annotations, a ServiceMonitor, a NetworkPolicy rule for its pods
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/jhub/services/nbs/metrics"
+    assert annotations["prometheus.io/port"] == "8090"
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"] == one(docs, "Service")["spec"]["selector"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/jhub/services/nbs/metrics"
+    assert endpoint["interval"] == "15s"
+    assert endpoint["authorization"]["credentials"] == {"name": "metrics-token", "key": "token"}
+    scrapers = [
+        rule
+        for rule in glue_policy(docs)["ingress"]
+        if rule["from"] == ALL_OPTIONS["metrics"]["scrapers"]
+    ]
+    assert scrapers and scrapers[0]["ports"] == [{"port": "http"}]
+
+
+def test_an_existing_cookie_secret(helm: str, chart: Path) -> None:
+    docs = template(helm, chart, "rel", "--set", "secrets.existingSecret=my-glue-secret")
+    assert "Secret" not in {d["kind"] for d in docs}
+    glue = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(glue)["NOTEBOOKS_COOKIE_SECRET"] == {
+        "secretKeyRef": {"name": "my-glue-secret", "key": "cookieSecret"}
+    }
+
+
+def test_renku_globals_are_defaults(helm: str, chart: Path, tmp_path: Path) -> None:
+    renku = {
+        "global": {
+            "gitlab": {"url": "https://gitlab.renku.example"},
+            "renku": {"domain": "renku.example"},
+        }
+    }
+    docs = template(
+        helm, chart, "rel", "-f", values_file(tmp_path, renku), "--set", "ingress.enabled=true"
+    )
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])["notebooks"]
+    assert config["provider"]["url"] == "https://gitlab.renku.example"
+    assert one(docs, "Ingress")["spec"]["rules"][0]["host"] == "renku.example"
+    # what the values say wins over the globals
+    own = notebooks_values({"provider": {"kind": "gitlab", "url": "https://git.example.org"}})
+    docs = template(
+        helm,
+        chart,
+        "rel",
+        "-f",
+        values_file(tmp_path, renku),
+        "-f",
+        values_file(tmp_path, own, "own.yaml"),
+    )
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])["notebooks"]
+    assert config["provider"]["url"] == "https://git.example.org"
+
+
+def test_helm_test_pod_checks_health_restricted(helm: str, chart: Path) -> None:
+    from tests.test_kube_manifest import restricted_violations
+
+    docs = template(helm, chart)
+    validate_all(docs)
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert (
+        pod["spec"]["containers"][0]["command"][-1]
+        == "http://hub-notebooks/services/notebooks/health"
+    )
+    assert restricted_violations(pod) == []
+    # the glue's NetworkPolicy lets it in
+    peers = [peer["podSelector"]["matchLabels"] for peer in glue_policy(docs)["ingress"][0]["from"]]
+    assert {k: pod["metadata"]["labels"][k] for k in peers[-1]} == peers[-1]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels and In/NotIn/Exists expressions) against a pod's labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, op, values = expression["key"], expression["operator"], expression.get("values")
+        if (op == "In" and labels.get(key) not in values) or (
+            op == "NotIn" and labels.get(key) in values
+        ):
+            return False
+        if (op == "Exists") != (key in labels) and op in ("Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+def egress_allowed(
+    docs: list[dict[str, Any]], source: dict[str, str], dest: dict[str, str], port: int
+) -> bool:
+    """Whether the NetworkPolicies let a pod (labels `source`) reach a pod of the same namespace
+    (labels `dest`) on `port`, by pod selectors only: ipBlocks never count, because a pod's
+    address matching privateIPs is the accident this is about."""
+    for policy in (d["spec"] for d in docs if d["kind"] == "NetworkPolicy"):
+        if "Egress" not in policy.get("policyTypes", []) or not selects(
+            policy["podSelector"], source
+        ):
+            continue
+        for rule in policy.get("egress") or []:
+            ports = [p.get("port") for p in rule.get("ports") or []]
+            peers = rule.get("to") or []
+            if ports and port not in ports:
+                continue
+            if any(
+                "podSelector" in peer
+                and "namespaceSelector" not in peer
+                and selects(peer["podSelector"], dest)
+                for peer in peers
+            ):
+                return True
+    return False
+
+
+def pod_labels(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, str]:
+    doc = next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+    return doc["spec"]["template"]["metadata"]["labels"]
+
+
+def test_hub_and_proxy_reach_the_glue_on_purpose(
+    helm: str, z2jh_chart: Path, tmp_path: Path
+) -> None:
+    """With z2jh's policies, no private address open to anyone: hub and proxy still reach the
+    glue, the hub and user pods reach a GitLab named in networkPolicy.gitlab."""
+    closed = {"networkPolicy": {"egressAllowRules": {"privateIPs": False}}}
+    gitlab_peer = {"podSelector": {"matchLabels": {"app": "gitlab"}}}
+    values = {
+        "networkPolicy": {"gitlab": [gitlab_peer]},
+        "jupyterhub": {
+            "hub": closed,
+            "proxy": {"chp": closed},
+            "singleuser": closed,
+        },
+    }
+    docs = template(helm, z2jh_chart, "rel", "-f", values_file(tmp_path, values))
+    validate_all(docs)
+    glue = pod_labels(docs, "Deployment", "rel-renku-notebooks")
+    hub = pod_labels(docs, "Deployment", "hub")
+    proxy = pod_labels(docs, "Deployment", "proxy")
+    # what KubeSpawner puts on a user pod under z2jh (its common labels, the component)
+    user = {"component": "singleuser-server", "app": "jupyterhub", "release": "rel"}
+    gitlab = {"app": "gitlab"}
+    assert egress_allowed(docs, hub, glue, 8090)
+    assert egress_allowed(docs, proxy, glue, 8090)
+    assert egress_allowed(docs, hub, gitlab, 443)
+    assert egress_allowed(docs, user, gitlab, 443)
+    assert egress_allowed(docs, glue, gitlab, 443)
+    assert not egress_allowed(docs, user, glue, 8090)  # users go through the proxy
+    # and the glue admits hub and proxy
+    sources = [peer["podSelector"] for peer in glue_policy(docs)["ingress"][0]["from"]]
+    assert any(selects(s, hub) for s in sources) and any(selects(s, proxy) for s in sources)
+
+
+def test_no_egress_policy_where_z2jh_isolates_nothing(helm: str, chart: Path) -> None:
+    """Alone, an egress policy would cut a pod off from everything else it reaches."""
+    off = ["--set", "jupyterhub.hub.networkPolicy.enabled=false"]
+    off += ["--set", "jupyterhub.proxy.chp.networkPolicy.enabled=false"]
+    docs = template(
+        helm, chart, "rel", *off, "--set", "networkPolicy.gitlab[0].ipBlock.cidr=10.0.0.1/32"
+    )
+    selected = [
+        d["spec"]["podSelector"].get("matchLabels", {}).get("component")
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+    ]
+    assert "hub" not in selected and "proxy" not in selected
+    assert "singleuser-server" in selected
+
+
+def test_the_glue_listens_on_both_ip_stacks(helm: str, chart: Path, tmp_path: Path) -> None:
+    """The chart's command, on loopback: 0.0.0.0 -> 127.0.0.1 and :: -> ::1."""
+    import socket
+
+    import requests
+
+    docs = template(helm, chart)
+    glue = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    loopback = {"0.0.0.0": "127.0.0.1", "::": "::1", "8090": str(port)}
+    command = [loopback.get(arg, arg) for arg in glue["command"]]
+    command = [sys.executable if arg == "python" else arg for arg in command]
+    command[command.index("--config") + 1] = str(config_file)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "JUPYTERHUB_API_TOKEN": "a-token",
+        "JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api",  # nobody: health says 503
+    }
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for host in ("127.0.0.1", "[::1]"):
+            url = f"http://{host}:{port}/services/notebooks/health"
+            for _ in range(100):
+                try:
+                    response = requests.get(url, timeout=5)
+                    break
+                except requests.ConnectionError:
+                    assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
+                    import time
+
+                    time.sleep(0.1)
+            else:
+                raise AssertionError(f"nothing answers at {url}")
+            assert response.status_code == 503 and response.json()["error"]
+    finally:
+        process.terminate()
+        process.wait(10)

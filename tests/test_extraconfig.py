@@ -220,3 +220,41 @@ def test_an_operators_pod_name_template_wins(hub_values: Path, tmp_path: Path) -
     snippets = {"0-operator": 'c.KubeSpawner.pod_name_template = "nb-{user_server}"'}
     app = load_hub(tmp_path, {**snippets, **extra_config()})
     assert app.config.KubeSpawner.pod_name_template == "nb-{user_server}"
+
+
+@pytest.mark.parametrize(
+    "global_values, own_url, expected",
+    [
+        ({"gitlab": {"url": "https://gitlab.renku.example"}}, None, "https://gitlab.renku.example"),
+        (
+            {"gitlab": {"url": "https://gitlab.renku.example"}},
+            "https://git.example.org",
+            "https://git.example.org",
+        ),
+        ({}, None, "https://gitlab.com"),
+    ],
+)
+def test_the_hub_takes_renku_globals_as_the_glue_does(
+    hub_values: Path,
+    tmp_path: Path,
+    global_values: dict[str, Any],
+    own_url: str | None,
+    expected: str,
+) -> None:
+    """A parent chart's global.gitlab.url fills an unset provider.url on the hub (from z2jh's
+    Secret, where Helm copies the globals) exactly as the chart's template does for the glue."""
+    from tests.test_chart import find_helm, template, values_file, without_dependency
+
+    values = chart_values()
+    if own_url:
+        values["jupyterhub"]["custom"]["notebooks"]["provider"]["url"] = own_url
+    hub_values.write_text(yaml.safe_dump({**values["jupyterhub"], "global": global_values}))
+    app = load_hub(tmp_path, extra_config())
+    assert app.config.GitLabOAuthenticator.gitlab_url == expected
+
+    chart = without_dependency(CHART, tmp_path / "chart")
+    overrides = {"global": global_values, "jupyterhub": values["jupyterhub"]}
+    docs = template(find_helm(), chart, "rel", "-f", values_file(tmp_path, overrides))
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    glue = yaml.safe_load(configmap["data"]["config.yaml"])["notebooks"]
+    assert glue["provider"]["url"] == expected
