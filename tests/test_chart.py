@@ -911,3 +911,82 @@ def test_the_glue_listens_on_both_ip_stacks(helm: str, chart: Path, tmp_path: Pa
     finally:
         process.terminate()
         process.wait(10)
+
+
+DOCKERFILES = [ROOT / "glue" / "Dockerfile", ROOT / "helm-chart" / "images" / "hub" / "Dockerfile"]
+IMAGES = ROOT / "helm-chart" / "images"
+EXACT_TAG = r"[\w.-]+(/[\w.-]+)*:v?\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?"
+
+
+def dockerfile_lines(path: Path) -> list[str]:
+    """Instructions, continuation lines joined."""
+    return [line.strip() for line in path.read_text().replace("\\\n", " ").splitlines()]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_images_build_reproducibly(dockerfile: Path) -> None:
+    import re
+
+    lines = dockerfile_lines(dockerfile)
+    assert not any(re.match(r"#\s*syntax\s*=", line, re.I) for line in lines), (
+        "a `# syntax=` line pulls a BuildKit frontend from Docker Hub"
+    )
+    args = dict(
+        re.match(r"ARG (\w+)=(\S+)", line).groups()  # type: ignore[union-attr]
+        for line in lines
+        if re.match(r"ARG \w+=", line)
+    )
+    stages = set()
+    for line in (line for line in lines if line.startswith("FROM ")):
+        image, *rest = line.split()[1:]
+        stages.update(rest[1:] if rest[:1] == ["AS"] else [])
+        image = args.get(image.strip("${}"), image) if image.startswith("$") else image
+        assert image in stages or re.fullmatch(EXACT_TAG, image), f"{image}: not pinned"
+    installs = [line for line in lines if re.search(r"\bpip (install|wheel)\b", line)]
+    assert installs
+    for line in installs:
+        if "pip wheel" in line:
+            assert "--no-build-isolation" in line and "--no-deps" in line, line
+        elif "--require-hashes" not in line:
+            # the package from its wheel: with exact pins, or none at all (z2jh's)
+            assert "/tmp/wheels/" in line, line
+            assert "--constraint /tmp/requirements.txt" in line or "--no-deps" in line, line
+    assert not any("hatchling" in line for line in installs)  # only from the hashed file
+
+
+def test_image_requirements_are_exact() -> None:
+    import re
+
+    pins = [
+        line
+        for line in (IMAGES / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert pins and all(re.fullmatch(r"[a-z0-9._-]+==[\w.+!-]+", pin) for pin in pins), pins
+    declared = yaml.safe_load((ROOT / "chartpress.yaml").read_text())
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    names = {pin.split("==")[0] for pin in pins}
+    for requirement in map(Requirement, requires("renku-notebooks") or []):
+        if requirement.marker is None:
+            assert requirement.name.lower().replace("_", "-") in names, requirement
+    build = (IMAGES / "build-requirements.txt").read_text()
+    entries = re.findall(r"^([a-z0-9._-]+)==\S+ \\\n\s+--hash=sha256:[0-9a-f]{64}$", build, re.M)
+    assert "hatchling" in entries
+    images = declared["charts"][0]["images"]
+    assert "helm-chart/images/requirements.txt" in images["glue"]["paths"]
+
+
+def test_the_clone_image_is_pre_pulled() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["jupyterhub"]
+    pulled = values["prePuller"]["extraImages"]["renku-notebooks-clone"]
+    clone = values["custom"]["notebooks"]["spawner"]["cloneImage"]
+    assert f"{pulled['name']}:{pulled['tag']}" == clone
+    glue = yaml.safe_load((ROOT / "chartpress.yaml").read_text())["charts"][0]["images"]["glue"]
+    # chartpress writes the same tag into both
+    assert {
+        "jupyterhub.custom.notebooks.spawner.cloneImage",
+        "jupyterhub.prePuller.extraImages.renku-notebooks-clone",
+    } <= set(glue["valuesPath"])
