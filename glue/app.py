@@ -105,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("NOTEBOOKS_CONFIG"),
         help="notebooks config file (default: $NOTEBOOKS_CONFIG)",
     )
-    parser.add_argument("--host", help="address to listen on (default: from service.url)")
+    parser.add_argument(
+        "--host",
+        action="append",
+        help="address to listen on, repeatable (e.g. 0.0.0.0 and :: for both IP stacks; "
+        "default: from service.url)",
+    )
     parser.add_argument("--port", type=int, help="port to listen on (default: from service.url)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -21,12 +21,14 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
-from jupyterhub.utils import maybe_future
+from jupyterhub.utils import exponential_backoff, maybe_future
 from kubernetes_asyncio.client import (
     V1Capabilities,
     V1Container,
+    V1DeleteOptions,
     V1EmptyDirVolumeSource,
     V1EnvVar,
     V1LocalObjectReference,
@@ -78,6 +80,9 @@ RESTRICTED_CONTAINER = {
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 K8S_NAME_MAX = 63
+DEFAULT_GITLAB_URL = "https://gitlab.com"
+# KubeSpawner keeps {user_server} to 48 characters; the hub's part of a pod name gets the rest
+POD_PREFIX_MAX = K8S_NAME_MAX - 48 - 1
 
 
 def service_url(hub_name: str, service_name: str) -> str:
@@ -89,17 +94,38 @@ def service_url(hub_name: str, service_name: str) -> str:
     return f"http://{f'{hub_name}-{service_name}'[:K8S_NAME_MAX].rstrip('-')}"
 
 
-def configure_hub(c: Any, notebooks: dict[str, Any] | None, hub_name: str) -> None:
+def configure_hub(
+    c: Any, notebooks: dict[str, Any] | None, hub_name: str, gitlab_url: str | None = None
+) -> None:
     """The chart's hub.extraConfig: the notebooks config from z2jh's hub Secret (`custom`).
 
     It lives there, not in a mounted ConfigMap, because z2jh's hub pod carries a
     checksum of that Secret: an upgrade that changes the config restarts the hub.
+    `gitlab_url` (a parent chart's `global.gitlab.url`) fills an unset provider.url,
+    else gitlab.com, as the chart does for the glue (`renku-notebooks.values`).
     """
     data = dict(notebooks or {})
+    provider = dict(data.get("provider") or {})
+    if provider.get("kind", "gitlab") == "gitlab" and not provider.get("url"):
+        provider["url"] = gitlab_url or DEFAULT_GITLAB_URL
+        data["provider"] = provider
     service = dict(data.get("service") or {})
     service["url"] = service_url(hub_name, service.get("name", "notebooks"))
     data["service"] = service
     configure(c, validate(data, "jupyterhub.custom.notebooks"))
+    if "pod_name_template" not in c.KubeSpawner:  # z2jh's singleuser.podNameTemplate wins
+        c.KubeSpawner.pod_name_template = pod_name_template(hub_name)
+
+
+def pod_name_template(hub_name: str) -> str:
+    """User pods named after their hub, so two hubs in one namespace never share a pod name
+    (nor the `<pod>-git-token` and `<pod>-registry` Secrets named after it).
+
+    KubeSpawner's default, `jupyter-{user_server}`, is the same for every hub. The hub's
+    name is shortened (with a hash) so the name stays within 63 characters: KubeSpawner
+    keeps `{user_server}` to 48.
+    """
+    return f"{safe_slug(hub_name, max_length=POD_PREFIX_MAX)}-{{user_server}}"
 
 
 def configure_kubespawner(c: Any, config: Config) -> None:
@@ -471,7 +497,34 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             await self.delete_token_secret()
 
     async def delete_forever(self) -> None:
+        """Removing a server also removes a pod that a failed stop left behind.
+
+        When a start fails and so does the hub's cleanup (`stop()` could not delete the pod),
+        the hub forgets the server but the pod runs on; the hub then removes the server
+        through here, never through `stop()`. A pod that cannot be deleted now is an error:
+        the hub logs it ("Error cleaning up persistent resources").
+        """
         await self.delete_token_secret()
+        ref = f"{self.namespace}/{self.pod_name}"
+        try:
+            await exponential_backoff(
+                partial(
+                    self._make_delete_pod_request,
+                    self.pod_name,
+                    V1DeleteOptions(grace_period_seconds=0),
+                    0,
+                    self.k8s_api_request_timeout,
+                ),
+                f"Could not delete pod {ref}",
+                timeout=self.k8s_api_request_retry_timeout,
+            )
+        except ApiException as e:
+            raise RuntimeError(
+                f"The pod {ref} of a removed server is left behind "
+                f"(Kubernetes: {e.status} {e.reason})."
+            ) from None
+        except TimeoutError:
+            raise RuntimeError(f"The pod {ref} of a removed server is left behind.") from None
         await super().delete_forever()
 
     def clear_state(self) -> None:

@@ -38,7 +38,39 @@ ALL_OPTIONS: dict[str, Any] = {
     "image": {"repository": "registry.example.org/glue", "tag": "1.2.3", "pullPolicy": "Always"},
     "imagePullSecrets": [{"name": "registry-credentials"}],
     "replicaCount": 2,
-    "secrets": {"cookieSecret": "a-fixed-cookie-secret"},
+    "secrets": {"cookieSecret": "a-fixed-cookie-secret", "existingSecret": ""},
+    "global": {"gitlab": {"url": "https://gitlab.renku.example"}},
+    "priorityClassName": "notebooks-services",
+    "topologySpreadConstraints": [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule",
+        }
+    ],
+    "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.example.org:3128"}],
+    "extraVolumes": [{"name": "extra", "configMap": {"name": "extra-files"}}],
+    "extraVolumeMounts": [{"name": "extra", "mountPath": "/etc/extra", "readOnly": True}],
+    "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
+    "metrics": {
+        "scrapers": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }
+        ],
+        "podAnnotations": True,
+        "serviceMonitor": {
+            "enabled": True,
+            "interval": "15s",
+            "labels": {"release": "kube-prometheus-stack"},
+            "authorization": {
+                "type": "Bearer",
+                "credentials": {"name": "metrics-token", "key": "token"},
+            },
+        },
+    },
+    "tests": {"image": "registry.example.org/curl:8"},
     "serviceAccount": {"create": True, "name": "glue-sa", "annotations": {"team": "notebooks"}},
     "service": {"type": "NodePort", "annotations": {"team": "notebooks"}},
     "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}, "limits": {"memory": "400Mi"}},
@@ -88,6 +120,7 @@ ALL_OPTIONS: dict[str, Any] = {
         ],
         "egress": [{"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"port": 443}]}],
         "egressAllowRules": {"nonPrivateIPs": False, "privateIPs": True},
+        "gitlab": [{"ipBlock": {"cidr": "10.20.0.15/32"}}],
     },
     "ingress": {
         "enabled": True,
@@ -161,7 +194,10 @@ def template(
 
 
 def validate_all(docs: list[dict[str, Any]]) -> None:
+    """Every manifest against Kubernetes' schemas (a CRD's, the ServiceMonitor's, is not there)."""
     for doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue
         try:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as e:
@@ -176,6 +212,22 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def glue_policy(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The spec of the NetworkPolicy that isolates the glue's pods."""
+    (labels,) = [
+        d["spec"]["selector"]["matchLabels"]
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/component") == "glue"
+    ]
+    (policy,) = [
+        d["spec"]
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and d["spec"]["podSelector"].get("matchLabels") == labels
+    ]
+    return policy
 
 
 def names(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -211,8 +263,10 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
     docs = template(helm, chart)
     validate_all(docs)
     assert Counter(d["kind"] for d in docs) == Counter(
-        ["Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "NetworkPolicy"]
+        ["Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "Pod"]
+        + ["NetworkPolicy"] * 3  # the glue's, and egress to it for z2jh's hub and proxy
     )
+    assert one(docs, "Pod")["metadata"]["annotations"]["helm.sh/hook"] == "test"
 
     pod = one(docs, "Deployment")["spec"]["template"]
     spec, glue = pod["spec"], pod["spec"]["containers"][0]
@@ -224,6 +278,8 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
         "/etc/renku-notebooks/config.yaml",
         "--host",
         "0.0.0.0",
+        "--host",
+        "::",
         "--port",
         "8090",
     ]
@@ -268,7 +324,7 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
     assert service["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
     secret = one(docs, "Secret")
     assert len(secret["data"]["cookieSecret"]) > 40
-    policy = one(docs, "NetworkPolicy")["spec"]
+    policy = glue_policy(docs)
     sources = [peer["podSelector"]["matchLabels"] for peer in policy["ingress"][0]["from"]]
     assert {"app.kubernetes.io/instance": "rel", "app.kubernetes.io/component": "proxy"} in sources
 
@@ -327,7 +383,7 @@ def test_every_option_render(helm: str, chart: Path, tmp_path: Path) -> None:
     }
     secret = one(docs, "Secret")
     assert secret["data"]["cookieSecret"] == "YS1maXhlZC1jb29raWUtc2VjcmV0"  # base64 of the value
-    policy = one(docs, "NetworkPolicy")["spec"]
+    policy = glue_policy(docs)
     assert {"ipBlock": {"cidr": "10.1.2.3/32"}} in policy["egress"][-1]["to"]
     assert not any(
         "except" in peer.get("ipBlock", {})
@@ -572,3 +628,365 @@ def test_z2jh_hub_rolls_on_a_notebooks_change(helm: str, z2jh_chart: Path, tmp_p
     bigger = {"name": "bigger", "cpu": 1, "memory": "2Gi", "default": True}
     values = values_file(tmp_path, notebooks_values({"profiles": [bigger]}))
     assert hub_checksum() != hub_checksum("-f", str(values))
+
+
+def fixed_node_ports(values: dict[str, Any]) -> Any:
+    return ((values.get("jupyterhub") or {}).get("proxy") or {}).get("service", {}).get("nodePorts")
+
+
+def test_operator_values_fix_no_node_port() -> None:
+    """A fixed NodePort is one per cluster: two releases installed from the same values would
+    fight over it. The chart and minikube_values.yaml let Kubernetes pick a free one."""
+    for path in (CHART / "values.yaml", ROOT / "minikube_values.yaml"):
+        assert fixed_node_ports(yaml.safe_load(path.read_text())) is None, path
+
+
+def test_two_releases_in_one_cluster_get_their_own_node_ports(
+    helm: str, z2jh_chart: Path, tmp_path: Path
+) -> None:
+    ports = []
+    for release in ("first", "second"):
+        override = values_file(tmp_path, {"jupyterhub": {"fullnameOverride": release}}, release)
+        docs = template(
+            helm, z2jh_chart, release, "-f", ROOT / "minikube_values.yaml", "-f", override
+        )
+        proxy = next(
+            d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("public")
+        )
+        assert proxy["spec"]["type"] == "NodePort"
+        ports += [p.get("nodePort") for p in proxy["spec"]["ports"] if p.get("nodePort")]
+    assert len(ports) == len(set(ports)), ports
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("replicaCount=two", "replicaCount: Invalid type. Expected: integer, given: string"),
+        ("replicaCont=2", "Additional property replicaCont is not allowed"),
+        ("service.type=Public", "service.type must be one of"),
+        ("metrics.serviceMonitor.interval=soon", "Does not match pattern"),
+        ("networkPolicy.gitlab=10.0.0.1", "networkPolicy.gitlab: Invalid type"),
+    ],
+)
+def test_invalid_chart_values_are_refused(
+    helm: str, chart: Path, override: str, message: str
+) -> None:
+    for command in ("template", "lint"):
+        args = [helm, command, *(["rel"] if command == "template" else []), chart]
+        result = run(*args, "--set", override, check=False)
+        assert result.returncode != 0, command
+        assert message in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_operator_options_reach_the_glue(helm: str, chart: Path, tmp_path: Path) -> None:
+    docs = template(helm, chart, "rel", "-f", values_file(tmp_path, ALL_OPTIONS))
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]
+    spec, glue = pod["spec"], pod["spec"]["containers"][0]
+    assert env_of(glue)["HTTPS_PROXY"] == "http://proxy.example.org:3128"
+    assert {"name": "extra", "configMap": {"name": "extra-files"}} in spec["volumes"]
+    assert {"name": "extra", "mountPath": "/etc/extra", "readOnly": True} in glue["volumeMounts"]
+    assert spec["priorityClassName"] == "notebooks-services"
+    (spread,) = spec["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    budget = one(docs, "PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] == 1
+    assert budget["selector"] == deployment["spec"]["selector"]
+
+    # a parent chart's GitLab, where the notebooks config names none
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
+    assert load(config_file)["provider"]["url"] == "https://gitlab.renku.example"
+
+    # Prometheus: scrape annotations, a ServiceMonitor, a NetworkPolicy rule for its pods
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/jhub/services/nbs/metrics"
+    assert annotations["prometheus.io/port"] == "8090"
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"] == one(docs, "Service")["spec"]["selector"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/jhub/services/nbs/metrics"
+    assert endpoint["interval"] == "15s"
+    assert endpoint["authorization"]["credentials"] == {"name": "metrics-token", "key": "token"}
+    scrapers = [
+        rule
+        for rule in glue_policy(docs)["ingress"]
+        if rule["from"] == ALL_OPTIONS["metrics"]["scrapers"]
+    ]
+    assert scrapers and scrapers[0]["ports"] == [{"port": "http"}]
+
+
+def test_an_existing_cookie_secret(helm: str, chart: Path) -> None:
+    docs = template(helm, chart, "rel", "--set", "secrets.existingSecret=my-glue-secret")
+    assert "Secret" not in {d["kind"] for d in docs}
+    glue = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(glue)["NOTEBOOKS_COOKIE_SECRET"] == {
+        "secretKeyRef": {"name": "my-glue-secret", "key": "cookieSecret"}
+    }
+
+
+def test_renku_globals_are_defaults(helm: str, chart: Path, tmp_path: Path) -> None:
+    renku = {
+        "global": {
+            "gitlab": {"url": "https://gitlab.renku.example"},
+            "renku": {"domain": "renku.example"},
+        }
+    }
+    docs = template(
+        helm, chart, "rel", "-f", values_file(tmp_path, renku), "--set", "ingress.enabled=true"
+    )
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])["notebooks"]
+    assert config["provider"]["url"] == "https://gitlab.renku.example"
+    assert one(docs, "Ingress")["spec"]["rules"][0]["host"] == "renku.example"
+    # what the values say wins over the globals
+    own = notebooks_values({"provider": {"kind": "gitlab", "url": "https://git.example.org"}})
+    docs = template(
+        helm,
+        chart,
+        "rel",
+        "-f",
+        values_file(tmp_path, renku),
+        "-f",
+        values_file(tmp_path, own, "own.yaml"),
+    )
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])["notebooks"]
+    assert config["provider"]["url"] == "https://git.example.org"
+
+
+def test_helm_test_pod_checks_health_restricted(helm: str, chart: Path) -> None:
+    from tests.test_kube_manifest import restricted_violations
+
+    docs = template(helm, chart)
+    validate_all(docs)
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert (
+        pod["spec"]["containers"][0]["command"][-1]
+        == "http://hub-notebooks/services/notebooks/health"
+    )
+    assert restricted_violations(pod) == []
+    # the glue's NetworkPolicy lets it in
+    peers = [peer["podSelector"]["matchLabels"] for peer in glue_policy(docs)["ingress"][0]["from"]]
+    assert {k: pod["metadata"]["labels"][k] for k in peers[-1]} == peers[-1]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels and In/NotIn/Exists expressions) against a pod's labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, op, values = expression["key"], expression["operator"], expression.get("values")
+        if (op == "In" and labels.get(key) not in values) or (
+            op == "NotIn" and labels.get(key) in values
+        ):
+            return False
+        if (op == "Exists") != (key in labels) and op in ("Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+def egress_allowed(
+    docs: list[dict[str, Any]], source: dict[str, str], dest: dict[str, str], port: int
+) -> bool:
+    """Whether the NetworkPolicies let a pod (labels `source`) reach a pod of the same namespace
+    (labels `dest`) on `port`, by pod selectors only: ipBlocks never count, because a pod's
+    address matching privateIPs is the accident this is about."""
+    for policy in (d["spec"] for d in docs if d["kind"] == "NetworkPolicy"):
+        if "Egress" not in policy.get("policyTypes", []) or not selects(
+            policy["podSelector"], source
+        ):
+            continue
+        for rule in policy.get("egress") or []:
+            ports = [p.get("port") for p in rule.get("ports") or []]
+            peers = rule.get("to") or []
+            if ports and port not in ports:
+                continue
+            if any(
+                "podSelector" in peer
+                and "namespaceSelector" not in peer
+                and selects(peer["podSelector"], dest)
+                for peer in peers
+            ):
+                return True
+    return False
+
+
+def pod_labels(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, str]:
+    doc = next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+    return doc["spec"]["template"]["metadata"]["labels"]
+
+
+def test_hub_and_proxy_reach_the_glue_on_purpose(
+    helm: str, z2jh_chart: Path, tmp_path: Path
+) -> None:
+    """With z2jh's policies, no private address open to anyone: hub and proxy still reach the
+    glue, the hub and user pods reach a GitLab named in networkPolicy.gitlab."""
+    closed = {"networkPolicy": {"egressAllowRules": {"privateIPs": False}}}
+    gitlab_peer = {"podSelector": {"matchLabels": {"app": "gitlab"}}}
+    values = {
+        "networkPolicy": {"gitlab": [gitlab_peer]},
+        "jupyterhub": {
+            "hub": closed,
+            "proxy": {"chp": closed},
+            "singleuser": closed,
+        },
+    }
+    docs = template(helm, z2jh_chart, "rel", "-f", values_file(tmp_path, values))
+    validate_all(docs)
+    glue = pod_labels(docs, "Deployment", "rel-renku-notebooks")
+    hub = pod_labels(docs, "Deployment", "hub")
+    proxy = pod_labels(docs, "Deployment", "proxy")
+    # what KubeSpawner puts on a user pod under z2jh (its common labels, the component)
+    user = {"component": "singleuser-server", "app": "jupyterhub", "release": "rel"}
+    gitlab = {"app": "gitlab"}
+    assert egress_allowed(docs, hub, glue, 8090)
+    assert egress_allowed(docs, proxy, glue, 8090)
+    assert egress_allowed(docs, hub, gitlab, 443)
+    assert egress_allowed(docs, user, gitlab, 443)
+    assert egress_allowed(docs, glue, gitlab, 443)
+    assert not egress_allowed(docs, user, glue, 8090)  # users go through the proxy
+    # and the glue admits hub and proxy
+    sources = [peer["podSelector"] for peer in glue_policy(docs)["ingress"][0]["from"]]
+    assert any(selects(s, hub) for s in sources) and any(selects(s, proxy) for s in sources)
+
+
+def test_no_egress_policy_where_z2jh_isolates_nothing(helm: str, chart: Path) -> None:
+    """Alone, an egress policy would cut a pod off from everything else it reaches."""
+    off = ["--set", "jupyterhub.hub.networkPolicy.enabled=false"]
+    off += ["--set", "jupyterhub.proxy.chp.networkPolicy.enabled=false"]
+    docs = template(
+        helm, chart, "rel", *off, "--set", "networkPolicy.gitlab[0].ipBlock.cidr=10.0.0.1/32"
+    )
+    selected = [
+        d["spec"]["podSelector"].get("matchLabels", {}).get("component")
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+    ]
+    assert "hub" not in selected and "proxy" not in selected
+    assert "singleuser-server" in selected
+
+
+def test_the_glue_listens_on_both_ip_stacks(helm: str, chart: Path, tmp_path: Path) -> None:
+    """The chart's command, on loopback: 0.0.0.0 -> 127.0.0.1 and :: -> ::1."""
+    import socket
+
+    import requests
+
+    docs = template(helm, chart)
+    glue = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    loopback = {"0.0.0.0": "127.0.0.1", "::": "::1", "8090": str(port)}
+    command = [loopback.get(arg, arg) for arg in glue["command"]]
+    command = [sys.executable if arg == "python" else arg for arg in command]
+    command[command.index("--config") + 1] = str(config_file)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "JUPYTERHUB_API_TOKEN": "a-token",
+        "JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api",  # nobody: health says 503
+    }
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for host in ("127.0.0.1", "[::1]"):
+            url = f"http://{host}:{port}/services/notebooks/health"
+            for _ in range(100):
+                try:
+                    response = requests.get(url, timeout=5)
+                    break
+                except requests.ConnectionError:
+                    assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
+                    import time
+
+                    time.sleep(0.1)
+            else:
+                raise AssertionError(f"nothing answers at {url}")
+            assert response.status_code == 503 and response.json()["error"]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+DOCKERFILES = [ROOT / "glue" / "Dockerfile", ROOT / "helm-chart" / "images" / "hub" / "Dockerfile"]
+IMAGES = ROOT / "helm-chart" / "images"
+EXACT_TAG = r"[\w.-]+(/[\w.-]+)*:v?\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?"
+
+
+def dockerfile_lines(path: Path) -> list[str]:
+    """Instructions, continuation lines joined."""
+    return [line.strip() for line in path.read_text().replace("\\\n", " ").splitlines()]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_images_build_reproducibly(dockerfile: Path) -> None:
+    import re
+
+    lines = dockerfile_lines(dockerfile)
+    assert not any(re.match(r"#\s*syntax\s*=", line, re.I) for line in lines), (
+        "a `# syntax=` line pulls a BuildKit frontend from Docker Hub"
+    )
+    args = dict(
+        re.match(r"ARG (\w+)=(\S+)", line).groups()  # type: ignore[union-attr]
+        for line in lines
+        if re.match(r"ARG \w+=", line)
+    )
+    stages = set()
+    for line in (line for line in lines if line.startswith("FROM ")):
+        image, *rest = line.split()[1:]
+        stages.update(rest[1:] if rest[:1] == ["AS"] else [])
+        image = args.get(image.strip("${}"), image) if image.startswith("$") else image
+        assert image in stages or re.fullmatch(EXACT_TAG, image), f"{image}: not pinned"
+    installs = [line for line in lines if re.search(r"\bpip (install|wheel)\b", line)]
+    assert installs
+    for line in installs:
+        if "pip wheel" in line:
+            assert "--no-build-isolation" in line and "--no-deps" in line, line
+        elif "--require-hashes" not in line:
+            # the package from its wheel: with exact pins, or none at all (z2jh's)
+            assert "/tmp/wheels/" in line, line
+            assert "--constraint /tmp/requirements.txt" in line or "--no-deps" in line, line
+    assert not any("hatchling" in line for line in installs)  # only from the hashed file
+
+
+def test_image_requirements_are_exact() -> None:
+    import re
+
+    pins = [
+        line
+        for line in (IMAGES / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert pins and all(re.fullmatch(r"[a-z0-9._-]+==[\w.+!-]+", pin) for pin in pins), pins
+    declared = yaml.safe_load((ROOT / "chartpress.yaml").read_text())
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    names = {pin.split("==")[0] for pin in pins}
+    for requirement in map(Requirement, requires("renku-notebooks") or []):
+        if requirement.marker is None:
+            assert requirement.name.lower().replace("_", "-") in names, requirement
+    build = (IMAGES / "build-requirements.txt").read_text()
+    entries = re.findall(r"^([a-z0-9._-]+)==\S+ \\\n\s+--hash=sha256:[0-9a-f]{64}$", build, re.M)
+    assert "hatchling" in entries
+    images = declared["charts"][0]["images"]
+    assert "helm-chart/images/requirements.txt" in images["glue"]["paths"]
+
+
+def test_the_clone_image_is_pre_pulled() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["jupyterhub"]
+    pulled = values["prePuller"]["extraImages"]["renku-notebooks-clone"]
+    clone = values["custom"]["notebooks"]["spawner"]["cloneImage"]
+    assert f"{pulled['name']}:{pulled['tag']}" == clone
+    glue = yaml.safe_load((ROOT / "chartpress.yaml").read_text())["charts"][0]["images"]["glue"]
+    # chartpress writes the same tag into both
+    assert {
+        "jupyterhub.custom.notebooks.spawner.cloneImage",
+        "jupyterhub.prePuller.extraImages.renku-notebooks-clone",
+    } <= set(glue["valuesPath"])

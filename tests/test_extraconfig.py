@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from jupyterhub.app import JupyterHub
+from kubespawner.slugs import is_valid_object_name
 
 from glue.kube import CommitKubeSpawner
 from tests.test_chart import CHART
@@ -46,6 +47,7 @@ Z2JH_MODULE = """
 import yaml
 
 VALUES = yaml.safe_load(open(__file__.replace("z2jh.py", "values.yaml")))
+HUB = open(__file__.replace("z2jh.py", "hub-name")).read()
 
 
 def get_config(key, default=None):
@@ -58,7 +60,7 @@ def get_config(key, default=None):
 
 
 def get_name(name):
-    return name
+    return HUB if name == "hub" else name
 """
 
 
@@ -86,6 +88,7 @@ def hub_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     module_dir = tmp_path / "z2jh"
     module_dir.mkdir()
     (module_dir / "z2jh.py").write_text(Z2JH_MODULE)
+    (module_dir / "hub-name").write_text("hub")
     path = module_dir / "values.yaml"
     path.write_text(yaml.safe_dump(chart_values()["jupyterhub"]))
     monkeypatch.syspath_prepend(str(module_dir))
@@ -123,7 +126,8 @@ def test_extra_config_configures_the_hub(hub_values: Path, tmp_path: Path) -> No
 
     # GitLab login comes from the notebooks config, not restated in the values
     assert app.authenticator_class.__name__ == "GitLabOAuthenticator"
-    assert app.config.GitLabOAuthenticator.gitlab_url == rendered["provider"]["url"]
+    assert "url" not in rendered["provider"]  # the chart's default: gitlab.com, as for the glue
+    assert app.config.GitLabOAuthenticator.gitlab_url == "https://gitlab.com"
     assert app.config.Authenticator.enable_auth_state is True
     assert app.config.Authenticator.refresh_pre_spawn is True
 
@@ -185,3 +189,72 @@ def test_a_config_change_is_in_the_hub_secret_values(hub_values: Path, tmp_path:
 
 def rendered_limit(hub_values: Path) -> int:
     return yaml.safe_load(hub_values.read_text())["custom"]["notebooks"]["launch"]["serversPerUser"]
+
+
+@pytest.mark.parametrize("second_hub", ["second-hub", "a-long-release-name-jupyterhub-hub"])
+async def test_two_hubs_in_one_namespace_name_pods_apart(
+    hub_values: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second_hub: str
+) -> None:
+    """The same user's same server under two hubs (two releases, one namespace): different
+    pod names, so different `<pod>-git-token` and `<pod>-registry` Secrets, each a valid name."""
+    monkeypatch.setattr("kubespawner.spawner.load_config", lambda **kwargs: None)
+    user = SimpleNamespace(name="alice", id=1, url="/user/alice/")
+    server = SimpleNamespace(name="a-very-long-project-name-0123456789ab", server=None)
+    spawners = []
+    for hub in ("hub", second_hub):
+        (hub_values.parent / "hub-name").write_text(hub)
+        sys.modules.pop("z2jh", None)
+        app = load_hub(tmp_path, extra_config())
+        spawners.append(
+            CommitKubeSpawner(config=app.config, _mock=True, user=user, orm_spawner=server)
+        )
+    first, second = spawners
+    assert first.pod_name != second.pod_name
+    assert first.token_secret_name != second.token_secret_name
+    assert first.registry_secret_name != second.registry_secret_name
+    for spawner in spawners:
+        assert len(spawner.pod_name) <= 63 and is_valid_object_name(spawner.pod_name)
+
+
+def test_an_operators_pod_name_template_wins(hub_values: Path, tmp_path: Path) -> None:
+    snippets = {"0-operator": 'c.KubeSpawner.pod_name_template = "nb-{user_server}"'}
+    app = load_hub(tmp_path, {**snippets, **extra_config()})
+    assert app.config.KubeSpawner.pod_name_template == "nb-{user_server}"
+
+
+@pytest.mark.parametrize(
+    "global_values, own_url, expected",
+    [
+        ({"gitlab": {"url": "https://gitlab.renku.example"}}, None, "https://gitlab.renku.example"),
+        (
+            {"gitlab": {"url": "https://gitlab.renku.example"}},
+            "https://git.example.org",
+            "https://git.example.org",
+        ),
+        ({}, None, "https://gitlab.com"),
+    ],
+)
+def test_the_hub_takes_renku_globals_as_the_glue_does(
+    hub_values: Path,
+    tmp_path: Path,
+    global_values: dict[str, Any],
+    own_url: str | None,
+    expected: str,
+) -> None:
+    """A parent chart's global.gitlab.url fills an unset provider.url on the hub (from z2jh's
+    Secret, where Helm copies the globals) exactly as the chart's template does for the glue."""
+    from tests.test_chart import find_helm, template, values_file, without_dependency
+
+    values = chart_values()
+    if own_url:
+        values["jupyterhub"]["custom"]["notebooks"]["provider"]["url"] = own_url
+    hub_values.write_text(yaml.safe_dump({**values["jupyterhub"], "global": global_values}))
+    app = load_hub(tmp_path, extra_config())
+    assert app.config.GitLabOAuthenticator.gitlab_url == expected
+
+    chart = without_dependency(CHART, tmp_path / "chart")
+    overrides = {"global": global_values, "jupyterhub": values["jupyterhub"]}
+    docs = template(find_helm(), chart, "rel", "-f", values_file(tmp_path, overrides))
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    glue = yaml.safe_load(configmap["data"]["config.yaml"])["notebooks"]
+    assert glue["provider"]["url"] == expected

@@ -372,6 +372,7 @@ class FakeCoreApi:
 
     def __init__(self) -> None:
         self.secrets: dict[str, Any] = {}
+        self.pods: dict[str, str] = {}
         self.calls: list[tuple[str, str]] = []
 
     async def create_namespaced_secret(self, namespace: str, body: Any) -> Any:
@@ -385,6 +386,14 @@ class FakeCoreApi:
         self.calls.append(("delete", name))
         if self.secrets.pop(name, None) is None:
             raise ApiException(status=404, reason="Not Found")
+
+    async def delete_namespaced_pod(self, name: str, namespace: str, **options: Any) -> None:
+        self.calls.append(("delete pod", name))
+        if name not in self.pods:
+            raise ApiException(status=404, reason="Not Found")
+        if self.pods[name] == "undeletable":
+            raise ApiException(status=500, reason="Internal Server Error")
+        del self.pods[name]
 
 
 async def test_token_secret_lifecycle(
@@ -595,3 +604,26 @@ async def test_project_image_gets_a_pull_secret_of_its_own(
     # the default image needs no credentials
     default = make_spawner(repos, options(repos), registrySecret="registry-credentials")
     assert not valid(await shaped_pod(default))["spec"].get("imagePullSecrets")
+
+
+async def test_removing_a_server_deletes_a_pod_left_behind(
+    repos: SimpleNamespace, token_provider: None
+) -> None:
+    """A start failed and so did the hub's cleanup: the hub forgot the server, the pod and its
+    Secrets remain. Removing the server (the hub calls delete_forever, never stop) deletes them;
+    a pod that still cannot be deleted is an error, not a silent success."""
+    spawner = make_spawner(repos, options(repos))
+    spawner.api = api = FakeCoreApi()
+    await shaped_pod(spawner)
+    await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-3"}})
+    api.pods[spawner.pod_name] = "running"
+    spawner.clear_state()  # what the hub's failed cleanup leaves: no state, the pod's name only
+
+    await spawner.delete_forever()
+    assert api.pods == {} and api.secrets == {}
+    assert ("delete pod", spawner.pod_name) in api.calls
+    await spawner.delete_forever()  # nothing left: fine
+
+    api.pods[spawner.pod_name] = "undeletable"
+    with pytest.raises(RuntimeError, match=rf"pod renku/{spawner.pod_name} .* is left behind"):
+        await spawner.delete_forever()

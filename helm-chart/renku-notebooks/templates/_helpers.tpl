@@ -52,7 +52,7 @@ app.kubernetes.io/part-of: renku-notebooks
 {{- end }}
 
 {{- define "renku-notebooks.secretName" -}}
-{{- include "renku-notebooks.fullname" . }}
+{{- .Values.secrets.existingSecret | default (include "renku-notebooks.fullname" .) }}
 {{- end }}
 
 {{- /*
@@ -80,8 +80,19 @@ app.kubernetes.io/part-of: renku-notebooks
 {{- end }}
 
 {{- /* THE notebooks config: under z2jh's `custom`, so z2jh's hub Secret (and its checksum) holds it. */}}
+{{- /*
+  An unset provider.url is a parent chart's global.gitlab.url, else gitlab.com;
+  the hub does the same from its Secret (glue.kube.configure_hub; a test checks
+  that they agree).
+*/}}
 {{- define "renku-notebooks.values" -}}
-{{- (((.Values.jupyterhub | default dict).custom | default dict).notebooks | default dict) | toYaml }}
+{{- $config := (((.Values.jupyterhub | default dict).custom | default dict).notebooks | default dict) | deepCopy }}
+{{- $provider := $config.provider | default dict }}
+{{- if and (eq ($provider.kind | default "gitlab") "gitlab") (not $provider.url) }}
+{{- $_ := set $provider "url" (dig "gitlab" "url" "https://gitlab.com" (.Values.global | default dict)) }}
+{{- $_ := set $config "provider" $provider }}
+{{- end }}
+{{- $config | toYaml }}
 {{- end }}
 
 {{- define "renku-notebooks.serviceName" -}}
@@ -134,4 +145,9 @@ http://{{ include "renku-notebooks.serviceName" . }}
 {{- if gt $defaults 1 }}
 {{- fail "jupyterhub.custom.notebooks.profiles: more than one profile is marked default" }}
 {{- end }}
+{{- end }}
+
+{{- /* The glue's port in its pod (the Service's port is 80). */}}
+{{- define "renku-notebooks.port" -}}
+8090
 {{- end }}
