@@ -69,6 +69,9 @@ SAFE_CONFIG = {
     "core.autocrlf": "false",
     "core.untrackedCache": "false",
     "gc.auto": "0",
+    # large files (data, images) are stored fast and sent without a delta search
+    "core.bigFileThreshold": "1m",
+    "core.compression": "1",
     "maintenance.auto": "false",
     "advice.detachedHead": "false",
     "protocol.file.allow": "always",
