@@ -21,7 +21,6 @@ from glue import autosave, gitproxy, gittoken
 from glue.hubconfig import GITLAB_SCOPES
 from tests.gitlab_standin import GitLabStandIn, StandInThread
 from tests.hubtools import (
-    Client,
     RunningHub,
     assert_hidden,
     free_port,
@@ -30,6 +29,7 @@ from tests.hubtools import (
     make_repo,
     wait_until,
 )
+from tests.test_gitlab_flow import gitlab_token, login
 
 SCOPES = " ".join([*GITLAB_SCOPES, "write_repository"])
 
@@ -169,7 +169,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         )
         hub.start()
         try:
-            dev = login(hub, standin, "dev")
+            dev = login({"hub": hub, "gitlab": standin}, "dev")
             response = dev.post(f"renku/demo/{shas[0]}")
             assert response.status_code in (201, 202), response.text
             server = dev.wait_running(f"renku/demo/{shas[0]}")["name"]
@@ -184,18 +184,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             }
         finally:
             hub.stop()
-
-
-def login(hub: RunningHub, standin: GitLabStandIn, user: str) -> Client:
-    standin.oauth_user = user
-    browser = requests.Session()
-    browser.get(f"{hub.url}/hub/oauth_login", timeout=30)
-    assert "jupyterhub-session-id" in browser.cookies, "GitLab login did not complete"
-    return Client(hub, user)
-
-
-def gitlab_token(hub: RunningHub, user: str) -> str:
-    return hub.admin("GET", f"users/{user}").json()["auth_state"]["access_token"]
 
 
 def service_token(hub: RunningHub) -> str:
@@ -287,7 +275,7 @@ def test_token_endpoint_refusals(world):
     url = hub.prefix + "-/git-token"
     key = gittoken.component_key(service_token(hub), "dev", server)
     body = {"user": "dev", "server": server, "hub_token": hub.token_for("dev")}
-    login(hub, world["gitlab"], "other")  # another user, logged in with GitLab too
+    login(world, "other")  # another user, logged in with GitLab too
 
     def post(json: Any, key: str = key) -> requests.Response:
         headers = {"Authorization": f"Bearer {key}"}
