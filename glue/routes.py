@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from . import events, launch, metrics, openapi, target
+from . import events, gittoken, launch, metrics, openapi, target
 from .access import Access
 from .accesslog import USER
 from .auth import Auth, Identity
@@ -36,6 +36,7 @@ LAUNCH_TAIL = "{tail:(?!-/)[^/]+/[\\s\\S]+}"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # the glue's own paths start with '-', which no namespace may: they never shadow a project
 EVENTS = "-/events/"
+GIT_TOKEN = "-/git-token"
 STATIC = "-/static/"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # each file's version (a hash of its content) goes into its URL, so a browser may keep
@@ -79,6 +80,7 @@ class Routes:
         app.router.add_get(prefix + "oauth_callback", self.oauth_callback)
         app.router.add_get(prefix + STATIC + "{file}", self.static)
         app.router.add_get(prefix + EVENTS + TAIL, self.event_stream)
+        app.router.add_post(prefix + GIT_TOKEN, self.git_token)
         app.router.add_get(prefix + SHOW_TAIL, self.show)
         app.router.add_post(prefix + LAUNCH_TAIL, self.post)
         app.router.add_delete(prefix + LAUNCH_TAIL, self.delete)
@@ -156,6 +158,17 @@ class Routes:
 
     async def oauth_callback(self, request: web.Request) -> web.Response:
         return await self.auth.callback(request)
+
+    async def git_token(self, request: web.Request) -> web.Response:
+        """A fresh GitLab token for a session's git token component (glue/gittoken.py)."""
+        body, _ = await read_body(request)
+        wanted = gittoken.TokenRequest.parse(body)
+        wanted.check_key(self.hub.service_token, request.headers.get("Authorization", ""))
+        request[USER] = wanted.user
+        token = await gittoken.fresh_token(self.hub, self.servers, wanted)
+        response = self.render.json({"access_token": token})
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     # --- the caller and their servers -------------------------------------------------------
 

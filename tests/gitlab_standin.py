@@ -62,6 +62,7 @@ USER_READ_SCOPES = API_READ_SCOPES | {"read_user"}
 GIT_FETCH_SCOPES = frozenset({"api", "read_api", "read_repository", "write_repository"})
 GIT_PUSH_SCOPES = frozenset({"api", "write_repository"})
 PER_PAGE, MAX_PER_PAGE = 20, 100
+MAX_GIT_BODY = 1 << 30
 BLOCKED = "403 Forbidden - Your account has been blocked."
 TERMS = (
     "403 Forbidden - You ({user}) must accept the Terms of Service in order to perform this "
@@ -441,7 +442,8 @@ class GitLabStandIn:
     # ---- serving ---------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware])
+        # git pushes are bodies of many megabytes (GitLab's default limit is far above these)
+        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_GIT_BODY)
         api = "/api/v4"
         app.router.add_get(f"{api}/version", self._version)
         app.router.add_get(f"{api}/user", self._user)

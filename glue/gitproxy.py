@@ -1,0 +1,431 @@
+"""The session's git token component: git smart HTTP for exactly one project.
+
+The user's server must push and pull without ever holding the user's GitLab
+token. Its git talks to this component instead, at
+`http://127.0.0.1:PORT/<namespace>/<project>.git`, with a per-server secret
+as its password (read by the session's credential helper from a file in its
+private home). The component checks that secret and forwards the request to
+GitLab with the token added (`Authorization: Basic oauth2:<token>`), the token
+read from its file at each request, so a refreshed file is used. Bodies are
+streamed both ways (pushes can be 50 MB and more).
+
+It refuses everything else (another project, another host, other paths) with
+a 403 and a one-line text/plain message, which git shows the user. When
+GitLab answers 401 it asks the glue for a fresh token once (`POST
+<prefix>-/git-token`, see glue/gittoken.py; only the hub refreshes GitLab
+logins, since GitLab rotates refresh tokens) and retries a replayable request
+(`GET info/refs`); a POST is not buffered to be replayed, its 401 goes back
+to git, which retries with the fresh token.
+
+With the local provider (bare repositories on disk) there is no upstream: the
+component serves the project's bare repository itself through
+`git http-backend`, so sessions push the same way in both modes.
+
+    python -m glue.gitproxy --listen 127.0.0.1:PORT --project NS/PROJECT
+        --secret-file FILE
+        (--upstream URL --token-file FILE [--token-endpoint URL --key-file FILE
+         --hub-token-file FILE --user NAME --server NAME] | --repo BARE_REPO)
+
+No hub imports: it runs in the glue image as a sidecar, and beside the
+sandbox in the embedded default. Its log never holds a token or the secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from .clone import Step
+
+log = logging.getLogger("glue.gitproxy")
+
+SERVICES = ("git-upload-pack", "git-receive-pack")
+CHUNK = 256 * 1024
+REQUEST_HEADERS = ("Content-Type", "Content-Encoding", "Accept", "Git-Protocol", "User-Agent")
+RESPONSE_HEADERS = ("Content-Type", "Content-Encoding", "Cache-Control", "Expires", "Pragma")
+REALM = 'Basic realm="renku-notebooks git"'
+TOKEN_TIMEOUT = aiohttp.ClientTimeout(total=30)
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one component serves, and how it authenticates both ways."""
+
+    project: str  # namespace/project, as GitLab names it
+    secret_file: Path
+    upstream: str | None = None  # GitLab's base URL; None: serve `repo`
+    token_file: Path | None = None
+    repo: Path | None = None
+    token_endpoint: str | None = None  # the glue's `-/git-token`
+    key_file: Path | None = None  # the component key the glue checks
+    hub_token_file: Path | None = None  # the server's hub token: the hub refreshes on its use
+    user: str = ""
+    server: str = ""
+
+
+def step(settings: Settings, *, listen: str, python: str = "python") -> Step:
+    """The component's command line, as the local spawner and the sidecar run it: files,
+    never secrets, in its arguments."""
+    argv = [python, "-m", "glue.gitproxy", "--listen", listen, "--project", settings.project]
+    argv += ["--secret-file", str(settings.secret_file)]
+    for flag, value in (
+        ("--upstream", settings.upstream),
+        ("--token-file", settings.token_file),
+        ("--repo", settings.repo),
+        ("--token-endpoint", settings.token_endpoint),
+        ("--key-file", settings.key_file),
+        ("--hub-token-file", settings.hub_token_file),
+        ("--user", settings.user or None),
+        ("--server", settings.server or None),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return Step(argv, {})
+
+
+def _read(path: Path | None) -> str:
+    return path.read_text().strip() if path else ""
+
+
+class Tokens:
+    """The GitLab token: the file's, unless the glue gave a fresher one since the file last
+    changed (a Kubernetes Secret volume is read-only and not updated by the hub)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._fresh: tuple[str, str] | None = None  # (file content then, fresh token)
+        self._lock = asyncio.Lock()
+
+    def current(self) -> str:
+        on_file = _read(self.settings.token_file)
+        if self._fresh and self._fresh[0] == on_file:
+            return self._fresh[1]
+        return on_file
+
+    async def refresh(self, session: aiohttp.ClientSession, stale: str) -> bool:
+        """Ask the glue for a fresh token once; True when one came that differs from `stale`."""
+        s = self.settings
+        if not (s.token_endpoint and s.key_file and s.hub_token_file):
+            return False
+        async with self._lock:
+            if self.current() != stale:
+                return True  # another request refreshed it meanwhile
+            body = {"user": s.user, "server": s.server, "hub_token": _read(s.hub_token_file)}
+            headers = {"Authorization": f"Bearer {_read(s.key_file)}"}
+            try:
+                async with session.post(
+                    s.token_endpoint, json=body, headers=headers, timeout=TOKEN_TIMEOUT
+                ) as response:
+                    answer = await response.json(content_type=None)
+                    if response.status != 200:
+                        log.warning("fresh token refused: %s %s", response.status, _code(answer))
+                        return False
+            except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+                log.warning("fresh token not fetched: %s", type(e).__name__)
+                return False
+            token = answer.get("access_token") if isinstance(answer, dict) else None
+            if not isinstance(token, str) or not token:
+                return False
+            self._fresh = (_read(s.token_file), token)
+            log.info("fresh token from the glue")
+            return token != stale
+
+
+def _code(answer: object) -> str:
+    return str(answer.get("error", "")) if isinstance(answer, dict) else ""
+
+
+def refusal(status: int, message: str, **headers: str) -> web.Response:
+    """One line of text/plain: git prints it to the user as `remote: <message>`."""
+    return web.Response(status=status, text=message + "\n", headers=headers)
+
+
+class GitProxy:
+    def __init__(self, settings: Settings, host: str):
+        self.settings = settings
+        self.host = host  # host:port the session's git uses
+        self.tokens = Tokens(settings)
+        self.base = f"/{settings.project}.git/"
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # bodies pass through as git sent them (gzip stays gzip)
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        return self._session
+
+    async def close(self, _: web.Application | None = None) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=0)
+        app.router.add_route("*", "/{path:.*}", self.handle)
+        app.on_cleanup.append(self.close)
+        return app
+
+    # --- validate -> authorize -> act ---------------------------------------------
+
+    def _suffix(self, request: web.Request) -> str | None:
+        """The git path below the project, when the request is git smart HTTP for it."""
+        path = request.path
+        if not request.raw_path.startswith("/") or request.host not in self._hosts():
+            return None
+        if path[: len(self.base)].lower() != self.base.lower():
+            return None
+        suffix = path[len(self.base) :]
+        if request.method == "GET" and suffix == "info/refs":
+            return suffix if request.query.get("service") in SERVICES else None
+        if request.method == "POST" and suffix in SERVICES:
+            return suffix
+        return None
+
+    def _hosts(self) -> set[str]:
+        port = self.host.rpartition(":")[2]
+        return {self.host, f"localhost:{port}", f"127.0.0.1:{port}"}
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            _, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        secret = _read(self.settings.secret_file)
+        return bool(secret) and secrets.compare_digest(password.encode(), secret.encode())
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        suffix = self._suffix(request)
+        if suffix is None:
+            log.info("refused %s %s", request.method, request.path)
+            return refusal(
+                403,
+                f"renku-notebooks: this session's git reaches only {self.settings.project} "
+                f"(http://{self.host}{self.base[:-1]}); {request.path} is refused.",
+            )
+        if not self._authorized(request):
+            return refusal(
+                401, "renku-notebooks: git credentials needed.", **{"WWW-Authenticate": REALM}
+            )
+        if self.settings.repo is not None:
+            response = await self._serve_local(request, suffix)
+        else:
+            response = await self._forward(request, suffix)
+        log.info("%s %s -> %s", request.method, request.path, response.status)
+        return response
+
+    # --- GitLab ---------------------------------------------------------------------
+
+    async def _forward(self, request: web.Request, suffix: str) -> web.StreamResponse:
+        assert self.settings.upstream
+        url = f"{self.settings.upstream.rstrip('/')}/{self.settings.project}.git/{suffix}"
+        headers = {h: request.headers[h] for h in REQUEST_HEADERS if h in request.headers}
+        replayable = request.method == "GET"
+        token = self.tokens.current()
+        for attempt in (1, 2):
+            auth = base64.b64encode(f"oauth2:{token}".encode()).decode()
+            upstream = await self.session.request(
+                request.method,
+                url,
+                params=request.query,
+                headers={**headers, "Authorization": f"Basic {auth}"},
+                data=None if replayable else _stream(request),
+                timeout=UPSTREAM_TIMEOUT,
+                allow_redirects=False,
+            )
+            if upstream.status != 401:
+                return await self._relay(request, upstream)
+            upstream.release()
+            refreshed = await self.tokens.refresh(self.session, token)
+            if not (replayable and refreshed and attempt == 1):
+                break
+            token = self.tokens.current()
+        return refusal(
+            401,
+            "renku-notebooks: GitLab refused the session's login; log in to JupyterHub again.",
+            **{"WWW-Authenticate": REALM},
+        )
+
+    async def _relay(
+        self, request: web.Request, upstream: aiohttp.ClientResponse
+    ) -> web.StreamResponse:
+        try:
+            headers = {h: upstream.headers[h] for h in RESPONSE_HEADERS if h in upstream.headers}
+            response = web.StreamResponse(status=upstream.status, headers=headers)
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            upstream.release()
+
+    # --- a bare repository on disk ------------------------------------------------
+
+    async def _serve_local(self, request: web.Request, suffix: str) -> web.StreamResponse:
+        """`git http-backend` as a CGI, streamed: the local provider's repository."""
+        repo = self.settings.repo
+        assert repo is not None
+        with tempfile.TemporaryDirectory(prefix="gitproxy-") as home:
+            env = {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
+            env.update(
+                HOME=home,
+                GIT_CONFIG_NOSYSTEM="1",
+                GIT_CONFIG_GLOBAL="/dev/null",
+                GIT_PROJECT_ROOT=str(repo.parent),
+                GIT_HTTP_EXPORT_ALL="1",
+                PATH_INFO=f"/{repo.name}/{suffix}",
+                REQUEST_METHOD=request.method,
+                QUERY_STRING=request.query_string,
+                CONTENT_TYPE=request.headers.get("Content-Type", ""),
+                REMOTE_USER=self.settings.user or "session",  # enables receive-pack
+                REMOTE_ADDR="127.0.0.1",
+                HTTP_GIT_PROTOCOL=request.headers.get("Git-Protocol", ""),
+                HTTP_CONTENT_ENCODING=request.headers.get("Content-Encoding", ""),
+                GIT_CONFIG_COUNT="1",
+                GIT_CONFIG_KEY_0="uploadpack.allowAnySHA1InWant",
+                GIT_CONFIG_VALUE_0="true",
+            )
+            proc = await asyncio.create_subprocess_exec(
+                "git",
+                "http-backend",
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            assert proc.stdin and proc.stdout
+            feeding = asyncio.create_task(_feed(request, proc.stdin))
+            try:
+                return await _cgi_relay(request, proc.stdout)
+            finally:
+                feeding.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await feeding
+                with contextlib.suppress(ProcessLookupError):
+                    if proc.returncode is None:
+                        await asyncio.wait_for(proc.wait(), 30)
+
+
+async def _stream(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(CHUNK):
+        yield chunk
+
+
+async def _feed(request: web.Request, stdin: asyncio.StreamWriter) -> None:
+    try:
+        async for chunk in request.content.iter_chunked(CHUNK):
+            stdin.write(chunk)
+            await stdin.drain()
+    finally:
+        stdin.close()
+
+
+async def _cgi_relay(request: web.Request, stdout: asyncio.StreamReader) -> web.StreamResponse:
+    head = b""
+    while b"\r\n\r\n" not in head and b"\n\n" not in head:
+        chunk = await stdout.read(CHUNK)
+        if not chunk:
+            return refusal(500, "renku-notebooks: git http-backend failed.")
+        head += chunk
+    sep = b"\r\n\r\n" if b"\r\n\r\n" in head else b"\n\n"
+    head, _, rest = head.partition(sep)
+    status, headers = 200, {}
+    for line in head.decode("latin-1").splitlines():
+        name, _, value = line.partition(":")
+        if name.lower() == "status":
+            status = int(value.split()[0])
+        elif name:
+            headers[name.strip()] = value.strip()
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    if rest:
+        await response.write(rest)
+    while chunk := await stdout.read(CHUNK):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def parse(argv: list[str] | None) -> tuple[Settings, str, int]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--listen", required=True, help="127.0.0.1:PORT")
+    parser.add_argument("--project", required=True, help="namespace/project")
+    parser.add_argument("--secret-file", type=Path, required=True)
+    parser.add_argument("--upstream", help="GitLab's base URL")
+    parser.add_argument("--token-file", type=Path, help="the user's GitLab token")
+    parser.add_argument("--repo", type=Path, help="local provider: the project's bare repository")
+    parser.add_argument("--token-endpoint", help="the glue's <prefix>-/git-token URL")
+    parser.add_argument("--key-file", type=Path, help="this server's component key")
+    parser.add_argument("--hub-token-file", type=Path, help="this server's hub API token")
+    parser.add_argument("--user", default="")
+    parser.add_argument("--server", default="")
+    args = parser.parse_args(argv)
+    if bool(args.upstream) == bool(args.repo):
+        parser.error("give either --upstream (with --token-file) or --repo")
+    if args.upstream and not args.token_file:
+        parser.error("--upstream needs --token-file")
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        parser.error("--listen is HOST:PORT")
+    settings = Settings(
+        project=args.project.strip("/").removesuffix(".git"),
+        secret_file=args.secret_file,
+        upstream=args.upstream,
+        token_file=args.token_file,
+        repo=args.repo.resolve() if args.repo else None,
+        token_endpoint=args.token_endpoint,
+        key_file=args.key_file,
+        hub_token_file=args.hub_token_file,
+        user=args.user,
+        server=args.server,
+    )
+    return settings, host, int(port)
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    proxy = GitProxy(settings, f"{host}:{port}")
+    runner = web.AppRunner(proxy.app(), auto_decompress=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("serving %s on http://%s:%s", settings.project, host, port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings, host, port = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s gitproxy %(message)s")
+    asyncio.run(serve(settings, host, port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
