@@ -370,8 +370,8 @@ def save(
             if state.uncommitted or state.skipped:
                 tree = git.run("write-tree").decode().strip()
                 message = _message(state.skipped, max_file_bytes)
-                tip = git.run("commit-tree", tree, "-p", head, input=message.encode())
-                tip = tip.decode().strip()
+                commit = git.run("commit-tree", tree, "-p", head, input=message.encode())
+                tip = commit.decode().strip()
             push = git.run(
                 "push",
                 "--porcelain",
@@ -424,8 +424,9 @@ def restore(workspace: Path, remote: str, branch_name: str, *, launched: str) ->
                 f"+refs/heads/{branch_name}:refs/heads/restored",
                 check=False,
             )
-            tip = git.run("rev-parse", "--verify", "-q", "refs/heads/restored", check=False)
-            tip = tip.decode().strip()
+            tip = git.run(
+                "rev-parse", "--verify", "-q", "refs/heads/restored", check=False
+            ).decode().strip()
             if not tip:
                 if _remote_has(git, remote, branch_name):
                     raise AutosaveError(f"{failure}: it could not be fetched.")
