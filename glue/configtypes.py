@@ -79,6 +79,26 @@ class MetricsConfig(TypedDict):
     allowedNetworks: list[str]
 
 
+class AutosaveConfig(TypedDict):
+    """What a session keeps when its server stops."""
+
+    branchPrefix: str
+    maxFileBytes: int
+    timeoutSeconds: int
+
+
+class CullingConfig(TypedDict):
+    """Stopping servers nobody uses, in both ways to run: the embedded default runs `jupyterhub-
+    idle-culler` as a hub service with these settings and the Helm chart feeds z2jh's culler from
+    them.
+    """
+
+    idleSeconds: int
+    maxAgeSeconds: int
+    warningSeconds: int
+    everySeconds: int
+
+
 class Config(TypedDict):
     """Configuration of the notebooks service: which images a launched server may run, which
     resource profiles users choose from, where projects live and who may launch them, and the limits
@@ -92,3 +112,5 @@ class Config(TypedDict):
     spawner: SpawnerConfig
     launch: LaunchConfig
     metrics: MetricsConfig
+    autosave: AutosaveConfig
+    culling: CullingConfig
