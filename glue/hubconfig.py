@@ -110,9 +110,8 @@ def _configure_gitlab_login(c: Any, config: Config) -> None:
 def _configure_local(c: Any, config: Config) -> None:
     c.JupyterHub.spawner_class = "glue.spawner.LocalCommitSpawner"
     c.LocalCommitSpawner.notebooks_config = config
+    # each server runs in its own sandbox (glue.sandbox), never as root
     c.LocalCommitSpawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
-    # single-user servers refuse to run as root unless told; the embedded default may be root
-    c.LocalCommitSpawner.args = ["--allow-root"] if os.geteuid() == 0 else []
 
 
 def proxy_command() -> str:

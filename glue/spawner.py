@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+from jupyterhub.utils import random_port
 from traitlets import Dict
 from traitlets.config import Configurable
 
@@ -26,6 +29,7 @@ from .access import Access
 from .config import Config
 from .launch import Launch, from_user_options
 from .provider import Caller, make_provider
+from .sandbox import Sandbox, send_signal, uid_for
 
 CLONE_TIMEOUT = 600
 MEMORY_UNITS = {
@@ -107,8 +111,21 @@ class CommitSpawnerMixin(Configurable):
         return f"/lab/tree/{quote(notebook)}" if notebook else "/lab"
 
 
-async def run_clone(source: str, commit: str, dest: Path, *, lfs: bool, token: str | None) -> None:
-    """Run the clone routine (`python -m glue.clone`), the token in a file only it reads."""
+async def run_clone(
+    source: str,
+    commit: str,
+    dest: Path,
+    *,
+    lfs: bool,
+    token: str | None,
+    sandbox: Sandbox | None = None,
+) -> None:
+    """Run the clone routine (`python -m glue.clone`), the token in a file only it reads.
+
+    With a `sandbox` it runs as the server's user, sees only the workspace, the
+    repository (when it is a local path) and the token, and gets no more of the
+    hub's environment than PATH and the locale.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "GIT_"))}
     args = [
         sys.executable,
@@ -127,6 +144,8 @@ async def run_clone(source: str, commit: str, dest: Path, *, lfs: bool, token: s
             token_file.touch(mode=0o600)
             token_file.write_text(token)
             env["NOTEBOOKS_GIT_TOKEN_FILE"] = str(token_file)
+        if sandbox:
+            env, args = _sandboxed_clone(sandbox, source, Path(secrets_dir), env, args)
         process = await asyncio.create_subprocess_exec(
             *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
@@ -140,31 +159,73 @@ async def run_clone(source: str, commit: str, dest: Path, *, lfs: bool, token: s
         raise RuntimeError(message or "The clone step failed.")
 
 
+def _sandboxed_clone(
+    sandbox: Sandbox, source: str, secrets: Path, env: dict[str, str], args: list[str]
+) -> tuple[dict[str, str], list[str]]:
+    """The clone's environment and command line inside `sandbox`.
+
+    A local repository belongs to the hub's user, not the sandbox's: git would
+    refuse it as of "dubious ownership", so the clone's own git config (read
+    through XDG_CONFIG_HOME, which the clone routine keeps) trusts that one path.
+    """
+    readable = [secrets]
+    extra = {k: v for k, v in env.items() if k == "NOTEBOOKS_GIT_TOKEN_FILE"}
+    if source.startswith("file://"):
+        repo = Path(urlparse(source).path)
+        readable.append(repo)
+        config = secrets / "git" / "config"
+        config.parent.mkdir()
+        config.write_text(f"[safe]\n\tdirectory = {repo}\n")
+        extra["XDG_CONFIG_HOME"] = str(secrets)
+    sandbox.give(secrets)
+    return sandbox.environment(env, **extra), sandbox.command(args, readable=readable)
+
+
 class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
-    """The embedded default: the commit is cloned into a workspace, the server runs as a process."""
+    """The embedded default: the commit is cloned into a workspace, and the server runs there,
+    both in the user's sandbox (glue.sandbox)."""
 
     def workspace(self) -> Path:
         root = Path(self.notebooks_config["spawner"]["workspaceRoot"])
         return root / self.user.name / (self.name or "default")
 
+    def sandbox(self) -> Sandbox:
+        return Sandbox(uid=uid_for(self.user.id), workspace=self.workspace())
+
     async def start(self):  # type: ignore[override]
         started = time.monotonic()
         launch, caller = await self.prepare_launch()
         target = launch.target
-        workspace = self.workspace()
+        sandbox = self.sandbox()
+        sandbox.prepare()
         self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
         await run_clone(
             self.clone_url(launch),
             target.commit_sha,
-            workspace,
+            sandbox.workspace,
             lfs=launch.lfs,
             token=caller.git_token,
+            sandbox=sandbox,
         )
         self.emit(60, f"Cloned in {time.monotonic() - started:.1f} s; starting the notebook server")
-        self.home_dir = str(workspace.parent)
-        self.notebook_dir = str(workspace)
+        self.notebook_dir = str(sandbox.workspace)
         self.default_url = self.lab_url(launch)
-        return await super().start()
+        if self.port == 0:
+            self.port = random_port()
+        command = sandbox.command([*self.cmd, *self.get_args()])
+        self.log.info("Spawning %s", shlex.join(command))
+        # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
+        self.proc = Popen(command, env=self.get_env(), start_new_session=True)  # noqa: ASYNC220
+        self.pid = self.proc.pid
+        return ("127.0.0.1", self.port)
+
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The sandbox sets HOME; nothing of the hub's own paths goes in."""
+        env.update(USER=self.user.name, SHELL="/bin/bash")
+        return env
+
+    async def _signal(self, sig: int) -> bool:  # type: ignore[override]
+        return send_signal(self.pid, sig)
 
     def delete_forever(self) -> None:
         """The hub removes the server: its workspace goes with it."""

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from glue.target import Target
-from tests.hubtools import Client, RunningHub
+from tests.hubtools import Client, RunningHub, workspace_git
 
 SHA_RE = r"^[0-9a-f]{40}$"
 
@@ -79,17 +79,9 @@ def test_launch_at_older_commit_serves_that_commit(hub, alice, repos):
     assert readme.status_code == 200
     assert readme.json()["content"] == "version 1\n"  # the tip says "version 3"
     workspace = hub.workspaces / "alice" / model["name"]
-    assert (
-        subprocess.check_output(["git", "-C", workspace, "rev-parse", "HEAD"], text=True).strip()
-        == repos["shas"]["demo/hello"][0]
-    )
+    assert workspace_git(workspace, "rev-parse", "HEAD") == repos["shas"]["demo/hello"][0]
     # only the wanted commit was fetched, not the history
-    assert (
-        subprocess.check_output(
-            ["git", "-C", workspace, "rev-list", "--count", "--all"], text=True
-        ).strip()
-        == "1"
-    )
+    assert workspace_git(workspace, "rev-list", "--count", "--all") == "1"
 
 
 def test_status_list_and_user_endpoints(hub, alice, repos):
