@@ -26,6 +26,7 @@ test-setup: setup
 	tests/setup/install-helm.sh >/dev/null
 
 dev: setup
+	tests/setup/system-packages.sh dev
 	$(PY) -m glue.dev
 
 lint: setup
