@@ -21,6 +21,9 @@ SLOW_SPAWN_SECONDS = 0.5
 # read the user and the API (projects, commits, registry); clone over HTTPS
 GITLAB_SCOPES = ["read_user", "read_api", "read_repository"]
 AUTH_REFRESH_SECONDS = 300
+# user names the hub's URLs can carry: not `.` or `..` (a browser or proxy folds them
+# away), nothing that splits or ends a URL path, no whitespace or control characters
+USERNAME_PATTERN = r"^(?!\.\.?\Z)[^/\\%?#\s\x00-\x1f\x7f]{1,255}\Z"
 SERVICE_SCOPES = ["read:users", "read:servers", "servers", "delete:servers"]
 # users launch only through the glue: they keep access to their own servers and
 # the service, but not `servers!user`, so nobody starts a server around the access checks
@@ -71,6 +74,7 @@ def configure(c: Any, config: Config) -> None:
         roles = _add_by_name(roles, role)
     c.JupyterHub.load_roles = roles
     c.JupyterHub.allow_named_servers = True
+    c.Authenticator.username_pattern = USERNAME_PATTERN
     c.JupyterHub.named_server_limit_per_user = launch["serversPerUser"]
     c.Spawner.start_timeout = launch["startTimeoutSeconds"]
     # a busy machine may take longer than the hub's 30 s for a started server to answer

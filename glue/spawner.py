@@ -8,6 +8,7 @@ launch, and only then puts the commit in place and starts the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shlex
@@ -21,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from jupyterhub.utils import random_port
+from jupyterhub.utils import maybe_future, random_port
 from traitlets import Dict
 from traitlets.config import Configurable
 
@@ -79,6 +80,7 @@ class CommitSpawnerMixin(Configurable):
     async def prepare_launch(self) -> tuple[Launch, Caller]:
         """Validate user_options and check access again; raise with a sentence for the user."""
         self._events = []
+        self._start_began = time.monotonic()
         config: Config = self.notebooks_config
         launch = from_user_options(config, self.user_options)  # type: ignore[attr-defined]
         provider = make_provider(config)
@@ -93,6 +95,31 @@ class CommitSpawnerMixin(Configurable):
             await provider.close()
         self.apply_profile(launch.profile)
         return launch, caller
+
+    def run_post_stop_hook(self):  # type: ignore[override]
+        """A start that failed at once leaves nothing: the hub already answered the launch
+        with the failure, so a failed server would only use up the user's limit."""
+        spawn = getattr(self, "_spawn_future", None)
+        began = getattr(self, "_start_began", None)
+        at_once = self.user.settings.get("slow_spawn_timeout", 10)  # type: ignore[attr-defined]
+        if spawn and not spawn.done() and began and time.monotonic() - began < at_once:
+            self._removal = asyncio.ensure_future(self._remove_after(spawn))
+        return super().run_post_stop_hook()  # type: ignore[misc]
+
+    async def _remove_after(self, spawn: asyncio.Future) -> None:
+        """Remove this server from the hub once its failed start has been answered, as the
+        hub's own `DELETE ... {"remove": true}` does."""
+        with contextlib.suppress(BaseException):
+            await spawn
+        await asyncio.sleep(1)  # the hub's request handler reports the failure first
+        user, name = self.user, self.name  # type: ignore[attr-defined]
+        if self.active or user.spawners.get(name) is not self:  # type: ignore[attr-defined]
+            return  # launched again meanwhile
+        self.log.info("Removing %s, which failed to start", self._log_name)  # type: ignore[attr-defined]
+        await maybe_future(self.delete_forever())  # type: ignore[attr-defined]
+        self.db.delete(self.orm_spawner)  # type: ignore[attr-defined]
+        user.spawners.pop(name, None)
+        self.db.commit()  # type: ignore[attr-defined]
 
     def apply_profile(self, name: str) -> dict[str, Any]:
         """Size the server by the profile (memory in Kubernetes units: JupyterHub reads `G` as

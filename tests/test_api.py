@@ -6,6 +6,7 @@ import http.client
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -341,3 +342,21 @@ def test_glue_refuses_invalid_config(tmp_path: Path):
     assert result.returncode != 0
     assert str(bad) in result.stderr
     assert "at profiles" in result.stderr and "at provider" in result.stderr
+
+
+def test_a_launch_that_fails_at_once_leaves_no_server(hub, alice, repos):
+    """Options no launch can have, sent straight to the hub: its spawner refuses at once,
+    the hub answers with the reason, and the failed server does not stay to use the limit."""
+    hub.token_for("alice")
+    bad = {"namespace": "demo", "project": "hello", "commit_sha": "not-a-sha"}
+    for number in range(4):  # one more than alice's limit of 3
+        response = hub.admin("POST", f"users/alice/servers/broken{number}", json=bad)
+        assert response.status_code >= 400, response.text
+    deadline = time.monotonic() + 15
+    while hub.hub_servers("alice") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert hub.hub_servers("alice") == {}
+    # her whole limit is left for real launches
+    for index in range(3):
+        response = alice.post(launch_path(repos, index=index))
+        assert response.status_code in (201, 202), response.text
