@@ -24,9 +24,7 @@ class Access:
         self.min_level = min_level
         self.cache_seconds = cache_seconds
         # (user, project) -> access level (None: hidden); TTLCache wants a positive ttl
-        self._cache: TTLCache[tuple[str, str], int | None] = TTLCache(
-            CACHE_MAX, cache_seconds or 1
-        )
+        self._cache: TTLCache[tuple[str, str], int | None] = TTLCache(CACHE_MAX, cache_seconds or 1)
         self.hits = 0
         self.misses = 0
 

@@ -132,19 +132,31 @@ class GitLabProvider:
                 body = await resp.json(content_type=None) if resp.status < 300 else None
                 status = resp.status
         except TimeoutError:
-            raise self._failed(started, "timeout", UpstreamTimeout(
-                f"GitLab did not answer within {self.timeout:g} seconds; try again shortly.",
-                code="gitlab_timeout",
-            )) from None
+            raise self._failed(
+                started,
+                "timeout",
+                UpstreamTimeout(
+                    f"GitLab did not answer within {self.timeout:g} seconds; try again shortly.",
+                    code="gitlab_timeout",
+                ),
+            ) from None
         except (aiohttp.ClientConnectionError, OSError):
-            raise self._failed(started, "unavailable", UpstreamUnavailable(
-                f"GitLab at {self.url} cannot be reached; try again shortly.",
-                code="gitlab_unavailable",
-            )) from None
+            raise self._failed(
+                started,
+                "unavailable",
+                UpstreamUnavailable(
+                    f"GitLab at {self.url} cannot be reached; try again shortly.",
+                    code="gitlab_unavailable",
+                ),
+            ) from None
         except (aiohttp.ClientError, ValueError):
-            raise self._failed(started, "invalid_response", UpstreamError(
-                "GitLab answered with something that is not valid JSON.", code="gitlab_error"
-            )) from None
+            raise self._failed(
+                started,
+                "invalid_response",
+                UpstreamError(
+                    "GitLab answered with something that is not valid JSON.", code="gitlab_error"
+                ),
+            ) from None
         error = "server_error" if status >= 500 else "rate_limited" if status == 429 else None
         metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, error)
         log.debug("GitLab GET %s for %s: %s", url.path, caller.name, status)
@@ -173,9 +185,7 @@ class GitLabProvider:
 
     def _expect_ok(self, status: int, doing: str) -> None:
         if status != 200:
-            raise UpstreamError(
-                f"GitLab answered HTTP {status} when {doing}.", code="gitlab_error"
-            )
+            raise UpstreamError(f"GitLab answered HTTP {status} when {doing}.", code="gitlab_error")
 
 
 def _project_path(target: Target) -> str:

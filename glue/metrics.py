@@ -185,9 +185,7 @@ class MetricsGate:
     def __init__(self, hub: Hub, networks: Iterable[str]):
         self.hub = hub
         self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
-        self._decisions: TTLCache[str, bool | None] = TTLCache(
-            TOKEN_CACHE_MAX, TOKEN_CACHE_SECONDS
-        )
+        self._decisions: TTLCache[str, bool | None] = TTLCache(TOKEN_CACHE_MAX, TOKEN_CACHE_SECONDS)
 
     def from_allowed_network(self, request: web.Request) -> bool:
         if not self.networks or "X-Forwarded-For" in request.headers:

@@ -19,11 +19,12 @@ server keeps that user's id: users are then apart by mounts only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,40 @@ def available() -> str | None:
         return "bubblewrap (`bwrap`) is not installed: apt-get install bubblewrap"
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         return "setpriv (util-linux) is not installed"
+    return None
+
+
+CGROUPS = Path("/sys/fs/cgroup")
+CGROUP_GROUP = "renku-notebooks"
+CPU_PERIOD_US = 100_000
+
+
+def _own_cgroup(controller: str) -> Path | None:
+    """This process's cgroup in the v1 hierarchy of `controller`, if one is mounted."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            for mount in (CGROUPS / controllers, CGROUPS / controller):
+                if (mount / "cgroup.procs").is_file():
+                    return mount / path.lstrip("/")
+    return None
+
+
+def limits_unavailable() -> str | None:
+    """Why profile memory and CPU limits cannot be enforced here, or None when they can."""
+    if os.geteuid() != 0:
+        return "the hub does not run as root, so it cannot create cgroups"
+    groups = [_own_cgroup("memory"), _own_cgroup("cpu")]
+    if None in groups:
+        if (CGROUPS / "cgroup.controllers").is_file():
+            return "this machine has only cgroup v2, which the embedded default does not use yet"
+        return "this machine offers no cgroup v1 memory and cpu controllers"
+    if not all(os.access(group, os.W_OK) for group in groups if group):
+        return "the cgroup hierarchy is read-only here"
     return None
 
 
@@ -97,6 +132,53 @@ class Sandbox:
     uid: int
     workspace: Path
     readable: tuple[Path, ...] = field(default=())
+    # profile limits, and the cgroup name they are kept under (one per server)
+    memory: int | None = None
+    cpus: float | None = None
+    name: str = ""
+
+    def _cgroups(self) -> dict[str, Path]:
+        if not self.name or limits_unavailable():
+            return {}
+        return {
+            controller: own / CGROUP_GROUP / self.name
+            for controller in ("memory", "cpu")
+            if (own := _own_cgroup(controller))
+        }
+
+    def limit(self) -> Callable[[], None] | None:
+        """Create the server's cgroups with its profile's limits; returns what the new
+        process runs (before bubblewrap) to enter them, or None where limits are unavailable.
+        When the memory runs out, the kernel's OOM killer ends a process inside (usually
+        the notebook's kernel, which JupyterLab then reports as died); nothing outside."""
+        groups = self._cgroups()
+        if not groups:
+            return None
+        for group in groups.values():
+            group.mkdir(parents=True, exist_ok=True)
+        if self.memory:
+            (groups["memory"] / "memory.limit_in_bytes").write_text(str(self.memory))
+            swap = groups["memory"] / "memory.memsw.limit_in_bytes"
+            if swap.exists():
+                swap.write_text(str(self.memory))  # no swapping past the limit either
+        if self.cpus:
+            (groups["cpu"] / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+            quota = max(1000, int(self.cpus * CPU_PERIOD_US))
+            (groups["cpu"] / "cpu.cfs_quota_us").write_text(str(quota))
+        procs = [str(group / "cgroup.procs") for group in groups.values()]
+
+        def enter() -> None:  # runs in the child between fork and exec: no allocation-heavy work
+            for path in procs:
+                with open(path, "w") as f:
+                    f.write("0")
+
+        return enter
+
+    def release(self) -> None:
+        """Remove the server's cgroups once nothing runs in them."""
+        for group in self._cgroups().values():
+            with contextlib.suppress(OSError):
+                group.rmdir()
 
     def prepare(self) -> None:
         """Create the workspace, owned by the sandbox's user and closed to everyone else."""

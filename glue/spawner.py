@@ -217,7 +217,14 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         return root / self.user.name / (self.name or "default")
 
     def sandbox(self) -> Sandbox:
-        return Sandbox(uid=uid_for(self.user.id), workspace=self.workspace())
+        """This server's sandbox, sized by the profile apply_profile chose."""
+        return Sandbox(
+            uid=uid_for(self.user.id),
+            workspace=self.workspace(),
+            memory=self.mem_limit,
+            cpus=self.cpu_limit,
+            name=f"{self.user.id}-{self.name or 'default'}",
+        )
 
     async def start(self):  # type: ignore[override]
         started = time.monotonic()
@@ -242,7 +249,9 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         command = sandbox.command([*self.cmd, *self.get_args()])
         self.log.info("Spawning %s", shlex.join(command))
         # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
-        self.proc = Popen(command, env=self.get_env(), start_new_session=True)  # noqa: ASYNC220
+        self.proc = Popen(  # noqa: ASYNC220
+            command, env=self.get_env(), start_new_session=True, preexec_fn=sandbox.limit()
+        )
         self.pid = self.proc.pid
         return ("127.0.0.1", self.port)
 
@@ -253,6 +262,10 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
 
     async def _signal(self, sig: int) -> bool:  # type: ignore[override]
         return send_signal(self.pid, sig)
+
+    async def stop(self, now: bool = False) -> None:  # type: ignore[override]
+        await super().stop(now)
+        self.sandbox().release()
 
     def delete_forever(self) -> None:
         """The hub removes the server: its workspace goes with it."""
