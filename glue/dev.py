@@ -446,20 +446,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     _become_subreaper()
     hub_holder: list[Hub] = []
-    status = 0
+    cause = None
     try:
         run(hub_holder)
     except KeyboardInterrupt:
         print("\nStopping servers, hub, proxy and glue...", flush=True)
     except StartError as e:
-        print(f"renku-notebooks: {e}", file=sys.stderr, flush=True)
-        status = 1
+        cause = str(e)
     except Exception as e:  # anything unforeseen: still one line, and nothing left behind
-        print(f"renku-notebooks: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        status = 1
+        cause = f"{type(e).__name__}: {e}"
     finally:
         stop_everything(hub_holder[0] if hub_holder else Hub("", 0, ""))
-    return status
+    if cause:  # last, after what the stopping processes print
+        print(f"renku-notebooks: {cause}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
