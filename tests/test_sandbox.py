@@ -19,6 +19,7 @@ import pytest
 import requests
 import websocket
 
+from glue import sandbox
 from glue.sandbox import Sandbox
 from tests.hubtools import Client, RunningHub, assert_hidden, git, listening_pid, make_repo
 
@@ -89,7 +90,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     shas["evil/clone"] = hostile_submodule_repo(root, shas["evil/other"])
     config = {
         "images": {"default": "registry.example.org/renku/default:1"},
-        "profiles": [{"name": "small", "cpu": 1, "memory": "1G", "default": True}],
+        "profiles": [
+            {"name": "small", "cpu": 1, "memory": "1G", "default": True},
+            {"name": "tiny", "cpu": 0.5, "memory": "300M"},
+        ],
         "provider": {"kind": "local", "root": str(root)},
         "launch": {"serversPerUser": 2, "startTimeoutSeconds": 90},
     }
@@ -129,13 +133,19 @@ def hostile_submodule_repo(root: Path, other_sha: str) -> str:
     return git(bare, "rev-parse", "main")
 
 
-def launch(setup: dict[str, Any], user: str, project: str) -> tuple[Client, dict[str, Any]]:
+def launch(
+    setup: dict[str, Any], user: str, project: str, profile: str = "small"
+) -> tuple[Client, dict[str, Any]]:
     hub: RunningHub = setup["hub"]
     hub.remove_all_servers(user)
     client = Client(hub, user)
-    response = client.post(f"{project}/{setup['shas'][project]}")
+    response = client.post(f"{project}/{setup['shas'][project]}", json={"profile": profile})
     assert response.status_code in (201, 202), response.text
     return client, client.wait_running(f"{project}/{setup['shas'][project]}", timeout=90)
+
+
+class KernelDied(Exception):
+    """The kernel ended while running the cell (the server restarts it)."""
 
 
 def run_in_kernel(hub: RunningHub, client: Client, server: dict[str, Any], code: str) -> str:
@@ -181,9 +191,12 @@ def run_in_kernel(hub: RunningHub, client: Client, server: dict[str, Any], code:
         connection.settimeout(60)
         while True:
             message = json.loads(connection.recv())
+            kind = message["msg_type"]
+            state = message["content"].get("execution_state") if kind == "status" else None
+            if state in ("restarting", "dead"):
+                raise KernelDied(state)
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
-            kind = message["msg_type"]
             if kind == "stream":
                 output.append(message["content"]["text"])
             elif kind == "error":
@@ -316,3 +329,22 @@ def test_sandbox_command_names_no_host_path_it_may_write_but_the_workspace(tmp_p
         check=True,
     )
     assert result.stdout.split() == ["3000001", "ro"]
+
+
+@pytest.mark.skipif(sandbox.limits_unavailable() is not None, reason="no cgroups to enforce with")
+def test_a_notebook_past_its_profiles_memory_is_stopped_and_nothing_else(setup):
+    hub: RunningHub = setup["hub"]
+    alice, server = launch(setup, "alice", "demo/plain", profile="tiny")
+    uid = int(run_in_kernel(hub, alice, server, "import os; print(os.getuid())"))
+    grow = "chunks = [bytearray(50 * 2**20) for _ in range(40)]\nprint('survived')"
+    with pytest.raises(KernelDied):
+        run_in_kernel(hub, alice, server, grow)
+    # the server lives on, its next kernel works, and the kernel never held more than its limit
+    path = f"demo/plain/{setup['shas']['demo/plain']}"
+    assert alice.get(path).json()["status"] == "running"
+    assert run_in_kernel(hub, alice, server, "print(6 * 7)").strip() == "42"
+    name = f"{uid - sandbox.UID_BASE}-{server['name']}"
+    group = sandbox._own_cgroup("memory") / sandbox.CGROUP_GROUP / name
+    oom = dict(line.split() for line in (group / "memory.oom_control").read_text().splitlines())
+    assert int(oom["oom_kill"]) > 0  # the kernel's OOM killer ended it, inside this cgroup
+    assert int((group / "memory.max_usage_in_bytes").read_text()) <= 300 * 10**6
