@@ -308,6 +308,15 @@ def stop_everything(hub: Hub) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+def _reap_orphans(keep: int) -> None:
+    """Collect the processes that ended after their parent did and so became ours (a
+    sandbox's init, say); `keep` (the hub) is waited for by its Popen."""
+    for pid in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split():
+        if int(pid) != keep:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(pid), os.WNOHANG)
+
+
 def _end(pids: list[int]) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
@@ -435,7 +444,9 @@ def run(hub_holder: list[Hub]) -> int:
             f"Ctrl-C stops everything.\n  {sandbox_line()}",
             flush=True,
         )
-    hub.process.wait()  # type: ignore[union-attr]
+    while hub.running():
+        _reap_orphans(keep=hub.process.pid)  # type: ignore[union-attr]
+        time.sleep(1)
     raise StartError(f"JupyterHub exited with status {hub.process.returncode}; see its log above.")  # type: ignore[union-attr]
 
 

@@ -189,6 +189,7 @@ def test_embedded_default_end_to_end_and_a_clean_restart(tmp_path, dev_runs):
         f"{base}{model['url']}api/contents/hello.ipynb", headers=headers, timeout=30
     ).json()["content"]
     assert all("id" in cell for cell in notebook["cells"]) and notebook["nbformat_minor"] == 5
+    run_readme_session(first.port, tmp_path / "a" / "repos", token)
     first.remember()
     assert first.interrupt() == 0, first.log()[-2000:]
     assert_nothing_left(first, ports)
@@ -204,6 +205,38 @@ def test_embedded_default_end_to_end_and_a_clean_restart(tmp_path, dev_runs):
     assert old.status_code == 401
     assert second.interrupt() == 0
     assert_nothing_left(second, ports)
+
+
+def run_readme_session(port: int, repos: Path, token: str) -> None:
+    """The README's curl session, as written, after pasting the printed `export TOKEN=` line
+    (only the port and the repositories' folder are this test's own)."""
+    text = (CHECKOUT / "README.rst").read_text()
+    block = text[text.index("A session with the embedded default") :]
+    lines = []
+    for line in block.splitlines()[2:]:
+        if line and not line.startswith("    "):
+            break
+        lines.append(line.removeprefix("    "))
+    commands = [line[2:] for line in lines if line.startswith("$ ")]
+    assert commands[0].startswith("export TOKEN="), commands
+    script = "\n".join([f"export TOKEN={token}", *commands[1:]])
+    script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    script = script.replace(".dev/repos", str(repos))
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script.replace("\n", "\necho '---'\n")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=CHECKOUT,
+    )
+    assert result.returncode == 0, result.stderr
+    answers = [part.strip() for part in result.stdout.split("---")]
+    shown = [line for line in lines if line and not line.startswith("$ ")]
+    # each answer shown in the README starts as shown (names and shas are this run's own)
+    assert len(answers) == len(commands) - 1, answers
+    for expected in shown:
+        head = expected[: expected.index(":") + 1] if ":" in expected else expected
+        assert any(answer.startswith(head) for answer in answers), (expected, answers)
 
 
 def test_two_instances_side_by_side(tmp_path, dev_runs):
