@@ -233,7 +233,7 @@ def run_readme_session(port: int, repos: Path, token: str) -> None:
     answers = [part.strip() for part in result.stdout.split("---")]
     shown = [line for line in lines if line and not line.startswith("$ ")]
     # each answer shown in the README starts as shown (names and shas are this run's own)
-    assert len(answers) == len(commands) - 1, answers
+    assert len(answers) == len(commands), answers
     for expected in shown:
         head = expected[: expected.index(":") + 1] if ":" in expected else expected
         assert any(answer.startswith(head) for answer in answers), (expected, answers)
