@@ -7,7 +7,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROXY := node_modules/.bin/configurable-http-proxy
 
-.PHONY: dev test setup test-setup lint bench clean
+.PHONY: help dev test setup test-setup lint bench clean
+
+help:  ## list the targets and the variables of `make dev`
+	@echo "Targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 20
+	@echo
+	@echo "make dev reads (see README.rst):"
+	@PYTHONPATH=. $(PYTHON) -c 'from glue.dev import VARIABLES; [print(f"  {k:22} {v}") for k, v in VARIABLES.items()]' 2>/dev/null \
+	  || echo "  NOTEBOOKS_PORT NOTEBOOKS_CONFIG NOTEBOOKS_STATE NOTEBOOKS_REPOS NOTEBOOKS_DEMO_TOKEN NOTEBOOKS_LISTEN NOTEBOOKS_PUBLIC_URL NOTEBOOKS_PROXY GITLAB_URL"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,24 +27,26 @@ $(PROXY): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP) $(PROXY)
+setup: $(STAMP) $(PROXY)  ## install the Python environment and the proxy
 
-test-setup: setup
+test-setup: setup  ## also the Debian packages and helm the tests need
 	tests/setup/system-packages.sh
 	tests/setup/install-helm.sh >/dev/null
 
-dev: setup
+dev: setup  ## run the embedded default (NOTEBOOKS_CONFIG=my.yaml make dev: your config)
+	tests/setup/system-packages.sh dev
 	$(PY) -m glue.dev
 
-lint: setup
+lint: setup  ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: test-setup lint
+test: test-setup lint  ## install, lint, run the whole test suite
 	$(VENV)/bin/pytest -q
 
-bench: setup
+bench: setup  ## the benchmarks
 	$(PY) -m benchmarks
 
-clean:
-	rm -rf $(VENV) node_modules .tools .dev test-artifacts
+# the state (hub database, secrets, workspaces) goes; .dev/repos, the user's projects, stays
+clean:  ## remove what setup installed and the embedded default's state
+	rm -rf $(VENV) node_modules .tools .dev/state test-artifacts

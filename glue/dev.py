@@ -1,33 +1,64 @@
 """The embedded default: hub, proxy and glue on one machine, started by one command (`make dev`).
 
-It creates a demo project on first run, writes the effective config, starts
-a real JupyterHub (which starts the proxy and the glue) on 127.0.0.1, waits
-until a launch URL answers, prints it with an API token for user `demo`, and
-stops everything it started, servers included, on Ctrl-C.
+It creates a demo project on first run, writes the effective config, starts a
+real JupyterHub (which starts the proxy and the glue) on the one port
+NOTEBOOKS_PORT, waits until a launch URL answers, prints it with an API token
+for user `demo`, and on Ctrl-C removes every server from the hub and stops
+everything it started. Whatever fails on the way, it stops what it had started
+and says why in one line.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import ctypes
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import yaml
 
-from .config import load, validate
+from . import sandbox
+from .config import Config, ConfigError, load, validate
+from .hubconfig import loopback
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 DEMO_PROJECT = ("demo", "hello-notebooks")
 DEMO_NOTEBOOK = "hello.ipynb"
 READY_TIMEOUT = 90
+STOP_TIMEOUT = 30
+# the variables `make dev` reads; `--help`, `make help` and the README list them
+VARIABLES = {
+    "NOTEBOOKS_PORT": "the one port to open in a browser (default 8000); the hub, proxy API "
+    "and glue ports are chosen free at each start",
+    "NOTEBOOKS_LISTEN": "address to listen on (default 127.0.0.1); any other needs GitLab login",
+    "NOTEBOOKS_PUBLIC_URL": "the URL people use when a TLS proxy is in front (GitLab callback)",
+    "NOTEBOOKS_CONFIG": "your notebooks config (YAML) instead of values/embedded.yaml",
+    "NOTEBOOKS_STATE": "hub database, secrets and workspaces (default .dev/state)",
+    "NOTEBOOKS_REPOS": "local projects as <namespace>/<project>.git (default .dev/repos)",
+    "NOTEBOOKS_DEMO_TOKEN": "keep this API token for user demo (default: a new one each start, "
+    "earlier ones revoked)",
+    "NOTEBOOKS_PROXY": "configurable-http-proxy to run (default: node_modules, then PATH)",
+    "GITLAB_URL": "log in with this GitLab and launch its projects (with GITLAB_CLIENT_ID "
+    "and GITLAB_CLIENT_SECRET)",
+}
+
+
+class StartError(Exception):
+    """The stack could not start; the message names the cause for a person."""
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -44,18 +75,20 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def notebook(*cells: str) -> str:
-    """A minimal nbformat 4 notebook with code cells."""
+    """A minimal nbformat 4.5 notebook with code cells (with the ids 4.5 requires, so that
+    JupyterLab does not add them and show the notebook as modified when it opens)."""
     return json.dumps(
         {
             "cells": [
                 {
                     "cell_type": "code",
                     "execution_count": None,
+                    "id": f"cell-{number}",
                     "metadata": {},
                     "outputs": [],
                     "source": source,
                 }
-                for source in cells
+                for number, source in enumerate(cells, 1)
             ],
             "metadata": {
                 "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -89,59 +122,235 @@ def gitlab_provider() -> dict[str, str]:
     """GitLab instead of local repositories, when GITLAB_URL and the OAuth client are set."""
     missing = [v for v in ("GITLAB_CLIENT_ID", "GITLAB_CLIENT_SECRET") if not os.environ.get(v)]
     if missing:
-        raise SystemExit(
+        raise StartError(
             f"GITLAB_URL is set but {' and '.join(missing)} not: register an OAuth application "
             "in GitLab (callback <hub-url>/hub/oauth_callback) and set both."
         )
     return {"kind": "gitlab", "url": os.environ["GITLAB_URL"].rstrip("/")}
 
 
-def write_config(state: Path, repos: Path) -> Path:
-    """The effective config: the embedded values with this machine's directories filled in."""
-    config = yaml.safe_load((CHECKOUT / "values" / "embedded.yaml").read_text())
-    config["provider"]["root"] = str(repos)
+def write_config(state: Path, repos: Path, glue_port: int) -> tuple[Path, Config]:
+    """The effective config: the user's (NOTEBOOKS_CONFIG) or the embedded values, with this
+    machine's directories and the glue's port filled in, validated like any other."""
+    source = Path(os.environ.get("NOTEBOOKS_CONFIG") or CHECKOUT / "values" / "embedded.yaml")
+    try:
+        config = yaml.safe_load(source.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise StartError(f"Cannot read the notebooks config {source}: {e}") from None
+    if not isinstance(config, dict):
+        raise StartError(f"The notebooks config {source} is not a mapping of settings.")
+    provider = config.setdefault("provider", {"kind": "local"})
     if os.environ.get("GITLAB_URL"):
         config["provider"] = gitlab_provider()
-    config.setdefault("spawner", {})["workspaceRoot"] = str(state / "workspaces")
-    glue_port = os.environ.get("NOTEBOOKS_GLUE_PORT", "8090")
-    config["service"]["url"] = f"http://127.0.0.1:{glue_port}"
-    validate(config, "values/embedded.yaml")
-    path = state / "notebooks.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    load(path)
-    return path
+    elif provider.get("kind", "local") == "local" and (
+        "root" not in provider or source.name == "embedded.yaml"
+    ):
+        provider["root"] = str(repos)
+    spawner = config.setdefault("spawner", {"kind": "local"})
+    spawner.setdefault("workspaceRoot", str(state / "workspaces"))
+    config.setdefault("service", {})["url"] = f"http://127.0.0.1:{glue_port}"
+    try:
+        validate(config, str(source))
+        path = state / "notebooks.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path, load(path)
+    except ConfigError as e:
+        raise StartError(str(e)) from None
 
 
-def wait_ready(url: str, hub: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if hub.poll() is not None:
-            raise SystemExit(f"JupyterHub exited with status {hub.returncode}; see the log above.")
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        # as the proxy binds it: connections of an earlier run closing down do not count
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"The hub did not become ready within {READY_TIMEOUT} s.")
+            s.bind((host, port))
+        except OSError as e:
+            raise StartError(
+                f"Port {port} on {host} is not free ({e.strerror}): another instance may be "
+                "running; set NOTEBOOKS_PORT to a free port."
+            ) from None
 
 
-def stop(hub: subprocess.Popen[bytes]) -> None:
-    """SIGTERM lets the hub stop its servers, the proxy and the glue; then make sure."""
-    if hub.poll() is None:
-        hub.send_signal(signal.SIGTERM)
+def _become_subreaper() -> None:
+    """Processes the hub starts and leaves (the proxy, the glue, sandboxes) become our
+    children when the hub dies, so that nothing of this stack can outlive us unseen."""
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (children first-level, then theirs)."""
+    found: list[int] = []
+    queue = [pid]
+    while queue:
+        parent = queue.pop()
         try:
-            hub.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(hub.pid, signal.SIGKILL)
-            hub.wait()
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.append(child)
+                    queue.append(child)
+    return found
 
 
-def banner(base: str, shas: list[str], token: str) -> str:
+class Hub:
+    """The hub process and its REST API, as this command's own service sees it."""
+
+    def __init__(self, base: str, hub_port: int, token: str):
+        self.base = base
+        self.api = f"http://127.0.0.1:{hub_port}/hub/api"
+        self.token = token
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready = False
+
+    def start(self, env: dict[str, str], cwd: Path) -> None:
+        config = CHECKOUT / "values" / "jupyterhub_config.py"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+            cwd=cwd,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop the hub in order
+        )
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(  # noqa: S310 (loopback)
+            f"{self.api}/{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            text = response.read()
+        return json.loads(text) if text else None
+
+    def wait_ready(self, url: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise StartError(
+                    f"JupyterHub exited with status {self.process.returncode} during start-up "  # type: ignore[union-attr]
+                    "(its log is above)."
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+                    if response.status == 200:
+                        self.ready = True
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        raise StartError(f"The hub did not become ready within {READY_TIMEOUT} s.")
+
+    def revoke_demo_tokens(self, since: datetime) -> None:
+        """Earlier runs' demo tokens stop working: only this start's stays."""
+        try:
+            tokens = self.call("GET", "users/demo/tokens")["api_tokens"]
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return
+            raise
+        for token in tokens:
+            created = datetime.fromisoformat(token["created"].replace("Z", "+00:00"))
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=UTC)
+            if created < since:
+                self.call("DELETE", f"users/demo/tokens/{token['id']}")
+
+    def remove_servers(self) -> None:
+        """Stop every server in order and remove it, so that a restart lists no failed ones."""
+        users = self.call("GET", "users?include_stopped_servers=1&limit=1000")
+        for user in users:
+            for name in user.get("servers", {}):
+                if name:
+                    path = f"users/{quote(user['name'], safe='')}/servers/{quote(name, safe='')}"
+                    self.call("DELETE", path, {"remove": True})
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            users = self.call("GET", "users?include_stopped_servers=1&limit=1000")
+            if not any(name for user in users for name in user.get("servers", {})):
+                return
+            time.sleep(0.3)
+
+
+def stop_everything(hub: Hub) -> None:
+    """Servers removed, the hub stopped (it stops the proxy and the glue), then whatever is
+    left of what we started, by process id, ending with SIGKILL."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C changes nothing
+    try:
+        if hub.running() and hub.ready:
+            try:
+                hub.remove_servers()
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                print(f"renku-notebooks: could not remove the servers in order: {e}", flush=True)
+        if hub.running():
+            hub.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                hub.process.wait(STOP_TIMEOUT)  # type: ignore[union-attr]
+        _end(descendants(os.getpid()))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _reap_orphans(keep: int) -> None:
+    """Collect the processes that ended after their parent did and so became ours (a
+    sandbox's init, say); `keep` (the hub) is waited for by its Popen."""
+    for pid in Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split():
+        if int(pid) != keep:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(pid), os.WNOHANG)
+
+
+def _end(pids: list[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _reap(pids):
+            time.sleep(0.1)
+    _reap(pids)
+
+
+def _reap(pids: list[int]) -> list[int]:
+    """The processes of `pids` still alive; collects those that ended (we are their reaper)."""
+    alive = []
+    for pid in pids:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child: alive while it can be signalled
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+            continue
+        if not done:
+            alive.append(pid)
+    return alive
+
+
+def banner(base: str, name: str, shas: list[str], token: str, ports: dict[str, int]) -> str:
     ns, project = DEMO_PROJECT
-    launch = f"{base}/services/notebooks/{ns}/{project}/{shas[0]}/{DEMO_NOTEBOOK}"
-    api = f"{base}/services/notebooks"
+    service = f"{base}/services/{name}"
+    launch = f"{service}/{ns}/{project}/{shas[0]}/{DEMO_NOTEBOOK}"
+    internal = ", ".join(f"{what} {port}" for what, port in ports.items())
     return f"""
 renku-notebooks is running (Ctrl-C stops everything).
 
@@ -149,61 +358,120 @@ renku-notebooks is running (Ctrl-C stops everything).
     {launch}
 
   API token for user demo:  {token}
-    curl -H "Authorization: token {token}" {api}/user
-    curl -X POST -H "Authorization: token {token}" {api}/{ns}/{project}/{shas[0]}
-    curl -H "Authorization: token {token}" {api}/
-    curl -X DELETE -H "Authorization: token {token}" {api}/{ns}/{project}/{shas[0]}
+    export TOKEN={token}
+    curl -H "Authorization: token $TOKEN" {service}/user
+    curl -X POST -H "Authorization: token $TOKEN" {service}/{ns}/{project}/{shas[0]}
+    curl -H "Authorization: token $TOKEN" {service}/
+    curl -X DELETE -H "Authorization: token $TOKEN" {service}/{ns}/{project}/{shas[0]}
+
+  Internal ports on 127.0.0.1 (chosen free): {internal}
+  {sandbox_line()}
 """
 
 
-def main() -> int:
-    state = Path(os.environ.get("NOTEBOOKS_STATE", CHECKOUT / ".dev" / "state")).resolve()
-    repos = Path(os.environ.get("NOTEBOOKS_REPOS", CHECKOUT / ".dev" / "repos")).resolve()
+def sandbox_line() -> str:
+    limits = sandbox.limits_unavailable()
+    return "Every server runs in its own bubblewrap sandbox; " + (
+        "profile memory and CPU limits are enforced (cgroups)."
+        if limits is None
+        else f"profile memory and CPU limits are NOT enforced: {limits}."
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    variables = "\n".join(f"  {name:22} {text}" for name, text in VARIABLES.items())
+    parser = argparse.ArgumentParser(
+        prog="renku-notebooks-dev",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        epilog=f"environment variables:\n{variables}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser.parse_args(argv)
+
+
+def run(hub_holder: list[Hub]) -> int:
+    """Start the stack and wait on the hub; raises StartError with the cause."""
+    state = Path(os.environ.get("NOTEBOOKS_STATE") or CHECKOUT / ".dev" / "state").resolve()
+    repos = Path(os.environ.get("NOTEBOOKS_REPOS") or CHECKOUT / ".dev" / "repos").resolve()
+    listen = os.environ.get("NOTEBOOKS_LISTEN", "127.0.0.1")
+    port_text = os.environ.get("NOTEBOOKS_PORT", "8000")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise StartError(f"NOTEBOOKS_PORT={port_text} is not a port number.")
+    port = int(port_text)
+    if not loopback(listen) and not os.environ.get("GITLAB_URL"):
+        raise StartError(
+            f"NOTEBOOKS_LISTEN={listen} would let anyone who reaches this machine log in under "
+            "any name: listening beyond loopback needs GitLab login (set GITLAB_URL)."
+        )
+    problem = sandbox.available()
+    if problem:
+        raise StartError(f"Every server runs in a sandbox, but {problem}.")
+    check_port(listen, port)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    shas = make_demo_project(repos)
-    config_path = write_config(state, repos)
-    port = os.environ.get("NOTEBOOKS_PORT", "8000")
+    ports = {"hub": free_port(), "proxy API": free_port(), "glue": free_port()}
+    config_path, config = write_config(state, repos, ports["glue"])
+    local = config["provider"]["kind"] == "local"
+    shas = make_demo_project(repos) if local else []
     token = os.environ.get("NOTEBOOKS_DEMO_TOKEN") or secrets.token_hex(20)
+    host = f"[{listen}]" if ":" in listen else listen
+    # listening on every address: show the loopback one, which reaches it too
+    base = f"http://{'127.0.0.1' if listen in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
+    hub = Hub(base, ports["hub"], secrets.token_hex(20))
+    hub_holder.append(hub)
     env = {
         **os.environ,
         "NOTEBOOKS_CONFIG": str(config_path),
         "NOTEBOOKS_STATE": str(state),
-        "NOTEBOOKS_PORT": port,
+        "NOTEBOOKS_PORT": str(port),
+        "NOTEBOOKS_HUB_PORT": str(ports["hub"]),
+        "NOTEBOOKS_PROXY_API_PORT": str(ports["proxy API"]),
+        "NOTEBOOKS_DEV_TOKEN": hub.token,
     }
-    if not os.environ.get("GITLAB_URL"):
+    if local:
         env["NOTEBOOKS_DEMO_TOKEN"] = token  # the demo user exists only with local projects
-    hub = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterhub",
-            "-f",
-            str(CHECKOUT / "values" / "jupyterhub_config.py"),
-        ],
-        cwd=state,
-        env=env,
-        start_new_session=True,
-    )
-    # SIGTERM takes the Ctrl-C path, so the hub is stopped once, from the main flow
+    started = datetime.now(UTC)
+    hub.start(env, state)
+    name = config["service"]["name"]
+    hub.wait_ready(f"{base}/services/{name}/health")
+    if local:
+        if not os.environ.get("NOTEBOOKS_DEMO_TOKEN"):
+            hub.revoke_demo_tokens(started)
+        print(banner(base, name, shas, token, ports), flush=True)
+    else:
+        print(
+            f"\nrenku-notebooks is running with GitLab login at {base}/hub/login "
+            f"(launch links: {base}/services/{name}/<namespace>/<project>/<sha>); "
+            f"Ctrl-C stops everything.\n  {sandbox_line()}",
+            flush=True,
+        )
+    while hub.running():
+        _reap_orphans(keep=hub.process.pid)  # type: ignore[union-attr]
+        time.sleep(1)
+    raise StartError(f"JupyterHub exited with status {hub.process.returncode}; see its log above.")  # type: ignore[union-attr]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parse_args(argv)
+    # Ctrl-C and SIGTERM both stop in order, even when started with SIGINT ignored (nohup)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    _become_subreaper()
+    hub_holder: list[Hub] = []
+    cause = None
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(f"{base}/services/notebooks/health", hub)
-        if os.environ.get("GITLAB_URL"):
-            print(
-                f"\nrenku-notebooks is running with GitLab login at {base}/hub/login "
-                f"(launch links: {base}/services/notebooks/<namespace>/<project>/<sha>); "
-                "Ctrl-C stops everything.",
-                flush=True,
-            )
-        else:
-            print(banner(base, shas, token), flush=True)
-        hub.wait()
+        run(hub_holder)
     except KeyboardInterrupt:
-        print("\nStopping hub, proxy, glue and servers...", flush=True)
+        print("\nStopping servers, hub, proxy and glue...", flush=True)
+    except StartError as e:
+        cause = str(e)
+    except Exception as e:  # anything unforeseen: still one line, and nothing left behind
+        cause = f"{type(e).__name__}: {e}"
     finally:
-        stop(hub)
-    return 0 if hub.returncode in (0, -signal.SIGTERM) else hub.returncode
+        stop_everything(hub_holder[0] if hub_holder else Hub("", 0, ""))
+    if cause:  # last, after what the stopping processes print
+        print(f"renku-notebooks: {cause}", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

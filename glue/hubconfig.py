@@ -8,6 +8,7 @@ their own servers, and picks the spawner (local processes or KubeSpawner).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import sys
@@ -16,9 +17,13 @@ from inspect import isawaitable
 from pathlib import Path
 from typing import Any
 
+from . import sandbox
 from .config import Config
 
 PROXY = "configurable-http-proxy"
+DEV_SERVICE = "notebooks-dev"
+DEV_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "tokens!user=demo"]
+HUB_TEMPLATES = str(Path(__file__).resolve().parent / "hub_templates")
 SLOW_SPAWN_SECONDS = 0.5
 # read the user and the API (projects, commits, registry); clone over HTTPS. The GitLab
 # application must be registered with each of them (README, GitLab section).
@@ -27,6 +32,9 @@ AUTH_REFRESH_SECONDS = 300
 # a GitLab token (valid 2 hours) with less than this left is renewed before a spawn, so the
 # hub-side check and the clone step (at most 10 minutes) never run on a dying token
 TOKEN_REFRESH_MARGIN_SECONDS = 900
+# user names the hub's URLs can carry: not `.` or `..` (a browser or proxy folds them
+# away), nothing that splits or ends a URL path, no whitespace or control characters
+USERNAME_PATTERN = r"^(?!\.\.?\Z)[^/\\%?#\s\x00-\x1f\x7f]{1,255}\Z"
 SERVICE_SCOPES = ["read:users", "read:servers", "servers", "delete:servers"]
 # users launch only through the glue: they keep access to their own servers and
 # the service, but not `servers!user`, so nobody starts a server around the access checks
@@ -77,6 +85,16 @@ def configure(c: Any, config: Config) -> None:
         roles = _add_by_name(roles, role)
     c.JupyterHub.load_roles = roles
     c.JupyterHub.allow_named_servers = True
+    c.Authenticator.username_pattern = USERNAME_PATTERN
+    # the hub's root, its post-login page and /hub/home lead to the service: users lack
+    # the `servers` scope that the hub's own spawn page and Start buttons need
+    notebooks_url = f"{c.JupyterHub.get('base_url', '/').rstrip('/')}/services/{name}/"
+    c.JupyterHub.default_url = notebooks_url
+    c.JupyterHub.template_paths = [HUB_TEMPLATES, *c.JupyterHub.get("template_paths", [])]
+    c.JupyterHub.template_vars = {
+        **c.JupyterHub.get("template_vars", {}),
+        "notebooks_url": notebooks_url,
+    }
     c.JupyterHub.named_server_limit_per_user = launch["serversPerUser"]
     c.Spawner.start_timeout = launch["startTimeoutSeconds"]
     # a busy machine may take longer than the hub's 30 s for a started server to answer
@@ -159,9 +177,11 @@ async def refresh_expiring_login(authenticator: Any, user: Any, auth_state: Any)
 def _configure_local(c: Any, config: Config) -> None:
     c.JupyterHub.spawner_class = "glue.spawner.LocalCommitSpawner"
     c.LocalCommitSpawner.notebooks_config = config
+    # each server runs in its own sandbox (glue.sandbox), never as root; none runs without
+    problem = sandbox.available()
+    if problem:
+        raise SystemExit(f"The local spawner runs every server in a sandbox, but {problem}.")
     c.LocalCommitSpawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
-    # single-user servers refuse to run as root unless told; the embedded default may be root
-    c.LocalCommitSpawner.args = ["--allow-root"] if os.geteuid() == 0 else []
 
 
 def proxy_command() -> str:
@@ -183,16 +203,32 @@ def _secret_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def embedded(c: Any, config: Config, config_path: str) -> None:
-    """One machine: loopback only, dummy login, the proxy from npm, the glue run by the hub.
+def loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
-    Ports and the state directory come from NOTEBOOKS_* variables set by
+
+def embedded(c: Any, config: Config, config_path: str) -> None:
+    """One machine: dummy login on loopback (GitLab login for a team), the proxy from npm,
+    the glue run by the hub.
+
+    Addresses, ports and the state directory come from NOTEBOOKS_* variables set by
     `python -m glue.dev` or the tests.
     """
     env = os.environ
     state = Path(env.get("NOTEBOOKS_STATE", ".dev/state")).resolve()
     state.mkdir(parents=True, exist_ok=True)
-    c.JupyterHub.bind_url = f"http://127.0.0.1:{env.get('NOTEBOOKS_PORT', '8000')}"
+    listen = env.get("NOTEBOOKS_LISTEN", "127.0.0.1")
+    gitlab = config["provider"]["kind"] == "gitlab"
+    if not loopback(listen) and not gitlab:
+        raise SystemExit(
+            f"NOTEBOOKS_LISTEN={listen} would let anyone who reaches this machine log in "
+            "under any name: listening beyond loopback needs GitLab login (GITLAB_URL)."
+        )
+    host = f"[{listen}]" if ":" in listen else listen
+    c.JupyterHub.bind_url = f"http://{host}:{env.get('NOTEBOOKS_PORT', '8000')}"
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{env.get('NOTEBOOKS_HUB_PORT', '8081')}"
     c.ConfigurableHTTPProxy.api_url = (
         f"http://127.0.0.1:{env.get('NOTEBOOKS_PROXY_API_PORT', '8001')}"
@@ -202,8 +238,9 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.Authenticator.allow_all = True
-    if config["provider"]["kind"] == "gitlab":
-        c.GitLabOAuthenticator.oauth_callback_url = f"{c.JupyterHub.bind_url}/hub/oauth_callback"
+    if gitlab:
+        public = env.get("NOTEBOOKS_PUBLIC_URL", c.JupyterHub.bind_url).rstrip("/")
+        c.GitLabOAuthenticator.oauth_callback_url = f"{public}/hub/oauth_callback"
         c.CryptKeeper.keys = [_secret_file(state / "auth_state_key")]
     else:
         c.JupyterHub.authenticator_class = "dummy"
@@ -214,8 +251,18 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
         c.JupyterHub.api_tokens = {demo_token: "demo"}
         demo_role = {**user_role(config), "name": "notebooks-demo", "users": ["demo"]}
         c.JupyterHub.load_roles = _add_by_name(list(c.JupyterHub.load_roles), demo_role)
+    if env.get("NOTEBOOKS_DEV_TOKEN"):
+        _dev_service(c, env["NOTEBOOKS_DEV_TOKEN"])
     name = config["service"]["name"]
     command = [sys.executable, "-m", "glue", "--config", config_path]
     c.JupyterHub.services = [
         {**s, "command": command} if s["name"] == name else s for s in c.JupyterHub.services
     ]
+
+
+def _dev_service(c: Any, token: str) -> None:
+    """`python -m glue.dev`'s own token, for one run: on Ctrl-C it removes every server
+    (so a restart shows no failed ones) and at start it revokes earlier demo tokens."""
+    c.JupyterHub.services = [*c.JupyterHub.services, {"name": DEV_SERVICE, "api_token": token}]
+    role = {"name": DEV_SERVICE, "scopes": DEV_SCOPES, "services": [DEV_SERVICE]}
+    c.JupyterHub.load_roles = _add_by_name(list(c.JupyterHub.load_roles), role)

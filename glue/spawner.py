@@ -8,19 +8,23 @@ launch, and only then puts the commit in place and starts the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
+import shlex
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from subprocess import Popen
 from typing import Any, NamedTuple, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
+from jupyterhub.utils import maybe_future, random_port
 from tornado import web
 from traitlets import Dict, default
 from traitlets.config import Configurable
@@ -31,6 +35,7 @@ from .config import Config, Profile
 from .errors import GlueError
 from .launch import Launch, from_user_options
 from .provider import Caller, make_provider
+from .sandbox import Sandbox, send_signal, uid_for
 
 CLONE_TIMEOUT = 600
 PROGRESS_POLL_SECONDS = 0.25
@@ -78,6 +83,10 @@ class CommitSpawnerMixin(Configurable):
     log: logging.Logger
     user: Any
     user_options: dict[str, Any]
+    name: str
+    active: bool
+    db: Any
+    orm_spawner: Any
     _log_name: str
 
     @property
@@ -130,6 +139,7 @@ class CommitSpawnerMixin(Configurable):
     async def prepare_launch(self) -> Checked:
         """Validate user_options and check access again; raise with a sentence for the user."""
         self._events, self._handed_over = [], False
+        self._start_began = time.monotonic()
         config = self.notebooks
         launch = from_user_options(config, self.user_options)
         provider = make_provider(config)
@@ -145,6 +155,31 @@ class CommitSpawnerMixin(Configurable):
             await provider.close()
         self.apply_profile(launch.profile)
         return Checked(launch, caller, source)
+
+    def run_post_stop_hook(self) -> Any:
+        """A start that failed at once leaves nothing: the hub already answered the launch
+        with the failure, so a failed server would only use up the user's limit."""
+        spawn = getattr(self, "_spawn_future", None)
+        began = getattr(self, "_start_began", None)
+        at_once = self.user.settings.get("slow_spawn_timeout", 10)
+        if spawn and not spawn.done() and began and time.monotonic() - began < at_once:
+            self._removal = asyncio.ensure_future(self._remove_after(spawn))
+        return super().run_post_stop_hook()  # type: ignore[misc]  # the Spawner's, next in the MRO
+
+    async def _remove_after(self, spawn: asyncio.Future[Any]) -> None:
+        """Remove this server from the hub once its failed start has been answered, as the
+        hub's own `DELETE ... {"remove": true}` does."""
+        with contextlib.suppress(BaseException):
+            await spawn
+        await asyncio.sleep(1)  # the hub's request handler reports the failure first
+        user, name = self.user, self.name
+        if self.active or user.spawners.get(name) is not self:
+            return  # launched again meanwhile
+        self.log.info("Removing %s, which failed to start", self._log_name)
+        await maybe_future(self.delete_forever())
+        self.db.delete(self.orm_spawner)
+        user.spawners.pop(name, None)
+        self.db.commit()
 
     def apply_profile(self, name: str) -> Profile:
         """Size the server by the profile (memory in Kubernetes units: JupyterHub reads `G` as
@@ -169,8 +204,13 @@ def check_user_options(spawner: CommitSpawnerMixin, user_options: dict[str, Any]
         raise web.HTTPError(400, "%s", e.message) from None
 
 
-async def run_clone(checked: Checked, dest: Path) -> None:
-    """Run the clone step (`clone.step`) as a process, the token in a file only it reads."""
+async def run_clone(checked: Checked, dest: Path, *, sandbox: Sandbox | None = None) -> None:
+    """Run the clone step (`clone.step`) as a process, the token in a file only it reads.
+
+    With a `sandbox` it runs as the server's user, sees only the workspace, the
+    repository (when it is a local path) and the token, and gets no more of the
+    hub's environment than PATH and the locale.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "GIT_"))}
     target = checked.launch.target
     with tempfile.TemporaryDirectory(prefix="renku-clone-") as secrets_dir:
@@ -187,9 +227,12 @@ async def run_clone(checked: Checked, dest: Path) -> None:
             token_file=str(token_file) if token_file else None,
             python=sys.executable,
         )
+        env = {**env, **step_env}
+        if sandbox:
+            env, argv = _sandboxed_clone(sandbox, checked.source, Path(secrets_dir), env, argv)
         process = await asyncio.create_subprocess_exec(
             *argv,
-            env={**env, **step_env},
+            env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -203,26 +246,82 @@ async def run_clone(checked: Checked, dest: Path) -> None:
         raise RuntimeError(message or "The clone step failed.")
 
 
+def _sandboxed_clone(
+    sandbox: Sandbox, source: str, secrets: Path, env: dict[str, str], args: Sequence[str]
+) -> tuple[dict[str, str], list[str]]:
+    """The clone's environment and command line inside `sandbox`.
+
+    A local repository belongs to the hub's user, not the sandbox's: git would
+    refuse it as of "dubious ownership", so the clone's own git config (read
+    through XDG_CONFIG_HOME, which the clone routine keeps) trusts that one path.
+    """
+    readable = [secrets]
+    extra = {k: v for k, v in env.items() if k == "NOTEBOOKS_GIT_TOKEN_FILE"}
+    if source.startswith("file://"):
+        repo = Path(urlparse(source).path)
+        readable.append(repo)
+        config = secrets / "git" / "config"
+        config.parent.mkdir()
+        config.write_text(f"[safe]\n\tdirectory = {repo}\n")
+        extra["XDG_CONFIG_HOME"] = str(secrets)
+    sandbox.give(secrets)
+    return sandbox.environment(env, **extra), sandbox.command(args, readable=readable)
+
+
 class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
-    """The embedded default: the commit is cloned into a workspace, the server runs as a process."""
+    """The embedded default: the commit is cloned into a workspace, and the server runs there,
+    both in the user's sandbox (glue.sandbox)."""
+
+    port: int  # LocalProcessSpawner's trait (jupyterhub ships no types)
 
     def workspace(self) -> Path:
         root = Path(self.notebooks["spawner"]["workspaceRoot"])
         return root / self.user.name / (self.name or "default")
 
+    def sandbox(self) -> Sandbox:
+        """This server's sandbox, sized by the profile apply_profile chose."""
+        return Sandbox(
+            uid=uid_for(self.user.id),
+            workspace=self.workspace(),
+            memory=self.mem_limit,
+            cpus=self.cpu_limit,
+            name=f"{self.user.id}-{self.name or 'default'}",
+        )
+
     async def start(self) -> tuple[str, int]:
         started = time.monotonic()
         checked = await self.prepare_launch()
-        target = checked.launch.target
-        workspace = self.workspace()
+        launch, target = checked.launch, checked.launch.target
+        sandbox = self.sandbox()
+        sandbox.prepare()
         self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
-        await run_clone(checked, workspace)
+        await run_clone(checked, sandbox.workspace, sandbox=sandbox)
         self.emit(60, f"Cloned in {time.monotonic() - started:.1f} s; starting the notebook server")
-        self.home_dir = str(workspace.parent)
-        self.notebook_dir = str(workspace)
-        self.default_url = self.lab_url(checked.launch)
+        self.notebook_dir = str(sandbox.workspace)
+        self.default_url = self.lab_url(launch)
+        if self.port == 0:
+            self.port = random_port()
+        command = sandbox.command([*self.cmd, *self.get_args()])
+        self.log.info("Spawning %s", shlex.join(command))
         self.hand_over()
-        return await super().start()
+        # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
+        self.proc = Popen(  # noqa: ASYNC220
+            command, env=self.get_env(), start_new_session=True, preexec_fn=sandbox.limit()
+        )
+        self.pid = self.proc.pid
+        return ("127.0.0.1", self.port)
+
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        """The sandbox sets HOME; nothing of the hub's own paths goes in."""
+        env.update(USER=self.user.name, SHELL="/bin/bash")
+        return env
+
+    async def _signal(self, sig: int) -> bool:
+        return send_signal(self.pid, sig)
+
+    async def stop(self, now: bool = False) -> None:
+        await super().stop(now)
+        self.sandbox().release()
 
     def delete_forever(self) -> None:
         """The hub removes the server: its workspace goes with it."""

@@ -16,6 +16,8 @@ SHA_RE = re.compile(r"^[0-9a-fA-F]{40}$")
 # GitLab path segments: letters, digits, '_', '.', '-'; not starting with '-'
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}$")
 MAX_NAMESPACE_DEPTH = 20
+# GitLab's Route#path: a project's full path (namespace/project) is 1..255 characters
+MAX_FULL_PATH_CHARS = 255
 MAX_NOTEBOOK_CHARS = 4096
 SERVER_NAME_MAX = 30
 
@@ -88,9 +90,15 @@ def check_notebook(notebook: str) -> str:
 
 
 def check_project(namespace: str, project: str) -> None:
+    """GitLab's path rules, so that no name GitLab could not hold reaches a provider or disk."""
     parts = namespace.split("/")
     if len(parts) > MAX_NAMESPACE_DEPTH:
         raise BadRequest("The namespace is nested too deeply.", code="invalid_path")
+    if len(namespace) + 1 + len(project) > MAX_FULL_PATH_CHARS:
+        raise BadRequest(
+            f"The project's full path is longer than GitLab's {MAX_FULL_PATH_CHARS} characters.",
+            code="invalid_path",
+        )
     for part in parts:
         _check_segment(part, "namespace part")
     _check_segment(project, "project")

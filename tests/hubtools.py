@@ -47,6 +47,11 @@ def git(cwd: Path, *args: str) -> str:
     return result.stdout.strip()
 
 
+def workspace_git(workspace: Path, *args: str) -> str:
+    """git in a server's workspace, which belongs to the server's sandbox user, not to us."""
+    return git(workspace, "-c", f"safe.directory={workspace}", *args)
+
+
 def make_repo(root: Path, full_path: str, versions: int = 3) -> list[str]:
     """A bare repo `<root>/<full_path>.git` with `versions` commits; shas oldest first.
 

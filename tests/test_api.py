@@ -6,6 +6,7 @@ import http.client
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ import requests
 from glue.errors import BadRequest
 from glue.hub import Hub
 from glue.target import Target
-from tests.hubtools import Client, RunningHub, hub_calls_by_glue, log_since
+from tests.hubtools import Client, RunningHub, hub_calls_by_glue, log_since, workspace_git
 
 SHA_RE = r"^[0-9a-f]{40}$"
 
@@ -81,17 +82,9 @@ def test_launch_at_older_commit_serves_that_commit(hub, alice, repos):
     assert readme.status_code == 200
     assert readme.json()["content"] == "version 1\n"  # the tip says "version 3"
     workspace = hub.workspaces / "alice" / model["name"]
-    assert (
-        subprocess.check_output(["git", "-C", workspace, "rev-parse", "HEAD"], text=True).strip()
-        == repos["shas"]["demo/hello"][0]
-    )
+    assert workspace_git(workspace, "rev-parse", "HEAD") == repos["shas"]["demo/hello"][0]
     # only the wanted commit was fetched, not the history
-    assert (
-        subprocess.check_output(
-            ["git", "-C", workspace, "rev-list", "--count", "--all"], text=True
-        ).strip()
-        == "1"
-    )
+    assert workspace_git(workspace, "rev-list", "--count", "--all") == "1"
 
 
 def test_status_list_and_user_endpoints(hub, alice, repos):
@@ -396,3 +389,21 @@ def test_glue_refuses_invalid_config(tmp_path: Path):
     assert result.returncode != 0
     assert str(bad) in result.stderr
     assert "at profiles" in result.stderr and "at provider" in result.stderr
+
+
+def test_a_launch_that_fails_at_once_leaves_no_server(hub, alice, repos):
+    """Options no launch can have, sent straight to the hub: its spawner refuses at once,
+    the hub answers with the reason, and the failed server does not stay to use the limit."""
+    hub.token_for("alice")
+    bad = {"namespace": "demo", "project": "hello", "commit_sha": "not-a-sha"}
+    for number in range(4):  # one more than alice's limit of 3
+        response = hub.admin("POST", f"users/alice/servers/broken{number}", json=bad)
+        assert response.status_code >= 400, response.text
+    deadline = time.monotonic() + 15
+    while hub.hub_servers("alice") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert hub.hub_servers("alice") == {}
+    # her whole limit is left for real launches
+    for index in range(3):
+        response = alice.post(launch_path(repos, index=index))
+        assert response.status_code in (201, 202), response.text

@@ -425,3 +425,22 @@ def test_ages_read_as_people_say_them():
     ]:
         assert ago((now - delta).isoformat().replace("+00:00", "Z"), now) == text
     assert ago(None, now) == "" and ago("yesterday", now) == ""
+
+
+def test_the_hubs_own_pages_lead_to_the_service_and_every_page_can_log_out(hub, visitor):
+    """Logged in at the hub's root (no `next`), a user lands on the service's list, never on
+    the hub's 403 spawn page; /hub/home leads there too; the page's logout link logs out."""
+    page = visitor.page
+    page.goto(f"{hub.url}/")
+    page.fill("#username_input", visitor.user)
+    page.fill("#password_input", "any password")
+    page.click("#login_submit")
+    visitor.wait_for("")
+    assert page.locator("h1").first.is_visible()
+    page.goto(f"{hub.url}/hub/home")
+    visitor.wait_for("")
+    page.get_by_role("link", name="Log out").click()
+    page.wait_for_url(lambda url: "/hub/login" in url)
+    page.goto(f"{hub.url}/hub/home")
+    page.wait_for_url(lambda url: "/hub/login" in url)  # logged out indeed
+    assert_clean(visitor)

@@ -598,6 +598,36 @@ def test_long_notebook_paths_are_400(hub: RunningHub, nasty: Client, repos: dict
     assert response.status_code == 400 and error_of(response) == "invalid_notebook"
 
 
+OVERLONG = {
+    # a project's full path may have at most 255 characters (GitLab's Route#path)
+    "project of 252": ("demo", "p" * 252),
+    "project of 255": ("demo", "p" * 255),
+    "project of 256": ("demo", "p" * 256),
+    "deep namespace": ("/".join(["g" * 200] * 20), "p"),
+    "long namespace": ("g" * 255, "p"),
+}
+
+
+@pytest.mark.parametrize("name", OVERLONG)
+def test_overlong_project_paths_are_400_before_anything_else(
+    hub: RunningHub, nasty: Client, name: str
+) -> None:
+    """Names GitLab cannot hold: the documented 400, directly at the glue and through the proxy."""
+    namespace, project = OVERLONG[name]
+    path = f"{namespace}/{project}/{SHA0}"
+    token = hub.token_for("nasty")
+    for method in ("GET", "POST", "DELETE"):
+        response = raw(hub.glue_port, method, f"{PREFIX}/{path}", token=token)
+        assert response.status_code == 400, (method, response.content[:200])
+        assert error_of(response) == "invalid_path"
+        assert "255" in response.json()["message"]
+        response = nasty.request(method, path)
+        assert response.status_code == 400 and error_of(response) == "invalid_path", method
+    # the longest full path GitLab allows is an ordinary unknown project
+    response = nasty.get(f"demo/{'p' * 250}/{SHA0}")
+    assert response.status_code == 404, response.content[:200]
+
+
 def test_the_longest_valid_launch_url_is_answered_by_the_glue(hub: RunningHub, nasty: Client,
                                                               repos: dict) -> None:
     """4096 characters of notebook, each percent-encoded to 12 bytes: still the glue's answer."""

@@ -1,99 +1,144 @@
-"""The README's first command: the embedded default starts, launches the demo, and stops cleanly."""
+"""The README's first command: the embedded default starts, launches the demo, and stops cleanly.
+
+Every test records the processes below `python -m glue.dev` while it runs and,
+whatever happens, ends them (SIGINT, then SIGTERM, then SIGKILL), so a broken
+stop, or SIGINT ignored as under nohup, never leaves a stack running. "Nothing
+left" is then checked by those process ids and by the ports the stack listened on.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import psutil
+import pytest
 import requests
 
+from glue.dev import descendants
 from tests.hubtools import CHECKOUT, free_port
 
+BANNER_URL = re.compile(r"(http://127\.0\.0\.1:\d+/services/notebooks/\S+\.ipynb)")
+TOKEN_LINE = re.compile(r"export TOKEN=(\w+)")
+PORTS_LINE = re.compile(r"Internal ports on 127\.0\.0\.1 \(chosen free\): (.*)")
 
-def test_embedded_default_end_to_end(tmp_path):
-    port = free_port()
-    env = {
-        **os.environ,
-        "NOTEBOOKS_PORT": str(port),
-        "NOTEBOOKS_GLUE_PORT": str(free_port()),
-        "NOTEBOOKS_HUB_PORT": str(free_port()),
-        "NOTEBOOKS_PROXY_API_PORT": str(free_port()),
-        "NOTEBOOKS_STATE": str(tmp_path / "state"),
-        "NOTEBOOKS_REPOS": str(tmp_path / "repos"),
-        "NOTEBOOKS_DEMO_TOKEN": "demo-token-for-tests",
-    }
-    env.pop("GITLAB_URL", None)
-    log = (tmp_path / "dev.log").open("w+")
-    dev = subprocess.Popen(
-        [sys.executable, "-m", "glue.dev"],
-        cwd=CHECKOUT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        launch_url = wait_for_banner(tmp_path / "dev.log", dev)
-        assert launch_url.startswith(f"http://127.0.0.1:{port}/services/notebooks/demo/")
-        headers = {"Authorization": "token demo-token-for-tests"}
-        api_url = launch_url.rsplit("/", 1)[0]  # without the notebook
-        response = requests.post(api_url, headers=headers, timeout=60)
-        assert response.status_code in (201, 202), response.text
-        deadline = time.monotonic() + 60
-        while (model := requests.get(api_url, headers=headers, timeout=30).json())[
-            "status"
-        ] != "running":
-            assert time.monotonic() < deadline, model
-            time.sleep(0.3)
-        readme = requests.get(
-            f"http://127.0.0.1:{port}{model['url']}api/contents/README.md",
-            headers=headers,
-            timeout=30,
+
+class Dev:
+    """One `python -m glue.dev`, its output in a file, its processes remembered."""
+
+    def __init__(self, tmp: Path, *, ignore_sigint: bool = False, **env: str):
+        self.tmp = tmp
+        self.port = int(env.pop("NOTEBOOKS_PORT", free_port()))
+        self.log_path = tmp / "dev.log"
+        self.seen: dict[int, float] = {}  # pid -> create time, so a reused pid is not ours
+        environ = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("NOTEBOOKS_", "GITLAB_"))},
+            "NOTEBOOKS_PORT": str(self.port),
+            "NOTEBOOKS_STATE": str(tmp / "state"),
+            "NOTEBOOKS_REPOS": str(tmp / "repos"),
+            **env,
+        }
+        self._log = self.log_path.open("w+")
+
+        def ignore() -> None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "glue.dev"],
+            cwd=CHECKOUT,
+            env=environ,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=ignore if ignore_sigint else None,
         )
-        assert "Version 1." in readme.json()["content"]
-        server_pids = singleuser_pids(tmp_path)
-        assert server_pids, "no single-user server process found"
-    finally:
-        dev.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        dev.wait(60)
-        log.close()
-    assert dev.returncode == 0, (tmp_path / "dev.log").read_text()[-2000:]
-    time.sleep(0.5)
-    assert singleuser_pids(tmp_path) == [], "Ctrl-C left a single-user server running"
-    assert not port_open(port), "Ctrl-C left the proxy running"
+        self.remember()
 
+    def remember(self) -> list[int]:
+        """Note every process now below the dev command (it is their reaper when the hub dies)."""
+        pids = [self.process.pid, *descendants(self.process.pid)]
+        for pid in pids:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.seen.setdefault(pid, psutil.Process(pid).create_time())
+        return pids
 
-def wait_for_banner(log_path, dev: subprocess.Popen) -> str:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        text = log_path.read_text()
-        match = re.search(r"(http://127\.0\.0\.1:\d+/services/notebooks/\S+\.ipynb)", text)
-        if match and "API token for user demo:  demo-token-for-tests" in text:
-            return match.group(1)
-        assert dev.poll() is None, text[-3000:]
-        time.sleep(0.3)
-    raise AssertionError("no banner:\n" + log_path.read_text()[-3000:])
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
+    def wait_for(self, pattern: re.Pattern[str], timeout: float = 120) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.remember()
+            if match := pattern.search(self.log()):
+                return match
+            assert self.process.poll() is None, self.log()[-3000:]
+            time.sleep(0.2)
+        raise AssertionError(f"no {pattern.pattern!r}:\n{self.log()[-3000:]}")
 
-def singleuser_pids(tmp_path) -> list[int]:
-    """Single-user servers running in a workspace under this test's state directory."""
-    pids = []
-    for proc in os.listdir("/proc"):
-        if not proc.isdigit():
-            continue
+    def wait_for_banner(self) -> tuple[str, str, list[int]]:
+        launch_url = self.wait_for(BANNER_URL)[1]
+        token = self.wait_for(TOKEN_LINE)[1]
+        ports = [int(p) for p in re.findall(r"\d+", self.wait_for(PORTS_LINE)[1])]
+        return launch_url, token, ports
+
+    def alive(self) -> list[int]:
+        """The remembered processes still running (zombies are gone for our purpose)."""
+        alive = []
+        for pid, created in self.seen.items():
+            try:
+                process = psutil.Process(pid)
+                if process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+    def interrupt(self, timeout: float = 90) -> int | None:
+        """Ctrl-C, as a terminal sends it; the exit status, or None if it did not end."""
+        self.remember()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
         try:
-            with open(f"/proc/{proc}/cmdline", "rb") as f:
-                args = f.read().decode(errors="replace")
-            cwd = os.readlink(f"/proc/{proc}/cwd")
-        except OSError:
-            continue
-        if "jupyterhub.singleuser" in args and cwd.startswith(str(tmp_path)):
-            pids.append(int(proc))
-    return pids
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def end(self) -> None:
+        """Make sure: SIGTERM, then SIGKILL to the command and all it started."""
+        self.remember()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 20
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        if self.process.poll() is None:
+            self.process.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def dev_runs() -> Iterator[list[Dev]]:
+    runs: list[Dev] = []
+    yield runs
+    for run in runs:
+        run.end()
+
+
+def start(runs: list[Dev], tmp: Path, **kwargs) -> Dev:
+    tmp.mkdir(parents=True, exist_ok=True)
+    run = Dev(tmp, **kwargs)
+    runs.append(run)
+    return run
 
 
 def port_open(port: int) -> bool:
@@ -102,3 +147,199 @@ def port_open(port: int) -> bool:
     except requests.ConnectionError:
         return False
     return True
+
+
+def assert_nothing_left(run: Dev, ports: list[int], *, own_port: bool = True) -> None:
+    deadline = time.monotonic() + 10
+    while run.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {pid: " ".join(psutil.Process(pid).cmdline())[:120] for pid in run.alive()}
+    assert left == {}, f"processes left behind: {left}"
+    ports = [run.port, *ports] if own_port else ports
+    assert [p for p in ports if port_open(p)] == [], "ports still answering"
+
+
+def launch_and_wait(launch_url: str, token: str) -> dict:
+    headers = {"Authorization": f"token {token}"}
+    api_url = launch_url.rsplit("/", 1)[0]  # without the notebook
+    response = requests.post(api_url, headers=headers, timeout=60)
+    assert response.status_code in (201, 202), response.text
+    deadline = time.monotonic() + 90
+    while (model := requests.get(api_url, headers=headers, timeout=30).json())["status"] != (
+        "running"
+    ):
+        assert time.monotonic() < deadline, model
+        time.sleep(0.3)
+    return model
+
+
+def test_embedded_default_end_to_end_and_a_clean_restart(tmp_path, dev_runs):
+    first = start(dev_runs, tmp_path / "a")
+    launch_url, token, ports = first.wait_for_banner()
+    assert launch_url.startswith(f"http://127.0.0.1:{first.port}/services/notebooks/demo/")
+    model = launch_and_wait(launch_url, token)
+    headers = {"Authorization": f"token {token}"}
+    base = f"http://127.0.0.1:{first.port}"
+    readme = requests.get(
+        f"{base}{model['url']}api/contents/README.md", headers=headers, timeout=30
+    )
+    assert "Version 1." in readme.json()["content"]
+    # the demo notebook opens unmodified: JupyterLab has no cell ids to add to it
+    notebook = requests.get(
+        f"{base}{model['url']}api/contents/hello.ipynb", headers=headers, timeout=30
+    ).json()["content"]
+    assert all("id" in cell for cell in notebook["cells"]) and notebook["nbformat_minor"] == 5
+    run_readme_session(first.port, tmp_path / "a" / "repos", token)
+    first.remember()
+    assert first.interrupt() == 0, first.log()[-2000:]
+    assert_nothing_left(first, ports)
+    # the same state again: no failed ghosts, the earlier demo token refused
+    second = start(dev_runs, tmp_path / "a", NOTEBOOKS_PORT=str(first.port))
+    _, new_token, ports = second.wait_for_banner()
+    assert new_token != token
+    listing = requests.get(
+        f"{base}/services/notebooks/", headers={"Authorization": f"token {new_token}"}, timeout=30
+    )
+    assert listing.json() == {"servers": []}
+    old = requests.get(f"{base}/services/notebooks/", headers=headers, timeout=30)
+    assert old.status_code == 401
+    assert second.interrupt() == 0
+    assert_nothing_left(second, ports)
+
+
+def run_readme_session(port: int, repos: Path, token: str) -> None:
+    """The README's curl session, as written, after pasting the printed `export TOKEN=` line
+    (only the port and the repositories' folder are this test's own)."""
+    text = (CHECKOUT / "README.rst").read_text()
+    block = text[text.index("A session with the embedded default") :]
+    lines = []
+    for line in block.splitlines()[2:]:
+        if line and not line.startswith("    "):
+            break
+        lines.append(line.removeprefix("    "))
+    commands = [line[2:] for line in lines if line.startswith("$ ")]
+    assert commands[0].startswith("export TOKEN="), commands
+    script = "\n".join([f"export TOKEN={token}", *commands[1:]])
+    script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    script = script.replace(".dev/repos", str(repos))
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script.replace("\n", "\necho '---'\n")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=CHECKOUT,
+    )
+    assert result.returncode == 0, result.stderr
+    answers = [part.strip() for part in result.stdout.split("---")]
+    shown = [line for line in lines if line and not line.startswith("$ ")]
+    # each answer shown in the README starts as shown (names and shas are this run's own)
+    assert len(answers) == len(commands), answers
+    for expected in shown:
+        head = expected[: expected.index(":") + 1] if ":" in expected else expected
+        assert any(answer.startswith(head) for answer in answers), (expected, answers)
+
+
+def test_two_instances_side_by_side(tmp_path, dev_runs):
+    runs = [start(dev_runs, tmp_path / name) for name in ("one", "two")]
+    banners = [run.wait_for_banner() for run in runs]
+    for launch_url, token, _ in banners:
+        launch_and_wait(launch_url, token)
+    for run, (_, _, ports) in zip(runs, banners, strict=True):
+        assert run.interrupt() == 0, run.log()[-2000:]
+        assert_nothing_left(run, ports)
+
+
+def test_ctrl_c_works_when_sigint_was_ignored(tmp_path, dev_runs):
+    """Started with SIGINT ignored (nohup, some CI runners): Ctrl-C still stops everything."""
+    run = start(dev_runs, tmp_path, ignore_sigint=True)
+    _, _, ports = run.wait_for_banner()
+    assert run.interrupt() == 0, run.log()[-2000:]
+    assert_nothing_left(run, ports)
+
+
+def wait_for_process(run: Dev, text: str, timeout: float = 60) -> int:
+    """The first process below the dev command whose command line holds `text`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in run.remember():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if text in " ".join(psutil.Process(pid).cmdline()):
+                    return pid
+        assert run.process.poll() is None, run.log()[-2000:]
+        time.sleep(0.05)
+    raise AssertionError(f"never saw {text}: {run.log()[-2000:]}")
+
+
+@pytest.mark.parametrize("text", ["-m jupyterhub", "configurable-http-proxy", "-m glue --config"])
+def test_ctrl_c_during_start_up_leaves_nothing(tmp_path, dev_runs, text):
+    """Ctrl-C once the hub, then the proxy, then the glue is running, before the banner."""
+    run = start(dev_runs, tmp_path)
+    wait_for_process(run, text)
+    assert run.interrupt() is not None
+    assert_nothing_left(run, [])
+
+
+def test_a_hub_killed_at_start_up_leaves_nothing_and_one_line(tmp_path, dev_runs):
+    run = start(dev_runs, tmp_path)
+    hub = wait_for_process(run, "-m jupyterhub")
+    wait_for_process(run, "configurable-http-proxy")
+    os.kill(hub, signal.SIGKILL)
+    assert run.process.wait(60) == 1
+    last = run.log().strip().splitlines()[-1]
+    assert last.startswith("renku-notebooks: JupyterHub exited with status -9"), last
+    assert_nothing_left(run, [])
+
+
+def test_failures_before_the_hub_starts_are_one_line(tmp_path, dev_runs):
+    bad_config = tmp_path / "my.yaml"
+    bad_config.write_text("profiles: not-a-list\n")
+    with Listener() as busy_port:
+        cases = {
+            "port": ({"NOTEBOOKS_PORT": str(busy_port)}, f"Port {busy_port}"),
+            "config": ({"NOTEBOOKS_CONFIG": str(bad_config)}, str(bad_config)),
+            "listen": ({"NOTEBOOKS_LISTEN": "0.0.0.0"}, "needs GitLab login"),
+        }
+        for name, (env, cause) in cases.items():
+            run = start(dev_runs, tmp_path / name, **env)
+            assert run.process.wait(60) == 1, run.log()
+            lines = run.log().strip().splitlines()
+            # one line naming the cause (a config's errors follow it, indented), no traceback
+            assert lines[0].startswith("renku-notebooks: "), lines
+            assert all(line.startswith("  at ") for line in lines[1:]), lines
+            assert cause in lines[0], lines
+            assert_nothing_left(run, [], own_port=name != "port")
+
+
+def test_every_entry_point_answers_help_without_starting_anything():
+    for command in (
+        ["-m", "glue.dev"],
+        ["-m", "glue"],
+        ["-m", "glue.clone"],
+        ["-m", "glue.config"],
+        ["-m", "glue.chartschema"],
+    ):
+        result = subprocess.run(
+            [sys.executable, *command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=CHECKOUT,
+        )
+        assert result.returncode == 0 and result.stdout.startswith("usage:"), (command, result)
+    result = subprocess.run(
+        [sys.executable, "-m", "glue.dev", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert "NOTEBOOKS_PORT" in result.stdout and "NOTEBOOKS_CONFIG" in result.stdout
+
+
+class Listener:
+    """A port with a listener on it, as another program would hold it."""
+
+    def __enter__(self) -> int:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()

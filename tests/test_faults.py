@@ -50,6 +50,7 @@ from tests.hubtools import (
     make_repo,
     timed,
     wait_until,
+    workspace_git,
 )
 from tests.test_contract import assert_conforms, sse_events
 from tests.test_gitlab_flow import login
@@ -472,6 +473,5 @@ def test_hub_killed_mid_clone(restartable: dict[str, Any], tmp_path: Path) -> No
         assert assert_conforms(user.post(path)).status_code in (201, 202)
     model = user.wait_running(path, timeout=120)
     workspace = hub.workspaces / "cloner" / model["name"]
-    head = subprocess.check_output(["git", "-C", str(workspace), "rev-parse", "HEAD"], text=True)
-    assert head.strip() == sha
+    assert workspace_git(workspace, "rev-parse", "HEAD") == sha
     assert list(hub.hub_servers("cloner")) == [model["name"]]

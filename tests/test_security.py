@@ -206,6 +206,24 @@ def test_oauth_callback_needs_the_state_of_this_browser(hub: RunningHub) -> None
     assert response.status_code == 403 and response.json()["error"] == "oauth_code"
 
 
+@pytest.mark.parametrize("name", [".", "..", "a/b", "tab\there", "100%"])
+def test_names_the_hubs_urls_cannot_carry_are_refused_at_login(hub: RunningHub, name: str):
+    browser = Browser(hub, name)
+    form = browser.session.get(f"{hub.url}/hub/login", timeout=30)
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form.text)
+    assert xsrf
+    response = browser.session.post(
+        f"{hub.url}/hub/login",
+        data={"username": name, "password": "any password", "_xsrf": xsrf[1]},
+        timeout=30,
+        allow_redirects=False,
+    )
+    assert response.status_code == 403, response.status_code
+    assert "jupyterhub-session-id" not in browser.session.cookies
+    users = hub.admin("GET", "users", params={"limit": 1000}).json()
+    assert name not in [user["name"] for user in users]
+
+
 # --- other users' servers -------------------------------------------------------------------------
 
 

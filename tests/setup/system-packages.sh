@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Debian packages the tests need and a fresh machine may lack: git, and the
-# system Chromium that playwright drives (never a browser download). Root
-# installs them with apt-get; anyone else is told what is missing.
+# Debian packages a fresh machine may lack: git and bubblewrap (every local
+# server runs in a bwrap sandbox, so `make dev` needs them too), and for the
+# tests also npm and the system Chromium that playwright drives (never a
+# browser download). Root installs them with apt-get; anyone else is told
+# what is missing.
+#   tests/setup/system-packages.sh        everything the tests need
+#   tests/setup/system-packages.sh dev    only what `make dev` needs
 set -euo pipefail
 
 missing=()
 command -v git >/dev/null || missing+=(git)
-command -v chromium >/dev/null || missing+=(chromium)
-command -v npm >/dev/null || missing+=(npm)
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v setpriv >/dev/null || missing+=(util-linux)
+if [ "${1:-test}" != dev ]; then
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v npm >/dev/null || missing+=(npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,0 +1,262 @@
+"""The sandbox of the embedded default: one hub user's process inside bubblewrap.
+
+Everything a local server or clone step runs goes through `Sandbox.command`,
+which turns "run this for this user, in this workspace" into a `bwrap` command
+line; nothing else in the package knows bubblewrap's flags. Inside, the
+process has its own PID, IPC, UTS and mount namespaces and sees a read-only
+system (`/usr`, `/etc`) and Python environment, its own workspace (the only
+host directory it can write), a private home and `/tmp` (both in memory), and
+its own `/proc`. The hub's state, other workspaces and other processes do not
+exist there. The network stays shared: the proxy must reach the server and
+the server the hub's API.
+
+When the hub runs as root (as `make dev` on these machines), bubblewrap sets
+up the mounts as root and the command then drops to a user id of its own,
+stable per hub user and never 0, with no capabilities and no way to gain
+any. Run as an ordinary user, bubblewrap uses a user namespace and every
+server keeps that user's id: users are then apart by mounts only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BWRAP = "bwrap"
+# far above the ids of people and system accounts (and of subordinate ranges)
+UID_BASE = 3_000_000
+HOME = "/home/jovyan"
+# what a sandboxed command keeps of the caller's environment, besides what it is given
+KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+PACKAGE = Path(__file__).resolve().parent
+# the system: these directories (or their merged-/usr symlinks) are all a process needs
+SYSTEM = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+# as root, the command owns its private home, then drops to its user with no capabilities
+DROP_TO_USER = (
+    'chown "$0:$0" "$HOME" && exec setpriv --reuid="$0" --regid="$0" --clear-groups '
+    '--inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"'
+)
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create namespaces here; nothing may run unsandboxed."""
+
+
+def available() -> str | None:
+    """Why sandboxes cannot be made on this machine, or None when they can."""
+    if shutil.which(BWRAP) is None:
+        return "bubblewrap (`bwrap`) is not installed: apt-get install bubblewrap"
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        return "setpriv (util-linux) is not installed"
+    return None
+
+
+CGROUPS = Path("/sys/fs/cgroup")
+CGROUP_GROUP = "renku-notebooks"
+CPU_PERIOD_US = 100_000
+
+
+def _own_cgroup(controller: str) -> Path | None:
+    """This process's cgroup in the v1 hierarchy of `controller`, if one is mounted."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controller in controllers.split(","):
+            for mount in (CGROUPS / controllers, CGROUPS / controller):
+                if (mount / "cgroup.procs").is_file():
+                    return mount / path.lstrip("/")
+    return None
+
+
+def limits_unavailable() -> str | None:
+    """Why profile memory and CPU limits cannot be enforced here, or None when they can."""
+    if os.geteuid() != 0:
+        return "the hub does not run as root, so it cannot create cgroups"
+    groups = [_own_cgroup("memory"), _own_cgroup("cpu")]
+    if None in groups:
+        if (CGROUPS / "cgroup.controllers").is_file():
+            return "this machine has only cgroup v2, which the embedded default does not use yet"
+        return "this machine offers no cgroup v1 memory and cpu controllers"
+    if not all(os.access(group, os.W_OK) for group in groups if group):
+        return "the cgroup hierarchy is read-only here"
+    return None
+
+
+def uid_for(hub_user_id: int) -> int:
+    """The user id a hub user's processes run as: stable while the hub database lasts."""
+    return UID_BASE + hub_user_id if os.geteuid() == 0 else os.getuid()
+
+
+def _python_dirs() -> list[Path]:
+    """The interpreter and environment the hub runs, as paths a command may name."""
+    dirs = {Path(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)}
+    return sorted(d for d in dirs if not d.resolve().is_relative_to("/usr"))
+
+
+def _system_args() -> list[str]:
+    args = []
+    for entry in SYSTEM:
+        path = Path(entry)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), entry]
+        elif path.is_dir():
+            args += ["--ro-bind", entry, entry]
+    return args
+
+
+def _parents(paths: Iterable[Path]) -> list[str]:
+    """The directories above `paths` that the sandbox's root must have, outermost first."""
+    system = [Path(entry) for entry in SYSTEM]
+    parents = {
+        parent
+        for path in paths
+        for parent in path.parents
+        if parent != Path("/") and not any(parent.is_relative_to(s) for s in system)
+    }
+    return [str(p) for p in sorted(parents, key=lambda p: len(p.parts))]
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Where one server (or its clone step) runs: `uid`, allowed to write `workspace` only."""
+
+    uid: int
+    workspace: Path
+    readable: tuple[Path, ...] = field(default=())
+    # profile limits, and the cgroup name they are kept under (one per server)
+    memory: int | None = None
+    cpus: float | None = None
+    name: str = ""
+
+    def _cgroups(self) -> dict[str, Path]:
+        if not self.name or limits_unavailable():
+            return {}
+        return {
+            controller: own / CGROUP_GROUP / self.name
+            for controller in ("memory", "cpu")
+            if (own := _own_cgroup(controller))
+        }
+
+    def limit(self) -> Callable[[], None] | None:
+        """Create the server's cgroups with its profile's limits; returns what the new
+        process runs (before bubblewrap) to enter them, or None where limits are unavailable.
+        When the memory runs out, the kernel's OOM killer ends a process inside (usually
+        the notebook's kernel, which JupyterLab then reports as died); nothing outside."""
+        groups = self._cgroups()
+        if not groups:
+            return None
+        for group in groups.values():
+            group.mkdir(parents=True, exist_ok=True)
+        if self.memory:
+            (groups["memory"] / "memory.limit_in_bytes").write_text(str(self.memory))
+            swap = groups["memory"] / "memory.memsw.limit_in_bytes"
+            if swap.exists():
+                swap.write_text(str(self.memory))  # no swapping past the limit either
+        if self.cpus:
+            (groups["cpu"] / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+            quota = max(1000, int(self.cpus * CPU_PERIOD_US))
+            (groups["cpu"] / "cpu.cfs_quota_us").write_text(str(quota))
+        procs = [str(group / "cgroup.procs") for group in groups.values()]
+
+        def enter() -> None:  # runs in the child between fork and exec: no allocation-heavy work
+            for path in procs:
+                with open(path, "w") as f:
+                    f.write("0")
+
+        return enter
+
+    def release(self) -> None:
+        """Remove the server's cgroups once nothing runs in them."""
+        for group in self._cgroups().values():
+            with contextlib.suppress(OSError):
+                group.rmdir()
+
+    def prepare(self) -> None:
+        """Create the workspace, owned by the sandbox's user and closed to everyone else."""
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.give(self.workspace)
+        self.workspace.chmod(0o700)
+
+    def give(self, path: Path) -> None:
+        """Hand `path` (and what is in it) to the sandbox's user, e.g. a workspace made
+        before sandboxes or a file only the sandbox may read."""
+        if os.geteuid() != 0 or path.stat().st_uid == self.uid:
+            return
+        os.chown(path, self.uid, self.uid, follow_symlinks=False)
+        if path.is_dir() and not path.is_symlink():
+            for root, dirs, files in os.walk(path):
+                for name in dirs + files:
+                    os.chown(Path(root) / name, self.uid, self.uid, follow_symlinks=False)
+
+    def environment(self, base: Mapping[str, str], **extra: str) -> dict[str, str]:
+        """A minimal environment: the locale and PATH of `base`, plus `extra`."""
+        return {**{k: base[k] for k in KEEP_ENV if k in base}, **extra}
+
+    def command(self, argv: Sequence[str], *, readable: Iterable[Path] = ()) -> list[str]:
+        """The command line that runs `argv` in the sandbox, in the workspace; `readable`
+        paths are added read-only (a repository to clone, a token file)."""
+        problem = available()
+        if problem:
+            raise SandboxUnavailable(problem)
+        root = os.geteuid() == 0
+        args = [BWRAP] if root else [BWRAP, "--unshare-user"]
+        args += _system_args()
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        shown = [*_python_dirs(), PACKAGE, *self.readable, *readable]
+        for parent in _parents([*shown, self.workspace, Path(HOME)]):
+            args += ["--perms", "0755", "--dir", parent]  # bwrap would make them 0700
+        args += ["--perms", "0700", "--tmpfs", HOME]
+        for path in shown:
+            args += ["--ro-bind", str(path), str(path)]
+        args += ["--bind", str(self.workspace), str(self.workspace)]
+        args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        args += ["--hostname", "notebook", "--die-with-parent", "--new-session"]
+        args += ["--chdir", str(self.workspace), "--setenv", "HOME", HOME]
+        args += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--"]
+        if root:
+            args += ["/bin/sh", "-c", DROP_TO_USER, str(self.uid)]
+        return [*args, *argv]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def send_signal(pid: int, sig: int) -> bool:
+    """Signal the sandbox started as `pid`; True while it runs.
+
+    bubblewrap itself dies of SIGINT and SIGTERM (taking the sandbox with it),
+    so those go to the command it runs, which may then stop in order; the
+    sandbox ends when the command does. SIGKILL ends bubblewrap and all inside.
+    """
+    target = pid
+    if sig in (signal.SIGINT, signal.SIGTERM):
+        # bwrap -> its init (pid 1 inside) -> the command
+        commands = [c for init in _children(pid) for c in _children(init)]
+        target = commands[0] if commands else pid
+    try:
+        os.kill(target, sig)
+    except ProcessLookupError:
+        return target != pid and _alive(pid)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,350 @@
+"""The sandbox of the embedded default, tried as an attacker would: from inside a server.
+
+Code runs in a real server's kernel (through the server's kernel API, as a
+user would run a cell), and hostile repositories are launched through the real
+hub; what the host must keep is then checked on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import websocket
+
+from glue import sandbox
+from glue.sandbox import Sandbox
+from tests.hubtools import Client, RunningHub, assert_hidden, git, listening_pid, make_repo
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="per-user ids need the hub to run as root (as make dev does here)"
+)
+
+# read in alice's kernel: what the host must keep from her
+PROBE = """
+import json, os
+def attempt(call):
+    try:
+        return repr(call())[:300]
+    except Exception as e:
+        return "refused: " + type(e).__name__
+paths = json.loads({paths!r})
+print(json.dumps({{
+    "uid": os.getuid(),
+    "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    "environ": dict(os.environ),
+    "read": {{n: attempt(lambda p=p: open(p, "rb").read()) for n, p in paths["read"].items()}},
+    "list": {{n: attempt(lambda p=p: os.listdir(p)) for n, p in paths["list"].items()}},
+    "write": {{n: attempt(lambda p=p: open(p, "w").write("x")) for n, p in paths["write"].items()}},
+}}))
+"""
+
+
+def hostile_repo(root: Path, full_path: str, build: dict[str, Any]) -> str:
+    """A bare repository whose one commit holds `build`: path -> text, or ("link", target)."""
+    work = root / ".work" / full_path
+    work.mkdir(parents=True)
+    git(work, "init", "-q", "-b", "main")
+    for path, content in build.items():
+        file = work / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, tuple):
+            file.symlink_to(content[1])
+        else:
+            file.write_text(content)
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "hostile")
+    bare = root / f"{full_path}.git"
+    git(root, "clone", "-q", "--bare", str(work), str(bare))
+    return git(bare, "rev-parse", "HEAD")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A hub of its own, so that any project may be launched by anyone."""
+    root = tmp_path_factory.mktemp("sandbox-repos")
+    workdir = tmp_path_factory.mktemp("sandbox-hub")
+    canary = workdir / "canary.txt"
+    canary.write_text("the host's own file\n")
+    shas = {"demo/plain": make_repo(root, "demo/plain", versions=1)[0]}
+    shas["evil/links"] = hostile_repo(
+        root,
+        "evil/links",
+        {
+            "data": ("link", "/"),
+            # from <workdir>/workspaces/<user>/<server> up to the hub's state
+            "up.ipynb": ("link", "../../../state/jupyterhub_cookie_secret"),
+            "canary.txt": ("link", str(canary)),
+            "up": ("link", "../../.."),
+        },
+    )
+    # a repository that asks for a submodule, a filter and (in its own config) hooks
+    shas["evil/other"] = make_repo(root, "evil/other", versions=1)[0]
+    shas["evil/clone"] = hostile_submodule_repo(root, shas["evil/other"])
+    config = {
+        "images": {"default": "registry.example.org/renku/default:1"},
+        "profiles": [
+            {"name": "small", "cpu": 1, "memory": "1G", "default": True},
+            {"name": "tiny", "cpu": 0.5, "memory": "300M"},
+        ],
+        "provider": {"kind": "local", "root": str(root)},
+        "launch": {"serversPerUser": 2, "startTimeoutSeconds": 90},
+    }
+    hub = RunningHub(workdir, config)
+    try:
+        yield {"hub": hub.start(), "shas": shas, "canary": canary, "root": root}
+    finally:
+        hub.stop()
+
+
+def hostile_submodule_repo(root: Path, other_sha: str) -> str:
+    """`sub` is a submodule of evil/other; every file asks for the `evil` filter; the
+    bare repository's own config and hooks would write `pwned` files if git ran them."""
+    other = root / "evil" / "other.git"
+    hostile_repo(
+        root,
+        "evil/clone",
+        {
+            ".gitattributes": "* filter=evil\n",
+            ".gitmodules": f'[submodule "sub"]\n\tpath = sub\n\turl = {other.as_uri()}\n',
+            "README.md": "hello\n",
+        },
+    )
+    work = root / ".work" / "evil" / "clone"
+    git(work, "update-index", "--add", "--cacheinfo", f"160000,{other_sha},sub")
+    git(work, "commit", "-q", "-m", "submodule")
+    bare = root / "evil" / "clone.git"
+    git(bare, "fetch", "-q", str(work), "main:main")
+    pwn = "sh -c 'echo pwned > pwned-$0.txt; cat' "
+    git(bare, "config", "filter.evil.smudge", pwn + "filter")
+    git(bare, "config", "filter.evil.required", "true")
+    git(bare, "config", "core.fsmonitor", pwn + "fsmonitor")
+    for hook in ("post-checkout", "post-merge", "pre-upload-pack", "post-update"):
+        script = bare / "hooks" / hook
+        script.write_text(f"#!/bin/sh\necho pwned > {root}/pwned-{hook}.txt\n")
+        script.chmod(0o755)
+    return git(bare, "rev-parse", "main")
+
+
+def launch(
+    setup: dict[str, Any], user: str, project: str, profile: str = "small"
+) -> tuple[Client, dict[str, Any]]:
+    hub: RunningHub = setup["hub"]
+    hub.remove_all_servers(user)
+    client = Client(hub, user)
+    response = client.post(f"{project}/{setup['shas'][project]}", json={"profile": profile})
+    assert response.status_code in (201, 202), response.text
+    return client, client.wait_running(f"{project}/{setup['shas'][project]}", timeout=90)
+
+
+class KernelDied(Exception):
+    """The kernel ended while running the cell (the server restarts it)."""
+
+
+def run_in_kernel(hub: RunningHub, client: Client, server: dict[str, Any], code: str) -> str:
+    """Execute `code` in a new kernel of the server, as a notebook cell would; its stdout."""
+    api = f"{hub.url}{server['url']}api/kernels"
+    kernel = client.session.post(api, json={"name": "python3"}, timeout=60)
+    assert kernel.status_code == 201, kernel.text
+    kernel_id = kernel.json()["id"]
+    channels = f"ws://127.0.0.1:{hub.port}{server['url']}api/kernels/{kernel_id}/channels"
+    token = client.session.headers["Authorization"]
+    connection = websocket.create_connection(channels, header=[f"Authorization: {token}"])
+    msg_id = uuid.uuid4().hex
+    header = {
+        "msg_id": msg_id,
+        "msg_type": "execute_request",
+        "username": client.user,
+        "session": uuid.uuid4().hex,
+        "version": "5.3",
+        "date": "",
+    }
+    content = {
+        "code": code,
+        "silent": False,
+        "store_history": False,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    connection.send(
+        json.dumps(
+            {
+                "header": header,
+                "parent_header": {},
+                "metadata": {},
+                "content": content,
+                "channel": "shell",
+                "buffers": [],
+            }
+        )
+    )
+    output: list[str] = []
+    try:
+        connection.settimeout(60)
+        while True:
+            message = json.loads(connection.recv())
+            kind = message["msg_type"]
+            state = message["content"].get("execution_state") if kind == "status" else None
+            if state in ("restarting", "dead"):
+                raise KernelDied(state)
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if kind == "stream":
+                output.append(message["content"]["text"])
+            elif kind == "error":
+                raise AssertionError("\n".join(message["content"]["traceback"]))
+            elif kind == "status" and message["content"]["execution_state"] == "idle":
+                return "".join(output)
+    finally:
+        connection.close()
+        client.session.delete(f"{api}/{kernel_id}", timeout=30)
+
+
+def contents(
+    hub: RunningHub,
+    client: Client,
+    server: dict[str, Any],
+    path: str,
+    method: str = "GET",
+    **kwargs: Any,
+) -> requests.Response:
+    url = f"{hub.url}{server['url']}api/contents/{path}"
+    return client.session.request(method, url, timeout=30, **kwargs)
+
+
+def test_a_server_sees_nothing_of_the_hub_other_users_or_other_processes(setup):
+    hub: RunningHub = setup["hub"]
+    alice, alice_server = launch(setup, "alice", "demo/plain")
+    bob, bob_server = launch(setup, "bob", "demo/plain")
+    state = hub.workdir / "state"
+    bob_workspace = hub.workspaces / "bob" / bob_server["name"]
+    glue = listening_pid(hub.glue_port)
+    assert glue and (bob_workspace / "README.md").is_file()
+    paths = {
+        "read": {
+            "cookie secret": str(state / "jupyterhub_cookie_secret"),
+            "hub database": str(state / "jupyterhub.sqlite"),
+            "bob's readme": str(bob_workspace / "README.md"),
+            "glue environ": f"/proc/{glue}/environ",
+            "hub environ": f"/proc/{hub.process.pid}/environ",
+            "shadow": "/etc/shadow",
+        },
+        "list": {"bob's workspace": str(bob_workspace), "state": str(state)},
+        "write": {
+            "state": str(state / "planted"),
+            "system": "/usr/planted",
+            "python": str(Path(os.__file__).parent / "planted.py"),
+            "bob's workspace": str(bob_workspace / "planted"),
+        },
+    }
+    seen = json.loads(
+        run_in_kernel(hub, alice, alice_server, PROBE.format(paths=json.dumps(paths)))
+    )
+    for kind in ("read", "list", "write"):
+        for name, result in seen[kind].items():
+            assert result.startswith("refused"), f"alice could {kind} {name}: {result}"
+    assert not (state / "planted").exists() and not (bob_workspace / "planted").exists()
+    # her own processes only (the sandbox's init, the server, the kernel), none of the host's
+    assert max(seen["pids"]) < 100 and glue not in seen["pids"], seen["pids"]
+    assert_hidden(hub.admin_token, json.dumps(seen["environ"]), "alice's kernel environment")
+    bob_seen = json.loads(
+        run_in_kernel(
+            hub, bob, bob_server, PROBE.format(paths='{"read": {}, "list": {}, "write": {}}')
+        )
+    )
+    assert 0 not in (seen["uid"], bob_seen["uid"])
+    assert seen["uid"] != bob_seen["uid"]
+    # what alice writes in her workspace is hers, on the host too
+    run_in_kernel(hub, alice, alice_server, "open('mine.txt', 'w').write('x')")
+    alice_workspace = hub.workspaces / "alice" / alice_server["name"]
+    assert (alice_workspace / "mine.txt").stat().st_uid == seen["uid"]
+
+
+def test_symlinks_in_a_repository_resolve_inside_the_sandbox(setup):
+    hub: RunningHub = setup["hub"]
+    alice, server = launch(setup, "alice", "evil/links")
+    secret = (hub.workdir / "state" / "jupyterhub_cookie_secret").read_bytes().hex()
+    root = contents(hub, alice, server, "data")
+    assert root.status_code == 200, root.text
+    names = {entry["name"] for entry in root.json()["content"]}
+    assert "usr" in names and "srv" not in names and "boot" not in names, names
+    for path in (
+        "up.ipynb",
+        f"data{hub.workdir}/state/jupyterhub_cookie_secret",
+        "up/state/jupyterhub_cookie_secret",
+        "data/etc/shadow",
+    ):
+        response = contents(hub, alice, server, path, params={"format": "base64"})
+        assert response.status_code != 200 or "base64" not in response.text, response.text
+        assert_hidden(secret, response.content.hex(), f"contents of {path}")
+    # writing through a symlink changes nothing outside the sandbox's writable places
+    before = setup["canary"].read_text()
+    for path in ("canary.txt", "up/state/planted.txt"):
+        contents(
+            hub,
+            alice,
+            server,
+            path,
+            "PUT",
+            json={"type": "file", "format": "text", "content": "overwritten"},
+        )
+    assert setup["canary"].read_text() == before
+    assert not (hub.workdir / "state" / "planted.txt").exists()
+
+
+def test_cloning_a_hostile_repository_runs_nothing_and_fetches_no_submodule(setup):
+    hub: RunningHub = setup["hub"]
+    alice, server = launch(setup, "alice", "evil/clone")
+    workspace = hub.workspaces / "alice" / server["name"]
+    assert (workspace / "README.md").read_text() == "hello\n"  # checked out, unfiltered
+    assert (workspace / ".gitattributes").is_file()
+    assert (workspace / "sub").is_dir() and not any((workspace / "sub").iterdir())
+    listing = contents(hub, alice, server, "sub").json()
+    assert listing["content"] == []
+    planted = [*workspace.rglob("pwned*"), *setup["root"].rglob("pwned*")]
+    assert planted == [], planted
+
+
+def test_sandbox_command_names_no_host_path_it_may_write_but_the_workspace(tmp_path):
+    """The one writable host directory is the workspace; the rest is read-only or in memory."""
+    sandbox = Sandbox(uid=3_000_001, workspace=tmp_path / "ws")
+    command = sandbox.command(["true"], readable=[tmp_path / "repo.git"])
+    writable = [command[i + 1] for i, arg in enumerate(command) if arg == "--bind"]
+    assert writable == [str(tmp_path / "ws")]
+    sandbox.prepare()
+    assert (tmp_path / "ws").stat().st_uid == 3_000_001
+    result = subprocess.run(
+        sandbox.command(["sh", "-c", "id -u; touch /usr/x 2>/dev/null || echo ro"]),
+        env=sandbox.environment(os.environ),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.split() == ["3000001", "ro"]
+
+
+@pytest.mark.skipif(sandbox.limits_unavailable() is not None, reason="no cgroups to enforce with")
+def test_a_notebook_past_its_profiles_memory_is_stopped_and_nothing_else(setup):
+    hub: RunningHub = setup["hub"]
+    alice, server = launch(setup, "alice", "demo/plain", profile="tiny")
+    uid = int(run_in_kernel(hub, alice, server, "import os; print(os.getuid())"))
+    grow = "chunks = [bytearray(50 * 2**20) for _ in range(40)]\nprint('survived')"
+    with pytest.raises(KernelDied):
+        run_in_kernel(hub, alice, server, grow)
+    # the server lives on, its next kernel works, and the kernel never held more than its limit
+    path = f"demo/plain/{setup['shas']['demo/plain']}"
+    assert alice.get(path).json()["status"] == "running"
+    assert run_in_kernel(hub, alice, server, "print(6 * 7)").strip() == "42"
+    name = f"{uid - sandbox.UID_BASE}-{server['name']}"
+    group = sandbox._own_cgroup("memory") / sandbox.CGROUP_GROUP / name
+    oom = dict(line.split() for line in (group / "memory.oom_control").read_text().splitlines())
+    assert int(oom["oom_kill"]) > 0  # the kernel's OOM killer ended it, inside this cgroup
+    assert int((group / "memory.max_usage_in_bytes").read_text()) <= 300 * 10**6
