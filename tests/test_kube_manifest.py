@@ -27,10 +27,14 @@ from traitlets.config import Config
 
 import glue.local
 from glue import hubconfig, kube
+from glue.gittoken import component_key
 from glue.config import validate
 from glue.errors import BadRequest
 
 TOKEN = "glpat-SECRET-token-0123456789abcdef"
+# what z2jh generates for hub.services.notebooks.apiToken, and the server's own hub token
+SERVICE_TOKEN = "service-SECRET-token-for-notebooks"
+HUB_TOKEN = "hub-SECRET-token-of-the-server"
 KUBE_VERSION = "1.28"
 DEFAULT_IMAGE = "quay.io/jupyter/base-notebook:2025-01-06"
 PROJECT_IMAGE = "registry.example.com/group/project:abc1234"
@@ -137,6 +141,7 @@ def hub_config(root: Path, *, blocker: bool = True, uid: int = 1000, **spawner: 
     c.KubeSpawner.common_labels = {"app.kubernetes.io/managed-by": "kubespawner"}
     c.KubeSpawner.allow_privilege_escalation = False
     c.KubeSpawner.init_containers = [Z2JH_BLOCKER] if blocker else []
+    c.JupyterHub.services = [{"name": "notebooks", "api_token": SERVICE_TOKEN}]
     hubconfig.configure(c, notebooks_config(root, **spawner))
     return c
 
@@ -182,6 +187,7 @@ def make_spawner(
         orm_spawner=SimpleNamespace(name=server, server=None),
     )
     spawner.user_options = options
+    spawner.api_token = HUB_TOKEN  # the hub sets it before start()
     return spawner
 
 
@@ -237,7 +243,11 @@ async def test_pod_for_project_image_with_token(
     assert spawner.default_url == "/lab/tree/notebooks/analysis.ipynb"
 
     # z2jh's metadata blocker stays first, ours is added after it
-    assert [c["name"] for c in spec["initContainers"]] == ["block-cloud-metadata", "git-clone"]
+    assert [c["name"] for c in spec["initContainers"]] == [
+        "block-cloud-metadata",
+        "git-clone",
+        "git-session",
+    ]
     clone = spec["initContainers"][1]
     source = (repos.root / "group" / "project.git").as_uri()
     assert clone["image"] == CLONE_IMAGE
@@ -276,7 +286,7 @@ async def test_pod_for_project_image_with_token(
         "mountPath": "/var/run/secrets/renku-notebooks",
         "readOnly": True,
     }
-    # only the clone step sees the token; the notebook gets the checkout at workDir
+    # only the clone steps and the sidecar see the token; the notebook gets the checkout
     mounts = by_name(notebook["volumeMounts"])
     assert "notebooks-git-token" not in mounts
     assert mounts["notebooks-workspace"] == {
@@ -309,7 +319,12 @@ async def test_default_image_without_token(repos: SimpleNamespace) -> None:
     clone = by_name(spec["initContainers"])["git-clone"]
     assert repos.new in clone["command"]
     assert "NOTEBOOKS_GIT_TOKEN_FILE" not in {e["name"] for e in clone["env"]}
-    assert "notebooks-git-token" not in by_name(spec["volumes"])
+    assert "notebooks-git-token" not in by_name(clone["volumeMounts"])
+    # the Secret holds no GitLab token then, only the component's secrets
+    spawner.api = api = FakeCoreApi()
+    await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-0"}})
+    data = api.secrets[spawner.token_secret_name].string_data
+    assert "token" not in data and set(data) == {"session-secret", "hub-token", "component-key"}
 
 
 async def test_image_from_other_registry_is_refused(repos: SimpleNamespace) -> None:
@@ -344,7 +359,8 @@ async def test_restart_adds_nothing_twice(repos: SimpleNamespace, token_provider
     spawner.user_options = options(repos, profile="small")
     pod = valid(await shaped_pod(spawner))
     init = [c["name"] for c in pod["spec"]["initContainers"]]
-    assert init == ["block-cloud-metadata", "git-clone"]
+    assert init == ["block-cloud-metadata", "git-clone", "git-session"]
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["notebook", "git-proxy"]
     assert [v["name"] for v in pod["spec"]["volumes"]].count("notebooks-workspace") == 1
     assert "nvidia.com/gpu" not in pod["spec"]["containers"][0]["resources"]["limits"]
 
@@ -411,7 +427,11 @@ async def test_token_secret_lifecycle(
     await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-1"}})
     secret = await serialize(api.secrets[name])
     valid(secret)
-    assert secret["stringData"] == {"token": TOKEN}
+    data = secret["stringData"]
+    assert data["token"] == TOKEN and data["hub-token"] == HUB_TOKEN
+    assert data["component-key"] == component_key(SERVICE_TOKEN, "alice", spawner.name)
+    assert len(data["session-secret"]) >= 32
+    assert set(data) == {"token", "hub-token", "component-key", "session-secret"}
     assert secret["metadata"]["ownerReferences"] == [
         {
             "apiVersion": "v1",
@@ -425,6 +445,8 @@ async def test_token_secret_lifecycle(
     assert secret["metadata"]["labels"]["renku.io/commit-sha"] == repos.old
     assert seen == ["pod-uid-1"]
     assert spawner._git_token is None  # the spawner does not keep it
+    assert spawner._session_secret is None
+    assert data["session-secret"] not in json.dumps(spawner.get_state())
 
     async def pod_deleted(self: KubeSpawner, now: bool = False) -> None:
         api.calls.append(("stop", self.pod_name))
@@ -504,7 +526,8 @@ async def test_pod_passes_restricted_with_the_charts_settings(
     """The chart turns z2jh's privileged metadata blocker off; every container is restricted."""
     spawner = make_spawner(repos, options(repos, image=PROJECT_IMAGE), blocker=False)
     pod = valid(await shaped_pod(spawner))
-    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["git-clone"]
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["git-clone", "git-session"]
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["notebook", "git-proxy"]
     assert restricted_violations(pod) == []
     # and the check can fail: z2jh's own default pod does not pass
     blocked = valid(await shaped_pod(make_spawner(repos, options(repos))))
@@ -516,8 +539,10 @@ async def test_root_notebook_gets_a_non_root_clone_step(repos: SimpleNamespace) 
     runAsUser 0, so the clone step runs as the glue image's user instead."""
     spawner = make_spawner(repos, options(repos), blocker=False, uid=0)
     pod = valid(await shaped_pod(spawner))
-    clone = by_name(pod["spec"]["initContainers"])["git-clone"]["securityContext"]
-    assert clone["runAsNonRoot"] is True and clone["runAsUser"] == kube.CLONE_UID
+    spec = pod["spec"]
+    for step in [*spec["initContainers"], spec["containers"][1]]:
+        context = step["securityContext"]
+        assert context["runAsNonRoot"] is True and context["runAsUser"] == kube.CLONE_UID
     notebook = pod["spec"]["containers"][0]["securityContext"]
     assert notebook["runAsUser"] == 0 and "runAsNonRoot" not in notebook
 
