@@ -180,7 +180,9 @@ def configure_kubespawner(c: Any, config: Config) -> None:
     c.CommitKubeSpawner.start_timeout = config["launch"]["startTimeoutSeconds"]
     c.CommitKubeSpawner.http_timeout = config["launch"]["startTimeoutSeconds"]
     name = config["service"]["name"]
-    entry = next((s for s in c.JupyterHub.get("services", []) if s.get("name") == name), {})
+    entry: dict[str, Any] = next(
+        (s for s in c.JupyterHub.get("services", []) if s.get("name") == name), {}
+    )
     if entry.get("api_token"):  # z2jh's, generated into its hub Secret (hub.services.<name>)
         c.CommitKubeSpawner.service_api_token = entry["api_token"]
         glue = config["service"]["url"].rstrip("/")
