@@ -1,4 +1,5 @@
-"""End to end on kind: log in through GitLab OAuth, launch an older commit, use it, stop it.
+"""End to end on kind: log in through GitLab OAuth, launch an older commit, use it, push from
+it, stop it, and find its unsaved work autosaved.
 
 Run by e2e/run.sh, which creates the cluster, installs the chart with
 values/kind.yaml and the GitLab stand-in, and sets E2E_NAMESPACE. This
@@ -8,16 +9,19 @@ stand-in (for the OAuth authorize step) on localhost:31280.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import requests
 
@@ -126,12 +130,120 @@ def test_launch_an_older_commit(api: requests.Session, commits: list[str], tmp_p
         assert notebook.status_code == 200 and notebook.json()["type"] == "notebook"
         lab = api.get(f"{server}lab/tree/{NOTEBOOK}", headers={"Accept": "text/html"}, timeout=30)
         assert lab.status_code == 200 and "JupyterLab" in lab.text
+
+        # git in the session: commit and push through the git-proxy sidecar, then leave
+        # uncommitted work for the autosave of the stop
+        assert {c["name"] for c in pod["spec"]["containers"]} == {"notebook", "git-proxy"}
+        assert statuses["git-session"]["state"]["terminated"]["exitCode"] == 0
+        out = run_in_kernel(api, server, SESSION_CODE)
+        results = json.loads(out.strip().splitlines()[-1])
+        assert [code for code, _ in results] == [0, 0, 0], results
+        assert git_token not in out
     finally:
         stopped = api.delete(launch_url, timeout=60)
         assert stopped.status_code in (202, 204), stopped.text
 
     wait_for("the pod to go", lambda: not pods_for(older), 180)
     assert secret_name not in kubectl("get", "secrets", "-o", "name")
+
+    # the push from the session, and the preStop autosave of the uncommitted file
+    branches = remote_branches()
+    assert "refs/heads/e2e-push" in branches
+    autosave = f"refs/heads/notebooks/autosave/{USER}/{older}"
+    assert autosave in branches, branches
+    assert remote_file(autosave, "unsaved.txt", tmp_path) == "not committed\n"
+    assert remote_file(autosave, "pushed.txt", tmp_path) == "from the session\n"
+
+
+# runs in the server's kernel, in the workspace (the server's root directory)
+SESSION_CODE = """
+import json, pathlib, subprocess
+pathlib.Path("pushed.txt").write_text("from the session\\n")
+steps = [
+    ["git", "add", "pushed.txt"],
+    ["git", "commit", "-q", "-m", "pushed from the e2e session"],
+    ["git", "push", "-q", "origin", "HEAD:refs/heads/e2e-push"],
+]
+results = []
+for step in steps:
+    done = subprocess.run(step, capture_output=True, text=True)
+    results.append([done.returncode, done.stderr[-500:]])
+pathlib.Path("unsaved.txt").write_text("not committed\\n")
+print(json.dumps(results))
+"""
+
+
+def run_in_kernel(api: requests.Session, server: str, code: str) -> str:
+    """Run `code` in a new kernel of the server (REST to start it, its websocket to execute);
+    returns what it printed."""
+    started = api.post(f"{server}api/kernels", json={"name": "python3"}, timeout=60)
+    assert started.status_code == 201, started.text
+    kernel = started.json()["id"]
+    try:
+        return asyncio.run(_execute(api.headers["Authorization"], server, kernel, code))
+    finally:
+        api.delete(f"{server}api/kernels/{kernel}", timeout=30)
+
+
+async def _execute(authorization: str, server: str, kernel: str, code: str) -> str:
+    url = f"{server.replace('http', 'ws', 1)}api/kernels/{kernel}/channels"
+    msg_id = uuid.uuid4().hex
+    request = {
+        "header": {
+            "msg_id": msg_id,
+            "msg_type": "execute_request",
+            "username": USER,
+            "session": uuid.uuid4().hex,
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": {"code": code, "silent": False, "store_history": False},
+        "channel": "shell",
+    }
+    printed = []
+    timeout = aiohttp.ClientTimeout(total=120)
+    headers = {"Authorization": authorization}
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.ws_connect(url, headers=headers) as ws,
+    ):
+        await ws.send_json(request)
+        async for message in ws:
+            data = json.loads(message.data)
+            if data.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = data["msg_type"], data["content"]
+            if kind == "stream":
+                printed.append(content["text"])
+            elif kind == "error":
+                raise AssertionError(f"the kernel failed: {content['ename']}: {content['evalue']}")
+            elif kind == "status" and content["execution_state"] == "idle":
+                break
+    return "".join(printed)
+
+
+def standin_url() -> str:
+    return STANDIN.replace("://", f"://oauth2:{USER_GIT_TOKEN}@") + f"/{PROJECT}.git"
+
+
+def remote_branches() -> str:
+    return subprocess.run(
+        ["git", "ls-remote", "--heads", standin_url()], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def remote_file(ref: str, path: str, tmp_path: Path) -> str:
+    repo = tmp_path / "fetched"
+    if not repo.exists():
+        subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "fetch", "-q", standin_url(), ref], check=True)
+    return subprocess.run(
+        ["git", "-C", str(repo), "show", f"FETCH_HEAD:{path}"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def running(api: requests.Session, url: str) -> dict[str, Any] | None:

@@ -88,9 +88,9 @@ class AutosaveConfig(TypedDict):
 
 
 class CullingConfig(TypedDict):
-    """Stopping servers nobody uses, in both ways to run: the embedded default runs `jupyterhub-
-    idle-culler` as a hub service with these settings and the Helm chart feeds z2jh's culler from
-    them.
+    """Stopping servers nobody uses, in both ways to run: the hub runs `jupyterhub-idle-culler` as a
+    hub service with these settings, in the embedded default and on Kubernetes (the chart turns
+    z2jh's own culler off).
     """
 
     idleSeconds: int

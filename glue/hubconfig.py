@@ -36,6 +36,8 @@ TOKEN_REFRESH_MARGIN_SECONDS = 900
 # away), nothing that splits or ends a URL path, no whitespace or control characters
 USERNAME_PATTERN = r"^(?!\.\.?\Z)[^/\\%?#\s\x00-\x1f\x7f]{1,255}\Z"
 SERVICE_SCOPES = ["read:users", "read:servers", "servers", "delete:servers"]
+# what jupyterhub-idle-culler needs to find idle servers and remove them (not users)
+CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
 # users launch only through the glue: they keep access to their own servers and
 # the service, but not `servers!user`, so nobody starts a server around the access checks
 USER_SCOPES = [
@@ -53,6 +55,34 @@ def service_role(config: Config) -> dict[str, Any]:
         scopes.append("admin:auth_state")  # read users' GitLab tokens, nothing else
     name = config["service"]["name"]
     return {"name": f"{name}-service", "scopes": scopes, "services": [name]}
+
+
+def culler_service(config: Config) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The `jupyterhub-idle-culler` hub service and its least-privilege role, from `culling`;
+    None when nothing is ever culled. Both ways to run use it: every cull is a hub stop of
+    the server, so it passes through the spawner's autosave.
+
+    Culled servers are removed, not just stopped: they are per-commit named servers, and a
+    stopped one would count against `launch.serversPerUser`.
+    """
+    culling = config["culling"]
+    idle, max_age = culling["idleSeconds"], culling["maxAgeSeconds"]
+    if not idle and not max_age:
+        return None
+    name = f"{config['service']['name']}-culler"
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterhub_idle_culler",
+        # idle 0 never culls for idleness: a server idle as long as the maximum age is that old
+        f"--timeout={idle or max_age}",
+        f"--cull-every={culling['everySeconds']}",
+        "--remove-named-servers",
+    ]
+    if max_age:
+        command.append(f"--max-age={max_age}")
+    role = {"name": name, "scopes": list(CULLER_SCOPES), "services": [name]}
+    return {"name": name, "command": command}, role
 
 
 def user_role(config: Config) -> dict[str, Any]:

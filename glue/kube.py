@@ -6,9 +6,27 @@ notebook container mounts the checkout at `spawner.workDir`. Everything the
 Helm chart or an operator configured on KubeSpawner (z2jh's own init
 containers, volumes, labels) is kept: we only add to the pod.
 
-The user's GitLab token reaches the clone step only as a file from a
-Kubernetes Secret made for this one pod, so it appears in no pod spec, and
-the pod's API listing (which the original renku-notebooks leaked) shows none.
+A second init container (`git-session`, `glue.session`) restores the
+user's autosave of this commit (or deletes it when the launch says
+`"autosave": "discard"`), points the checkout's `origin` at the session's git
+token component and writes the user's name and email into it.
+
+That component (glue/gitproxy.py) is the `git-proxy` sidecar: it listens on
+127.0.0.1 in the pod's network namespace, so only this pod's containers reach
+it, and it adds the user's GitLab token to git requests for this one project.
+Its `preStop` hook pushes the workspace's unsaved work to the autosave branch
+(`glue.autosave save`) whatever deletes the pod (the hub's stop, the culler,
+an eviction), within `terminationGracePeriodSeconds` = `autosave.timeoutSeconds`
+plus a margin.
+
+The user's GitLab token reaches the clone steps and the sidecar only as a
+file from a Kubernetes Secret made for this one pod, never the notebook
+container: it appears in no pod spec, no environment and no file the notebook
+can read, and the pod's API listing (which the original renku-notebooks
+leaked) shows none. The same Secret holds the component's per-server secret
+(the notebook's git presents it; the notebook may know it), the component key
+for the glue's `-/git-token` and the server's hub token, with which the
+sidecar asks the glue for a fresh GitLab token when GitLab refuses the old one.
 The Secret is created once the pod exists, owned by the pod, so Kubernetes
 deletes it with the pod whatever stops it (hub, culler, `kubectl`, node
 loss); `stop()` and `delete_forever()` also delete it at once. The hub's
@@ -20,9 +38,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import secrets
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jupyterhub.utils import exponential_backoff, maybe_future
 from kubernetes_asyncio.client import (
@@ -31,6 +52,9 @@ from kubernetes_asyncio.client import (
     V1DeleteOptions,
     V1EmptyDirVolumeSource,
     V1EnvVar,
+    V1ExecAction,
+    V1Lifecycle,
+    V1LifecycleHandler,
     V1LocalObjectReference,
     V1ObjectMeta,
     V1OwnerReference,
@@ -46,21 +70,38 @@ from kubernetes_asyncio.client import (
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from kubespawner.slugs import is_valid_label, safe_slug
-from traitlets import default
+from traitlets import Integer, Unicode, default
 
-from . import clone
+from . import autosave, clone, gitproxy, session
+from .clone import TOKEN_FILE_ENV
 from .config import Config, Profile, validate
-from .hubconfig import configure
+from .gittoken import component_key
+from .hubconfig import configure, culler_service
 from .launch import Launch
 from .spawner import Checked, CommitSpawnerMixin
 from .target import Target
 
 LABEL_PREFIX = "renku.io/"
 CLONE_CONTAINER = "git-clone"
+SESSION_CONTAINER = "git-session"
+PROXY_CONTAINER = "git-proxy"
 WORKSPACE_VOLUME = "notebooks-workspace"
 TOKEN_VOLUME = "notebooks-git-token"
-TOKEN_KEY = "token"
 TOKEN_DIR = "/var/run/secrets/renku-notebooks"
+# the keys of the pod's Secret, each a file in TOKEN_DIR of the containers that mount it
+TOKEN_KEY = "token"  # the user's GitLab token
+SECRET_KEY = "session-secret"  # what the notebook's git presents to the component
+COMPONENT_KEY = "component-key"  # what the component presents to the glue's -/git-token
+HUB_TOKEN_KEY = "hub-token"  # the server's hub token: the hub refreshes the login on its use
+# the component, on the pod's loopback only
+PROXY_PORT = 7480
+PROXY_RESOURCES = V1ResourceRequirements(
+    requests={"cpu": "10m", "memory": "64Mi"}, limits={"memory": "512Mi"}
+)
+# time a pod deletion leaves beyond the autosave itself (git start-up, the kubelet)
+GRACE_MARGIN_SECONDS = 30
+# where the kubelet reads a container's termination message from: the session step's answer
+REPORT_PATH = "/dev/termination-log"
 # the init container sees the whole volume here and clones into its CHECKOUT
 # subdirectory, which the notebook container mounts (subPath) at workDir: the
 # checkout's top directory is then owned by the cloning (= notebook) user, not
@@ -138,6 +179,20 @@ def configure_kubespawner(c: Any, config: Config) -> None:
     c.CommitKubeSpawner.notebooks_config = config
     c.CommitKubeSpawner.start_timeout = config["launch"]["startTimeoutSeconds"]
     c.CommitKubeSpawner.http_timeout = config["launch"]["startTimeoutSeconds"]
+    name = config["service"]["name"]
+    entry: dict[str, Any] = next(
+        (s for s in c.JupyterHub.get("services", []) if s.get("name") == name), {}
+    )
+    if entry.get("api_token"):  # z2jh's, generated into its hub Secret (hub.services.<name>)
+        c.CommitKubeSpawner.service_api_token = entry["api_token"]
+        glue = config["service"]["url"].rstrip("/")
+        base = "/".join(filter(None, ["", c.JupyterHub.get("base_url", "/").strip("/")]))
+        c.CommitKubeSpawner.git_token_endpoint = f"{glue}{base}/services/{name}/-/git-token"
+    culler = culler_service(config)
+    if culler is not None:  # z2jh's own culler is off (chart values): this one autosaves first
+        service, role = culler
+        c.JupyterHub.services = [*c.JupyterHub.get("services", []), service]
+        c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []), role]
 
 
 def label_value(value: str) -> str:
@@ -195,6 +250,17 @@ def registry_entry(data: dict[str, str], registry: str) -> str | None:
     return json.dumps({"auths": {registry: entry}}) if entry else None
 
 
+def step_resources(notebook: V1Container) -> V1ResourceRequirements:
+    """An init step runs with the notebook's cpu and memory (a big clone or restore needs
+    them, and the pod is sized for them anyway); no GPU."""
+    resources = notebook.resources or V1ResourceRequirements()
+    keep = ("cpu", "memory")
+    return V1ResourceRequirements(
+        requests={k: v for k, v in (resources.requests or {}).items() if k in keep},
+        limits={k: v for k, v in (resources.limits or {}).items() if k in keep},
+    )
+
+
 def _field(obj: Any, camel: str, snake: str) -> Any:
     """A field of a security context, which KubeSpawner builds as a camelCase dict, or a model."""
     if isinstance(obj, dict):
@@ -213,9 +279,23 @@ async def _after_pod_created(spawner: CommitKubeSpawner, pod: dict[str, Any]) ->
 class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     """KubeSpawner that launches one checked-out commit, after the same checks as the glue."""
 
+    service_api_token = Unicode(
+        "", help="The notebooks service's hub API token: the component keys derive from it."
+    ).tag(config=True)
+    git_token_endpoint = Unicode(
+        "", help="The glue's `-/git-token` URL, where a session's component gets fresh tokens."
+    ).tag(config=True)
+    delete_grace_period = Integer(
+        help="Seconds a deleted pod has for its preStop autosave (autosave.timeoutSeconds + "
+        "a margin); also the pod's terminationGracePeriodSeconds."
+    ).tag(config=True)
+
     _launch: Launch | None = None
     _source: str | None = None
     _git_token: str | None = None
+    # the component's secret for this server's git: kept only until the pod's Secret holds it
+    _session_secret: str | None = None
+    _identity: tuple[str, str] = ("", "")
     # the registry host of a per-commit image, when the operator gave registry credentials
     _pull_registry: str | None = None
     # set while KubeSpawner waits for the pod: a failed image pull then ends the launch
@@ -246,6 +326,10 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             return await super().start()
         finally:
             self._waiting_for_pod = False
+
+    @default("delete_grace_period")
+    def _autosave_grace(self) -> int:
+        return int(self.notebooks["autosave"]["timeoutSeconds"]) + GRACE_MARGIN_SECONDS
 
     @default("container_security_context")
     def _restricted_notebook(self) -> Any:
@@ -289,6 +373,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         launch = checked.launch
         self._launch, self._source = launch, checked.source
         self._git_token = checked.caller.git_token
+        self._session_secret = secrets.token_urlsafe(32)
+        self._identity = checked.caller.identity()
         self.image = launch.image
         self.image_pull_policy = config["images"]["pullPolicy"]
         self.working_dir = self.notebook_dir = work_dir
@@ -307,6 +393,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         pod = await super().get_pod_manifest()
         if self._launch is not None:
             self.add_workspace(pod, self._launch, with_token=bool(self._git_token))
+            pod.spec.termination_grace_period_seconds = self.delete_grace_period
         if self._pull_registry:
             pod.spec.image_pull_secrets = [
                 *(pod.spec.image_pull_secrets or []),
@@ -318,18 +405,16 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         """Append (never replace) our volumes, mount and init container to the pod."""
         spec = pod.spec
         notebook = spec.containers[0]
-        volumes = [V1Volume(name=WORKSPACE_VOLUME, empty_dir=V1EmptyDirVolumeSource())]
-        if with_token:
-            # group-readable via fsGroup when the pod has one, else readable in the init container
-            mode = 0o440 if _field(spec.security_context, "fsGroup", "fs_group") else 0o444
-            volumes.append(
-                V1Volume(
-                    name=TOKEN_VOLUME,
-                    secret=V1SecretVolumeSource(
-                        secret_name=self.token_secret_name, default_mode=mode
-                    ),
-                )
-            )
+        # group-readable via fsGroup when the pod has one, else readable in the containers that
+        # mount it (the clone steps and the sidecar; never the notebook)
+        mode = 0o440 if _field(spec.security_context, "fsGroup", "fs_group") else 0o444
+        volumes = [
+            V1Volume(name=WORKSPACE_VOLUME, empty_dir=V1EmptyDirVolumeSource()),
+            V1Volume(
+                name=TOKEN_VOLUME,
+                secret=V1SecretVolumeSource(secret_name=self.token_secret_name, default_mode=mode),
+            ),
+        ]
         spec.volumes = [*(spec.volumes or []), *volumes]
         notebook.volume_mounts = [
             *(notebook.volume_mounts or []),
@@ -342,7 +427,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         spec.init_containers = [
             *(spec.init_containers or []),
             self.clone_container(launch, notebook, with_token=with_token),
+            self.session_container(launch, notebook, with_token=with_token),
         ]
+        spec.containers = [*spec.containers, self.proxy_container(launch, notebook)]
 
     def clone_container(
         self, launch: Launch, notebook: V1Container, *, with_token: bool
@@ -356,31 +443,137 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             lfs=launch.lfs,
             token_file=f"{TOKEN_DIR}/{TOKEN_KEY}" if with_token else None,
         )
-        env = [V1EnvVar(name="HOME", value="/tmp")]
-        env += [V1EnvVar(name=name, value=value) for name, value in step_env.items()]
+        return self.glue_container(
+            CLONE_CONTAINER,
+            notebook,
+            command,
+            step_env,
+            step_resources(notebook),
+            # the token only when there is one; the session step and the sidecar always
+            # need the Secret (the component's secret)
+            secret=with_token,
+        )
+
+    def session_container(
+        self, launch: Launch, notebook: V1Container, *, with_token: bool
+    ) -> V1Container:
+        """The init container after the clone: the autosave back (or deleted on `discard`),
+        `origin` through the sidecar, the user's name and email (`glue.session`)."""
+        assert self._source is not None, "shape_pod() sets the clone source before the pod"
+        target = launch.target
+        name, email = self._identity
+        command, step_env = session.step(
+            f"{CLONE_ROOT}/{CHECKOUT}",
+            origin=self.proxy_url(launch),
+            secret_file=f"{TOKEN_DIR}/{SECRET_KEY}",
+            name=name,
+            email=email,
+            seen_as=self.notebooks["spawner"]["workDir"],
+            remote=self._source,
+            branch=self.autosave_branch(launch),
+            launched=target.commit_sha,
+            discard=launch.autosave == "discard",
+            report=REPORT_PATH,
+            token_file=f"{TOKEN_DIR}/{TOKEN_KEY}" if with_token else None,
+        )
+        return self.glue_container(
+            SESSION_CONTAINER, notebook, command, step_env, step_resources(notebook), secret=True
+        )
+
+    def proxy_container(self, launch: Launch, notebook: V1Container) -> V1Container:
+        """The sidecar: the session's git token component, and the autosave on pod deletion.
+
+        It mounts the whole workspace volume (the autosave reads the checkout) and the
+        Secret; its preStop hook pushes through the component itself, whose token refresh
+        then also covers a stop hours after the launch.
+        """
+        command, _ = gitproxy.step(self.proxy_settings(launch), listen=f"127.0.0.1:{PROXY_PORT}")
+        save, _ = autosave.step(
+            "save",
+            workspace=f"{CLONE_ROOT}/{CHECKOUT}",
+            launched=launch.target.commit_sha,
+            remote=self.proxy_url(launch),
+            branch=self.autosave_branch(launch),
+            max_file_bytes=self.notebooks["autosave"]["maxFileBytes"],
+        )
+        container = self.glue_container(
+            PROXY_CONTAINER,
+            notebook,
+            command,
+            # the autosave's git presents the component's secret, as the notebook's git does
+            {TOKEN_FILE_ENV: f"{TOKEN_DIR}/{SECRET_KEY}"},
+            PROXY_RESOURCES,
+            secret=True,
+        )
+        container.lifecycle = V1Lifecycle(
+            pre_stop=V1LifecycleHandler(_exec=V1ExecAction(command=save))
+        )
+        return container
+
+    def glue_container(
+        self,
+        name: str,
+        notebook: V1Container,
+        command: list[str],
+        env: dict[str, str],
+        resources: V1ResourceRequirements,
+        *,
+        secret: bool,
+    ) -> V1Container:
+        """A container of the glue image on the workspace volume, as the notebook's user."""
         mounts = [V1VolumeMount(name=WORKSPACE_VOLUME, mount_path=CLONE_ROOT)]
-        if with_token:
+        if secret:
             mounts.append(V1VolumeMount(name=TOKEN_VOLUME, mount_path=TOKEN_DIR, read_only=True))
-        resources = notebook.resources or V1ResourceRequirements()
-        keep = ("cpu", "memory")  # no GPU for a clone
         context = notebook.security_context
         uid = _field(context, "runAsUser", "run_as_user")
         return V1Container(
-            name=CLONE_CONTAINER,
+            name=name,
             image=self.notebooks["spawner"]["cloneImage"],
             image_pull_policy=self.notebooks["images"]["pullPolicy"],
             command=command,
-            env=env,
+            env=[
+                V1EnvVar(name="HOME", value="/tmp"),
+                *(V1EnvVar(name=k, value=v) for k, v in env.items()),
+            ],
             volume_mounts=mounts,
-            resources=V1ResourceRequirements(
-                requests={k: v for k, v in (resources.requests or {}).items() if k in keep},
-                limits={k: v for k, v in (resources.limits or {}).items() if k in keep},
-            ),
-            # a notebook run as root (docker-stacks images) still gets a non-root clone step
+            resources=resources,
+            # a notebook run as root (docker-stacks images) still gets non-root git steps
             security_context=restricted_security_context(
                 CLONE_UID if uid == 0 else uid,
                 _field(context, "runAsGroup", "run_as_group"),
             ),
+        )
+
+    def proxy_url(self, launch: Launch) -> str:
+        """The project's URL for the session's git: the sidecar's, on the pod's loopback."""
+        return f"http://127.0.0.1:{PROXY_PORT}/{launch.target.full_path}.git"
+
+    def autosave_branch(self, launch: Launch) -> str:
+        prefix = self.notebooks["autosave"]["branchPrefix"]
+        return autosave.branch(prefix, self.user.name, launch.target.commit_sha)
+
+    def proxy_settings(self, launch: Launch) -> gitproxy.Settings:
+        """What the component serves: the provider's project, with refresh through the glue
+        when the hub gave the service's token (z2jh's `hub.services.<name>.apiToken`)."""
+        assert self._source is not None, "shape_pod() sets the clone source before the pod"
+        full_path = launch.target.full_path
+        upstream, repo = None, None
+        if self._source.startswith("file://"):  # the local provider: its bare repository
+            repo = Path(urlsplit(self._source).path)
+        else:
+            upstream = self._source.removesuffix(f"/{full_path}.git")
+        refresh = bool(self.service_api_token and self.git_token_endpoint)
+        return gitproxy.Settings(
+            project=full_path,
+            secret_file=Path(TOKEN_DIR, SECRET_KEY),
+            upstream=upstream,
+            token_file=Path(TOKEN_DIR, TOKEN_KEY) if upstream else None,
+            repo=repo,
+            token_endpoint=self.git_token_endpoint if refresh else None,
+            key_file=Path(TOKEN_DIR, COMPONENT_KEY) if refresh else None,
+            hub_token_file=Path(TOKEN_DIR, HUB_TOKEN_KEY) if refresh else None,
+            user=self.user.name,
+            server=self.name,
         )
 
     @property
@@ -391,9 +584,10 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     def registry_secret_name(self) -> str:
         return f"{self.pod_name}-registry"
 
-    def token_secret_manifest(self, token: str, pod_uid: str) -> V1Secret:
-        """The Secret holding the token; owned by the pod, so deleted with it."""
-        return self.owned_secret(self.token_secret_name, pod_uid, "Opaque", {TOKEN_KEY: token})
+    def token_secret_manifest(self, data: dict[str, str], pod_uid: str) -> V1Secret:
+        """The Secret holding the token and the component's secrets; owned by the pod, so
+        deleted with it."""
+        return self.owned_secret(self.token_secret_name, pod_uid, "Opaque", data)
 
     def registry_secret_manifest(self, docker_config: str, pod_uid: str) -> V1Secret:
         """This launch's image pull secret: only its registry's entry, owned by the pod."""
@@ -431,10 +625,17 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         )
 
     async def create_token_secret(self, pod_uid: str) -> None:
-        """Store this launch's token for the clone step (nothing to do without a token)."""
+        """Store this launch's token and the component's secrets; the spawner keeps none."""
         token, self._git_token = self._git_token, None
+        session_secret, self._session_secret = self._session_secret, None
+        if session_secret is None:
+            return  # no launch shaped this pod
+        data = {SECRET_KEY: session_secret, HUB_TOKEN_KEY: self.api_token or ""}
         if token:
-            await self.create_secret(self.token_secret_manifest(token, pod_uid), "the git token")
+            data[TOKEN_KEY] = token
+        if self.service_api_token:
+            data[COMPONENT_KEY] = component_key(self.service_api_token, self.user.name, self.name)
+        await self.create_secret(self.token_secret_manifest(data, pod_uid), "the git token")
 
     async def create_registry_secret(self, pod_uid: str) -> None:
         """Copy the operator's credentials for this launch's registry into its pull secret."""
@@ -530,7 +731,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     def clear_state(self) -> None:
         super().clear_state()
         self._launch, self._source, self._git_token = None, None, None
-        self._pull_registry = None
+        self._pull_registry, self._session_secret = None, None
 
     async def later_progress(self) -> AsyncIterator[dict[str, Any]]:
         """After our launch steps, KubeSpawner's pod events (scheduling, image pulls, failures)."""

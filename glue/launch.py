@@ -21,8 +21,21 @@ from .target import Target, from_options
 log = logging.getLogger(__name__)
 
 USER_OPTIONS = frozenset(
-    {"namespace", "project", "commit_sha", "notebook", "profile", "image", "image_fallback", "lfs"}
+    {
+        "namespace",
+        "project",
+        "commit_sha",
+        "notebook",
+        "profile",
+        "image",
+        "image_fallback",
+        "lfs",
+        "autosave",
+    }
 )
+# what a launch does with the autosave of its user and commit: put it back, or start clean
+# and delete it
+AUTOSAVE_CHOICES = ("restore", "discard")
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,7 @@ class Launch:
     image: str
     image_fallback: bool
     lfs: bool
+    autosave: str = "restore"
 
     def user_options(self) -> dict[str, Any]:
         """The hub's user_options: flat, no key named user_options or display_name (hub 5.x)."""
@@ -66,6 +80,8 @@ class Launch:
         options.update(
             profile=self.profile, image=self.image, image_fallback=self.image_fallback, lfs=self.lfs
         )
+        if self.autosave != "restore":
+            options["autosave"] = self.autosave
         return options
 
 
@@ -76,6 +92,7 @@ def body_schema(config: Config) -> dict[str, Any]:
     }
     if config["launch"]["lfsOption"]:
         properties["lfs"] = {"type": "boolean"}
+    properties["autosave"] = {"type": "string", "enum": list(AUTOSAVE_CHOICES)}
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
@@ -101,6 +118,7 @@ def make(config: Config, target: Target, choices: dict[str, Any], image: Image) 
         image=image.ref,
         image_fallback=image.fallback,
         lfs=bool(choices.get("lfs", config["launch"]["lfs"])),
+        autosave=choices.get("autosave") or "restore",
     )
 
 
@@ -110,7 +128,9 @@ def from_user_options(config: Config, options: dict[str, Any]) -> Launch:
     if unknown:
         raise BadRequest(f"Unknown launch options {unknown}.", code="invalid_options")
     target = from_options(options)
-    choices: dict[str, Any] = {k: options[k] for k in ("profile", "lfs") if k in options}
+    choices: dict[str, Any] = {
+        k: options[k] for k in ("profile", "lfs", "autosave") if k in options
+    }
     if "lfs" in choices and not config["launch"]["lfsOption"]:
         choices.pop("lfs")
     parse_body(config, choices)

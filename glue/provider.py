@@ -15,6 +15,8 @@ from .target import Target
 
 # GitLab's access levels; a provider answers in these units
 NO_ACCESS, GUEST, PLANNER, REPORTER, DEVELOPER, MAINTAINER, OWNER = 0, 10, 15, 20, 30, 40, 50
+# hub users of the local provider have no email: theirs is marked as not deliverable
+LOCAL_EMAIL_DOMAIN = "users.renku-notebooks.invalid"
 LEVEL_NAMES = {
     GUEST: "Guest",
     PLANNER: "Planner",
@@ -33,6 +35,13 @@ class Caller:
     name: str
     git_token: str | None = field(default=None, repr=False)
     git_user_id: int | None = None
+    #: the name and email the user's commits carry, from their GitLab record when there is one
+    git_name: str | None = None
+    git_email: str | None = None
+
+    def identity(self) -> tuple[str, str]:
+        """`user.name` and `user.email` of the session's git: GitLab's, else the hub user's."""
+        return self.git_name or self.name, self.git_email or f"{self.name}@{LOCAL_EMAIL_DOMAIN}"
 
     @classmethod
     def from_auth_state(cls, name: str, auth_state: dict[str, Any] | None) -> Caller:
@@ -41,12 +50,25 @@ class Caller:
         state = auth_state or {}
         token = state.get("access_token")
         user = state.get("gitlab_user")
-        user_id = user.get("id") if isinstance(user, dict) else None
+        record = user if isinstance(user, dict) else {}
+        user_id = record.get("id")
+        # GitLab's /user answer for its own user: `commit_email` is what they commit as
+        emails = (record.get(k) for k in ("commit_email", "email", "public_email"))
         return cls(
             name,
             token if isinstance(token, str) and token else None,
             user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
+            _text(record.get("name")),
+            next(filter(None, map(_text, emails)), None),
         )
+
+
+def _text(value: Any) -> str | None:
+    """A one-line string for git config, or None."""
+    if not isinstance(value, str):
+        return None
+    value = " ".join(value.split())
+    return value or None
 
 
 class GitProvider(Protocol):

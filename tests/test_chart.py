@@ -8,6 +8,7 @@ chart to also render the whole thing with it.
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import shutil
@@ -264,7 +265,8 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
     validate_all(docs)
     assert Counter(d["kind"] for d in docs) == Counter(
         ["Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "Pod"]
-        + ["NetworkPolicy"] * 3  # the glue's, and egress to it for z2jh's hub and proxy
+        # the glue's, and egress to it for z2jh's hub, proxy and user pods (their git-proxy)
+        + ["NetworkPolicy"] * 4
     )
     assert one(docs, "Pod")["metadata"]["annotations"]["helm.sh/hook"] == "test"
 
@@ -570,6 +572,9 @@ def test_with_z2jh(helm: str, z2jh_chart: Path, override: list[str]) -> None:
         d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-notebooks")
     )
     assert glue_service["metadata"]["name"] == f"{hub['metadata']['name']}-notebooks"
+    # z2jh's culler is off: the hub runs the one configured from `culling` (test_extraconfig)
+    z2jh_values = yaml.safe_load(base64.b64decode(hub_secret["data"]["values.yaml"]))
+    assert z2jh_values["cull"]["enabled"] is False
     assert [n for n, count in Counter(names(docs)).items() if count > 1] == []
 
 
@@ -847,10 +852,12 @@ def test_hub_and_proxy_reach_the_glue_on_purpose(
     assert egress_allowed(docs, hub, gitlab, 443)
     assert egress_allowed(docs, user, gitlab, 443)
     assert egress_allowed(docs, glue, gitlab, 443)
-    assert not egress_allowed(docs, user, glue, 8090)  # users go through the proxy
-    # and the glue admits hub and proxy
+    # the user pods' git-proxy sidecar gets fresh GitLab tokens at the glue's -/git-token
+    assert egress_allowed(docs, user, glue, 8090)
+    # and the glue admits hub, proxy and user pods
     sources = [peer["podSelector"] for peer in glue_policy(docs)["ingress"][0]["from"]]
-    assert any(selects(s, hub) for s in sources) and any(selects(s, proxy) for s in sources)
+    for pod in (hub, proxy, user):
+        assert any(selects(s, pod) for s in sources), pod
 
 
 def test_no_egress_policy_where_z2jh_isolates_nothing(helm: str, chart: Path) -> None:

@@ -131,6 +131,29 @@ def test_extra_config_configures_the_hub(hub_values: Path, tmp_path: Path) -> No
     assert app.config.Authenticator.enable_auth_state is True
     assert app.config.Authenticator.refresh_pre_spawn is True
 
+    # culling from the notebooks config: jupyterhub-idle-culler as a hub service (z2jh's is off)
+    assert chart_values()["jupyterhub"]["cull"]["enabled"] is False
+    assert "jupyterhub-idle-culler" not in services
+    culling = app.config.CommitKubeSpawner.notebooks_config["culling"]
+    command = services["notebooks-culler"]["command"]
+    assert command[1:3] == ["-m", "jupyterhub_idle_culler"]
+    assert set(command[3:]) == {
+        f"--timeout={culling['idleSeconds']}",
+        f"--cull-every={culling['everySeconds']}",
+        "--remove-named-servers",
+    }
+    assert roles["notebooks-culler"] == {
+        "name": "notebooks-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["notebooks-culler"],
+    }
+    # the sidecars' fresh tokens: keys from z2jh's service token, the glue's in-cluster URL
+    assert app.config.CommitKubeSpawner.service_api_token == API_TOKEN
+    assert (
+        app.config.CommitKubeSpawner.git_token_endpoint
+        == "http://hub-notebooks/services/notebooks/-/git-token"
+    )
+
     spawner_config: dict[str, Any] = app.config.CommitKubeSpawner.notebooks_config
     assert spawner_config["spawner"]["kind"] == "kubernetes"
     assert [p["name"] for p in spawner_config["profiles"]] == [
@@ -258,3 +281,33 @@ def test_the_hub_takes_renku_globals_as_the_glue_does(
     configmap = next(d for d in docs if d["kind"] == "ConfigMap")
     glue = yaml.safe_load(configmap["data"]["config.yaml"])["notebooks"]
     assert glue["provider"]["url"] == expected
+
+
+@pytest.mark.parametrize(
+    ("culling", "flags"),
+    [
+        ({"idleSeconds": 0, "maxAgeSeconds": 0}, None),
+        (
+            {"idleSeconds": 0, "maxAgeSeconds": 7200, "everySeconds": 60},
+            {"--timeout=7200", "--max-age=7200", "--cull-every=60", "--remove-named-servers"},
+        ),
+        (
+            {"idleSeconds": 900, "maxAgeSeconds": 86400},
+            {"--timeout=900", "--max-age=86400", "--cull-every=300", "--remove-named-servers"},
+        ),
+    ],
+)
+def test_culling_settings_reach_the_culler(
+    hub_values: Path, tmp_path: Path, culling: dict[str, int], flags: set[str] | None
+) -> None:
+    """idleSeconds 0 never culls for idleness; with no maximum age either there is no culler."""
+    values = yaml.safe_load(hub_values.read_text())
+    values["custom"]["notebooks"]["culling"] = culling
+    hub_values.write_text(yaml.safe_dump(values))
+    app = load_hub(tmp_path, extra_config())
+    services = {s["name"]: s for s in app.services}
+    if flags is None:
+        assert "notebooks-culler" not in services
+        assert "notebooks-culler" not in {r["name"] for r in app.load_roles}
+    else:
+        assert set(services["notebooks-culler"]["command"][3:]) == flags

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,8 +34,13 @@ import glue.local
 from glue import hubconfig, kube
 from glue.config import validate
 from glue.errors import BadRequest
+from glue.gittoken import component_key
+from glue.provider import Caller
 
 TOKEN = "glpat-SECRET-token-0123456789abcdef"
+# what z2jh generates for hub.services.notebooks.apiToken, and the server's own hub token
+SERVICE_TOKEN = "service-SECRET-token-for-notebooks"
+HUB_TOKEN = "hub-SECRET-token-of-the-server"
 KUBE_VERSION = "1.28"
 DEFAULT_IMAGE = "quay.io/jupyter/base-notebook:2025-01-06"
 PROJECT_IMAGE = "registry.example.com/group/project:abc1234"
@@ -137,6 +147,7 @@ def hub_config(root: Path, *, blocker: bool = True, uid: int = 1000, **spawner: 
     c.KubeSpawner.common_labels = {"app.kubernetes.io/managed-by": "kubespawner"}
     c.KubeSpawner.allow_privilege_escalation = False
     c.KubeSpawner.init_containers = [Z2JH_BLOCKER] if blocker else []
+    c.JupyterHub.services = [{"name": "notebooks", "api_token": SERVICE_TOKEN}]
     hubconfig.configure(c, notebooks_config(root, **spawner))
     return c
 
@@ -182,6 +193,7 @@ def make_spawner(
         orm_spawner=SimpleNamespace(name=server, server=None),
     )
     spawner.user_options = options
+    spawner.api_token = HUB_TOKEN  # the hub sets it before start()
     return spawner
 
 
@@ -237,7 +249,11 @@ async def test_pod_for_project_image_with_token(
     assert spawner.default_url == "/lab/tree/notebooks/analysis.ipynb"
 
     # z2jh's metadata blocker stays first, ours is added after it
-    assert [c["name"] for c in spec["initContainers"]] == ["block-cloud-metadata", "git-clone"]
+    assert [c["name"] for c in spec["initContainers"]] == [
+        "block-cloud-metadata",
+        "git-clone",
+        "git-session",
+    ]
     clone = spec["initContainers"][1]
     source = (repos.root / "group" / "project.git").as_uri()
     assert clone["image"] == CLONE_IMAGE
@@ -276,7 +292,7 @@ async def test_pod_for_project_image_with_token(
         "mountPath": "/var/run/secrets/renku-notebooks",
         "readOnly": True,
     }
-    # only the clone step sees the token; the notebook gets the checkout at workDir
+    # only the clone steps and the sidecar see the token; the notebook gets the checkout
     mounts = by_name(notebook["volumeMounts"])
     assert "notebooks-git-token" not in mounts
     assert mounts["notebooks-workspace"] == {
@@ -309,7 +325,12 @@ async def test_default_image_without_token(repos: SimpleNamespace) -> None:
     clone = by_name(spec["initContainers"])["git-clone"]
     assert repos.new in clone["command"]
     assert "NOTEBOOKS_GIT_TOKEN_FILE" not in {e["name"] for e in clone["env"]}
-    assert "notebooks-git-token" not in by_name(spec["volumes"])
+    assert "notebooks-git-token" not in by_name(clone["volumeMounts"])
+    # the Secret holds no GitLab token then, only the component's secrets
+    spawner.api = api = FakeCoreApi()
+    await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-0"}})
+    data = api.secrets[spawner.token_secret_name].string_data
+    assert "token" not in data and set(data) == {"session-secret", "hub-token", "component-key"}
 
 
 async def test_image_from_other_registry_is_refused(repos: SimpleNamespace) -> None:
@@ -344,7 +365,8 @@ async def test_restart_adds_nothing_twice(repos: SimpleNamespace, token_provider
     spawner.user_options = options(repos, profile="small")
     pod = valid(await shaped_pod(spawner))
     init = [c["name"] for c in pod["spec"]["initContainers"]]
-    assert init == ["block-cloud-metadata", "git-clone"]
+    assert init == ["block-cloud-metadata", "git-clone", "git-session"]
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["notebook", "git-proxy"]
     assert [v["name"] for v in pod["spec"]["volumes"]].count("notebooks-workspace") == 1
     assert "nvidia.com/gpu" not in pod["spec"]["containers"][0]["resources"]["limits"]
 
@@ -411,7 +433,11 @@ async def test_token_secret_lifecycle(
     await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-1"}})
     secret = await serialize(api.secrets[name])
     valid(secret)
-    assert secret["stringData"] == {"token": TOKEN}
+    data = secret["stringData"]
+    assert data["token"] == TOKEN and data["hub-token"] == HUB_TOKEN
+    assert data["component-key"] == component_key(SERVICE_TOKEN, "alice", spawner.name)
+    assert len(data["session-secret"]) >= 32
+    assert set(data) == {"token", "hub-token", "component-key", "session-secret"}
     assert secret["metadata"]["ownerReferences"] == [
         {
             "apiVersion": "v1",
@@ -425,6 +451,8 @@ async def test_token_secret_lifecycle(
     assert secret["metadata"]["labels"]["renku.io/commit-sha"] == repos.old
     assert seen == ["pod-uid-1"]
     assert spawner._git_token is None  # the spawner does not keep it
+    assert spawner._session_secret is None
+    assert data["session-secret"] not in json.dumps(spawner.get_state())
 
     async def pod_deleted(self: KubeSpawner, now: bool = False) -> None:
         api.calls.append(("stop", self.pod_name))
@@ -504,7 +532,8 @@ async def test_pod_passes_restricted_with_the_charts_settings(
     """The chart turns z2jh's privileged metadata blocker off; every container is restricted."""
     spawner = make_spawner(repos, options(repos, image=PROJECT_IMAGE), blocker=False)
     pod = valid(await shaped_pod(spawner))
-    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["git-clone"]
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["git-clone", "git-session"]
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["notebook", "git-proxy"]
     assert restricted_violations(pod) == []
     # and the check can fail: z2jh's own default pod does not pass
     blocked = valid(await shaped_pod(make_spawner(repos, options(repos))))
@@ -516,8 +545,10 @@ async def test_root_notebook_gets_a_non_root_clone_step(repos: SimpleNamespace) 
     runAsUser 0, so the clone step runs as the glue image's user instead."""
     spawner = make_spawner(repos, options(repos), blocker=False, uid=0)
     pod = valid(await shaped_pod(spawner))
-    clone = by_name(pod["spec"]["initContainers"])["git-clone"]["securityContext"]
-    assert clone["runAsNonRoot"] is True and clone["runAsUser"] == kube.CLONE_UID
+    spec = pod["spec"]
+    for step in [*spec["initContainers"], spec["containers"][1]]:
+        context = step["securityContext"]
+        assert context["runAsNonRoot"] is True and context["runAsUser"] == kube.CLONE_UID
     notebook = pod["spec"]["containers"][0]["securityContext"]
     assert notebook["runAsUser"] == 0 and "runAsNonRoot" not in notebook
 
@@ -627,3 +658,241 @@ async def test_removing_a_server_deletes_a_pod_left_behind(
     api.pods[spawner.pod_name] = "undeletable"
     with pytest.raises(RuntimeError, match=rf"pod renku/{spawner.pod_name} .* is left behind"):
         await spawner.delete_forever()
+
+
+def mounts_of(container: dict[str, Any]) -> set[str]:
+    return {m["name"] for m in container.get("volumeMounts") or []}
+
+
+async def test_sidecar_holds_the_token_and_autosaves_on_deletion(
+    repos: SimpleNamespace, token_provider: None
+) -> None:
+    """The token Secret is mounted only into the clone steps and the git-proxy sidecar; the
+    sidecar's preStop hook autosaves within the pod's grace period."""
+    spawner = make_spawner(repos, options(repos), blocker=False)
+    pod = valid(await shaped_pod(spawner))
+    spec, secret_name = pod["spec"], spawner.token_secret_name
+    notebook, proxy = spec["containers"]
+    assert proxy["name"] == "git-proxy" and proxy["image"] == CLONE_IMAGE
+
+    mounting = {
+        c["name"]
+        for c in [*spec["initContainers"], *spec["containers"]]
+        if "notebooks-git-token" in mounts_of(c)
+    }
+    assert mounting == {"git-clone", "git-session", "git-proxy"}
+    # nothing of the Secret reaches the notebook: no mount, no variable, no path
+    assert "notebooks-git-token" not in mounts_of(notebook)
+    for var in notebook.get("env") or []:
+        assert secret_name not in json.dumps(var.get("valueFrom") or {}), var
+        assert kube.TOKEN_DIR not in str(var.get("value")), var
+    assert kube.TOKEN_DIR not in json.dumps(notebook)
+    # the sidecar reads the whole workspace volume, for the autosave
+    assert by_name(proxy["volumeMounts"])["notebooks-workspace"]["mountPath"] == "/workspace"
+
+    secrets_dir = "/var/run/secrets/renku-notebooks"
+    project_url = "http://127.0.0.1:7480/group/project.git"
+    command = proxy["command"]
+    flags = dict(zip(command[3::2], command[4::2], strict=True))
+    assert command[:3] == ["python", "-m", "glue.gitproxy"]
+    assert flags == {
+        "--listen": "127.0.0.1:7480",
+        "--project": "group/project",
+        "--secret-file": f"{secrets_dir}/session-secret",
+        "--repo": str(repos.root / "group" / "project.git"),
+        "--token-endpoint": spawner.git_token_endpoint,
+        "--key-file": f"{secrets_dir}/component-key",
+        "--hub-token-file": f"{secrets_dir}/hub-token",
+        "--user": "alice",
+        "--server": spawner.name,
+    }
+    service_url = spawner.notebooks["service"]["url"].rstrip("/")
+    assert spawner.git_token_endpoint == f"{service_url}/services/notebooks/-/git-token"
+
+    branch = f"notebooks/autosave/alice/{repos.old}"
+    assert proxy["lifecycle"]["preStop"]["exec"]["command"] == [
+        "python",
+        "-m",
+        "glue.autosave",
+        "save",
+        "--workspace",
+        "/workspace/repo",
+        "--launched",
+        repos.old,
+        "--remote",
+        project_url,
+        "--branch",
+        branch,
+        "--max-file-bytes",
+        str(10 * 2**20),
+    ]
+    # the autosave pushes through the component, with the component's secret
+    assert {"name": "NOTEBOOKS_GIT_TOKEN_FILE", "value": f"{secrets_dir}/session-secret"} in (
+        proxy["env"]
+    )
+    # autosave.timeoutSeconds (120) plus the margin, on the pod and on the hub's delete
+    assert spec["terminationGracePeriodSeconds"] == 150 == spawner.delete_grace_period
+
+    session = by_name(spec["initContainers"])["git-session"]
+    assert session["command"][:3] == ["python", "-m", "glue.session"]
+    assert project_url in session["command"] and branch in session["command"]
+    for secret in (TOKEN, SERVICE_TOKEN, component_key(SERVICE_TOKEN, "alice", spawner.name)):
+        assert secret not in json.dumps(pod)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PodHere:
+    """A pod's git steps run on this machine: its paths and the sidecar's port mapped here."""
+
+    def __init__(self, root: Path, port: int, secret_data: dict[str, str]):
+        self.root, self.port = root, port
+        self.secrets = root / "secrets"
+        self.secrets.mkdir(parents=True)
+        for key, value in secret_data.items():
+            (self.secrets / key).write_text(value)
+        self.checkout = root / "workspace" / "repo"
+        (root / "home").mkdir()
+        self.paths = {
+            "/workspace": str(root / "workspace"),
+            kube.TOKEN_DIR: str(self.secrets),
+            WORK_DIR: str(self.checkout),  # where the notebook sees the checkout
+            "127.0.0.1:7480": f"127.0.0.1:{port}",
+            kube.REPORT_PATH: str(root / "report"),
+        }
+        self.pattern = re.compile("|".join(map(re.escape, self.paths)))
+
+    def argv(self, command: list[str]) -> list[str]:
+        mapped = [self.pattern.sub(lambda m: self.paths[m.group()], arg) for arg in command]
+        return [sys.executable if arg == "python" else arg for arg in mapped]
+
+    def env(self, container: dict[str, Any]) -> dict[str, str]:
+        env = {e["name"]: self.argv([e["value"]])[0] for e in container.get("env") or []}
+        return {**env, "PATH": os.environ["PATH"], "HOME": str(self.root / "home")}
+
+    def run(self, container: dict[str, Any], command: list[str] | None = None) -> str:
+        result = subprocess.run(
+            self.argv(command or container["command"]),
+            env=self.env(container),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def notebook_git(self, *args: str) -> str:
+        """git as the notebook runs it: its own environment, nothing of the pod's Secret."""
+        env = {"PATH": os.environ["PATH"], "HOME": str(self.root / "home")}
+        env.update(GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0")
+        result = subprocess.run(
+            ["git", *args], cwd=self.checkout, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+
+async def launched_pod(
+    spawner: kube.CommitKubeSpawner, root: Path, port: int
+) -> tuple[dict[str, Any], PodHere]:
+    spawner.api = api = FakeCoreApi()
+    pod = valid(await shaped_pod(spawner))
+    await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid"}})
+    here = PodHere(root, port, api.secrets[spawner.token_secret_name].string_data)
+    init = by_name(pod["spec"]["initContainers"])
+    here.run(init["git-clone"])
+    here.run(init["git-session"])
+    return pod, here
+
+
+async def test_the_pods_git_steps_run_as_written(
+    repos: SimpleNamespace, tmp_path: Path, token_provider: None
+) -> None:
+    """Clone, session step, the notebook's push through the sidecar, the preStop autosave on
+    deletion, and the next pod getting the work back: the pod's own commands, run here."""
+    mine = SimpleNamespace(**vars(repos))
+    mine.root = tmp_path / "repos"
+    shutil.copytree(repos.root, mine.root)
+    bare = mine.root / "group" / "project.git"
+    branch = f"notebooks/autosave/alice/{repos.old}"
+    port = free_port()
+    spawner = make_spawner(mine, options(mine), blocker=False)
+    pod, here = await launched_pod(spawner, tmp_path / "pod1", port)
+    assert json.loads((tmp_path / "pod1" / "report").read_text())["restored_from"] is None
+
+    # git in the session: origin is the sidecar, the user's identity, no token anywhere
+    assert here.notebook_git("remote", "get-url", "origin") == (
+        f"http://127.0.0.1:{port}/group/project.git"
+    )
+    assert here.notebook_git("config", "user.name") == "alice"
+    assert here.notebook_git("config", "user.email") == "alice@users.renku-notebooks.invalid"
+    secret_file = here.checkout / ".git" / "renku-session-secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    for path in here.checkout.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+    proxy = pod["spec"]["containers"][1]
+    sidecar = subprocess.Popen(
+        here.argv(proxy["command"]),
+        env=here.env(proxy),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        (here.checkout / "result.txt").write_text("committed\n")
+        here.notebook_git("add", "result.txt")
+        here.notebook_git("commit", "-q", "-m", "result")
+        here.notebook_git("push", "-q", "origin", "HEAD:refs/heads/e2e-push")
+        head = here.notebook_git("rev-parse", "HEAD")
+        assert git("rev-parse", "refs/heads/e2e-push", cwd=bare) == head
+        author = git("log", "-1", "--format=%an <%ae>", head, cwd=bare)
+        assert author == "alice <alice@users.renku-notebooks.invalid>"
+
+        # uncommitted work, then the pod is deleted: the kubelet runs the preStop hook
+        (here.checkout / "notes.txt").write_text("not committed\n")
+        (here.checkout / "data.txt").write_text("changed\n")
+        saved = json.loads(here.run(proxy, proxy["lifecycle"]["preStop"]["exec"]["command"]))
+        assert saved["pushed"] is True and saved["branch"] == branch
+        assert git("rev-parse", f"refs/heads/{branch}^", cwd=bare) == head
+    finally:
+        sidecar.terminate()
+        sidecar.wait(10)
+
+    # the next launch of the commit gets it all back
+    spawner.clear_state()
+    _, again = await launched_pod(spawner, tmp_path / "pod2", port)
+    report = json.loads((tmp_path / "pod2" / "report").read_text())
+    assert report["restored_from"] == branch
+    assert (again.checkout / "notes.txt").read_text() == "not committed\n"
+    assert (again.checkout / "data.txt").read_text() == "changed\n"
+    assert again.notebook_git("rev-parse", "HEAD") == head
+    assert again.notebook_git("status", "--porcelain") == "M data.txt\n?? notes.txt".strip()
+
+    # a launch asking for a clean start gets the commit and deletes the autosave
+    spawner.clear_state()
+    spawner.user_options = options(mine, autosave="discard")
+    _, clean = await launched_pod(spawner, tmp_path / "pod3", port)
+    assert json.loads((tmp_path / "pod3" / "report").read_text())["discarded"] is True
+    assert clean.notebook_git("rev-parse", "HEAD") == repos.old
+    assert not (clean.checkout / "notes.txt").exists()
+    assert git("branch", "--list", "notebooks/*", cwd=bare) == ""
+
+
+def test_commits_carry_the_gitlab_name_and_email() -> None:
+    """oauthenticator keeps GitLab's /user answer under `gitlab_user`."""
+    record = {"id": 5, "name": "Alice  Example", "email": "a@example.org", "commit_email": ""}
+    caller = Caller.from_auth_state("alice", {"access_token": TOKEN, "gitlab_user": record})
+    assert caller.identity() == ("Alice Example", "a@example.org")
+    record["commit_email"] = "alice@users.noreply.gitlab.example"
+    caller = Caller.from_auth_state("alice", {"access_token": TOKEN, "gitlab_user": record})
+    assert caller.identity() == ("Alice Example", "alice@users.noreply.gitlab.example")
