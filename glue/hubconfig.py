@@ -25,9 +25,10 @@ DEV_SERVICE = "notebooks-dev"
 DEV_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "tokens!user=demo"]
 HUB_TEMPLATES = str(Path(__file__).resolve().parent / "hub_templates")
 SLOW_SPAWN_SECONDS = 0.5
-# read the user and the API (projects, commits, registry); clone over HTTPS. The GitLab
-# application must be registered with each of them (README, GitLab section).
-GITLAB_SCOPES = ["read_user", "read_api", "read_repository"]
+# read the user and the API (projects, commits, registry); clone over HTTPS, and push from
+# sessions (through their git token component). The GitLab application must be registered
+# with each of them (README, GitLab section).
+GITLAB_SCOPES = ["read_user", "read_api", "read_repository", "write_repository"]
 AUTH_REFRESH_SECONDS = 300
 # a GitLab token (valid 2 hours) with less than this left is renewed before a spawn, so the
 # hub-side check and the clone step (at most 10 minutes) never run on a dying token

@@ -55,7 +55,7 @@ NOT_FOUND_PAGE = (
     "The project you were looking for could not be found or you don't have permission to view it."
 )
 # an application registered as the README says; tests register others to see refusals
-DEFAULT_APP_SCOPES = "read_user read_api read_repository"
+DEFAULT_APP_SCOPES = "read_user read_api read_repository write_repository"
 # which token scopes allow what (lib/api/api.rb, lib/gitlab/auth.rb's abilities per scope)
 API_READ_SCOPES = frozenset({"api", "read_api"})
 USER_READ_SCOPES = API_READ_SCOPES | {"read_user"}

@@ -25,6 +25,3 @@ c.JupyterHub.log_level = "INFO"  # noqa: F821
 if os.environ.get("NOTEBOOKS_TEST_AUTH_REFRESH_AGE"):
     # refresh GitLab tokens within a test's time instead of every 5 minutes
     c.Authenticator.auth_refresh_age = int(os.environ["NOTEBOOKS_TEST_AUTH_REFRESH_AGE"])  # noqa: F821
-if os.environ.get("NOTEBOOKS_TEST_GITLAB_SCOPES"):
-    # the scopes a test's logins ask for (e.g. with write_repository, for pushes)
-    c.GitLabOAuthenticator.scope = os.environ["NOTEBOOKS_TEST_GITLAB_SCOPES"].split()  # noqa: F821

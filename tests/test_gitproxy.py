@@ -31,7 +31,7 @@ from tests.hubtools import (
 )
 from tests.test_gitlab_flow import gitlab_token, login
 
-SCOPES = " ".join([*GITLAB_SCOPES, "write_repository"])
+SCOPES = " ".join(GITLAB_SCOPES)
 
 
 @dataclass
@@ -161,7 +161,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "GITLAB_CLIENT_ID": "hub-client",
             "GITLAB_CLIENT_SECRET": "hub-secret-value",
             "NOTEBOOKS_TEST_AUTH_REFRESH_AGE": "1",
-            "NOTEBOOKS_TEST_GITLAB_SCOPES": SCOPES,
         }
         hub = RunningHub(tmp_path_factory.mktemp("gitproxy-hub"), config, extra_env=env)
         standin.add_oauth_app(
@@ -234,7 +233,8 @@ def test_push_through_the_component_needs_write_repository(world, component):
     bare = world["root"] / "renku/demo.git"
     assert git(bare, "rev-parse", "from-session") == git(work, "rev-parse", "HEAD")
     token = standin.tokens[gitlab_token(world["hub"], "dev")]
-    token.scope = " ".join(GITLAB_SCOPES)  # a login from before write_repository was asked
+    # a login from before write_repository was asked
+    token.scope = " ".join(s for s in GITLAB_SCOPES if s != "write_repository")
     try:
         refused = commit_and_push(component, work, "without-scope")
     finally:
