@@ -71,7 +71,11 @@ def build(config: Config, settings: HubSettings) -> web.Application:
     access = Access(
         provider, config["provider"]["minAccessLevel"], config["provider"]["cacheSeconds"]
     )
-    render = Renderer(prefix=settings.prefix, base_url=settings.base_url)
+    render = Renderer(
+        prefix=settings.prefix,
+        base_url=settings.base_url,
+        cull_warning_seconds=config["culling"]["warningSeconds"],
+    )
     auth = Auth(
         hub,
         service=config["service"]["name"],

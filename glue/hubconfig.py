@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -84,6 +85,22 @@ def culler_service(config: Config) -> tuple[dict[str, Any], dict[str, Any]] | No
         command.append(f"--max-age={max_age}")
     role = {"name": name, "scopes": list(CULLER_SCOPES), "services": [name]}
     return {"name": name, "command": command}, role
+
+
+def register_culler(c: Any, config: Config) -> None:
+    """Run `culler_service` under the hub, when culling is on (both ways to run)."""
+    culler = culler_service(config)
+    if culler is not None:
+        service, role = culler
+        c.JupyterHub.services = [*c.JupyterHub.get("services", []), service]
+        c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []), role]
+
+
+def git_token_endpoint(c: Any, config: Config) -> str:
+    """The glue's `-/git-token` URL, where sessions' components get fresh GitLab tokens."""
+    glue = config["service"]["url"].rstrip("/")
+    base = "/".join(filter(None, ["", c.JupyterHub.get("base_url", "/").strip("/")]))
+    return f"{glue}{base}/services/{config['service']['name']}/-/git-token"
 
 
 def user_role(config: Config) -> dict[str, Any]:
@@ -213,6 +230,7 @@ def _configure_local(c: Any, config: Config) -> None:
     if problem:
         raise SystemExit(f"The local spawner runs every server in a sandbox, but {problem}.")
     c.LocalCommitSpawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    register_culler(c, config)
 
 
 def proxy_command() -> str:
@@ -286,9 +304,19 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
         _dev_service(c, env["NOTEBOOKS_DEV_TOKEN"])
     name = config["service"]["name"]
     command = [sys.executable, "-m", "glue", "--config", config_path]
+    # the glue's token for this run, known to the spawner too: sessions' component keys
+    # derive from it (glue.gittoken), so the glue can tell which server asks for a token
+    token = secrets.token_hex(32)
     c.JupyterHub.services = [
-        {**s, "command": command} if s["name"] == name else s for s in c.JupyterHub.services
+        {**s, "command": command, "api_token": token} if s["name"] == name else s
+        for s in c.JupyterHub.services
     ]
+    c.LocalCommitSpawner.service_api_token = token
+    c.LocalCommitSpawner.git_token_endpoint = git_token_endpoint(c, config)
+    sessions = state / "sessions"  # the components' files: the hub's user's only
+    sessions.mkdir(mode=0o700, exist_ok=True)
+    sessions.chmod(0o700)
+    c.LocalCommitSpawner.sessions_root = str(sessions)
 
 
 def _dev_service(c: Any, token: str) -> None:

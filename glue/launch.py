@@ -20,6 +20,9 @@ from .target import Target, from_options
 
 log = logging.getLogger(__name__)
 
+# written by the spawner into the hub's user_options after a start: where the workspace's
+# unsaved work came from (the server model's `restored_from`)
+RESTORED_FROM = "restored_from"
 USER_OPTIONS = frozenset(
     {
         "namespace",
@@ -123,8 +126,9 @@ def make(config: Config, target: Target, choices: dict[str, Any], image: Image) 
 
 
 def from_user_options(config: Config, options: dict[str, Any]) -> Launch:
-    """Rebuild a launch on the hub side, refusing anything the glue would not have sent."""
-    unknown = sorted(set(options) - USER_OPTIONS)
+    """Rebuild a launch on the hub side, refusing anything the glue would not have sent
+    (besides what the spawner itself added to the hub's copy, `restored_from`)."""
+    unknown = sorted(set(options) - USER_OPTIONS - {RESTORED_FROM})
     if unknown:
         raise BadRequest(f"Unknown launch options {unknown}.", code="invalid_options")
     target = from_options(options)

@@ -29,15 +29,10 @@ def open_url(model: dict[str, Any], notebook: str) -> str:
 
 def ago(timestamp: str | None, now: datetime | None = None) -> str:
     """`3 minutes ago` for a hub timestamp (ISO 8601, UTC); '' when there is none."""
-    if not timestamp:
-        return ""
-    try:
-        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
+    then = _parse(timestamp) if timestamp else None
+    if then is None:
         return ""
     now = now or datetime.now(UTC)
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
     seconds = int((now - then).total_seconds())
     if seconds < 10:
         return "just now"
@@ -48,8 +43,35 @@ def ago(timestamp: str | None, now: datetime | None = None) -> str:
     return "just now"
 
 
+def _parse(timestamp: str) -> datetime | None:
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return then if then.tzinfo else then.replace(tzinfo=UTC)
+
+
+def cull_notice(
+    cull_at: str | None, warning_seconds: int, now: datetime | None = None
+) -> tuple[str, bool] | None:
+    """What a page says about the culler's stop at `cull_at`, and whether it is a warning
+    (within `culling.warningSeconds`); None when the server is never culled."""
+    at = _parse(cull_at) if cull_at else None
+    if at is None:
+        return None
+    left = int((at - (now or datetime.now(UTC))).total_seconds())
+    when = f"{at:%Y-%m-%d %H:%M} UTC"
+    if left <= 0:
+        return f"Idle: it is being stopped (its work is autosaved first), due {when}.", True
+    minutes = max(1, round(left / 60))
+    text = f"Stops at {when} (in {minutes} minute{'' if minutes == 1 else 's'}) if it stays idle."
+    if left <= warning_seconds:
+        return f"{text} Use it to keep it running; its work is autosaved when it stops.", True
+    return text, False
+
+
 class Renderer:
-    def __init__(self, *, prefix: str, base_url: str):
+    def __init__(self, *, prefix: str, base_url: str, cull_warning_seconds: int = 0):
         self.prefix = prefix
         self.env = Environment(
             loader=PackageLoader("glue", "templates"),
@@ -59,6 +81,7 @@ class Renderer:
         )
         self.env.globals.update(prefix=prefix, base_url=base_url, open_url=open_url)
         self.env.filters["ago"] = ago
+        self.env.filters["cull_notice"] = lambda at: cull_notice(at, cull_warning_seconds)
 
     @staticmethod
     def json(data: Any, status: int = 200) -> web.Response:

@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -54,8 +54,22 @@ def status_of(server: dict[str, Any]) -> str:
     return "failed"
 
 
-def server_model(server: dict[str, Any]) -> ServerModel | None:
-    """Our server model for a hub server model, or None if the glue did not launch it."""
+def cull_at(last_activity: str | None, idle_seconds: int) -> str | None:
+    """When the culler stops a server that stays idle: its last activity plus `idleSeconds`;
+    None when culling for idleness is off or the hub knows no activity yet."""
+    if not idle_seconds or not last_activity:
+        return None
+    try:
+        last = datetime.fromisoformat(last_activity.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    at = last.astimezone(UTC) + timedelta(seconds=idle_seconds)
+    return at.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def server_model(server: dict[str, Any], idle_seconds: int = 0) -> ServerModel | None:
+    """Our server model for a hub server model, or None if the glue did not launch it;
+    `idle_seconds` is `culling.idleSeconds` (0: never culled)."""
     options = server.get("user_options") or {}
     if not all(isinstance(options.get(k), str) for k in ("namespace", "project", "commit_sha")):
         return None
@@ -72,6 +86,9 @@ def server_model(server: dict[str, Any]) -> ServerModel | None:
         "profile": options.get("profile"),
         "image": options.get("image"),
         "image_fallback": options.get("image_fallback"),
+        # set by the spawner when the start restored the autosave branch of this user and commit
+        "restored_from": options.get(launch.RESTORED_FROM),
+        "cull_at": cull_at(server.get("last_activity"), idle_seconds),
     }
 
 
@@ -112,7 +129,8 @@ class Servers:
         """The user's servers and the caller the provider needs, from one hub read."""
         model = await self.hub.user(user)
         servers = (model.get("servers") or {}).values()
-        found = [m for m in map(server_model, servers) if m is not None]
+        idle = self.config["culling"]["idleSeconds"]
+        found = [m for s in servers if (m := server_model(s, idle)) is not None]
         found.sort(key=lambda m: m["started"] or "", reverse=True)
         auth_state = model.get("auth_state") if self.provider.needs_token else None
         return UserView(user, Caller.from_auth_state(user, auth_state), found)
@@ -236,7 +254,7 @@ class Servers:
             "last_activity": now,
             "user_options": request.user_options(),
         }
-        model = server_model(hub_server)
+        model = server_model(hub_server, self.config["culling"]["idleSeconds"])
         assert model is not None  # our own user_options always name the commit
         return model
 

@@ -26,14 +26,15 @@ from urllib.parse import quote, urlparse
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from jupyterhub.utils import maybe_future, random_port
 from tornado import web
-from traitlets import Dict, default
+from traitlets import Dict, Unicode, default
 from traitlets.config import Configurable
 
-from . import clone
+from . import autosave, clone, localsession
 from .access import Access
 from .config import Config, Profile
 from .errors import GlueError
-from .launch import Launch, from_user_options
+from .launch import RESTORED_FROM, Launch, from_user_options
+from .localsession import SessionGit
 from .provider import Caller, make_provider
 from .sandbox import Sandbox, send_signal, uid_for
 
@@ -189,6 +190,19 @@ class CommitSpawnerMixin(Configurable):
         self.mem_limit = self.mem_guarantee = memory_bytes(profile["memory"])
         return profile
 
+    def autosave_branch(self, launch: Launch) -> str:
+        prefix = self.notebooks["autosave"]["branchPrefix"]
+        return autosave.branch(prefix, self.user.name, launch.target.commit_sha)
+
+    def record_restored(self, branch: str | None) -> None:
+        """Keep where the workspace came from in the hub's user_options, which the glue's
+        server model reads (`restored_from`)."""
+        options = {k: v for k, v in self.user_options.items() if k != RESTORED_FROM}
+        if branch:
+            options[RESTORED_FROM] = branch
+        self.orm_spawner.user_options = options
+        self.db.commit()
+
     @staticmethod
     def lab_url(launch: Launch) -> str:
         notebook = launch.target.notebook
@@ -230,20 +244,10 @@ async def run_clone(checked: Checked, dest: Path, *, sandbox: Sandbox | None = N
         env = {**env, **step_env}
         if sandbox:
             env, argv = _sandboxed_clone(sandbox, checked.source, Path(secrets_dir), env, argv)
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
         try:
-            _, stderr = await asyncio.wait_for(process.communicate(), CLONE_TIMEOUT)
-        except TimeoutError:
-            process.kill()
-            raise RuntimeError(f"Cloning took longer than {CLONE_TIMEOUT} s.") from None
-    if process.returncode:
-        message = stderr.decode(errors="replace").strip().removeprefix("clone: ")
-        raise RuntimeError(message or "The clone step failed.")
+            await localsession.run_step(argv, env, CLONE_TIMEOUT, "Cloning")
+        except localsession.StepFailed as e:
+            raise RuntimeError(str(e).removeprefix("clone: ")) from None
 
 
 def _sandboxed_clone(
@@ -270,9 +274,28 @@ def _sandboxed_clone(
 
 class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     """The embedded default: the commit is cloned into a workspace, and the server runs there,
-    both in the user's sandbox (glue.sandbox)."""
+    both in the user's sandbox (glue.sandbox); its git goes through a token component beside
+    the sandbox, and its work is autosaved before every stop (glue.localsession)."""
 
     port: int  # LocalProcessSpawner's trait (jupyterhub ships no types)
+    api_token: str
+    service_api_token = Unicode(
+        "", help="The notebooks service's hub API token: the component keys derive from it."
+    ).tag(config=True)
+    git_token_endpoint = Unicode(
+        "", help="The glue's `-/git-token` URL, where a session's component gets fresh tokens."
+    ).tag(config=True)
+    sessions_root = Unicode(
+        help="A directory of the hub's state, closed to sandboxes: the components' files."
+    ).tag(config=True)
+
+    git_port = 0  # the component's port while a session runs (0: none)
+    component_pid = 0
+    _component: Popen[bytes] | None = None
+
+    @default("sessions_root")
+    def _private_tmp(self) -> str:
+        return tempfile.mkdtemp(prefix="renku-sessions-")
 
     def workspace(self) -> Path:
         root = Path(self.notebooks["spawner"]["workspaceRoot"])
@@ -288,15 +311,34 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             name=f"{self.user.id}-{self.name or 'default'}",
         )
 
+    def session_git(self, project: str = "", source: str = "") -> SessionGit:
+        private = Path(self.sessions_root) / f"{self.user.id}-{self.name or 'default'}"
+        return SessionGit(private, project, source, self.user.name, self.name)
+
     async def start(self) -> tuple[str, int]:
         started = time.monotonic()
         checked = await self.prepare_launch()
         launch, target = checked.launch, checked.launch.target
         sandbox = self.sandbox()
         sandbox.prepare()
-        self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
-        await run_clone(checked, sandbox.workspace, sandbox=sandbox)
-        self.emit(60, f"Cloned in {time.monotonic() - started:.1f} s; starting the notebook server")
+        git = self.session_git(target.full_path, checked.source)
+        kept = git.kept
+        if kept:
+            self.log.warning("%s: its last autosave failed; reusing its workspace", self._log_name)
+            self.emit(20, "Reopening the workspace whose autosave failed, as it was")
+        else:
+            self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
+            await run_clone(checked, sandbox.workspace, sandbox=sandbox)
+        try:
+            answer = await self.start_session_git(checked, sandbox, git, restore=not kept)
+        except Exception:
+            await self.stop_session_git()
+            raise
+        self.record_restored(answer.get("restored_from"))
+        done = f"Ready in {time.monotonic() - started:.1f} s"
+        if answer.get("restored_from"):
+            done += f"; unsaved work restored from {answer['restored_from']}"
+        self.emit(60, f"{done}; starting the notebook server")
         self.notebook_dir = str(sandbox.workspace)
         self.default_url = self.lab_url(launch)
         if self.port == 0:
@@ -311,6 +353,94 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         self.pid = self.proc.pid
         return ("127.0.0.1", self.port)
 
+    async def start_session_git(
+        self, checked: Checked, sandbox: Sandbox, git: SessionGit, *, restore: bool
+    ) -> dict[str, Any]:
+        """Start the component, then restore or discard the autosave through it and point
+        the checkout at it (the session step, in the sandbox)."""
+        launch = checked.launch
+        settings = git.prepare(
+            git_token=checked.caller.git_token,
+            hub_token=self.api_token or "",
+            service_api_token=self.service_api_token,
+            token_endpoint=self.git_token_endpoint,
+        )
+        self.git_port = random_port()
+        self._component = localsession.start_component(settings, self.git_port)
+        self.component_pid = self._component.pid
+        await localsession.wait_listening(self.git_port, self._component)
+        if restore:
+            what = "Starting clean" if launch.autosave == "discard" else "Restoring unsaved work"
+            self.emit(40, f"{what} ({self.autosave_branch(launch)})")
+        try:
+            return await localsession.session_step(
+                sandbox,
+                git.secret(),
+                port=self.git_port,
+                project=launch.target.full_path,
+                identity=checked.caller.identity(),
+                branch=self.autosave_branch(launch),
+                launched=launch.target.commit_sha,
+                discard=launch.autosave == "discard",
+                restore=restore,
+            )
+        except localsession.StepFailed as e:
+            raise RuntimeError(str(e).removeprefix("session: ")) from None
+
+    async def stop_session_git(self) -> None:
+        await localsession.stop_component(self._component, self.component_pid)
+        self._component, self.component_pid, self.git_port = None, 0, 0
+        self.session_git().forget_secrets()
+
+    async def autosave(self) -> None:
+        """Push the workspace's unsaved work through the component before the server stops;
+        when that fails, say so loudly and keep the workspace (see delete_forever)."""
+        if not self.git_port:
+            return
+        git = self.session_git()
+        config = self.notebooks["autosave"]
+        try:
+            launch = from_user_options(self.notebooks, self.user_options)
+            answer = await localsession.save(
+                self.sandbox(),
+                git.secret(),
+                port=self.git_port,
+                project=launch.target.full_path,
+                branch=self.autosave_branch(launch),
+                launched=launch.target.commit_sha,
+                max_file_bytes=config["maxFileBytes"],
+                seconds=config["timeoutSeconds"],
+            )
+        except (localsession.StepFailed, GlueError, OSError, ValueError) as e:
+            reason = getattr(e, "message", None) or str(e)
+            self.log.error(
+                "AUTOSAVE FAILED for %s: %s. Its workspace %s is kept as it is.",
+                self._log_name,
+                reason,
+                self.workspace(),
+            )
+            git.mark_kept(reason)
+            return
+        git.unmark_kept()
+        if answer.get("saved"):
+            self.log.info("%s: autosaved to %s", self._log_name, answer.get("branch"))
+
+    def get_state(self) -> dict[str, Any]:
+        """The component's port and process survive a hub restart: the stop still autosaves."""
+        state: dict[str, Any] = super().get_state()
+        if self.git_port:
+            state.update(git_port=self.git_port, component_pid=self.component_pid)
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.git_port = int(state.get("git_port", 0))
+        self.component_pid = int(state.get("component_pid", 0))
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.git_port, self.component_pid = 0, 0
+
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
         """The sandbox sets HOME; nothing of the hub's own paths goes in."""
         env.update(USER=self.user.name, SHELL="/bin/bash")
@@ -320,9 +450,21 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         return send_signal(self.pid, sig)
 
     async def stop(self, now: bool = False) -> None:
+        await self.autosave()
         await super().stop(now)
+        await self.stop_session_git()
         self.sandbox().release()
 
     def delete_forever(self) -> None:
-        """The hub removes the server: its workspace goes with it."""
+        """The hub removes the server: its workspace goes with it, unless its autosave failed
+        (then the work is only there: the next launch of this server reopens it)."""
+        git = self.session_git()
+        if git.kept:
+            self.log.error(
+                "Keeping the workspace %s of removed %s: its autosave failed.",
+                self.workspace(),
+                self._log_name,
+            )
+            return
         shutil.rmtree(self.workspace(), ignore_errors=True)
+        git.remove()
