@@ -1,0 +1,230 @@
+"""Sessions that keep the user's work, in the embedded default: a real hub, real sandboxed
+servers, real git, the GitLab stand-in (and the local provider for the culler).
+
+From inside a server's kernel the user commits and pushes through the session's git token
+component; stopping a server autosaves its unsaved work to `notebooks/autosave/<user>/<sha>`,
+and the next launch of that commit puts it back (or starts clean and deletes the branch).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from glue.hubconfig import GITLAB_SCOPES
+from tests.gitlab_standin import GitLabStandIn, StandInThread
+from tests.hubtools import Client, RunningHub, assert_hidden, git, make_repo, wait_until
+from tests.test_gitlab_flow import gitlab_token, login
+from tests.test_sandbox import run_in_kernel
+
+PROJECT = "renku/demo"
+PREFIX = "notebooks/autosave"
+# bytes no text encoding round-trips, and a modified tracked file
+BLOB = bytes(range(256)) * 3
+NOTES = "first line\n\u00e9t\u00e9 \u2713\nno newline at the end"
+
+# in the kernel: every environment variable and every readable file of the session
+PROBE = """
+import json, os
+seen = {"environ": dict(os.environ), "files": {}}
+for top in (os.getcwd(), os.path.expanduser("~"), "/tmp"):
+    for root, dirs, files in os.walk(top):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                with open(path, "rb") as f:
+                    seen["files"][path] = f.read(1_000_000).decode("latin-1")
+            except OSError:
+                pass
+print(json.dumps(seen))
+"""
+
+
+def branch_of(sha: str, user: str = "dev") -> str:
+    return f"{PREFIX}/{user}/{sha}"
+
+
+def remote_branches(bare: Path) -> dict[str, str]:
+    out = git(bare, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads")
+    return dict(line.split(" ", 1) for line in out.splitlines() if line)
+
+
+def stop(client: Client, path: str) -> None:
+    response = client.delete(path)
+    assert response.status_code in (202, 204), response.text
+    wait_until(lambda: client.get(path).status_code == 404, 120, f"{path} removed")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("autosave-repos")
+    shas = make_repo(root, PROJECT)
+    standin = GitLabStandIn()
+    standin.add_user("dev")
+    standin.add_project(PROJECT, repo=root / f"{PROJECT}.git", members={"dev": 30})
+    with StandInThread(standin):
+        config = {
+            "images": {"default": "registry.example.org/renku/default:1"},
+            "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
+            "provider": {"kind": "gitlab", "url": standin.url, "timeoutSeconds": 5},
+            "launch": {"startTimeoutSeconds": 90, "stopTimeoutSeconds": 120},
+            "culling": {"idleSeconds": 0},
+        }
+        env = {"GITLAB_CLIENT_ID": "hub-client", "GITLAB_CLIENT_SECRET": "hub-secret-value"}
+        hub = RunningHub(tmp_path_factory.mktemp("autosave-hub"), config, extra_env=env)
+        standin.add_oauth_app(
+            "hub-client",
+            "hub-secret-value",
+            f"{hub.url}/hub/oauth_callback",
+            scopes=" ".join(GITLAB_SCOPES),
+        )
+        hub.start()
+        try:
+            world = {"hub": hub, "gitlab": standin, "shas": shas, "bare": root / f"{PROJECT}.git"}
+            world["dev"] = login(world, "dev")
+            yield world
+        finally:
+            hub.stop()
+
+
+def launch(world: dict[str, Any], sha: str, **body: Any) -> dict[str, Any]:
+    dev: Client = world["dev"]
+    response = dev.post(f"{PROJECT}/{sha}", json=body)
+    assert response.status_code in (201, 202), response.text
+    return dev.wait_running(f"{PROJECT}/{sha}", timeout=120)
+
+
+def kernel(world: dict[str, Any], server: dict[str, Any], code: str) -> str:
+    return run_in_kernel(world["hub"], world["dev"], server, code)
+
+
+def test_a_session_commits_as_the_user_and_pushes_without_holding_the_token(world):
+    hub, shas, bare = world["hub"], world["shas"], world["bare"]
+    server = launch(world, shas[2])
+    assert server["restored_from"] is None and server["cull_at"] is None
+    out = kernel(
+        world,
+        server,
+        "import subprocess\n"
+        "open('pushed.txt', 'w').write('from the session\\n')\n"
+        "run = lambda *a: subprocess.run(['git', *a], capture_output=True, text=True)\n"
+        "run('add', 'pushed.txt')\n"
+        "c = run('commit', '-q', '-m', 'from the session')\n"
+        "p = run('push', 'origin', 'HEAD:refs/heads/x')\n"
+        "print(c.returncode, p.returncode, run('remote', 'get-url', 'origin').stdout.strip())\n"
+        "print(p.stderr)",
+    )
+    first, _, rest = out.partition("\n")
+    committed, pushed, origin = first.split()
+    assert (committed, pushed) == ("0", "0"), rest
+    assert origin.startswith("http://127.0.0.1:") and origin.endswith(f"/{PROJECT}.git")
+    author = git(bare, "log", "-1", "--format=%an <%ae>", "x")
+    assert author == "Dev <dev@example.test>"  # the GitLab user's name and email
+    assert git(bare, "show", "x:pushed.txt") == "from the session"
+    assert git(bare, "rev-parse", "x^") == shas[2]
+    # the GitLab token is in no variable and no readable file of the session
+    seen = kernel(world, server, PROBE)
+    assert json.loads(seen)["files"], "the probe read no file"
+    assert_hidden(gitlab_token(hub, "dev"), seen, "the session's environment and files")
+    assert_hidden(gitlab_token(hub, "dev"), " ".join(_component_args(hub)), "process arguments")
+    stop(world["dev"], f"{PROJECT}/{shas[2]}")
+    # its pushed commit was the only unsaved work: the autosave holds it, nothing more
+    saved = branch_of(shas[2])
+    assert git(bare, "rev-parse", saved) == git(bare, "rev-parse", "x")
+
+
+def _component_args(hub: RunningHub) -> list[str]:
+    """The command lines of all processes (the component's among them)."""
+    import psutil
+
+    return [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
+
+
+def test_stop_autosaves_exactly_the_unsaved_work_and_the_next_launch_restores_it(world):
+    hub, shas, bare, dev = world["hub"], world["shas"], world["bare"], world["dev"]
+    sha, path = shas[0], f"{PROJECT}/{shas[0]}"
+    server = launch(world, sha)
+    kernel(
+        world,
+        server,
+        f"open('data.bin', 'wb').write({BLOB!r})\n"
+        f"open('README.md', 'w').write({NOTES!r})\n",
+    )
+    assert branch_of(sha) not in remote_branches(bare)
+    stop(dev, path)
+    branch = branch_of(sha)
+    assert branch in remote_branches(bare), hub.log()[-3000:]
+    changed = git(bare, "diff", "--name-status", sha, branch).splitlines()
+    assert sorted(changed) == ["A\tdata.bin", "M\tREADME.md"]
+    assert "Renku-Autosave: uncommitted" in git(bare, "log", "-1", "--format=%B", branch)
+
+    server = launch(world, sha)
+    assert server["restored_from"] == branch
+    workspace = hub.workspaces / "dev" / server["name"]
+    assert (workspace / "data.bin").read_bytes() == BLOB
+    assert (workspace / "README.md").read_bytes() == NOTES.encode()
+    # uncommitted again, as they were
+    status = kernel(world, server, "import subprocess\nprint(subprocess.run("
+                    "['git', 'status', '--porcelain'], capture_output=True, text=True).stdout)")
+    assert sorted(status.split("\n")[:-2]) == [" M README.md", "?? data.bin"]
+    page = dev.get(path, headers={"Accept": "text/html"}).text
+    assert branch in page and 'id="restored"' in page
+
+    # starting clean: the branch goes, the workspace is the commit as it is
+    stop(dev, path)
+    assert branch in remote_branches(bare)
+    server = launch(world, sha, autosave="discard")
+    assert server["restored_from"] is None
+    assert branch not in remote_branches(bare)
+    workspace = hub.workspaces / "dev" / server["name"]
+    assert not (workspace / "data.bin").exists()
+    assert (workspace / "README.md").read_text() == "version 1\n"
+    stop(dev, path)
+    # a clean workspace writes no branch
+    assert branch not in remote_branches(bare)
+
+
+# --- the culler, with the local provider (the component serves the bare repository) ---------
+
+
+@pytest.fixture(scope="module")
+def culled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("cull-repos")
+    shas = make_repo(root, PROJECT, versions=1)
+    config = {
+        "images": {"default": "registry.example.org/renku/default:1"},
+        "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
+        "provider": {"kind": "local", "root": str(root)},
+        "launch": {"startTimeoutSeconds": 90},
+        "culling": {"idleSeconds": 20, "everySeconds": 10, "warningSeconds": 3600},
+    }
+    hub = RunningHub(tmp_path_factory.mktemp("cull-hub"), config)
+    try:
+        yield {"hub": hub.start(), "shas": shas, "bare": root / f"{PROJECT}.git"}
+    finally:
+        hub.stop()
+
+
+def test_the_culler_autosaves_and_removes_an_idle_server(culled):
+    hub, sha, bare = culled["hub"], culled["shas"][0], culled["bare"]
+    client = Client(hub, "carol")
+    path = f"{PROJECT}/{sha}"
+    assert client.post(path).status_code in (201, 202)
+    server = client.wait_running(path, timeout=120)
+    assert server["cull_at"] is not None
+    page = client.get(path, headers={"Accept": "text/html"}).text
+    assert 'id="cull"' in page and "cull-warning" in page  # within warningSeconds
+    listing = client.get("", headers={"Accept": "text/html"}).text
+    assert "if it stays idle" in listing
+    assert run_in_kernel(hub, client, server, "open('idle.txt', 'w').write('kept\\n')") == ""
+    began = time.monotonic()
+    wait_until(lambda: client.get(path).status_code == 404, 120, "the culler removed it")
+    assert time.monotonic() - began >= 5
+    branch = branch_of(sha, "carol")
+    assert git(bare, "show", f"{branch}:idle.txt") == "kept"
+    assert "culler" in hub.log()
