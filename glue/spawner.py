@@ -195,13 +195,12 @@ class CommitSpawnerMixin(Configurable):
         return autosave.branch(prefix, self.user.name, launch.target.commit_sha)
 
     def record_restored(self, branch: str | None) -> None:
-        """Keep where the workspace came from in the hub's user_options, which the glue's
-        server model reads (`restored_from`)."""
+        """Keep where the workspace came from in the user_options the hub shows and stores
+        (committed with the start), which the glue's server model reads (`restored_from`)."""
         options = {k: v for k, v in self.user_options.items() if k != RESTORED_FROM}
         if branch:
             options[RESTORED_FROM] = branch
-        self.orm_spawner.user_options = options
-        self.db.commit()
+        self.user_options = self.orm_spawner.user_options = options
 
     @staticmethod
     def lab_url(launch: Launch) -> str:

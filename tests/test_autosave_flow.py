@@ -11,12 +11,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from glue.hubconfig import GITLAB_SCOPES
+from glue.render import Renderer
+from glue.servers import cull_at, server_model
+from glue.target import parse
 from tests.gitlab_standin import GitLabStandIn, StandInThread
 from tests.hubtools import Client, RunningHub, assert_hidden, git, make_repo, wait_until
 from tests.test_gitlab_flow import gitlab_token, login
@@ -72,7 +76,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "images": {"default": "registry.example.org/renku/default:1"},
             "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
             "provider": {"kind": "gitlab", "url": standin.url, "timeoutSeconds": 5},
-            "launch": {"startTimeoutSeconds": 90, "stopTimeoutSeconds": 120},
+            "launch": {"startTimeoutSeconds": 240, "stopTimeoutSeconds": 120},
             "culling": {"idleSeconds": 0},
         }
         env = {"GITLAB_CLIENT_ID": "hub-client", "GITLAB_CLIENT_SECRET": "hub-secret-value"}
@@ -96,7 +100,7 @@ def launch(world: dict[str, Any], sha: str, **body: Any) -> dict[str, Any]:
     dev: Client = world["dev"]
     response = dev.post(f"{PROJECT}/{sha}", json=body)
     assert response.status_code in (201, 202), response.text
-    return dev.wait_running(f"{PROJECT}/{sha}", timeout=120)
+    return dev.wait_running(f"{PROJECT}/{sha}", timeout=250)
 
 
 def kernel(world: dict[str, Any], server: dict[str, Any], code: str) -> str:
@@ -152,8 +156,7 @@ def test_stop_autosaves_exactly_the_unsaved_work_and_the_next_launch_restores_it
     kernel(
         world,
         server,
-        f"open('data.bin', 'wb').write({BLOB!r})\n"
-        f"open('README.md', 'w').write({NOTES!r})\n",
+        f"open('data.bin', 'wb').write({BLOB!r})\nopen('README.md', 'w').write({NOTES!r})\n",
     )
     assert branch_of(sha) not in remote_branches(bare)
     stop(dev, path)
@@ -169,11 +172,13 @@ def test_stop_autosaves_exactly_the_unsaved_work_and_the_next_launch_restores_it
     assert (workspace / "data.bin").read_bytes() == BLOB
     assert (workspace / "README.md").read_bytes() == NOTES.encode()
     # uncommitted again, as they were
-    status = kernel(world, server, "import subprocess\nprint(subprocess.run("
-                    "['git', 'status', '--porcelain'], capture_output=True, text=True).stdout)")
+    status = kernel(
+        world,
+        server,
+        "import subprocess\nprint(subprocess.run("
+        "['git', 'status', '--porcelain'], capture_output=True, text=True).stdout)",
+    )
     assert sorted(status.split("\n")[:-2]) == [" M README.md", "?? data.bin"]
-    page = dev.get(path, headers={"Accept": "text/html"}).text
-    assert branch in page and 'id="restored"' in page
 
     # starting clean: the branch goes, the workspace is the commit as it is
     stop(dev, path)
@@ -200,7 +205,7 @@ def culled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "images": {"default": "registry.example.org/renku/default:1"},
         "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
         "provider": {"kind": "local", "root": str(root)},
-        "launch": {"startTimeoutSeconds": 90},
+        "launch": {"startTimeoutSeconds": 240},
         "culling": {"idleSeconds": 20, "everySeconds": 10, "warningSeconds": 3600},
     }
     hub = RunningHub(tmp_path_factory.mktemp("cull-hub"), config)
@@ -215,12 +220,10 @@ def test_the_culler_autosaves_and_removes_an_idle_server(culled):
     client = Client(hub, "carol")
     path = f"{PROJECT}/{sha}"
     assert client.post(path).status_code in (201, 202)
-    server = client.wait_running(path, timeout=120)
+    server = client.wait_running(path, timeout=250)
     assert server["cull_at"] is not None
-    page = client.get(path, headers={"Accept": "text/html"}).text
-    assert 'id="cull"' in page and "cull-warning" in page  # within warningSeconds
     listing = client.get("", headers={"Accept": "text/html"}).text
-    assert "if it stays idle" in listing
+    assert "if it stays idle" in listing and 'cull-warning"' in listing  # within warningSeconds
     assert run_in_kernel(hub, client, server, "open('idle.txt', 'w').write('kept\\n')") == ""
     began = time.monotonic()
     wait_until(lambda: client.get(path).status_code == 404, 120, "the culler removed it")
@@ -228,3 +231,70 @@ def test_the_culler_autosaves_and_removes_an_idle_server(culled):
     branch = branch_of(sha, "carol")
     assert git(bare, "show", f"{branch}:idle.txt") == "kept"
     assert "culler" in hub.log()
+
+
+# --- the pages, rendered from server models -------------------------------------------------
+
+
+def model(**fields: Any) -> dict[str, Any]:
+    base = {
+        "name": "demo-abc",
+        "namespace": "renku",
+        "project": "demo",
+        "commit_sha": "a" * 40,
+        "notebook": "",
+        "status": "starting",
+        "url": "/user/dev/demo-abc/",
+        "started": None,
+        "last_activity": None,
+        "profile": "small",
+        "image": None,
+        "image_fallback": None,
+        "restored_from": None,
+        "cull_at": None,
+    }
+    return {**base, **fields}
+
+
+def at(seconds: float) -> str:
+    when = datetime.now(UTC) + timedelta(seconds=seconds)
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def test_the_pages_say_where_work_was_restored_from_and_when_an_idle_server_stops():
+    render = Renderer(prefix="/services/notebooks/", base_url="/", cull_warning_seconds=600)
+    target = parse(f"renku/demo/{'a' * 40}")
+    page = render.env.get_template("status.html").render(
+        target=target,
+        static_url=lambda name: name,
+        server=model(restored_from="notebooks/autosave/dev/" + "a" * 40, cull_at=at(3000)),
+    )
+    assert "notebooks/autosave/dev/" + "a" * 40 in page and 'id="restored"' in page
+    assert 'id="cull"' in page and "if it stays idle" in page and 'cull-warning"' not in page
+    soon = render.env.get_template("list.html").render(
+        servers=[model(status="running", cull_at=at(300))]
+    )
+    assert 'cull-warning"' in soon and "in 5 minutes" in soon
+    never = render.env.get_template("list.html").render(servers=[model(status="running")])
+    assert "if it stays idle" not in never
+
+
+def test_cull_at_is_the_last_activity_plus_the_idle_time_and_null_when_culling_is_off():
+    assert cull_at("2026-01-01T10:00:00.123456Z", 3600) == "2026-01-01T11:00:00Z"
+    assert cull_at("2026-01-01T10:00:00Z", 0) is None
+    assert cull_at(None, 3600) is None
+    hub_model = {
+        "name": "x",
+        "user_options": {
+            "namespace": "a",
+            "project": "b",
+            "commit_sha": "c" * 40,
+            "restored_from": "notebooks/autosave/u/" + "c" * 40,
+        },
+        "last_activity": "2026-01-01T10:00:00Z",
+        "ready": True,
+    }
+    served = server_model(hub_model, 60)
+    assert served is not None
+    assert served["restored_from"] == "notebooks/autosave/u/" + "c" * 40
+    assert served["cull_at"] == "2026-01-01T10:01:00Z"
