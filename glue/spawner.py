@@ -75,6 +75,12 @@ class CommitSpawnerMixin(Configurable):
     notebooks_config = Dict(help="The validated notebooks config (set by glue.hubconfig).").tag(
         config=True
     )
+    service_api_token = Unicode(
+        "", help="The notebooks service's hub API token: the component keys derive from it."
+    ).tag(config=True)
+    git_token_endpoint = Unicode(
+        "", help="The glue's `-/git-token` URL, where a session's component gets fresh tokens."
+    ).tag(config=True)
 
     _events: list[dict[str, Any]]
     # set when the launch steps are done and the base spawner starts; progress() then
@@ -278,12 +284,6 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
 
     port: int  # LocalProcessSpawner's trait (jupyterhub ships no types)
     api_token: str
-    service_api_token = Unicode(
-        "", help="The notebooks service's hub API token: the component keys derive from it."
-    ).tag(config=True)
-    git_token_endpoint = Unicode(
-        "", help="The glue's `-/git-token` URL, where a session's component gets fresh tokens."
-    ).tag(config=True)
     sessions_root = Unicode(
         help="A directory of the hub's state, closed to sandboxes: the components' files."
     ).tag(config=True)

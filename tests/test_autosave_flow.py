@@ -298,3 +298,46 @@ def test_cull_at_is_the_last_activity_plus_the_idle_time_and_null_when_culling_i
     assert served is not None
     assert served["restored_from"] == "notebooks/autosave/u/" + "c" * 40
     assert served["cull_at"] == "2026-01-01T10:01:00Z"
+
+
+def test_the_embedded_hub_runs_the_culler_and_gives_the_spawner_the_glues_token(
+    tmp_path, monkeypatch
+):
+    from traitlets.config import Config
+
+    from glue.config import load
+    from glue.gittoken import component_key
+    from glue.hubconfig import configure, embedded
+
+    path = tmp_path / "notebooks.yaml"
+    notebooks = {
+        "images": {"default": "registry.example.org/renku/default:1"},
+        "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
+        "provider": {"kind": "local", "root": str(tmp_path)},
+        "service": {"url": "http://127.0.0.1:10101"},
+        "spawner": {"kind": "local", "workspaceRoot": str(tmp_path / "ws")},
+        "culling": {"idleSeconds": 600, "everySeconds": 60},
+    }
+    path.write_text(json.dumps(notebooks))
+    monkeypatch.setenv("NOTEBOOKS_STATE", str(tmp_path / "state"))
+    c = Config()
+    configure(c, load(str(path)))
+    embedded(c, load(str(path)), str(path))
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert services["notebooks-culler"]["command"][1:3] == ["-m", "jupyterhub_idle_culler"]
+    assert "--timeout=600" in services["notebooks-culler"]["command"]
+    assert "notebooks-culler" in {r["name"] for r in c.JupyterHub.load_roles}
+    token = services["notebooks"]["api_token"]
+    spawner = c.LocalCommitSpawner
+    assert len(token) >= 32 and spawner.service_api_token == token
+    assert component_key(token, "u", "s") != component_key("other", "u", "s")
+    assert spawner.git_token_endpoint == "http://127.0.0.1:10101/services/notebooks/-/git-token"
+    sessions = Path(spawner.sessions_root)
+    assert sessions == tmp_path / "state" / "sessions"
+    assert sessions.stat().st_mode & 0o777 == 0o700
+    # culling off: no culler
+    notebooks["culling"] = {"idleSeconds": 0}
+    path.write_text(json.dumps(notebooks))
+    c = Config()
+    configure(c, load(str(path)))
+    assert "notebooks-culler" not in {s["name"] for s in c.JupyterHub.services}
