@@ -194,6 +194,30 @@ def test_stop_autosaves_exactly_the_unsaved_work_and_the_next_launch_restores_it
     assert branch not in remote_branches(bare)
 
 
+def test_a_failed_autosave_keeps_the_workspace_and_the_next_launch_reopens_it(world):
+    hub, shas, bare, dev = world["hub"], world["shas"], world["bare"], world["dev"]
+    sha, path = shas[1], f"{PROJECT}/{shas[1]}"
+    server = launch(world, sha)
+    kernel(world, server, "open('only-here.txt', 'w').write('precious\\n')")
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho refused by the test >&2\nexit 1\n")
+    hook.chmod(0o755)
+    try:
+        stop(dev, path)
+    finally:
+        hook.unlink()
+    assert branch_of(sha) not in remote_branches(bare)
+    assert "AUTOSAVE FAILED" in hub.log()
+    workspace = hub.workspaces / "dev" / server["name"]
+    assert (workspace / "only-here.txt").read_text() == "precious\n"  # removal kept it
+    server = launch(world, sha)
+    assert server["restored_from"] is None
+    assert (workspace / "only-here.txt").read_text() == "precious\n"  # reopened as it was
+    stop(dev, path)  # now it saves
+    assert git(bare, "show", f"{branch_of(sha)}:only-here.txt") == "precious"
+    assert not workspace.exists()
+
+
 # --- the culler, with the local provider (the component serves the bare repository) ---------
 
 
