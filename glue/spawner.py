@@ -293,8 +293,10 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     _component: Popen[bytes] | None = None
 
     @default("sessions_root")
-    def _private_tmp(self) -> str:
-        return tempfile.mkdtemp(prefix="renku-sessions-")
+    def _beside_the_hub_db(self) -> str:
+        """Next to the hub's own state files (its working directory), as the hub keeps them;
+        the embedded default sets `<NOTEBOOKS_STATE>/sessions`."""
+        return os.path.abspath("renku-sessions")
 
     def workspace(self) -> Path:
         root = Path(self.notebooks["spawner"]["workspaceRoot"])
