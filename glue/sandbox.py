@@ -201,9 +201,13 @@ class Sandbox:
         """A minimal environment: the locale and PATH of `base`, plus `extra`."""
         return {**{k: base[k] for k in KEEP_ENV if k in base}, **extra}
 
-    def command(self, argv: Sequence[str], *, readable: Iterable[Path] = ()) -> list[str]:
+    def command(
+        self, argv: Sequence[str], *, readable: Iterable[Path] = (), outlive_hub: bool = False
+    ) -> list[str]:
         """The command line that runs `argv` in the sandbox, in the workspace; `readable`
-        paths are added read-only (a repository to clone, a token file)."""
+        paths are added read-only (a repository to clone, a token file). A server may
+        `outlive_hub` (a restarted hub finds it again by its pid); a clone step dies with
+        the hub."""
         problem = available()
         if problem:
             raise SandboxUnavailable(problem)
@@ -219,7 +223,9 @@ class Sandbox:
             args += ["--ro-bind", str(path), str(path)]
         args += ["--bind", str(self.workspace), str(self.workspace)]
         args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-        args += ["--hostname", "notebook", "--die-with-parent", "--new-session"]
+        args += ["--hostname", "notebook", "--new-session"]
+        if not outlive_hub:
+            args += ["--die-with-parent"]
         args += ["--chdir", str(self.workspace), "--setenv", "HOME", HOME]
         args += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--"]
         if root:
@@ -238,14 +244,18 @@ def _children(pid: int) -> list[int]:
 def send_signal(pid: int, sig: int) -> bool:
     """Signal the sandbox started as `pid`; True while it runs.
 
-    bubblewrap itself dies of SIGINT and SIGTERM (taking the sandbox with it),
-    so those go to the command it runs, which may then stop in order; the
-    sandbox ends when the command does. SIGKILL ends bubblewrap and all inside.
+    bubblewrap itself dies of SIGINT and SIGTERM, so those go to the command it
+    runs, which may then stop in order; the sandbox ends when the command does.
+    SIGKILL ends the sandbox's init (and with it all inside) and bubblewrap.
     """
+    inits = _children(pid)  # bwrap -> its init (pid 1 inside) -> the command
+    if sig == signal.SIGKILL:
+        for init in inits:  # the end of a PID namespace's init ends everything in it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init, sig)
     target = pid
     if sig in (signal.SIGINT, signal.SIGTERM):
-        # bwrap -> its init (pid 1 inside) -> the command
-        commands = [c for init in _children(pid) for c in _children(init)]
+        commands = [c for init in inits for c in _children(init)]
         target = commands[0] if commands else pid
     try:
         os.kill(target, sig)

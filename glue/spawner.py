@@ -246,7 +246,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         self.default_url = self.lab_url(launch)
         if self.port == 0:
             self.port = random_port()
-        command = sandbox.command([*self.cmd, *self.get_args()])
+        command = sandbox.command([*self.cmd, *self.get_args()], outlive_hub=True)
         self.log.info("Spawning %s", shlex.join(command))
         # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
         self.proc = Popen(  # noqa: ASYNC220
