@@ -20,10 +20,12 @@ server keeps that user's id: users are then apart by mounts only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +93,13 @@ def limits_unavailable() -> str | None:
     return None
 
 
+def _has_processes(group: Path) -> bool:
+    try:
+        return bool((group / "cgroup.procs").read_text().strip())
+    except OSError:
+        return False
+
+
 def uid_for(hub_user_id: int) -> int:
     """The user id a hub user's processes run as: stable while the hub database lasts."""
     return UID_BASE + hub_user_id if os.geteuid() == 0 else os.getuid()
@@ -132,16 +141,22 @@ class Sandbox:
     uid: int
     workspace: Path
     readable: tuple[Path, ...] = field(default=())
-    # profile limits, and the cgroup name they are kept under (one per server)
+    # the profile's limits
     memory: int | None = None
     cpus: float | None = None
-    name: str = ""
+
+    @property
+    def cgroup_name(self) -> str:
+        """One per workspace, so two hubs on one machine (same user ids, same server
+        names) never share a cgroup."""
+        digest = hashlib.sha256(str(self.workspace).encode()).hexdigest()[:12]
+        return f"{self.uid}-{self.workspace.name}-{digest}"
 
     def _cgroups(self) -> dict[str, Path]:
-        if not self.name or limits_unavailable():
+        if not (self.memory or self.cpus) or limits_unavailable():
             return {}
         return {
-            controller: own / CGROUP_GROUP / self.name
+            controller: own / CGROUP_GROUP / self.cgroup_name
             for controller in ("memory", "cpu")
             if (own := _own_cgroup(controller))
         }
@@ -174,9 +189,13 @@ class Sandbox:
 
         return enter
 
-    def release(self) -> None:
-        """Remove the server's cgroups once nothing runs in them."""
+    def release(self, wait: float = 5) -> None:
+        """Remove the server's cgroups once nothing runs in them (the last processes of a
+        stopped sandbox may take a moment to go)."""
         for group in self._cgroups().values():
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _has_processes(group):
+                time.sleep(0.1)
             with contextlib.suppress(OSError):
                 group.rmdir()
 

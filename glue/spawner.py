@@ -223,7 +223,6 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             workspace=self.workspace(),
             memory=self.mem_limit,
             cpus=self.cpu_limit,
-            name=f"{self.user.id}-{self.name or 'default'}",
         )
 
     async def start(self):  # type: ignore[override]
@@ -265,7 +264,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
 
     async def stop(self, now: bool = False) -> None:  # type: ignore[override]
         await super().stop(now)
-        self.sandbox().release()
+        await asyncio.to_thread(self.sandbox().release)
 
     def delete_forever(self) -> None:
         """The hub removes the server: its workspace goes with it."""
