@@ -285,7 +285,6 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             workspace=self.workspace(),
             memory=self.mem_limit,
             cpus=self.cpu_limit,
-            name=f"{self.user.id}-{self.name or 'default'}",
         )
 
     async def start(self) -> tuple[str, int]:
@@ -301,7 +300,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         self.default_url = self.lab_url(launch)
         if self.port == 0:
             self.port = random_port()
-        command = sandbox.command([*self.cmd, *self.get_args()])
+        command = sandbox.command([*self.cmd, *self.get_args()], outlive_hub=True)
         self.log.info("Spawning %s", shlex.join(command))
         self.hand_over()
         # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
@@ -321,7 +320,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
 
     async def stop(self, now: bool = False) -> None:
         await super().stop(now)
-        self.sandbox().release()
+        await asyncio.to_thread(self.sandbox().release)
 
     def delete_forever(self) -> None:
         """The hub removes the server: its workspace goes with it."""
