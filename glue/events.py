@@ -8,6 +8,8 @@ is an event on a 200 stream:
     event: ready      {"progress": 100, "message": "...", "url": "/user/.../lab/tree/..."}
     event: failed     {"error": "<code>", "message": "<a sentence for people>"}
     event: reload     {"status": "..."}   (the server changed state: render the page again)
+    event: image      {"status": "present|none", "message": "..."}   (`?wait=image`: the
+                      commit's image was being built and the wait is over: launch now)
 
 and `: keepalive` comments keep proxies from closing a quiet stream. Only the
 plain `message` of a hub event is relayed, never its `html_message`.
@@ -24,10 +26,11 @@ from typing import Any
 
 from aiohttp import web
 
+from . import launch
 from .accesslog import OUTCOME
 from .errors import GlueError
 from .render import open_url
-from .servers import ServerModel, Servers
+from .servers import ServerModel, Servers, UserView
 from .target import Target
 
 log = logging.getLogger(__name__)
@@ -149,7 +152,7 @@ async def _pump(
         try:
             async for item in events:
                 await queue.put(item)
-                if item[0] in ("ready", "failed", "reload"):
+                if item[0] in ("ready", "failed", "reload", "image"):
                     return
         except GlueError as e:
             await queue.put(failed(e.code, e.message))
@@ -188,10 +191,58 @@ async def serve(
     keepalive: float = KEEPALIVE_SECONDS,
 ) -> web.StreamResponse:
     """Answer an authorized events request: follow the launch until it ends."""
+    return await _serve(request, follow(servers, user, target, model), keepalive)
+
+
+async def wait_for_image(
+    servers: Servers, view: UserView, target: Target, poll: float
+) -> AsyncIterator[Event]:
+    """While GitLab CI builds the commit's image: a progress event whenever the pipeline's
+    status changes, then `image` once it exists (or will not come), `failed` if the build
+    failed. The page launches on `image`: the decision stays with the POST."""
+    said = ""
+    while True:
+        status, pipeline = await servers.image_status(view, target)
+        if status == launch.BUILDING:
+            message = f"GitLab CI is building the image for this commit (pipeline {pipeline})."
+            if message != said:
+                yield "progress", {"progress": 0, "message": message}
+                said = message
+            await asyncio.sleep(poll)
+            continue
+        if status == launch.FAILED:
+            yield failed(
+                "image_build_failed",
+                "GitLab CI failed to build the image for this commit. Fix the build, or "
+                "launch with the default image instead.",
+            )
+            return
+        ready = status == launch.PRESENT
+        message = "The image is ready." if ready else "The pipeline ended without an image."
+        yield "image", {"status": status, "message": message}
+        return
+
+
+async def serve_image_wait(
+    request: web.Request,
+    servers: Servers,
+    view: UserView,
+    target: Target,
+    poll: float,
+    *,
+    keepalive: float = KEEPALIVE_SECONDS,
+) -> web.StreamResponse:
+    """Answer an authorized events request for a commit whose image is being built."""
+    return await _serve(request, wait_for_image(servers, view, target, poll), keepalive)
+
+
+async def _serve(
+    request: web.Request, events: AsyncIterator[Event], keepalive: float
+) -> web.StreamResponse:
     stream = EventStream(request)
     try:
         await stream.open()
-        last = await _pump(stream, follow(servers, user, target, model), keepalive)
+        last = await _pump(stream, events, keepalive)
         if last and last[0] == "failed":
             request[OUTCOME] = str(last[1]["error"])  # a 200 stream, but the launch failed
     except ConnectionResetError:

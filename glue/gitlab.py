@@ -27,7 +27,7 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .provider import Caller
-from .target import Target
+from .target import Ref, Target
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,87 @@ class GitLabProvider:
             )
 
 
-def _project_path(target: Target) -> str:
+    # ---- refs, files and pipelines (links by ref, checks before a launch, image status) ----
+
+    async def resolve_ref(self, caller: Caller, ref: Ref) -> str | None:
+        """GitLab's commits API takes a branch, a tag or a short sha; '' asks the project
+        for its default branch first. None: no such ref, or a project hidden from the caller."""
+        name = ref.ref
+        if not name:
+            status, project = await self._get(caller, _project_path(ref))
+            if status == 404:
+                return None
+            self._expect_ok(status, f"reading project {ref.full_path}")
+            name = (project or {}).get("default_branch") or ""
+            if not name:
+                return None  # an empty repository
+        path = f"{_project_path(ref)}/repository/commits/{quote(name, safe='')}"
+        status, commit = await self._get(caller, path)
+        if status in (403, 404):
+            return None
+        self._expect_ok(status, f"resolving {name} in {ref.full_path}")
+        sha = commit.get("id") if isinstance(commit, dict) else None
+        return sha if isinstance(sha, str) else None
+
+    async def file_exists(self, caller: Caller, target: Target) -> bool:
+        """`HEAD /projects/:id/repository/files/:path?ref=<sha>`: 200 or 404, no content."""
+        if not target.notebook:
+            return True
+        path = (
+            f"{_project_path(target)}/repository/files/{quote(target.notebook, safe='')}"
+            f"?ref={target.commit_sha}"
+        )
+        status = await self._head(caller, path)
+        if status == 404:
+            return False
+        self._expect_ok(status, f"looking for {target.notebook} in {target.full_path}")
+        return True
+
+    async def pipeline_status(self, caller: Caller, target: Target) -> str | None:
+        """The newest pipeline for the sha (GitLab lists them newest first); None when there
+        is none or the caller may not read pipelines (CI disabled, not a member)."""
+        path = (
+            f"{_project_path(target)}/pipelines?sha={target.commit_sha}"
+            "&order_by=id&sort=desc&per_page=1"
+        )
+        status, pipelines = await self._get(caller, path)
+        if status in (403, 404):
+            return None
+        self._expect_ok(status, f"listing the pipelines of {target.full_path}")
+        if not isinstance(pipelines, list) or not pipelines:
+            return None
+        newest = pipelines[0].get("status") if isinstance(pipelines[0], dict) else None
+        return newest if isinstance(newest, str) else None
+
+    async def _head(self, caller: Caller, path: str) -> int:
+        """HEAD an API path as the caller: only its status; outages and 401 raise as `_get`'s."""
+        if not caller.git_token:
+            raise Unauthorized(
+                "No GitLab login is stored for you; log in again.", code="gitlab_token_expired"
+            )
+        url = URL(f"{self.api}/{path}", encoded=True)
+        headers = {"Authorization": f"Bearer {caller.git_token}"}
+        started = time.monotonic()
+        try:
+            async with self._client().head(url, headers=headers, allow_redirects=False) as resp:
+                status = resp.status
+        except TimeoutError:
+            raise self._failed(started, "timeout", UpstreamTimeout(
+                f"GitLab did not answer within {self.timeout:g} seconds; try again shortly.",
+                code="gitlab_timeout",
+            )) from None
+        except (aiohttp.ClientError, OSError):
+            raise self._failed(started, "unavailable", UpstreamUnavailable(
+                f"GitLab at {self.url} cannot be reached; try again shortly.",
+                code="gitlab_unavailable",
+            )) from None
+        error = "server_error" if status >= 500 else "rate_limited" if status == 429 else None
+        metrics.observe_upstream("gitlab", "HEAD", time.monotonic() - started, error)
+        self._checked(status)
+        return status
+
+
+def _project_path(target: Target | Ref) -> str:
     return f"projects/{quote(target.full_path, safe='')}"
 
 

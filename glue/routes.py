@@ -94,6 +94,12 @@ class Routes:
     async def identify(self, request: web.Request) -> Identity:
         identity = await self.auth.identify(request)
         if identity is None:
+            if request.headers.get("Authorization", "").strip():
+                raise Unauthorized(
+                    "JupyterHub does not accept this token: it is wrong, expired or revoked, "
+                    "or not a user's token. Create a new token in the hub's Token page.",
+                    code="invalid_token",
+                )
             if wants_html(request) and request.method == "GET":
                 raise LoginRequired
             raise Unauthorized(
@@ -173,7 +179,10 @@ class Routes:
         return self.render.json({"servers": servers})
 
     async def show(self, request: web.Request) -> web.Response:
-        done = await self.authorize(request, target.parse(self.tail(request)))
+        tail = self.tail(request)
+        if not target.has_sha(tail) and len(tail.strip("/").split("/")) >= 3:
+            return await self.resolve_link(request, tail)
+        done = await self.authorize(request, target.parse(tail))
         wanted, model = done.target, done.view.find(done.target)
         if not wants_html(request):
             if model is None:
@@ -183,18 +192,41 @@ class Routes:
             return self.render.json(model)
         if model and model["status"] == "running":
             raise web.HTTPFound(open_url(model, wanted.notebook))
-        failure = None
+        failure, image, pipeline = None, None, None
         if model and model["status"] == "failed":
             failure = events.failure_sentence(await self.servers.failure(done.view.name, wanted))
+        if model is None:  # what a launch would refuse is said now, not after the click
+            candidate, pipeline = await self.servers.preflight(done.view, wanted)
+            image = launch.image_status(candidate, pipeline)
         return self.render.page(
             "status.html",
             target=wanted,
             server=model,
             failure=failure,
+            image_status=image,
+            pipeline=pipeline,
+            when_building=self.config["images"]["whenBuilding"],
             events_url=self.render.prefix + EVENTS + quote(target_path(wanted)),
             profiles=self.config["profiles"],
             default_profile=default_profile(self.config)["name"],
             **self.page_context(done.identity),
+        )
+
+    async def resolve_link(self, request: web.Request, tail: str) -> web.Response:
+        """A link by ref (branch, tag, short sha): a redirect to the pinned launch URL, the
+        notebook and query kept. Never cached: the ref moves, the pinned URL does not."""
+        identity = await self.identify(request)
+        view = await self.servers.view(identity.name)
+        pinned = await self.servers.resolve(view, tail)
+        location = self.render.prefix + quote(target_path(pinned))
+        if request.query_string:
+            location += "?" + request.query_string
+        body = {"commit_sha": pinned.commit_sha, "url": location}
+        raise web.HTTPFound(
+            location,
+            text=json.dumps(body),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
         )
 
     async def event_stream(self, request: web.Request) -> web.StreamResponse:
@@ -210,10 +242,17 @@ class Routes:
         except GlueError as e:
             return await events.refuse(request, e)
         model = done.view.find(done.target)
+        if model is None and request.query.get("wait") == "image":
+            return await events.serve_image_wait(
+                request, self.servers, done.view, done.target,
+                float(self.config["images"]["buildPollSeconds"]),
+            )
         return await events.serve(request, self.servers, done.view.name, done.target, model)
 
     async def post(self, request: web.Request) -> web.Response:
-        wanted = target.parse(self.tail(request))
+        tail = self.tail(request)
+        target.require_sha(tail)
+        wanted = target.parse(tail)
         body, form_token = await read_body(request)
         if body.pop("_method", None) == "DELETE":
             return await self.delete(request, form_token, wanted)
@@ -231,7 +270,10 @@ class Routes:
         wanted: target.Target | None = None,
     ) -> web.Response:
         """Stop the caller's server; a form's POST with `_method=DELETE` comes here parsed."""
-        wanted = wanted or target.parse(self.tail(request))
+        if wanted is None:
+            tail = self.tail(request)
+            target.require_sha(tail)
+            wanted = target.parse(tail)
         done = await self.authorize(request, wanted, form_token)
         status, model = await self.servers.stop(done.view, wanted)
         if request.content_type in FORM_TYPES:

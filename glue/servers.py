@@ -26,10 +26,10 @@ from urllib.parse import quote
 from . import launch, metrics
 from .access import Access
 from .config import Config
-from .errors import Conflict, GlueError, NotFound
+from .errors import BadRequest, Conflict, GlueError, NotFound
 from .hub import Hub
 from .provider import Caller, GitProvider
-from .target import Target
+from .target import DOTDOT_REMOVED, Target, looks_like_file, ref_candidates
 
 ServerModel = dict[str, Any]
 STOP_POLL_SECONDS = 0.25
@@ -71,6 +71,7 @@ def server_model(server: dict[str, Any]) -> ServerModel | None:
         "profile": options.get("profile"),
         "image": options.get("image"),
         "image_fallback": options.get("image_fallback"),
+        "image_status": options.get("image_status"),
     }
 
 
@@ -152,6 +153,80 @@ class Servers:
                 return model
             await asyncio.sleep(STOP_POLL_SECONDS)
 
+    async def resolve(self, view: UserView, tail: str) -> Target:
+        """The pinned target of a link by ref: the first reading of the path (shortest
+        namespace first) whose ref the provider resolves in a project the caller may see."""
+        refs = ref_candidates(tail)
+        if not refs:
+            raise BadRequest(
+                "Expected <namespace>/<project>/<branch, tag or commit sha>[/<notebook path>].",
+                code="invalid_path",
+            )
+        for ref in refs:
+            sha = await self.provider.resolve_ref(view.caller, ref)
+            if sha is None:
+                continue
+            pinned = ref.at(sha)
+            try:
+                await self.access.check(view.caller, pinned)
+            except NotFound:
+                continue  # a project hidden from the caller looks like one without the ref
+            return pinned
+        # nothing resolved: explain it for the first reading whose project the caller sees
+        for ref in refs:
+            if await self.access.level(view.caller, ref, fresh=False) is None:  # type: ignore[arg-type]
+                continue
+            if looks_like_file(ref.ref):
+                raise BadRequest(DOTDOT_REMOVED, code="invalid_notebook")
+            hint = ""
+            if looks_like_file(ref.notebook.rsplit("/", 1)[-1]):
+                hint = (
+                    " If the link had '..' after its commit, the '..' removed the commit: a "
+                    "notebook path must stay inside the repository."
+                )
+            raise NotFound(
+                f"{ref.full_path} has no branch, tag or commit named {ref.ref!r}. Check the "
+                f"link, or use the full commit sha.{hint}",
+                code="ref_not_found",
+            )
+        raise NotFound(
+            f"No project you can see has a branch, tag or commit named {refs[0].ref!r} at "
+            "this address. Check the link.",
+            code="ref_not_found",
+        )
+
+    async def preflight(self, view: UserView, target: Target) -> tuple[str | None, str | None]:
+        """Everything a launch checks before the hub hears of it: access (fresh), the commit,
+        the notebook at that commit, and the commit's image and pipeline. The questions go
+        out at once (one GitLab round trip of time); the answers are judged in that order,
+        so an access refusal wins and nobody learns about projects they cannot see.
+        Returns the image candidate and the newest pipeline's status."""
+        checked, exists, candidate, pipeline = await asyncio.gather(
+            self.access.check_launch(view.caller, target),
+            self.provider.file_exists(view.caller, target),
+            self.provider.commit_image(view.caller, target),
+            self.provider.pipeline_status(view.caller, target),
+            return_exceptions=True,
+        )
+        for answer in (checked, exists, candidate, pipeline):
+            if isinstance(answer, BaseException):
+                raise answer
+        if not exists:
+            raise NotFound(
+                f"There is no file {target.notebook} at commit {target.commit_sha[:7]} of "
+                f"{target.full_path}. Check the notebook path in the link.",
+                code="notebook_not_found",
+            )
+        return candidate, pipeline  # type: ignore[return-value]
+
+    async def image_status(self, view: UserView, target: Target) -> tuple[str, str | None]:
+        """The commit's image status now, and its newest pipeline's status (for waiting)."""
+        candidate, pipeline = await asyncio.gather(
+            self.provider.commit_image(view.caller, target),
+            self.provider.pipeline_status(view.caller, target),
+        )
+        return launch.image_status(candidate, pipeline), pipeline
+
     # --- acting ---------------------------------------------------------------------
 
     async def launch(
@@ -177,20 +252,9 @@ class Servers:
                 raise Conflict(
                     "This server is stopping; launch it again in a moment.", code="server_stopping"
                 )
-            # the fresh access check, the commit and the commit's image do not depend on
-            # each other: one GitLab round trip of time instead of three
-            checked, candidate = await asyncio.gather(
-                self.access.check_launch(view.caller, target),
-                self.provider.commit_image(view.caller, target),
-                return_exceptions=True,
-            )
-            if isinstance(checked, BaseException):
-                raise checked  # access before anything else: it decides what may be told
-            if isinstance(candidate, BaseException):
-                raise candidate
-            request = launch.make(
-                self.config, target, choices, launch.choose_image(self.config, candidate)
-            )
+            candidate, pipeline = await self.preflight(view, target)
+            image = launch.decide_image(self.config, target, candidate, pipeline, choices)
+            request = launch.make(self.config, target, choices, image)
             status = await self.hub.start(view.name, target.server_name, request.user_options())
             if status is None:  # another replica started it a moment ago: read what it did
                 model = await self.get(view.name, target)

@@ -272,11 +272,11 @@ def test_launch_follow_open_list_stop(hub, repos, visitor):
 
 
 def test_failures_say_what_went_wrong(hub, repos, visitor, browser):
-    # a well-formed commit the project does not have: the launch is refused with a 404 page
+    # a well-formed commit the project does not have: the page says so at once (404), with
+    # no launch form that would fail after the click
     missing = unknown_sha()
     page = visitor.login(f"demo/hello/{missing}")
-    expect(page.locator("#status")).to_have_text("not running")
-    page.get_by_role("button", name="Launch").click()
+    assert page.locator("#launch-form").count() == 0
     expect(page.locator("h1")).to_have_text("Not found")
     expect(page.locator("#error-message")).to_have_text(
         f"Commit {missing} was not found in demo/hello."
@@ -425,3 +425,38 @@ def test_ages_read_as_people_say_them():
     ]:
         assert ago((now - delta).isoformat().replace("+00:00", "Z"), now) == text
     assert ago(None, now) == "" and ago("yesterday", now) == ""
+
+
+# --- links by ref survive the login ----------------------------------------------------
+
+
+def test_a_logged_out_branch_link_ends_in_lab_at_the_pinned_commit(hub, repos, visitor):
+    shas = repos["shas"]["demo/hello"]
+    page = visitor.page
+    page.goto(visitor.glue_url("demo/hello/main/notebooks/analysis.ipynb"))
+    # not logged in: the hub's login form, which then sends us back along the same link
+    page.fill("#username_input", visitor.user)
+    page.fill("#password_input", "any password")
+    page.click("#login_submit")
+    pinned = f"demo/hello/{shas[-1]}/notebooks/analysis.ipynb"
+    visitor.wait_for(pinned)
+    expect(page.locator(f"code[title='{shas[-1]}']")).to_have_text(shas[-1][:7])
+    expect(page.locator("#notebook")).to_have_text("notebooks/analysis.ipynb")
+    shoot(page, "ref-link-pinned")
+    page.get_by_role("button", name="Launch").click()
+    page.wait_for_url(LAB_NOTEBOOK, timeout=LAB_TIMEOUT_MS)
+    (server,) = visitor.hub.hub_servers(visitor.user).values()
+    assert server["user_options"]["commit_sha"] == shas[-1]
+    notebook_tab = page.locator(".lm-TabBar-tabLabel", has_text="analysis.ipynb")
+    expect(notebook_tab.first).to_be_visible(timeout=LAB_TIMEOUT_MS)
+    assert_clean(visitor)
+
+
+def test_a_missing_notebook_says_so_before_the_launch_form(hub, repos, visitor):
+    sha = repos["shas"]["demo/hello"][0]
+    page = visitor.login(f"demo/hello/{sha}/notebooks/missing.ipynb")
+    expect(page.locator("h1")).to_have_text("Not found")
+    expect(page.locator("#error-message")).to_contain_text("notebooks/missing.ipynb")
+    assert page.locator("#launch-form").count() == 0
+    shoot(page, "error-notebook-not-found")
+    assert_clean(visitor)

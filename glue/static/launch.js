@@ -144,3 +144,44 @@
   setProgress(0);
   connect();
 })();
+
+// While GitLab CI builds the commit's image (`images.whenBuilding: wait`): follow the
+// pipeline through the same event stream, and launch with the commit's image (the form's
+// plain submit) as soon as it exists.
+(function () {
+  "use strict";
+
+  var box = document.getElementById("image-wait");
+  if (!box || !box.dataset.events || !window.EventSource) {
+    return;
+  }
+  var message = document.getElementById("image-message");
+  var form = document.getElementById("launch-form");
+  var source = new EventSource(box.dataset.events);
+
+  function data(event) {
+    try {
+      var parsed = JSON.parse(event.data);
+      return parsed && typeof parsed === "object" ? parsed : {};
+    } catch (e) {
+      return {};
+    }
+  }
+
+  source.addEventListener("progress", function (event) {
+    var text = data(event).message;
+    if (typeof text === "string" && text) {
+      message.textContent = text;
+    }
+  });
+  source.addEventListener("image", function (event) {
+    source.close();
+    message.textContent = (data(event).message || "The image is ready.") + " Launching…";
+    form.submit();
+  });
+  source.addEventListener("failed", function () {
+    source.close();
+    window.location.reload(); // the page says why, and offers the default image
+  });
+  box.dataset.live = "true";
+})();
