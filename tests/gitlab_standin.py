@@ -186,6 +186,7 @@ class GitLabStandIn:
         self._refresh: dict[str, Grant] = {}
         self.requests: list[RecordedRequest] = []
         self.pipelines: dict[str, list[Pipeline]] = {}  # lower-cased project path -> newest last
+        self.ci_fail_status: int | None = None  # the pipelines API alone answers this status
         self.fail_status: int | None = None  # answer every request with this status
         self.delay = 0.0  # seconds every request waits before it is answered
         self._runner: web.AppRunner | None = None
@@ -562,6 +563,8 @@ class GitLabStandIn:
     async def _pipelines(self, request: web.Request) -> web.Response:
         """`GET /projects/:id/pipelines` with `sha`, `ref`, `status`, `order_by=id`, `sort`,
         `per_page` and `page` (doc/api/pipelines.md); newest first by default."""
+        if self.ci_fail_status:
+            return _message(self.ci_fail_status, HTTPStatus(self.ci_fail_status).phrase)
         username, project = self._visible_project(request)
         if not self.can_read_code(username, project):
             return _message(403, "403 Forbidden")
