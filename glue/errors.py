@@ -65,3 +65,9 @@ class UpstreamUnavailable(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     status, code = 504, "upstream_timeout"
+
+
+class SpawnFailed(UpstreamError):
+    """The hub took the launch and its spawn failed at once; the message says why."""
+
+    status, code = 502, "spawn_failed"

@@ -29,6 +29,7 @@ from aiohttp import web
 from . import launch
 from .accesslog import OUTCOME
 from .errors import GlueError
+from .failures import Failure
 from .render import open_url
 from .servers import ServerModel, Servers, UserView
 from .target import Target
@@ -64,23 +65,35 @@ def _progress(value: Any) -> int:
         return 0
 
 
-def failure_sentence(reason: str | None) -> str:
-    """What the page and the stream say about a failed spawn: the hub's reason, or ours."""
-    return _message(reason) or UNKNOWN_FAILURE
-
-
 def failed(code: str, message: str) -> Event:
     return "failed", {"error": code, "message": message}
 
 
+def spawn_failed(failure: Failure) -> Event:
+    """A failed spawn: what happened, why (`reason`), what to do and the log's last lines."""
+    return "failed", {
+        "error": "spawn_failed",
+        "message": failure.message,
+        "reason": failure.reason,
+        "next_step": failure.next_step,
+        "log": list(failure.log),
+    }
+
+
 async def follow(
-    servers: Servers, user: str, target: Target, model: ServerModel | None
+    servers: Servers,
+    user: str,
+    target: Target,
+    model: ServerModel | None,
+    secret: str | None = None,
 ) -> AsyncIterator[Event]:
     """The events of one server's launch until it is ready, has failed or changed state.
 
     `model` is the server as the request's authorize step read it: the first
-    round needs no read of its own.
+    round needs no read of its own. `secret` (the caller's git token) is scrubbed
+    from any log lines sent.
     """
+    seen: list[str] = []  # the launch's messages: the scheduler's events explain a timeout
     for round_ in range(MAX_ROUNDS):
         if round_:
             model = await servers.get(user, target)
@@ -93,7 +106,8 @@ async def follow(
             yield "ready", {"progress": 100, "message": "Your server is ready.", "url": url}
             return
         if status == "failed":
-            yield failed("spawn_failed", failure_sentence(await servers.failure(user, target)))
+            reason = await servers.failure(user, target)
+            yield spawn_failed(await servers.explain(user, target, reason, seen, secret))
             return
         if status == "stopping":
             yield "progress", {"progress": 0, "message": "Stopping the server."}
@@ -104,12 +118,17 @@ async def follow(
         async with contextlib.aclosing(servers.progress(user, target)) as events:
             async for event in events:
                 if event.get("failed"):
-                    yield failed("spawn_failed", failure_sentence(event.get("message")))
+                    failure = await servers.explain(
+                        user, target, event.get("message"), seen, secret
+                    )
+                    yield spawn_failed(failure)
                     return
                 if event.get("ready"):
                     break  # read the server again: the ready event is ours, with the notebook
                 progress = _progress(event.get("progress"))
-                yield "progress", {"progress": progress, "message": _message(event.get("message"))}
+                message = _message(event.get("message"))
+                seen.append(message)
+                yield "progress", {"progress": progress, "message": message}
         # the hub's stream ended: the server is ready, failed or gone; read it again
         await asyncio.sleep(0.2)
     yield failed("spawn_unknown", UNKNOWN_FAILURE)
@@ -189,9 +208,10 @@ async def serve(
     model: ServerModel | None,
     *,
     keepalive: float = KEEPALIVE_SECONDS,
+    secret: str | None = None,
 ) -> web.StreamResponse:
     """Answer an authorized events request: follow the launch until it ends."""
-    return await _serve(request, follow(servers, user, target, model), keepalive)
+    return await _serve(request, follow(servers, user, target, model, secret), keepalive)
 
 
 async def wait_for_image(

@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from . import events, launch, metrics, openapi, target
+from . import events, launch, logs, metrics, openapi, target
 from .access import Access
 from .accesslog import USER
 from .auth import Auth, Identity
 from .config import Config, default_profile
-from .errors import BadRequest, GlueError, LoginRequired, NotFound, Unauthorized
+from .errors import (
+    BadRequest,
+    GlueError,
+    LoginRequired,
+    NotFound,
+    SpawnFailed,
+    Unauthorized,
+)
+from .failures import Failure
 from .hub import Hub
 from .render import Renderer, open_url, wants_html
 from .servers import Servers, UserView
@@ -37,6 +45,7 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # the glue's own paths start with '-', which no namespace may: they never shadow a project
 EVENTS = "-/events/"
 STATIC = "-/static/"
+LOGS = "/-/logs"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # each file's version (a hash of its content) goes into its URL, so a browser may keep
 # it for good and still loads the new one after an upgrade
@@ -79,6 +88,7 @@ class Routes:
         app.router.add_get(prefix + "oauth_callback", self.oauth_callback)
         app.router.add_get(prefix + STATIC + "{file}", self.static)
         app.router.add_get(prefix + EVENTS + TAIL, self.event_stream)
+        app.router.add_get(prefix + SHOW_TAIL + LOGS, self.logs)
         app.router.add_get(prefix + SHOW_TAIL, self.show)
         app.router.add_post(prefix + LAUNCH_TAIL, self.post)
         app.router.add_delete(prefix + LAUNCH_TAIL, self.delete)
@@ -189,12 +199,14 @@ class Routes:
                 raise GlueError(
                     "You have no server for this commit.", code="server_not_found", status=404
                 )
+            if model["status"] == "failed":
+                model = {**model, "failure": (await self.explain(done)).model()}
             return self.render.json(model)
         if model and model["status"] == "running":
             raise web.HTTPFound(open_url(model, wanted.notebook))
         failure, image, pipeline = None, None, None
         if model and model["status"] == "failed":
-            failure = events.failure_sentence(await self.servers.failure(done.view.name, wanted))
+            failure = await self.explain(done)
         if model is None:  # what a launch would refuse is said now, not after the click
             candidate, pipeline = await self.servers.preflight(done.view, wanted)
             image = launch.image_status(candidate, pipeline)
@@ -207,6 +219,7 @@ class Routes:
             pipeline=pipeline,
             when_building=self.config["images"]["whenBuilding"],
             events_url=self.render.prefix + EVENTS + quote(target_path(wanted)),
+            logs_url=self.render.prefix + quote(target_path(replace(wanted, notebook=""))) + LOGS,
             profiles=self.config["profiles"],
             default_profile=default_profile(self.config)["name"],
             **self.page_context(done.identity),
@@ -229,6 +242,22 @@ class Routes:
             headers={"Cache-Control": "no-store"},
         )
 
+    async def logs(self, request: web.Request) -> web.Response:
+        """The tail of the caller's server's log, `?lines=N` (1-1000, default 100): JSON, or
+        plain text for a browser's "show log" link."""
+        raw = request.query.get("lines", str(logs.DEFAULT_LINES))
+        if not raw.isdigit() or not 1 <= int(raw) <= logs.MAX_LINES:
+            raise BadRequest(
+                f"`lines` must be a whole number from 1 to {logs.MAX_LINES}.", code="invalid_lines"
+            )
+        wanted = target.parse(self.tail(request).removesuffix(LOGS))
+        done = await self.authorize(request, wanted)
+        lines = await self.servers.logs(done.view, wanted, int(raw))
+        if wants_html(request):
+            text = "\n".join(lines) or "(nothing logged yet)"
+            return web.Response(text=text + "\n", headers={"Cache-Control": "no-store"})
+        return self.render.json({"name": wanted.server_name, "lines": lines})
+
     async def event_stream(self, request: web.Request) -> web.StreamResponse:
         """The launch's progress as server-sent events, with the checks of `show`; a
         refusal is an event too, since the browser's EventSource cannot see statuses."""
@@ -247,7 +276,18 @@ class Routes:
                 request, self.servers, done.view, done.target,
                 float(self.config["images"]["buildPollSeconds"]),
             )
-        return await events.serve(request, self.servers, done.view.name, done.target, model)
+        return await events.serve(
+            request, self.servers, done.view.name, done.target, model,
+            secret=done.view.caller.git_token,
+        )
+
+    async def explain(self, done: Authorized) -> Failure:
+        """Why the caller's server for the target failed, from the hub and its log."""
+        name = done.view.name
+        reason = await self.servers.failure(name, done.target)
+        return await self.servers.explain(
+            name, done.target, reason, secret=done.view.caller.git_token
+        )
 
     async def post(self, request: web.Request) -> web.Response:
         tail = self.tail(request)
@@ -258,7 +298,12 @@ class Routes:
             return await self.delete(request, form_token, wanted)
         choices = launch.parse_body(self.config, body)
         done = await self.authorize(request, wanted, form_token)
-        status, model = await self.servers.launch(done.view, wanted, choices)
+        try:
+            status, model = await self.servers.launch(done.view, wanted, choices)
+        except SpawnFailed:
+            if request.content_type in FORM_TYPES:  # the page shows the reason and the log
+                raise web.HTTPSeeOther(request.raw_path.split("?", 1)[0]) from None
+            raise
         if request.content_type in FORM_TYPES:
             raise web.HTTPSeeOther(request.raw_path.split("?", 1)[0])
         return self.render.json(model, status)

@@ -23,10 +23,17 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from . import launch, metrics
+from . import failures, launch, logs, metrics
 from .access import Access
 from .config import Config
-from .errors import BadRequest, Conflict, GlueError, NotFound
+from .errors import (
+    BadRequest,
+    Conflict,
+    GlueError,
+    NotFound,
+    SpawnFailed,
+    UpstreamError,
+)
 from .hub import Hub
 from .provider import Caller, GitProvider
 from .target import DOTDOT_REMOVED, Target, looks_like_file, ref_candidates
@@ -72,6 +79,8 @@ def server_model(server: dict[str, Any]) -> ServerModel | None:
         "image": options.get("image"),
         "image_fallback": options.get("image_fallback"),
         "image_status": options.get("image_status"),
+        # why it failed (`failures.Failure.model()`), filled in where one server is shown
+        "failure": None,
     }
 
 
@@ -143,6 +152,21 @@ class Servers:
         except (TimeoutError, GlueError):
             return None
         return None
+
+    async def explain(
+        self,
+        user: str,
+        target: Target,
+        message: str | None,
+        events: list[str] | tuple[str, ...] = (),
+        secret: str | None = None,
+    ) -> failures.Failure:
+        """Why the launch failed, for people: the hub's reason, the launch's last events and
+        the tail of the server's log."""
+        tail = await logs.tail(
+            self.config, user, target.server_name, failures.LOG_LINES, secret
+        )
+        return failures.explain(message, events, tail)
 
     async def wait_stopped(self, user: str, target: Target, seconds: float) -> ServerModel | None:
         """Poll until the server is gone or no longer stopping; its model then (None: gone)."""
@@ -227,6 +251,15 @@ class Servers:
         )
         return launch.image_status(candidate, pipeline), pipeline
 
+    async def logs(self, view: UserView, target: Target, lines: int) -> list[str]:
+        """The tail of the caller's own server's log (clone step, then the server)."""
+        if view.find(target) is None:
+            raise NotFound("You have no server for this commit.", code="server_not_found")
+        found = await logs.tail(
+            self.config, view.name, target.server_name, lines, view.caller.git_token
+        )
+        return found or []
+
     # --- acting ---------------------------------------------------------------------
 
     async def launch(
@@ -255,7 +288,20 @@ class Servers:
             candidate, pipeline = await self.preflight(view, target)
             image = launch.decide_image(self.config, target, candidate, pipeline, choices)
             request = launch.make(self.config, target, choices, image)
-            status = await self.hub.start(view.name, target.server_name, request.user_options())
+            try:
+                status = await self.hub.start(
+                    view.name, target.server_name, request.user_options()
+                )
+            except UpstreamError as e:
+                # the hub's 500 when the spawn failed before it answered (a clone that
+                # failed at once): say why, if the hub holds the failed spawn
+                reason = await self.failure(view.name, target) if e.status == 502 else None
+                if reason is None:
+                    raise
+                failure = await self.explain(
+                    view.name, target, reason, secret=view.caller.git_token
+                )
+                raise SpawnFailed(failure.sentence()) from None
             if status is None:  # another replica started it a moment ago: read what it did
                 model = await self.get(view.name, target)
                 if model is None:

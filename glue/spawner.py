@@ -23,6 +23,7 @@ from tornado import web
 from traitlets import Dict, default
 from traitlets.config import Configurable
 
+from . import logs
 from .access import Access
 from .config import Config
 from .errors import GlueError
@@ -168,19 +169,37 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         target = launch.target
         workspace = self.workspace()
         self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
-        await run_clone(
-            self.clone_url(launch),
-            target.commit_sha,
-            workspace,
-            lfs=launch.lfs,
-            token=caller.git_token,
-        )
-        self.emit(60, f"Cloned in {time.monotonic() - started:.1f} s; starting the notebook server")
-        self.home_dir = str(workspace.parent)
-        self.notebook_dir = str(workspace)
-        self.default_url = self.lab_url(launch)
-        return await super().start()
+        # the server's log (logs.py): the clone step's outcome, then the server's output
+        log_fd = logs.open_for_server(self.notebooks_config, self.user.name, self.name)
+        try:
+            try:
+                await run_clone(
+                    self.clone_url(launch),
+                    target.commit_sha,
+                    workspace,
+                    lfs=launch.lfs,
+                    token=caller.git_token,
+                )
+            except RuntimeError as e:
+                self._log_line(log_fd, f"Clone failed: {e}", caller.git_token)
+                raise RuntimeError(f"Clone failed: {e}") from None
+            self._log_line(log_fd, f"Cloned {target.full_path} at {target.commit_sha}", None)
+            self.emit(
+                60, f"Cloned in {time.monotonic() - started:.1f} s; starting the notebook server"
+            )
+            self.home_dir = str(workspace.parent)
+            self.notebook_dir = str(workspace)
+            self.default_url = self.lab_url(launch)
+            self.popen_kwargs = {**self.popen_kwargs, "stdout": log_fd, "stderr": log_fd}
+            return await super().start()
+        finally:
+            os.close(log_fd)  # the server holds its own copy
+
+    @staticmethod
+    def _log_line(fd: int, text: str, secret: str | None) -> None:
+        os.write(fd, (logs.scrub(text, secret) + "\n").encode())
 
     def delete_forever(self) -> None:
         """The hub removes the server: its workspace goes with it."""
         shutil.rmtree(self.workspace(), ignore_errors=True)
+        logs.remove(self.notebooks_config, self.user.name, self.name)

@@ -296,8 +296,9 @@ def test_failures_say_what_went_wrong(hub, repos, visitor, browser):
     page.goto(visitor.glue_url(f"demo/hello/{target.commit_sha}"))
     expect(page.locator("#status")).to_have_text("failed")
     expect(page.locator("#failure-message")).to_have_text(
-        f"Spawn failed: Commit {target.commit_sha} was not found in demo/hello."
+        f"Commit {target.commit_sha} was not found in demo/hello."
     )
+    expect(page.locator("#failure-next")).to_contain_text("Check the link")
     retry = page.get_by_role("button", name="Retry")
     expect(retry).to_be_visible()
     assert_no_horizontal_scroll(page)

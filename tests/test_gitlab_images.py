@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.gitlab_standin import GitLabStandIn, StandInThread
-from tests.hubtools import Client, RunningHub, make_repo
+from tests.hubtools import Client, RunningHub, assert_hidden, git, make_repo, wait_until
 from tests.test_browser import (  # noqa: F401  (`browser` is a fixture)
     LAB_TIMEOUT_MS,
     Visitor,
@@ -25,7 +26,7 @@ from tests.test_browser import (  # noqa: F401  (`browser` is a fixture)
     browser,
     shoot,
 )
-from tests.test_gitlab_flow import login
+from tests.test_gitlab_flow import gitlab_token, login
 
 REGISTRY = "registry.gitlab.test"
 DEFAULT_IMAGE = "registry.example.org/renku/default:1"
@@ -35,11 +36,16 @@ DEFAULT_IMAGE = "registry.example.org/renku/default:1"
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("image-repos")
     shas = make_repo(root, "renku/built", versions=6)
+    broken = make_repo(root, "renku/broken", versions=1)[0]
+    bare = root / "renku/broken.git"
+    blob = git(bare, "rev-parse", f"{broken}:README.md")
+    (bare / "objects" / blob[:2] / blob[2:]).unlink()  # every check passes, the clone fails
     standin = GitLabStandIn(registry_host=REGISTRY)
     for user in ("dev", "web"):
         standin.add_user(user)
     standin.add_project("renku/built", repo=root / "renku/built.git",
                         members={"dev": 30, "web": 30})
+    standin.add_project("renku/broken", repo=bare, members={"dev": 30})
     with StandInThread(standin) as thread:
         config = {
             "images": {
@@ -55,7 +61,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         hub = RunningHub(tmp_path_factory.mktemp("image-hub"), config, extra_env=env)
         standin.add_oauth_app("hub-client", "hub-secret-value", f"{hub.url}/hub/oauth_callback")
         try:
-            yield {"hub": hub.start(), "gitlab": standin, "shas": shas, "thread": thread}
+            yield {"hub": hub.start(), "gitlab": standin, "shas": shas, "thread": thread,
+                   "broken": broken}
         finally:
             hub.stop()
 
@@ -126,6 +133,29 @@ def test_gitlab_failing_while_checking_the_image_launches_nothing(world, dev):
     assert response.json()["error"] == "gitlab_error"
     assert hub.hub_servers("dev") == {}
     assert any("/pipelines?sha=" + shas[4] in r.path for r in standin.requests)
+
+
+def test_a_failed_clone_with_a_token_never_echoes_it(world, dev):
+    hub, standin, sha = world["hub"], world["gitlab"], world["broken"]
+    path = f"renku/broken/{sha}"
+    response = dev.post(path)
+    assert response.status_code in (201, 202, 502), response.text
+    model = wait_until(
+        lambda: (m := dev.get(path).json()).get("status") == "failed" and m, 60,
+        "the clone to fail",
+    )
+    assert model["failure"]["reason"] == "clone_failed", model["failure"]
+    token = gitlab_token(hub, "dev")
+    assert standin.token_sent_in_header(token) > 0  # the clone did use it
+    logs = dev.get(f"{path}/-/logs", params={"lines": 1000})
+    assert logs.status_code == 200 and logs.json()["lines"]
+    page = dev.get(path, headers={"Accept": "text/html"})
+    for text, where in ((logs.text, "the logs endpoint"), (page.text, "the failure page"),
+                        (str(model), "the server model"), (response.text, "the launch answer")):
+        assert_hidden(token, text, where)
+    for log in Path(str(hub.workspaces) + ".logs").rglob("*.log"):
+        assert_hidden(token, log.read_bytes(), log)
+    assert_hidden(token, hub.log(), "the hub's log")
 
 
 @pytest.mark.browser

@@ -16,6 +16,8 @@
   var status = document.getElementById("status");
   var failure = document.getElementById("failure");
   var failureMessage = document.getElementById("failure-message");
+  var failureNext = document.getElementById("failure-next");
+  var failureLog = document.getElementById("failure-log");
   var form = document.getElementById("launch-form");
   var source = null;
   var finished = false;
@@ -73,11 +75,13 @@
     }
   }
 
-  function fail(message) {
+  function fail(d) {
     finish();
     setStatus("failed");
     box.hidden = true;
-    failureMessage.textContent = message || "The launch failed.";
+    failureMessage.textContent = (typeof d.message === "string" && d.message) || "The launch failed.";
+    failureNext.textContent = typeof d.next_step === "string" ? d.next_step : "";
+    failureLog.textContent = Array.isArray(d.log) ? d.log.join("\n") : "";
     failure.hidden = false;
     if (form) {
       form.hidden = false;
@@ -120,7 +124,7 @@
     });
 
     source.addEventListener("failed", function (event) {
-      fail(data(event).message);
+      fail(data(event));
     });
 
     source.addEventListener("reload", function () {
