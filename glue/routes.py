@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
 
@@ -87,6 +87,8 @@ class Routes:
         app.router.add_get(prefix + "openapi.json", self.openapi)
         app.router.add_get(prefix + "oauth_callback", self.oauth_callback)
         app.router.add_get(prefix + STATIC + "{file}", self.static)
+        app.router.add_get(prefix + "-/launcher", self.launcher)
+        app.router.add_get(prefix + "-/badge.svg", self.badge)
         app.router.add_get(prefix + EVENTS + TAIL, self.event_stream)
         app.router.add_get(prefix + SHOW_TAIL + LOGS, self.logs)
         app.router.add_get(prefix + SHOW_TAIL, self.show)
@@ -258,6 +260,47 @@ class Routes:
             return web.Response(text=text + "\n", headers={"Cache-Control": "no-store"})
         return self.render.json({"name": wanted.server_name, "lines": lines})
 
+    async def launcher(self, request: web.Request) -> web.Response:
+        """The landing page's form: resolve project and ref, then offer the pinned link and
+        README snippets with the glue's own badge. Plain GET: works without JavaScript."""
+        identity = await self.identify(request)
+        query = request.query
+        provider = self.config["provider"]
+        host = urlsplit(provider["url"]).netloc if provider["kind"] == "gitlab" else None
+        ref = target.ref_from_form(
+            query.get("project", ""), query.get("ref", ""), query.get("notebook", ""), host
+        )
+        view = await self.servers.view(identity.name)
+        pinned = await self.servers.pin(view, ref)
+        if pinned is None:
+            named = f"a branch, tag or commit named {ref.ref!r}" if ref.ref else "a default branch"
+            raise NotFound(
+                f"{ref.full_path} was not found with {named}, or you cannot see it.",
+                code="ref_not_found",
+            )
+        origin = _origin(request)
+        links = {
+            "pinned": origin + self.render.prefix + quote(target_path(pinned)),
+            "ref": origin + self.render.prefix
+            + quote("/".join(p for p in (ref.full_path, ref.ref, ref.notebook) if p))
+            if ref.ref else "",
+            "badge": origin + self.render.prefix + "-/badge.svg",
+        }
+        body = {"commit_sha": pinned.commit_sha, **links}
+        if not wants_html(request):
+            return self.render.json(body)
+        return self.render.page(
+            "launcher.html", target=pinned, ref=ref, links=links, **self.page_context(identity)
+        )
+
+    async def badge(self, request: web.Request) -> web.Response:
+        """The "launch notebook" badge for READMEs: our own SVG, no external service."""
+        return web.Response(
+            body=self.render.env.get_template("badge.svg").render().encode(),
+            content_type="image/svg+xml",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
     async def event_stream(self, request: web.Request) -> web.StreamResponse:
         """The launch's progress as server-sent events, with the checks of `show`; a
         refusal is an event too, since the browser's EventSource cannot see statuses."""
@@ -370,3 +413,9 @@ async def read_form(request: web.Request) -> dict[str, str]:
     except Exception:
         raise BadRequest("The form could not be read.", code="invalid_form") from None
     return {k: str(v) for k, v in form.items()}
+
+
+def _origin(request: web.Request) -> str:
+    """The origin the browser sees (the proxy keeps the Host; TLS may end before us)."""
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    return f"{scheme}://{request.host}"

@@ -36,7 +36,7 @@ from .errors import (
 )
 from .hub import Hub
 from .provider import Caller, GitProvider
-from .target import DOTDOT_REMOVED, Target, looks_like_file, ref_candidates
+from .target import DOTDOT_REMOVED, Ref, Target, looks_like_file, ref_candidates
 
 ServerModel = dict[str, Any]
 STOP_POLL_SECONDS = 0.25
@@ -187,15 +187,9 @@ class Servers:
                 code="invalid_path",
             )
         for ref in refs:
-            sha = await self.provider.resolve_ref(view.caller, ref)
-            if sha is None:
-                continue
-            pinned = ref.at(sha)
-            try:
-                await self.access.check(view.caller, pinned)
-            except NotFound:
-                continue  # a project hidden from the caller looks like one without the ref
-            return pinned
+            pinned = await self.pin(view, ref)
+            if pinned is not None:
+                return pinned
         # nothing resolved: explain it for the first reading whose project the caller sees
         for ref in refs:
             if await self.access.level(view.caller, ref, fresh=False) is None:  # type: ignore[arg-type]
@@ -218,6 +212,18 @@ class Servers:
             "this address. Check the link.",
             code="ref_not_found",
         )
+
+    async def pin(self, view: UserView, ref: Ref) -> Target | None:
+        """The ref's commit in a project the caller may see; None: no such ref (or project)."""
+        sha = await self.provider.resolve_ref(view.caller, ref)
+        if sha is None:
+            return None
+        pinned = ref.at(sha)
+        try:
+            await self.access.check(view.caller, pinned)
+        except NotFound:
+            return None  # a project hidden from the caller looks like one without the ref
+        return pinned
 
     async def preflight(self, view: UserView, target: Target) -> tuple[str | None, str | None]:
         """Everything a launch checks before the hub hears of it: access (fresh), the commit,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .errors import BadRequest, NotFound
 
@@ -225,3 +226,23 @@ def require_sha(tail: str) -> None:
         "tag or short sha first (GET this address answers a redirect to the pinned one).",
         code="invalid_commit",
     )
+
+
+def ref_from_form(project: str, ref: str, notebook: str, host: str | None) -> Ref:
+    """The launcher form's fields: a project as `namespace/project` or its GitLab URL (of
+    `host`, when the provider has one), a ref ('' for the default branch), a notebook."""
+    text = project.strip()
+    if "://" in text:
+        parts = urlsplit(text)
+        if host is not None and parts.netloc.lower() != host.lower():
+            raise BadRequest(f"{text!r} is not a project of {host}.", code="invalid_path")
+        text = parts.path
+    text = text.strip("/").split("/-/", 1)[0].removesuffix(".git")
+    namespace, _, name = text.rpartition("/")
+    if not namespace:
+        raise BadRequest(
+            "Name the project as <namespace>/<project> or by its URL.", code="invalid_path"
+        )
+    check_project(namespace, name)
+    ref = ref.strip()
+    return Ref(namespace, name, check_ref(ref) if ref else "", check_notebook(notebook.strip()))
