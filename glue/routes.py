@@ -109,7 +109,8 @@ class Routes:
             if request.headers.get("Authorization", "").strip():
                 raise Unauthorized(
                     "JupyterHub does not accept this token: it is wrong, expired or revoked, "
-                    "or not a user's token. Create a new token in the hub's Token page.",
+                    "or not a user's token. Log in again and create a new token in the hub's "
+                    "Token page.",
                     code="invalid_token",
                 )
             if wants_html(request) and request.method == "GET":

@@ -9,6 +9,7 @@ errors and uncaught exceptions, and any alert/confirm dialog fails the test.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -21,7 +22,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from glue.target import Target
-from tests.hubtools import CHECKOUT, RunningHub
+from tests.hubtools import CHECKOUT, RunningHub, git
 
 pytestmark = pytest.mark.browser
 
@@ -357,11 +358,30 @@ def sse(*events: tuple[str, dict[str, Any]]) -> str:
     )
 
 
+def commit_with_file(repos: dict, project: str, name: str) -> str:
+    """A commit (on a side branch) of a session repository that holds a file `name`."""
+    work, bare = repos["root"] / ".work" / project, repos["root"] / f"{project}.git"
+    branch = "file-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    if not git(bare, "branch", "--list", branch):
+        git(work, "checkout", "-q", "-b", branch)
+        (work / name).write_text('{"cells": [], "metadata": {}, "nbformat": 4}')
+        git(work, "add", ".")
+        git(work, "commit", "-q", "-m", "a file with a nasty name")
+        git(work, "push", "-q", str(bare), branch)
+        git(work, "checkout", "-q", "main")
+    return git(bare, "rev-parse", branch)
+
+
 def test_payloads_in_names_and_messages_are_inert(hub, repos, visitor):
-    sha = repos["shas"]["demo/hello"][2]
     notebook = "<img src=x onerror=alert(1)>.ipynb"
+    # a notebook that is not there: the 404 names it, as text
+    missing = f"demo/hello/{repos['shas']['demo/hello'][2]}/{quote(notebook)}"
+    page = visitor.login(missing)
+    expect(page.locator("#error-message")).to_contain_text(notebook)
+    assert page.locator("main img, main script").count() == 0
+    sha = commit_with_file(repos, "demo/hello", notebook)
     path = f"demo/hello/{sha}/{quote(notebook)}"
-    page = visitor.login(path)
+    page.goto(visitor.glue_url(path))
     expect(page.locator("#notebook")).to_have_text(notebook)
     assert page.locator("main img, main script").count() == 0
 
