@@ -29,7 +29,7 @@ from tornado import web
 from traitlets import Dict, default
 from traitlets.config import Configurable
 
-from . import clone
+from . import clone, logs
 from .access import Access
 from .config import Config, Profile
 from .errors import GlueError
@@ -294,21 +294,43 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         sandbox = self.sandbox()
         sandbox.prepare()
         self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
-        await run_clone(checked, sandbox.workspace, sandbox=sandbox)
-        self.emit(60, f"Cloned in {time.monotonic() - started:.1f} s; starting the notebook server")
-        self.notebook_dir = str(sandbox.workspace)
-        self.default_url = self.lab_url(launch)
-        if self.port == 0:
-            self.port = random_port()
-        command = sandbox.command([*self.cmd, *self.get_args()], outlive_hub=True)
-        self.log.info("Spawning %s", shlex.join(command))
-        self.hand_over()
-        # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
-        self.proc = Popen(  # noqa: ASYNC220
-            command, env=self.get_env(), start_new_session=True, preexec_fn=sandbox.limit()
-        )
+        # the server's log (logs.py): the clone step's outcome, then the server's output
+        log_fd = logs.open_for_server(self.notebooks, self.user.name, self.name)
+        secret = checked.caller.git_token
+        try:
+            try:
+                await run_clone(checked, sandbox.workspace, sandbox=sandbox)
+            except RuntimeError as e:
+                self._log_line(log_fd, f"Clone failed: {e}", secret)
+                raise RuntimeError(f"Clone failed: {e}") from None
+            self._log_line(log_fd, f"Cloned {target.full_path} at {target.commit_sha}", None)
+            self.emit(
+                60, f"Cloned in {time.monotonic() - started:.1f} s; starting the notebook server"
+            )
+            self.notebook_dir = str(sandbox.workspace)
+            self.default_url = self.lab_url(launch)
+            if self.port == 0:
+                self.port = random_port()
+            command = sandbox.command([*self.cmd, *self.get_args()], outlive_hub=True)
+            self.log.info("Spawning %s", shlex.join(command))
+            self.hand_over()
+            # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
+            self.proc = Popen(  # noqa: ASYNC220
+                command,
+                env=self.get_env(),
+                start_new_session=True,
+                preexec_fn=sandbox.limit(),
+                stdout=log_fd,
+                stderr=log_fd,
+            )
+        finally:
+            os.close(log_fd)  # the server holds its own copy
         self.pid = self.proc.pid
         return ("127.0.0.1", self.port)
+
+    @staticmethod
+    def _log_line(fd: int, text: str, secret: str | None) -> None:
+        os.write(fd, (logs.scrub(text, secret) + "\n").encode())
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
         """The sandbox sets HOME; nothing of the hub's own paths goes in."""
@@ -325,3 +347,4 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     def delete_forever(self) -> None:
         """The hub removes the server: its workspace goes with it."""
         shutil.rmtree(self.workspace(), ignore_errors=True)
+        logs.remove(self.notebooks, self.user.name, self.name)
