@@ -198,6 +198,7 @@ class CommitSpawnerMixin(Configurable):
 def check_user_options(spawner: CommitSpawnerMixin, user_options: dict[str, Any]) -> None:
     """JupyterHub 5.3+ runs this before start(): a launch the config refuses (say a profile
     an upgrade removed) is then a 400 with our sentence, not a 500 from start()."""
+    spawner._start_began = time.monotonic()  # the spawn begins here: run_post_stop_hook
     try:
         from_user_options(spawner.notebooks, user_options)
     except GlueError as e:
