@@ -23,6 +23,8 @@ class ImagesConfig(TypedDict):
     default: str
     commitTag: str
     allowedRegistries: list[str]
+    whenBuilding: Literal["wait", "default", "refuse"]
+    buildPollSeconds: float
     pullPolicy: Literal["Always", "IfNotPresent", "Never"]
 
 

@@ -74,3 +74,7 @@ class UpstreamUnavailable(UpstreamError, status=503, code="upstream_unavailable"
 
 class UpstreamTimeout(UpstreamError, status=504, code="upstream_timeout"):
     """The hub or the git provider did not answer in time."""
+
+
+class SpawnFailed(UpstreamError, status=502, code="spawn_failed"):
+    """The hub took the launch and its spawn failed at once; the message says why."""

@@ -8,6 +8,8 @@ is an event on a 200 stream:
     event: ready      {"progress": 100, "message": "...", "url": "/user/.../lab/tree/..."}
     event: failed     {"error": "<code>", "message": "<a sentence for people>"}
     event: reload     {"status": "..."}   (the server changed state: render the page again)
+    event: image      {"status": "present|none", "message": "..."}   (`?wait=image`: the
+                      commit's image was being built and the wait is over: launch now)
 
 and `: keepalive` comments keep proxies from closing a quiet stream. Only the
 plain `message` of a hub event is relayed, never its `html_message`.
@@ -24,10 +26,12 @@ from typing import Any
 
 from aiohttp import web
 
+from . import launch
 from .accesslog import OUTCOME
 from .errors import GlueError
+from .failures import Failure
 from .render import open_url
-from .servers import ServerModel, Servers
+from .servers import ServerModel, Servers, UserView
 from .target import Target
 
 log = logging.getLogger(__name__)
@@ -61,23 +65,35 @@ def _progress(value: Any) -> int:
         return 0
 
 
-def failure_sentence(reason: str | None) -> str:
-    """What the page and the stream say about a failed spawn: the hub's reason, or ours."""
-    return _message(reason) or UNKNOWN_FAILURE
-
-
 def failed(code: str, message: str) -> Event:
     return "failed", {"error": code, "message": message}
 
 
+def spawn_failed(failure: Failure) -> Event:
+    """A failed spawn: what happened, why (`reason`), what to do and the log's last lines."""
+    return "failed", {
+        "error": "spawn_failed",
+        "message": failure.message,
+        "reason": failure.reason,
+        "next_step": failure.next_step,
+        "log": list(failure.log),
+    }
+
+
 async def follow(
-    servers: Servers, user: str, target: Target, model: ServerModel | None
+    servers: Servers,
+    user: str,
+    target: Target,
+    model: ServerModel | None,
+    secret: str | None = None,
 ) -> AsyncIterator[Event]:
     """The events of one server's launch until it is ready, has failed or changed state.
 
     `model` is the server as the request's authorize step read it: the first
-    round needs no read of its own.
+    round needs no read of its own. `secret` (the caller's git token) is scrubbed
+    from any log lines sent.
     """
+    seen: list[str] = []  # the launch's messages: the scheduler's events explain a timeout
     for round_ in range(MAX_ROUNDS):
         if round_:
             model = await servers.get(user, target)
@@ -90,7 +106,8 @@ async def follow(
             yield "ready", {"progress": 100, "message": "Your server is ready.", "url": url}
             return
         if status == "failed":
-            yield failed("spawn_failed", failure_sentence(await servers.failure(user, target)))
+            reason = await servers.failure(user, target)
+            yield spawn_failed(await servers.explain(user, target, reason, seen, secret))
             return
         if status == "stopping":
             yield "progress", {"progress": 0, "message": "Stopping the server."}
@@ -101,12 +118,17 @@ async def follow(
         async with contextlib.aclosing(servers.progress(user, target)) as events:
             async for event in events:
                 if event.get("failed"):
-                    yield failed("spawn_failed", failure_sentence(event.get("message")))
+                    failure = await servers.explain(
+                        user, target, event.get("message"), seen, secret
+                    )
+                    yield spawn_failed(failure)
                     return
                 if event.get("ready"):
                     break  # read the server again: the ready event is ours, with the notebook
                 progress = _progress(event.get("progress"))
-                yield "progress", {"progress": progress, "message": _message(event.get("message"))}
+                message = _message(event.get("message"))
+                seen.append(message)
+                yield "progress", {"progress": progress, "message": message}
         # the hub's stream ended: the server is ready, failed or gone; read it again
         await asyncio.sleep(0.2)
     yield failed("spawn_unknown", UNKNOWN_FAILURE)
@@ -149,7 +171,7 @@ async def _pump(
         try:
             async for item in events:
                 await queue.put(item)
-                if item[0] in ("ready", "failed", "reload"):
+                if item[0] in ("ready", "failed", "reload", "image"):
                     return
         except GlueError as e:
             await queue.put(failed(e.code, e.message))
@@ -186,12 +208,61 @@ async def serve(
     model: ServerModel | None,
     *,
     keepalive: float = KEEPALIVE_SECONDS,
+    secret: str | None = None,
 ) -> web.StreamResponse:
     """Answer an authorized events request: follow the launch until it ends."""
+    return await _serve(request, follow(servers, user, target, model, secret), keepalive)
+
+
+async def wait_for_image(
+    servers: Servers, view: UserView, target: Target, poll: float
+) -> AsyncIterator[Event]:
+    """While GitLab CI builds the commit's image: a progress event whenever the pipeline's
+    status changes, then `image` once it exists (or will not come), `failed` if the build
+    failed. The page launches on `image`: the decision stays with the POST."""
+    said = ""
+    while True:
+        status, pipeline = await servers.image_status(view, target)
+        if status == launch.BUILDING:
+            message = f"GitLab CI is building the image for this commit (pipeline {pipeline})."
+            if message != said:
+                yield "progress", {"progress": 0, "message": message}
+                said = message
+            await asyncio.sleep(poll)
+            continue
+        if status == launch.FAILED:
+            yield failed(
+                "image_build_failed",
+                "GitLab CI failed to build the image for this commit. Fix the build, or "
+                "launch with the default image instead.",
+            )
+            return
+        ready = status == launch.PRESENT
+        message = "The image is ready." if ready else "The pipeline ended without an image."
+        yield "image", {"status": status, "message": message}
+        return
+
+
+async def serve_image_wait(
+    request: web.Request,
+    servers: Servers,
+    view: UserView,
+    target: Target,
+    poll: float,
+    *,
+    keepalive: float = KEEPALIVE_SECONDS,
+) -> web.StreamResponse:
+    """Answer an authorized events request for a commit whose image is being built."""
+    return await _serve(request, wait_for_image(servers, view, target, poll), keepalive)
+
+
+async def _serve(
+    request: web.Request, events: AsyncIterator[Event], keepalive: float
+) -> web.StreamResponse:
     stream = EventStream(request)
     try:
         await stream.open()
-        last = await _pump(stream, follow(servers, user, target, model), keepalive)
+        last = await _pump(stream, events, keepalive)
         if last and last[0] == "failed":
             request[OUTCOME] = str(last[1]["error"])  # a 200 stream, but the launch failed
     except ConnectionResetError:

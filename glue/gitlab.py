@@ -33,7 +33,7 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .provider import Caller
-from .target import Target
+from .target import Ref, Target
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,63 @@ class GitLabProvider:
         )
         return None
 
+    # ---- refs, files and pipelines (links by ref, checks before a launch, image status) ----
+
+    async def resolve_ref(self, caller: Caller, ref: Ref) -> str | None:
+        """GitLab's commits API takes a branch, a tag or a short sha; '' asks the project
+        for its default branch first. None: no such ref, or a project hidden from the caller."""
+        name = ref.ref
+        project = self._project_api(caller, ref)
+        if not name:
+            answer = await self._get(caller, project)
+            if answer.status == 404:
+                return None
+            self._expect_ok(answer, f"reading project {ref.full_path}")
+            body = answer.body if isinstance(answer.body, dict) else {}
+            name = body.get("default_branch") or ""
+            if not name:
+                return None  # an empty repository
+        answer = await self._get(caller, f"{project}/repository/commits/{quote(name, safe='')}")
+        if answer.status in (403, 404):
+            return None
+        self._expect_ok(answer, f"resolving {name} in {ref.full_path}")
+        sha = answer.body.get("id") if isinstance(answer.body, dict) else None
+        return sha if isinstance(sha, str) else None
+
+    async def file_exists(self, caller: Caller, target: Target) -> bool:
+        """`HEAD /projects/:id/repository/files/:path?ref=<sha>`: 200 or 404, no content."""
+        if not target.notebook:
+            return True
+        path = (
+            f"{self._project_api(caller, target)}/repository/files/"
+            f"{quote(target.notebook, safe='')}?ref={target.commit_sha}"
+        )
+        answer = await self._get(caller, path, method="HEAD")
+        if answer.status == 404:
+            return False
+        self._expect_ok(answer, f"looking for {target.notebook} in {target.full_path}")
+        return True
+
+    async def pipeline_status(self, caller: Caller, target: Target) -> str | None:
+        """The newest pipeline for the sha (GitLab lists them newest first); None when there
+        is none or the caller may not read pipelines (CI disabled, not a member)."""
+        path = (
+            f"{self._project_api(caller, target)}/pipelines?sha={target.commit_sha}"
+            "&order_by=id&sort=desc&per_page=1"
+        )
+        answer = await self._get(caller, path)
+        if answer.status in (403, 404):
+            return None
+        self._expect_ok(answer, f"listing the pipelines of {target.full_path}")
+        pipelines = answer.body
+        if not isinstance(pipelines, list) or not pipelines:
+            return None
+        newest = pipelines[0].get("status") if isinstance(pipelines[0], dict) else None
+        return newest if isinstance(newest, str) else None
+
     # ---- projects --------------------------------------------------------------------------
 
-    def _project_api(self, caller: Caller, target: Target) -> str:
+    def _project_api(self, caller: Caller, target: Target | Ref) -> str:
         """`projects/<path>`, or `projects/<id>` once this user's lookup saw the project moved."""
         moved = self._moved.get((caller.name, target.full_path.lower()))
         if moved is not None:
@@ -223,7 +277,7 @@ class GitLabProvider:
             )
         return self._session
 
-    async def _get(self, caller: Caller, path: str) -> Answer:
+    async def _get(self, caller: Caller, path: str, *, method: str = "GET") -> Answer:
         """GET an API path as the caller, within the request's time budget.
 
         Follows redirects to this GitLab's API only, waits out a 429's Retry-After when it
@@ -237,7 +291,7 @@ class GitLabProvider:
         deadline = time.monotonic() + self.timeout
         hops = 0
         while True:
-            answer = await self._fetch(caller, url)
+            answer = await self._fetch(caller, url, method)
             if answer.status in REDIRECTS and hops < MAX_REDIRECTS:
                 url, hops = self._same_api(url, answer.headers.get("Location", "")), hops + 1
                 continue
@@ -254,14 +308,16 @@ class GitLabProvider:
             self._checked(answer)
             return answer
 
-    async def _fetch(self, caller: Caller, url: URL) -> Answer:
-        """One GET, counted; the token goes in the Authorization header only."""
+    async def _fetch(self, caller: Caller, url: URL, method: str) -> Answer:
+        """One GET or HEAD, counted; the token goes in the Authorization header only."""
         headers = {"Authorization": f"Bearer {caller.git_token}"}
         started = time.monotonic()
         try:
-            async with self._client().get(url, headers=headers, allow_redirects=False) as resp:
+            async with self._client().request(
+                method, url, headers=headers, allow_redirects=False
+            ) as resp:
                 body = None
-                if resp.status == 200:
+                if resp.status == 200 and method == "GET":
                     body = await resp.json(content_type=None)
                 elif resp.status == 403:  # says why, in JSON from GitLab itself
                     body = _json_or_none(await resp.text())
@@ -269,6 +325,7 @@ class GitLabProvider:
         except TimeoutError:
             raise self._failed(
                 started,
+                method,
                 "timeout",
                 UpstreamTimeout(
                     f"GitLab did not answer within {self.timeout:g} seconds; try again shortly.",
@@ -278,6 +335,7 @@ class GitLabProvider:
         except (aiohttp.ClientConnectionError, OSError):
             raise self._failed(
                 started,
+                method,
                 "unavailable",
                 UpstreamUnavailable(
                     f"GitLab at {self.url} cannot be reached; try again shortly.",
@@ -287,6 +345,7 @@ class GitLabProvider:
         except (aiohttp.ClientError, ValueError):
             raise self._failed(
                 started,
+                method,
                 "invalid_response",
                 UpstreamError(
                     "GitLab answered with something that is not valid JSON.", code="gitlab_error"
@@ -294,8 +353,8 @@ class GitLabProvider:
             ) from None
         status = answer.status
         error = "server_error" if status >= 500 else "rate_limited" if status == 429 else None
-        metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, error)
-        log.debug("GitLab GET %s for %s: %s", url.path, caller.name, status)
+        metrics.observe_upstream("gitlab", method, time.monotonic() - started, error)
+        log.debug("GitLab %s %s for %s: %s", method, url.path, caller.name, status)
         return answer
 
     def _same_api(self, url: URL, location: str) -> URL:
@@ -310,9 +369,9 @@ class GitLabProvider:
         return target
 
     @staticmethod
-    def _failed(started: float, kind: str, error: UpstreamError) -> UpstreamError:
+    def _failed(started: float, method: str, kind: str, error: UpstreamError) -> UpstreamError:
         """Count a call that got no usable answer, and give back the error to raise."""
-        metrics.observe_upstream("gitlab", "GET", time.monotonic() - started, kind)
+        metrics.observe_upstream("gitlab", method, time.monotonic() - started, kind)
         return error
 
     def _checked(self, answer: Answer) -> None:

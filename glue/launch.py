@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 
 from .config import Config, default_profile
-from .errors import BadRequest
+from .errors import BadRequest, Conflict
 from .target import Target, from_options
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,17 @@ USER_OPTIONS = frozenset(
         "profile",
         "image",
         "image_fallback",
+        "image_status",
         "lfs",
         "autosave",
     }
+)
+# a commit's image, as the server model and the launch page report it
+PRESENT, BUILDING, FAILED, NONE = "present", "building", "failed", "none"
+IMAGE_STATUSES = (PRESENT, BUILDING, FAILED, NONE)
+# GitLab's pipeline statuses that still lead to an image (doc/api/pipelines.md)
+PIPELINE_BUILDING = frozenset(
+    {"created", "waiting_for_resource", "preparing", "pending", "running"}
 )
 # what a launch does with the autosave of its user and commit: put it back, or start clean
 # and delete it
@@ -47,6 +55,7 @@ class Image:
 
     ref: str
     fallback: bool
+    status: str = NONE
 
 
 def image_allowed(config: Config, image: str) -> bool:
@@ -68,6 +77,46 @@ def choose_image(config: Config, candidate: str | None) -> Image:
     return Image(config["images"]["default"], fallback=True)
 
 
+def image_status(candidate: str | None, pipeline: str | None) -> str:
+    """present (the registry has it), building (its pipeline is on its way), failed (its
+    pipeline failed) or none (no pipeline, no image)."""
+    if candidate is not None:
+        return PRESENT
+    if pipeline in PIPELINE_BUILDING:
+        return BUILDING
+    return FAILED if pipeline == "failed" else NONE
+
+
+def decide_image(
+    config: Config,
+    target: Target,
+    candidate: str | None,
+    pipeline: str | None,
+    choices: dict[str, Any],
+) -> Image:
+    """What a launch runs, given the commit's image and pipeline and the caller's choice:
+    a building image follows `images.whenBuilding`, a failed build never falls back
+    unless the caller asked for the default image (`{"image": "default"}`)."""
+    status = image_status(candidate, pipeline)
+    chosen = choose_image(config, candidate)
+    if choices.get("image") == "default":
+        return Image(config["images"]["default"], fallback=True, status=status)
+    short = target.commit_sha[:7]
+    if status == FAILED:
+        raise Conflict(
+            f"GitLab CI failed to build the image for commit {short}, so there is no image "
+            "for it. Fix the build, or launch with the default image instead.",
+            code="image_build_failed",
+        )
+    if status == BUILDING and config["images"]["whenBuilding"] != "default":
+        raise Conflict(
+            f"GitLab CI is still building the image for commit {short} (pipeline {pipeline}). "
+            "Launch again once it has finished, or launch now with the default image.",
+            code="image_building",
+        )
+    return Image(chosen.ref, chosen.fallback, status)
+
+
 @dataclass(frozen=True)
 class Launch:
     target: Target
@@ -76,12 +125,17 @@ class Launch:
     image_fallback: bool
     lfs: bool
     autosave: str = "restore"
+    image_status: str = NONE
 
     def user_options(self) -> dict[str, Any]:
         """The hub's user_options: flat, no key named user_options or display_name (hub 5.x)."""
         options: dict[str, Any] = self.target.options()
         options.update(
-            profile=self.profile, image=self.image, image_fallback=self.image_fallback, lfs=self.lfs
+            profile=self.profile,
+            image=self.image,
+            image_fallback=self.image_fallback,
+            image_status=self.image_status,
+            lfs=self.lfs,
         )
         if self.autosave != "restore":
             options["autosave"] = self.autosave
@@ -91,7 +145,9 @@ class Launch:
 def body_schema(config: Config) -> dict[str, Any]:
     """The POST body a launch accepts, derived from the config (profiles, LFS choice)."""
     properties: dict[str, Any] = {
-        "profile": {"type": "string", "enum": [p["name"] for p in config["profiles"]]}
+        "profile": {"type": "string", "enum": [p["name"] for p in config["profiles"]]},
+        # the caller's explicit choice of the default image over the commit's own
+        "image": {"type": "string", "enum": ["default"]},
     }
     if config["launch"]["lfsOption"]:
         properties["lfs"] = {"type": "boolean"}
@@ -122,6 +178,7 @@ def make(config: Config, target: Target, choices: dict[str, Any], image: Image) 
         image_fallback=image.fallback,
         lfs=bool(choices.get("lfs", config["launch"]["lfs"])),
         autosave=choices.get("autosave") or "restore",
+        image_status=image.status,
     )
 
 
@@ -143,4 +200,8 @@ def from_user_options(config: Config, options: dict[str, Any]) -> Launch:
         raise BadRequest(
             f"Image {image} is not from an allowed registry.", code="image_not_allowed"
         )
-    return make(config, target, choices, Image(image, bool(options.get("image_fallback", True))))
+    status = str(options.get("image_status") or NONE)
+    if status not in IMAGE_STATUSES:
+        raise BadRequest(f"Unknown image status {status!r}.", code="invalid_options")
+    fallback = bool(options.get("image_fallback", True))
+    return make(config, target, choices, Image(image, fallback, status))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .config import Config
 from .provider import DEVELOPER, Caller
-from .target import Target
+from .target import Ref, Target
 
 
 class LocalProvider:
@@ -19,7 +19,7 @@ class LocalProvider:
         self.root = Path(config["provider"]["root"]).resolve()
         self.access = config["provider"].get("access")
 
-    def _repo(self, target: Target) -> Path | None:
+    def _repo(self, target: Target | Ref) -> Path | None:
         path = (self.root / target.namespace / f"{target.project}.git").resolve()
         # target segments are validated already; this guards against symlinks leading out
         if not path.is_relative_to(self.root) or not path.is_dir():
@@ -62,8 +62,42 @@ class LocalProvider:
         """Local repositories have no registry: every launch runs the default image."""
         return None
 
+    async def resolve_ref(self, caller: Caller, ref: Ref) -> str | None:
+        """`git rev-parse` in the project's repository; '' is HEAD, the default branch."""
+        repo = self._repo(ref)
+        if repo is None:
+            return None
+        status, out = await _git(
+            repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
+            f"{ref.ref or 'HEAD'}^{{commit}}",
+        )
+        return out.strip() if status == 0 and out.strip() else None
+
+    async def file_exists(self, caller: Caller, target: Target) -> bool:
+        """A blob at that path in that commit (`git cat-file`), as GitLab's files API says."""
+        repo = self._repo(target)
+        if repo is None or not target.notebook:
+            return repo is not None
+        status, out = await _git(repo, "cat-file", "-t", f"{target.commit_sha}:{target.notebook}")
+        return status == 0 and out.strip() == "blob"
+
+    async def pipeline_status(self, caller: Caller, target: Target) -> str | None:
+        """Local repositories have no CI."""
+        return None
+
     def clone_url(self, target: Target) -> str:
         return (self.root / target.namespace / f"{target.project}.git").as_uri()
 
     async def close(self) -> None:
         return None
+
+
+async def _git(repo: Path, *args: str) -> tuple[int, str]:
+    """Run a read-only git command in `repo`: (exit status, stdout)."""
+    process = await asyncio.create_subprocess_exec(
+        "git", "-C", str(repo), *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    out, _ = await process.communicate()
+    return process.returncode or 0, out.decode(errors="replace")

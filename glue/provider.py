@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .config import Config
-from .target import Target
+from .target import Ref, Target
 
 # GitLab's access levels; a provider answers in these units
 NO_ACCESS, GUEST, PLANNER, REPORTER, DEVELOPER, MAINTAINER, OWNER = 0, 10, 15, 20, 30, 40, 50
@@ -88,6 +88,17 @@ class GitProvider(Protocol):
     async def commit_image(self, caller: Caller, target: Target) -> str | None:
         """The image built for this commit, if the provider knows one; the policy of which
         images may run (and the fallback) is `launch.choose_image`'s, not the provider's."""
+
+    async def resolve_ref(self, caller: Caller, ref: Ref) -> str | None:
+        """The full sha a branch, tag or short sha names ('': the default branch); None when
+        the project has no such ref or the caller cannot see the project."""
+
+    async def file_exists(self, caller: Caller, target: Target) -> bool:
+        """Whether `target.notebook` is a file in the repository at that commit."""
+
+    async def pipeline_status(self, caller: Caller, target: Target) -> str | None:
+        """The status of the newest CI pipeline for the commit (GitLab's names: pending,
+        running, success, failed, ...), None when there is none or no CI to ask."""
 
     def clone_url(self, target: Target) -> str:
         """Where the clone step fetches from; never carries credentials."""

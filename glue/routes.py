@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
 
-from . import events, gittoken, launch, metrics, openapi, target
+from . import events, gittoken, launch, logs, metrics, openapi, target
 from .access import Access
 from .accesslog import USER
 from .auth import Auth, Identity
 from .config import Config, default_profile
-from .errors import BadRequest, GlueError, LoginRequired, NotFound, Unauthorized
+from .errors import (
+    BadRequest,
+    GlueError,
+    LoginRequired,
+    NotFound,
+    SpawnFailed,
+    Unauthorized,
+)
+from .failures import Failure
 from .hub import Hub
 from .render import Renderer, open_url, wants_html
 from .servers import Servers, UserView
@@ -38,6 +46,7 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 EVENTS = "-/events/"
 GIT_TOKEN = "-/git-token"
 STATIC = "-/static/"
+LOGS = "/-/logs"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # each file's version (a hash of its content) goes into its URL, so a browser may keep
 # it for good and still loads the new one after an upgrade
@@ -79,8 +88,11 @@ class Routes:
         app.router.add_get(prefix + "openapi.json", self.openapi)
         app.router.add_get(prefix + "oauth_callback", self.oauth_callback)
         app.router.add_get(prefix + STATIC + "{file}", self.static)
+        app.router.add_get(prefix + "-/launcher", self.launcher)
+        app.router.add_get(prefix + "-/badge.svg", self.badge)
         app.router.add_get(prefix + EVENTS + TAIL, self.event_stream)
         app.router.add_post(prefix + GIT_TOKEN, self.git_token)
+        app.router.add_get(prefix + SHOW_TAIL + LOGS, self.logs)
         app.router.add_get(prefix + SHOW_TAIL, self.show)
         app.router.add_post(prefix + LAUNCH_TAIL, self.post)
         app.router.add_delete(prefix + LAUNCH_TAIL, self.delete)
@@ -96,6 +108,13 @@ class Routes:
     async def identify(self, request: web.Request) -> Identity:
         identity = await self.auth.identify(request)
         if identity is None:
+            if request.headers.get("Authorization", "").strip():
+                raise Unauthorized(
+                    "JupyterHub does not accept this token: it is wrong, expired or revoked, "
+                    "or not a user's token. Log in again and create a new token in the hub's "
+                    "Token page.",
+                    code="invalid_token",
+                )
             if wants_html(request) and request.method == "GET":
                 raise LoginRequired
             raise Unauthorized(
@@ -186,28 +205,114 @@ class Routes:
         return self.render.json({"servers": servers})
 
     async def show(self, request: web.Request) -> web.Response:
-        done = await self.authorize(request, target.parse(self.tail(request)))
+        tail = self.tail(request)
+        if not target.has_sha(tail) and len(tail.strip("/").split("/")) >= 3:
+            return await self.resolve_link(request, tail)
+        done = await self.authorize(request, target.parse(tail))
         wanted, model = done.target, done.view.find(done.target)
         if not wants_html(request):
             if model is None:
                 raise GlueError(
                     "You have no server for this commit.", code="server_not_found", status=404
                 )
+            if model["status"] == "failed":
+                model = {**model, "failure": (await self.explain(done)).model()}
             return self.render.json(model)
         if model and model["status"] == "running":
             raise web.HTTPFound(open_url(model, wanted.notebook))
-        failure = None
+        failure, image, pipeline = None, None, None
         if model and model["status"] == "failed":
-            failure = events.failure_sentence(await self.servers.failure(done.view.name, wanted))
+            failure = await self.explain(done)
+        if model is None:  # what a launch would refuse is said now, not after the click
+            candidate, pipeline = await self.servers.preflight(done.view, wanted)
+            image = launch.image_status(candidate, pipeline)
         return self.render.page(
             "status.html",
             target=wanted,
             server=model,
             failure=failure,
+            image_status=image,
+            pipeline=pipeline,
+            when_building=self.config["images"]["whenBuilding"],
             events_url=self.render.prefix + EVENTS + quote(target_path(wanted)),
+            logs_url=self.render.prefix + quote(target_path(replace(wanted, notebook=""))) + LOGS,
             profiles=self.config["profiles"],
             default_profile=default_profile(self.config)["name"],
             **self.page_context(done.identity),
+        )
+
+    async def resolve_link(self, request: web.Request, tail: str) -> web.Response:
+        """A link by ref (branch, tag, short sha): a redirect to the pinned launch URL, the
+        notebook and query kept. Never cached: the ref moves, the pinned URL does not."""
+        identity = await self.identify(request)
+        view = await self.servers.view(identity.name)
+        pinned = await self.servers.resolve(view, tail)
+        location = self.render.prefix + quote(target_path(pinned))
+        if request.query_string:
+            location += "?" + request.query_string
+        body = {"commit_sha": pinned.commit_sha, "url": location}
+        raise web.HTTPFound(
+            location,
+            text=json.dumps(body),
+            content_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def logs(self, request: web.Request) -> web.Response:
+        """The tail of the caller's server's log, `?lines=N` (1-1000, default 100): JSON, or
+        plain text for a browser's "show log" link."""
+        raw = request.query.get("lines", str(logs.DEFAULT_LINES))
+        if not raw.isdigit() or not 1 <= int(raw) <= logs.MAX_LINES:
+            raise BadRequest(
+                f"`lines` must be a whole number from 1 to {logs.MAX_LINES}.", code="invalid_lines"
+            )
+        wanted = target.parse(self.tail(request).removesuffix(LOGS))
+        done = await self.authorize(request, wanted)
+        lines = await self.servers.logs(done.view, wanted, int(raw))
+        if wants_html(request):
+            text = "\n".join(lines) or "(nothing logged yet)"
+            return web.Response(text=text + "\n", headers={"Cache-Control": "no-store"})
+        return self.render.json({"name": wanted.server_name, "lines": lines})
+
+    async def launcher(self, request: web.Request) -> web.Response:
+        """The landing page's form: resolve project and ref, then offer the pinned link and
+        README snippets with the glue's own badge. Plain GET: works without JavaScript."""
+        identity = await self.identify(request)
+        query = request.query
+        provider = self.config["provider"]
+        host = urlsplit(provider["url"]).netloc if provider["kind"] == "gitlab" else None
+        ref = target.ref_from_form(
+            query.get("project", ""), query.get("ref", ""), query.get("notebook", ""), host
+        )
+        view = await self.servers.view(identity.name)
+        pinned = await self.servers.pin(view, ref)
+        if pinned is None:
+            named = f"a branch, tag or commit named {ref.ref!r}" if ref.ref else "a default branch"
+            raise NotFound(
+                f"{ref.full_path} was not found with {named}, or you cannot see it.",
+                code="ref_not_found",
+            )
+        origin = _origin(request)
+        links = {
+            "pinned": origin + self.render.prefix + quote(target_path(pinned)),
+            "ref": origin + self.render.prefix
+            + quote("/".join(p for p in (ref.full_path, ref.ref, ref.notebook) if p))
+            if ref.ref else "",
+            "badge": origin + self.render.prefix + "-/badge.svg",
+        }
+        body = {"commit_sha": pinned.commit_sha, **links}
+        if not wants_html(request):
+            return self.render.json(body)
+        return self.render.page(
+            "launcher.html", target=pinned, ref=ref, links=links, **self.page_context(identity)
+        )
+
+    async def badge(self, request: web.Request) -> web.Response:
+        """The "launch notebook" badge for READMEs: our own SVG, no external service."""
+        return web.Response(
+            body=self.render.env.get_template("badge.svg").render().encode(),
+            content_type="image/svg+xml",
+            headers={"Cache-Control": "public, max-age=86400"},
         )
 
     async def event_stream(self, request: web.Request) -> web.StreamResponse:
@@ -223,16 +328,39 @@ class Routes:
         except GlueError as e:
             return await events.refuse(request, e)
         model = done.view.find(done.target)
-        return await events.serve(request, self.servers, done.view.name, done.target, model)
+        if model is None and request.query.get("wait") == "image":
+            return await events.serve_image_wait(
+                request, self.servers, done.view, done.target,
+                float(self.config["images"]["buildPollSeconds"]),
+            )
+        return await events.serve(
+            request, self.servers, done.view.name, done.target, model,
+            secret=done.view.caller.git_token,
+        )
+
+    async def explain(self, done: Authorized) -> Failure:
+        """Why the caller's server for the target failed, from the hub and its log."""
+        name = done.view.name
+        reason = await self.servers.failure(name, done.target)
+        return await self.servers.explain(
+            name, done.target, reason, secret=done.view.caller.git_token
+        )
 
     async def post(self, request: web.Request) -> web.Response:
-        wanted = target.parse(self.tail(request))
+        tail = self.tail(request)
+        target.require_sha(tail)
+        wanted = target.parse(tail)
         body, form_token = await read_body(request)
         if body.pop("_method", None) == "DELETE":
             return await self.delete(request, form_token, wanted)
         choices = launch.parse_body(self.config, body)
         done = await self.authorize(request, wanted, form_token)
-        status, model = await self.servers.launch(done.view, wanted, choices)
+        try:
+            status, model = await self.servers.launch(done.view, wanted, choices)
+        except SpawnFailed:
+            if request.content_type in FORM_TYPES:  # the page shows the reason and the log
+                raise web.HTTPSeeOther(request.raw_path.split("?", 1)[0]) from None
+            raise
         if request.content_type in FORM_TYPES:
             raise web.HTTPSeeOther(request.raw_path.split("?", 1)[0])
         return self.render.json(model, status)
@@ -244,7 +372,10 @@ class Routes:
         wanted: target.Target | None = None,
     ) -> web.Response:
         """Stop the caller's server; a form's POST with `_method=DELETE` comes here parsed."""
-        wanted = wanted or target.parse(self.tail(request))
+        if wanted is None:
+            tail = self.tail(request)
+            target.require_sha(tail)
+            wanted = target.parse(tail)
         done = await self.authorize(request, wanted, form_token)
         status, model = await self.servers.stop(done.view, wanted)
         if request.content_type in FORM_TYPES:
@@ -296,3 +427,9 @@ async def read_form(request: web.Request) -> dict[str, str]:
     except Exception:
         raise BadRequest("The form could not be read.", code="invalid_form") from None
     return {k: str(v) for k, v in form.items()}
+
+
+def _origin(request: web.Request) -> str:
+    """The origin the browser sees (the proxy keeps the Host; TLS may end before us)."""
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    return f"{scheme}://{request.host}"

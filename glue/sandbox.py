@@ -20,10 +20,12 @@ server keeps that user's id: users are then apart by mounts only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +93,13 @@ def limits_unavailable() -> str | None:
     return None
 
 
+def _has_processes(group: Path) -> bool:
+    try:
+        return bool((group / "cgroup.procs").read_text().strip())
+    except OSError:
+        return False
+
+
 def uid_for(hub_user_id: int) -> int:
     """The user id a hub user's processes run as: stable while the hub database lasts."""
     return UID_BASE + hub_user_id if os.geteuid() == 0 else os.getuid()
@@ -132,16 +141,22 @@ class Sandbox:
     uid: int
     workspace: Path
     readable: tuple[Path, ...] = field(default=())
-    # profile limits, and the cgroup name they are kept under (one per server)
+    # the profile's limits
     memory: int | None = None
     cpus: float | None = None
-    name: str = ""
+
+    @property
+    def cgroup_name(self) -> str:
+        """One per workspace, so two hubs on one machine (same user ids, same server
+        names) never share a cgroup."""
+        digest = hashlib.sha256(str(self.workspace).encode()).hexdigest()[:12]
+        return f"{self.uid}-{self.workspace.name}-{digest}"
 
     def _cgroups(self) -> dict[str, Path]:
-        if not self.name or limits_unavailable():
+        if not (self.memory or self.cpus) or limits_unavailable():
             return {}
         return {
-            controller: own / CGROUP_GROUP / self.name
+            controller: own / CGROUP_GROUP / self.cgroup_name
             for controller in ("memory", "cpu")
             if (own := _own_cgroup(controller))
         }
@@ -174,9 +189,13 @@ class Sandbox:
 
         return enter
 
-    def release(self) -> None:
-        """Remove the server's cgroups once nothing runs in them."""
+    def release(self, wait: float = 5) -> None:
+        """Remove the server's cgroups once nothing runs in them (the last processes of a
+        stopped sandbox may take a moment to go)."""
         for group in self._cgroups().values():
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _has_processes(group):
+                time.sleep(0.1)
             with contextlib.suppress(OSError):
                 group.rmdir()
 
@@ -201,9 +220,13 @@ class Sandbox:
         """A minimal environment: the locale and PATH of `base`, plus `extra`."""
         return {**{k: base[k] for k in KEEP_ENV if k in base}, **extra}
 
-    def command(self, argv: Sequence[str], *, readable: Iterable[Path] = ()) -> list[str]:
+    def command(
+        self, argv: Sequence[str], *, readable: Iterable[Path] = (), outlive_hub: bool = False
+    ) -> list[str]:
         """The command line that runs `argv` in the sandbox, in the workspace; `readable`
-        paths are added read-only (a repository to clone, a token file)."""
+        paths are added read-only (a repository to clone, a token file). A server may
+        `outlive_hub` (a restarted hub finds it again by its pid); a clone step dies with
+        the hub."""
         problem = available()
         if problem:
             raise SandboxUnavailable(problem)
@@ -219,7 +242,9 @@ class Sandbox:
             args += ["--ro-bind", str(path), str(path)]
         args += ["--bind", str(self.workspace), str(self.workspace)]
         args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-        args += ["--hostname", "notebook", "--die-with-parent", "--new-session"]
+        args += ["--hostname", "notebook", "--new-session"]
+        if not outlive_hub:
+            args += ["--die-with-parent"]
         args += ["--chdir", str(self.workspace), "--setenv", "HOME", HOME]
         args += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--"]
         if root:
@@ -238,14 +263,18 @@ def _children(pid: int) -> list[int]:
 def send_signal(pid: int, sig: int) -> bool:
     """Signal the sandbox started as `pid`; True while it runs.
 
-    bubblewrap itself dies of SIGINT and SIGTERM (taking the sandbox with it),
-    so those go to the command it runs, which may then stop in order; the
-    sandbox ends when the command does. SIGKILL ends bubblewrap and all inside.
+    bubblewrap itself dies of SIGINT and SIGTERM, so those go to the command it
+    runs, which may then stop in order; the sandbox ends when the command does.
+    SIGKILL ends the sandbox's init (and with it all inside) and bubblewrap.
     """
+    inits = _children(pid)  # bwrap -> its init (pid 1 inside) -> the command
+    if sig == signal.SIGKILL:
+        for init in inits:  # the end of a PID namespace's init ends everything in it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init, sig)
     target = pid
     if sig in (signal.SIGINT, signal.SIGTERM):
-        # bwrap -> its init (pid 1 inside) -> the command
-        commands = [c for init in _children(pid) for c in _children(init)]
+        commands = [c for init in inits for c in _children(init)]
         target = commands[0] if commands else pid
     try:
         os.kill(target, sig)

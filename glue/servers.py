@@ -23,14 +23,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from . import launch, metrics
+from . import failures, launch, logs, metrics
 from .access import Access
 from .config import Config
-from .errors import Conflict, GlueError, NotFound
+from .errors import (
+    BadRequest,
+    Conflict,
+    GlueError,
+    NotFound,
+    SpawnFailed,
+    UpstreamError,
+)
 from .hub import Hub
 from .launch import Launch
 from .provider import Caller, GitProvider
-from .target import Target
+from .target import DOTDOT_REMOVED, Ref, Target, looks_like_file, ref_candidates
 
 ServerModel = dict[str, Any]
 STOP_POLL_SECONDS = 0.25
@@ -89,6 +96,9 @@ def server_model(server: dict[str, Any], idle_seconds: int = 0) -> ServerModel |
         # set by the spawner when the start restored the autosave branch of this user and commit
         "restored_from": options.get(launch.RESTORED_FROM),
         "cull_at": cull_at(server.get("last_activity"), idle_seconds),
+        "image_status": options.get("image_status"),
+        # why it failed (`failures.Failure.model()`), filled in where one server is shown
+        "failure": None,
     }
 
 
@@ -162,6 +172,21 @@ class Servers:
             return None
         return None
 
+    async def explain(
+        self,
+        user: str,
+        target: Target,
+        message: str | None,
+        events: list[str] | tuple[str, ...] = (),
+        secret: str | None = None,
+    ) -> failures.Failure:
+        """Why the launch failed, for people: the hub's reason, the launch's last events and
+        the tail of the server's log."""
+        tail = await logs.tail(
+            self.config, user, target.server_name, failures.LOG_LINES, secret
+        )
+        return failures.explain(message, events, tail)
+
     async def wait_stopped(self, user: str, target: Target, seconds: float) -> ServerModel | None:
         """Poll until the server is gone or no longer stopping; its model then (None: gone)."""
         deadline = time.monotonic() + seconds
@@ -170,6 +195,100 @@ class Servers:
             if model is None or model["status"] != "stopping" or time.monotonic() >= deadline:
                 return model
             await asyncio.sleep(STOP_POLL_SECONDS)
+
+    async def resolve(self, view: UserView, tail: str) -> Target:
+        """The pinned target of a link by ref: the first reading of the path (shortest
+        namespace first) whose ref the provider resolves in a project the caller may see."""
+        refs = ref_candidates(tail)
+        if not refs:
+            raise BadRequest(
+                "Expected <namespace>/<project>/<branch, tag or commit sha>[/<notebook path>].",
+                code="invalid_path",
+            )
+        for ref in refs:
+            pinned = await self.pin(view, ref)
+            if pinned is not None:
+                return pinned
+        # nothing resolved: explain it for the first reading whose project the caller sees
+        for ref in refs:
+            # a Ref has the full_path the access lookup reads; it names no commit yet
+            if await self.access.level(view.caller, ref, fresh=False) is None:  # type: ignore[arg-type]
+                continue
+            if looks_like_file(ref.ref):
+                raise BadRequest(DOTDOT_REMOVED, code="invalid_notebook")
+            hint = ""
+            if looks_like_file(ref.notebook.rsplit("/", 1)[-1]):
+                hint = (
+                    " If the link had '..' after its commit, the '..' removed the commit: a "
+                    "notebook path must stay inside the repository."
+                )
+            raise NotFound(
+                f"{ref.full_path} has no branch, tag or commit named {ref.ref!r}. Check the "
+                f"link, or use the full commit sha.{hint}",
+                code="ref_not_found",
+            )
+        raise NotFound(
+            f"No project you can see has a branch, tag or commit named {refs[0].ref!r} at "
+            "this address. Check the link.",
+            code="ref_not_found",
+        )
+
+    async def pin(self, view: UserView, ref: Ref) -> Target | None:
+        """The ref's commit in a project the caller may see; None: no such ref (or project)."""
+        sha = await self.provider.resolve_ref(view.caller, ref)
+        if sha is None:
+            return None
+        pinned = ref.at(sha)
+        try:
+            await self.access.check(view.caller, pinned)
+        except NotFound:
+            return None  # a project hidden from the caller looks like one without the ref
+        return pinned
+
+    async def preflight(self, view: UserView, target: Target) -> tuple[str | None, str | None]:
+        """Everything a launch checks before the hub hears of it: access (fresh), the commit,
+        the notebook at that commit, and the commit's image and pipeline. The questions go
+        out at once (one GitLab round trip of time); the answers are judged in that order,
+        so an access refusal wins and nobody learns about projects they cannot see.
+        Returns the image candidate and the newest pipeline's status."""
+        checked, exists, candidate, pipeline = await asyncio.gather(
+            self.access.check_launch(view.caller, target),
+            self.provider.file_exists(view.caller, target),
+            self.provider.commit_image(view.caller, target),
+            self.provider.pipeline_status(view.caller, target),
+            return_exceptions=True,
+        )
+        for answer in (checked, exists):
+            if isinstance(answer, BaseException):
+                raise answer
+        if isinstance(candidate, BaseException):
+            raise candidate
+        if isinstance(pipeline, BaseException):
+            raise pipeline
+        if not exists:
+            raise NotFound(
+                f"There is no file {target.notebook} at commit {target.commit_sha[:7]} of "
+                f"{target.full_path}. Check the notebook path in the link.",
+                code="notebook_not_found",
+            )
+        return candidate, pipeline
+
+    async def image_status(self, view: UserView, target: Target) -> tuple[str, str | None]:
+        """The commit's image status now, and its newest pipeline's status (for waiting)."""
+        candidate, pipeline = await asyncio.gather(
+            self.provider.commit_image(view.caller, target),
+            self.provider.pipeline_status(view.caller, target),
+        )
+        return launch.image_status(candidate, pipeline), pipeline
+
+    async def logs(self, view: UserView, target: Target, lines: int) -> list[str]:
+        """The tail of the caller's own server's log (clone step, then the server)."""
+        if view.find(target) is None:
+            raise NotFound("You have no server for this commit.", code="server_not_found")
+        found = await logs.tail(
+            self.config, view.name, target.server_name, lines, view.caller.git_token
+        )
+        return found or []
 
     # --- acting ---------------------------------------------------------------------
 
@@ -189,17 +308,9 @@ class Servers:
         self, view: UserView, target: Target, choices: dict[str, Any]
     ) -> tuple[int, ServerModel]:
         async with self._locked(view, target) as view:
-            # the fresh access check, the commit and the commit's image do not depend on
-            # each other: one GitLab round trip of time instead of three
-            checked, candidate = await asyncio.gather(
-                self.access.check_launch(view.caller, target),
-                self.provider.commit_image(view.caller, target),
-                return_exceptions=True,
-            )
-            if isinstance(checked, BaseException):
-                raise checked  # access before anything else: it decides what may be told
-            if isinstance(candidate, BaseException):
-                raise candidate
+            # access (fresh), the commit, the notebook and the image go out at once, before
+            # anything else: a running server is only shown to who may still launch it
+            candidate, pipeline = await self.preflight(view, target)
             target = self.access.current(view.caller, target)  # a moved project's new path
             current = view.find(target)
             if current and current["status"] in ("running", "starting"):
@@ -208,10 +319,22 @@ class Servers:
                 raise Conflict(
                     "This server is stopping; launch it again in a moment.", code="server_stopping"
                 )
-            request = launch.make(
-                self.config, target, choices, launch.choose_image(self.config, candidate)
-            )
-            status = await self.hub.start(view.name, target.server_name, request.user_options())
+            image = launch.decide_image(self.config, target, candidate, pipeline, choices)
+            request = launch.make(self.config, target, choices, image)
+            try:
+                status = await self.hub.start(
+                    view.name, target.server_name, request.user_options()
+                )
+            except UpstreamError as e:
+                # the hub's 500 when the spawn failed before it answered (a clone that
+                # failed at once): say why, if the hub holds the failed spawn
+                reason = await self.failure(view.name, target) if e.status == 502 else None
+                if reason is None:
+                    raise
+                failure = await self.explain(
+                    view.name, target, reason, secret=view.caller.git_token
+                )
+                raise SpawnFailed(failure.sentence()) from None
             if status is None:  # another replica started it a moment ago: read what it did
                 model = await self.get(view.name, target)
                 if model is None:

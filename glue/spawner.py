@@ -29,7 +29,7 @@ from tornado import web
 from traitlets import Dict, Unicode, default
 from traitlets.config import Configurable
 
-from . import autosave, clone, localsession
+from . import autosave, clone, localsession, logs
 from .access import Access
 from .config import Config, Profile
 from .errors import GlueError
@@ -217,6 +217,7 @@ class CommitSpawnerMixin(Configurable):
 def check_user_options(spawner: CommitSpawnerMixin, user_options: dict[str, Any]) -> None:
     """JupyterHub 5.3+ runs this before start(): a launch the config refuses (say a profile
     an upgrade removed) is then a 400 with our sentence, not a 500 from start()."""
+    spawner._start_began = time.monotonic()  # the spawn begins here: run_post_stop_hook
     try:
         from_user_options(spawner.notebooks, user_options)
     except GlueError as e:
@@ -309,7 +310,6 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             workspace=self.workspace(),
             memory=self.mem_limit,
             cpus=self.cpu_limit,
-            name=f"{self.user.id}-{self.name or 'default'}",
         )
 
     def session_git(self, project: str = "", source: str = "") -> SessionGit:
@@ -324,35 +324,57 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         sandbox.prepare()
         git = self.session_git(target.full_path, checked.source)
         kept = git.kept
-        if kept:
-            self.log.warning("%s: its last autosave failed; reusing its workspace", self._log_name)
-            self.emit(20, "Reopening the workspace whose autosave failed, as it was")
-        else:
-            self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
-            await run_clone(checked, sandbox.workspace, sandbox=sandbox)
+        # the server's log (logs.py): the clone step's outcome, then the server's output
+        log_fd = logs.open_for_server(self.notebooks, self.user.name, self.name)
+        secret = checked.caller.git_token
         try:
-            answer = await self.start_session_git(checked, sandbox, git, restore=not kept)
-        except Exception:
-            await self.stop_session_git()
-            raise
-        self.record_restored(answer.get("restored_from"))
-        done = f"Ready in {time.monotonic() - started:.1f} s"
-        if answer.get("restored_from"):
-            done += f"; unsaved work restored from {answer['restored_from']}"
-        self.emit(60, f"{done}; starting the notebook server")
-        self.notebook_dir = str(sandbox.workspace)
-        self.default_url = self.lab_url(launch)
-        if self.port == 0:
-            self.port = random_port()
-        command = sandbox.command([*self.cmd, *self.get_args()])
-        self.log.info("Spawning %s", shlex.join(command))
-        self.hand_over()
-        # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
-        self.proc = Popen(  # noqa: ASYNC220
-            command, env=self.get_env(), start_new_session=True, preexec_fn=sandbox.limit()
-        )
+            if kept:
+                self.log.warning(
+                    "%s: its last autosave failed; reusing its workspace", self._log_name
+                )
+                self.emit(20, "Reopening the workspace whose autosave failed, as it was")
+            else:
+                self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
+                try:
+                    await run_clone(checked, sandbox.workspace, sandbox=sandbox)
+                except RuntimeError as e:
+                    self._log_line(log_fd, f"Clone failed: {e}", secret)
+                    raise RuntimeError(f"Clone failed: {e}") from None
+                self._log_line(log_fd, f"Cloned {target.full_path} at {target.commit_sha}", None)
+            try:
+                answer = await self.start_session_git(checked, sandbox, git, restore=not kept)
+            except Exception:
+                await self.stop_session_git()
+                raise
+            self.record_restored(answer.get("restored_from"))
+            done = f"Ready in {time.monotonic() - started:.1f} s"
+            if answer.get("restored_from"):
+                done += f"; unsaved work restored from {answer['restored_from']}"
+            self.emit(60, f"{done}; starting the notebook server")
+            self.notebook_dir = str(sandbox.workspace)
+            self.default_url = self.lab_url(launch)
+            if self.port == 0:
+                self.port = random_port()
+            command = sandbox.command([*self.cmd, *self.get_args()], outlive_hub=True)
+            self.log.info("Spawning %s", shlex.join(command))
+            self.hand_over()
+            # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
+            self.proc = Popen(  # noqa: ASYNC220
+                command,
+                env=self.get_env(),
+                start_new_session=True,
+                preexec_fn=sandbox.limit(),
+                stdout=log_fd,
+                stderr=log_fd,
+            )
+        finally:
+            os.close(log_fd)  # the server holds its own copy
         self.pid = self.proc.pid
         return ("127.0.0.1", self.port)
+
+    @staticmethod
+    def _log_line(fd: int, text: str, secret: str | None) -> None:
+        os.write(fd, (logs.scrub(text, secret) + "\n").encode())
 
     async def start_session_git(
         self, checked: Checked, sandbox: Sandbox, git: SessionGit, *, restore: bool
@@ -454,7 +476,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         await self.autosave()
         await super().stop(now)
         await self.stop_session_git()
-        self.sandbox().release()
+        await asyncio.to_thread(self.sandbox().release)
 
     def delete_forever(self) -> None:
         """The hub removes the server: its workspace goes with it, unless its autosave failed
@@ -469,3 +491,4 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             return
         shutil.rmtree(self.workspace(), ignore_errors=True)
         git.remove()
+        logs.remove(self.notebooks, self.user.name, self.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .errors import BadRequest, NotFound
 
@@ -148,3 +149,108 @@ def from_options(options: dict[str, object]) -> Target:
     return Target(
         namespace, project, check_sha(sha), check_notebook(str(options.get("notebook", "")))
     )
+
+
+# --- links by ref: `<namespace>/<project>/<ref>[/<notebook>]` ---------------------------------
+
+MAX_REF_CHARS = 255
+# git check-ref-format's refusals, for one path segment: no control characters, space,
+# `~^:?*[\`, `..` or `@{`, no leading `-` or `.`, no trailing `.` or `.lock`
+REF_RE = re.compile(
+    r"^(?!-|\.)(?!.*\.\.)(?!.*@\{)(?!.*\.lock$)(?!@$)[^\x00-\x20\x7f~^:?*\[\\/]+(?<!\.)$"
+)
+# what a file name looks like (`analysis.ipynb`, `run.py`): a ref-less path ending in one is
+# a launch URL whose `<sha>/..` the browser or the proxy has already removed
+FILE_RE = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,9}$")
+DOTDOT_REMOVED = (
+    "The notebook path must stay inside the repository (no '..'): this address has no commit "
+    "left in it, because '..' after the commit removed the commit itself."
+)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A project and a ref (branch, tag or short sha; '' for the default branch) to resolve."""
+
+    namespace: str
+    project: str
+    ref: str
+    notebook: str = ""
+
+    @property
+    def full_path(self) -> str:
+        return f"{self.namespace}/{self.project}"
+
+    def at(self, sha: str) -> Target:
+        """The pinned target once the provider has named the ref's commit."""
+        return Target(self.namespace, self.project, check_sha(sha), self.notebook)
+
+
+def check_ref(ref: str) -> str:
+    if len(ref) > MAX_REF_CHARS or not REF_RE.match(ref):
+        raise BadRequest(
+            f"{ref!r} is not a branch, tag or commit name git accepts.", code="invalid_ref"
+        )
+    return ref
+
+
+def has_sha(tail: str) -> bool:
+    """Whether a launch path names its commit (a 40-hex segment after the project)."""
+    return any(SHA_RE.match(segment) for segment in tail.split("/")[2:])
+
+
+def ref_candidates(tail: str) -> list[Ref]:
+    """Every way to read a ref-less path as `<namespace...>/<project>/<ref>[/<notebook>]`,
+    shortest namespace first; only the provider can tell which project exists."""
+    segments = tail.removesuffix("/").split("/")
+    found = []
+    for index in range(2, min(len(segments), MAX_NAMESPACE_DEPTH + 2)):
+        namespace, project = "/".join(segments[: index - 1]), segments[index - 1]
+        try:
+            check_project(namespace, project)
+            ref = check_ref(segments[index])
+            notebook = check_notebook("/".join(segments[index + 1 :]))
+        except BadRequest:
+            continue
+        found.append(Ref(namespace, project, ref, notebook))
+    return found
+
+
+def looks_like_file(name: str) -> bool:
+    """`analysis.ipynb`, `run.py`: where a ref should be, such a name means the path was a
+    launch URL with `<sha>/..` in it, which the browser or the proxy resolved, sha and all."""
+    return bool(FILE_RE.search(name))
+
+
+def require_sha(tail: str) -> None:
+    """Changes (POST, DELETE) name the exact commit: a ref must be resolved first."""
+    if has_sha(tail):
+        return
+    readings = ref_candidates(tail)
+    if readings and looks_like_file(readings[0].ref):
+        raise BadRequest(DOTDOT_REMOVED, code="invalid_notebook")
+    raise BadRequest(
+        "Launching and stopping need the full 40-character commit sha; resolve the branch, "
+        "tag or short sha first (GET this address answers a redirect to the pinned one).",
+        code="invalid_commit",
+    )
+
+
+def ref_from_form(project: str, ref: str, notebook: str, host: str | None) -> Ref:
+    """The launcher form's fields: a project as `namespace/project` or its GitLab URL (of
+    `host`, when the provider has one), a ref ('' for the default branch), a notebook."""
+    text = project.strip()
+    if "://" in text:
+        parts = urlsplit(text)
+        if host is not None and parts.netloc.lower() != host.lower():
+            raise BadRequest(f"{text!r} is not a project of {host}.", code="invalid_path")
+        text = parts.path
+    text = text.strip("/").split("/-/", 1)[0].removesuffix(".git")
+    namespace, _, name = text.rpartition("/")
+    if not namespace:
+        raise BadRequest(
+            "Name the project as <namespace>/<project> or by its URL.", code="invalid_path"
+        )
+    check_project(namespace, name)
+    ref = ref.strip()
+    return Ref(namespace, name, check_ref(ref) if ref else "", check_notebook(notebook.strip()))

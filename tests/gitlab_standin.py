@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import yaml
 from aiohttp import web
@@ -51,6 +51,11 @@ GUEST, REPORTER, DEVELOPER, OWNER = 10, 20, 30, 50
 NOTIFICATION_GLOBAL = 3
 OAUTH_TOKEN_SECONDS = 7200
 GITLAB_VERSION = "17.11.0"
+# doc/api/pipelines.md: the statuses a pipeline can have
+PIPELINE_STATUSES = frozenset({
+    "created", "waiting_for_resource", "preparing", "pending", "running", "success", "failed",
+    "canceled", "skipped", "manual", "scheduled",
+})
 NOT_FOUND_PAGE = (
     "The project you were looking for could not be found or you don't have permission to view it."
 )
@@ -142,6 +147,18 @@ class Project:
 
 
 @dataclass
+class Pipeline:
+    """A CI pipeline of one commit; tests move it through GitLab's statuses."""
+
+    id: int
+    iid: int
+    sha: str
+    ref: str
+    status: str = "pending"
+    created_at: str = "2024-01-01T00:00:00.000Z"
+
+
+@dataclass
 class OAuthApp:
     client_id: str
     client_secret: str
@@ -196,6 +213,8 @@ class GitLabStandIn:
         self._codes: dict[str, Grant] = {}
         self._refresh: dict[str, Grant] = {}
         self.requests: list[RecordedRequest] = []
+        self.pipelines: dict[str, list[Pipeline]] = {}  # lower-cased project path -> newest last
+        self.ci_fail_status: int | None = None  # the pipelines API alone answers this status
         self.fail_status: int | None = None  # answer every request with this status
         self.delay = 0.0  # seconds every request waits before it is answered
         self.throttled = 0  # how many of the next API requests answer 429
@@ -454,6 +473,7 @@ class GitLabStandIn:
         app.router.add_get(
             f"{api}/projects/{{id}}/registry/repositories/{{rid}}/tags/{{tag}}", self._registry_tag
         )
+        self._add_ci_and_files_routes(app, api)
         app.router.add_get("/oauth/authorize", self._authorize)
         app.router.add_post("/oauth/token", self._token)
         app.router.add_get(r"/{repo:.+\.git}/info/refs", self._git)
@@ -689,6 +709,107 @@ class GitLabStandIn:
                 "total_size": 1024,
             }
         )
+
+    # ---- CI pipelines and repository files ---------------------------------------------------
+
+    def add_pipeline(self, project: str, sha: str, status: str = "pending", ref: str = "main"
+                     ) -> Pipeline:
+        """A pipeline for `sha`, as a push would create; `status` one of PIPELINE_STATUSES."""
+        if status not in PIPELINE_STATUSES:
+            raise ValueError(f"unknown pipeline status {status!r}")
+        pipelines = self.pipelines.setdefault(project.lower(), [])
+        pipeline = Pipeline(next(_ids), len(pipelines) + 1, sha, ref, status)
+        pipelines.append(pipeline)
+        return pipeline
+
+    def _add_ci_and_files_routes(self, app: web.Application, api: str) -> None:
+        app.router.add_get(f"{api}/projects/{{id}}/pipelines", self._pipelines)
+        # aiohttp answers HEAD through the GET route, as Rails does
+        app.router.add_get(f"{api}/projects/{{id}}/repository/files/{{path:.+}}", self._file)
+
+    async def _pipelines(self, request: web.Request) -> web.Response:
+        """`GET /projects/:id/pipelines` with `sha`, `ref`, `status`, `order_by=id`, `sort`,
+        `per_page` and `page` (doc/api/pipelines.md); newest first by default."""
+        if self.ci_fail_status:
+            return _message(self.ci_fail_status, HTTPStatus(self.ci_fail_status).phrase)
+        username, project = self._visible_project(request)
+        if not self.can_read_code(username, project):
+            return _message(403, "403 Forbidden")
+        query = request.query
+        status = query.get("status")
+        if status is not None and status not in PIPELINE_STATUSES:
+            return web.json_response({"error": "status does not have a valid value"}, status=400)
+        if query.get("sort", "desc") not in ("asc", "desc"):
+            return web.json_response({"error": "sort does not have a valid value"}, status=400)
+        found = [
+            p for p in self.pipelines.get(project.full_path.lower(), [])
+            if query.get("sha", p.sha) == p.sha
+            and query.get("ref", p.ref) == p.ref
+            and (status or p.status) == p.status
+        ]
+        found.sort(key=lambda p: p.id, reverse=query.get("sort", "desc") == "desc")
+        per_page = min(max(int(query.get("per_page", "20") or 20), 1), 100)
+        page = max(int(query.get("page", "1") or 1), 1)
+        base = self._base_url(request)
+        return web.json_response([
+            {
+                "id": p.id,
+                "iid": p.iid,
+                "project_id": project.id,
+                "sha": p.sha,
+                "ref": p.ref,
+                "status": p.status,
+                "source": "push",
+                "created_at": p.created_at,
+                "updated_at": p.created_at,
+                "web_url": f"{base}/{project.full_path}/-/pipelines/{p.id}",
+            }
+            for p in found[(page - 1) * per_page : page * per_page]
+        ])
+
+    async def _file(self, request: web.Request) -> web.Response:
+        """`HEAD`/`GET /projects/:id/repository/files/:file_path?ref=`
+        (doc/api/repository_files.md): the path must arrive URL-encoded (`a%2Fb.ipynb`),
+        `ref` is required; 404 when absent."""
+        username, project = self._visible_project(request)
+        if not self.can_read_code(username, project):
+            return _message(403, "403 Forbidden")
+        raw = request.raw_path.split("?", 1)[0].split("/repository/files/", 1)[1]
+        ref = request.query.get("ref")
+        if not ref:
+            return web.json_response({"error": "ref is missing, ref is empty"}, status=400)
+        if "/" in raw or project.repo is None:  # an unencoded path matches no GitLab route
+            return _message(404, "404 File Not Found")
+        path = unquote(raw)
+        commit = await _read_commit(project.repo, ref)
+        if commit is None:
+            return _message(404, "404 File Not Found")
+        status, kind = await _run_git(project.repo, "cat-file", "-t", f"{commit['id']}:{path}")
+        if status or kind.strip() != "blob":
+            return _message(404, "404 File Not Found")
+        _, size = await _run_git(project.repo, "cat-file", "-s", f"{commit['id']}:{path}")
+        _, blob = await _run_git(project.repo, "rev-parse", f"{commit['id']}:{path}")
+        headers = {
+            "X-Gitlab-File-Name": path.rpartition("/")[2],
+            "X-Gitlab-File-Path": path,
+            "X-Gitlab-Size": size.strip(),
+            "X-Gitlab-Encoding": "base64",
+            "X-Gitlab-Blob-Id": blob.strip(),
+            "X-Gitlab-Commit-Id": commit["id"],
+            "X-Gitlab-Last-Commit-Id": commit["id"],
+            "X-Gitlab-Ref": ref,
+        }
+        body = {
+            "file_name": headers["X-Gitlab-File-Name"],
+            "file_path": path,
+            "size": int(size.strip() or 0),
+            "encoding": "base64",
+            "ref": ref,
+            "blob_id": blob.strip(),
+            "commit_id": commit["id"],
+            "last_commit_id": commit["id"],
+        }
+        return web.json_response(body, headers=headers)
 
     # ---- OAuth -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ errors and uncaught exceptions, and any alert/confirm dialog fails the test.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -21,7 +22,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from glue.target import Target
-from tests.hubtools import CHECKOUT, RunningHub
+from tests.hubtools import CHECKOUT, RunningHub, git
 
 pytestmark = pytest.mark.browser
 
@@ -272,11 +273,11 @@ def test_launch_follow_open_list_stop(hub, repos, visitor):
 
 
 def test_failures_say_what_went_wrong(hub, repos, visitor, browser):
-    # a well-formed commit the project does not have: the launch is refused with a 404 page
+    # a well-formed commit the project does not have: the page says so at once (404), with
+    # no launch form that would fail after the click
     missing = unknown_sha()
     page = visitor.login(f"demo/hello/{missing}")
-    expect(page.locator("#status")).to_have_text("not running")
-    page.get_by_role("button", name="Launch").click()
+    assert page.locator("#launch-form").count() == 0
     expect(page.locator("h1")).to_have_text("Not found")
     expect(page.locator("#error-message")).to_have_text(
         f"Commit {missing} was not found in demo/hello."
@@ -296,8 +297,9 @@ def test_failures_say_what_went_wrong(hub, repos, visitor, browser):
     page.goto(visitor.glue_url(f"demo/hello/{target.commit_sha}"))
     expect(page.locator("#status")).to_have_text("failed")
     expect(page.locator("#failure-message")).to_have_text(
-        f"Spawn failed: Commit {target.commit_sha} was not found in demo/hello."
+        f"Commit {target.commit_sha} was not found in demo/hello."
     )
+    expect(page.locator("#failure-next")).to_contain_text("Check the link")
     retry = page.get_by_role("button", name="Retry")
     expect(retry).to_be_visible()
     assert_no_horizontal_scroll(page)
@@ -356,11 +358,30 @@ def sse(*events: tuple[str, dict[str, Any]]) -> str:
     )
 
 
+def commit_with_file(repos: dict, project: str, name: str) -> str:
+    """A commit (on a side branch) of a session repository that holds a file `name`."""
+    work, bare = repos["root"] / ".work" / project, repos["root"] / f"{project}.git"
+    branch = "file-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    if not git(bare, "branch", "--list", branch):
+        git(work, "checkout", "-q", "-b", branch)
+        (work / name).write_text('{"cells": [], "metadata": {}, "nbformat": 4}')
+        git(work, "add", ".")
+        git(work, "commit", "-q", "-m", "a file with a nasty name")
+        git(work, "push", "-q", str(bare), branch)
+        git(work, "checkout", "-q", "main")
+    return git(bare, "rev-parse", branch)
+
+
 def test_payloads_in_names_and_messages_are_inert(hub, repos, visitor):
-    sha = repos["shas"]["demo/hello"][2]
     notebook = "<img src=x onerror=alert(1)>.ipynb"
+    # a notebook that is not there: the 404 names it, as text
+    missing = f"demo/hello/{repos['shas']['demo/hello'][2]}/{quote(notebook)}"
+    page = visitor.login(missing)
+    expect(page.locator("#error-message")).to_contain_text(notebook)
+    assert page.locator("main img, main script").count() == 0
+    sha = commit_with_file(repos, "demo/hello", notebook)
     path = f"demo/hello/{sha}/{quote(notebook)}"
-    page = visitor.login(path)
+    page.goto(visitor.glue_url(path))
     expect(page.locator("#notebook")).to_have_text(notebook)
     assert page.locator("main img, main script").count() == 0
 
@@ -443,4 +464,39 @@ def test_the_hubs_own_pages_lead_to_the_service_and_every_page_can_log_out(hub, 
     page.wait_for_url(lambda url: "/hub/login" in url)
     page.goto(f"{hub.url}/hub/home")
     page.wait_for_url(lambda url: "/hub/login" in url)  # logged out indeed
+    assert_clean(visitor)
+
+
+# --- links by ref survive the login ----------------------------------------------------
+
+
+def test_a_logged_out_branch_link_ends_in_lab_at_the_pinned_commit(hub, repos, visitor):
+    shas = repos["shas"]["demo/hello"]
+    page = visitor.page
+    page.goto(visitor.glue_url("demo/hello/main/notebooks/analysis.ipynb"))
+    # not logged in: the hub's login form, which then sends us back along the same link
+    page.fill("#username_input", visitor.user)
+    page.fill("#password_input", "any password")
+    page.click("#login_submit")
+    pinned = f"demo/hello/{shas[-1]}/notebooks/analysis.ipynb"
+    visitor.wait_for(pinned)
+    expect(page.locator(f"code[title='{shas[-1]}']")).to_have_text(shas[-1][:7])
+    expect(page.locator("#notebook")).to_have_text("notebooks/analysis.ipynb")
+    shoot(page, "ref-link-pinned")
+    page.get_by_role("button", name="Launch").click()
+    page.wait_for_url(LAB_NOTEBOOK, timeout=LAB_TIMEOUT_MS)
+    (server,) = visitor.hub.hub_servers(visitor.user).values()
+    assert server["user_options"]["commit_sha"] == shas[-1]
+    notebook_tab = page.locator(".lm-TabBar-tabLabel", has_text="analysis.ipynb")
+    expect(notebook_tab.first).to_be_visible(timeout=LAB_TIMEOUT_MS)
+    assert_clean(visitor)
+
+
+def test_a_missing_notebook_says_so_before_the_launch_form(hub, repos, visitor):
+    sha = repos["shas"]["demo/hello"][0]
+    page = visitor.login(f"demo/hello/{sha}/notebooks/missing.ipynb")
+    expect(page.locator("h1")).to_have_text("Not found")
+    expect(page.locator("#error-message")).to_contain_text("notebooks/missing.ipynb")
+    assert page.locator("#launch-form").count() == 0
+    shoot(page, "error-notebook-not-found")
     assert_clean(visitor)

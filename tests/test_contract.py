@@ -298,8 +298,8 @@ FUZZ_CONFIG = """
 # every check, for every operation, except as below
 [checks]
 enabled = true
-# a schema-violating body larger than `launch.maxBodyBytes` is refused with 413 (schemathesis'
-# defaults plus 413)
+# a body over `launch.maxBodyBytes` is refused with 413 before it is read (documented), which
+# schemathesis' default list of rejections lacks
 negative_data_rejection.expected-statuses = [
   "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx",
 ]
@@ -547,9 +547,13 @@ def test_unicode_and_control_characters_in_every_segment(
             expected = (e.status, {e.code})
         path = "/".join(quote(p, safe="/") for p in filled if p)
         for method in ("GET", "POST", "DELETE"):
+            wanted = expected
+            if method == "GET" and not target.has_sha(tail):  # a link by ref (test_links)
+                readable = target.ref_candidates(tail)
+                wanted = (404, {"ref_not_found"}) if readable else (400, {"invalid_path"})
             response = raw(hub.glue_port, method, f"{PREFIX}/{path}", token=token)
-            assert response.status_code == expected[0], (where, method, response.content[:200])
-            assert error_of(response) in expected[1], (where, method)
+            assert response.status_code == wanted[0], (where, method, response.content[:200])
+            assert error_of(response) in wanted[1], (where, method)
 
 
 def test_raw_bytes_in_the_request_line_are_refused(hub: RunningHub, nasty: Client,

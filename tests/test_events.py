@@ -20,7 +20,7 @@ import requests
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from glue import events
+from glue import events, failures
 from glue import servers as servers_module
 from glue.access import Access
 from glue.config import validate
@@ -101,12 +101,23 @@ def test_a_spawn_failed_at_the_hub_relays_the_hubs_message(hub, user):
     hub.wait_failed(user.user, target.server_name)
     path = f"demo/hello/{target.commit_sha}"
     response, found = follow(user.session, events_url(user, path))
-    expected = f"Spawn failed: Commit {target.commit_sha} was not found in demo/hello."
+    expected = f"Commit {target.commit_sha} was not found in demo/hello."
     assert response.status_code == 200
-    assert found == [("failed", {"error": "spawn_failed", "message": expected})]
+    ((name, data),) = found
+    assert name == "failed"
+    assert (data["error"], data["message"], data["reason"]) == (
+        "spawn_failed", expected, "unknown_commit"
+    )
+    assert "Check the link" in data["next_step"] and data["log"] == []
     page = user.get(path, headers={"Accept": "text/html"})
     assert page.status_code == 200
     assert expected in page.text and ">Retry</button>" in page.text
+    assert 'data-reason="unknown_commit"' in page.text
+    # the server model says the same
+    model = user.get(path).json()
+    assert model["status"] == "failed"
+    assert model["failure"]["reason"] == "unknown_commit"
+    assert model["failure"]["message"] == expected
 
 
 def test_refusals_are_failed_events_not_http_errors(hub, repos, user):
@@ -267,13 +278,23 @@ async def test_relay_keeps_quiet_streams_alive_and_sends_text_only(tmp_path: Pat
 async def test_relay_failures_and_state_changes(monkeypatch, tmp_path: Path):
     monkeypatch.setattr(servers_module, "STOP_POLL_SECONDS", 0.01)
     boom = {"progress": 100, "failed": True, "message": "Spawn failed: boom"}
+    said = {"error": "spawn_failed", "message": "boom.", "reason": "unknown",
+            "next_step": "Launch it again.", "log": []}
     found, _ = await relay(FakeHub(boom), tmp_path)
-    assert found == [("failed", {"error": "spawn_failed", "message": "Spawn failed: boom"})]
+    assert found == [("failed", said)]
     # a failed server: the hub's last failure, or a sentence when the hub forgot it
     found, _ = await relay(FakeHub(boom, statuses=("failed",)), tmp_path)
-    assert found == [("failed", {"error": "spawn_failed", "message": "Spawn failed: boom"})]
+    assert found == [("failed", said)]
     found, _ = await relay(FakeHub(statuses=("failed",)), tmp_path)
-    assert found == [("failed", {"error": "spawn_failed", "message": events.UNKNOWN_FAILURE})]
+    assert found[0][1]["message"] == failures.UNKNOWN
+    # a timeout after the scheduler said no machine fits: the scheduler's reason
+    full = "0/1 nodes are available: 1 Insufficient memory."
+    timeout = {"progress": 100, "failed": True,
+               "message": "Spawn failed: pod x did not start in 5 seconds!"}
+    warning = {"progress": 50, "message": f"[Warning] {full}"}
+    found, _ = await relay(FakeHub(warning, timeout), tmp_path)
+    assert found[-1][1]["reason"] == "unschedulable"
+    assert full in found[-1][1]["message"]
     # stopping: the page is told to render again once the server is gone
     found, _ = await relay(FakeHub(statuses=("stopping", "stopping", None)), tmp_path)
     assert [name for name, _ in found] == ["progress", "reload"]

@@ -343,7 +343,8 @@ def test_a_notebook_past_its_profiles_memory_is_stopped_and_nothing_else(setup):
     path = f"demo/plain/{setup['shas']['demo/plain']}"
     assert alice.get(path).json()["status"] == "running"
     assert run_in_kernel(hub, alice, server, "print(6 * 7)").strip() == "42"
-    name = f"{uid - sandbox.UID_BASE}-{server['name']}"
+    workspace = hub.workspaces / "alice" / server["name"]
+    name = Sandbox(uid=uid, workspace=workspace, memory=1).cgroup_name
     group = sandbox._own_cgroup("memory") / sandbox.CGROUP_GROUP / name
     oom = dict(line.split() for line in (group / "memory.oom_control").read_text().splitlines())
     assert int(oom["oom_kill"]) > 0  # the kernel's OOM killer ended it, inside this cgroup

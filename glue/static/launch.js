@@ -6,48 +6,6 @@
 (function () {
   "use strict";
 
-  var box = document.getElementById("launch");
-  if (!box || !box.dataset.events || !window.EventSource) {
-    return;
-  }
-  var bar = document.getElementById("progress");
-  var note = document.getElementById("progress-message");
-  var log = document.getElementById("log");
-  var status = document.getElementById("status");
-  var failure = document.getElementById("failure");
-  var failureMessage = document.getElementById("failure-message");
-  var form = document.getElementById("launch-form");
-  var source = null;
-  var finished = false;
-  var OPEN_DELAY_MS = 600; // long enough to see 100 %, short enough not to wait
-
-  function setProgress(value) {
-    var v = Math.max(0, Math.min(100, Math.round(Number(value) || 0)));
-    // never move backwards: the hub replays a spawn's events on a reconnect
-    if (bar.hasAttribute("value") && v < bar.value) {
-      return;
-    }
-    bar.value = v;
-    bar.setAttribute("aria-valuenow", String(v));
-    bar.setAttribute("aria-valuetext", v + " %");
-  }
-
-  function setStatus(text) {
-    status.textContent = text;
-    status.className = "status status-" + text.replace(/[^a-z]+/g, "-");
-  }
-
-  function addLog(text) {
-    if (typeof text !== "string" || !text) {
-      return;
-    }
-    var item = document.createElement("li");
-    item.textContent = text;
-    log.appendChild(item);
-    log.scrollTop = log.scrollHeight;
-    note.textContent = text;
-  }
-
   function data(event) {
     try {
       var parsed = JSON.parse(event.data);
@@ -57,90 +15,171 @@
     }
   }
 
-  // Only a path on this origin: never follow a redirect target elsewhere.
-  function sameOrigin(url) {
-    if (typeof url !== "string" || url.charAt(0) !== "/" || /^\/[\/\\]/.test(url)) {
-      return null;
+  followLaunch();
+  waitForImage();
+
+  function followLaunch() {
+    var box = document.getElementById("launch");
+    if (!box || !box.dataset.events || !window.EventSource) {
+      return;
     }
-    var parsed = new URL(url, window.location.href);
-    return parsed.origin === window.location.origin ? parsed.href : null;
+    var bar = document.getElementById("progress");
+    var note = document.getElementById("progress-message");
+    var log = document.getElementById("log");
+    var status = document.getElementById("status");
+    var failure = document.getElementById("failure");
+    var failureMessage = document.getElementById("failure-message");
+    var failureNext = document.getElementById("failure-next");
+    var failureLog = document.getElementById("failure-log");
+    var form = document.getElementById("launch-form");
+    var source = null;
+    var finished = false;
+    var OPEN_DELAY_MS = 600; // long enough to see 100 %, short enough not to wait
+
+    function setProgress(value) {
+      var v = Math.max(0, Math.min(100, Math.round(Number(value) || 0)));
+      // never move backwards: the hub replays a spawn's events on a reconnect
+      if (bar.hasAttribute("value") && v < bar.value) {
+        return;
+      }
+      bar.value = v;
+      bar.setAttribute("aria-valuenow", String(v));
+      bar.setAttribute("aria-valuetext", v + " %");
+    }
+
+    function setStatus(text) {
+      status.textContent = text;
+      status.className = "status status-" + text.replace(/[^a-z]+/g, "-");
+    }
+
+    function addLog(text) {
+      if (typeof text !== "string" || !text) {
+        return;
+      }
+      var item = document.createElement("li");
+      item.textContent = text;
+      log.appendChild(item);
+      log.scrollTop = log.scrollHeight;
+      note.textContent = text;
+    }
+
+    // Only a path on this origin: never follow a redirect target elsewhere.
+    function sameOrigin(url) {
+      if (typeof url !== "string" || url.charAt(0) !== "/" || /^\/[\/\\]/.test(url)) {
+        return null;
+      }
+      var parsed = new URL(url, window.location.href);
+      return parsed.origin === window.location.origin ? parsed.href : null;
+    }
+
+    function finish() {
+      finished = true;
+      if (source) {
+        source.close();
+      }
+    }
+
+    function fail(d) {
+      finish();
+      setStatus("failed");
+      box.hidden = true;
+      failureMessage.textContent = (typeof d.message === "string" && d.message) || "The launch failed.";
+      failureNext.textContent = typeof d.next_step === "string" ? d.next_step : "";
+      failureLog.textContent = Array.isArray(d.log) ? d.log.join("\n") : "";
+      failure.hidden = false;
+      if (form) {
+        form.hidden = false;
+      }
+    }
+
+    function connect() {
+      source = new EventSource(box.dataset.events);
+      var replayed = 0;
+
+      source.addEventListener("open", function () {
+        // a reconnect replays the spawn's events: show each message once
+        replayed = log.children.length;
+      });
+
+      source.addEventListener("progress", function (event) {
+        var d = data(event);
+        setProgress(d.progress);
+        if (replayed > 0) {
+          replayed -= 1;
+          return;
+        }
+        addLog(d.message);
+      });
+
+      source.addEventListener("ready", function (event) {
+        var d = data(event);
+        finish();
+        setProgress(100);
+        setStatus("running");
+        addLog(d.message || "Your server is ready.");
+        var url = sameOrigin(d.url);
+        window.setTimeout(function () {
+          if (url) {
+            window.location.assign(url);
+          } else {
+            window.location.reload();
+          }
+        }, OPEN_DELAY_MS);
+      });
+
+      source.addEventListener("failed", function (event) {
+        fail(data(event));
+      });
+
+      source.addEventListener("reload", function () {
+        finish();
+        window.location.reload();
+      });
+
+      source.addEventListener("error", function () {
+        if (finished) {
+          return;
+        }
+        if (source.readyState === EventSource.CLOSED) {
+          note.textContent = "Lost the connection to the server; reload the page to follow the launch.";
+        } else {
+          note.textContent = "The connection was interrupted; reconnecting…";
+        }
+      });
+    }
+
+    box.dataset.live = "true";
+    setProgress(0);
+    connect();
   }
 
-  function finish() {
-    finished = true;
-    if (source) {
-      source.close();
+  // While GitLab CI builds the commit's image (`images.whenBuilding: wait`): follow the
+  // pipeline through the same event stream, and launch with the commit's image (the
+  // form's plain submit) as soon as it exists.
+  function waitForImage() {
+    var box = document.getElementById("image-wait");
+    if (!box || !box.dataset.events || !window.EventSource) {
+      return;
     }
-  }
-
-  function fail(message) {
-    finish();
-    setStatus("failed");
-    box.hidden = true;
-    failureMessage.textContent = message || "The launch failed.";
-    failure.hidden = false;
-    if (form) {
-      form.hidden = false;
-    }
-  }
-
-  function connect() {
-    source = new EventSource(box.dataset.events);
-    var replayed = 0;
-
-    source.addEventListener("open", function () {
-      // a reconnect replays the spawn's events: show each message once
-      replayed = log.children.length;
-    });
+    var message = document.getElementById("image-message");
+    var form = document.getElementById("launch-form");
+    var source = new EventSource(box.dataset.events);
 
     source.addEventListener("progress", function (event) {
-      var d = data(event);
-      setProgress(d.progress);
-      if (replayed > 0) {
-        replayed -= 1;
-        return;
-      }
-      addLog(d.message);
-    });
-
-    source.addEventListener("ready", function (event) {
-      var d = data(event);
-      finish();
-      setProgress(100);
-      setStatus("running");
-      addLog(d.message || "Your server is ready.");
-      var url = sameOrigin(d.url);
-      window.setTimeout(function () {
-        if (url) {
-          window.location.assign(url);
-        } else {
-          window.location.reload();
-        }
-      }, OPEN_DELAY_MS);
-    });
-
-    source.addEventListener("failed", function (event) {
-      fail(data(event).message);
-    });
-
-    source.addEventListener("reload", function () {
-      finish();
-      window.location.reload();
-    });
-
-    source.addEventListener("error", function () {
-      if (finished) {
-        return;
-      }
-      if (source.readyState === EventSource.CLOSED) {
-        note.textContent = "Lost the connection to the server; reload the page to follow the launch.";
-      } else {
-        note.textContent = "The connection was interrupted; reconnecting…";
+      var text = data(event).message;
+      if (typeof text === "string" && text) {
+        message.textContent = text;
       }
     });
+    source.addEventListener("image", function (event) {
+      source.close();
+      message.textContent = (data(event).message || "The image is ready.") + " Launching…";
+      form.submit();
+    });
+    source.addEventListener("failed", function () {
+      source.close();
+      window.location.reload(); // the page says why, and offers the default image
+    });
+    box.dataset.live = "true";
   }
-
-  box.dataset.live = "true";
-  setProgress(0);
-  connect();
 })();

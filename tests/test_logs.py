@@ -1,0 +1,149 @@
+"""Logs and failure reasons against the session hub: the local spawner's per-server log
+files, the logs endpoint, and a failed clone explained on the page and in the model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from glue import failures
+from tests.hubtools import Client, RunningHub, git, wait_until
+from tests.test_browser import (  # noqa: F401  (`browser` is a fixture)
+    Visitor,
+    assert_clean,
+    assert_no_horizontal_scroll,
+    browser,
+    fresh_user,
+    shoot,
+)
+
+
+@pytest.fixture
+def lena(hub: RunningHub) -> Iterator[Client]:
+    hub.remove_all_servers("lena")
+    yield Client(hub, "lena")
+    hub.remove_all_servers("lena")
+
+
+def broken_commit(repos: dict) -> str:
+    """A commit of demo/other (on a side branch) whose README's blob is gone from the bare
+    repository: every check before the launch passes, the clone itself fails."""
+    work = repos["root"] / ".work" / "demo/other"
+    bare = repos["root"] / "demo/other.git"
+    if "broken" in git(bare, "branch", "--list", "broken"):
+        return git(bare, "rev-parse", "broken")
+    git(work, "checkout", "-q", "-b", "broken")
+    (work / "README.md").write_text("a blob that will be lost\n")
+    git(work, "commit", "-q", "-am", "lost blob")
+    blob = git(work, "rev-parse", "HEAD:README.md")
+    git(work, "push", "-q", str(bare), "broken")
+    git(work, "checkout", "-q", "main")
+    (bare / "objects" / blob[:2] / blob[2:]).unlink()
+    return git(bare, "rev-parse", "broken")
+
+
+def test_logs_of_a_running_server_and_who_may_read_them(hub, repos, lena):
+    sha = repos["shas"]["demo/hello"][1]
+    path = f"demo/hello/{sha}"
+    assert lena.get(f"{path}/-/logs").status_code == 404  # no server yet
+    assert lena.post(path).status_code in (201, 202)
+    lena.wait_running(path)
+    body = lena.get(f"{path}/-/logs", params={"lines": 1000}).json()
+    assert body["lines"][0] == f"Cloned demo/hello at {sha}"
+    assert any("Jupyter" in line for line in body["lines"]), body["lines"][-5:]
+    short = lena.get(f"{path}/notebooks/analysis.ipynb/-/logs", params={"lines": 2}).json()
+    assert len(short["lines"]) == 2  # the notebook path names the same server
+    for bad in ("0", "1001", "x", "-3"):
+        response = lena.get(f"{path}/-/logs", params={"lines": bad})
+        assert response.status_code == 400 and response.json()["error"] == "invalid_lines"
+    # bob has no server for this commit: lena's log is a 404 for him
+    other = Client(hub, "bob").get(f"{path}/-/logs")
+    assert other.status_code == 404 and other.json()["error"] == "server_not_found"
+    # a browser's "show log" link gets plain text
+    text = lena.get(f"{path}/-/logs", headers={"Accept": "text/html"})
+    assert text.headers["Content-Type"].startswith("text/plain")
+    assert text.text.startswith(f"Cloned demo/hello at {sha}")
+    # the file lives beside the workspaces, not in the user's workspace
+    name = body["name"]
+    assert (Path(str(hub.workspaces) + ".logs") / "lena" / f"{name}.log").is_file()
+    assert not list(hub.workspaces.rglob(f"{name}.log"))
+
+
+def test_a_failed_clone_is_explained_with_the_log_tail(hub, repos, lena):
+    sha = broken_commit(repos)
+    path = f"demo/other/{sha}"
+    response = lena.post(path)
+    if response.status_code not in (201, 202):  # it failed before the hub answered
+        assert response.status_code == 502, response.text
+        assert response.json()["error"] == "spawn_failed"
+        assert "Clone failed" in response.json()["message"]
+    model = wait_until(
+        lambda: (m := lena.get(path).json()).get("status") == "failed" and m, 60,
+        "the launch to fail",
+    )
+    failure = model["failure"]
+    assert failure["reason"] == "clone_failed", failure
+    assert failure["message"].startswith("Clone failed")
+    assert failure["next_step"] and failure["log"]
+    assert failure["log"][-1].startswith("Clone failed")
+    lines = lena.get(f"{path}/-/logs").json()["lines"]
+    assert lines[-1].startswith("Clone failed")
+
+
+def test_failure_reasons_from_kubespawner_and_the_hub():
+    cases = {
+        "Spawn failed: Commit " + "a" * 40 + " was not found in x/y.": "unknown_commit",
+        "Spawn failed: Launching x/y needs Developer access (30) or higher; you have "
+        "Reporter access.": "no_access",
+        "Spawn failed: Clone failed: fatal: could not read from remote": "clone_failed",
+        "Spawn failed: The image r.example/x/y:abc cannot be pulled (ErrImagePull): "
+        "manifest unknown": "image_not_found",
+        "Spawn failed: The image r.example/x/y:abc cannot be pulled (ImagePullBackOff): "
+        "unauthorized: access denied": "image_pull_failed",
+        "Spawn failed: pod ns/jupyter-a did not start in 300 seconds!": "start_timeout",
+        "Spawn failed: Timeout": "start_timeout",
+        "Spawn failed: Spawner failed to start [status=1]. The logs for a may contain "
+        "details.": "server_exited",
+        "Spawn failed: something new": "unknown",
+    }
+    for message, reason in cases.items():
+        failure = failures.explain(message)
+        assert failure.reason == reason, message
+        assert not failure.message.startswith("Spawn failed") and failure.next_step
+    # KubeSpawner relays the scheduler's events: a timeout after them is unschedulable
+    events = ["Server requested", "[Warning] 0/3 nodes are available: 3 Insufficient memory."]
+    failure = failures.explain("Spawn failed: pod ns/p did not start in 300 seconds!", events)
+    assert failure.reason == "unschedulable" and "Insufficient memory" in failure.message
+    assert "smaller profile" in failure.next_step
+    # a server that exited shows its last log lines
+    log = [f"line {i}" for i in range(30)]
+    failure = failures.explain("Spawner failed to start [status=1].", log=log)
+    assert failure.log == tuple(log[-failures.LOG_LINES:])
+    assert failures.explain(None).reason == "unknown"
+
+
+@pytest.mark.browser
+def test_a_failed_launch_shows_the_log_tail(hub, repos, browser):  # noqa: F811
+    sha = broken_commit(repos)
+    visitor = Visitor(browser, hub, fresh_user())
+    try:
+        path = f"demo/other/{sha}"
+        page = visitor.login(path)
+        page.get_by_role("button", name="Launch").click()
+        visitor.wait_for(path)
+        expect(page.locator("#show-log")).to_be_visible()
+        expect(page.locator("#failure-message")).to_contain_text("Clone failed", timeout=60_000)
+        expect(page.locator("#failure-next")).to_contain_text("Try again")
+        expect(page.locator("#failure-log")).to_contain_text("Clone failed")
+        assert_no_horizontal_scroll(page)
+        shoot(page, "failed-clone-log")
+        # the page rendered again says the same, without the stream
+        page.reload()
+        expect(page.locator("#failure")).to_have_attribute("data-reason", "clone_failed")
+        expect(page.locator("#failure-log")).to_contain_text("Clone failed")
+        assert_clean(visitor)
+    finally:
+        visitor.close()
