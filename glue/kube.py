@@ -70,13 +70,13 @@ from kubernetes_asyncio.client import (
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from kubespawner.slugs import is_valid_label, safe_slug
-from traitlets import Integer, Unicode, default
+from traitlets import Integer, default
 
 from . import autosave, clone, gitproxy, session
 from .clone import TOKEN_FILE_ENV
 from .config import Config, Profile, validate
 from .gittoken import component_key
-from .hubconfig import configure, culler_service
+from .hubconfig import configure, git_token_endpoint, register_culler
 from .launch import Launch
 from .spawner import Checked, CommitSpawnerMixin
 from .target import Target
@@ -185,14 +185,8 @@ def configure_kubespawner(c: Any, config: Config) -> None:
     )
     if entry.get("api_token"):  # z2jh's, generated into its hub Secret (hub.services.<name>)
         c.CommitKubeSpawner.service_api_token = entry["api_token"]
-        glue = config["service"]["url"].rstrip("/")
-        base = "/".join(filter(None, ["", c.JupyterHub.get("base_url", "/").strip("/")]))
-        c.CommitKubeSpawner.git_token_endpoint = f"{glue}{base}/services/{name}/-/git-token"
-    culler = culler_service(config)
-    if culler is not None:  # z2jh's own culler is off (chart values): this one autosaves first
-        service, role = culler
-        c.JupyterHub.services = [*c.JupyterHub.get("services", []), service]
-        c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []), role]
+        c.CommitKubeSpawner.git_token_endpoint = git_token_endpoint(c, config)
+    register_culler(c, config)  # z2jh's own culler is off (chart values): this one autosaves
 
 
 def label_value(value: str) -> str:
@@ -279,12 +273,6 @@ async def _after_pod_created(spawner: CommitKubeSpawner, pod: dict[str, Any]) ->
 class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     """KubeSpawner that launches one checked-out commit, after the same checks as the glue."""
 
-    service_api_token = Unicode(
-        "", help="The notebooks service's hub API token: the component keys derive from it."
-    ).tag(config=True)
-    git_token_endpoint = Unicode(
-        "", help="The glue's `-/git-token` URL, where a session's component gets fresh tokens."
-    ).tag(config=True)
     delete_grace_period = Integer(
         help="Seconds a deleted pod has for its preStop autosave (autosave.timeoutSeconds + "
         "a margin); also the pod's terminationGracePeriodSeconds."
@@ -547,10 +535,6 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     def proxy_url(self, launch: Launch) -> str:
         """The project's URL for the session's git: the sidecar's, on the pod's loopback."""
         return f"http://127.0.0.1:{PROXY_PORT}/{launch.target.full_path}.git"
-
-    def autosave_branch(self, launch: Launch) -> str:
-        prefix = self.notebooks["autosave"]["branchPrefix"]
-        return autosave.branch(prefix, self.user.name, launch.target.commit_sha)
 
     def proxy_settings(self, launch: Launch) -> gitproxy.Settings:
         """What the component serves: the provider's project, with refresh through the glue
