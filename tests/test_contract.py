@@ -383,6 +383,8 @@ def glue_url(hub: RunningHub) -> str:
     return hub.prefix.rstrip("/") if FUZZ_VIA_PROXY else f"http://127.0.0.1:{hub.glue_port}{PREFIX}"
 
 
+# about 4,000 requests over 16 operations: some 200 s alone on 2 cores, more beside other work
+@pytest.mark.timeout(900)
 def test_fuzz_every_operation(hub: RunningHub, fuzzer: Client, tmp_path: Path) -> None:
     """Thousands of generated requests: zero 5xx, zero answers outside the document."""
     document = requests.get(hub.prefix + "openapi.json", timeout=10).json()
