@@ -100,7 +100,8 @@ class Hub:
                         if response.status >= 500:
                             error = "server_error"
                         return self._result(response.status, text, ok)
-                except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as e:
+                except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as e:
+                    # a reset connection (the hub died mid-request) is an outage too
                     # a POST that never connected was never seen by the hub: safe to send again
                     never_sent = isinstance(e, aiohttp.ClientConnectorError)
                     if attempt + 1 == attempts or not (never_sent or method in ("GET", "DELETE")):
