@@ -121,7 +121,7 @@ class Auth:
             )
         _, model = await self._token_model(token)
         if model is None:
-            raise Unauthorized("The hub does not know this token.", code="not_logged_in")
+            raise Unauthorized("The hub does not know this token.", code="invalid_token")
         if METRICS_SCOPE not in model.get("scopes", []):
             raise Forbidden(f"Reading metrics needs the {METRICS_SCOPE} scope.")
 
