@@ -273,7 +273,7 @@ def test_access_log_has_one_line_per_request_and_never_a_token(world: dict) -> N
                                                                  "ok")
     invalid = lines[sent[2].headers["X-Request-Id"]]
     assert (invalid["user"], invalid["outcome"]) == ("-", "invalid_commit")
-    assert lines[sent[4].headers["X-Request-Id"]]["outcome"] == "not_logged_in"
+    assert lines[sent[4].headers["X-Request-Id"]]["outcome"] == "invalid_token"  # not the hub's
     assert "?" not in "".join(m["path"] for m in lines.values())
     whole = hub.log()
     secrets = {**hub.tokens, "the admin service": hub.admin_token}
