@@ -316,7 +316,7 @@ checks.negative_data_rejection.enabled = false
 # launcher query that names no project the caller sees is answered 4xx
 [[operations]]
 include-path-regex = "/-/logs$"
-checks.allow_header_mismatch.enabled = false
+checks.unsupported_method.enabled = false
 
 [[operations]]
 include-path-regex = "^/-/launcher$"
