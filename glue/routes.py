@@ -38,9 +38,9 @@ from .servers import Servers, UserView
 TAIL = "{tail:[\\s\\S]+}"
 # a launch URL, as the router sees it: not one of the glue's own `-/` paths
 SHOW_TAIL = "{tail:(?!-/)[\\s\\S]+}"
-# and for POST and DELETE two segments at least, so a POST to `user`, `health` or
-# `-/events/...` is a 405 that names GET, not a launch
-LAUNCH_TAIL = "{tail:(?!-/)[^/]+/[\\s\\S]+}"
+# and for POST and DELETE two segments at least and not a server's log, so a POST to
+# `user`, `health`, `-/events/...` or `.../-/logs` is a 405 that names GET, not a launch
+LAUNCH_TAIL = "{tail:(?!-/)(?![\\s\\S]*/-/logs\\Z)[^/]+/[\\s\\S]+}"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # the glue's own paths start with '-', which no namespace may: they never shadow a project
 EVENTS = "-/events/"

@@ -373,11 +373,12 @@ def test_unknown_route_and_method(hub, alice):
     # the GET-only endpoints are never mistaken for a launch URL by POST or DELETE
     for method in ("POST", "DELETE"):
         for path in ("user", "health", "metrics", "openapi.json", "oauth_callback",
-                     "-/static/launch.js", "-/events/demo/hello/" + "a" * 40):
+                     "-/static/launch.js", "-/events/demo/hello/" + "a" * 40,
+                     "demo/hello/" + "a" * 40 + "/-/logs"):
             response = alice.request(method, path)
             assert response.status_code == 405, (method, path, response.text)
             assert response.json()["error"] == "method_not_allowed"
-            assert "GET" in response.headers["Allow"].split(", ")
+            assert response.headers["Allow"].split(", ") == ["GET", "HEAD"], path
 
 
 def test_glue_refuses_invalid_config(tmp_path: Path):

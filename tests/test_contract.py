@@ -311,16 +311,12 @@ negative_data_rejection.expected-statuses = [
 include-path-regex = "^/-/events/"
 checks.negative_data_rejection.enabled = false
 
-# KNOWN, to fix next (closing note of session 3): the logs path also matches the POST/DELETE
-# launch routes, so OPTIONS there lists more methods than documented; and a schema-valid
-# launcher query that names no project the caller sees is answered 4xx
-[[operations]]
-include-path-regex = "/-/logs$"
-checks.unsupported_method.enabled = false
-
+# the launcher's fields are free text, as typed into its form (a project path or URL, a ref, a
+# notebook); the glue parses them and answers 400 with the rule a field broke (documented), which
+# the schema cannot state for every URL form
 [[operations]]
 include-path-regex = "^/-/launcher$"
-checks.positive_data_acceptance.enabled = false
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404"]
 
 [headers]
 Authorization = "token ${NOTEBOOKS_FUZZ_TOKEN}"
@@ -397,7 +393,9 @@ def glue_url(hub: RunningHub) -> str:
 
 # about 2,000 requests over 16 operations: some 5 minutes on 2 cores, more beside other work
 @pytest.mark.timeout(900)
-def test_fuzz_every_operation(hub: RunningHub, fuzzer: Client, tmp_path: Path) -> None:
+def test_fuzz_every_operation(
+    hub: RunningHub, fuzzer: Client, repos: dict, tmp_path: Path
+) -> None:
     """Thousands of generated requests: zero 5xx, zero answers outside the document."""
     document = requests.get(hub.prefix + "openapi.json", timeout=10).json()
     log_before = len(hub.log())
@@ -409,8 +407,14 @@ def test_fuzz_every_operation(hub: RunningHub, fuzzer: Client, tmp_path: Path) -
     )
     # the count scales with NOTEBOOKS_FUZZ_EXAMPLES; the default run sends about 2,000
     assert generated >= 12 * FUZZ_EXAMPLES, generated
-    # random projects and commits do not exist: nothing was ever started
-    assert hub.hub_servers("fuzzer") == {}
+    # random projects and commits do not exist: nothing of them was ever started; the stateful
+    # phase may follow the launcher's `commit_sha` link to a real launch, of a real commit only
+    real = {
+        target.Target(*path.rsplit("/", 1), sha).server_name
+        for path, shas in repos["shas"].items()
+        for sha in shas
+    }
+    assert set(hub.hub_servers("fuzzer")) <= real, hub.hub_servers("fuzzer")
     log = hub.log()[log_before:]
     glue_lines = [line for line in log.splitlines() if " INFO glue request id=" in line]
     assert len(glue_lines) >= generated  # every request was answered and logged by the glue
