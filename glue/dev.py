@@ -40,6 +40,7 @@ DEMO_PROJECT = ("demo", "hello-notebooks")
 DEMO_NOTEBOOK = "hello.ipynb"
 READY_TIMEOUT = 90
 STOP_TIMEOUT = 30
+MIN_TOKEN_CHARS = 32
 # the variables `make dev` reads; `--help`, `make help` and the README list them
 VARIABLES = {
     "NOTEBOOKS_PORT": "the one port to open in a browser (default 8000); the hub, proxy API "
@@ -49,8 +50,8 @@ VARIABLES = {
     "NOTEBOOKS_CONFIG": "your notebooks config (YAML) instead of values/embedded.yaml",
     "NOTEBOOKS_STATE": "hub database, secrets and workspaces (default .dev/state)",
     "NOTEBOOKS_REPOS": "local projects as <namespace>/<project>.git (default .dev/repos)",
-    "NOTEBOOKS_DEMO_TOKEN": "keep this API token for user demo (default: a new one each start, "
-    "earlier ones revoked)",
+    "NOTEBOOKS_DEMO_TOKEN": "keep this API token (32+ random characters) for user demo (default: a "
+    "new one each start, earlier ones revoked)",
     "NOTEBOOKS_PROXY": "configurable-http-proxy to run (default: node_modules, then PATH)",
     "GITLAB_URL": "log in with this GitLab and launch its projects (with GITLAB_CLIENT_ID "
     "and GITLAB_CLIENT_SECRET)",
@@ -413,6 +414,11 @@ def run(hub_holder: list[Hub]) -> int:
     local = config["provider"]["kind"] == "local"
     shas = make_demo_project(repos) if local else []
     token = os.environ.get("NOTEBOOKS_DEMO_TOKEN") or secrets.token_hex(20)
+    if len(token) < MIN_TOKEN_CHARS:  # the hub trusts config tokens to be random
+        raise StartError(
+            f"NOTEBOOKS_DEMO_TOKEN must be a random string of {MIN_TOKEN_CHARS} characters "
+            "or more (e.g. openssl rand -hex 20)."
+        )
     host = f"[{listen}]" if ":" in listen else listen
     # listening on every address: show the loopback one, which reaches it too
     base = f"http://{'127.0.0.1' if listen in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104

@@ -133,6 +133,10 @@ def configure(c: Any, config: Config) -> None:
         roles = _add_by_name(roles, role)
     c.JupyterHub.load_roles = roles
     c.JupyterHub.allow_named_servers = True
+    # the service tokens in the config are random (z2jh: 64 characters; the embedded default:
+    # token_hex(32)): stretching them like passwords (16,384 rounds of SHA-512 on every
+    # request) only costs the glue about 4 ms per hub call
+    c.JupyterHub.trust_user_provided_tokens = True
     c.Authenticator.username_pattern = USERNAME_PATTERN
     # the hub's root, its post-login page and /hub/home lead to the service: users lack
     # the `servers` scope that the hub's own spawn page and Start buttons need
