@@ -16,6 +16,7 @@ is gone is a 404. Every line is scrubbed (`logs.scrub`) before it leaves.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
@@ -98,11 +99,12 @@ class PodLogs:
             await self._session.close()
 
     async def tail(self, pod: str, lines: int, secret: str | None) -> list[str]:
-        """Each container's last `lines` lines after a header line, scrubbed."""
+        """Each container's last `lines` lines after a header line, scrubbed; the containers
+        are asked at once."""
+        texts = await asyncio.gather(*(self._read(pod, c, lines) for c in CONTAINERS))
         out: list[str] = []
-        for container in CONTAINERS:
+        for container, text in zip(CONTAINERS, texts, strict=True):
             out.append(header(container))
-            text = await self._read(pod, container, lines)
             out.extend(scrub(line, secret)[:MAX_LINE_CHARS] for line in text.splitlines())
         return out
 

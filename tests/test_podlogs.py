@@ -79,7 +79,7 @@ async def test_both_containers_tails_with_a_header_each(
     assert_hidden(GIT_TOKEN, "\n".join(lines), "the pod's log")
     assert "abcdef0123456789" not in "\n".join(lines)
     # as documented: one call a container, the service account's token, the tail asked for
-    assert [(r["namespace"], r["pod"], r["query"]["container"]) for r in kube.requests] == [
+    assert sorted((r["namespace"], r["pod"], r["query"]["container"]) for r in kube.requests) == [
         (NAMESPACE, POD, CLONE_CONTAINER),
         (NAMESPACE, POD, NOTEBOOK_CONTAINER),
     ]
