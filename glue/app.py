@@ -133,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load(args.config)
         settings = HubSettings.from_env(config, os.environ)
-        pod_logs = podlogs.from_config(config["spawner"]["kind"], os.environ)
     except ConfigError as e:
         print(f"glue: {e}", file=sys.stderr)
         return 2
@@ -141,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     host = args.host or url.hostname or "127.0.0.1"
     port = args.port or url.port or 8090
     web.run_app(
-        build(config, settings, pod_logs),
+        build(config, settings, podlogs.from_config(config["spawner"]["kind"])),
         host=host,
         port=port,
         print=None,

@@ -11,13 +11,16 @@ pod name template the hub was given): the spawner records it in the server's
 user_options (`launch.POD_NAME`), where the glue reads it with the rest of the server.
 
 Any failure of the API fails closed (502/503/504 with a sentence); a pod that
-is gone is a 404. Every line is scrubbed (`logs.scrub`) before it leaves.
+is gone is a 404. Every line is scrubbed (`logs.scrub`) before it leaves. A
+glue outside a pod (no service account) still starts: it warns, and every logs
+request is a 503 that says why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import ssl
 import time
@@ -32,6 +35,8 @@ from . import metrics
 from .config import ConfigError
 from .errors import NotFound, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from .logs import MAX_LINE_CHARS, scrub
+
+log = logging.getLogger(__name__)
 
 # the containers whose logs a user sees, in the order they run (glue.kube names them so)
 CLONE_CONTAINER = "git-clone"
@@ -65,8 +70,8 @@ class Cluster:
         if not host or not port or not namespace_file.is_file():
             raise ConfigError(
                 "spawner.kind is kubernetes, but the glue does not run in a pod with a "
-                f"service-account token ({account}, KUBERNETES_SERVICE_HOST): it reads "
-                "servers' logs from the Kubernetes API. The Helm chart mounts it."
+                f"service-account token ({account}, KUBERNETES_SERVICE_HOST), with which it "
+                "reads servers' logs from the Kubernetes API. The Helm chart mounts it."
             )
         host = f"[{host}]" if ":" in host else host
         return cls(
@@ -80,15 +85,26 @@ class Cluster:
 class PodLogs:
     """Read the tails of a server pod's containers."""
 
-    def __init__(self, cluster: Cluster, timeout: float = TIMEOUT_SECONDS):
+    def __init__(
+        self, cluster: Cluster | None, timeout: float = TIMEOUT_SECONDS, why_none: str = ""
+    ):
         self.cluster = cluster
+        self._why_none = why_none
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+
+    def _where(self) -> Cluster:
+        if self.cluster is None:
+            raise UpstreamUnavailable(
+                f"Server logs cannot be read here: {self._why_none}",
+                code="kubernetes_unavailable",
+            )
+        return self.cluster
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            ca = self.cluster.ca_file
+            ca = self._where().ca_file
             # the cluster's own CA, never the system's: the API server's certificate is its
             context = ssl.create_default_context(cafile=str(ca)) if ca else True
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
@@ -108,10 +124,10 @@ class PodLogs:
             out.extend(scrub(line, secret)[:MAX_LINE_CHARS] for line in text.splitlines())
         return out
 
-    def _token(self) -> str:
+    def _token(self, cluster: Cluster) -> str:
         """Read every time: the kubelet rotates the projected token in place."""
         try:
-            return self.cluster.token_file.read_text().strip()
+            return cluster.token_file.read_text().strip()
         except OSError:
             raise UpstreamUnavailable(
                 "The glue has no Kubernetes service-account token to read logs with.",
@@ -120,12 +136,13 @@ class PodLogs:
 
     async def _read(self, pod: str, container: str, lines: int) -> str:
         """One container's tail; "" while it has not started (the API's 400 then)."""
+        cluster = self._where()
         url = (
-            f"{self.cluster.api_url}/api/v1/namespaces/{quote(self.cluster.namespace, safe='')}"
+            f"{cluster.api_url}/api/v1/namespaces/{quote(cluster.namespace, safe='')}"
             f"/pods/{quote(pod, safe='')}/log"
         )
         params = {"container": container, "tailLines": str(lines), "limitBytes": str(LIMIT_BYTES)}
-        headers = {"Authorization": f"Bearer {self._token()}", "Accept": "text/plain"}
+        headers = {"Authorization": f"Bearer {self._token(cluster)}", "Accept": "text/plain"}
         started, error = time.monotonic(), None
         try:
             async with self.session.get(
@@ -179,6 +196,15 @@ def _reason(body: str) -> str:
     return str(reason)[:80] if reason else "no reason given"
 
 
-def from_config(kind: str, env: Mapping[str, str] = os.environ) -> PodLogs | None:
-    """The pod-log reader when the servers are KubeSpawner pods, else None (log files)."""
-    return PodLogs(Cluster.from_env(env)) if kind == "kubernetes" else None
+def from_config(
+    kind: str, env: Mapping[str, str] = os.environ, account: Path = SERVICE_ACCOUNT
+) -> PodLogs | None:
+    """The pod-log reader when the servers are KubeSpawner pods (`spawner.kind`), else None
+    (the local spawner's log files)."""
+    if kind != "kubernetes":
+        return None
+    try:
+        return PodLogs(Cluster.from_env(env, account))
+    except ConfigError as e:
+        log.warning("%s", e)
+        return PodLogs(None, why_none=str(e))

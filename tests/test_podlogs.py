@@ -171,6 +171,17 @@ def test_the_cluster_is_the_pods_own(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="service-account token"):
         Cluster.from_env(env, tmp_path / "none")
     assert podlogs.from_config("local", {}) is None  # the embedded default: log files
+    in_a_pod = podlogs.from_config("kubernetes", env, account)
+    assert in_a_pod is not None and in_a_pod.cluster == cluster
+
+
+async def test_outside_a_pod_the_glue_starts_and_logs_say_why(tmp_path: Path) -> None:
+    reader = podlogs.from_config("kubernetes", {}, tmp_path / "none")
+    assert reader is not None
+    with pytest.raises(UpstreamUnavailable, match="service-account token") as unavailable:
+        await reader.tail(POD, 10, None)
+    assert unavailable.value.status == 503 and unavailable.value.code == "kubernetes_unavailable"
+    await reader.close()
 
 
 # --- behind the real endpoint: a glue for Kubernetes, the session's real hub ---------------
