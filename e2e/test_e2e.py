@@ -119,6 +119,14 @@ def test_launch_an_older_commit(api: requests.Session, commits: list[str], tmp_p
         assert secret["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
         git_token = base64.b64decode(secret["data"]["token"]).decode()
         assert git_token and git_token not in json.dumps(pod)
+        # the logs endpoint reads the pod through the glue's Role (get on pods/log only)
+        logs = api.get(
+            f"{HUB}/services/notebooks/{PROJECT}/{older}/-/logs", params={"lines": 50}, timeout=30
+        )
+        assert logs.status_code == 200, logs.text
+        lines = logs.json()["lines"]
+        assert lines[0] == "===== git-clone =====" and "===== notebook =====" in lines, lines
+        assert git_token not in logs.text
 
         server = f"{HUB}{model['url']}"
         data = api.get(

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import accesslog
+from . import accesslog, podlogs
 from .access import Access
 from .auth import Auth
 from .config import Config, ConfigError, load
@@ -65,7 +65,11 @@ class HubSettings:
         )
 
 
-def build(config: Config, settings: HubSettings) -> web.Application:
+def build(
+    config: Config, settings: HubSettings, pod_logs: podlogs.PodLogs | None = None
+) -> web.Application:
+    """The glue's app; `pod_logs` reads servers' logs when they are Kubernetes pods (`main`
+    makes it from the pod's service account when `spawner.kind` is kubernetes)."""
     hub = Hub(settings.api_url, settings.api_token, config["launch"]["hubTimeoutSeconds"])
     provider = make_provider(config)
     access = Access(
@@ -86,7 +90,9 @@ def build(config: Config, settings: HubSettings) -> web.Application:
         secret=settings.cookie_secret,
         metrics_networks=config["metrics"]["allowedNetworks"],
     )
-    servers = Servers(hub, access, provider, config, base_url=settings.base_url)
+    servers = Servers(
+        hub, access, provider, config, base_url=settings.base_url, pod_logs=pod_logs
+    )
     app = web.Application(
         middlewares=[accesslog.middleware(render.error, auth.login_redirect)],
         client_max_size=config["launch"]["maxBodyBytes"],
@@ -97,6 +103,8 @@ def build(config: Config, settings: HubSettings) -> web.Application:
     async def close(_: web.Application) -> None:
         await hub.close()
         await provider.close()
+        if pod_logs is not None:
+            await pod_logs.close()
 
     app.on_cleanup.append(close)
     return app
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     host = args.host or url.hostname or "127.0.0.1"
     port = args.port or url.port or 8090
     web.run_app(
-        build(config, settings),
+        build(config, settings, podlogs.from_config(config["spawner"]["kind"])),
         host=host,
         port=port,
         print=None,

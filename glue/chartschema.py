@@ -109,6 +109,7 @@ CHART_VALUES: dict[str, Any] = {
             "ingress": K8S_LIST,
             "egress": K8S_LIST,
             "gitlab": K8S_LIST,
+            "kubernetesApi": K8S_LIST,
             "egressAllowRules": closed(
                 {"nonPrivateIPs": {"type": "boolean"}, "privateIPs": {"type": "boolean"}}
             ),

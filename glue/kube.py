@@ -77,12 +77,12 @@ from .clone import TOKEN_FILE_ENV
 from .config import Config, Profile, validate
 from .gittoken import component_key
 from .hubconfig import configure, git_token_endpoint, register_culler
-from .launch import Launch
+from .launch import POD_NAME, Launch
+from .podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER
 from .spawner import Checked, CommitSpawnerMixin
 from .target import Target
 
 LABEL_PREFIX = "renku.io/"
-CLONE_CONTAINER = "git-clone"
 SESSION_CONTAINER = "git-session"
 PROXY_CONTAINER = "git-proxy"
 WORKSPACE_VOLUME = "notebooks-workspace"
@@ -177,6 +177,7 @@ def configure_kubespawner(c: Any, config: Config) -> None:
     """
     c.JupyterHub.spawner_class = "glue.kube.CommitKubeSpawner"
     c.CommitKubeSpawner.notebooks_config = config
+    c.CommitKubeSpawner.container_name = NOTEBOOK_CONTAINER  # the glue reads its log by name
     c.CommitKubeSpawner.start_timeout = config["launch"]["startTimeoutSeconds"]
     c.CommitKubeSpawner.http_timeout = config["launch"]["startTimeoutSeconds"]
     name = config["service"]["name"]
@@ -301,6 +302,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.after_pod_created_hook = _after_pod_created
 
     async def start(self) -> str:
+        # before anything is awaited: the hub's 202 already shows which pod to read logs of
+        self.record(POD_NAME, self.pod_name)
         checked = await self.prepare_launch()
         self.shape_pod(checked)
         launch, target = checked.launch, checked.launch.target

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections import deque
 from pathlib import Path
 
@@ -21,6 +22,14 @@ MAX_LINES = 1000
 DEFAULT_LINES = 100
 MAX_LINE_CHARS = 2000
 SCRUBBED = "[secret]"
+# what looks like a credential whoever's it is: a URL's password (`https://oauth2:<t>@`),
+# a token in a query (`?token=<t>`), a GitLab personal, OAuth or deploy token by its prefix
+TOKEN_LIKE = re.compile(
+    r"(://[^/\s:@]*:)[^/\s@]+(?=@)"
+    r"|([?&](?:token|access_token|private_token)=)[^&\s]+"
+    r"|\bgl(?:pat|oas|dt|rt|ft|cbt)-[\w-]{16,}",
+    re.IGNORECASE,
+)
 
 
 def log_path(config: Config, user: str, server_name: str) -> Path:
@@ -31,8 +40,9 @@ def log_path(config: Config, user: str, server_name: str) -> Path:
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """`text` with every occurrence of `secret` replaced."""
-    return text.replace(secret, SCRUBBED) if secret else text
+    """`text` with every occurrence of `secret`, and anything token-like, replaced."""
+    text = text.replace(secret, SCRUBBED) if secret else text
+    return TOKEN_LIKE.sub(lambda m: (m[1] or m[2] or "") + SCRUBBED, text)
 
 
 def open_for_server(config: Config, user: str, server_name: str) -> int:

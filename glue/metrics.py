@@ -75,14 +75,15 @@ STOPS = Counter(
 )
 UPSTREAM_SECONDS = Histogram(
     "notebooks_upstream_request_duration_seconds",
-    "Duration of calls to the hub API and the git provider, retries included.",
+    "Duration of calls to the hub API, the git provider and the Kubernetes API, retries included.",
     ["upstream", "method"],
     buckets=REQUEST_BUCKETS,
     registry=REGISTRY,
 )
 UPSTREAM_ERRORS = Counter(
     "notebooks_upstream_errors",
-    "Failed calls to the hub and the git provider: unavailable, timeout, server_error, "
+    "Failed calls to the hub, the git provider and the Kubernetes API: unavailable, timeout, "
+    "server_error, "
     "rate_limited, invalid_response.",
     ["upstream", "error"],
     registry=REGISTRY,

@@ -343,7 +343,8 @@ class Routes:
         name = done.view.name
         reason = await self.servers.failure(name, done.target)
         return await self.servers.explain(
-            name, done.target, reason, secret=done.view.caller.git_token
+            name, done.target, reason, secret=done.view.caller.git_token,
+            pod=done.view.pod(done.target),
         )
 
     async def post(self, request: web.Request) -> web.Response:

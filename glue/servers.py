@@ -18,7 +18,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -36,6 +36,7 @@ from .errors import (
 )
 from .hub import Hub
 from .launch import Launch
+from .podlogs import PodLogs
 from .provider import Caller, GitProvider
 from .target import DOTDOT_REMOVED, Ref, Target, looks_like_file, ref_candidates
 
@@ -104,14 +105,19 @@ def server_model(server: dict[str, Any], idle_seconds: int = 0) -> ServerModel |
 
 @dataclass(frozen=True)
 class UserView:
-    """What one read of the hub's user model tells: the caller, and their servers."""
+    """What one read of the hub's user model tells: the caller, their servers, and the pods
+    the Kubernetes spawner recorded for them (server name -> pod name)."""
 
     name: str
     caller: Caller
     servers: list[ServerModel]
+    pods: dict[str, str] = field(default_factory=dict)
 
     def find(self, target: Target) -> ServerModel | None:
         return next((m for m in self.servers if m["name"] == target.server_name), None)
+
+    def pod(self, target: Target) -> str | None:
+        return self.pods.get(target.server_name)
 
 
 def _now() -> str:
@@ -120,13 +126,22 @@ def _now() -> str:
 
 class Servers:
     def __init__(
-        self, hub: Hub, access: Access, provider: GitProvider, config: Config, *, base_url: str
+        self,
+        hub: Hub,
+        access: Access,
+        provider: GitProvider,
+        config: Config,
+        *,
+        base_url: str,
+        pod_logs: PodLogs | None = None,
     ):
         self.hub = hub
         self.access = access
         self.provider = provider
         self.config = config
         self.base_url = base_url
+        # where servers' logs are: their pods (Kubernetes), else the local spawner's files
+        self.pod_logs = pod_logs
         self.stop_timeout = float(config["launch"]["stopTimeoutSeconds"])
         # one launch or stop at a time per server in this process; the hub settles the rest
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
@@ -142,8 +157,13 @@ class Servers:
         idle = self.config["culling"]["idleSeconds"]
         found = [m for s in servers if (m := server_model(s, idle)) is not None]
         found.sort(key=lambda m: m["started"] or "", reverse=True)
+        pods = {
+            s["name"]: pod
+            for s in servers
+            if isinstance(pod := (s.get("user_options") or {}).get(launch.POD_NAME), str)
+        }
         auth_state = model.get("auth_state") if self.provider.needs_token else None
-        return UserView(user, Caller.from_auth_state(user, auth_state), found)
+        return UserView(user, Caller.from_auth_state(user, auth_state), found, pods)
 
     async def get(self, user: str, target: Target) -> ServerModel | None:
         return (await self.view(user)).find(target)
@@ -179,13 +199,24 @@ class Servers:
         message: str | None,
         events: list[str] | tuple[str, ...] = (),
         secret: str | None = None,
+        pod: str | None = None,
     ) -> failures.Failure:
         """Why the launch failed, for people: the hub's reason, the launch's last events and
-        the tail of the server's log."""
-        tail = await logs.tail(
-            self.config, user, target.server_name, failures.LOG_LINES, secret
-        )
+        the tail of the server's log when it can be read (a failed pod is soon deleted)."""
+        try:
+            tail = await self.tail(user, target, failures.LOG_LINES, secret, pod)
+        except GlueError:
+            tail = None  # the reason stands without the log
         return failures.explain(message, events, tail)
+
+    async def tail(
+        self, user: str, target: Target, lines: int, secret: str | None, pod: str | None
+    ) -> list[str] | None:
+        """The server's log tail, scrubbed: its pod's containers on Kubernetes, else the
+        local spawner's file; None when there is nothing to read."""
+        if self.pod_logs is None:
+            return await logs.tail(self.config, user, target.server_name, lines, secret)
+        return None if pod is None else await self.pod_logs.tail(pod, lines, secret)
 
     async def wait_stopped(self, user: str, target: Target, seconds: float) -> ServerModel | None:
         """Poll until the server is gone or no longer stopping; its model then (None: gone)."""
@@ -285,8 +316,8 @@ class Servers:
         """The tail of the caller's own server's log (clone step, then the server)."""
         if view.find(target) is None:
             raise NotFound("You have no server for this commit.", code="server_not_found")
-        found = await logs.tail(
-            self.config, view.name, target.server_name, lines, view.caller.git_token
+        found = await self.tail(
+            view.name, target, lines, view.caller.git_token, view.pod(target)
         )
         return found or []
 
@@ -332,7 +363,8 @@ class Servers:
                 if reason is None:
                     raise
                 failure = await self.explain(
-                    view.name, target, reason, secret=view.caller.git_token
+                    view.name, target, reason, secret=view.caller.git_token,
+                    pod=view.pod(target),
                 )
                 raise SpawnFailed(failure.sentence()) from None
             if status is None:  # another replica started it a moment ago: read what it did

@@ -200,12 +200,13 @@ class CommitSpawnerMixin(Configurable):
         prefix = self.notebooks["autosave"]["branchPrefix"]
         return autosave.branch(prefix, self.user.name, launch.target.commit_sha)
 
-    def record_restored(self, branch: str | None) -> None:
-        """Keep where the workspace came from in the user_options the hub shows and stores
-        (committed with the start), which the glue's server model reads (`restored_from`)."""
-        options = {k: v for k, v in self.user_options.items() if k != RESTORED_FROM}
-        if branch:
-            options[RESTORED_FROM] = branch
+    def record(self, key: str, value: str | None) -> None:
+        """Keep what the start learnt in the user_options the hub shows and stores (committed
+        with the start), where the glue reads it: where the workspace came from
+        (`RESTORED_FROM`), the server's pod (`POD_NAME`)."""
+        options = {k: v for k, v in self.user_options.items() if k != key}
+        if value:
+            options[key] = value
         self.user_options = self.orm_spawner.user_options = options
 
     @staticmethod
@@ -346,7 +347,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             except Exception:
                 await self.stop_session_git()
                 raise
-            self.record_restored(answer.get("restored_from"))
+            self.record(RESTORED_FROM, answer.get("restored_from"))
             done = f"Ready in {time.monotonic() - started:.1f} s"
             if answer.get("restored_from"):
                 done += f"; unsaved work restored from {answer['restored_from']}"

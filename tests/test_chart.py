@@ -122,6 +122,7 @@ ALL_OPTIONS: dict[str, Any] = {
         "egress": [{"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"port": 443}]}],
         "egressAllowRules": {"nonPrivateIPs": False, "privateIPs": True},
         "gitlab": [{"ipBlock": {"cidr": "10.20.0.15/32"}}],
+        "kubernetesApi": [{"ipBlock": {"cidr": "172.18.0.2/32"}}],
     },
     "ingress": {
         "enabled": True,
@@ -265,6 +266,8 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
     validate_all(docs)
     assert Counter(d["kind"] for d in docs) == Counter(
         ["Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "Pod"]
+        # the glue's pods/log reader (glue/podlogs.py)
+        + ["Role", "RoleBinding"]
         # the glue's, and egress to it for z2jh's hub, proxy and user pods (their git-proxy)
         + ["NetworkPolicy"] * 4
     )
@@ -997,3 +1000,77 @@ def test_the_clone_image_is_pre_pulled() -> None:
         "jupyterhub.custom.notebooks.spawner.cloneImage",
         "jupyterhub.prePuller.extraImages.renku-notebooks-clone",
     } <= set(glue["valuesPath"])
+
+
+def pod_log_access(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Role and the RoleBinding that let the glue read its servers' pod logs."""
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    return one(docs, "Role"), one(docs, "RoleBinding")
+
+
+@pytest.mark.parametrize(
+    "values, account, created",
+    [
+        ({}, "rel-renku-notebooks", True),
+        ({"serviceAccount": {"create": True, "name": "glue-sa"}}, "glue-sa", True),
+        ({"serviceAccount": {"create": False, "name": "theirs"}}, "theirs", False),
+    ],
+)
+def test_the_glue_may_read_pod_logs_and_nothing_else(
+    helm: str,
+    chart: Path,
+    tmp_path: Path,
+    values: dict[str, Any],
+    account: str,
+    created: bool,
+) -> None:
+    """Least privilege: a Role in the release's namespace with `get` on `pods/log` only,
+    bound to the glue's own service account, whose token only the glue's pod mounts."""
+    docs = template(helm, chart, "rel", "-f", values_file(tmp_path, values))
+    validate_all(docs)
+    role, binding = pod_log_access(docs)
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
+    ]
+    spec = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == account
+    assert spec["automountServiceAccountToken"] is True  # glue.podlogs reads it
+    accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
+    if created:
+        (made,) = accounts
+        assert made["metadata"]["name"] == account
+        assert made["automountServiceAccountToken"] is False  # nobody else gets its token
+    else:
+        assert not accounts
+    # the glue reaches the API server, on its ports only
+    api = [
+        rule
+        for rule in glue_policy(docs)["egress"]
+        if {p.get("port") for p in rule.get("ports", [])} == {443, 6443}
+    ]
+    assert len(api) == 1 and api[0]["to"]
+
+
+def test_pod_log_access_is_named_per_release(helm: str, chart: Path, tmp_path: Path) -> None:
+    first = pod_log_access(template(helm, chart, "first"))
+    second = pod_log_access(template(helm, chart, "second"))
+    assert first[0]["metadata"]["name"] != second[0]["metadata"]["name"]
+    docs = template(helm, chart, "rel", "-f", values_file(tmp_path, ALL_OPTIONS))
+    role, binding = pod_log_access(docs)
+    assert role["metadata"]["name"] == binding["roleRef"]["name"] == "rel-nb-pod-logs"
+    assert binding["subjects"][0]["name"] == "glue-sa"
+    api = glue_policy(docs)["egress"]
+    assert {"ipBlock": {"cidr": "172.18.0.2/32"}} in [p for r in api for p in r.get("to", [])]
+    closed = values_file(tmp_path, {"networkPolicy": {"kubernetesApi": []}}, "closed.yaml")
+    ports = [
+        {p.get("port") for p in r.get("ports", [])}
+        for r in glue_policy(template(helm, chart, "rel", "-f", closed))["egress"]
+    ]
+    assert {443, 6443} not in ports

@@ -35,6 +35,8 @@ from glue import hubconfig, kube
 from glue.config import validate
 from glue.errors import BadRequest
 from glue.gittoken import component_key
+from glue.launch import POD_NAME, from_user_options
+from glue.podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER
 from glue.provider import Caller
 
 TOKEN = "glpat-SECRET-token-0123456789abcdef"
@@ -594,6 +596,33 @@ async def test_an_image_pull_failure_ends_the_start(repos: SimpleNamespace) -> N
         spawner.is_pod_running(pod_status("ErrImagePull", "401 Unauthorized"))
     spawner._waiting_for_pod = False  # poll() after the start only asks whether it runs
     assert spawner.is_pod_running(pod_status("ErrImagePull", "401 Unauthorized")) is False
+
+
+async def test_the_start_records_the_pod_whose_log_the_glue_reads(
+    repos: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KubeSpawner names the pod (its template: the hub's name, or the operator's); the start
+    writes that name into the hub's user_options, where the glue's logs endpoint reads it,
+    and the containers carry the names the glue asks the API for."""
+    seen: list[dict[str, Any]] = []
+
+    async def pod_started(self: KubeSpawner) -> str:
+        seen.append(dict(self.user_options))
+        return "http://10.0.0.7:8888"
+
+    monkeypatch.setattr(KubeSpawner, "start", pod_started)
+    spawner = make_spawner(repos, options(repos))
+    await spawner.start()
+    assert seen[0][POD_NAME] == spawner.pod_name
+    assert spawner.orm_spawner.user_options[POD_NAME] == spawner.pod_name  # what the hub stores
+    pod = await serialize(await spawner.get_pod_manifest())
+    assert pod["metadata"]["name"] == spawner.pod_name
+    assert pod["spec"]["containers"][0]["name"] == NOTEBOOK_CONTAINER
+    assert CLONE_CONTAINER in by_name(pod["spec"]["initContainers"])
+    # a later start from the options the hub kept is accepted, and names the pod again
+    assert from_user_options(spawner.notebooks, spawner.user_options).target.commit_sha == repos.old
+    with pytest.raises(BadRequest, match="Unknown launch options"):
+        from_user_options(spawner.notebooks, {**spawner.user_options, "pod": "other"})
 
 
 REGISTRY_AUTH = {
