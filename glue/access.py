@@ -13,7 +13,7 @@ from cachetools import TTLCache
 from . import metrics
 from .errors import Forbidden, NotFound
 from .provider import LEVEL_NAMES, Caller, GitProvider
-from .target import Target
+from .target import Ref, Target
 
 CACHE_MAX = 8192
 
@@ -30,7 +30,7 @@ class Access:
             CACHE_MAX, cache_seconds or 1
         )
 
-    async def level(self, caller: Caller, target: Target, *, fresh: bool) -> int | None:
+    async def level(self, caller: Caller, target: Target | Ref, *, fresh: bool) -> int | None:
         key = (caller.name, target.full_path)
         if not fresh:
             try:

@@ -217,6 +217,13 @@ class Hub:
         self.process: subprocess.Popen[bytes] | None = None
         self.ready = False
 
+    @property
+    def started(self) -> subprocess.Popen[bytes]:
+        """The hub's process, once `start` ran."""
+        if self.process is None:
+            raise RuntimeError("the hub was not started")
+        return self.process
+
     def start(self, env: dict[str, str], cwd: Path) -> None:
         config = CHECKOUT / "values" / "jupyterhub_config.py"
         self.process = subprocess.Popen(
@@ -246,7 +253,7 @@ class Hub:
         while time.monotonic() < deadline:
             if not self.running():
                 raise StartError(
-                    f"JupyterHub exited with status {self.process.returncode} during start-up "  # type: ignore[union-attr]
+                    f"JupyterHub exited with status {self.started.returncode} during start-up "
                     "(its log is above)."
                 )
             try:
@@ -301,9 +308,9 @@ def stop_everything(hub: Hub) -> None:
             except (urllib.error.URLError, OSError, ValueError) as e:
                 print(f"renku-notebooks: could not remove the servers in order: {e}", flush=True)
         if hub.running():
-            hub.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            hub.started.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                hub.process.wait(STOP_TIMEOUT)  # type: ignore[union-attr]
+                hub.started.wait(STOP_TIMEOUT)
         _end(descendants(os.getpid()))
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -451,9 +458,9 @@ def run(hub_holder: list[Hub]) -> int:
             flush=True,
         )
     while hub.running():
-        _reap_orphans(keep=hub.process.pid)  # type: ignore[union-attr]
+        _reap_orphans(keep=hub.started.pid)
         time.sleep(1)
-    raise StartError(f"JupyterHub exited with status {hub.process.returncode}; see its log above.")  # type: ignore[union-attr]
+    raise StartError(f"JupyterHub exited with status {hub.started.returncode}; see its log above.")
 
 
 def main(argv: list[str] | None = None) -> int:

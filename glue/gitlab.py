@@ -79,7 +79,7 @@ class GitLabProvider:
 
     # ---- GitProvider -----------------------------------------------------------------------
 
-    async def access_level(self, caller: Caller, target: Target) -> int | None:
+    async def access_level(self, caller: Caller, target: Target | Ref) -> int | None:
         """The caller's effective role; None when GitLab hides the project (404).
 
         `permissions` in the project only counts direct membership and the project's own
@@ -240,7 +240,7 @@ class GitLabProvider:
             return f"projects/{moved[0]}"
         return f"projects/{quote(target.full_path, safe='')}"
 
-    def _remember_path(self, caller: Caller, target: Target, project: dict[str, Any]) -> None:
+    def _remember_path(self, caller: Caller, target: Target | Ref, project: dict[str, Any]) -> None:
         """Note a moved project's id and current path (case-only differences are no move)."""
         current, ident = project.get("path_with_namespace"), project.get("id")
         key = (caller.name, target.full_path.lower())

@@ -26,7 +26,7 @@ class LocalProvider:
             return None
         return path
 
-    async def access_level(self, caller: Caller, target: Target) -> int | None:
+    async def access_level(self, caller: Caller, target: Target | Ref) -> int | None:
         if self._repo(target) is None:
             return None
         if self.access is None:

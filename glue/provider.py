@@ -75,7 +75,7 @@ class GitProvider(Protocol):
     #: whether calls need `Caller.git_token` (read from the hub's auth_state)
     needs_token: bool
 
-    async def access_level(self, caller: Caller, target: Target) -> int | None:
+    async def access_level(self, caller: Caller, target: Target | Ref) -> int | None:
         """The caller's access level on the project, or None if they cannot see it."""
 
     def current_target(self, caller: Caller, target: Target) -> Target:

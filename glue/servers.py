@@ -242,8 +242,7 @@ class Servers:
                 return pinned
         # nothing resolved: explain it for the first reading whose project the caller sees
         for ref in refs:
-            # a Ref has the full_path the access lookup reads; it names no commit yet
-            if await self.access.level(view.caller, ref, fresh=False) is None:  # type: ignore[arg-type]
+            if await self.access.level(view.caller, ref, fresh=False) is None:
                 continue
             if looks_like_file(ref.ref):
                 raise BadRequest(DOTDOT_REMOVED, code="invalid_notebook")
