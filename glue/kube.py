@@ -72,7 +72,7 @@ from kubespawner import KubeSpawner
 from kubespawner.slugs import is_valid_label, safe_slug
 from traitlets import Integer, default
 
-from . import autosave, clone, gitproxy, session
+from . import autosave, clone, gitproxy, session, trust
 from .clone import TOKEN_FILE_ENV
 from .config import Config, Profile, validate
 from .gittoken import component_key
@@ -93,6 +93,7 @@ TOKEN_KEY = "token"  # the user's GitLab token
 SECRET_KEY = "session-secret"  # what the notebook's git presents to the component
 COMPONENT_KEY = "component-key"  # what the component presents to the glue's -/git-token
 HUB_TOKEN_KEY = "hub-token"  # the server's hub token: the hub refreshes the login on its use
+CA_KEY = "ca.crt"  # the system store plus provider.caBundle, when the operator gave one
 # the component, on the pod's loopback only
 PROXY_PORT = 7480
 PROXY_RESOURCES = V1ResourceRequirements(
@@ -437,9 +438,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             command,
             step_env,
             step_resources(notebook),
-            # the token only when there is one; the session step and the sidecar always
-            # need the Secret (the component's secret)
-            secret=with_token,
+            # the token (or CA bundle) only when there is one; the session step and the
+            # sidecar always need the Secret (the component's secret)
+            secret=with_token or bool(self.ca_bundle),
         )
 
     def session_container(
@@ -512,6 +513,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         mounts = [V1VolumeMount(name=WORKSPACE_VOLUME, mount_path=CLONE_ROOT)]
         if secret:
             mounts.append(V1VolumeMount(name=TOKEN_VOLUME, mount_path=TOKEN_DIR, read_only=True))
+            if self.ca_bundle:  # git (GnuTLS or OpenSSL) and Python, at process start
+                ca_file = f"{TOKEN_DIR}/{CA_KEY}"
+                env = {**env, "GIT_SSL_CAINFO": ca_file, "SSL_CERT_FILE": ca_file}
         context = notebook.security_context
         uid = _field(context, "runAsUser", "run_as_user")
         return V1Container(
@@ -559,6 +563,11 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             user=self.user.name,
             server=self.name,
         )
+
+    @property
+    def ca_bundle(self) -> str:
+        """The operator's private CA (provider.caBundle), "" for none."""
+        return self.notebooks["provider"]["caBundle"]
 
     @property
     def token_secret_name(self) -> str:
@@ -617,6 +626,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         data = {SECRET_KEY: session_secret, HUB_TOKEN_KEY: self.api_token or ""}
         if token:
             data[TOKEN_KEY] = token
+        if self.ca_bundle:
+            data[CA_KEY] = trust.combined(self.ca_bundle)
         if self.service_api_token:
             data[COMPONENT_KEY] = component_key(self.service_api_token, self.user.name, self.name)
         await self.create_secret(self.token_secret_manifest(data, pod_uid), "the git token")

@@ -896,3 +896,46 @@ def test_commits_carry_the_gitlab_name_and_email() -> None:
     record["commit_email"] = "alice@users.noreply.gitlab.example"
     caller = Caller.from_auth_state("alice", {"access_token": TOKEN, "gitlab_user": record})
     assert caller.identity() == ("Alice Example", "alice@users.noreply.gitlab.example")
+
+
+# a private CA's certificate (made with openssl) as an operator pastes it: provider.caBundle
+PRIVATE_CA = (Path(__file__).parent / "private-ca.crt").read_text()
+
+
+@pytest.mark.parametrize("token", [TOKEN, None])
+async def test_a_private_ca_reaches_the_git_steps_only(
+    repos: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, token: str | None
+) -> None:
+    """provider.caBundle: the system store plus the CA in the pod's Secret, mounted read-only and
+    named by GIT_SSL_CAINFO and SSL_CERT_FILE in the clone, session and git-proxy containers
+    (also for a public project, whose clone needs no token); never in the notebook."""
+    monkeypatch.setattr(glue.local.LocalProvider, "needs_token", token is not None)
+    spawner = make_spawner(repos, options(repos), token=token, blocker=False)
+    config = spawner.notebooks_config
+    provider = {**config["provider"], "caBundle": PRIVATE_CA}
+    spawner.notebooks_config = {**config, "provider": provider}
+    spawner.api = api = FakeCoreApi()
+    pod = valid(await shaped_pod(spawner))
+    spec = pod["spec"]
+    ca_file = f"{kube.TOKEN_DIR}/ca.crt"
+    trusting = {}
+    for container in [*spec["initContainers"], *spec["containers"]]:
+        env = {e["name"]: e.get("value") for e in container.get("env") or []}
+        if "GIT_SSL_CAINFO" in env:
+            assert env["GIT_SSL_CAINFO"] == env["SSL_CERT_FILE"] == ca_file
+            mount = by_name(container["volumeMounts"])["notebooks-git-token"]
+            assert mount["readOnly"] is True and mount["mountPath"] == kube.TOKEN_DIR
+            trusting[container["name"]] = env
+        else:
+            assert "SSL_CERT_FILE" not in env, container["name"]
+    assert set(trusting) == {"git-clone", "git-session", "git-proxy"}
+    assert "BEGIN CERTIFICATE" not in json.dumps(pod)  # in the Secret only
+
+    await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-ca"}})
+    data = valid(await serialize(api.secrets[spawner.token_secret_name]))["stringData"]
+    assert data["ca.crt"].rstrip().endswith(PRIVATE_CA.strip())
+    assert data["ca.crt"].count("BEGIN CERTIFICATE") > 1  # the system store too
+    assert ("token" in data) is (token is not None)
+
+    plain = make_spawner(repos, options(repos), token=token, blocker=False)
+    assert "GIT_SSL_CAINFO" not in json.dumps(valid(await shaped_pod(plain)))
