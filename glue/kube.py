@@ -77,7 +77,7 @@ from .clone import TOKEN_FILE_ENV
 from .config import Config, Profile, validate
 from .gittoken import component_key
 from .hubconfig import configure, git_token_endpoint, register_culler
-from .launch import Launch
+from .launch import STOP_FAILED, Launch
 from .spawner import Checked, CommitSpawnerMixin
 from .target import Target
 
@@ -125,6 +125,10 @@ K8S_NAME_MAX = 63
 DEFAULT_GITLAB_URL = "https://gitlab.com"
 # KubeSpawner keeps {user_server} to 48 characters; the hub's part of a pod name gets the rest
 POD_PREFIX_MAX = K8S_NAME_MAX - 48 - 1
+# a pod that a stop could not delete: first retry after this, doubling up to the maximum
+LEFT_BEHIND_RETRY_SECONDS = 5.0
+LEFT_BEHIND_RETRY_MAX_SECONDS = 300.0
+LEFT_BEHIND_STATE = "pod_left_behind"
 
 
 def service_url(hub_name: str, service_name: str) -> str:
@@ -289,6 +293,10 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     _pull_registry: str | None = None
     # set while KubeSpawner waits for the pod: a failed image pull then ends the launch
     _waiting_for_pod = False
+    # set when a stop could not delete the pod: it may still run, so the hub keeps the server
+    # (`active`) while `_retry_deletion` deletes it; kept in the spawner's state
+    _pod_left_behind = False
+    _retrying: asyncio.Task[None] | None = None
     # KubeSpawner traits read here before this class sets them (kubespawner ships no types)
     after_pod_created_hook: Any
     extra_resource_limits: dict[str, str]
@@ -302,6 +310,11 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.after_pod_created_hook = _after_pod_created
 
     async def start(self) -> str:
+        # no more retries: they would delete this start's pod, which has the same name; a pod
+        # left behind meets KubeSpawner's creation (409), which deletes it through stop()
+        if self._retrying is not None:
+            self._retrying.cancel()
+        self._pod_left_behind = False
         checked = await self.prepare_launch()
         self.shape_pod(checked)
         launch, target = checked.launch, checked.launch.target
@@ -686,19 +699,113 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         except TimeoutError:
             self.log.warning("Timed out deleting Secret %s", name)
 
+    # JupyterHub's `active` is a property too; the mixin only types it as an attribute
+    @property
+    def active(self) -> bool:  # type: ignore[override]
+        """JupyterHub's `active`, and also while a pod that a stop left behind may still run.
+
+        The hub's stop machinery swallows a failed stop and then forgets the server
+        (`DELETE ... {"remove": true}` answers 204); its removal refuses an active
+        spawner, so the server stays, with `stopped: false` but neither ready nor pending,
+        and the hub's DELETE fails (500) until `_retry_deletion` has removed the pod.
+        """
+        return bool(super().active or self._pod_left_behind)
+
     async def stop(self, now: bool = False) -> None:
         try:
             await super().stop(now)
+        except ApiException as e:
+            self.leave_behind(f"Kubernetes: {e.status} {e.reason}")
+            raise
+        except Exception as e:  # the deletion or the wait for the pod to go timed out
+            self.leave_behind(str(e) or type(e).__name__)
+            raise
         finally:
             await self.delete_token_secret()
+        self._pod_left_behind = False
+
+    def leave_behind(self, why: str) -> None:
+        """A stop could not delete the pod: keep the server, say so in its user_options (the
+        hub shows them, also once it has dropped this spawner object) and retry the deletion."""
+        self._pod_left_behind = True
+        self.record_stop_failure(f"The pod {self.pod_name} could not be deleted ({why}).")
+        self.log.error(
+            "Could not delete pod %s/%s (%s): the server %s is kept and the deletion retried",
+            self.namespace,
+            self.pod_name,
+            why,
+            self._log_name,
+        )
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.ensure_future(self._retry_deletion())
+
+    async def _retry_deletion(self) -> None:
+        """Delete the pod until Kubernetes says it is gone (404), with a growing pause; then
+        the hub may forget the server."""
+        delay = LEFT_BEHIND_RETRY_SECONDS
+        ref = f"{self.namespace}/{self.pod_name}"
+        while self._pod_left_behind:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LEFT_BEHIND_RETRY_MAX_SECONDS)
+            try:
+                await asyncio.wait_for(
+                    self.api.delete_namespaced_pod(
+                        name=self.pod_name,
+                        namespace=self.namespace,
+                        body=V1DeleteOptions(grace_period_seconds=self.delete_grace_period),
+                        grace_period_seconds=self.delete_grace_period,
+                    ),
+                    self.k8s_api_request_timeout,
+                )
+                self.log.info("Deleting pod %s again (it was left behind)", ref)
+            except ApiException as e:
+                if e.status == 404:
+                    self.log.info("Pod %s is gone: %s may be removed", ref, self._log_name)
+                    self._pod_left_behind = False
+                    self.record_stop_failure(None)
+                    self.save_state()
+                    await self.delete_token_secret()
+                    return
+                self.log.warning("Still cannot delete pod %s: %s %s", ref, e.status, e.reason)
+            except TimeoutError:
+                self.log.warning("Still cannot delete pod %s: timed out", ref)
+
+    def record_stop_failure(self, message: str | None) -> None:
+        options = {k: v for k, v in self.user_options.items() if k != STOP_FAILED}
+        if message:
+            options[STOP_FAILED] = message
+        self.user_options = self.orm_spawner.user_options = options
+
+    def save_state(self) -> None:
+        """Store the state in the hub's database now, as the hub does after start and stop."""
+        self.orm_spawner.state = self.get_state()
+        self.db.commit()
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()
+        if self._pod_left_behind:
+            state[LEFT_BEHIND_STATE] = True
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """A hub restarted while a pod was left behind retries its deletion."""
+        super().load_state(state)
+        if state.get(LEFT_BEHIND_STATE) and not self._pod_left_behind:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                self._pod_left_behind = True  # no loop to retry in (a test, a script)
+            else:
+                self.leave_behind("left behind before the hub restarted")
 
     async def delete_forever(self) -> None:
-        """Removing a server also removes a pod that a failed stop left behind.
+        """Removing a server also removes a pod that is still there.
 
-        When a start fails and so does the hub's cleanup (`stop()` could not delete the pod),
-        the hub forgets the server but the pod runs on; the hub then removes the server
-        through here, never through `stop()`. A pod that cannot be deleted now is an error:
-        the hub logs it ("Error cleaning up persistent resources").
+        A pod that a stop could not delete keeps the server (`active`) until
+        `_retry_deletion` removed it, so this normally finds none; it still covers a pod
+        the spawner does not know of (its state lost with the hub's database). A pod that
+        cannot be deleted now is an error, which the hub only logs ("Error cleaning up
+        persistent resources").
         """
         await self.delete_token_secret()
         ref = f"{self.namespace}/{self.pod_name}"

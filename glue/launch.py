@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 # written by the spawner into the hub's user_options after a start: where the workspace's
 # unsaved work came from (the server model's `restored_from`)
 RESTORED_FROM = "restored_from"
+# written by the Kubernetes spawner while a pod that a stop could not delete may still run:
+# why (the glue then answers a stop with `stop_failed`)
+STOP_FAILED = "stop_failed"
 USER_OPTIONS = frozenset(
     {
         "namespace",
@@ -184,8 +187,8 @@ def make(config: Config, target: Target, choices: dict[str, Any], image: Image) 
 
 def from_user_options(config: Config, options: dict[str, Any]) -> Launch:
     """Rebuild a launch on the hub side, refusing anything the glue would not have sent
-    (besides what the spawner itself added to the hub's copy, `restored_from`)."""
-    unknown = sorted(set(options) - USER_OPTIONS - {RESTORED_FROM})
+    (besides what the spawner itself added to the hub's copy: `restored_from`, `stop_failed`)."""
+    unknown = sorted(set(options) - USER_OPTIONS - {RESTORED_FROM, STOP_FAILED})
     if unknown:
         raise BadRequest(f"Unknown launch options {unknown}.", code="invalid_options")
     target = from_options(options)
