@@ -51,7 +51,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .clone import CREDENTIAL_HELPER, TOKEN_FILE_ENV, Step
+from .clone import CREDENTIAL_HELPER, KEPT_GIT_ENV, TOKEN_FILE_ENV, Step
 
 AUTHOR_NAME = "renku-notebooks autosave"
 AUTHOR_EMAIL = "autosave@renku-notebooks.invalid"
@@ -167,7 +167,8 @@ class _Git:
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: os.environ[k] for k in ("PATH", "LANG", TOKEN_FILE_ENV) if k in os.environ}
+    kept = ("PATH", "LANG", TOKEN_FILE_ENV, *KEPT_GIT_ENV)
+    env = {k: os.environ[k] for k in kept if k in os.environ}
     env.update(
         HOME=str(home),
         GIT_CONFIG_NOSYSTEM="1",

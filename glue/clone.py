@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 TOKEN_FILE_ENV = "NOTEBOOKS_GIT_TOKEN_FILE"
+# the one git variable of the environment kept: a pod's CA bundle (provider.caBundle)
+KEPT_GIT_ENV = ("GIT_SSL_CAINFO",)
 # git reads this helper from the environment (GIT_CONFIG_*); it prints the
 # token file's content with shell builtins only, so no process shows it
 CREDENTIAL_HELPER = (
@@ -73,7 +75,7 @@ def step(
 
 
 def _env(lfs: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in KEPT_GIT_ENV}
     env.update(GIT_TERMINAL_PROMPT="0", GIT_LFS_SKIP_SMUDGE="0" if lfs else "1")
     if os.environ.get(TOKEN_FILE_ENV):
         env.update(

@@ -11,6 +11,7 @@ import argparse
 import copy
 import json
 import re
+import ssl
 import sys
 from functools import cache
 from pathlib import Path
@@ -79,13 +80,22 @@ def validate(data: Any, source: str = "<config>") -> Config:
 
 
 def _check_semantics(config: Config, source: str) -> None:
-    """Rules JSON Schema cannot say: unique profile names, at most one default."""
+    """Rules JSON Schema cannot say: unique profile names, at most one default, a CA bundle
+    that OpenSSL reads."""
     names = [p["name"] for p in config["profiles"]]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ConfigError(f"{source}: at profiles: duplicate profile names {duplicated}")
     if sum(bool(p["default"]) for p in config["profiles"]) > 1:
         raise ConfigError(f"{source}: at profiles: more than one profile is marked default")
+    ca_bundle = config["provider"]["caBundle"]
+    if ca_bundle:
+        try:
+            ssl.create_default_context().load_verify_locations(cadata=ca_bundle)
+        except ssl.SSLError as e:
+            raise ConfigError(
+                f"{source}: at provider.caBundle: not PEM certificates ({e})"
+            ) from None
 
 
 def load(path: str | Path) -> Config:

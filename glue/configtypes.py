@@ -51,6 +51,7 @@ class ProviderConfig(TypedDict):
     access: NotRequired[dict[str, dict[str, Literal[0, 5, 10, 15, 20, 30, 40, 50]]]]
     cacheSeconds: float
     timeoutSeconds: float
+    caBundle: str
 
 
 class SpawnerConfig(TypedDict):

@@ -78,3 +78,7 @@ class UpstreamTimeout(UpstreamError, status=504, code="upstream_timeout"):
 
 class SpawnFailed(UpstreamError, status=502, code="spawn_failed"):
     """The hub took the launch and its spawn failed at once; the message says why."""
+
+
+class StopFailed(UpstreamError, status=502, code="stop_failed"):
+    """The hub could not stop the server (its pod could not be deleted): the server is kept."""

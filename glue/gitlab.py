@@ -23,7 +23,7 @@ import aiohttp
 from cachetools import TTLCache
 from yarl import URL
 
-from . import metrics
+from . import metrics, trust
 from .config import Config
 from .errors import (
     Forbidden,
@@ -271,9 +271,12 @@ class GitLabProvider:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            ca_bundle = self.config["provider"]["caBundle"]
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"Accept": "application/json"},
+                # a private CA besides the system store (aiohttp fixed its default at import)
+                connector=aiohttp.TCPConnector(ssl=trust.context(ca_bundle)) if ca_bundle else None,
             )
         return self._session
 

@@ -18,7 +18,7 @@ from inspect import isawaitable
 from pathlib import Path
 from typing import Any
 
-from . import sandbox
+from . import sandbox, trust
 from .config import Config
 
 PROXY = "configurable-http-proxy"
@@ -183,6 +183,12 @@ def _configure_gitlab_login(c: Any, config: Config) -> None:
     c.Authenticator.enable_auth_state = True
     c.Authenticator.refresh_pre_spawn = True
     c.Authenticator.auth_refresh_age = AUTH_REFRESH_SECONDS
+    ca_bundle = config["provider"]["caBundle"]
+    if ca_bundle:  # tornado's ca_certs replaces the system store: a file with both
+        c.OAuthenticator.http_request_kwargs = {
+            **c.OAuthenticator.get("http_request_kwargs", {}),
+            "ca_certs": str(trust.write_bundle(ca_bundle)),
+        }
 
 
 def token_seconds_left(auth_state: dict[str, Any], now: float) -> float | None:

@@ -72,12 +72,12 @@ from kubespawner import KubeSpawner
 from kubespawner.slugs import is_valid_label, safe_slug
 from traitlets import Integer, default
 
-from . import autosave, clone, gitproxy, session
+from . import autosave, clone, gitproxy, session, trust
 from .clone import TOKEN_FILE_ENV
 from .config import Config, Profile, validate
 from .gittoken import component_key
 from .hubconfig import configure, git_token_endpoint, register_culler
-from .launch import POD_NAME, Launch
+from .launch import POD_NAME, STOP_FAILED, Launch
 from .podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER
 from .spawner import Checked, CommitSpawnerMixin
 from .target import Target
@@ -93,6 +93,7 @@ TOKEN_KEY = "token"  # the user's GitLab token
 SECRET_KEY = "session-secret"  # what the notebook's git presents to the component
 COMPONENT_KEY = "component-key"  # what the component presents to the glue's -/git-token
 HUB_TOKEN_KEY = "hub-token"  # the server's hub token: the hub refreshes the login on its use
+CA_KEY = "ca.crt"  # the system store plus provider.caBundle, when the operator gave one
 # the component, on the pod's loopback only
 PROXY_PORT = 7480
 PROXY_RESOURCES = V1ResourceRequirements(
@@ -124,6 +125,10 @@ K8S_NAME_MAX = 63
 DEFAULT_GITLAB_URL = "https://gitlab.com"
 # KubeSpawner keeps {user_server} to 48 characters; the hub's part of a pod name gets the rest
 POD_PREFIX_MAX = K8S_NAME_MAX - 48 - 1
+# a pod that a stop could not delete: first retry after this, doubling up to the maximum
+LEFT_BEHIND_RETRY_SECONDS = 5.0
+LEFT_BEHIND_RETRY_MAX_SECONDS = 300.0
+LEFT_BEHIND_STATE = "pod_left_behind"
 
 
 def service_url(hub_name: str, service_name: str) -> str:
@@ -289,6 +294,10 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     _pull_registry: str | None = None
     # set while KubeSpawner waits for the pod: a failed image pull then ends the launch
     _waiting_for_pod = False
+    # set when a stop could not delete the pod: it may still run, so the hub keeps the server
+    # (`active`) while `_retry_deletion` deletes it; kept in the spawner's state
+    _pod_left_behind = False
+    _retrying: asyncio.Task[None] | None = None
     # KubeSpawner traits read here before this class sets them (kubespawner ships no types)
     after_pod_created_hook: Any
     extra_resource_limits: dict[str, str]
@@ -302,6 +311,11 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.after_pod_created_hook = _after_pod_created
 
     async def start(self) -> str:
+        # no more retries: they would delete this start's pod, which has the same name; a pod
+        # left behind meets KubeSpawner's creation (409), which deletes it through stop()
+        if self._retrying is not None:
+            self._retrying.cancel()
+        self._pod_left_behind = False
         # before anything is awaited: the hub's 202 already shows which pod to read logs of
         self.record(POD_NAME, self.pod_name)
         checked = await self.prepare_launch()
@@ -440,9 +454,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             command,
             step_env,
             step_resources(notebook),
-            # the token only when there is one; the session step and the sidecar always
-            # need the Secret (the component's secret)
-            secret=with_token,
+            # the token (or CA bundle) only when there is one; the session step and the
+            # sidecar always need the Secret (the component's secret)
+            secret=with_token or bool(self.ca_bundle),
         )
 
     def session_container(
@@ -515,6 +529,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         mounts = [V1VolumeMount(name=WORKSPACE_VOLUME, mount_path=CLONE_ROOT)]
         if secret:
             mounts.append(V1VolumeMount(name=TOKEN_VOLUME, mount_path=TOKEN_DIR, read_only=True))
+            if self.ca_bundle:  # git (GnuTLS or OpenSSL) and Python, at process start
+                ca_file = f"{TOKEN_DIR}/{CA_KEY}"
+                env = {**env, "GIT_SSL_CAINFO": ca_file, "SSL_CERT_FILE": ca_file}
         context = notebook.security_context
         uid = _field(context, "runAsUser", "run_as_user")
         return V1Container(
@@ -562,6 +579,11 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             user=self.user.name,
             server=self.name,
         )
+
+    @property
+    def ca_bundle(self) -> str:
+        """The operator's private CA (provider.caBundle), "" for none."""
+        return self.notebooks["provider"]["caBundle"]
 
     @property
     def token_secret_name(self) -> str:
@@ -620,6 +642,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         data = {SECRET_KEY: session_secret, HUB_TOKEN_KEY: self.api_token or ""}
         if token:
             data[TOKEN_KEY] = token
+        if self.ca_bundle:
+            data[CA_KEY] = trust.combined(self.ca_bundle)
         if self.service_api_token:
             data[COMPONENT_KEY] = component_key(self.service_api_token, self.user.name, self.name)
         await self.create_secret(self.token_secret_manifest(data, pod_uid), "the git token")
@@ -678,19 +702,107 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         except TimeoutError:
             self.log.warning("Timed out deleting Secret %s", name)
 
+    # JupyterHub's `active` is a property too; the mixin only types it as an attribute
+    @property
+    def active(self) -> bool:  # type: ignore[override]
+        """JupyterHub's `active`, and also while a pod that a stop left behind may still run.
+
+        The hub's stop machinery swallows a failed stop and then forgets the server
+        (`DELETE ... {"remove": true}` answers 204); its removal refuses an active
+        spawner, so the server stays, with `stopped: false` but neither ready nor pending,
+        and the hub's DELETE fails (500) until `_retry_deletion` has removed the pod.
+        """
+        return bool(super().active or self._pod_left_behind)
+
     async def stop(self, now: bool = False) -> None:
         try:
             await super().stop(now)
+        except ApiException as e:
+            self.leave_behind(f"Kubernetes: {e.status} {e.reason}")
+            raise
+        except Exception as e:  # the deletion or the wait for the pod to go timed out
+            self.leave_behind(str(e) or type(e).__name__)
+            raise
         finally:
             await self.delete_token_secret()
+        self._pod_left_behind = False
+
+    def leave_behind(self, why: str) -> None:
+        """A stop could not delete the pod: keep the server, say so in its user_options (the
+        hub shows them, also once it has dropped this spawner object) and retry the deletion."""
+        self._pod_left_behind = True
+        self.record(STOP_FAILED, f"The pod {self.pod_name} could not be deleted ({why}).")
+        self.log.error(
+            "Could not delete pod %s/%s (%s): the server %s is kept and the deletion retried",
+            self.namespace,
+            self.pod_name,
+            why,
+            self._log_name,
+        )
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.ensure_future(self._retry_deletion())
+
+    async def _retry_deletion(self) -> None:
+        """Delete the pod until Kubernetes says it is gone (404), with a growing pause; then
+        the hub may forget the server."""
+        delay = LEFT_BEHIND_RETRY_SECONDS
+        ref = f"{self.namespace}/{self.pod_name}"
+        while self._pod_left_behind:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LEFT_BEHIND_RETRY_MAX_SECONDS)
+            try:
+                await asyncio.wait_for(
+                    self.api.delete_namespaced_pod(
+                        name=self.pod_name,
+                        namespace=self.namespace,
+                        body=V1DeleteOptions(grace_period_seconds=self.delete_grace_period),
+                        grace_period_seconds=self.delete_grace_period,
+                    ),
+                    self.k8s_api_request_timeout,
+                )
+                self.log.info("Deleting pod %s again (it was left behind)", ref)
+            except ApiException as e:
+                if e.status == 404:
+                    self.log.info("Pod %s is gone: %s may be removed", ref, self._log_name)
+                    self._pod_left_behind = False
+                    self.record(STOP_FAILED, None)
+                    self.save_state()
+                    await self.delete_token_secret()
+                    return
+                self.log.warning("Still cannot delete pod %s: %s %s", ref, e.status, e.reason)
+            except TimeoutError:
+                self.log.warning("Still cannot delete pod %s: timed out", ref)
+
+    def save_state(self) -> None:
+        """Store the state in the hub's database now, as the hub does after start and stop."""
+        self.orm_spawner.state = self.get_state()
+        self.db.commit()
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()
+        if self._pod_left_behind:
+            state[LEFT_BEHIND_STATE] = True
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """A hub restarted while a pod was left behind retries its deletion."""
+        super().load_state(state)
+        if state.get(LEFT_BEHIND_STATE) and not self._pod_left_behind:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                self._pod_left_behind = True  # no loop to retry in (a test, a script)
+            else:
+                self.leave_behind("left behind before the hub restarted")
 
     async def delete_forever(self) -> None:
-        """Removing a server also removes a pod that a failed stop left behind.
+        """Removing a server also removes a pod that is still there.
 
-        When a start fails and so does the hub's cleanup (`stop()` could not delete the pod),
-        the hub forgets the server but the pod runs on; the hub then removes the server
-        through here, never through `stop()`. A pod that cannot be deleted now is an error:
-        the hub logs it ("Error cleaning up persistent resources").
+        A pod that a stop could not delete keeps the server (`active`) until
+        `_retry_deletion` removed it, so this normally finds none; it still covers a pod
+        the spawner does not know of (its state lost with the hub's database). A pod that
+        cannot be deleted now is an error, which the hub only logs ("Error cleaning up
+        persistent resources").
         """
         await self.delete_token_secret()
         ref = f"{self.namespace}/{self.pod_name}"

@@ -26,7 +26,10 @@ RESTORED_FROM = "restored_from"
 # written by the Kubernetes spawner at the start: the server's pod (KubeSpawner's `pod_name`),
 # whose log the glue reads (glue.podlogs)
 POD_NAME = "pod_name"
-SPAWNER_OPTIONS = frozenset({RESTORED_FROM, POD_NAME})
+# written by the Kubernetes spawner while a pod that a stop could not delete may still run:
+# why (the glue then answers a stop with `stop_failed`)
+STOP_FAILED = "stop_failed"
+SPAWNER_OPTIONS = frozenset({RESTORED_FROM, POD_NAME, STOP_FAILED})
 USER_OPTIONS = frozenset(
     {
         "namespace",

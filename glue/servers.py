@@ -32,6 +32,7 @@ from .errors import (
     GlueError,
     NotFound,
     SpawnFailed,
+    StopFailed,
     UpstreamError,
 )
 from .hub import Hub
@@ -45,6 +46,8 @@ STOP_POLL_SECONDS = 0.25
 FAILURE_LOOKUP_SECONDS = 5.0
 LAUNCH_OUTCOMES = {200: "existing", 201: "started", 202: "starting"}
 STOP_OUTCOMES = {202: "stopping", 204: "stopped"}
+STOP_FAILED = "The server could not be stopped: {why} It is kept while the deletion is retried; \
+try again in a few minutes."
 Result = TypeVar("Result", bound=tuple[int, Any])
 
 
@@ -379,9 +382,27 @@ class Servers:
         async with self._locked(view, target) as view:
             if view.find(target) is None:
                 raise NotFound("You have no server for this commit.", code="server_not_found")
-            await self.hub.stop(view.name, target.server_name)
+            try:
+                await self.hub.stop(view.name, target.server_name)
+            except UpstreamError as e:
+                why = await self.stop_failure(view.name, target) if e.status == 502 else None
+                if why:
+                    raise StopFailed(STOP_FAILED.format(why=why)) from None
+                raise
             model = await self.wait_stopped(view.name, target, self.stop_timeout)
+            if model is not None and model["status"] != "stopping":
+                why = await self.stop_failure(view.name, target)
+                if why:
+                    raise StopFailed(STOP_FAILED.format(why=why))
         return (204, None) if model is None else (202, model)
+
+    async def stop_failure(self, user: str, target: Target) -> str | None:
+        """Why the hub keeps a server whose stop failed, as its spawner wrote it into the
+        server's user_options (glue.kube: a pod that could not be deleted); None otherwise."""
+        model = await self.hub.user(user)
+        server = (model.get("servers") or {}).get(target.server_name) or {}
+        why = (server.get("user_options") or {}).get(launch.STOP_FAILED)
+        return why if isinstance(why, str) and why else None
 
     @contextlib.asynccontextmanager
     async def _locked(self, view: UserView, target: Target) -> AsyncIterator[UserView]:

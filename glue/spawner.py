@@ -203,7 +203,8 @@ class CommitSpawnerMixin(Configurable):
     def record(self, key: str, value: str | None) -> None:
         """Keep what the start learnt in the user_options the hub shows and stores (committed
         with the start), where the glue reads it: where the workspace came from
-        (`RESTORED_FROM`), the server's pod (`POD_NAME`)."""
+        (`RESTORED_FROM`), the server's pod (`POD_NAME`), why its pod outlived a stop
+        (`STOP_FAILED`)."""
         options = {k: v for k, v in self.user_options.items() if k != key}
         if value:
             options[key] = value

@@ -33,6 +33,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -481,14 +482,17 @@ class GitLabStandIn:
         app.router.add_post(rf"/{{repo:.+\.git}}/{services}", self._git)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on host:port (0 picks a free port); returns the base URL."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> str:
+        """Serve on host:port (0 picks a free port), over TLS with `ssl_context` (an in-house
+        GitLab with a private CA); returns the base URL."""
         self._runner = web.AppRunner(self.app(), shutdown_timeout=1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         bound = self._runner.addresses[0][1]
-        self.url = f"http://{host}:{bound}"
+        self.url = f"{'https' if ssl_context else 'http'}://{host}:{bound}"
         return self.url
 
     async def stop(self) -> None:
@@ -940,8 +944,9 @@ class GitLabStandIn:
 class StandInThread:
     """The stand-in on its own event loop, so sync tests can change it between requests."""
 
-    def __init__(self, standin: GitLabStandIn):
+    def __init__(self, standin: GitLabStandIn, ssl_context: ssl.SSLContext | None = None):
         self.standin = standin
+        self.ssl_context = ssl_context
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -950,7 +955,7 @@ class StandInThread:
 
     def __enter__(self) -> StandInThread:
         self.thread.start()
-        self.run(self.standin.start())
+        self.run(self.standin.start(ssl_context=self.ssl_context))
         return self
 
     def __exit__(self, *exc: object) -> None:

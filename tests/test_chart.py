@@ -1074,3 +1074,28 @@ def test_pod_log_access_is_named_per_release(helm: str, chart: Path, tmp_path: P
         for r in glue_policy(template(helm, chart, "rel", "-f", closed))["egress"]
     ]
     assert {443, 6443} not in ports
+
+
+def test_a_private_ca_is_one_value(helm: str, chart: Path, tmp_path: Path) -> None:
+    """provider.caBundle travels in the notebooks config (the glue's ConfigMap, z2jh's hub
+    Secret): no container of the chart gets a CA volume or variable for it; a bundle that is no
+    PEM is refused by the values schema."""
+    pem = (ROOT / "tests" / "private-ca.crt").read_text()
+    values = {"jupyterhub": {"custom": {"notebooks": {"provider": {"caBundle": pem}}}}}
+    docs = template(helm, chart, "rel", "-f", values_file(tmp_path, values))
+    validate_all(docs)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
+    assert load(config_file)["provider"]["caBundle"] == pem
+    for doc in docs:
+        for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get(
+            "containers", []
+        ):
+            names = {e["name"] for e in container.get("env") or []}
+            assert not names & {"SSL_CERT_FILE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE"}
+
+    bad = {"jupyterhub": {"custom": {"notebooks": {"provider": {"caBundle": "my-ca"}}}}}
+    refused = run(
+        helm, "template", "rel", chart, "-f", values_file(tmp_path, bad, "bad.yaml"), check=False
+    )
+    assert refused.returncode != 0 and "caBundle" in refused.stderr

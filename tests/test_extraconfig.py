@@ -22,6 +22,7 @@ import yaml
 from jupyterhub.app import JupyterHub
 from kubespawner.slugs import is_valid_object_name
 
+from glue import trust
 from glue.kube import CommitKubeSpawner
 from tests.test_chart import CHART
 
@@ -311,3 +312,17 @@ def test_culling_settings_reach_the_culler(
         assert "notebooks-culler" not in {r["name"] for r in app.load_roles}
     else:
         assert set(services["notebooks-culler"]["command"][3:]) == flags
+
+
+def test_a_private_ca_reaches_the_hubs_oauth_and_spawner(hub_values: Path, tmp_path: Path) -> None:
+    """provider.caBundle in the chart values reaches the hub through z2jh's Secret: its OAuth
+    client gets a combined file (system store + CA), its spawner the text for the pods."""
+    pem = (Path(__file__).parent / "private-ca.crt").read_text()
+    values = yaml.safe_load(hub_values.read_text())
+    hub_values.write_text(
+        yaml.safe_dump(merge(values, {"custom": {"notebooks": {"provider": {"caBundle": pem}}}}))
+    )
+    app = load_hub(tmp_path, extra_config())
+    ca_file = Path(app.config.OAuthenticator.http_request_kwargs["ca_certs"])
+    assert ca_file.read_text() == trust.combined(pem)
+    assert app.config.CommitKubeSpawner.notebooks_config["provider"]["caBundle"] == pem

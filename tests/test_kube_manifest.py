@@ -8,6 +8,7 @@ manifest is validated strictly against the Kubernetes 1.28 schema.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -23,6 +24,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from jupyterhub.user import User as JupyterHubUser
 from kubernetes_asyncio.client import ApiClient, V1Capabilities, V1Container, V1SecurityContext
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
@@ -925,3 +927,124 @@ def test_commits_carry_the_gitlab_name_and_email() -> None:
     record["commit_email"] = "alice@users.noreply.gitlab.example"
     caller = Caller.from_auth_state("alice", {"access_token": TOKEN, "gitlab_user": record})
     assert caller.identity() == ("Alice Example", "alice@users.noreply.gitlab.example")
+
+
+# a private CA's certificate (made with openssl) as an operator pastes it: provider.caBundle
+PRIVATE_CA = (Path(__file__).parent / "private-ca.crt").read_text()
+
+
+@pytest.mark.parametrize("token", [TOKEN, None])
+async def test_a_private_ca_reaches_the_git_steps_only(
+    repos: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, token: str | None
+) -> None:
+    """provider.caBundle: the system store plus the CA in the pod's Secret, mounted read-only and
+    named by GIT_SSL_CAINFO and SSL_CERT_FILE in the clone, session and git-proxy containers
+    (also for a public project, whose clone needs no token); never in the notebook."""
+    monkeypatch.setattr(glue.local.LocalProvider, "needs_token", token is not None)
+    spawner = make_spawner(repos, options(repos), token=token, blocker=False)
+    config = spawner.notebooks_config
+    provider = {**config["provider"], "caBundle": PRIVATE_CA}
+    spawner.notebooks_config = {**config, "provider": provider}
+    spawner.api = api = FakeCoreApi()
+    pod = valid(await shaped_pod(spawner))
+    spec = pod["spec"]
+    ca_file = f"{kube.TOKEN_DIR}/ca.crt"
+    trusting = {}
+    for container in [*spec["initContainers"], *spec["containers"]]:
+        env = {e["name"]: e.get("value") for e in container.get("env") or []}
+        if "GIT_SSL_CAINFO" in env:
+            assert env["GIT_SSL_CAINFO"] == env["SSL_CERT_FILE"] == ca_file
+            mount = by_name(container["volumeMounts"])["notebooks-git-token"]
+            assert mount["readOnly"] is True and mount["mountPath"] == kube.TOKEN_DIR
+            trusting[container["name"]] = env
+        else:
+            assert "SSL_CERT_FILE" not in env, container["name"]
+    assert set(trusting) == {"git-clone", "git-session", "git-proxy"}
+    assert "BEGIN CERTIFICATE" not in json.dumps(pod)  # in the Secret only
+
+    await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-ca"}})
+    data = valid(await serialize(api.secrets[spawner.token_secret_name]))["stringData"]
+    assert data["ca.crt"].rstrip().endswith(PRIVATE_CA.strip())
+    assert data["ca.crt"].count("BEGIN CERTIFICATE") > 1  # the system store too
+    assert ("token" in data) is (token is not None)
+
+    plain = make_spawner(repos, options(repos), token=token, blocker=False)
+    assert "GIT_SSL_CAINFO" not in json.dumps(valid(await shaped_pod(plain)))
+
+
+class Database:
+    """The hub's session, as far as a spawner saving its state uses it."""
+
+    commits = 0
+
+    def commit(self) -> None:
+        self.commits += 1
+
+
+async def test_a_pod_that_cannot_be_deleted_keeps_its_server(
+    repos: SimpleNamespace, token_provider: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A start failed and its cleanup (stop) could not delete the pod: the spawner stays
+    `active` (neither ready nor pending), so JupyterHub's own removal refuses to forget the
+    server (its DELETE then fails) and the state says so across a hub restart; the spawner
+    retries the deletion and, once Kubernetes answers 404, the server may go."""
+    monkeypatch.setattr(kube, "LEFT_BEHIND_RETRY_SECONDS", 0.01)
+    spawner = make_spawner(repos, options(repos))
+    spawner.api = api = FakeCoreApi()
+    spawner.db = db = Database()
+    await shaped_pod(spawner)
+    await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-4"}})
+    api.pods[spawner.pod_name] = "undeletable"
+    monkeypatch.setattr(spawner, "_start_watching_pods", lambda **kwargs: asyncio.sleep(0))
+
+    with pytest.raises(ApiException):
+        await spawner.stop()
+    spawner.clear_state()  # what User.stop does after a failed stop
+    assert spawner.pending is None and not spawner.ready
+    assert spawner.active
+    state = spawner.get_state()
+    assert state["pod_left_behind"] is True
+
+    # JupyterHub's own removal (DELETE {"remove": true} -> User._delete_spawner) refuses
+    hub_user = SimpleNamespace(log=spawner.log)
+    with pytest.raises(RuntimeError, match="is active and cannot be deleted"):
+        await JupyterHubUser._delete_spawner(hub_user, spawner)
+
+    # a restarted hub loads the state and retries too
+    reloaded = make_spawner(repos, options(repos))
+    reloaded.api, reloaded.db = api, db
+    reloaded.load_state(state)
+    assert reloaded.active
+
+    api.pods[spawner.pod_name] = "running"  # Kubernetes takes deletions again
+    for _ in range(200):
+        if not (spawner.active or reloaded.active):
+            break
+        await asyncio.sleep(0.01)
+    assert not spawner.active and not reloaded.active
+    assert spawner.pod_name not in api.pods and api.secrets == {}
+    assert "pod_left_behind" not in spawner.orm_spawner.state and db.commits >= 1
+    await JupyterHubUser._delete_spawner(hub_user, spawner)
+
+
+async def test_a_new_start_ends_the_retries(
+    repos: SimpleNamespace, token_provider: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry must never delete the next pod of the same name: a start cancels them (KubeSpawner
+    deletes a pod left behind itself, through stop(), when its creation meets it)."""
+    spawner = make_spawner(repos, options(repos))
+    spawner.api = FakeCoreApi()
+    spawner.db = Database()
+    spawner.leave_behind("Kubernetes: 500 Internal Server Error")
+    retrying = spawner._retrying
+    assert retrying is not None and spawner.active
+    assert "could not be deleted" in spawner.user_options["stop_failed"]
+
+    async def started(self: KubeSpawner) -> str:
+        return "http://10.0.0.7:8888"
+
+    monkeypatch.setattr(KubeSpawner, "start", started)
+    spawner.user_options = options(repos)  # the hub sets the new launch's options
+    assert await spawner.start() == "http://10.0.0.7:8888"
+    await asyncio.sleep(0)
+    assert retrying.cancelled() and not spawner.active
