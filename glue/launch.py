@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 # written by the spawner into the hub's user_options after a start: where the workspace's
 # unsaved work came from (the server model's `restored_from`)
 RESTORED_FROM = "restored_from"
+# written by the local spawner at the start and whenever its poll finds the kernel's OOM killer
+# at work in the server's memory cgroup: {"limit", "oom_kills", "server_killed"} (the server
+# model's `memory`)
+MEMORY = "memory"
+SPAWNER_OPTIONS = frozenset({RESTORED_FROM, MEMORY})
 USER_OPTIONS = frozenset(
     {
         "namespace",
@@ -184,8 +189,8 @@ def make(config: Config, target: Target, choices: dict[str, Any], image: Image) 
 
 def from_user_options(config: Config, options: dict[str, Any]) -> Launch:
     """Rebuild a launch on the hub side, refusing anything the glue would not have sent
-    (besides what the spawner itself added to the hub's copy, `restored_from`)."""
-    unknown = sorted(set(options) - USER_OPTIONS - {RESTORED_FROM})
+    (besides what the spawner itself added to the hub's copy, SPAWNER_OPTIONS)."""
+    unknown = sorted(set(options) - USER_OPTIONS - SPAWNER_OPTIONS)
     if unknown:
         raise BadRequest(f"Unknown launch options {unknown}.", code="invalid_options")
     target = from_options(options)

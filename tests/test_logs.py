@@ -123,6 +123,16 @@ def test_failure_reasons_from_kubespawner_and_the_hub():
     failure = failures.explain("Spawner failed to start [status=1].", log=log)
     assert failure.log == tuple(log[-failures.LOG_LINES:])
     assert failures.explain(None).reason == "unknown"
+    # the local spawner found the server ended by the OOM killer: that is the reason, whatever
+    # the hub saw (a server that exited); kills that left the server running are not
+    memory = {"limit": "300M", "oom_kills": 2, "server_killed": True}
+    for message in (None, "Spawner failed to start [status=137]."):
+        failure = failures.explain(message, log=log, memory=memory)
+        assert failure.reason == "out_of_memory", message
+        assert failure.message == "Stopped: used more than the profile's memory (300M)."
+        assert "more memory" in failure.next_step and failure.log
+    memory = {**memory, "server_killed": False}
+    assert failures.explain(None, memory=memory).reason == "unknown"
 
 
 @pytest.mark.browser
