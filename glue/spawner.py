@@ -296,6 +296,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     ).tag(config=True)
 
     git_port = 0  # the component's port while a session runs (0: none)
+    _watched = False  # ended() is among the hub's poll callbacks
     component_pid = 0
     _component: Popen[bytes] | None = None
 
@@ -384,7 +385,24 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             memory = {"limit": limit, "oom_kills": kills, "server_killed": False}
         # committed by the hub with the start
         self.record(**{RESTORED_FROM: restored, MEMORY: memory})
+        if not self._watched:
+            self.add_poll_callback(self.ended)
+            self._watched = True
         return ("127.0.0.1", self.port)
+
+    async def ended(self) -> None:
+        """The hub's poll found the server gone (a crash, the OOM killer). JupyterHub itself
+        acts on that only at its own start or when a request reaches the dead server; until
+        then the hub (and the glue) would call it running. Stop it as JupyterHub's start
+        does, and clean up what our stop() would have: the glue then says it failed, and why."""
+        self._watched = False
+        self.log.warning("%s ended on its own; stopping it in the hub", self._log_name)
+        proxy = self.user.settings.get("proxy")
+        if proxy is not None:
+            await proxy.delete_user(self.user, self.name)
+        await self.user.stop(self.name)
+        await self.stop_session_git()
+        await asyncio.to_thread(self.sandbox().release)
 
     async def poll(self) -> int | None:
         status: int | None = await super().poll()
