@@ -46,6 +46,12 @@ def _remove(admin: KeepAlive, user: str, name: str) -> None:
     wait_until(lambda: name not in _hub_servers(admin, user), 120, f"{user}/{name} removed")
 
 
+def _settled(glue: KeepAlive, path: str) -> dict[str, Any] | None:
+    """The server's model once it runs or failed (with why), else None."""
+    status, model = glue.get_json(path)
+    return model if status == 200 and model["status"] in ("running", "failed") else None
+
+
 # --- 1. status ---------------------------------------------------------------------------------
 
 
@@ -429,6 +435,9 @@ def sandbox(bench: Bench, sizes: Sizes) -> Figure:
     user = "bench-sandbox"
     plain_dir = bench.workdir / "plain-hub"
     plain_dir.mkdir()
+    # unsandboxed, the per-user ids reach their workspaces through the host's directories
+    # (the temporary directory is 0700), as bubblewrap's mounts otherwise let them
+    bench.workdir.chmod(0o711)
     plain = RunningHub(plain_dir, {**bench.config, "spawner": {"sandbox": False}})
     try:
         plain.start()
@@ -442,9 +451,10 @@ def sandbox(bench: Bench, sizes: Sizes) -> Figure:
         def launch_once(way: str) -> None:
             glue = clients[way]
             started = time.perf_counter()
-            code, _ = glue.request("POST", path)
-            assert code in (201, 202), (way, code)
-            _wait_glue_running(glue, path)
+            code, body = glue.request("POST", path)
+            assert code in (201, 202), (way, code, body[:500])
+            model = wait_until(lambda: _settled(glue, path), 300, f"{way} server settled")
+            assert model["status"] == "running", (way, model)
             times[way].append(time.perf_counter() - started)
             code, _ = glue.request("DELETE", path)
             assert code in (202, 204), (way, code)
