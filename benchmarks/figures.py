@@ -1,4 +1,4 @@
-"""The five figures. Each measures the glue's way and a baseline side by side, in the same run.
+"""The six figures. Each measures the glue's way and a baseline side by side, in the same run.
 
 A figure is a function of (`Bench`, `Sizes`), or of `Sizes` alone when it needs no
 hub, that returns a `Figure`; `HUB_FIGURES` and `PLAIN_FIGURES` list them by
@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from tests.hubtools import timed, wait_until
+from tests.hubtools import RunningHub, timed, wait_until
 
 from .harness import Bench, Figure, KeepAlive, Sizes, median, percentile, rss_mib
 
@@ -44,6 +44,12 @@ def _hub_servers(admin: KeepAlive, user: str) -> dict[str, Any]:
 def _remove(admin: KeepAlive, user: str, name: str) -> None:
     admin.request("DELETE", f"users/{user}/servers/{name}", body={"remove": True})
     wait_until(lambda: name not in _hub_servers(admin, user), 120, f"{user}/{name} removed")
+
+
+def _settled(glue: KeepAlive, path: str) -> dict[str, Any] | None:
+    """The server's model once it runs or failed (with why), else None."""
+    status, model = glue.get_json(path)
+    return model if status == 200 and model["status"] in ("running", "failed") else None
 
 
 # --- 1. status ---------------------------------------------------------------------------------
@@ -412,10 +418,75 @@ def memory(bench: Bench, sizes: Sizes, threads: int = 4) -> Figure:
     )
 
 
+# --- 6. the sandbox's cost -----------------------------------------------------------------------
+
+
+def sandbox(bench: Bench, sizes: Sizes) -> Figure:
+    """Launch to ready through the glue on the bench's hub (every server in bubblewrap) vs a
+    second hub whose only difference is `spawner.sandbox: false`, one launch each in turn.
+
+    Both hubs run the same spawner, clone step, session step and server as the same per-user
+    id in the same cgroups; the difference is bubblewrap's namespaces and mounts, for the clone
+    and session steps and the server. The two hubs share the machine, so they are measured
+    alternately (ABBA) rather than side by side.
+    """
+    runs = sizes.sandbox_launches
+    path = bench.path("bench/launch")
+    user = "bench-sandbox"
+    plain_dir = bench.workdir / "plain-hub"
+    plain_dir.mkdir()
+    # unsandboxed, the per-user ids reach their workspaces through the host's directories
+    # (the temporary directory is 0700), as bubblewrap's mounts otherwise let them
+    bench.workdir.chmod(0o711)
+    plain = RunningHub(plain_dir, {**bench.config, "spawner": {"sandbox": False}})
+    try:
+        plain.start()
+        clients = {
+            "sandboxed": KeepAlive(bench.hub.prefix,
+                                   {"Authorization": f"token {bench.hub.token_for(user)}"}),
+            "plain": KeepAlive(plain.prefix, {"Authorization": f"token {plain.token_for(user)}"}),
+        }
+        times: dict[str, list[float]] = {"sandboxed": [], "plain": []}
+
+        def launch_once(way: str) -> None:
+            glue = clients[way]
+            started = time.perf_counter()
+            code, body = glue.request("POST", path)
+            assert code in (201, 202), (way, code, body[:500])
+            model = wait_until(lambda: _settled(glue, path), 300, f"{way} server settled")
+            assert model["status"] == "running", (way, model)
+            times[way].append(time.perf_counter() - started)
+            code, _ = glue.request("DELETE", path)
+            assert code in (202, 204), (way, code)
+            wait_until(lambda: glue.get_json(path)[0] == 404, 120, f"{way} server gone")
+
+        for i in range(runs):
+            for way in ("sandboxed", "plain") if i % 2 == 0 else ("plain", "sandboxed"):
+                launch_once(way)
+        for client in clients.values():
+            client.close()
+    finally:
+        plain.stop()
+    s, p = median(times["sandboxed"]), median(times["plain"])
+    return Figure(
+        6,
+        f"Launch to ready with and without the sandbox, median of {runs} each, alternating",
+        f"{s:.2f} s (POST through the glue until running; clone, session step and server in "
+        "bubblewrap)",
+        f"{p:.2f} s (the same on a second hub with `spawner.sandbox: false`)",
+        s / p,
+        "<= 1.1",
+        s / p <= 1.1,
+        {"sandboxed_s": s, "plain_s": p},
+        notes=[f"sandboxed runs {', '.join(f'{t:.2f}' for t in times['sandboxed'])} s",
+               f"plain runs {', '.join(f'{t:.2f}' for t in times['plain'])} s"],
+    )
+
+
 # --- the figures by number ---------------------------------------------------------------------
 
 # run in this order: the memory figure first, while the glue is idle
 HUB_FIGURES: dict[int, Callable[[Bench, Sizes], Figure]] = {
-    5: memory, 1: status, 2: launch, 3: crowd,
+    5: memory, 1: status, 2: launch, 3: crowd, 6: sandbox,
 }
 PLAIN_FIGURES: dict[int, Callable[[Sizes], Figure]] = {4: clone}

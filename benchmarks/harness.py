@@ -41,6 +41,7 @@ class Sizes:
     big_bytes: int = 2 << 20  # 4. the large file rewritten along the history
     clones: int = 5  # 4. clones each way
     memory_requests: int = 10_000  # 5. requests before the last memory sample
+    sandbox_launches: int = 10  # 6. launches with and without the sandbox each
 
     def describe(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
@@ -49,7 +50,7 @@ class Sizes:
 FULL = Sizes()
 # every figure once, in about a minute: the harness works, the numbers mean nothing
 SMOKE = Sizes(requests=20, warmup=5, launches=1, crowd=2, rounds=1, commits=60,
-              big_bytes=64 << 10, clones=1, memory_requests=200)
+              big_bytes=64 << 10, clones=1, memory_requests=200, sandbox_launches=1)
 
 
 @dataclass

@@ -59,6 +59,7 @@ class SpawnerConfig(TypedDict):
 
     kind: Literal["local", "kubernetes"]
     workspaceRoot: str
+    sandbox: bool
     workDir: str
     cloneImage: str
     registrySecret: str

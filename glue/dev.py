@@ -354,7 +354,9 @@ def _reap(pids: list[int]) -> list[int]:
     return alive
 
 
-def banner(base: str, name: str, shas: list[str], token: str, ports: dict[str, int]) -> str:
+def banner(
+    base: str, name: str, shas: list[str], token: str, ports: dict[str, int], isolated: bool
+) -> str:
     ns, project = DEMO_PROJECT
     service = f"{base}/services/{name}"
     launch = f"{service}/{ns}/{project}/{shas[0]}/{DEMO_NOTEBOOK}"
@@ -373,13 +375,18 @@ renku-notebooks is running (Ctrl-C stops everything).
     curl -X DELETE -H "Authorization: token $TOKEN" {service}/{ns}/{project}/{shas[0]}
 
   Internal ports on 127.0.0.1 (chosen free): {internal}
-  {sandbox_line()}
+  {sandbox_line(isolated)}
 """
 
 
-def sandbox_line() -> str:
+def sandbox_line(isolated: bool) -> str:
     limits = sandbox.limits_unavailable()
-    return "Every server runs in its own bubblewrap sandbox; " + (
+    how = (
+        "Every server runs in its own bubblewrap sandbox; "
+        if isolated
+        else "NO SANDBOX (spawner.sandbox: false): every server sees the whole machine; "
+    )
+    return how + (
         "profile memory and CPU limits are enforced (cgroups)."
         if limits is None
         else f"profile memory and CPU limits are NOT enforced: {limits}."
@@ -411,13 +418,14 @@ def run(hub_holder: list[Hub]) -> int:
             f"NOTEBOOKS_LISTEN={listen} would let anyone who reaches this machine log in under "
             "any name: listening beyond loopback needs GitLab login (set GITLAB_URL)."
         )
-    problem = sandbox.available()
-    if problem:
-        raise StartError(f"Every server runs in a sandbox, but {problem}.")
     check_port(listen, port)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     ports = {"hub": free_port(), "proxy API": free_port(), "glue": free_port()}
     config_path, config = write_config(state, repos, ports["glue"])
+    isolated = config["spawner"]["sandbox"]
+    problem = sandbox.available(isolated)
+    if problem:
+        raise StartError(f"Every server runs in a sandbox, but {problem}.")
     local = config["provider"]["kind"] == "local"
     shas = make_demo_project(repos) if local else []
     token = os.environ.get("NOTEBOOKS_DEMO_TOKEN") or secrets.token_hex(20)
@@ -449,12 +457,12 @@ def run(hub_holder: list[Hub]) -> int:
     if local:
         if not os.environ.get("NOTEBOOKS_DEMO_TOKEN"):
             hub.revoke_demo_tokens(started)
-        print(banner(base, name, shas, token, ports), flush=True)
+        print(banner(base, name, shas, token, ports, isolated), flush=True)
     else:
         print(
             f"\nrenku-notebooks is running with GitLab login at {base}/hub/login "
             f"(launch links: {base}/services/{name}/<namespace>/<project>/<sha>); "
-            f"Ctrl-C stops everything.\n  {sandbox_line()}",
+            f"Ctrl-C stops everything.\n  {sandbox_line(isolated)}",
             flush=True,
         )
     while hub.running():

@@ -85,6 +85,10 @@ RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     ),
 )
 UNKNOWN_NEXT = "Launch it again."
+OUT_OF_MEMORY_NEXT = (
+    "Launch it again with a profile that has more memory, or make the notebook use less "
+    "(load less data at a time)."
+)
 UNKNOWN = (
     "This server is not running any more: its launch failed or it stopped, and JupyterHub "
     "no longer knows why."
@@ -97,12 +101,24 @@ def _clean(text: str | None) -> str:
 
 
 def explain(
-    message: str | None, events: list[str] | tuple[str, ...] = (), log: list[str] | None = None
+    message: str | None,
+    events: list[str] | tuple[str, ...] = (),
+    log: list[str] | None = None,
+    memory: dict[str, Any] | None = None,
 ) -> Failure:
     """The reason for the hub's failure message; the scheduler's events decide between a
-    timeout and a server that never fit, and an exited server shows its last log lines."""
+    timeout and a server that never fit, and an exited server shows its last log lines.
+    A server the OOM killer ended (the server model's `memory.server_killed`, decided by the
+    local spawner) says so whatever the hub says: it only saw the server exit."""
     said = _clean(message)
     tail = tuple((log or [])[-LOG_LINES:])
+    if memory and memory.get("server_killed"):
+        return Failure(
+            "out_of_memory",
+            f"Stopped: used more than the profile's memory ({memory.get('limit')}).",
+            OUT_OF_MEMORY_NEXT,
+            tail,
+        )
     if not said:
         return Failure("unknown", UNKNOWN, UNKNOWN_NEXT, tail)
     for reason, pattern, next_step in RULES:

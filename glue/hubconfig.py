@@ -26,6 +26,8 @@ DEV_SERVICE = "notebooks-dev"
 DEV_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "tokens!user=demo"]
 HUB_TEMPLATES = str(Path(__file__).resolve().parent / "hub_templates")
 SLOW_SPAWN_SECONDS = 0.5
+# how soon the hub finds a local server dead or its memory exhausted (default 30 s)
+LOCAL_POLL_SECONDS = 10
 # read the user and the API (projects, commits, registry); clone over HTTPS, and push from
 # sessions (through their git token component). The GitLab application must be registered
 # with each of them (README, GitLab section).
@@ -236,10 +238,13 @@ def _configure_local(c: Any, config: Config) -> None:
     c.JupyterHub.spawner_class = "glue.spawner.LocalCommitSpawner"
     c.LocalCommitSpawner.notebooks_config = config
     # each server runs in its own sandbox (glue.sandbox), never as root; none runs without
-    problem = sandbox.available()
+    # (`spawner.sandbox: false` drops bubblewrap only: benchmarks, single-user machines)
+    problem = sandbox.available(config["spawner"]["sandbox"])
     if problem:
         raise SystemExit(f"The local spawner runs every server in a sandbox, but {problem}.")
     c.LocalCommitSpawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
+    # the hub's poll finds a dead server and the OOM killer's work (spawner.watch_memory)
+    c.LocalCommitSpawner.poll_interval = LOCAL_POLL_SECONDS
     register_culler(c, config)
 
 

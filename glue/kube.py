@@ -317,7 +317,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             self._retrying.cancel()
         self._pod_left_behind = False
         # before anything is awaited: the hub's 202 already shows which pod to read logs of
-        self.record(POD_NAME, self.pod_name)
+        self.record(**{POD_NAME: self.pod_name})
         checked = await self.prepare_launch()
         self.shape_pod(checked)
         launch, target = checked.launch, checked.launch.target
@@ -731,7 +731,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         """A stop could not delete the pod: keep the server, say so in its user_options (the
         hub shows them, also once it has dropped this spawner object) and retry the deletion."""
         self._pod_left_behind = True
-        self.record(STOP_FAILED, f"The pod {self.pod_name} could not be deleted ({why}).")
+        self.record(**{STOP_FAILED: f"The pod {self.pod_name} could not be deleted ({why})."})
         self.log.error(
             "Could not delete pod %s/%s (%s): the server %s is kept and the deletion retried",
             self.namespace,
@@ -765,7 +765,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
                 if e.status == 404:
                     self.log.info("Pod %s is gone: %s may be removed", ref, self._log_name)
                     self._pod_left_behind = False
-                    self.record(STOP_FAILED, None)
+                    self.record(**{STOP_FAILED: None})
                     self.save_state()
                     await self.delete_token_secret()
                     return

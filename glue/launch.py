@@ -29,7 +29,11 @@ POD_NAME = "pod_name"
 # written by the Kubernetes spawner while a pod that a stop could not delete may still run:
 # why (the glue then answers a stop with `stop_failed`)
 STOP_FAILED = "stop_failed"
-SPAWNER_OPTIONS = frozenset({RESTORED_FROM, POD_NAME, STOP_FAILED})
+# written by the local spawner at the start and whenever its poll finds the kernel's OOM killer
+# at work in the server's memory cgroup: {"limit", "oom_kills", "server_killed"} (the server
+# model's `memory`)
+MEMORY = "memory"
+SPAWNER_OPTIONS = frozenset({RESTORED_FROM, POD_NAME, STOP_FAILED, MEMORY})
 USER_OPTIONS = frozenset(
     {
         "namespace",

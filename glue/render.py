@@ -70,6 +70,20 @@ def cull_notice(
     return text, False
 
 
+def memory_notice(memory: dict[str, Any] | None) -> str | None:
+    """What a page says of a server whose processes the OOM killer ended (the server model's
+    `memory`); None while none was."""
+    if not memory or not memory.get("oom_kills"):
+        return None
+    kills = memory["oom_kills"]
+    what = "process was" if kills == 1 else f"{kills} processes were"
+    return (
+        f"Out of memory: {'one ' if kills == 1 else ''}{what} stopped for using more than "
+        f"the profile's {memory['limit']} (a notebook's kernel, say: restart it and use less "
+        "memory, or launch with a larger profile)."
+    )
+
+
 class Renderer:
     def __init__(self, *, prefix: str, base_url: str, cull_warning_seconds: int = 0):
         self.prefix = prefix
@@ -82,6 +96,7 @@ class Renderer:
         self.env.globals.update(prefix=prefix, base_url=base_url, open_url=open_url)
         self.env.filters["ago"] = ago
         self.env.filters["cull_notice"] = lambda at: cull_notice(at, cull_warning_seconds)
+        self.env.filters["memory_notice"] = memory_notice
 
     @staticmethod
     def json(data: Any, status: int = 200) -> web.Response:

@@ -342,9 +342,14 @@ class Routes:
         """Why the caller's server for the target failed, from the hub and its log."""
         name = done.view.name
         reason = await self.servers.failure(name, done.target)
+        model = done.view.find(done.target)
         return await self.servers.explain(
-            name, done.target, reason, secret=done.view.caller.git_token,
+            name,
+            done.target,
+            reason,
+            secret=done.view.caller.git_token,
             pod=done.view.pod(done.target),
+            memory=model["memory"] if model else None,
         )
 
     async def post(self, request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,9 +51,10 @@ class SandboxUnavailable(RuntimeError):
     """bubblewrap is missing or cannot create namespaces here; nothing may run unsandboxed."""
 
 
-def available() -> str | None:
-    """Why sandboxes cannot be made on this machine, or None when they can."""
-    if shutil.which(BWRAP) is None:
+def available(isolated: bool = True) -> str | None:
+    """Why sandboxes cannot be made on this machine, or None when they can; without
+    `isolated` (`spawner.sandbox: false`), only dropping to the per-user id must work."""
+    if isolated and shutil.which(BWRAP) is None:
         return "bubblewrap (`bwrap`) is not installed: apt-get install bubblewrap"
     if os.geteuid() == 0 and shutil.which("setpriv") is None:
         return "setpriv (util-linux) is not installed"
@@ -144,6 +146,8 @@ class Sandbox:
     # the profile's limits
     memory: int | None = None
     cpus: float | None = None
+    # False (`spawner.sandbox: false`, for benchmarks and single-user machines): no bubblewrap
+    isolated: bool = True
 
     @property
     def cgroup_name(self) -> str:
@@ -189,9 +193,25 @@ class Sandbox:
 
         return enter
 
+    def oom_kills(self) -> int | None:
+        """How many processes the kernel's OOM killer has ended in the server's memory cgroup;
+        None without one (no limits here) or where the kernel does not count (before 4.13)."""
+        own = _own_cgroup("memory")
+        if own is None:
+            return None
+        try:
+            text = (own / CGROUP_GROUP / self.cgroup_name / "memory.oom_control").read_text()
+        except OSError:
+            return None
+        counters = dict(line.split(maxsplit=1) for line in text.splitlines() if " " in line)
+        kills = counters.get("oom_kill", "")
+        return int(kills) if kills.strip().isdigit() else None
+
     def release(self, wait: float = 5) -> None:
         """Remove the server's cgroups once nothing runs in them (the last processes of a
-        stopped sandbox may take a moment to go)."""
+        stopped sandbox may take a moment to go), and the home of an unisolated one."""
+        if not self.isolated:
+            shutil.rmtree(self._plain_home, ignore_errors=True)
         for group in self._cgroups().values():
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline and _has_processes(group):
@@ -227,10 +247,12 @@ class Sandbox:
         paths are added read-only (a repository to clone, a token file). A server may
         `outlive_hub` (a restarted hub finds it again by its pid); a clone step dies with
         the hub."""
-        problem = available()
+        problem = available(self.isolated)
         if problem:
             raise SandboxUnavailable(problem)
         root = os.geteuid() == 0
+        if not self.isolated:
+            return self._unisolated(argv)
         args = [BWRAP] if root else [BWRAP, "--unshare-user"]
         args += _system_args()
         args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
@@ -248,6 +270,21 @@ class Sandbox:
         args += ["--chdir", str(self.workspace), "--setenv", "HOME", HOME]
         args += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--"]
         if root:
+            args += ["/bin/sh", "-c", DROP_TO_USER, str(self.uid)]
+        return [*args, *argv]
+
+    @property
+    def _plain_home(self) -> Path:
+        return Path(tempfile.gettempdir()) / f"renku-home-{self.cgroup_name}"
+
+    def _unisolated(self, argv: Sequence[str]) -> list[str]:
+        """`argv` as the sandbox's user, in the workspace, with a home of its own, but
+        without bubblewrap: it sees the whole machine (namespaces and mounts are the one
+        difference, which is what the sandbox benchmark measures)."""
+        self._plain_home.mkdir(mode=0o700, exist_ok=True)
+        args = ["env", "-C", str(self.workspace), f"HOME={self._plain_home}"]
+        args += [f"PYTHONPATH={PACKAGE.parent}"]
+        if os.geteuid() == 0:
             args += ["/bin/sh", "-c", DROP_TO_USER, str(self.uid)]
         return [*args, *argv]
 

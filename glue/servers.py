@@ -101,8 +101,22 @@ def server_model(server: dict[str, Any], idle_seconds: int = 0) -> ServerModel |
         "restored_from": options.get(launch.RESTORED_FROM),
         "cull_at": cull_at(server.get("last_activity"), idle_seconds),
         "image_status": options.get("image_status"),
+        "memory": memory_of(options.get(launch.MEMORY)),
         # why it failed (`failures.Failure.model()`), filled in where one server is shown
         "failure": None,
+    }
+
+
+def memory_of(recorded: Any) -> dict[str, Any] | None:
+    """The server model's `memory`, from what the local spawner keeps in user_options
+    (`spawner.watch_memory`); None where nobody watches the memory."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("limit"), str):
+        return None
+    kills = recorded.get("oom_kills")
+    return {
+        "limit": recorded["limit"],
+        "oom_kills": kills if isinstance(kills, int) and kills >= 0 else 0,
+        "server_killed": recorded.get("server_killed") is True,
     }
 
 
@@ -203,14 +217,16 @@ class Servers:
         events: list[str] | tuple[str, ...] = (),
         secret: str | None = None,
         pod: str | None = None,
+        memory: dict[str, Any] | None = None,
     ) -> failures.Failure:
-        """Why the launch failed, for people: the hub's reason, the launch's last events and
-        the tail of the server's log when it can be read (a failed pod is soon deleted)."""
+        """Why the launch failed, for people: the hub's reason, the launch's last events,
+        the tail of the server's log when it can be read (a failed pod is soon deleted) and
+        the server model's `memory`."""
         try:
             tail = await self.tail(user, target, failures.LOG_LINES, secret, pod)
         except GlueError:
             tail = None  # the reason stands without the log
-        return failures.explain(message, events, tail)
+        return failures.explain(message, events, tail, memory)
 
     async def tail(
         self, user: str, target: Target, lines: int, secret: str | None, pod: str | None

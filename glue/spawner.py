@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -33,12 +34,14 @@ from . import autosave, clone, localsession, logs
 from .access import Access
 from .config import Config, Profile
 from .errors import GlueError
-from .launch import RESTORED_FROM, Launch, from_user_options
+from .launch import MEMORY, RESTORED_FROM, Launch, from_user_options
 from .localsession import SessionGit
 from .provider import Caller, make_provider
 from .sandbox import Sandbox, send_signal, uid_for
 
 CLONE_TIMEOUT = 600
+# how a server that got SIGKILL exits: bubblewrap passes on 128 + the signal; Popen says -9
+KILLED_STATUS = (128 + signal.SIGKILL, -signal.SIGKILL)
 PROGRESS_POLL_SECONDS = 0.25
 MEMORY_UNITS = {
     "K": 10**3,
@@ -188,10 +191,13 @@ class CommitSpawnerMixin(Configurable):
         user.spawners.pop(name, None)
         self.db.commit()
 
+    def profile_named(self, name: str) -> Profile:
+        return next(p for p in self.notebooks["profiles"] if p["name"] == name)
+
     def apply_profile(self, name: str) -> Profile:
         """Size the server by the profile (memory in Kubernetes units: JupyterHub reads `G` as
         GiB and refuses `Gi`); returns the profile for what a subclass adds."""
-        profile = next(p for p in self.notebooks["profiles"] if p["name"] == name)
+        profile = self.profile_named(name)
         self.cpu_limit = self.cpu_guarantee = float(profile["cpu"])
         self.mem_limit = self.mem_guarantee = memory_bytes(profile["memory"])
         return profile
@@ -200,14 +206,12 @@ class CommitSpawnerMixin(Configurable):
         prefix = self.notebooks["autosave"]["branchPrefix"]
         return autosave.branch(prefix, self.user.name, launch.target.commit_sha)
 
-    def record(self, key: str, value: str | None) -> None:
-        """Keep what the start learnt in the user_options the hub shows and stores (committed
-        with the start), where the glue reads it: where the workspace came from
-        (`RESTORED_FROM`), the server's pod (`POD_NAME`), why its pod outlived a stop
-        (`STOP_FAILED`)."""
-        options = {k: v for k, v in self.user_options.items() if k != key}
-        if value:
-            options[key] = value
+    def record(self, **learned: Any) -> None:
+        """Keep what the spawner learned (`launch.SPAWNER_OPTIONS`: where the workspace came
+        from, the server's pod, why its pod outlived a stop, what its memory did; None:
+        nothing) in the user_options the hub shows and stores, which the glue reads."""
+        options = {k: v for k, v in self.user_options.items() if k not in learned}
+        options.update({k: v for k, v in learned.items() if v is not None})
         self.user_options = self.orm_spawner.user_options = options
 
     @staticmethod
@@ -292,6 +296,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     ).tag(config=True)
 
     git_port = 0  # the component's port while a session runs (0: none)
+    _watched = False  # ended() is among the hub's poll callbacks
     component_pid = 0
     _component: Popen[bytes] | None = None
 
@@ -312,6 +317,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             workspace=self.workspace(),
             memory=self.mem_limit,
             cpus=self.cpu_limit,
+            isolated=self.notebooks["spawner"]["sandbox"],
         )
 
     def session_git(self, project: str = "", source: str = "") -> SessionGit:
@@ -348,10 +354,10 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             except Exception:
                 await self.stop_session_git()
                 raise
-            self.record(RESTORED_FROM, answer.get("restored_from"))
+            restored = answer.get("restored_from")
             done = f"Ready in {time.monotonic() - started:.1f} s"
-            if answer.get("restored_from"):
-                done += f"; unsaved work restored from {answer['restored_from']}"
+            if restored:
+                done += f"; unsaved work restored from {restored}"
             self.emit(60, f"{done}; starting the notebook server")
             self.notebook_dir = str(sandbox.workspace)
             self.default_url = self.lab_url(launch)
@@ -372,7 +378,59 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         finally:
             os.close(log_fd)  # the server holds its own copy
         self.pid = self.proc.pid
+        kills = sandbox.oom_kills()  # None: no memory cgroup here, so nothing to watch
+        memory = None
+        if kills is not None:
+            limit = self.profile_named(launch.profile)["memory"]
+            memory = {"limit": limit, "oom_kills": kills, "server_killed": False}
+        # committed by the hub with the start
+        self.record(**{RESTORED_FROM: restored, MEMORY: memory})
+        if not self._watched:
+            self.add_poll_callback(self.ended)
+            self._watched = True
         return ("127.0.0.1", self.port)
+
+    async def ended(self) -> None:
+        """The hub's poll found the server gone (a crash, the OOM killer). JupyterHub itself
+        acts on that only at its own start or when a request reaches the dead server; until
+        then the hub (and the glue) would call it running. Stop it as JupyterHub's start
+        does, and clean up what our stop() would have: the glue then says it failed, and why."""
+        self._watched = False
+        self.log.warning("%s ended on its own; stopping it in the hub", self._log_name)
+        proxy = self.user.settings.get("proxy")
+        if proxy is not None:
+            await proxy.delete_user(self.user, self.name)
+        await self.user.stop(self.name)
+        await self.stop_session_git()
+        await asyncio.to_thread(self.sandbox().release)
+
+    async def poll(self) -> int | None:
+        status: int | None = await super().poll()
+        self.watch_memory(status)
+        return status
+
+    def watch_memory(self, status: int | None) -> None:
+        """Count the OOM killer's work in the server's cgroup into its `memory` (the one place
+        that decides): a server found exited by SIGKILL after a new kill was killed for its
+        memory, which the glue's failure then says; a kill that left the server running ended
+        a kernel or a terminal's command. The hub polls every `poll_interval` seconds."""
+        memory = self.user_options.get(MEMORY)
+        if not isinstance(memory, dict):
+            return
+        kills = self.sandbox().oom_kills()
+        seen = int(memory.get("oom_kills") or 0)
+        if kills is None or kills <= seen:
+            return
+        killed = status in KILLED_STATUS
+        self.log.warning(
+            "%s: the kernel's OOM killer ended %d process(es) past its memory limit %s%s",
+            self._log_name,
+            kills - seen,
+            memory.get("limit"),
+            ", the server's among them" if killed else "",
+        )
+        self.record(**{MEMORY: {**memory, "oom_kills": kills, "server_killed": killed}})
+        self.db.commit()
 
     @staticmethod
     def _log_line(fd: int, text: str, secret: str | None) -> None:
@@ -472,6 +530,8 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         return env
 
     async def _signal(self, sig: int) -> bool:
+        if not self.sandbox().isolated:  # no bubblewrap: the pid is the server itself
+            return bool(await super()._signal(sig))
         return send_signal(self.pid, sig)
 
     async def stop(self, now: bool = False) -> None:

@@ -143,7 +143,11 @@ class RunningHub:
             **config.get("service", {}),
             "url": f"http://127.0.0.1:{self.glue_port}",
         }
-        config["spawner"] = {"kind": "local", "workspaceRoot": str(self.workspaces)}
+        config["spawner"] = {
+            **config.get("spawner", {}),
+            "kind": "local",
+            "workspaceRoot": str(self.workspaces),
+        }
         config_path = self.workdir / "notebooks.yaml"
         config_path.write_text(yaml.safe_dump(config))
         env = {

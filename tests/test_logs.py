@@ -10,6 +10,8 @@ import pytest
 from playwright.sync_api import expect
 
 from glue import failures
+from glue.render import Renderer, memory_notice
+from glue.servers import server_model
 from tests.hubtools import Client, RunningHub, git, wait_until
 from tests.test_browser import (  # noqa: F401  (`browser` is a fixture)
     Visitor,
@@ -123,6 +125,33 @@ def test_failure_reasons_from_kubespawner_and_the_hub():
     failure = failures.explain("Spawner failed to start [status=1].", log=log)
     assert failure.log == tuple(log[-failures.LOG_LINES:])
     assert failures.explain(None).reason == "unknown"
+    # the local spawner found the server ended by the OOM killer: that is the reason, whatever
+    # the hub saw (a server that exited); kills that left the server running are not
+    memory = {"limit": "300M", "oom_kills": 2, "server_killed": True}
+    for message in (None, "Spawner failed to start [status=137]."):
+        failure = failures.explain(message, log=log, memory=memory)
+        assert failure.reason == "out_of_memory", message
+        assert failure.message == "Stopped: used more than the profile's memory (300M)."
+        assert "more memory" in failure.next_step and failure.log
+    memory = {**memory, "server_killed": False}
+    assert failures.explain(None, memory=memory).reason == "unknown"
+
+
+def test_memory_in_the_server_model_and_on_the_pages():
+    options = {"namespace": "a", "project": "b", "commit_sha": "c" * 40}
+    hub_model = {"name": "x", "ready": True, "user_options": options}
+    served = server_model(hub_model)
+    assert served is not None and served["memory"] is None  # nobody watches (Kubernetes)
+    recorded = {"limit": "300M", "oom_kills": 2, "server_killed": False}
+    served = server_model({**hub_model, "user_options": {**options, "memory": recorded}})
+    assert served is not None and served["memory"] == recorded
+    odd = server_model({**hub_model, "user_options": {**options, "memory": {"limit": 3}}})
+    assert odd is not None and odd["memory"] is None
+    assert memory_notice({**recorded, "oom_kills": 0}) is None
+    page = Renderer(prefix="/", base_url="/").env.get_template("list.html").render(
+        servers=[served]
+    )
+    assert "Out of memory: 2 processes were stopped" in page and "profile&#39;s 300M" in page
 
 
 @pytest.mark.browser

@@ -21,7 +21,15 @@ import websocket
 
 from glue import sandbox
 from glue.sandbox import Sandbox
-from tests.hubtools import Client, RunningHub, assert_hidden, git, listening_pid, make_repo
+from tests.hubtools import (
+    Client,
+    RunningHub,
+    assert_hidden,
+    git,
+    listening_pid,
+    make_repo,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="per-user ids need the hub to run as root (as make dev does here)"
@@ -331,6 +339,22 @@ def test_sandbox_command_names_no_host_path_it_may_write_but_the_workspace(tmp_p
     assert result.stdout.split() == ["3000001", "ro"]
 
 
+def test_without_the_sandbox_a_command_still_runs_as_the_users_id_in_its_workspace(tmp_path):
+    """`spawner.sandbox: false` (benchmarks, single-user machines) drops bubblewrap only."""
+    plain = Sandbox(uid=3_000_002, workspace=tmp_path / "ws", isolated=False)
+    plain.prepare()
+    command = plain.command(["sh", "-c", 'id -u; pwd; echo "$HOME"'])
+    assert sandbox.BWRAP not in command
+    result = subprocess.run(
+        command, env=plain.environment(os.environ), capture_output=True, text=True, check=True
+    )
+    uid, cwd, home = result.stdout.split()
+    assert (uid, cwd) == ("3000002", str(tmp_path / "ws"))
+    assert Path(home).stat().st_uid == 3_000_002 and Path(home) != Path(sandbox.HOME)
+    plain.release()
+    assert not Path(home).exists()
+
+
 @pytest.mark.skipif(sandbox.limits_unavailable() is not None, reason="no cgroups to enforce with")
 def test_a_notebook_past_its_profiles_memory_is_stopped_and_nothing_else(setup):
     hub: RunningHub = setup["hub"]
@@ -349,3 +373,45 @@ def test_a_notebook_past_its_profiles_memory_is_stopped_and_nothing_else(setup):
     oom = dict(line.split() for line in (group / "memory.oom_control").read_text().splitlines())
     assert int(oom["oom_kill"]) > 0  # the kernel's OOM killer ended it, inside this cgroup
     assert int((group / "memory.max_usage_in_bytes").read_text()) <= 300 * 10**6
+    # the hub's next poll tells the glue, whose answer and list page say why the kernel died
+    model = wait_until(
+        lambda: (m := alice.get(path).json())["memory"]["oom_kills"] and m, 60, "the kill counted"
+    )
+    assert model["memory"] == {
+        "limit": "300M", "oom_kills": int(oom["oom_kill"]), "server_killed": False
+    }
+    assert model["status"] == "running" and model["failure"] is None
+    page = alice.get("", headers={"Accept": "text/html"})
+    assert "Out of memory" in page.text and "the profile&#39;s 300M" in page.text, page.text
+
+
+@pytest.mark.skipif(sandbox.limits_unavailable() is not None, reason="no cgroups to enforce with")
+def test_a_server_killed_for_its_memory_fails_with_that_reason(setup):
+    """The kernel makes its server the OOM killer's first choice (raising a process's
+    oom_score_adj needs no privilege), then grows past the profile: the server dies."""
+    hub: RunningHub = setup["hub"]
+    alice, server = launch(setup, "alice", "demo/plain", profile="tiny")
+    path = f"demo/plain/{setup['shas']['demo/plain']}"
+    grow = (
+        "import os\n"
+        "open(f'/proc/{os.getppid()}/oom_score_adj', 'w').write('1000')\n"
+        "chunks = [bytearray(50 * 2**20) for _ in range(40)]"
+    )
+    with pytest.raises((KernelDied, websocket.WebSocketException, OSError)):
+        run_in_kernel(hub, alice, server, grow)
+    model = wait_until(
+        lambda: (m := alice.get(path).json())["status"] == "failed" and m, 90, "the server failed"
+    )
+    assert model["memory"]["server_killed"] and model["memory"]["oom_kills"] >= 1, model
+    assert model["failure"]["reason"] == "out_of_memory", model["failure"]
+    assert model["failure"]["message"] == (
+        "Stopped: used more than the profile's memory (300M)."
+    )
+    page = alice.get(path, headers={"Accept": "text/html"})
+    assert 'data-reason="out_of_memory"' in page.text
+    assert "used more than the profile&#39;s memory (300M)" in page.text, page.text
+    # the rest of the machine is unaffected: the hub and the glue answer, bob launches
+    assert requests.get(f"{hub.url}/hub/api/", timeout=10).status_code == 200
+    bob, bob_server = launch(setup, "bob", "demo/plain")
+    assert run_in_kernel(hub, bob, bob_server, "print(6 * 7)").strip() == "42"
+    hub.remove_all_servers("alice")
