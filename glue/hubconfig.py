@@ -143,6 +143,10 @@ def configure(c: Any, config: Config) -> None:
         **c.JupyterHub.get("template_vars", {}),
         "notebooks_url": notebooks_url,
     }
+    # the glue's DELETE asks the spawner to autosave while the server still runs
+    from .hubautosave import handlers  # imports jupyterhub: only where a hub is configured
+
+    c.JupyterHub.extra_handlers = [*c.JupyterHub.get("extra_handlers", []), *handlers()]
     c.JupyterHub.named_server_limit_per_user = launch["serversPerUser"]
     c.Spawner.start_timeout = launch["startTimeoutSeconds"]
     # a busy machine may take longer than the hub's 30 s for a started server to answer
