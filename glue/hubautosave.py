@@ -1,4 +1,4 @@
-"""The hub's own endpoint for a server's autosave, registered by glue.hubconfig.
+"""The hub's own endpoints for a server's autosave, registered by glue.hubconfig.
 
 The glue cannot reach a session's workspace; the spawner can. So a stop through
 the glue first asks the hub, while the server still runs:
@@ -11,9 +11,18 @@ autosave its `stop()` runs. Answers: 200 with the step's JSON; 409
 `autosave_failed` with the reason (the server keeps running); 404 for a
 server that does not exist or is not ready (nothing runs to save); 501 `autosave_unsupported` for a
 spawner that saves only at its own stop (on Kubernetes the pod's `preStop`:
-the hub cannot reach the sidecar). JupyterHub calls `extra_handlers`
-deprecated in favour of services, but only a handler inside the hub holds the
-spawner.
+the hub cannot reach the sidecar).
+
+The culler (jupyterhub-idle-culler, run by `python -m glue.culler`) reads the
+hub's API under `/hub/api/notebooks/culler`: the hub's own handlers for the
+version and the user list, and a server DELETE that autosaves first. When
+that autosave fails the DELETE is 409 and nothing stops: the culler logs it
+and tries again at its next round, while the server stays idle. A stop that
+has begun cannot be refused (see LocalCommitSpawner.stop), so this is the
+place.
+
+JupyterHub calls `extra_handlers` deprecated in favour of services, but only
+a handler inside the hub holds the spawner.
 """
 
 from __future__ import annotations
@@ -22,11 +31,15 @@ import json
 from typing import Any
 
 from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.apihandlers.hub import RootAPIHandler
+from jupyterhub.apihandlers.users import UserListAPIHandler, UserServerAPIHandler
 from jupyterhub.scopes import needs_scope
 
 from .errors import AutosaveFailed
 
 PATH = r"/api/notebooks/autosave/([^/]+)/([^/]+)"
+# the culler's API root (`--url`), below the hub's own
+CULLER_API = "/api/notebooks/culler"
 
 
 class AutosaveAPIHandler(APIHandler):
@@ -65,6 +78,37 @@ class AutosaveAPIHandler(APIHandler):
         self.write(json.dumps({"status": status, "error": code, "message": message}))
 
 
+class SavingServerAPIHandler(UserServerAPIHandler):
+    """The hub's server DELETE, after the spawner's autosave (for the culler)."""
+
+    @needs_scope("delete:servers")
+    async def delete(self, user_name: str, server_name: str = "") -> None:
+        user = self.find_user(user_name)
+        spawner = user.spawners.get(server_name) if user else None
+        save = getattr(spawner, "autosave", None)
+        if spawner is not None and spawner.ready and not spawner.pending and save:
+            try:
+                await save()
+            except AutosaveFailed as e:
+                self.log.warning(
+                    "Kept %s running: its autosave failed (%s); a cull retries it.",
+                    spawner._log_name,
+                    e.message,
+                )
+                self.set_status(409)
+                self.set_header("Content-Type", "application/json")
+                self.write(
+                    json.dumps({"status": 409, "error": e.code, "message": e.message})
+                )
+                return
+        await super().delete(user_name, server_name)
+
+
 def handlers() -> list[tuple[str, Any]]:
     """For `c.JupyterHub.extra_handlers` (the hub adds its /hub prefix)."""
-    return [(PATH, AutosaveAPIHandler)]
+    return [
+        (PATH, AutosaveAPIHandler),
+        (CULLER_API + "/?", RootAPIHandler),
+        (CULLER_API + "/users", UserListAPIHandler),
+        (CULLER_API + r"/users/([^/]+)/servers/([^/]*)", SavingServerAPIHandler),
+    ]

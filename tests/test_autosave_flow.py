@@ -288,6 +288,31 @@ def test_the_culler_autosaves_and_removes_an_idle_server(culled):
     assert "culler" in hub.log()
 
 
+def test_the_culler_keeps_an_idle_server_whose_autosave_fails_and_retries_it(culled):
+    hub, sha, bare = culled["hub"], culled["shas"][0], culled["bare"]
+    client = Client(hub, "erin")
+    path = f"{PROJECT}/{sha}"
+    assert client.post(path).status_code in (201, 202)
+    server = client.wait_running(path, timeout=250)
+    assert run_in_kernel(hub, client, server, "open('idle.txt', 'w').write('unsaved\\n')") == ""
+    workspace = hub.workspaces / "erin" / server["name"]
+    kept = f"Kept erin:{server['name']} running: its autosave failed"
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho refused by the test >&2\nexit 1\n")
+    hook.chmod(0o755)
+    try:
+        # two rounds of the culler refused: the server runs on, its work where it was
+        wait_until(lambda: hub.log().count(kept) >= 2, 150, "two refused culls")
+        assert hub.hub_servers("erin")[server["name"]]["ready"] is True
+        assert client.get(path).json()["status"] == "running"
+        assert (workspace / "idle.txt").read_text() == "unsaved\n"
+    finally:
+        hook.unlink()
+    # the next round saves it, then stops and removes it
+    wait_until(lambda: client.get(path).status_code == 404, 120, "the culler removed it")
+    assert git(bare, "show", f"{branch_of(sha, 'erin')}:idle.txt") == "unsaved"
+
+
 # --- the pages, rendered from server models -------------------------------------------------
 
 
@@ -379,7 +404,7 @@ def test_the_embedded_hub_runs_the_culler_and_gives_the_spawner_the_glues_token(
     configure(c, load(str(path)))
     embedded(c, load(str(path)), str(path))
     services = {s["name"]: s for s in c.JupyterHub.services}
-    assert services["notebooks-culler"]["command"][1:3] == ["-m", "jupyterhub_idle_culler"]
+    assert services["notebooks-culler"]["command"][1:3] == ["-m", "glue.culler"]
     assert "--timeout=600" in services["notebooks-culler"]["command"]
     assert "notebooks-culler" in {r["name"] for r in c.JupyterHub.load_roles}
     token = services["notebooks"]["api_token"]
