@@ -357,8 +357,10 @@ class Routes:
         target.require_sha(tail)
         wanted = target.parse(tail)
         body, form_token = await read_body(request)
+        # the form's `force` (LaunchForm) is for a stop: a launch's form ignores it
+        force = body.pop("force", None) if request.content_type in FORM_TYPES else None
         if body.pop("_method", None) == "DELETE":
-            return await self.delete(request, form_token, wanted, body.get("force"))
+            return await self.delete(request, form_token, wanted, force)
         choices = launch.parse_body(self.config, body)
         done = await self.authorize(request, wanted, form_token)
         try:
