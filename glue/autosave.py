@@ -381,8 +381,9 @@ def save(
                 f"+{tip}:refs/heads/{branch_name}",
                 check=False,
             )
+            # `=`: the branch already holds this tip (an autosave just before the stop)
             if not re.search(
-                rf"^[ +*]\t[^\t]*refs/heads/{re.escape(branch_name)}\t", push.decode(), re.M
+                rf"^[ +*=]\t[^\t]*refs/heads/{re.escape(branch_name)}\t", push.decode(), re.M
             ):
                 raise AutosaveError(
                     f"{not_saved}: the push of {branch_name} was refused or failed."

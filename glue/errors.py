@@ -56,6 +56,10 @@ class Conflict(GlueError, status=409, code="conflict"):
     """The server is in a state that does not allow this now."""
 
 
+class AutosaveFailed(GlueError, status=409, code="autosave_failed"):
+    """A server's unsaved work could not be pushed: it keeps running, nothing is stopped."""
+
+
 class PayloadTooLarge(GlueError, status=413, code="payload_too_large"):
     """A body over `launch.maxBodyBytes`."""
 

@@ -18,6 +18,7 @@ import aiohttp
 
 from . import metrics
 from .errors import (
+    AutosaveFailed,
     BadRequest,
     GlueError,
     TooManyServers,
@@ -77,6 +78,7 @@ class Hub:
         params: dict[str, str] | None = None,
         token: str | None = None,
         ok: tuple[int, ...] = (200, 201, 202, 204),
+        seconds: float | None = None,
     ) -> tuple[int, Any]:
         """One API call; retried on connection failures when it is safe to send again."""
         headers = {"Authorization": f"token {token or self._token}"}
@@ -94,7 +96,9 @@ class Hub:
                         data=data,
                         params=params,
                         headers=headers,
-                        timeout=self._timeout,
+                        timeout=self._timeout
+                        if seconds is None
+                        else aiohttp.ClientTimeout(total=seconds),
                     ) as response:
                         text = await response.text()
                         if response.status >= 500:
@@ -214,6 +218,28 @@ class Hub:
             "DELETE", _path("users", name, "servers", server), body={"remove": True}
         )
         return status
+
+    async def autosave(
+        self, name: str, server: str, *, save: bool, seconds: float
+    ) -> dict[str, Any] | None:
+        """Ask the hub's spawner (glue.hubautosave) to autosave a running server now
+        (`save`), or what it would save. Its answer; None when this spawner saves only at
+        its own stop or is not running (404: the hub's stop then says what it knows);
+        AutosaveFailed (409) with the reason when it could not save."""
+        try:
+            _, answer = await self.request(
+                "POST" if save else "GET",
+                _path("notebooks", "autosave", name, server),
+                seconds=seconds,
+                ok=(200,),
+            )
+        except HubError as e:
+            if e.hub_status in (404, 501):
+                return None
+            if e.hub_status == 409:
+                raise AutosaveFailed(e.hub_message) from None
+            raise
+        return answer if isinstance(answer, dict) else {}
 
     async def progress(self, name: str, server: str) -> AsyncGenerator[dict[str, Any], None]:
         """The hub's spawn progress events for a server, as dicts, until the stream ends."""

@@ -63,8 +63,9 @@ def service_role(config: Config) -> dict[str, Any]:
 
 def culler_service(config: Config) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The `jupyterhub-idle-culler` hub service and its least-privilege role, from `culling`;
-    None when nothing is ever culled. Both ways to run use it: every cull is a hub stop of
-    the server, so it passes through the spawner's autosave.
+    None when nothing is ever culled. Both ways to run use it: every cull is a DELETE of
+    the hub's autosaving API (glue.hubautosave), which keeps a server whose autosave
+    fails, and then a hub stop, which passes through the spawner's autosave.
 
     Culled servers are removed, not just stopped: they are per-commit named servers, and a
     stopped one would count against `launch.serversPerUser`.
@@ -77,7 +78,7 @@ def culler_service(config: Config) -> tuple[dict[str, Any], dict[str, Any]] | No
     command = [
         sys.executable,
         "-m",
-        "jupyterhub_idle_culler",
+        "glue.culler",  # jupyterhub_idle_culler, its DELETEs autosaving first
         # idle 0 never culls for idleness: a server idle as long as the maximum age is that old
         f"--timeout={idle or max_age}",
         f"--cull-every={culling['everySeconds']}",
@@ -149,6 +150,10 @@ def configure(c: Any, config: Config) -> None:
         **c.JupyterHub.get("template_vars", {}),
         "notebooks_url": notebooks_url,
     }
+    # the glue's DELETE asks the spawner to autosave while the server still runs
+    from .hubautosave import handlers  # imports jupyterhub: only where a hub is configured
+
+    c.JupyterHub.extra_handlers = [*c.JupyterHub.get("extra_handlers", []), *handlers()]
     c.JupyterHub.named_server_limit_per_user = launch["serversPerUser"]
     c.Spawner.start_timeout = launch["startTimeoutSeconds"]
     # a busy machine may take longer than the hub's 30 s for a started server to answer

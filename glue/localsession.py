@@ -41,6 +41,7 @@ from .sandbox import Sandbox
 
 SECRET, TOKEN, KEY, HUB_TOKEN, KEPT = "secret", "token", "component-key", "hub-token", "kept"
 COMPONENT_STOP_SECONDS = 10
+INSPECT_SECONDS = 30
 
 
 class StepFailed(RuntimeError):
@@ -269,5 +270,24 @@ async def save(
         )
 
     out = await in_sandbox(sandbox, secret, build, seconds, "The autosave")
+    answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return answer
+
+
+async def inspect(
+    sandbox: Sandbox, secret: str, *, launched: str, max_file_bytes: int
+) -> dict[str, Any]:
+    """What `save` would push now, read in the sandbox (it pushes and writes nothing)."""
+
+    def build(_: str) -> tuple[list[str], dict[str, str]]:
+        return autosave.step(
+            "status",
+            workspace=str(sandbox.workspace),
+            launched=launched,
+            max_file_bytes=max_file_bytes,
+            python=sys.executable,
+        )
+
+    out = await in_sandbox(sandbox, secret, build, INSPECT_SECONDS, "The workspace check")
     answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return answer

@@ -22,6 +22,7 @@ from .accesslog import USER
 from .auth import Auth, Identity
 from .config import Config, default_profile
 from .errors import (
+    AutosaveFailed,
     BadRequest,
     GlueError,
     LoginRequired,
@@ -199,9 +200,14 @@ class Routes:
 
     async def list_servers(self, request: web.Request) -> web.Response:
         identity = await self.identify(request)
-        servers = (await self.servers.view(identity.name)).servers
+        view = await self.servers.view(identity.name)
+        servers = view.servers
         if wants_html(request):
-            return self.render.page("list.html", servers=servers, **self.page_context(identity))
+            # what each Stop button would autosave, asked of the spawners at once
+            unsaved = await self.servers.unsaved(view)
+            return self.render.page(
+                "list.html", servers=servers, unsaved=unsaved, **self.page_context(identity)
+            )
         return self.render.json({"servers": servers})
 
     async def show(self, request: web.Request) -> web.Response:
@@ -357,8 +363,10 @@ class Routes:
         target.require_sha(tail)
         wanted = target.parse(tail)
         body, form_token = await read_body(request)
+        # the form's `force` (LaunchForm) is for a stop: a launch's form ignores it
+        force = body.pop("force", None) if request.content_type in FORM_TYPES else None
         if body.pop("_method", None) == "DELETE":
-            return await self.delete(request, form_token, wanted)
+            return await self.delete(request, form_token, wanted, force)
         choices = launch.parse_body(self.config, body)
         done = await self.authorize(request, wanted, form_token)
         try:
@@ -376,19 +384,45 @@ class Routes:
         request: web.Request,
         form_token: str | None = None,
         wanted: target.Target | None = None,
+        form_force: str | None = None,
     ) -> web.Response:
-        """Stop the caller's server; a form's POST with `_method=DELETE` comes here parsed."""
+        """Stop the caller's server, after its autosave unless `force=true` (query, or the
+        form's field); a form's POST with `_method=DELETE` comes here parsed. A failed
+        autosave is a 409 and the server runs on; a form then gets a page with the reason
+        and a "Stop anyway" button."""
         if wanted is None:
             tail = self.tail(request)
             target.require_sha(tail)
             wanted = target.parse(tail)
+        force = parse_force(request.query.get("force", form_force))
         done = await self.authorize(request, wanted, form_token)
-        status, model = await self.servers.stop(done.view, wanted)
+        try:
+            status, model = await self.servers.stop(done.view, wanted, force=force)
+        except AutosaveFailed as e:
+            if request.content_type not in FORM_TYPES:
+                raise
+            return self.render.page(
+                "stop_refused.html",
+                409,
+                error=e,
+                target=wanted,
+                action=self.render.prefix + quote(target_path(replace(wanted, notebook=""))),
+                **self.page_context(done.identity),
+            )
         if request.content_type in FORM_TYPES:
             raise web.HTTPSeeOther(self.render.prefix)
         if model is None:
             return web.Response(status=status)
         return self.render.json(model, status)
+
+
+def parse_force(value: str | None) -> bool:
+    """`force`, as a query parameter or a form field: `true` or `false` (absent: false)."""
+    if value in (None, "false"):
+        return False
+    if value == "true":
+        return True
+    raise BadRequest("`force` must be true or false.", code="invalid_force")
 
 
 def target_path(wanted: target.Target) -> str:

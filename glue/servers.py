@@ -27,6 +27,7 @@ from . import failures, launch, logs, metrics
 from .access import Access
 from .config import Config
 from .errors import (
+    AutosaveFailed,
     BadRequest,
     Conflict,
     GlueError,
@@ -44,6 +45,7 @@ from .target import DOTDOT_REMOVED, Ref, Target, looks_like_file, ref_candidates
 ServerModel = dict[str, Any]
 STOP_POLL_SECONDS = 0.25
 FAILURE_LOOKUP_SECONDS = 5.0
+UNSAVED_CHECK_SECONDS = 10.0
 LAUNCH_OUTCOMES = {200: "existing", 201: "started", 202: "starting"}
 STOP_OUTCOMES = {202: "stopping", 204: "stopped"}
 STOP_FAILED = "The server could not be stopped: {why} It is kept while the deletion is retried; \
@@ -160,6 +162,8 @@ class Servers:
         # where servers' logs are: their pods (Kubernetes), else the local spawner's files
         self.pod_logs = pod_logs
         self.stop_timeout = float(config["launch"]["stopTimeoutSeconds"])
+        # the hub's spawner runs the autosave step with its own timeout: wait a little longer
+        self.autosave_seconds = float(config["autosave"]["timeoutSeconds"]) + 15
         # one launch or stop at a time per server in this process; the hub settles the rest
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -349,9 +353,29 @@ class Servers:
             metrics.LAUNCHES, LAUNCH_OUTCOMES, self._launch(view, target, choices), timed=True
         )
 
-    async def stop(self, view: UserView, target: Target) -> tuple[int, ServerModel | None]:
-        """Stop and remove; 204 once gone, 202 if still stopping after the stop timeout."""
-        return await _counted(metrics.STOPS, STOP_OUTCOMES, self._stop(view, target))
+    async def stop(
+        self, view: UserView, target: Target, *, force: bool = False
+    ) -> tuple[int, ServerModel | None]:
+        """Autosave (unless `force`), then stop and remove; 204 once gone, 202 if still
+        stopping after the stop timeout; AutosaveFailed (409) leaves the server running."""
+        return await _counted(metrics.STOPS, STOP_OUTCOMES, self._stop(view, target, force))
+
+    async def unsaved(self, view: UserView) -> dict[str, dict[str, Any] | None]:
+        """What a stop would autosave, per running server (for the Stop button): the
+        spawner's answer (`clean`, `uncommitted`, `unpushed`, `skipped`), or None when the
+        spawner cannot say before its stop, or the check failed."""
+        running = [m["name"] for m in view.servers if m["status"] == "running"]
+
+        async def one(server: str) -> dict[str, Any] | None:
+            try:
+                return await self.hub.autosave(
+                    view.name, server, save=False, seconds=UNSAVED_CHECK_SECONDS
+                )
+            except GlueError:
+                return None
+
+        answers = await asyncio.gather(*(one(name) for name in running))
+        return dict(zip(running, answers, strict=True))
 
     async def _launch(
         self, view: UserView, target: Target, choices: dict[str, Any]
@@ -394,10 +418,15 @@ class Servers:
                 return 200, model
         return status, self._started_model(view.name, request, status)
 
-    async def _stop(self, view: UserView, target: Target) -> tuple[int, ServerModel | None]:
+    async def _stop(
+        self, view: UserView, target: Target, force: bool
+    ) -> tuple[int, ServerModel | None]:
         async with self._locked(view, target) as view:
-            if view.find(target) is None:
+            current = view.find(target)
+            if current is None:
                 raise NotFound("You have no server for this commit.", code="server_not_found")
+            if not force and current["status"] == "running":
+                await self.autosave(view.name, target)
             try:
                 await self.hub.stop(view.name, target.server_name)
             except UpstreamError as e:
@@ -419,6 +448,20 @@ class Servers:
         server = (model.get("servers") or {}).get(target.server_name) or {}
         why = (server.get("user_options") or {}).get(launch.STOP_FAILED)
         return why if isinstance(why, str) and why else None
+
+    async def autosave(self, user: str, target: Target) -> None:
+        """Save the running server's unsaved work while it still runs; AutosaveFailed with
+        what failed, that the server keeps running, and how to stop it anyway."""
+        try:
+            await self.hub.autosave(
+                user, target.server_name, save=True, seconds=self.autosave_seconds
+            )
+        except AutosaveFailed as e:
+            raise AutosaveFailed(
+                f"{e.message.rstrip('.')}. The server keeps running, so nothing is lost: "
+                "fix the cause (is GitLab reachable, is your login still valid?) and stop it "
+                "again, or stop it anyway with force=true, and its unsaved work is lost."
+            ) from None
 
     @contextlib.asynccontextmanager
     async def _locked(self, view: UserView, target: Target) -> AsyncIterator[UserView]:

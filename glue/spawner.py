@@ -33,7 +33,7 @@ from traitlets.config import Configurable
 from . import autosave, clone, localsession, logs
 from .access import Access
 from .config import Config, Profile
-from .errors import GlueError
+from .errors import AutosaveFailed, GlueError
 from .launch import MEMORY, RESTORED_FROM, Launch, from_user_options
 from .localsession import SessionGit
 from .provider import Caller, make_provider
@@ -475,11 +475,16 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         self._component, self.component_pid, self.git_port = None, 0, 0
         self.session_git().forget_secrets()
 
-    async def autosave(self) -> None:
-        """Push the workspace's unsaved work through the component before the server stops;
-        when that fails, say so loudly and keep the workspace (see delete_forever)."""
+    async def autosave(self) -> dict[str, Any]:
+        """Push the workspace's unsaved work through the component: what was saved (the
+        step's answer: `pushed`, `branch`, `commit`, `status`), `{}` when no session runs.
+
+        The one autosave of this server: the glue's DELETE asks for it through the hub
+        (glue.hubautosave) while the server still runs, and `stop()` runs it again.
+        A failure marks the workspace kept (see delete_forever) and raises AutosaveFailed.
+        """
         if not self.git_port:
-            return
+            return {}
         git = self.session_git()
         config = self.notebooks["autosave"]
         try:
@@ -503,10 +508,28 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 self.workspace(),
             )
             git.mark_kept(reason)
-            return
+            raise AutosaveFailed(reason) from None
         git.unmark_kept()
-        if answer.get("saved"):
+        if answer.get("pushed"):
             self.log.info("%s: autosaved to %s", self._log_name, answer.get("branch"))
+        return answer
+
+    async def autosave_status(self) -> dict[str, Any]:
+        """What an autosave would push now (`clean`, `uncommitted`, `unpushed`, `skipped`),
+        for the Stop button; `{}` when no session runs. Raises AutosaveFailed when the
+        workspace cannot be inspected."""
+        if not self.git_port:
+            return {}
+        try:
+            launch = from_user_options(self.notebooks, self.user_options)
+            return await localsession.inspect(
+                self.sandbox(),
+                self.session_git().secret(),
+                launched=launch.target.commit_sha,
+                max_file_bytes=self.notebooks["autosave"]["maxFileBytes"],
+            )
+        except (localsession.StepFailed, GlueError, OSError, ValueError) as e:
+            raise AutosaveFailed(getattr(e, "message", None) or str(e)) from None
 
     def get_state(self) -> dict[str, Any]:
         """The component's port and process survive a hub restart: the stop still autosaves."""
@@ -535,7 +558,12 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         return send_signal(self.pid, sig)
 
     async def stop(self, now: bool = False) -> None:
-        await self.autosave()
+        """Autosave, then stop. A failed autosave cannot refuse the stop: JupyterHub has
+        already removed the route and forgets the server whatever stop() raises (User.stop
+        clears its state in a `finally`), so the process would run on untracked. The
+        workspace is kept instead (delete_forever) and the next launch reopens it."""
+        with contextlib.suppress(AutosaveFailed):  # logged loudly, workspace marked kept
+            await self.autosave()
         await super().stop(now)
         await self.stop_session_git()
         await asyncio.to_thread(self.sandbox().release)

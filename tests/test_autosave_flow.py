@@ -189,31 +189,62 @@ def test_stop_autosaves_exactly_the_unsaved_work_and_the_next_launch_restores_it
     workspace = hub.workspaces / "dev" / server["name"]
     assert not (workspace / "data.bin").exists()
     assert (workspace / "README.md").read_text() == "version 1\n"
-    stop(dev, path)
-    # a clean workspace writes no branch
+    listing = dev.get("", headers={"Accept": "text/html"}).text
+    assert "Workspace clean: nothing to save" in listing, listing
+    mark = len(hub.log())
+    response = dev.delete(path)
+    assert response.status_code == 204, response.text
+    assert dev.get(path).status_code == 404
+    # a clean workspace writes no branch, and its autosave before the stop fails nothing
     assert branch not in remote_branches(bare)
+    assert "AUTOSAVE FAILED" not in hub.log()[mark:]
 
 
-def test_a_failed_autosave_keeps_the_workspace_and_the_next_launch_reopens_it(world):
+def test_a_failed_autosave_refuses_the_stop_until_forced_and_keeps_the_workspace(world):
     hub, shas, bare, dev = world["hub"], world["shas"], world["bare"], world["dev"]
     sha, path = shas[1], f"{PROJECT}/{shas[1]}"
     server = launch(world, sha)
     kernel(world, server, "open('only-here.txt', 'w').write('precious\\n')")
+    workspace = hub.workspaces / "dev" / server["name"]
+    # the list's Stop button says what it will autosave
+    listing = dev.get("", headers={"Accept": "text/html"}).text
+    assert "Unsaved work: 1 changed file, 0 unpushed commits" in listing, listing
     hook = bare / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho refused by the test >&2\nexit 1\n")
     hook.chmod(0o755)
     try:
-        stop(dev, path)
+        refused = dev.delete(path)
+        assert refused.status_code == 409, refused.text
+        body = refused.json()
+        assert body["error"] == "autosave_failed"
+        assert "NOT saved" in body["message"] and "keeps running" in body["message"]
+        assert "force=true" in body["message"]
+        # nothing was stopped: the hub still runs it, its workspace is as it was
+        assert hub.hub_servers("dev")[server["name"]]["ready"] is True
+        assert dev.get(path).json()["status"] == "running"
+        assert (workspace / "only-here.txt").read_text() == "precious\n"
+        # the page's Stop (a form) shows the reason and a second button that forces
+        page = dev.post(path, data={"_method": "DELETE"}, headers={"Accept": "text/html"})
+        assert page.status_code == 409, page.text
+        assert "Stop anyway (unsaved work is lost)" in page.text
+        assert 'name="force" value="true"' in page.text and "NOT saved" in page.text
+        assert hub.hub_servers("dev")[server["name"]]["ready"] is True
+        assert dev.delete(path, params={"force": "maybe"}).status_code == 400
+        forced = dev.post(path, data={"_method": "DELETE", "force": "true"})
+        assert forced.status_code == 303, forced.text
+        wait_until(lambda: dev.get(path).status_code == 404, 120, f"{path} removed")
     finally:
         hook.unlink()
     assert branch_of(sha) not in remote_branches(bare)
     assert "AUTOSAVE FAILED" in hub.log()
-    workspace = hub.workspaces / "dev" / server["name"]
-    assert (workspace / "only-here.txt").read_text() == "precious\n"  # removal kept it
+    # the stop's own autosave failed too: the removal kept the workspace
+    assert (workspace / "only-here.txt").read_text() == "precious\n"
     server = launch(world, sha)
     assert server["restored_from"] is None
     assert (workspace / "only-here.txt").read_text() == "precious\n"  # reopened as it was
-    stop(dev, path)  # now it saves
+    response = dev.delete(path)  # now it saves, before the stop and again at the stop
+    assert response.status_code in (202, 204), response.text
+    wait_until(lambda: dev.get(path).status_code == 404, 120, f"{path} removed")
     assert git(bare, "show", f"{branch_of(sha)}:only-here.txt") == "precious"
     assert not workspace.exists()
 
@@ -255,6 +286,31 @@ def test_the_culler_autosaves_and_removes_an_idle_server(culled):
     branch = branch_of(sha, "carol")
     assert git(bare, "show", f"{branch}:idle.txt") == "kept"
     assert "culler" in hub.log()
+
+
+def test_the_culler_keeps_an_idle_server_whose_autosave_fails_and_retries_it(culled):
+    hub, sha, bare = culled["hub"], culled["shas"][0], culled["bare"]
+    client = Client(hub, "erin")
+    path = f"{PROJECT}/{sha}"
+    assert client.post(path).status_code in (201, 202)
+    server = client.wait_running(path, timeout=250)
+    assert run_in_kernel(hub, client, server, "open('idle.txt', 'w').write('unsaved\\n')") == ""
+    workspace = hub.workspaces / "erin" / server["name"]
+    kept = f"Kept erin:{server['name']} running: its autosave failed"
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho refused by the test >&2\nexit 1\n")
+    hook.chmod(0o755)
+    try:
+        # two rounds of the culler refused: the server runs on, its work where it was
+        wait_until(lambda: hub.log().count(kept) >= 2, 150, "two refused culls")
+        assert hub.hub_servers("erin")[server["name"]]["ready"] is True
+        assert client.get(path).json()["status"] == "running"
+        assert (workspace / "idle.txt").read_text() == "unsaved\n"
+    finally:
+        hook.unlink()
+    # the next round saves it, then stops and removes it
+    wait_until(lambda: client.get(path).status_code == 404, 120, "the culler removed it")
+    assert git(bare, "show", f"{branch_of(sha, 'erin')}:idle.txt") == "unsaved"
 
 
 # --- the pages, rendered from server models -------------------------------------------------
@@ -348,7 +404,7 @@ def test_the_embedded_hub_runs_the_culler_and_gives_the_spawner_the_glues_token(
     configure(c, load(str(path)))
     embedded(c, load(str(path)), str(path))
     services = {s["name"]: s for s in c.JupyterHub.services}
-    assert services["notebooks-culler"]["command"][1:3] == ["-m", "jupyterhub_idle_culler"]
+    assert services["notebooks-culler"]["command"][1:3] == ["-m", "glue.culler"]
     assert "--timeout=600" in services["notebooks-culler"]["command"]
     assert "notebooks-culler" in {r["name"] for r in c.JupyterHub.load_roles}
     token = services["notebooks"]["api_token"]
@@ -365,3 +421,33 @@ def test_the_embedded_hub_runs_the_culler_and_gives_the_spawner_the_glues_token(
     c = Config()
     configure(c, load(str(path)))
     assert "notebooks-culler" not in {s["name"] for s in c.JupyterHub.services}
+
+
+def test_the_stop_button_says_what_it_will_autosave_and_the_refusal_offers_to_force():
+    from glue.errors import AutosaveFailed
+
+    render = Renderer(prefix="/services/notebooks/", base_url="/")
+    running = [model(status="running", name=n) for n in ("dirty", "clean", "unknown")]
+    unsaved = {
+        "dirty": {"clean": False, "uncommitted": 2, "unpushed": 1, "skipped": ["big.bin"]},
+        "clean": {"clean": True, "uncommitted": 0, "unpushed": 0, "skipped": []},
+        "unknown": None,
+    }
+    page = render.env.get_template("list.html").render(servers=running, unsaved=unsaved)
+    rows = {n: page.split(f'data-server="{n}"')[1].split("</tr>")[0] for n in unsaved}
+    assert "Unsaved work: 2 changed files, 1 unpushed commit; Stop autosaves them" in rows["dirty"]
+    assert "big.bin" in rows["dirty"] and "too large" in rows["dirty"]
+    assert "Workspace clean" in rows["clean"] and "Unsaved" not in rows["clean"]
+    assert "unsaved" not in rows["unknown"]  # the spawner saves at its stop (Kubernetes)
+    refused = render.env.get_template("stop_refused.html").render(
+        target=parse(f"renku/demo/{'a' * 40}"),
+        error=AutosaveFailed("The push was refused. The server keeps running."),
+        action="/services/notebooks/renku/demo/" + "a" * 40,
+        xsrf="token",
+    )
+    forms = refused.split("<form")[1:]
+    assert len(forms) == 2 and 'name="force"' not in forms[0]
+    assert 'name="force" value="true"' in forms[1]
+    assert "Stop anyway (unsaved work is lost)" in forms[1]
+    assert all('name="_method" value="DELETE"' in f and 'value="token"' in f for f in forms)
+    assert "The push was refused." in refused and "autosave_failed" in refused

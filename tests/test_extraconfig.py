@@ -137,7 +137,7 @@ def test_extra_config_configures_the_hub(hub_values: Path, tmp_path: Path) -> No
     assert "jupyterhub-idle-culler" not in services
     culling = app.config.CommitKubeSpawner.notebooks_config["culling"]
     command = services["notebooks-culler"]["command"]
-    assert command[1:3] == ["-m", "jupyterhub_idle_culler"]
+    assert command[1:3] == ["-m", "glue.culler"]
     assert set(command[3:]) == {
         f"--timeout={culling['idleSeconds']}",
         f"--cull-every={culling['everySeconds']}",
