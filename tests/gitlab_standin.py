@@ -468,6 +468,7 @@ class GitLabStandIn:
         app.router.add_get(f"{api}/user", self._user)
         app.router.add_get(f"{api}/projects/{{id}}", self._project)
         app.router.add_get(f"{api}/projects/{{id}}/repository/commits/{{sha}}", self._commit)
+        app.router.add_get(f"{api}/projects/{{id}}/repository/branches", self._branches)
         app.router.add_get(f"{api}/projects/{{id}}/members/all/{{uid}}", self._member)
         app.router.add_get(f"{api}/projects/{{id}}/registry/repositories", self._registry_repos)
         app.router.add_get(
@@ -673,6 +674,55 @@ class GitLabStandIn:
             return _message(404, "404 Commit Not Found")
         commit["web_url"] = f"{self._base_url(request)}/{project.full_path}/-/commit/{commit['id']}"
         return web.json_response(commit)
+
+    async def _branches(self, request: web.Request) -> web.Response:
+        """doc/api/branches.md: the project's branches sorted by name, paginated; `search`
+        is a case-insensitive substring, `^term` a prefix and `term$` a suffix."""
+        username, project = self._visible_project(request)
+        if not self.can_read_code(username, project):
+            return _message(403, "403 Forbidden")
+        term = request.query.get("search", "")
+        start, end = term.startswith("^"), term.endswith("$") and len(term) > 1
+        needle = term.removeprefix("^").removesuffix("$") if term else ""
+        names = []
+        if project.repo is not None:
+            status, out = await _run_git(
+                project.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads"
+            )
+            names = sorted(out.split()) if status == 0 else []
+        default = _default_branch(project.repo)
+
+        def wanted(name: str) -> bool:
+            lower, key = name.lower(), needle.lower()
+            if start and end:
+                return lower == key
+            if start:
+                return lower.startswith(key)
+            if end:
+                return lower.endswith(key)
+            return key in lower
+
+        found = [n for n in names if wanted(n)]
+        page, headers = _paginate(request, len(found))
+        base = self._base_url(request)
+        body = []
+        for name in found[page]:
+            commit = await _read_commit(project.repo, f"refs/heads/{name}")
+            if commit is None:
+                continue
+            commit["web_url"] = f"{base}/{project.full_path}/-/commit/{commit['id']}"
+            body.append({
+                "name": name,
+                "merged": False,
+                "protected": False,
+                "default": name == default,
+                "developers_can_push": False,
+                "developers_can_merge": False,
+                "can_push": self.level(username, project) >= DEVELOPER,
+                "web_url": f"{base}/{project.full_path}/-/tree/{name}",
+                "commit": commit,
+            })
+        return web.json_response(body, headers=headers)
 
     async def _registry_repos(self, request: web.Request) -> web.Response:
         username, project = self._visible_project(request)
