@@ -76,6 +76,22 @@ TERMS = (
 EXPIRED = "Token is expired. You can either do re-authorization or token refresh."
 REVOKED = "Token was revoked. You have to re-authorize from the user."
 THROTTLED = "This endpoint has been requested too many times. Try again later."
+# lib/gitlab/checks/branch_check.rb: a push deleting a protected branch is refused for anyone
+DELETE_PROTECTED = "You can only delete protected branches using the web interface."
+# GitLab checks a push before it lands (gitlab-shell asks the API's /allowed from its
+# pre-receive hook); this hook does the stand-in's part, then runs the repository's own
+PRE_RECEIVE = f"""#!/bin/sh
+input=$(cat)
+printf '%s\\n' "$input" | while read -r old new ref; do
+  name=${{ref#refs/heads/}}
+  if [ "$new" = {"0" * 40} ] && printf '%s\\n' "$STANDIN_PROTECTED" | grep -qxF -- "$name"
+  then
+    echo "GitLab: {DELETE_PROTECTED}" >&2
+    exit 1
+  fi
+done || exit 1
+if [ -x hooks/pre-receive ]; then printf '%s\\n' "$input" | hooks/pre-receive; fi
+"""
 _ids = itertools.count(1)
 
 
@@ -136,6 +152,7 @@ class Project:
     shared_with: dict[str, int] = field(default_factory=dict)
     registry: dict[str, RegistryRepository] = field(default_factory=dict)  # name -> repository
     personal: bool = False  # in a user's namespace, not a group's
+    protected: set[str] = field(default_factory=set)  # protected branch names
 
     @property
     def namespace(self) -> str:
@@ -220,6 +237,7 @@ class GitLabStandIn:
         self.throttled = 0  # how many of the next API requests answer 429
         self.retry_after: int | None = 1  # their Retry-After (None: sent without it)
         self._runner: web.AppRunner | None = None
+        self._hooks: str | None = None  # the directory of PRE_RECEIVE while serving
         self.url = ""
 
     # ---- state -----------------------------------------------------------------------------
@@ -318,6 +336,10 @@ class GitLabStandIn:
         self.projects[full_path.lower()] = project
         self.redirects.pop(full_path.lower(), None)  # a new project takes over an old path
         return project
+
+    def protect_branch(self, project: str, name: str) -> None:
+        """Protect a branch (doc/api/protected_branches.md): nobody deletes it by a push."""
+        self.projects[project.lower()].protected.add(name)
 
     def rename_project(self, old: str, new: str) -> Project:
         """Rename or move a project; GitLab keeps a redirect from the old path."""
@@ -484,6 +506,10 @@ class GitLabStandIn:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on host:port (0 picks a free port); returns the base URL."""
+        self._hooks = tempfile.mkdtemp(prefix="standin-hooks-")
+        hook = Path(self._hooks, "pre-receive")
+        hook.write_text(PRE_RECEIVE)
+        hook.chmod(0o755)
         self._runner = web.AppRunner(self.app(), shutdown_timeout=1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -496,6 +522,9 @@ class GitLabStandIn:
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
+        if self._hooks:
+            shutil.rmtree(self._hooks, ignore_errors=True)
+            self._hooks = None
 
     async def __aenter__(self) -> GitLabStandIn:
         await self.start()
@@ -714,7 +743,7 @@ class GitLabStandIn:
             body.append({
                 "name": name,
                 "merged": False,
-                "protected": False,
+                "protected": name in project.protected,
                 "default": name == default,
                 "developers_can_push": False,
                 "developers_can_merge": False,
@@ -981,7 +1010,12 @@ class GitLabStandIn:
         if project.repo is None:
             return web.Response(status=404, text=NOT_FOUND_PAGE)
         suffix = "info/refs" if request.method == "GET" else service
-        return await _http_backend(request, project.repo, suffix, username or "")
+        checks = {
+            "GIT_CONFIG_KEY_1": "core.hooksPath",
+            "GIT_CONFIG_VALUE_1": self._hooks or "hooks",
+            "STANDIN_PROTECTED": "\n".join(sorted(project.protected)),
+        }
+        return await _http_backend(request, project.repo, suffix, username or "", checks)
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -1238,8 +1272,11 @@ async def _read_commit(repo: Path | None, ref: str) -> dict[str, Any] | None:
     }
 
 
-async def _http_backend(request: web.Request, repo: Path, suffix: str, user: str) -> web.Response:
-    """Run `git http-backend` as a CGI for one request, like GitLab's workhorse serves fetches."""
+async def _http_backend(
+    request: web.Request, repo: Path, suffix: str, user: str, checks: dict[str, str]
+) -> web.Response:
+    """Run `git http-backend` as a CGI for one request, like GitLab's workhorse serves fetches;
+    `checks` adds the second git config entry (the hooks) and what the hooks read."""
     body = await request.read()
     env = _git_env(
         GIT_PROJECT_ROOT=str(repo.parent),
@@ -1253,9 +1290,10 @@ async def _http_backend(request: web.Request, repo: Path, suffix: str, user: str
         REMOTE_ADDR="127.0.0.1",
         HTTP_GIT_PROTOCOL=request.headers.get("Git-Protocol", ""),
         # GitLab lets clients fetch any commit by sha, which a one-commit clone relies on
-        GIT_CONFIG_COUNT="1",
+        GIT_CONFIG_COUNT="2",
         GIT_CONFIG_KEY_0="uploadpack.allowAnySHA1InWant",
         GIT_CONFIG_VALUE_0="true",
+        **checks,
     )
     if body[:2] == b"\x1f\x8b":  # still gzipped (aiohttp normally inflates request bodies)
         env["HTTP_CONTENT_ENCODING"] = "gzip"

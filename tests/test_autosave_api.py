@@ -224,6 +224,12 @@ def test_gitlab_lists_page_by_page_and_deletes_with_the_users_rights(gitlab_worl
         assert error(dev.delete(f"renku/demo/-/autosaves/{shas[0]}")) == (
             404, "autosave_not_found"
         )
+        # a protected branch: GitLab refuses the push that deletes it, and so does the glue
+        standin.protect_branch("renku/demo", f"{PREFIX}/dev/{names[0]}")
+        assert error(dev.delete(f"renku/demo/-/autosaves/{names[0]}")) == (
+            403, "branch_not_deleted"
+        )
+        assert f"{PREFIX}/dev/{names[0]}" in heads(bare)
         # the token went in headers and the git credential helper only
         assert standin.token_leaks(gitlab_token(hub, "dev")) == []
 
