@@ -41,19 +41,21 @@ TAIL = "{tail:[\\s\\S]+}"
 # notebook name can be read as one: a namespace part never is `-`, and a launch URL has
 # `-/` only in its notebook, after the sha
 AUTOSAVES = "/-/autosaves"
-NOT_AUTOSAVES = "(?![\\s\\S]*/-/autosaves(?:/[^/]+)?$)"
+# a server's log, `<launch URL>/-/logs` (GET only: its other methods are 405, not a launch)
+LOGS = "/-/logs"
+LOGS_TAIL = "{tail:(?!-/)[\\s\\S]+}"
+NOT_OWN = "(?![\\s\\S]*/-/(?:autosaves(?:/[^/]+)?|logs)$)"
 # a launch URL, as the router sees it: not one of the glue's own `-/` paths
-SHOW_TAIL = "{tail:(?!-/)" + NOT_AUTOSAVES + "[\\s\\S]+}"
+SHOW_TAIL = "{tail:(?!-/)" + NOT_OWN + "[\\s\\S]+}"
 # and for POST and DELETE two segments at least, so a POST to `user`, `health` or
 # `-/events/...` is a 405 that names GET, not a launch
-LAUNCH_TAIL = "{tail:(?!-/)" + NOT_AUTOSAVES + "[^/]+/[\\s\\S]+}"
+LAUNCH_TAIL = "{tail:(?!-/)" + NOT_OWN + "[^/]+/[\\s\\S]+}"
 PROJECT = "{namespace:(?!-/)[\\s\\S]+}/{project:[^/]+}"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # the glue's own paths start with '-', which no namespace may: they never shadow a project
 EVENTS = "-/events/"
 GIT_TOKEN = "-/git-token"
 STATIC = "-/static/"
-LOGS = "/-/logs"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # each file's version (a hash of its content) goes into its URL, so a browser may keep
 # it for good and still loads the new one after an upgrade
@@ -99,7 +101,7 @@ class Routes:
         app.router.add_get(prefix + "-/badge.svg", self.badge)
         app.router.add_get(prefix + EVENTS + TAIL, self.event_stream)
         app.router.add_post(prefix + GIT_TOKEN, self.git_token)
-        app.router.add_get(prefix + SHOW_TAIL + LOGS, self.logs)
+        app.router.add_get(prefix + LOGS_TAIL + LOGS, self.logs)
         app.router.add_get(prefix + PROJECT + AUTOSAVES, self.autosaves)
         app.router.add_delete(prefix + PROJECT + AUTOSAVES + "/{commit_sha}", self.delete_autosave)
         app.router.add_get(prefix + SHOW_TAIL, self.show)
