@@ -13,7 +13,7 @@ from cachetools import TTLCache
 from . import metrics
 from .errors import Forbidden, NotFound
 from .provider import LEVEL_NAMES, Caller, GitProvider
-from .target import Ref, Target
+from .target import Ref, Target, Wanted
 
 CACHE_MAX = 8192
 
@@ -46,7 +46,7 @@ class Access:
             self._cache[key] = level
         return level
 
-    async def check(self, caller: Caller, target: Target, *, fresh: bool = False) -> int:
+    async def check(self, caller: Caller, target: Target | Ref, *, fresh: bool = False) -> int:
         """Raise NotFound (project hidden) or Forbidden (below the level needed)."""
         level = await self.level(caller, target, fresh=fresh)
         if level is None:
@@ -63,7 +63,7 @@ class Access:
             )
         return level
 
-    def current(self, caller: Caller, target: Target) -> Target:
+    def current(self, caller: Caller, target: Wanted) -> Wanted:
         """The target at the project's current path: a check may have found it moved (GitLab
         answers old paths with a redirect), and servers are named after where it lives now."""
         return self.provider.current_target(caller, target)

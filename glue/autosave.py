@@ -107,8 +107,13 @@ def branch(prefix: str, user: str, sha: str) -> str:
     """`<prefix>/<user>/<sha>`; characters a ref may not hold are quoted as %XX."""
     if not SHA.fullmatch(sha):
         raise ValueError("a launched commit is a full 40-character lowercase sha")
+    return user_prefix(prefix, user) + sha
+
+
+def user_prefix(prefix: str, user: str) -> str:
+    """`<prefix>/<user>/`: where one user's autosave branches are, and no other user's."""
     safe = _REF_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), user)
-    return f"{prefix.strip('/')}/{safe or '%00'}/{sha}"
+    return f"{prefix.strip('/')}/{safe or '%00'}/"
 
 
 def step(

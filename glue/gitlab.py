@@ -14,8 +14,13 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
+import sys
+import tempfile
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -23,17 +28,18 @@ import aiohttp
 from cachetools import TTLCache
 from yarl import URL
 
-from . import metrics, trust
+from . import autosave, metrics, trust
 from .config import Config
 from .errors import (
     Forbidden,
+    NotFound,
     Unauthorized,
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from .provider import Caller
-from .target import Ref, Target
+from .provider import Branch, Caller
+from .target import Ref, Target, Wanted
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ MAX_REDIRECTS = 3
 # the registry list is paginated (20 a page unless asked, 100 at most)
 PER_PAGE = 100
 MAX_REGISTRY_PAGES = 50
+MAX_BRANCH_PAGES = 50
 # how long a moved project's old path is remembered as its id, per user
 MOVED_CACHE_SECONDS = 60
 MOVED_CACHE_MAX = 4096
@@ -101,7 +108,7 @@ class GitLabProvider:
             level = max(level, await self._member_level(caller, project["id"]))
         return level
 
-    def current_target(self, caller: Caller, target: Target) -> Target:
+    def current_target(self, caller: Caller, target: Wanted) -> Wanted:
         """The target at the project's current path, if a lookup saw it was moved."""
         moved = self._moved.get((caller.name, target.full_path.lower()))
         if moved is None:
@@ -125,7 +132,7 @@ class GitLabProvider:
         commit = answer.body
         return isinstance(commit, dict) and commit.get("id") == target.commit_sha
 
-    def clone_url(self, target: Target) -> str:
+    def clone_url(self, target: Target | Ref) -> str:
         return f"{self.url}/{target.full_path}.git"
 
     async def close(self) -> None:
@@ -231,6 +238,98 @@ class GitLabProvider:
         newest = pipelines[0].get("status") if isinstance(pipelines[0], dict) else None
         return newest if isinstance(newest, str) else None
 
+    # ---- branches (autosaves) --------------------------------------------------------------
+
+    async def branches(
+        self, caller: Caller, project: Target | Ref, prefix: str
+    ) -> list[Branch]:
+        """`GET /projects/:id/repository/branches?search=^<prefix>`, page by page; GitLab's
+        search is a substring match, so the prefix is checked again here."""
+        base = f"{self._project_api(caller, project)}/repository/branches"
+        search = quote(f"^{prefix}", safe="")
+        found: list[Branch] = []
+        page = "1"
+        for _ in range(MAX_BRANCH_PAGES):
+            answer = await self._get(
+                caller, f"{base}?search={search}&per_page={PER_PAGE}&page={page}"
+            )
+            if answer.status == 404:
+                raise NotFound(
+                    f"Project {project.full_path} was not found, or you cannot see it.",
+                    code="project_not_found",
+                )
+            if answer.status == 403:
+                raise Forbidden(
+                    f"Your access to {project.full_path} does not include reading its branches.",
+                    code="insufficient_access",
+                )
+            self._expect_ok(answer, f"listing the branches of {project.full_path}")
+            items = answer.body if isinstance(answer.body, list) else []
+            found += [b for b in map(_branch, items) if b and b.name.startswith(prefix)]
+            page = answer.headers.get("X-Next-Page", "")
+            if not page.isdigit():  # the last page (GitLab sends it empty)
+                return found
+        log.warning("%s has over %d branches below %s", project.full_path, len(found), prefix)
+        return found
+
+    async def delete_branch(self, caller: Caller, project: Target | Ref, name: str) -> bool:
+        """A push deleting the branch, as the caller: GitLab's REST `DELETE .../branches/:branch`
+        needs the `api` scope (all of the API), which the hub does not ask for; a push needs
+        `write_repository`, and the Developer role and branch protection apply to it.
+
+        The glue's own `autosave delete` step does it, the token in a private file read by
+        git's credential helper, never in an argument or URL.
+        """
+        if not caller.git_token:
+            raise Unauthorized(
+                "No GitLab login is stored for you; log in again.", code="gitlab_token_expired"
+            )
+        seconds = float(self.config["autosave"]["timeoutSeconds"])
+        with tempfile.TemporaryDirectory(prefix="notebooks-branch-") as tmp:
+            token_file = Path(tmp, "token")
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(caller.git_token)
+            argv, env = autosave.step(
+                "delete",
+                remote=self.clone_url(project),
+                branch=name,
+                token_file=str(token_file),
+                python=sys.executable,
+            )
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                env={**os.environ, **env},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                out, err = await asyncio.wait_for(process.communicate(), seconds)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+                raise UpstreamTimeout(
+                    f"GitLab did not delete {name} within {seconds:g} seconds; try again.",
+                    code="gitlab_timeout",
+                ) from None
+        if process.returncode == 0:
+            answer = _json_or_none(out.decode(errors="replace"))
+            return bool(answer.get("deleted")) if isinstance(answer, dict) else False
+        why = err.decode(errors="replace").strip().splitlines()[-1:] or ["no reason given"]
+        log.warning("deleting %s of %s for %s failed: %s", name, project.full_path,
+                    caller.name, why[0])
+        if "Authentication failed" in why[0]:
+            raise Unauthorized(LOGIN_AGAIN, code="gitlab_token_expired")
+        if any(word in why[0] for word in ("403", "rejected", "failed to push")):
+            raise Forbidden(
+                f"GitLab refused to delete {name}: deleting a branch needs the Developer role "
+                "and a branch that is not protected.",
+                code="branch_not_deleted",
+            )
+        raise UpstreamError(
+            f"GitLab did not delete {name}; try again shortly.", code="branch_not_deleted"
+        )
+
     # ---- projects --------------------------------------------------------------------------
 
     def _project_api(self, caller: Caller, target: Target | Ref) -> str:
@@ -240,7 +339,9 @@ class GitLabProvider:
             return f"projects/{moved[0]}"
         return f"projects/{quote(target.full_path, safe='')}"
 
-    def _remember_path(self, caller: Caller, target: Target | Ref, project: dict[str, Any]) -> None:
+    def _remember_path(
+        self, caller: Caller, target: Target | Ref, project: dict[str, Any]
+    ) -> None:
         """Note a moved project's id and current path (case-only differences are no move)."""
         current, ident = project.get("path_with_namespace"), project.get("id")
         key = (caller.name, target.full_path.lower())
@@ -434,6 +535,32 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(value)) if value else None
     except ValueError:
         return None
+
+
+def _branch(item: Any) -> Branch | None:
+    """A branch of GitLab's branches API: name, tip commit and the tip's commit date."""
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        return None
+    commit = item.get("commit")
+    if not isinstance(commit, dict):
+        return None
+    sha = commit.get("id")
+    if not isinstance(sha, str):
+        return None
+    return Branch(item["name"], sha, _utc(commit.get("committed_date")))
+
+
+def _utc(value: Any) -> str | None:
+    """An ISO 8601 date as UTC with `Z`, seconds precision; None when unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _level(project: Any) -> int:

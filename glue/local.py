@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import Config
-from .provider import DEVELOPER, Caller
-from .target import Ref, Target
+from .errors import UpstreamError
+from .provider import DEVELOPER, Branch, Caller
+from .target import Ref, Target, Wanted
 
 
 class LocalProvider:
@@ -38,7 +40,7 @@ class LocalProvider:
                     return levels[project]
         return None
 
-    def current_target(self, caller: Caller, target: Target) -> Target:
+    def current_target(self, caller: Caller, target: Wanted) -> Wanted:
         """Local repositories are never moved."""
         return target
 
@@ -85,15 +87,54 @@ class LocalProvider:
         """Local repositories have no CI."""
         return None
 
-    def clone_url(self, target: Target) -> str:
+    async def branches(
+        self, caller: Caller, project: Target | Ref, prefix: str
+    ) -> list[Branch]:
+        """`git for-each-ref` below `refs/heads/<prefix>`, in the bare repository itself."""
+        repo = self._repo(project)
+        if repo is None:
+            return []
+        status, out = await _git(
+            repo, "for-each-ref", "--format=%(refname)%00%(objectname)%00%(committerdate:unix)",
+            f"refs/heads/{prefix}",
+        )
+        found = []
+        for line in out.splitlines() if status == 0 else []:
+            ref, commit, when = line.split("\0")
+            date = datetime.fromtimestamp(int(when), UTC) if when.isdigit() else None
+            found.append(Branch(ref.removeprefix("refs/heads/"), commit, _iso(date)))
+        return found
+
+    async def delete_branch(self, caller: Caller, project: Target | Ref, name: str) -> bool:
+        """`git update-ref -d`, only if the branch is there (the ref's value is checked)."""
+        repo = self._repo(project)
+        if repo is None:
+            return False
+        ref = f"refs/heads/{name}"
+        status, out = await _git(repo, "rev-parse", "--verify", "--quiet", ref)
+        if status != 0 or not out.strip():
+            return False
+        status, _ = await _git(repo, "update-ref", "-d", ref, out.strip())
+        if status != 0:
+            raise UpstreamError(
+                f"The branch {name} could not be deleted from the repository; try again.",
+                code="branch_not_deleted",
+            )
+        return True
+
+    def clone_url(self, target: Target | Ref) -> str:
         return (self.root / target.namespace / f"{target.project}.git").as_uri()
 
     async def close(self) -> None:
         return None
 
 
+def _iso(date: datetime | None) -> str | None:
+    return date.isoformat(timespec="seconds").replace("+00:00", "Z") if date else None
+
+
 async def _git(repo: Path, *args: str) -> tuple[int, str]:
-    """Run a read-only git command in `repo`: (exit status, stdout)."""
+    """Run a git command in `repo`: (exit status, stdout)."""
     process = await asyncio.create_subprocess_exec(
         "git", "-C", str(repo), *args,
         stdout=asyncio.subprocess.PIPE,

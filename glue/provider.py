@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .config import Config
-from .target import Ref, Target
+from .target import Ref, Target, Wanted
 
 # GitLab's access levels; a provider answers in these units
 NO_ACCESS, GUEST, PLANNER, REPORTER, DEVELOPER, MAINTAINER, OWNER = 0, 10, 15, 20, 30, 40, 50
@@ -63,6 +63,15 @@ class Caller:
         )
 
 
+@dataclass(frozen=True)
+class Branch:
+    """A branch of a project: its name, its tip and the tip's commit date (ISO 8601, UTC)."""
+
+    name: str
+    commit: str
+    date: str | None
+
+
 def _text(value: Any) -> str | None:
     """A one-line string for git config, or None."""
     if not isinstance(value, str):
@@ -78,7 +87,7 @@ class GitProvider(Protocol):
     async def access_level(self, caller: Caller, target: Target | Ref) -> int | None:
         """The caller's access level on the project, or None if they cannot see it."""
 
-    def current_target(self, caller: Caller, target: Target) -> Target:
+    def current_target(self, caller: Caller, target: Wanted) -> Wanted:
         """The target at the project's current path, when the last access check of this
         caller saw the project moved (GitLab keeps old paths as redirects)."""
 
@@ -100,7 +109,14 @@ class GitProvider(Protocol):
         """The status of the newest CI pipeline for the commit (GitLab's names: pending,
         running, success, failed, ...), None when there is none or no CI to ask."""
 
-    def clone_url(self, target: Target) -> str:
+    async def branches(self, caller: Caller, project: Target | Ref, prefix: str) -> list[Branch]:
+        """The project's branches whose names start with `prefix` (autosaves), as the caller
+        sees them."""
+
+    async def delete_branch(self, caller: Caller, project: Target | Ref, name: str) -> bool:
+        """Delete the branch with the caller's own rights; False when there is none."""
+
+    def clone_url(self, target: Target | Ref) -> str:
         """Where the clone step fetches from; never carries credentials."""
 
     async def close(self) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
@@ -37,17 +37,26 @@ from .servers import Servers, UserView
 
 # any characters, newlines included: the validation, not the router, refuses bad paths
 TAIL = "{tail:[\\s\\S]+}"
+# a project's autosaves: `<namespace...>/<project>/-/autosaves[/<sha>]`, in the glue's own
+# `-/` space below the project (as GitLab puts its pages), so that no project, branch or
+# notebook name can be read as one: a namespace part never is `-`, and a launch URL has
+# `-/` only in its notebook, after the sha
+AUTOSAVES = "/-/autosaves"
+# a server's log, `<launch URL>/-/logs` (GET only: its other methods are 405, not a launch)
+LOGS = "/-/logs"
+LOGS_TAIL = "{tail:(?!-/)[\\s\\S]+}"
+NOT_OWN = "(?![\\s\\S]*/-/(?:autosaves(?:/[^/]+)?|logs)\\Z)"
 # a launch URL, as the router sees it: not one of the glue's own `-/` paths
-SHOW_TAIL = "{tail:(?!-/)[\\s\\S]+}"
-# and for POST and DELETE two segments at least and not a server's log, so a POST to
-# `user`, `health`, `-/events/...` or `.../-/logs` is a 405 that names GET, not a launch
-LAUNCH_TAIL = "{tail:(?!-/)(?![\\s\\S]*/-/logs\\Z)[^/]+/[\\s\\S]+}"
+SHOW_TAIL = "{tail:(?!-/)" + NOT_OWN + "[\\s\\S]+}"
+# and for POST and DELETE two segments at least, so a POST to `user`, `health` or
+# `-/events/...` is a 405 that names GET, not a launch
+LAUNCH_TAIL = "{tail:(?!-/)" + NOT_OWN + "[^/]+/[\\s\\S]+}"
+PROJECT = "{namespace:(?!-/)[\\s\\S]+}/{project:[^/]+}"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # the glue's own paths start with '-', which no namespace may: they never shadow a project
 EVENTS = "-/events/"
 GIT_TOKEN = "-/git-token"
 STATIC = "-/static/"
-LOGS = "/-/logs"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # each file's version (a hash of its content) goes into its URL, so a browser may keep
 # it for good and still loads the new one after an upgrade
@@ -59,12 +68,12 @@ STATIC_VERSIONS = {
 
 
 @dataclass(frozen=True)
-class Authorized:
+class Authorized(Generic[target.Wanted]):
     """A request that passed the authorize step: who, their hub model read once, and what."""
 
     identity: Identity
     view: UserView
-    target: target.Target
+    target: target.Wanted
 
 
 @dataclass
@@ -93,7 +102,9 @@ class Routes:
         app.router.add_get(prefix + "-/badge.svg", self.badge)
         app.router.add_get(prefix + EVENTS + TAIL, self.event_stream)
         app.router.add_post(prefix + GIT_TOKEN, self.git_token)
-        app.router.add_get(prefix + SHOW_TAIL + LOGS, self.logs)
+        app.router.add_get(prefix + LOGS_TAIL + LOGS, self.logs)
+        app.router.add_get(prefix + PROJECT + AUTOSAVES, self.autosaves)
+        app.router.add_delete(prefix + PROJECT + AUTOSAVES + "/{commit_sha}", self.delete_autosave)
         app.router.add_get(prefix + SHOW_TAIL, self.show)
         app.router.add_post(prefix + LAUNCH_TAIL, self.post)
         app.router.add_delete(prefix + LAUNCH_TAIL, self.delete)
@@ -102,7 +113,7 @@ class Routes:
         """The path after the prefix exactly as sent: the router would resolve `..` first."""
         raw = unquote(request.raw_path.split("?", 1)[0])
         prefix = self.render.prefix + below
-        return raw[len(prefix) :] if raw.startswith(prefix) else request.match_info["tail"]
+        return raw[len(prefix) :] if raw.startswith(prefix) else request.match_info.get("tail", "")
 
     # --- who is calling, and may they -----------------------------------------------
 
@@ -126,10 +137,16 @@ class Routes:
         return identity
 
     async def authorize(
-        self, request: web.Request, wanted: target.Target, form_token: str | None = None
-    ) -> Authorized:
+        self,
+        request: web.Request,
+        wanted: target.Wanted,
+        form_token: str | None = None,
+        *,
+        in_project: bool = False,
+    ) -> Authorized[target.Wanted]:
         """The one authorize step: the caller, their page token for a change, their hub
-        model (one read: servers and git login), and for a read their access to the project.
+        model (one read: servers and git login), and for a read, or a change `in_project`
+        (deleting an autosave branch), their access to the project.
 
         A launch checks access again as it acts, fresh and beside the commit and image
         lookups (`Servers.launch`); stopping one's own server needs no project access.
@@ -138,8 +155,8 @@ class Routes:
         if request.method not in ("GET", "HEAD"):
             self.auth.check_xsrf(request, identity, form_token)
         view = await self.servers.view(identity.name)
-        if request.method in ("GET", "HEAD"):
-            await self.access.check(view.caller, wanted)
+        if request.method in ("GET", "HEAD") or in_project:
+            await self.access.check(view.caller, wanted, fresh=in_project)
         return Authorized(identity, view, self.access.current(view.caller, wanted))
 
     def page_context(self, identity: Identity) -> dict[str, Any]:
@@ -280,6 +297,34 @@ class Routes:
             return web.Response(text=text + "\n", headers={"Cache-Control": "no-store"})
         return self.render.json({"name": wanted.server_name, "lines": lines})
 
+    # --- the caller's autosaves of a project -------------------------------------------------
+
+    def project_of(self, request: web.Request) -> tuple[target.Ref, str | None]:
+        """The project (and the sha) of an autosaves path, validated as a launch URL's."""
+        rest = self.tail(request).removesuffix("/")
+        head, sep, sha = rest.rpartition(AUTOSAVES + "/")
+        if not sep:
+            head, sha = rest.removesuffix(AUTOSAVES), ""
+        namespace, _, project = head.rpartition("/")
+        target.check_project(namespace, project)
+        return target.Ref(namespace, project, ""), target.check_sha(sha) if sep else None
+
+    async def autosaves(self, request: web.Request) -> web.Response:
+        """The caller's autosave branches of the project, with whether a server runs for each."""
+        project, _ = self.project_of(request)
+        done = await self.authorize(request, project)
+        found = await self.servers.autosaves(done.view, done.target)
+        response = self.render.json({"autosaves": found})
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def delete_autosave(self, request: web.Request) -> web.Response:
+        """Delete the caller's autosave of one commit: 204, or 404 when there is none."""
+        project, sha = self.project_of(request)
+        done = await self.authorize(request, project.at(sha or ""), in_project=True)
+        await self.servers.delete_autosave(done.view, done.target)
+        return web.Response(status=204)
+
     async def launcher(self, request: web.Request) -> web.Response:
         """The landing page's form: resolve project and ref, then offer the pinned link and
         README snippets with the glue's own badge. Plain GET: works without JavaScript."""
@@ -344,7 +389,7 @@ class Routes:
             secret=done.view.caller.git_token,
         )
 
-    async def explain(self, done: Authorized) -> Failure:
+    async def explain(self, done: Authorized[target.Target]) -> Failure:
         """Why the caller's server for the target failed, from the hub and its log."""
         name = done.view.name
         reason = await self.servers.failure(name, done.target)

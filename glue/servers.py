@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from . import failures, launch, logs, metrics
+from . import autosave, failures, launch, logs, metrics
 from .access import Access
 from .config import Config
 from .errors import (
@@ -41,6 +41,9 @@ from .launch import Launch
 from .podlogs import PodLogs
 from .provider import Caller, GitProvider
 from .target import DOTDOT_REMOVED, Ref, Target, looks_like_file, ref_candidates
+
+# the server statuses whose stop will autosave again: a server "running for" an autosave
+LIVE = ("starting", "running")
 
 ServerModel = dict[str, Any]
 STOP_POLL_SECONDS = 0.25
@@ -170,6 +173,38 @@ class Servers:
         )
 
     # --- reading --------------------------------------------------------------------
+
+    async def autosaves(self, view: UserView, project: Ref) -> list[dict[str, Any]]:
+        """The caller's autosave branches of the project, newest first: only names below
+        their own `<prefix>/<user>/` that end in a full sha, whatever else the project has."""
+        mine = autosave.user_prefix(self.config["autosave"]["branchPrefix"], view.name)
+        found = []
+        for branch in await self.provider.branches(view.caller, project, mine):
+            sha = branch.name[len(mine) :]
+            if not branch.name.startswith(mine) or not autosave.SHA.fullmatch(sha):
+                continue
+            server = view.find(project.at(sha))
+            found.append(
+                {
+                    "commit_sha": sha,
+                    "branch": branch.name,
+                    "autosave_commit": branch.commit,
+                    "date": branch.date,
+                    "running": server is not None and server["status"] in LIVE,
+                }
+            )
+        found.sort(key=lambda a: (a["date"] or "", a["commit_sha"]), reverse=True)
+        return found
+
+    async def delete_autosave(self, view: UserView, wanted: Target) -> None:
+        """Delete the caller's autosave branch of the commit, with their own rights."""
+        prefix = self.config["autosave"]["branchPrefix"]
+        name = autosave.branch(prefix, view.name, wanted.commit_sha)
+        if not await self.provider.delete_branch(view.caller, wanted, name):
+            raise NotFound(
+                f"You have no autosave of commit {wanted.commit_sha} in {wanted.full_path}.",
+                code="autosave_not_found",
+            )
 
     async def view(self, user: str) -> UserView:
         """The user's servers and the caller the provider needs, from one hub read."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from .errors import BadRequest, NotFound
@@ -184,6 +185,11 @@ class Ref:
     def at(self, sha: str) -> Target:
         """The pinned target once the provider has named the ref's commit."""
         return Target(self.namespace, self.project, check_sha(sha), self.notebook)
+
+
+# what an authorize step checks: a commit (launch, stop, show, an autosave) or a whole project
+# (its list of autosaves, as a Ref without a ref)
+Wanted = TypeVar("Wanted", Target, Ref)
 
 
 def check_ref(ref: str) -> str:

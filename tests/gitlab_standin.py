@@ -77,6 +77,22 @@ TERMS = (
 EXPIRED = "Token is expired. You can either do re-authorization or token refresh."
 REVOKED = "Token was revoked. You have to re-authorize from the user."
 THROTTLED = "This endpoint has been requested too many times. Try again later."
+# lib/gitlab/checks/branch_check.rb: a push deleting a protected branch is refused for anyone
+DELETE_PROTECTED = "You can only delete protected branches using the web interface."
+# GitLab checks a push before it lands (gitlab-shell asks the API's /allowed from its
+# pre-receive hook); this hook does the stand-in's part, then runs the repository's own
+PRE_RECEIVE = f"""#!/bin/sh
+input=$(cat)
+printf '%s\\n' "$input" | while read -r old new ref; do
+  name=${{ref#refs/heads/}}
+  if [ "$new" = {"0" * 40} ] && printf '%s\\n' "$STANDIN_PROTECTED" | grep -qxF -- "$name"
+  then
+    echo "GitLab: {DELETE_PROTECTED}" >&2
+    exit 1
+  fi
+done || exit 1
+if [ -x hooks/pre-receive ]; then printf '%s\\n' "$input" | hooks/pre-receive; fi
+"""
 _ids = itertools.count(1)
 
 
@@ -137,6 +153,7 @@ class Project:
     shared_with: dict[str, int] = field(default_factory=dict)
     registry: dict[str, RegistryRepository] = field(default_factory=dict)  # name -> repository
     personal: bool = False  # in a user's namespace, not a group's
+    protected: set[str] = field(default_factory=set)  # protected branch names
 
     @property
     def namespace(self) -> str:
@@ -221,6 +238,7 @@ class GitLabStandIn:
         self.throttled = 0  # how many of the next API requests answer 429
         self.retry_after: int | None = 1  # their Retry-After (None: sent without it)
         self._runner: web.AppRunner | None = None
+        self._hooks: str | None = None  # the directory of PRE_RECEIVE while serving
         self.url = ""
 
     # ---- state -----------------------------------------------------------------------------
@@ -319,6 +337,10 @@ class GitLabStandIn:
         self.projects[full_path.lower()] = project
         self.redirects.pop(full_path.lower(), None)  # a new project takes over an old path
         return project
+
+    def protect_branch(self, project: str, name: str) -> None:
+        """Protect a branch (doc/api/protected_branches.md): nobody deletes it by a push."""
+        self.projects[project.lower()].protected.add(name)
 
     def rename_project(self, old: str, new: str) -> Project:
         """Rename or move a project; GitLab keeps a redirect from the old path."""
@@ -469,6 +491,7 @@ class GitLabStandIn:
         app.router.add_get(f"{api}/user", self._user)
         app.router.add_get(f"{api}/projects/{{id}}", self._project)
         app.router.add_get(f"{api}/projects/{{id}}/repository/commits/{{sha}}", self._commit)
+        app.router.add_get(f"{api}/projects/{{id}}/repository/branches", self._branches)
         app.router.add_get(f"{api}/projects/{{id}}/members/all/{{uid}}", self._member)
         app.router.add_get(f"{api}/projects/{{id}}/registry/repositories", self._registry_repos)
         app.router.add_get(
@@ -487,6 +510,10 @@ class GitLabStandIn:
     ) -> str:
         """Serve on host:port (0 picks a free port), over TLS with `ssl_context` (an in-house
         GitLab with a private CA); returns the base URL."""
+        self._hooks = tempfile.mkdtemp(prefix="standin-hooks-")
+        hook = Path(self._hooks, "pre-receive")
+        hook.write_text(PRE_RECEIVE)
+        hook.chmod(0o755)
         self._runner = web.AppRunner(self.app(), shutdown_timeout=1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
@@ -499,6 +526,9 @@ class GitLabStandIn:
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
+        if self._hooks:
+            shutil.rmtree(self._hooks, ignore_errors=True)
+            self._hooks = None
 
     async def __aenter__(self) -> GitLabStandIn:
         await self.start()
@@ -677,6 +707,55 @@ class GitLabStandIn:
             return _message(404, "404 Commit Not Found")
         commit["web_url"] = f"{self._base_url(request)}/{project.full_path}/-/commit/{commit['id']}"
         return web.json_response(commit)
+
+    async def _branches(self, request: web.Request) -> web.Response:
+        """doc/api/branches.md: the project's branches sorted by name, paginated; `search`
+        is a case-insensitive substring, `^term` a prefix and `term$` a suffix."""
+        username, project = self._visible_project(request)
+        if not self.can_read_code(username, project):
+            return _message(403, "403 Forbidden")
+        term = request.query.get("search", "")
+        start, end = term.startswith("^"), term.endswith("$") and len(term) > 1
+        needle = term.removeprefix("^").removesuffix("$") if term else ""
+        names = []
+        if project.repo is not None:
+            status, out = await _run_git(
+                project.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads"
+            )
+            names = sorted(out.split()) if status == 0 else []
+        default = _default_branch(project.repo)
+
+        def wanted(name: str) -> bool:
+            lower, key = name.lower(), needle.lower()
+            if start and end:
+                return lower == key
+            if start:
+                return lower.startswith(key)
+            if end:
+                return lower.endswith(key)
+            return key in lower
+
+        found = [n for n in names if wanted(n)]
+        page, headers = _paginate(request, len(found))
+        base = self._base_url(request)
+        body = []
+        for name in found[page]:
+            commit = await _read_commit(project.repo, f"refs/heads/{name}")
+            if commit is None:
+                continue
+            commit["web_url"] = f"{base}/{project.full_path}/-/commit/{commit['id']}"
+            body.append({
+                "name": name,
+                "merged": False,
+                "protected": name in project.protected,
+                "default": name == default,
+                "developers_can_push": False,
+                "developers_can_merge": False,
+                "can_push": self.level(username, project) >= DEVELOPER,
+                "web_url": f"{base}/{project.full_path}/-/tree/{name}",
+                "commit": commit,
+            })
+        return web.json_response(body, headers=headers)
 
     async def _registry_repos(self, request: web.Request) -> web.Response:
         username, project = self._visible_project(request)
@@ -935,7 +1014,12 @@ class GitLabStandIn:
         if project.repo is None:
             return web.Response(status=404, text=NOT_FOUND_PAGE)
         suffix = "info/refs" if request.method == "GET" else service
-        return await _http_backend(request, project.repo, suffix, username or "")
+        checks = {
+            "GIT_CONFIG_KEY_1": "core.hooksPath",
+            "GIT_CONFIG_VALUE_1": self._hooks or "hooks",
+            "STANDIN_PROTECTED": "\n".join(sorted(project.protected)),
+        }
+        return await _http_backend(request, project.repo, suffix, username or "", checks)
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -1193,8 +1277,11 @@ async def _read_commit(repo: Path | None, ref: str) -> dict[str, Any] | None:
     }
 
 
-async def _http_backend(request: web.Request, repo: Path, suffix: str, user: str) -> web.Response:
-    """Run `git http-backend` as a CGI for one request, like GitLab's workhorse serves fetches."""
+async def _http_backend(
+    request: web.Request, repo: Path, suffix: str, user: str, checks: dict[str, str]
+) -> web.Response:
+    """Run `git http-backend` as a CGI for one request, like GitLab's workhorse serves fetches;
+    `checks` adds the second git config entry (the hooks) and what the hooks read."""
     body = await request.read()
     env = _git_env(
         GIT_PROJECT_ROOT=str(repo.parent),
@@ -1208,9 +1295,10 @@ async def _http_backend(request: web.Request, repo: Path, suffix: str, user: str
         REMOTE_ADDR="127.0.0.1",
         HTTP_GIT_PROTOCOL=request.headers.get("Git-Protocol", ""),
         # GitLab lets clients fetch any commit by sha, which a one-commit clone relies on
-        GIT_CONFIG_COUNT="1",
+        GIT_CONFIG_COUNT="2",
         GIT_CONFIG_KEY_0="uploadpack.allowAnySHA1InWant",
         GIT_CONFIG_VALUE_0="true",
+        **checks,
     )
     if body[:2] == b"\x1f\x8b":  # still gzipped (aiohttp normally inflates request bodies)
         env["HTTP_CONTENT_ENCODING"] = "gzip"

@@ -110,6 +110,10 @@ class Contract:
         segments = rest.lstrip("/").split("/")
         if rest.startswith("/-/static/"):
             return "/-/static/{file}"
+        if re.search(r"/-/autosaves$", rest) and not rest.startswith("/-/"):
+            return "/{namespace}/{project}/-/autosaves"
+        if re.search(r"/-/autosaves/[^/]+$", rest) and not rest.startswith("/-/"):
+            return "/{namespace}/{project}/-/autosaves/{commit_sha}"
         events = rest.startswith("/-/events/")
         if events:
             segments = segments[2:]
