@@ -34,10 +34,15 @@ NOTES = "first line\n\u00e9t\u00e9 \u2713\nno newline at the end"
 
 # in the kernel: every environment variable and every readable file of the session
 PROBE = """
-import json, os
+import json, os, sys
 seen = {"environ": dict(os.environ), "files": {}}
+# the Python environment and the glue's code are the host's, bound read-only and the same for
+# every session: no token can be written there, and reading them all would outgrow the
+# profile's memory (they lie below /tmp when the checkout does)
+code = [sys.prefix, sys.base_prefix, *filter(None, os.environ.get("PYTHONPATH", "").split(":"))]
 for top in (os.getcwd(), os.path.expanduser("~"), "/tmp"):
     for root, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if os.path.join(root, d) not in code]
         for name in files:
             path = os.path.join(root, name)
             try:
