@@ -193,6 +193,15 @@ async def stop_component(process: Popen[bytes] | None, pid: int) -> None:
             os.kill(pid, signal.SIGTERM)
 
 
+async def answer_of(
+    sandbox: Sandbox, secret: str, build: Any, seconds: float, what: str
+) -> dict[str, Any]:
+    """Run a step in the sandbox (`in_sandbox`); its answer, the JSON of its last line."""
+    out = await in_sandbox(sandbox, secret, build, seconds, what)
+    answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return answer
+
+
 async def in_sandbox(
     sandbox: Sandbox, secret: str, build: Any, seconds: float, what: str
 ) -> str:
@@ -240,9 +249,7 @@ async def session_step(
             **remote,
         )
 
-    out = await in_sandbox(sandbox, secret, build, 300, "The session step")
-    answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return answer
+    return await answer_of(sandbox, secret, build, 300, "The session step")
 
 
 async def save(
@@ -269,9 +276,7 @@ async def save(
             python=sys.executable,
         )
 
-    out = await in_sandbox(sandbox, secret, build, seconds, "The autosave")
-    answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return answer
+    return await answer_of(sandbox, secret, build, seconds, "The autosave")
 
 
 async def inspect(
@@ -288,6 +293,4 @@ async def inspect(
             python=sys.executable,
         )
 
-    out = await in_sandbox(sandbox, secret, build, INSPECT_SECONDS, "The workspace check")
-    answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return answer
+    return await answer_of(sandbox, secret, build, INSPECT_SECONDS, "The workspace check")
