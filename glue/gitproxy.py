@@ -43,7 +43,7 @@ import secrets
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -386,9 +386,10 @@ def parse(argv: list[str] | None) -> tuple[Settings, str, int]:
         parser.error("give either --upstream (with --token-file) or --repo")
     if args.upstream and not args.token_file:
         parser.error("--upstream needs --token-file")
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        parser.error("--listen is HOST:PORT")
+    try:
+        host, port = listen_address(args.listen)
+    except ValueError as e:
+        parser.error(str(e))
     settings = Settings(
         project=args.project.strip("/").removesuffix(".git"),
         secret_file=args.secret_file,
@@ -401,23 +402,42 @@ def parse(argv: list[str] | None) -> tuple[Settings, str, int]:
         user=args.user,
         server=args.server,
     )
-    return settings, host, int(port)
+    return settings, host, port
 
 
-async def serve(settings: Settings, host: str, port: int) -> None:
-    proxy = GitProxy(settings, f"{host}:{port}")
-    runner = web.AppRunner(proxy.app(), auto_decompress=False, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    log.info("serving %s on http://%s:%s", settings.project, host, port)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+def listen_address(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (an IPv6 host as it is, `fd00::1:7481`), for a listener."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--listen is HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+async def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    beside: Sequence[tuple[web.Application, str, int]] = (),
+) -> None:
+    """The component until SIGTERM or SIGINT; `beside`: other listeners of the same process
+    (the sidecar's autosave control), started and stopped with it."""
+    apps = [(GitProxy(settings, f"{host}:{port}").app(), host, port), *beside]
+    runners = []
     try:
+        for app, app_host, app_port in apps:
+            runner = web.AppRunner(app, auto_decompress=False, access_log=None)
+            runners.append(runner)
+            await runner.setup()
+            await web.TCPSite(runner, app_host, app_port).start()
+        log.info("serving %s on http://%s:%s", settings.project, host, port)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()
     finally:
-        await runner.cleanup()
+        for runner in runners:
+            await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,12 +6,14 @@ the glue first asks the hub, while the server still runs:
     GET  /hub/api/notebooks/autosave/<user>/<server>   what a stop would save (read:servers)
     POST /hub/api/notebooks/autosave/<user>/<server>   save it now (delete:servers)
 
-Both call the spawner's own methods (`autosave_status`, `autosave`), the same
-autosave its `stop()` runs. Answers: 200 with the step's JSON; 409
-`autosave_failed` with the reason (the server keeps running); 404 for a
-server that does not exist or is not ready (nothing runs to save); 501 `autosave_unsupported` for a
-spawner that saves only at its own stop (on Kubernetes the pod's `preStop`:
-the hub cannot reach the sidecar).
+Both call the spawner's own methods (`autosave_status`, `autosave`): the
+embedded default runs the step in the server's sandbox (the same autosave its
+`stop()` runs), CommitKubeSpawner asks the pod's sidecar on its control port
+(glue/autosavecontrol.py; the same step as the pod's `preStop`). Answers: 200
+with the step's JSON; 409 `autosave_failed` with the reason (the server keeps
+running); 404 for a server that does not exist or is not ready (nothing runs
+to save); 501 `autosave_unsupported` for a spawner class without these
+methods (not one of ours), which saves only at its own stop, if at all.
 
 The culler (jupyterhub-idle-culler, run by `python -m glue.culler`) reads the
 hub's API under `/hub/api/notebooks/culler`: the hub's own handlers for the
@@ -63,7 +65,7 @@ class AutosaveAPIHandler(APIHandler):
             return self._json(
                 501,
                 "autosave_unsupported",
-                "This spawner saves a server's work only when it stops (the pod's preStop).",
+                "This spawner cannot autosave a running server; it saves only when it stops.",
             )
         try:
             answer = await act()

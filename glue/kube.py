@@ -17,7 +17,11 @@ it, and it adds the user's GitLab token to git requests for this one project.
 Its `preStop` hook pushes the workspace's unsaved work to the autosave branch
 (`glue.autosave save`) whatever deletes the pod (the hub's stop, the culler,
 an eviction), within `terminationGracePeriodSeconds` = `autosave.timeoutSeconds`
-plus a margin.
+plus a margin. A stop through the glue or the culler autosaves before it
+deletes the pod, and is refused when that fails: `autosave()` asks the
+sidecar's control listener (glue/autosavecontrol.py) on the pod's IP, port
+CONTROL_PORT, with a control secret that this spawner makes for each pod and
+keeps in its state (the hub's database), so it also works after a hub restart.
 
 The user's GitLab token reaches the clone steps and the sidecar only as a
 file from a Kubernetes Secret made for this one pod, never the notebook
@@ -27,6 +31,8 @@ leaked) shows none. The same Secret holds the component's per-server secret
 (the notebook's git presents it; the notebook may know it), the component key
 for the glue's `-/git-token` and the server's hub token, with which the
 sidecar asks the glue for a fresh GitLab token when GitLab refuses the old one.
+The Secret also holds the control secret (for the sidecar; the notebook's git
+secret does not open the control port).
 The Secret is created once the pod exists, owned by the pod, so Kubernetes
 deletes it with the pod whatever stops it (hub, culler, `kubectl`, node
 loss); `stop()` and `delete_forever()` also delete it at once. The hub's
@@ -37,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import ipaddress
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -45,17 +53,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from jupyterhub.utils import exponential_backoff, maybe_future
 from kubernetes_asyncio.client import (
     V1Capabilities,
     V1Container,
+    V1ContainerPort,
     V1DeleteOptions,
     V1EmptyDirVolumeSource,
     V1EnvVar,
+    V1EnvVarSource,
     V1ExecAction,
     V1Lifecycle,
     V1LifecycleHandler,
     V1LocalObjectReference,
+    V1ObjectFieldSelector,
     V1ObjectMeta,
     V1OwnerReference,
     V1Pod,
@@ -72,9 +84,10 @@ from kubespawner import KubeSpawner
 from kubespawner.slugs import is_valid_label, safe_slug
 from traitlets import Integer, default
 
-from . import autosave, clone, gitproxy, session, trust
+from . import autosave, autosavecontrol, clone, gitproxy, session, trust
 from .clone import TOKEN_FILE_ENV
 from .config import Config, Profile, validate
+from .errors import AutosaveFailed
 from .gittoken import component_key
 from .hubconfig import configure, git_token_endpoint, register_culler
 from .launch import POD_NAME, STOP_FAILED, Launch
@@ -94,8 +107,17 @@ SECRET_KEY = "session-secret"  # what the notebook's git presents to the compone
 COMPONENT_KEY = "component-key"  # what the component presents to the glue's -/git-token
 HUB_TOKEN_KEY = "hub-token"  # the server's hub token: the hub refreshes the login on its use
 CA_KEY = "ca.crt"  # the system store plus provider.caBundle, when the operator gave one
+CONTROL_KEY = "control-secret"  # what the hub presents to the sidecar's control listener
 # the component, on the pod's loopback only
 PROXY_PORT = 7480
+# the sidecar's autosave control, on the pod's IP: the chart's NetworkPolicy opens it to the
+# hub only (its `renku-notebooks.autosavePort`, checked by tests/test_chart.py)
+CONTROL_PORT = 7481
+CONTROL_PORT_NAME = "autosave"
+POD_IP_ENV = "POD_IP"
+# the spawner's state key of the control secret; the hub waits this much beyond the step's time
+CONTROL_STATE = "autosave_control_secret"
+CONTROL_MARGIN_SECONDS = 5
 PROXY_RESOURCES = V1ResourceRequirements(
     requests={"cpu": "10m", "memory": "64Mi"}, limits={"memory": "512Mi"}
 )
@@ -289,6 +311,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     _git_token: str | None = None
     # the component's secret for this server's git: kept only until the pod's Secret holds it
     _session_secret: str | None = None
+    # what the hub presents to this pod's sidecar to autosave: kept (state) while it runs
+    control_secret: str | None = None
     _identity: tuple[str, str] = ("", "")
     # the registry host of a per-commit image, when the operator gave registry credentials
     _pull_registry: str | None = None
@@ -379,6 +403,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self._launch, self._source = launch, checked.source
         self._git_token = checked.caller.git_token
         self._session_secret = secrets.token_urlsafe(32)
+        self.control_secret = secrets.token_urlsafe(32)
         self._identity = checked.caller.identity()
         self.image = launch.image
         self.image_pull_policy = config["images"]["pullPolicy"]
@@ -486,20 +511,33 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         )
 
     def proxy_container(self, launch: Launch, notebook: V1Container) -> V1Container:
-        """The sidecar: the session's git token component, and the autosave on pod deletion.
+        """The sidecar: the session's git token component, the hub's autosave control, and
+        the autosave on pod deletion.
 
         It mounts the whole workspace volume (the autosave reads the checkout) and the
-        Secret; its preStop hook pushes through the component itself, whose token refresh
-        then also covers a stop hours after the launch.
+        Secret; its preStop hook and its control listener (on the pod's IP, which the
+        kubelet puts into its command line) push through the component itself, whose
+        token refresh then also covers a stop hours after the launch.
         """
-        command, _ = gitproxy.step(self.proxy_settings(launch), listen=f"127.0.0.1:{PROXY_PORT}")
-        save, _ = autosave.step(
-            "save",
+        config = self.notebooks["autosave"]
+        control = autosavecontrol.Settings(
+            secret_file=Path(TOKEN_DIR, CONTROL_KEY),
             workspace=f"{CLONE_ROOT}/{CHECKOUT}",
             launched=launch.target.commit_sha,
             remote=self.proxy_url(launch),
             branch=self.autosave_branch(launch),
-            max_file_bytes=self.notebooks["autosave"]["maxFileBytes"],
+            max_file_bytes=config["maxFileBytes"],
+            timeout=config["timeoutSeconds"],
+        )
+        proxy = gitproxy.step(self.proxy_settings(launch), listen=f"127.0.0.1:{PROXY_PORT}")
+        command, _ = autosavecontrol.step(control, f"$({POD_IP_ENV}):{CONTROL_PORT}", proxy)
+        save, _ = autosave.step(
+            "save",
+            workspace=control.workspace,
+            launched=control.launched,
+            remote=control.remote,
+            branch=control.branch,
+            max_file_bytes=control.max_file_bytes,
         )
         container = self.glue_container(
             PROXY_CONTAINER,
@@ -510,10 +548,63 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             PROXY_RESOURCES,
             secret=True,
         )
+        pod_ip = V1EnvVarSource(field_ref=V1ObjectFieldSelector(field_path="status.podIP"))
+        container.env = [V1EnvVar(name=POD_IP_ENV, value_from=pod_ip), *container.env]
+        container.ports = [
+            V1ContainerPort(name=CONTROL_PORT_NAME, container_port=CONTROL_PORT, protocol="TCP")
+        ]
         container.lifecycle = V1Lifecycle(
             pre_stop=V1LifecycleHandler(_exec=V1ExecAction(command=save))
         )
         return container
+
+    def control_url(self) -> str | None:
+        """The sidecar's control listener, at the address the hub reaches the server by (the
+        pod's IP, which KubeSpawner returned from start()); None while no server runs."""
+        server = self.server
+        if server is None or not server.ip:
+            return None
+        host = server.ip
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(host).version == 6:
+                host = f"[{host}]"
+        return f"http://{host}:{CONTROL_PORT}{autosavecontrol.PATH}"
+
+    async def session_autosave(self, *, save: bool) -> dict[str, Any]:
+        """Ask the pod's sidecar to save (POST) or to say what a save would push (GET).
+
+        Fails closed: an unreachable sidecar, a timeout or any answer but 200 is
+        AutosaveFailed, so the stop that asked is refused and the pod keeps running.
+        """
+        url = self.control_url()
+        if url is None:
+            return {}
+        if not self.control_secret:
+            raise AutosaveFailed(
+                f"The pod {self.pod_name} was started before the hub could ask its sidecar to "
+                "autosave; only its own preStop can (a forced stop runs it)."
+            )
+        seconds = self.notebooks["autosave"]["timeoutSeconds"] + CONTROL_MARGIN_SECONDS
+        headers = {"Authorization": f"Bearer {self.control_secret}"}
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as client,
+                client.request("POST" if save else "GET", url, headers=headers) as response,
+            ):
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            why = "timed out" if isinstance(e, TimeoutError) else type(e).__name__
+            raise AutosaveFailed(
+                f"The autosave could not ask the pod {self.pod_name}'s sidecar ({why})."
+            ) from None
+        message = body.get("message") if isinstance(body, dict) else None
+        if response.status == 409 and isinstance(message, str):
+            raise AutosaveFailed(message)
+        if response.status != 200 or not isinstance(body, dict):
+            raise AutosaveFailed(
+                f"The pod {self.pod_name}'s sidecar refused the autosave ({response.status})."
+            )
+        return body
 
     def glue_container(
         self,
@@ -640,6 +731,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         if session_secret is None:
             return  # no launch shaped this pod
         data = {SECRET_KEY: session_secret, HUB_TOKEN_KEY: self.api_token or ""}
+        if self.control_secret:
+            data[CONTROL_KEY] = self.control_secret
         if token:
             data[TOKEN_KEY] = token
         if self.ca_bundle:
@@ -782,11 +875,14 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         state: dict[str, Any] = super().get_state()
         if self._pod_left_behind:
             state[LEFT_BEHIND_STATE] = True
+        if self.control_secret:
+            state[CONTROL_STATE] = self.control_secret
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         """A hub restarted while a pod was left behind retries its deletion."""
         super().load_state(state)
+        self.control_secret = state.get(CONTROL_STATE) or self.control_secret
         if state.get(LEFT_BEHIND_STATE) and not self._pod_left_behind:
             try:
                 asyncio.get_running_loop()
@@ -831,6 +927,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         super().clear_state()
         self._launch, self._source, self._git_token = None, None, None
         self._pull_registry, self._session_secret = None, None
+        self.control_secret = None
 
     async def later_progress(self) -> AsyncIterator[dict[str, Any]]:
         """After our launch steps, KubeSpawner's pod events (scheduling, image pulls, failures)."""

@@ -202,6 +202,47 @@ class CommitSpawnerMixin(Configurable):
         self.mem_limit = self.mem_guarantee = memory_bytes(profile["memory"])
         return profile
 
+    async def autosave(self) -> dict[str, Any]:
+        """Push the workspace's unsaved work to its autosave branch now: what was saved (the
+        step's answer: `pushed`, `branch`, `commit`, `status`), `{}` when no session runs.
+
+        The glue's DELETE and the culler ask for it through the hub (glue.hubautosave)
+        while the server still runs, and stop only when it succeeded. A failure is logged
+        loudly and raises AutosaveFailed with the reason.
+        """
+        try:
+            answer = await self.session_autosave(save=True)
+        except AutosaveFailed as e:
+            self.log.error(
+                "AUTOSAVE FAILED for %s: %s. %s",
+                self._log_name,
+                e.message,
+                self.autosave_failed(e.message),
+            )
+            raise
+        self.autosave_done()
+        if answer.get("pushed"):
+            self.log.info("%s: autosaved to %s", self._log_name, answer.get("branch"))
+        return answer
+
+    async def autosave_status(self) -> dict[str, Any]:
+        """What an autosave would push now (`clean`, `uncommitted`, `unpushed`, `skipped`),
+        for the Stop button; `{}` when no session runs. Raises AutosaveFailed when the
+        workspace cannot be inspected."""
+        return await self.session_autosave(save=False)
+
+    async def session_autosave(self, *, save: bool) -> dict[str, Any]:
+        """The spawner's own way to the workspace: run the save or the status step; `{}`
+        when no session runs; AutosaveFailed with the reason."""
+        raise NotImplementedError
+
+    def autosave_failed(self, reason: str) -> str:
+        """What still holds the work after a failed autosave, for the log."""
+        return "The server keeps running; a stop through the glue or the culler is refused."
+
+    def autosave_done(self) -> None:
+        """An autosave succeeded (the embedded default then lets the workspace go)."""
+
     def autosave_branch(self, launch: Launch) -> str:
         prefix = self.notebooks["autosave"]["branchPrefix"]
         return autosave.branch(prefix, self.user.name, launch.target.commit_sha)
@@ -475,23 +516,25 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         self._component, self.component_pid, self.git_port = None, 0, 0
         self.session_git().forget_secrets()
 
-    async def autosave(self) -> dict[str, Any]:
-        """Push the workspace's unsaved work through the component: what was saved (the
-        step's answer: `pushed`, `branch`, `commit`, `status`), `{}` when no session runs.
-
-        The one autosave of this server: the glue's DELETE asks for it through the hub
-        (glue.hubautosave) while the server still runs, and `stop()` runs it again.
-        A failure marks the workspace kept (see delete_forever) and raises AutosaveFailed.
-        """
+    async def session_autosave(self, *, save: bool) -> dict[str, Any]:
+        """The save or status step in the sandbox, pushing through the component. The one
+        autosave of this server: `stop()` runs it again."""
         if not self.git_port:
             return {}
-        git = self.session_git()
         config = self.notebooks["autosave"]
         try:
             launch = from_user_options(self.notebooks, self.user_options)
-            answer = await localsession.save(
+            secret = self.session_git().secret()
+            if not save:
+                return await localsession.inspect(
+                    self.sandbox(),
+                    secret,
+                    launched=launch.target.commit_sha,
+                    max_file_bytes=config["maxFileBytes"],
+                )
+            return await localsession.save(
                 self.sandbox(),
-                git.secret(),
+                secret,
                 port=self.git_port,
                 project=launch.target.full_path,
                 branch=self.autosave_branch(launch),
@@ -500,36 +543,15 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 seconds=config["timeoutSeconds"],
             )
         except (localsession.StepFailed, GlueError, OSError, ValueError) as e:
-            reason = getattr(e, "message", None) or str(e)
-            self.log.error(
-                "AUTOSAVE FAILED for %s: %s. Its workspace %s is kept as it is.",
-                self._log_name,
-                reason,
-                self.workspace(),
-            )
-            git.mark_kept(reason)
-            raise AutosaveFailed(reason) from None
-        git.unmark_kept()
-        if answer.get("pushed"):
-            self.log.info("%s: autosaved to %s", self._log_name, answer.get("branch"))
-        return answer
-
-    async def autosave_status(self) -> dict[str, Any]:
-        """What an autosave would push now (`clean`, `uncommitted`, `unpushed`, `skipped`),
-        for the Stop button; `{}` when no session runs. Raises AutosaveFailed when the
-        workspace cannot be inspected."""
-        if not self.git_port:
-            return {}
-        try:
-            launch = from_user_options(self.notebooks, self.user_options)
-            return await localsession.inspect(
-                self.sandbox(),
-                self.session_git().secret(),
-                launched=launch.target.commit_sha,
-                max_file_bytes=self.notebooks["autosave"]["maxFileBytes"],
-            )
-        except (localsession.StepFailed, GlueError, OSError, ValueError) as e:
             raise AutosaveFailed(getattr(e, "message", None) or str(e)) from None
+
+    def autosave_failed(self, reason: str) -> str:
+        """The workspace is marked kept (see delete_forever): nothing deletes it."""
+        self.session_git().mark_kept(reason)
+        return f"Its workspace {self.workspace()} is kept as it is."
+
+    def autosave_done(self) -> None:
+        self.session_git().unmark_kept()
 
     def get_state(self) -> dict[str, Any]:
         """The component's port and process survive a hub restart: the stop still autosaves."""

@@ -24,7 +24,7 @@ import yaml
 
 from glue import chartschema
 from glue.config import load
-from glue.kube import service_url
+from glue.kube import CONTROL_PORT, service_url
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm-chart" / "renku-notebooks"
@@ -268,8 +268,9 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
         ["Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "Pod"]
         # the glue's pods/log reader (glue/podlogs.py)
         + ["Role", "RoleBinding"]
-        # the glue's, and egress to it for z2jh's hub, proxy and user pods (their git-proxy)
-        + ["NetworkPolicy"] * 4
+        # the glue's, egress to it for z2jh's hub, proxy and user pods (their git-proxy), and
+        # ingress to the user pods' autosave control port from the hub
+        + ["NetworkPolicy"] * 5
     )
     assert one(docs, "Pod")["metadata"]["annotations"]["helm.sh/hook"] == "test"
 
@@ -796,30 +797,44 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def egress_allowed(
-    docs: list[dict[str, Any]], source: dict[str, str], dest: dict[str, str], port: int
+def allowed(
+    docs: list[dict[str, Any]],
+    direction: str,
+    source: dict[str, str],
+    dest: dict[str, str],
+    port: int,
 ) -> bool:
-    """Whether the NetworkPolicies let a pod (labels `source`) reach a pod of the same namespace
-    (labels `dest`) on `port`, by pod selectors only: ipBlocks never count, because a pod's
-    address matching privateIPs is the accident this is about."""
+    """Whether the NetworkPolicies of `direction` ("Egress": the source's, "Ingress": the
+    destination's) let a pod (labels `source`) reach a pod of the same namespace (labels
+    `dest`) on `port`, by pod selectors only: ipBlocks never count, because a pod's address
+    matching privateIPs is the accident this is about. An ingress rule without peers admits
+    everyone."""
+    subject, other = (source, dest) if direction == "Egress" else (dest, source)
+    peers_key = "to" if direction == "Egress" else "from"
     for policy in (d["spec"] for d in docs if d["kind"] == "NetworkPolicy"):
-        if "Egress" not in policy.get("policyTypes", []) or not selects(
-            policy["podSelector"], source
+        if direction not in policy.get("policyTypes", []) or not selects(
+            policy["podSelector"], subject
         ):
             continue
-        for rule in policy.get("egress") or []:
+        for rule in policy.get(direction.lower()) or []:
             ports = [p.get("port") for p in rule.get("ports") or []]
-            peers = rule.get("to") or []
+            peers = rule.get(peers_key) or []
             if ports and port not in ports:
                 continue
-            if any(
+            if (direction == "Ingress" and not peers) or any(
                 "podSelector" in peer
                 and "namespaceSelector" not in peer
-                and selects(peer["podSelector"], dest)
+                and selects(peer["podSelector"], other)
                 for peer in peers
             ):
                 return True
     return False
+
+
+def egress_allowed(
+    docs: list[dict[str, Any]], source: dict[str, str], dest: dict[str, str], port: int
+) -> bool:
+    return allowed(docs, "Egress", source, dest, port)
 
 
 def pod_labels(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, str]:
@@ -861,6 +876,51 @@ def test_hub_and_proxy_reach_the_glue_on_purpose(
     sources = [peer["podSelector"] for peer in glue_policy(docs)["ingress"][0]["from"]]
     for pod in (hub, proxy, user):
         assert any(selects(s, pod) for s in sources), pod
+
+
+@pytest.mark.parametrize("release", ["rel", "other"])
+def test_only_the_hub_reaches_the_autosave_control_port(
+    helm: str, chart: Path, release: str
+) -> None:
+    """The hub asks a user pod's git-proxy sidecar to autosave before a stop (glue.kube):
+    ingress to exactly that port, from this release's hub only, and the hub's egress to it."""
+    docs = template(helm, chart, release)
+    validate_all(docs)
+    (policy,) = [
+        d
+        for d in docs
+        if d["kind"] == "NetworkPolicy"
+        and "Ingress" in d["spec"]["policyTypes"]
+        and d["spec"]["podSelector"]["matchLabels"].get("component") == "singleuser-server"
+    ]
+    spec = policy["spec"]
+    assert policy["metadata"]["name"] == f"{release}-renku-notebooks-singleuser-autosave"
+    hub = {"component": "hub", "app": "jupyterhub", "release": release}
+    user = {"component": "singleuser-server", "app": "jupyterhub", "release": release}
+    users = {"component": "singleuser-server", "release": release}
+    assert spec["podSelector"] == {"matchLabels": users}
+    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["ingress"] == [
+        {
+            "from": [{"podSelector": {"matchLabels": {"component": "hub", "release": release}}}],
+            "ports": [{"port": CONTROL_PORT, "protocol": "TCP"}],
+        }
+    ]
+    assert allowed(docs, "Ingress", hub, user, CONTROL_PORT)
+    assert egress_allowed(docs, hub, user, CONTROL_PORT)
+    glue = pod_labels(docs, "Deployment", f"{release}-renku-notebooks")
+    proxy = {"component": "proxy", "app": "jupyterhub", "release": release}
+    other_hub = {**hub, "release": "someone-else"}
+    for source in (user, proxy, glue, other_hub, {}):
+        assert not allowed(docs, "Ingress", source, user, CONTROL_PORT), source
+    assert not allowed(docs, "Ingress", hub, user, 8888)  # z2jh's business, not widened here
+    assert not egress_allowed(docs, hub, user, 8888)
+    assert not egress_allowed(docs, proxy, user, CONTROL_PORT)
+
+    # where z2jh isolates no user pod, an ingress policy alone would cut them off
+    off = ["--set", "jupyterhub.singleuser.networkPolicy.enabled=false"]
+    off_docs = template(helm, chart, release, *off)
+    assert not any(d["metadata"]["name"] == policy["metadata"]["name"] for d in off_docs)
 
 
 def test_no_egress_policy_where_z2jh_isolates_nothing(helm: str, chart: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
@@ -18,12 +19,16 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from jupyterhub import orm
 from jupyterhub.user import User as JupyterHubUser
 from kubernetes_asyncio.client import ApiClient, V1Capabilities, V1Container, V1SecurityContext
 from kubernetes_asyncio.client.rest import ApiException
@@ -35,8 +40,9 @@ from traitlets.config import Config
 import glue.local
 from glue import hubconfig, kube
 from glue.config import validate
-from glue.errors import BadRequest
+from glue.errors import AutosaveFailed, BadRequest
 from glue.gittoken import component_key
+from glue.hubautosave import AutosaveAPIHandler
 from glue.launch import POD_NAME, from_user_options
 from glue.podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER
 from glue.provider import Caller
@@ -334,7 +340,8 @@ async def test_default_image_without_token(repos: SimpleNamespace) -> None:
     spawner.api = api = FakeCoreApi()
     await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-0"}})
     data = api.secrets[spawner.token_secret_name].string_data
-    assert "token" not in data and set(data) == {"session-secret", "hub-token", "component-key"}
+    assert "token" not in data
+    assert set(data) == {"session-secret", "hub-token", "component-key", "control-secret"}
 
 
 async def test_image_from_other_registry_is_refused(repos: SimpleNamespace) -> None:
@@ -441,7 +448,8 @@ async def test_token_secret_lifecycle(
     assert data["token"] == TOKEN and data["hub-token"] == HUB_TOKEN
     assert data["component-key"] == component_key(SERVICE_TOKEN, "alice", spawner.name)
     assert len(data["session-secret"]) >= 32
-    assert set(data) == {"token", "hub-token", "component-key", "session-secret"}
+    assert len(data["control-secret"]) >= 32 and data["control-secret"] != data["session-secret"]
+    assert set(data) == {"token", "hub-token", "component-key", "session-secret", "control-secret"}
     assert secret["metadata"]["ownerReferences"] == [
         {
             "apiVersion": "v1",
@@ -457,6 +465,8 @@ async def test_token_secret_lifecycle(
     assert spawner._git_token is None  # the spawner does not keep it
     assert spawner._session_secret is None
     assert data["session-secret"] not in json.dumps(spawner.get_state())
+    # the hub's control secret stays, in the hub's database, while the pod runs
+    assert spawner.get_state()[kube.CONTROL_STATE] == data["control-secret"]
 
     async def pod_deleted(self: KubeSpawner, now: bool = False) -> None:
         api.calls.append(("stop", self.pod_name))
@@ -723,9 +733,29 @@ async def test_sidecar_holds_the_token_and_autosaves_on_deletion(
 
     secrets_dir = "/var/run/secrets/renku-notebooks"
     project_url = "http://127.0.0.1:7480/group/project.git"
+    branch = f"notebooks/autosave/alice/{repos.old}"
+    # one process: the hub's autosave control on the pod's IP, and after `--` the component
     command = proxy["command"]
-    flags = dict(zip(command[3::2], command[4::2], strict=True))
-    assert command[:3] == ["python", "-m", "glue.gitproxy"]
+    at = command.index("--")
+    control, command = command[:at], command[at + 1 :]
+    assert control[:3] == ["python", "-m", "glue.autosavecontrol"]
+    assert dict(zip(control[3::2], control[4::2], strict=True)) == {
+        "--listen": "$(POD_IP):7481",
+        "--secret-file": f"{secrets_dir}/control-secret",
+        "--workspace": "/workspace/repo",
+        "--launched": repos.old,
+        "--remote": project_url,
+        "--branch": branch,
+        "--max-file-bytes": str(10 * 2**20),
+        "--timeout": "120",
+    }
+    # the kubelet puts the pod's IP into the command line; the port is named for the chart
+    assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in (
+        proxy["env"]
+    )
+    assert proxy["ports"] == [{"name": "autosave", "containerPort": 7481, "protocol": "TCP"}]
+    assert "ports" not in notebook or all(p["containerPort"] != 7481 for p in notebook["ports"])
+    flags = dict(zip(command[::2], command[1::2], strict=True))
     assert flags == {
         "--listen": "127.0.0.1:7480",
         "--project": "group/project",
@@ -740,7 +770,6 @@ async def test_sidecar_holds_the_token_and_autosaves_on_deletion(
     service_url = spawner.notebooks["service"]["url"].rstrip("/")
     assert spawner.git_token_endpoint == f"{service_url}/services/notebooks/-/git-token"
 
-    branch = f"notebooks/autosave/alice/{repos.old}"
     assert proxy["lifecycle"]["preStop"]["exec"]["command"] == [
         "python",
         "-m",
@@ -767,8 +796,19 @@ async def test_sidecar_holds_the_token_and_autosaves_on_deletion(
     session = by_name(spec["initContainers"])["git-session"]
     assert session["command"][:3] == ["python", "-m", "glue.session"]
     assert project_url in session["command"] and branch in session["command"]
-    for secret in (TOKEN, SERVICE_TOKEN, component_key(SERVICE_TOKEN, "alice", spawner.name)):
+    control_secret = spawner.control_secret
+    assert control_secret and len(control_secret) >= 32
+    for secret in (
+        TOKEN,
+        SERVICE_TOKEN,
+        component_key(SERVICE_TOKEN, "alice", spawner.name),
+        control_secret,
+    ):
         assert secret not in json.dumps(pod)
+    # the control secret's file is named only in the sidecar, which mounts the Secret
+    naming = {c["name"] for c in [*spec["initContainers"], *spec["containers"]]
+              if "control-secret" in json.dumps(c)}
+    assert naming == {"git-proxy"}
 
 
 def free_port() -> int:
@@ -802,12 +842,47 @@ class PodHere:
         return [sys.executable if arg == "python" else arg for arg in mapped]
 
     def env(self, container: dict[str, Any]) -> dict[str, str]:
-        env = {e["name"]: self.argv([e["value"]])[0] for e in container.get("env") or []}
+        env = {}
+        for var in container.get("env") or []:
+            if "value" in var:
+                env[var["name"]] = self.argv([var["value"]])[0]
+            else:  # the downward API: this machine is the pod, its IP loopback
+                assert var["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}, var
+                env[var["name"]] = "127.0.0.1"
         return {**env, "PATH": os.environ["PATH"], "HOME": str(self.root / "home")}
+
+    def command(self, container: dict[str, Any], command: list[str] | None = None) -> list[str]:
+        """As the kubelet runs it: `$(VAR)` of the container's env expanded, then mapped here."""
+        env = self.env(container)
+        expanded = [
+            re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), arg)
+            for arg in command or container["command"]
+        ]
+        return self.argv(expanded)
+
+    @contextlib.contextmanager
+    def sidecar(self, container: dict[str, Any], *ports: int) -> Iterator[subprocess.Popen[bytes]]:
+        """The sidecar's command running here until the block ends, once its ports listen."""
+        with (self.root / "sidecar.log").open("wb") as log:
+            process = subprocess.Popen(
+                self.command(container), env=self.env(container), stdout=log, stderr=log
+            )
+        try:
+            for port in ports:
+                for _ in range(100):
+                    with socket.socket() as s:
+                        if s.connect_ex(("127.0.0.1", port)) == 0:
+                            break
+                    assert process.poll() is None, (self.root / "sidecar.log").read_text()
+                    time.sleep(0.1)
+            yield process
+        finally:
+            process.terminate()
+            process.wait(10)
 
     def run(self, container: dict[str, Any], command: list[str] | None = None) -> str:
         result = subprocess.run(
-            self.argv(command or container["command"]),
+            self.command(container, command),
             env=self.env(container),
             capture_output=True,
             text=True,
@@ -840,17 +915,24 @@ async def launched_pod(
     return pod, here
 
 
-async def test_the_pods_git_steps_run_as_written(
-    repos: SimpleNamespace, tmp_path: Path, token_provider: None
-) -> None:
-    """Clone, session step, the notebook's push through the sidecar, the preStop autosave on
-    deletion, and the next pod getting the work back: the pod's own commands, run here."""
+def own_repos(repos: SimpleNamespace, tmp_path: Path) -> SimpleNamespace:
+    """A copy of the repositories that a test may push to."""
     mine = SimpleNamespace(**vars(repos))
     mine.root = tmp_path / "repos"
     shutil.copytree(repos.root, mine.root)
+    return mine
+
+
+async def test_the_pods_git_steps_run_as_written(
+    repos: SimpleNamespace, tmp_path: Path, token_provider: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clone, session step, the notebook's push through the sidecar, the preStop autosave on
+    deletion, and the next pod getting the work back: the pod's own commands, run here."""
+    mine = own_repos(repos, tmp_path)
     bare = mine.root / "group" / "project.git"
     branch = f"notebooks/autosave/alice/{repos.old}"
     port = free_port()
+    monkeypatch.setattr(kube, "CONTROL_PORT", free_port())
     spawner = make_spawner(mine, options(mine), blocker=False)
     pod, here = await launched_pod(spawner, tmp_path / "pod1", port)
     assert json.loads((tmp_path / "pod1" / "report").read_text())["restored_from"] is None
@@ -868,18 +950,7 @@ async def test_the_pods_git_steps_run_as_written(
             assert TOKEN.encode() not in path.read_bytes(), path
 
     proxy = pod["spec"]["containers"][1]
-    sidecar = subprocess.Popen(
-        here.argv(proxy["command"]),
-        env=here.env(proxy),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+    with here.sidecar(proxy, port):
         (here.checkout / "result.txt").write_text("committed\n")
         here.notebook_git("add", "result.txt")
         here.notebook_git("commit", "-q", "-m", "result")
@@ -895,9 +966,6 @@ async def test_the_pods_git_steps_run_as_written(
         saved = json.loads(here.run(proxy, proxy["lifecycle"]["preStop"]["exec"]["command"]))
         assert saved["pushed"] is True and saved["branch"] == branch
         assert git("rev-parse", f"refs/heads/{branch}^", cwd=bare) == head
-    finally:
-        sidecar.terminate()
-        sidecar.wait(10)
 
     # the next launch of the commit gets it all back
     spawner.clear_state()
@@ -917,6 +985,144 @@ async def test_the_pods_git_steps_run_as_written(
     assert clean.notebook_git("rev-parse", "HEAD") == repos.old
     assert not (clean.checkout / "notes.txt").exists()
     assert git("branch", "--list", "notebooks/*", cwd=bare) == ""
+
+
+def control(port: int, method: str, secret: str | None) -> tuple[int, dict[str, Any]]:
+    """One request to the sidecar's control listener, as anyone in the cluster could send it."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/autosave", method=method)
+    if secret is not None:
+        request.add_header("Authorization", f"Bearer {secret}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def pod_server() -> orm.Server:
+    """The hub's record of a started server: KubeSpawner's URL, the pod's IP (here loopback)."""
+    return orm.Server(proto="http", ip="127.0.0.1", port=8888, base_url="/", cookie_name="c")
+
+
+class HubHandler:
+    """What AutosaveAPIHandler uses of a tornado handler inside the hub: the user's spawners
+    and the response it writes."""
+
+    _json = AutosaveAPIHandler._json
+
+    def __init__(self, spawner: kube.CommitKubeSpawner):
+        self.user = SimpleNamespace(spawners={spawner.name: spawner})
+        self.status, self.body = 200, ""
+
+    def find_user(self, name: str) -> Any:
+        return self.user
+
+    def set_status(self, status: int) -> None:
+        self.status = status
+
+    def set_header(self, name: str, value: str) -> None:
+        pass
+
+    def write(self, text: str) -> None:
+        self.body += text
+
+    async def answer(self, method: str) -> tuple[int, dict[str, Any]]:
+        server = next(iter(self.user.spawners))
+        self.status, self.body = 200, ""
+        await AutosaveAPIHandler._answer(self, "alice", server, method)  # type: ignore[arg-type]
+        return self.status, json.loads(self.body)
+
+
+async def test_the_hub_autosaves_through_the_sidecars_control_port(
+    repos: SimpleNamespace,
+    tmp_path: Path,
+    token_provider: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stop through the glue or the culler: the hub's spawner asks the pod's sidecar (here
+    on loopback, the "pod IP") what a save would push and to save, with the control secret
+    only the hub and the sidecar know; a failed push or an unreachable sidecar is
+    AutosaveFailed with the reason, so the stop is refused."""
+    mine = own_repos(repos, tmp_path)
+    bare = mine.root / "group" / "project.git"
+    branch = f"notebooks/autosave/alice/{repos.old}"
+    port, control_port = free_port(), free_port()
+    monkeypatch.setattr(kube, "CONTROL_PORT", control_port)
+    spawner = make_spawner(mine, options(mine), blocker=False)
+    pod, here = await launched_pod(spawner, tmp_path / "pod", port)
+    spawner.orm_spawner.server = pod_server()
+    assert spawner.ready
+    hub = HubHandler(spawner)
+    proxy = pod["spec"]["containers"][1]
+
+    with here.sidecar(proxy, port, control_port):
+        # nothing changed yet: a clean workspace pushes nothing
+        assert (await spawner.autosave_status())["clean"] is True
+        (here.checkout / "notes.txt").write_text("not committed\n")
+        (here.checkout / "data.txt").write_text("changed\n")
+        # the hub's endpoint answers for this spawner (it was 501 without the control port)
+        status, body = await hub.answer("autosave_status")
+        assert status == 200, body
+        assert body == {"clean": False, "uncommitted": 2, "unpushed": 0, "skipped": []}
+        assert git("branch", "--list", "notebooks/*", cwd=bare) == ""  # a status pushes nothing
+
+        # nobody else gets in: no secret, another, the notebook's git secret, other paths
+        assert control(control_port, "POST", None)[0] == 401
+        assert control(control_port, "POST", "x" * 43)[0] == 403
+        session_secret = (here.secrets / "session-secret").read_text()
+        assert control(control_port, "POST", session_secret) == (
+            403,
+            {
+                "error": "forbidden",
+                "message": "Only the hub, with this pod's control secret, may ask.",
+            },
+        )
+        assert git("branch", "--list", "notebooks/*", cwd=bare) == ""
+
+        # a hub restarted meanwhile knows the secret from its database
+        reloaded = make_spawner(mine, options(mine), blocker=False)
+        reloaded.load_state(json.loads(json.dumps(spawner.get_state())))
+        reloaded.orm_spawner.server = pod_server()
+        saved = await reloaded.autosave()
+        assert saved["pushed"] is True and saved["branch"] == branch
+        tip = git("rev-parse", f"refs/heads/{branch}", cwd=bare)
+        assert saved["commit"] == tip
+        assert git("rev-parse", f"{tip}^", cwd=bare) == repos.old
+        assert git("show", f"{tip}:notes.txt", cwd=bare) == "not committed"
+        assert git("show", f"{tip}:data.txt", cwd=bare) == "changed"
+        status, body = await hub.answer("autosave")  # the glue's DELETE, again: nothing new
+        assert status == 200 and body["commit"] == tip, body
+
+        # GitLab refuses the push: the reason comes back, the server is kept
+        (here.checkout / "more.txt").write_text("more\n")
+        hook = bare / "hooks" / "pre-receive"
+        hook.write_text("#!/bin/sh\necho 'refused by the stand-in' >&2\nexit 1\n")
+        hook.chmod(0o755)
+        with pytest.raises(AutosaveFailed, match=r"NOT saved: the push of .* refused or failed"):
+            await spawner.autosave()
+        assert "AUTOSAVE FAILED" in caplog.text
+        status, body = await hub.answer("autosave")
+        assert status == 409 and body["error"] == "autosave_failed", body
+        assert "NOT saved" in body["message"]
+        assert git("rev-parse", f"refs/heads/{branch}", cwd=bare) == tip
+        assert (here.checkout / "more.txt").exists()
+
+    # the sidecar is gone (or its pod unreachable): fail closed
+    with pytest.raises(AutosaveFailed, match=r"could not ask the pod .*'s sidecar"):
+        await spawner.autosave()
+    with pytest.raises(AutosaveFailed, match="could not ask"):
+        await spawner.autosave_status()
+    status, body = await hub.answer("autosave")
+    assert status == 409 and body["error"] == "autosave_failed", body
+
+    # a pod the hub started before it had control secrets: refused too, with the way out
+    spawner.control_secret = None
+    with pytest.raises(AutosaveFailed, match="only its own preStop"):
+        await spawner.autosave()
+    # no server: nothing runs, nothing to save
+    spawner.orm_spawner.server = None
+    assert await spawner.autosave() == {} and await spawner.autosave_status() == {}
 
 
 def test_commits_carry_the_gitlab_name_and_email() -> None:

@@ -151,3 +151,9 @@ http://{{ include "renku-notebooks.serviceName" . }}
 {{- define "renku-notebooks.port" -}}
 8090
 {{- end }}
+
+{{- /* The user pods' git-proxy sidecar: its autosave control port, which only the hub
+  reaches (glue.kube.CONTROL_PORT; tests/test_chart.py checks they agree). */}}
+{{- define "renku-notebooks.autosavePort" -}}
+7481
+{{- end }}
