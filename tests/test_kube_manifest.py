@@ -38,7 +38,7 @@ from tornado import web
 from traitlets.config import Config
 
 import glue.local
-from glue import hubconfig, kube
+from glue import gitproxy, hubconfig, kube
 from glue.config import validate
 from glue.errors import AutosaveFailed, BadRequest
 from glue.gittoken import component_key
@@ -999,9 +999,9 @@ def control(port: int, method: str, secret: str | None) -> tuple[int, dict[str, 
         return e.code, json.loads(e.read() or b"{}")
 
 
-def pod_server() -> orm.Server:
+def pod_server(ip: str = "127.0.0.1") -> orm.Server:
     """The hub's record of a started server: KubeSpawner's URL, the pod's IP (here loopback)."""
-    return orm.Server(proto="http", ip="127.0.0.1", port=8888, base_url="/", cookie_name="c")
+    return orm.Server(proto="http", ip=ip, port=8888, base_url="/", cookie_name="c")
 
 
 class HubHandler:
@@ -1120,6 +1120,10 @@ async def test_the_hub_autosaves_through_the_sidecars_control_port(
     spawner.control_secret = None
     with pytest.raises(AutosaveFailed, match="only its own preStop"):
         await spawner.autosave()
+    # a pod on IPv6: the kubelet's `$(POD_IP):PORT` is read as host and port, the hub's URL
+    assert gitproxy.listen_address(f"fd00::7:{control_port}") == ("fd00::7", control_port)
+    spawner.orm_spawner.server = pod_server("fd00::7")
+    assert spawner.control_url() == f"http://[fd00::7]:{control_port}/autosave"
     # no server: nothing runs, nothing to save
     spawner.orm_spawner.server = None
     assert await spawner.autosave() == {} and await spawner.autosave_status() == {}
