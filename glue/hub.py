@@ -178,14 +178,22 @@ class Hub:
     # --- users and servers --------------------------------------------------
 
     async def user(self, name: str) -> dict[str, Any]:
-        """The user model with every named server, stopped ones included, and (when the
-        service has `admin:auth_state`) the auth_state with the user's GitLab token: one
-        read answers both what the user runs and as whom the provider is asked."""
+        """The hub's user model, every named server included (for `GET <prefix>user`);
+        its auth_state, when the service may read it, never leaves the glue."""
         _, model = await self.request(
             "GET", _path("users", name), params={"include_stopped_servers": "1"}
         )
         if not isinstance(model, dict):
             raise UpstreamError("JupyterHub sent no user model.", code="hub_error")
+        return model
+
+    async def servers(self, name: str) -> dict[str, Any]:
+        """The user's servers (stopped ones included) and, with `admin:auth_state`, the
+        auth_state holding the GitLab token: what a status read needs, read by the hub from
+        its memory (glue.hubservers) instead of the database that `user()` costs."""
+        _, model = await self.request("GET", _path("notebooks", "servers", name))
+        if not isinstance(model, dict):
+            raise UpstreamError("JupyterHub sent no servers.", code="hub_error")
         return model
 
     async def start(self, name: str, server: str, options: dict[str, Any]) -> int | None:

@@ -150,10 +150,15 @@ def configure(c: Any, config: Config) -> None:
         **c.JupyterHub.get("template_vars", {}),
         "notebooks_url": notebooks_url,
     }
-    # the glue's DELETE asks the spawner to autosave while the server still runs
-    from .hubautosave import handlers  # imports jupyterhub: only where a hub is configured
+    # the glue's DELETE asks the spawner to autosave while the server still runs; its
+    # status reads come from the hub's memory (both import jupyterhub: only where a hub is)
+    from . import hubautosave, hubservers
 
-    c.JupyterHub.extra_handlers = [*c.JupyterHub.get("extra_handlers", []), *handlers()]
+    c.JupyterHub.extra_handlers = [
+        *c.JupyterHub.get("extra_handlers", []),
+        *hubautosave.handlers(),
+        *hubservers.handlers(),
+    ]
     c.JupyterHub.named_server_limit_per_user = launch["serversPerUser"]
     c.Spawner.start_timeout = launch["startTimeoutSeconds"]
     # a busy machine may take longer than the hub's 30 s for a started server to answer

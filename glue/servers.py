@@ -208,7 +208,7 @@ class Servers:
 
     async def view(self, user: str) -> UserView:
         """The user's servers and the caller the provider needs, from one hub read."""
-        model = await self.hub.user(user)
+        model = await self.hub.servers(user)
         servers = (model.get("servers") or {}).values()
         idle = self.config["culling"]["idleSeconds"]
         found = [m for s in servers if (m := server_model(s, idle)) is not None]
@@ -479,7 +479,7 @@ class Servers:
     async def stop_failure(self, user: str, target: Target) -> str | None:
         """Why the hub keeps a server whose stop failed, as its spawner wrote it into the
         server's user_options (glue.kube: a pod that could not be deleted); None otherwise."""
-        model = await self.hub.user(user)
+        model = await self.hub.servers(user)
         server = (model.get("servers") or {}).get(target.server_name) or {}
         why = (server.get("user_options") or {}).get(launch.STOP_FAILED)
         return why if isinstance(why, str) and why else None

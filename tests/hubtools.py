@@ -300,6 +300,13 @@ def hub_calls_by_glue(log: str, service: str = "notebooks") -> list[str]:
     return calls
 
 
+def log_mark(hub: RunningHub, settle: float = 0.3) -> int:
+    """Where the hub's log ends, once the lines of requests answered just before had time to
+    land (the hub writes a request's line after sending its answer)."""
+    time.sleep(settle)
+    return len(hub.log())
+
+
 def log_since(hub: RunningHub, mark: int, settle: float = 0.3) -> str:
     """The hub's log after `mark` characters, once the last request's line had time to land."""
     time.sleep(settle)

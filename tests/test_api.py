@@ -17,7 +17,15 @@ import requests
 from glue.errors import BadRequest
 from glue.hub import Hub
 from glue.target import Target
-from tests.hubtools import Client, RunningHub, hub_calls_by_glue, log_since, workspace_git
+from tests.hubtools import (
+    Client,
+    RunningHub,
+    hub_calls_by_glue,
+    log_mark,
+    log_since,
+    wait_until,
+    workspace_git,
+)
 
 SHA_RE = r"^[0-9a-f]{40}$"
 
@@ -111,11 +119,11 @@ def test_each_request_makes_the_fewest_hub_calls(hub, alice, repos):
     def calls(request) -> tuple[requests.Response, list[str]]:
         # warm caches: the identity (kept 30 s from its lookup) and the access decision
         assert alice.get(path).status_code in (200, 404)
-        mark = len(hub.log())
+        mark = log_mark(hub)
         response = request()
         return response, hub_calls_by_glue(log_since(hub, mark))
 
-    user_read = "GET /hub/api/users/alice"
+    user_read = "GET /hub/api/notebooks/servers/alice"
     response, made = calls(lambda: alice.get(path))
     assert response.status_code == 404 and made == [user_read]
     response, made = calls(lambda: alice.get(""))
@@ -130,6 +138,56 @@ def test_each_request_makes_the_fewest_hub_calls(hub, alice, repos):
         assert started[key] == running[key], key
     response, made = calls(lambda: alice.post(path))
     assert response.status_code == 200 and made == [user_read]
+
+
+def test_the_hubs_servers_read_agrees_with_its_user_model(hub, alice, bob, repos):
+    """glue.hubservers answers from the hub's memory what the hub's own user model (read
+    from its database) says of the servers: running, stopped and removed ones, after each
+    change; the same scope checks (auth_state only with admin:auth_state)."""
+
+    def both(token: str, user: str = "alice") -> tuple[int, dict]:
+        headers = {"Authorization": f"token {token}"}
+        lean = requests.get(
+            f"{hub.url}/hub/api/notebooks/servers/{user}", headers=headers, timeout=30
+        )
+        full = requests.get(
+            f"{hub.url}/hub/api/users/{user}",
+            params={"include_stopped_servers": "1"},
+            headers=headers,
+            timeout=30,
+        )
+        assert lean.status_code == full.status_code, (lean.text, full.text)
+        if lean.status_code != 200:
+            return lean.status_code, {}
+        lean_model, full_model = lean.json(), full.json()
+        # named servers: the default one ('') is not the glue's, and the hub's model makes
+        # its spawner as a side effect (stopped either way)
+        named = {name: s for name, s in lean_model["servers"].items() if name}
+        assert named == {name: s for name, s in full_model["servers"].items() if name}
+        assert lean_model.get("auth_state") == full_model.get("auth_state")
+        assert ("auth_state" in lean_model) == ("auth_state" in full_model)
+        return 200, named
+
+    admin = hub.admin_token
+    assert both(admin) == (200, {})
+    first, second = launch_path(repos, index=1), launch_path(repos, index=2)
+    for path in (first, second):
+        assert alice.post(path).status_code in (201, 202)
+    names = {alice.wait_running(path)["name"] for path in (first, second)}
+    _, servers = both(admin)
+    assert set(servers) == names and all(s["ready"] for s in servers.values())
+    stopped = alice.get(first).json()["name"]
+    assert hub.admin("DELETE", f"users/alice/servers/{stopped}").status_code in (202, 204)
+    wait_until(lambda: not hub.hub_servers("alice")[stopped]["ready"], 60, "stopped")
+    _, servers = both(admin)
+    assert set(servers) == names and not servers[stopped]["ready"]  # stopped, still there
+    assert alice.delete(second).status_code in (202, 204)
+    wait_until(lambda: len(hub.hub_servers("alice")) == 1, 60, "removed")
+    assert set(both(admin)[1]) == {stopped}  # removed: gone from both
+    # the user's own token: their servers, no auth_state; another user: refused alike
+    assert set(both(hub.token_for("alice"))[1]) == {stopped}
+    assert both(hub.token_for("bob"))[0] in (403, 404)
+    assert both(admin, "nobody-here")[0] == 404
 
 
 def test_second_post_returns_the_same_server(hub, alice, repos):

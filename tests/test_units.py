@@ -399,7 +399,7 @@ async def test_progress_relays_our_steps_until_the_hand_over():
 HUB_PACKAGES = ("jupyterhub", "kubespawner", "oauthenticator", "traitlets")
 HUB_DISTRIBUTIONS = {"jupyterhub", "jupyterhub-kubespawner", "oauthenticator", "traitlets"}
 # the modules that run inside JupyterHub and may import them
-HUB_SIDE_MODULES = {"glue.hubautosave", "glue.spawner", "glue.kube"}
+HUB_SIDE_MODULES = {"glue.hubautosave", "glue.hubservers", "glue.spawner", "glue.kube"}
 # run in a fresh interpreter, as in the glue image: a meta-path finder refuses the hub packages
 # and every package of a distribution the image would not have (argv: refused top-level names,
 # allowed distributions), then every glue module is imported; prints those that failed
