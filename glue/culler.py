@@ -2,7 +2,7 @@
 
 The hub runs this as its culler service (glue.hubconfig.culler_service). It is
 jupyterhub-idle-culler with `--url` set to the hub's API under
-`notebooks/culler` (glue.hubautosave): there a server's DELETE autosaves
+`notebooks/saving` (glue.hubautosave): there a server's DELETE autosaves
 first and answers 409 when that fails, so an idle server whose work cannot
 be saved keeps running and is tried again at the next round.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-CULLER_PATH = "notebooks/culler"
+CULLER_PATH = "notebooks/saving"
 
 
 def culler_url(api_url: str) -> str:

@@ -220,26 +220,34 @@ class Hub:
             raise
         return 201 if status == 201 else 202
 
-    async def stop(self, name: str, server: str) -> int:
-        """Stop and remove a named server; 204 when gone, 202 while it is still stopping."""
-        status, _ = await self.request(
-            "DELETE", _path("users", name, "servers", server), body={"remove": True}
-        )
+    async def stop(self, name: str, server: str, *, saving: float | None = None) -> int:
+        """Stop and remove a named server; 204 when gone, 202 while it is still stopping.
+
+        `saving`: the seconds an autosave may take. The hub then stops the server through
+        its saving DELETE (glue.hubautosave), which autosaves first and refuses the stop
+        when that fails: AutosaveFailed (409) with the reason, the server still running.
+        """
+        path = _path("notebooks", "saving", "users", name, "servers", server)
+        try:
+            status, _ = await self.request(
+                "DELETE",
+                _path("users", name, "servers", server) if saving is None else path,
+                body={"remove": True},
+                seconds=saving,
+            )
+        except HubError as e:
+            if saving is not None and e.hub_status == 409:
+                raise AutosaveFailed(e.hub_message) from None
+            raise
         return status
 
-    async def autosave(
-        self, name: str, server: str, *, save: bool, seconds: float
-    ) -> dict[str, Any] | None:
-        """Ask the hub's spawner (glue.hubautosave) to autosave a running server now
-        (`save`), or what it would save. Its answer; None when this spawner saves only at
-        its own stop or is not running (404: the hub's stop then says what it knows);
-        AutosaveFailed (409) with the reason when it could not save."""
+    async def unsaved(self, name: str, server: str, *, seconds: float) -> dict[str, Any] | None:
+        """What a stop would autosave of a running server, as the hub's spawner says
+        (glue.hubautosave). None when this spawner cannot say before its stop or the
+        server is not running; AutosaveFailed (409) when the workspace cannot be read."""
         try:
             _, answer = await self.request(
-                "POST" if save else "GET",
-                _path("notebooks", "autosave", name, server),
-                seconds=seconds,
-                ok=(200,),
+                "GET", _path("notebooks", "autosave", name, server), seconds=seconds, ok=(200,)
             )
         except HubError as e:
             if e.hub_status in (404, 501):

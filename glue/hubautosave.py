@@ -1,27 +1,28 @@
 """The hub's own endpoints for a server's autosave, registered by glue.hubconfig.
 
-The glue cannot reach a session's workspace; the spawner can. So a stop through
-the glue first asks the hub, while the server still runs:
+The glue cannot reach a session's workspace; the spawner can. So the glue's
+stops and the list's unsaved-work notice go through the hub:
 
-    GET  /hub/api/notebooks/autosave/<user>/<server>   what a stop would save (read:servers)
-    POST /hub/api/notebooks/autosave/<user>/<server>   save it now (delete:servers)
+    GET    /hub/api/notebooks/autosave/<user>/<server>   what a stop would save (read:servers)
+    DELETE /hub/api/notebooks/saving/users/<user>/servers/<server>
+           the hub's server DELETE, after the spawner's autosave (delete:servers)
 
-Both call the spawner's own methods (`autosave_status`, `autosave`): the
-embedded default runs the step in the server's sandbox (the same autosave its
-`stop()` runs), CommitKubeSpawner asks the pod's sidecar on its control port
-(glue/autosavecontrol.py; the same step as the pod's `preStop`). Answers: 200
-with the step's JSON; 409 `autosave_failed` with the reason (the server keeps
-running); 404 for a server that does not exist or is not ready (nothing runs
-to save); 501 `autosave_unsupported` for a spawner class without these
-methods (not one of ours), which saves only at its own stop, if at all.
+They call the spawner's own methods (`autosave_status`, `autosave`): the
+embedded default runs the step in the server's sandbox, CommitKubeSpawner
+asks the pod's sidecar on its control port (glue/autosavecontrol.py; the same
+step as the pod's `preStop`). Answers: 200 with the step's JSON; 409
+`autosave_failed` with the reason (the server keeps running: nothing stops);
+404 for a server that does not exist or is not ready (nothing runs to save);
+501 `autosave_unsupported` for a spawner class without these methods (not
+one of ours), which saves only at its own stop, if at all.
 
-The culler (jupyterhub-idle-culler, run by `python -m glue.culler`) reads the
-hub's API under `/hub/api/notebooks/culler`: the hub's own handlers for the
-version and the user list, and a server DELETE that autosaves first. When
-that autosave fails the DELETE is 409 and nothing stops: the culler logs it
-and tries again at its next round, while the server stays idle. A stop that
-has begun cannot be refused (see LocalCommitSpawner.stop), so this is the
-place.
+The saving DELETE is the one stop that can be refused: a stop that has begun
+cannot (see LocalCommitSpawner.stop). The glue's `DELETE` uses it, and so does
+the culler (jupyterhub-idle-culler, run by `python -m glue.culler` with the
+root `/hub/api/notebooks/saving`: the hub's own handlers for the version and
+the user list): an idle server whose autosave fails stays, and the next round
+tries again. The server is saved once, right before the hub stops it, after its
+route in the proxy is gone (as in the hub's own stop; a refusal restores it).
 
 JupyterHub calls `extra_handlers` deprecated in favour of services, but only
 a handler inside the hub holds the spawner.
@@ -40,18 +41,14 @@ from jupyterhub.scopes import needs_scope
 from .errors import AutosaveFailed
 
 PATH = r"/api/notebooks/autosave/([^/]+)/([^/]+)"
-# the culler's API root (`--url`), below the hub's own
-CULLER_API = "/api/notebooks/culler"
+# the hub's API with stops that autosave first: the culler's root (`--url`), the glue's stops
+SAVING_API = "/api/notebooks/saving"
 
 
 class AutosaveAPIHandler(APIHandler):
     @needs_scope("read:servers")
     async def get(self, user_name: str, server_name: str) -> None:
         await self._answer(user_name, server_name, "autosave_status")
-
-    @needs_scope("delete:servers")
-    async def post(self, user_name: str, server_name: str) -> None:
-        await self._answer(user_name, server_name, "autosave")
 
     async def _answer(self, user_name: str, server_name: str, method: str) -> None:
         user = self.find_user(user_name)
@@ -75,42 +72,53 @@ class AutosaveAPIHandler(APIHandler):
         self.write(json.dumps(answer))
 
     def _json(self, status: int, code: str, message: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.write(json.dumps({"status": status, "error": code, "message": message}))
+        refuse(self, status, code, message)
+
+
+def refuse(handler: APIHandler, status: int, code: str, message: str) -> None:
+    """The hub's JSON error, with the glue's code and sentence."""
+    handler.set_status(status)
+    handler.set_header("Content-Type", "application/json")
+    handler.write(json.dumps({"status": status, "error": code, "message": message}))
 
 
 class SavingServerAPIHandler(UserServerAPIHandler):
-    """The hub's server DELETE, after the spawner's autosave (for the culler)."""
+    """The hub's server DELETE, after the spawner's autosave (the glue's stops, the culler)."""
 
     @needs_scope("delete:servers")
     async def delete(self, user_name: str, server_name: str = "") -> None:
         user = self.find_user(user_name)
         spawner = user.spawners.get(server_name) if user else None
         save = getattr(spawner, "autosave", None)
-        if spawner is not None and spawner.ready and not spawner.pending and save:
-            try:
-                await save()
-            except AutosaveFailed as e:
-                self.log.warning(
-                    "Kept %s running: its autosave failed (%s); a cull retries it.",
-                    spawner._log_name,
-                    e.message,
-                )
-                self.set_status(409)
-                self.set_header("Content-Type", "application/json")
-                self.write(
-                    json.dumps({"status": 409, "error": e.code, "message": e.message})
-                )
-                return
-        await super().delete(user_name, server_name)
+        if spawner is None or not spawner.ready or spawner.pending or save is None:
+            return await super().delete(user_name, server_name)  # nothing runs to save
+        # as in the hub's own stop, the browser's way in closes before the save, so no
+        # edit arrives between the save and the stop; a refused stop opens it again
+        await self.proxy.delete_user(user, server_name)
+        try:
+            await save()
+        except BaseException as e:
+            await self.proxy.add_user(user, server_name)
+            if not isinstance(e, AutosaveFailed):
+                raise
+            self.log.warning(
+                "Kept %s running: its autosave failed (%s).", spawner._log_name, e.message
+            )
+            return refuse(self, 409, e.code, e.message)
+        # saved just now: the stop that follows at once need not save again (see
+        # LocalCommitSpawner.stop); only this request's stop, so the flag ends with it
+        spawner.saved_for_stop = True
+        try:
+            await super().delete(user_name, server_name)
+        finally:
+            spawner.saved_for_stop = False
 
 
 def handlers() -> list[tuple[str, Any]]:
     """For `c.JupyterHub.extra_handlers` (the hub adds its /hub prefix)."""
     return [
         (PATH, AutosaveAPIHandler),
-        (CULLER_API + "/?", RootAPIHandler),
-        (CULLER_API + "/users", UserListAPIHandler),
-        (CULLER_API + r"/users/([^/]+)/servers/([^/]*)", SavingServerAPIHandler),
+        (SAVING_API + "/?", RootAPIHandler),
+        (SAVING_API + "/users", UserListAPIHandler),
+        (SAVING_API + r"/users/([^/]+)/servers/([^/]*)", SavingServerAPIHandler),
     ]

@@ -165,7 +165,8 @@ class Servers:
         # where servers' logs are: their pods (Kubernetes), else the local spawner's files
         self.pod_logs = pod_logs
         self.stop_timeout = float(config["launch"]["stopTimeoutSeconds"])
-        # the hub's spawner runs the autosave step with its own timeout: wait a little longer
+        # a saving stop: the spawner's autosave step (its own timeout), then the hub's wait
+        # for the stop (slow_stop_timeout, 10 s: it answers 202 after that)
         self.autosave_seconds = float(config["autosave"]["timeoutSeconds"]) + 15
         # one launch or stop at a time per server in this process; the hub settles the rest
         self._locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
@@ -403,9 +404,7 @@ class Servers:
 
         async def one(server: str) -> dict[str, Any] | None:
             try:
-                return await self.hub.autosave(
-                    view.name, server, save=False, seconds=UNSAVED_CHECK_SECONDS
-                )
+                return await self.hub.unsaved(view.name, server, seconds=UNSAVED_CHECK_SECONDS)
             except GlueError:
                 return None
 
@@ -460,10 +459,18 @@ class Servers:
             current = view.find(target)
             if current is None:
                 raise NotFound("You have no server for this commit.", code="server_not_found")
-            if not force and current["status"] == "running":
-                await self.autosave(view.name, target)
+            # a running server autosaves first, in the hub's own stop (one save, right
+            # before the stop; refused when it fails), unless the caller forces the stop
+            running = current["status"] == "running"
+            saving = self.autosave_seconds if running and not force else None
             try:
-                await self.hub.stop(view.name, target.server_name)
+                await self.hub.stop(view.name, target.server_name, saving=saving)
+            except AutosaveFailed as e:
+                raise AutosaveFailed(
+                    f"{e.message.rstrip('.')}. The server keeps running, so nothing is lost: "
+                    "fix the cause (is GitLab reachable, is your login still valid?) and stop "
+                    "it again, or stop it anyway with force=true, and its unsaved work is lost."
+                ) from None
             except UpstreamError as e:
                 why = await self.stop_failure(view.name, target) if e.status == 502 else None
                 if why:
@@ -483,20 +490,6 @@ class Servers:
         server = (model.get("servers") or {}).get(target.server_name) or {}
         why = (server.get("user_options") or {}).get(launch.STOP_FAILED)
         return why if isinstance(why, str) and why else None
-
-    async def autosave(self, user: str, target: Target) -> None:
-        """Save the running server's unsaved work while it still runs; AutosaveFailed with
-        what failed, that the server keeps running, and how to stop it anyway."""
-        try:
-            await self.hub.autosave(
-                user, target.server_name, save=True, seconds=self.autosave_seconds
-            )
-        except AutosaveFailed as e:
-            raise AutosaveFailed(
-                f"{e.message.rstrip('.')}. The server keeps running, so nothing is lost: "
-                "fix the cause (is GitLab reachable, is your login still valid?) and stop it "
-                "again, or stop it anyway with force=true, and its unsaved work is lost."
-            ) from None
 
     @contextlib.asynccontextmanager
     async def _locked(self, view: UserView, target: Target) -> AsyncIterator[UserView]:

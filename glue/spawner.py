@@ -84,6 +84,9 @@ class CommitSpawnerMixin(Configurable):
     git_token_endpoint = Unicode(
         "", help="The glue's `-/git-token` URL, where a session's component gets fresh tokens."
     ).tag(config=True)
+    # set by the hub's saving DELETE (glue.hubautosave) for the stop it makes right after
+    # its autosave succeeded
+    saved_for_stop = False
 
     _events: list[dict[str, Any]]
     # set when the launch steps are done and the base spawner starts; progress() then
@@ -583,9 +586,14 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         """Autosave, then stop. A failed autosave cannot refuse the stop: JupyterHub has
         already removed the route and forgets the server whatever stop() raises (User.stop
         clears its state in a `finally`), so the process would run on untracked. The
-        workspace is kept instead (delete_forever) and the next launch reopens it."""
-        with contextlib.suppress(AutosaveFailed):  # logged loudly, workspace marked kept
-            await self.autosave()
+        workspace is kept instead (delete_forever) and the next launch reopens it.
+
+        A stop through the hub's saving DELETE (the glue's, the culler's) has saved a
+        moment ago, in the same request: saving again would only cost time (a second step
+        in the sandbox), since the stop ends the server's processes right after either."""
+        if not self.saved_for_stop:
+            with contextlib.suppress(AutosaveFailed):  # logged loudly, workspace marked kept
+                await self.autosave()
         await super().stop(now)
         await self.stop_session_git()
         await asyncio.to_thread(self.sandbox().release)

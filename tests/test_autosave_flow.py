@@ -228,6 +228,8 @@ def test_a_failed_autosave_refuses_the_stop_until_forced_and_keeps_the_workspace
         assert hub.hub_servers("dev")[server["name"]]["ready"] is True
         assert dev.get(path).json()["status"] == "running"
         assert (workspace / "only-here.txt").read_text() == "precious\n"
+        # and reachable again: the refused stop gave its route in the proxy back
+        assert kernel(world, server, "print(6 * 7)").strip() == "42"
         # the page's Stop (a form) shows the reason and a second button that forces
         page = dev.post(path, data={"_method": "DELETE"}, headers={"Accept": "text/html"})
         assert page.status_code == 409, page.text
@@ -247,7 +249,7 @@ def test_a_failed_autosave_refuses_the_stop_until_forced_and_keeps_the_workspace
     server = launch(world, sha)
     assert server["restored_from"] is None
     assert (workspace / "only-here.txt").read_text() == "precious\n"  # reopened as it was
-    response = dev.delete(path)  # now it saves, before the stop and again at the stop
+    response = dev.delete(path)  # now it saves, once, right before the stop
     assert response.status_code in (202, 204), response.text
     wait_until(lambda: dev.get(path).status_code == 404, 120, f"{path} removed")
     assert git(bare, "show", f"{branch_of(sha)}:only-here.txt") == "precious"

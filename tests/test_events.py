@@ -189,7 +189,7 @@ class FakeHub:
         self.steps = steps
         self.statuses = list(statuses)
 
-    async def user(self, name: str) -> dict[str, Any]:
+    async def servers(self, name: str) -> dict[str, Any]:
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
         if status is None:
             return {"name": name, "servers": {}}
