@@ -651,6 +651,8 @@ def stop(bench: Bench, sizes: Sizes) -> Figure:
         difference=difference,
         notes=[f"until gone: difference {g_gone - t_gone:+.3f} s (the hub's polling jitter "
                "is in both)",
+               "both ways stop the session's git component (it came with the push from "
+               "the session, not with autosave)",
                f"with {megabytes:g} MB of changed files (new, in files of {FILE_BYTES / 1e6:g} MB, "
                f"saved to the autosave branch): {d:.2f} s until exited, {d_gone:.2f} s until "
                f"gone (median of {sizes.dirty_stops}; runs until exited {runs(dirty_exits)} "
