@@ -730,6 +730,8 @@ def push(sizes: Sizes) -> Figure:
                         branch = f"{way}-{i}"
                         times[way].append(_pushed(work, urls[way], branch, envs[way]))
                         _forget(bare, branch)
+                    # the remote keeps this round's commit: the next round sends only its own
+                    git(work, "push", "-q", str(bare), "HEAD:refs/heads/main")
             finally:
                 component.terminate()
                 component.wait(10)
