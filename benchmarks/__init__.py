@@ -7,7 +7,11 @@ glue's way and the hub's own way of doing the same), with the absolute values:
 2. launch to ready through the glue vs a direct named-server spawn (same clone step);
 3. fifty users launching at once, through the glue vs directly through the hub;
 4. the clone of one commit of a long history: glue.clone vs a full clone and checkout;
-5. the glue's memory, idle and after 10,000 requests.
+5. the glue's memory, idle and after 10,000 requests;
+6. launch to ready with and without the sandbox (bubblewrap);
+7. a stop through the glue with a clean workspace, with and without the autosave work
+   (an absolute target: at most 0.2 s more), and with 50 MB of changed files;
+8. a git push through the session's git component vs straight to GitLab with the token.
 
 It starts its own hub, proxy and glue (tests/hubtools.RunningHub) on free
 loopback ports and stops everything it started. `python -m benchmarks --smoke`

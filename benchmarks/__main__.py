@@ -42,7 +42,7 @@ def rst(results: list[Figure], when: str) -> str:
             "",
             f"- through the glue: {figure.glue}",
             f"- baseline: {figure.baseline}",
-            f"- ratio {figure.ratio:.2f}, target {figure.target}: "
+            f"- {figure.comparison}, target {figure.target}: "
             f"{'met' if figure.met else '**missed**'}",
         ]
         lines += [f"- {note}" for note in figure.notes]

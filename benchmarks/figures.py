@@ -1,4 +1,4 @@
-"""The six figures. Each measures the glue's way and a baseline side by side, in the same run.
+"""The eight figures. Each measures the glue's way and a baseline side by side, in the same run.
 
 A figure is a function of (`Bench`, `Sizes`), or of `Sizes` alone when it needs no
 hub, that returns a `Figure`; `HUB_FIGURES` and `PLAIN_FIGURES` list them by
@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +24,13 @@ from typing import Any
 
 import psutil
 
-from tests.hubtools import RunningHub, timed, wait_until
+from glue import autosave, gitproxy
+from glue import clone as clone_step
+from tests.gitlab_standin import GitLabStandIn, StandInThread
+from tests.hubtools import RunningHub, free_port, git, listening_pid, make_repo, timed, wait_until
 
 from .harness import Bench, Figure, KeepAlive, Sizes, median, percentile, rss_mib
+from .spawner import TODAY
 
 
 def _wait_glue_running(glue: KeepAlive, path: str, timeout: float = 300) -> None:
@@ -483,10 +488,273 @@ def sandbox(bench: Bench, sizes: Sizes) -> Figure:
     )
 
 
+# --- 7. a stop and its autosave ----------------------------------------------------------------
+
+FILE_BYTES = 5_000_000  # the changed or pushed data comes in files of 5 MB
+
+
+def _write_new_files(directory: Path, total: int, tag: str) -> int:
+    """`total` bytes of incompressible data in new files of at most 5 MB, owned as the
+    directory is (in a workspace: by the sandbox's user); how many files."""
+    owner = directory.stat()
+    data = directory / "data"
+    data.mkdir(exist_ok=True)
+    os.chown(data, owner.st_uid, owner.st_gid)
+    files = 0
+    for offset in range(0, total, FILE_BYTES):
+        path = data / f"{tag}-{files}.bin"
+        path.write_bytes(os.urandom(min(FILE_BYTES, total - offset)))
+        os.chown(path, owner.st_uid, owner.st_gid)
+        files += 1
+    return files
+
+
+def _forget(bare: Path, branch: str) -> None:
+    """A pushed branch and its objects gone from a bare repository (disk, and the next push
+    sends everything again)."""
+    git(bare, "update-ref", "-d", f"refs/heads/{branch}")
+    git(bare, "reflog", "expire", "--expire=now", "--all")
+    git(bare, "prune", "--expire=now")
+
+
+def _exit_watch(pid: int) -> Callable[[], float]:
+    """Watch process `pid` from now on; returns a function that waits for its exit and
+    gives its time (perf_counter): gone, or a zombie its parent has not reaped yet."""
+    process = psutil.Process(pid)  # compares start times: a reused pid is not this process
+    exited: list[float] = []
+
+    def watch() -> None:
+        while True:
+            try:
+                if process.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.005)
+        exited.append(time.perf_counter())
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+
+    def wait() -> float:
+        thread.join(120)
+        assert exited, f"process {pid} still runs"
+        return exited[0]
+
+    return wait
+
+
+def stop(bench: Bench, sizes: Sizes) -> Figure:
+    """A stop through the glue's DELETE of a running server, with and without the autosave
+    work, alternately (ABBA); then with changed files.
+
+    The autosave way is the embedded default's: the glue asks the hub to autosave the
+    running server (glue.hubautosave: the autosave step in the sandbox, through the
+    session's git component), then stops it, and the spawner's stop autosaves again (the
+    user may have written in between). The baseline, a stop as before autosave existed, is
+    the same DELETE with `force=true` (no pre-stop autosave) for a user whose spawner's
+    autosave does nothing (benchmarks/spawner.py): the same hub, glue, spawner, component
+    and server.
+
+    Each stop is timed twice: until the server's process has exited (all the autosave
+    work comes before that), and until the glue says the server is gone. The second adds
+    the hub's polling for the exit, with random jitter (JupyterHub's exponential backoff
+    from `death_interval`, up to a second) alike both ways, so the target is read on the
+    first and the second is shown beside it.
+    """
+    project = "bench/stop"
+    path, sha = bench.path(project), bench.shas[project][0]
+    bare = bench.workdir / "repos" / f"{project}.git"
+    prefix = "notebooks/autosave"  # the schema's default branchPrefix
+    admin = bench.hub_api()
+
+    def launched(client: KeepAlive, user: str) -> tuple[Path, int]:
+        """Launch the commit for `user` until running; its workspace and process id."""
+        code, body = client.request("POST", path)
+        assert code in (201, 202), (user, code, body[:500])
+        model = wait_until(lambda: _settled(client, path), 300, f"{user}'s server settled")
+        assert model["status"] == "running", (user, model)
+        ((name, server),) = [(n, s) for n, s in _hub_servers(admin, user).items() if n]
+        return bench.hub.workspaces / user / name, int(server["state"]["pid"])
+
+    def stopped(client: KeepAlive, pid: int, force: bool) -> tuple[float, float]:
+        """Seconds from the DELETE until the server's process exited, and until the glue
+        says the server is gone."""
+        exit_time = _exit_watch(pid)
+        started = time.perf_counter()
+        code, body = client.request("DELETE", path + ("?force=true" if force else ""))
+        assert code in (202, 204), (code, body[:500])
+        if code == 202:
+            wait_until(lambda: client.get_json(path)[0] == 404, 120, "server gone", every=0.02)
+        gone = time.perf_counter() - started
+        return exit_time() - started, gone
+
+    def autosaves(user: str) -> list[str]:
+        mine = f"refs/heads/{autosave.user_prefix(prefix, user)}"
+        return git(bare, "for-each-ref", "--format=%(refname)", mine).split()
+
+    ways = {"autosave": ("bench-stop", False), "today": (f"{TODAY}stop", True)}
+    clients = {way: bench.glue(user) for way, (user, _) in ways.items()}
+    exits: dict[str, list[float]] = {way: [] for way in ways}
+    gones: dict[str, list[float]] = {way: [] for way in ways}
+    for i in range(sizes.stops):
+        for way in ("autosave", "today") if i % 2 == 0 else ("today", "autosave"):
+            user, force = ways[way]
+            _, pid = launched(clients[way], user)
+            exited, gone = stopped(clients[way], pid, force)
+            exits[way].append(exited)
+            gones[way].append(gone)
+    for client in clients.values():
+        client.close()
+    assert not autosaves(ways["autosave"][0]), "a clean workspace wrote an autosave branch"
+
+    dirty_exits: list[float] = []
+    dirty_gones: list[float] = []
+    for i in range(sizes.dirty_stops):
+        user = f"bench-stop-dirty{i}"
+        client = bench.glue(user)
+        workspace, pid = launched(client, user)
+        files = _write_new_files(workspace, sizes.changed_bytes, f"run{i}")
+        exited, gone = stopped(client, pid, force=False)
+        dirty_exits.append(exited)
+        dirty_gones.append(gone)
+        client.close()
+        branch = autosave.branch(prefix, user, sha)
+        saved = git(bare, "ls-tree", "-r", "--name-only", branch, "data").split()
+        assert len(saved) == files, (branch, saved)
+        _forget(bare, branch)
+    admin.close()
+
+    g, t = median(exits["autosave"]), median(exits["today"])
+    g_gone, t_gone = median(gones["autosave"]), median(gones["today"])
+    d, d_gone = median(dirty_exits), median(dirty_gones)
+    difference = g - t
+    megabytes = sizes.changed_bytes / 1e6
+
+    def runs(values: list[float]) -> str:
+        return ", ".join(f"{x:.3f}" for x in values)
+
+    return Figure(
+        7,
+        f"A stop through the glue's DELETE, clean workspace, median of {sizes.stops} each, "
+        "alternating",
+        f"{g:.3f} s until the server's process exited, {g_gone:.2f} s until the glue says it "
+        "is gone (the hub's autosave before the stop, the spawner's at the stop; nothing to "
+        "save, no branch written)",
+        f"{t:.3f} s until exited, {t_gone:.2f} s until gone (the same stop without the "
+        "autosave work: force=true, the spawner's autosave a no-op)",
+        g / t,
+        "at most 0.2 s more than without autosave (until exited)",
+        difference <= 0.2,
+        {"autosave_exit_s": g, "today_exit_s": t, "autosave_gone_s": g_gone,
+         "today_gone_s": t_gone, "changed_exit_s": d, "changed_gone_s": d_gone},
+        difference=difference,
+        notes=[f"until gone: difference {g_gone - t_gone:+.3f} s (the hub's polling jitter "
+               "is in both)",
+               "both ways stop the session's git component (it came with the push from "
+               "the session, not with autosave)",
+               f"with {megabytes:g} MB of changed files (new, in files of {FILE_BYTES / 1e6:g} MB, "
+               f"saved to the autosave branch): {d:.2f} s until exited, {d_gone:.2f} s until "
+               f"gone (median of {sizes.dirty_stops}; runs until exited {runs(dirty_exits)} "
+               "s), no target",
+               f"autosave runs until exited {runs(exits['autosave'])} s",
+               f"baseline runs until exited {runs(exits['today'])} s"],
+    )
+
+
+# --- 8. a push through the session's git component ----------------------------------------------
+
+PUSHER, PUSH_TOKEN = "bench", "bench-token-with-write-repository"
+
+
+def _push_env(password_file: Path) -> dict[str, str]:
+    """Git's environment for a push whose password is the file's (the clone step's helper)."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(password_file.parent),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        clone_step.TOKEN_FILE_ENV: str(password_file),
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "credential.helper",
+        "GIT_CONFIG_VALUE_0": clone_step.CREDENTIAL_HELPER,
+    }
+
+
+def _pushed(work: Path, url: str, branch: str, env: dict[str, str]) -> float:
+    """Seconds for `git push` of HEAD to a new branch."""
+    _, seconds = timed(lambda: subprocess.run(
+        ["git", "-C", str(work), "push", "-q", url, f"HEAD:refs/heads/{branch}"],
+        env=env, check=True, capture_output=True,
+    ))
+    return seconds
+
+
+def push(sizes: Sizes) -> Figure:
+    """`git push` of new commits through the session's git component (glue/gitproxy.py, as
+    its own process, with the per-server secret as the password) vs straight to the GitLab
+    stand-in with the token; the same commit both ways, each to a new branch."""
+    runs, total = sizes.pushes, sizes.push_bytes
+    with tempfile.TemporaryDirectory(prefix="renku-bench-push-") as tmp:
+        root = Path(tmp)
+        make_repo(root, "bench/push")
+        bare = root / "bench/push.git"
+        standin = GitLabStandIn()
+        standin.add_user(PUSHER, PUSH_TOKEN)
+        standin.add_project("bench/push", repo=bare, members={PUSHER: 30})
+        with StandInThread(standin):
+            files = root / "component"
+            files.mkdir()
+            (files / "token").write_text(PUSH_TOKEN)
+            (files / "secret").write_text("bench-per-server-secret")
+            port = free_port()
+            settings = gitproxy.Settings(project="bench/push", secret_file=files / "secret",
+                                         upstream=standin.url, token_file=files / "token")
+            argv, _ = gitproxy.step(settings, listen=f"127.0.0.1:{port}", python=sys.executable)
+            component = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+            try:
+                wait_until(lambda: listening_pid(port), 20, "the component listens")
+                urls = {"direct": f"{standin.url}/bench/push.git",
+                        "component": f"http://127.0.0.1:{port}/bench/push.git"}
+                envs = {"direct": _push_env(files / "token"),
+                        "component": _push_env(files / "secret")}
+                times: dict[str, list[float]] = {"direct": [], "component": []}
+                work = root / "work"
+                git(root, "clone", "-q", str(bare), str(work))
+                for i in range(runs):
+                    _write_new_files(work, total, f"push{i}")
+                    git(work, "add", "-A")
+                    git(work, "commit", "-q", "-m", f"push {i}")
+                    for way in ("component", "direct") if i % 2 == 0 else ("direct", "component"):
+                        branch = f"{way}-{i}"
+                        times[way].append(_pushed(work, urls[way], branch, envs[way]))
+                        _forget(bare, branch)
+                    # the remote keeps this round's commit: the next round sends only its own
+                    git(work, "push", "-q", str(bare), "HEAD:refs/heads/main")
+            finally:
+                component.terminate()
+                component.wait(10)
+    c, d = median(times["component"]), median(times["direct"])
+    megabytes = total / 1e6
+    return Figure(
+        8,
+        f"git push of {megabytes:g} MB of new files, median of {runs} each, alternating",
+        f"{c:.2f} s (through the session's git component to the GitLab stand-in)",
+        f"{d:.2f} s (straight to the stand-in with the token)",
+        c / d,
+        "<= 1.2",
+        c / d <= 1.2,
+        {"component_s": c, "direct_s": d},
+        notes=[f"component runs {', '.join(f'{x:.2f}' for x in times['component'])} s",
+               f"direct runs {', '.join(f'{x:.2f}' for x in times['direct'])} s"],
+    )
+
+
 # --- the figures by number ---------------------------------------------------------------------
 
 # run in this order: the memory figure first, while the glue is idle
 HUB_FIGURES: dict[int, Callable[[Bench, Sizes], Figure]] = {
-    5: memory, 1: status, 2: launch, 3: crowd, 6: sandbox,
+    5: memory, 1: status, 2: launch, 3: crowd, 6: sandbox, 7: stop,
 }
-PLAIN_FIGURES: dict[int, Callable[[Sizes], Figure]] = {4: clone}
+PLAIN_FIGURES: dict[int, Callable[[Sizes], Figure]] = {4: clone, 8: push}

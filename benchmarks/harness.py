@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import psutil
 from tests.hubtools import RunningHub, listening_pid, make_repo, wait_until
 
 DEFAULT_IMAGE = "registry.example.org/renku/default:1"
-PROJECTS = ("bench/status", "bench/launch", "bench/crowd")
+PROJECTS = ("bench/status", "bench/launch", "bench/crowd", "bench/stop")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class Sizes:
     clones: int = 5  # 4. clones each way
     memory_requests: int = 10_000  # 5. requests before the last memory sample
     sandbox_launches: int = 10  # 6. launches with and without the sandbox each
+    stops: int = 10  # 7. stops of a clean workspace each way
+    dirty_stops: int = 3  # 7. stops with changed files
+    changed_bytes: int = 50_000_000  # 7. the changed files of a dirty stop (5 MB each)
+    pushes: int = 3  # 8. pushes each way
+    push_bytes: int = 50_000_000  # 8. the new files of a push (5 MB each)
 
     def describe(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
@@ -50,7 +56,8 @@ class Sizes:
 FULL = Sizes()
 # every figure once, in about a minute: the harness works, the numbers mean nothing
 SMOKE = Sizes(requests=20, warmup=5, launches=1, crowd=2, rounds=1, commits=60,
-              big_bytes=64 << 10, clones=1, memory_requests=200, sandbox_launches=1)
+              big_bytes=64 << 10, clones=1, memory_requests=200, sandbox_launches=1,
+              stops=1, dirty_stops=1, changed_bytes=1_000_000, pushes=1, push_bytes=1_000_000)
 
 
 @dataclass
@@ -58,7 +65,8 @@ class Figure:
     """One line of the results: the glue's way, the baseline, their ratio and the target.
 
     `numbers` are the measured values behind the text (each positive when measured),
-    `errors` the failed requests or launches among them.
+    `errors` the failed requests or launches among them. A figure whose target is an
+    absolute difference (glue minus baseline, in seconds) sets `difference`.
     """
 
     number: int
@@ -71,6 +79,7 @@ class Figure:
     numbers: dict[str, float]
     errors: int = 0
     notes: list[str] = field(default_factory=list)
+    difference: float | None = None
 
     @property
     def heading(self) -> str:
@@ -78,7 +87,15 @@ class Figure:
 
     def as_json(self) -> dict[str, Any]:
         return {"number": self.number, "title": self.title, "ratio": self.ratio,
-                "met": self.met, "errors": self.errors, "numbers": self.numbers}
+                "difference": self.difference, "met": self.met, "errors": self.errors,
+                "numbers": self.numbers}
+
+    @property
+    def comparison(self) -> str:
+        """`ratio 1.05`, or `difference +0.123 s (ratio 1.05)` for an absolute target."""
+        if self.difference is None:
+            return f"ratio {self.ratio:.2f}"
+        return f"difference {self.difference:+.3f} s (ratio {self.ratio:.2f})"
 
     def show(self) -> str:
         mark = "met" if self.met else "MISSED"
@@ -86,7 +103,7 @@ class Figure:
             self.heading,
             f"    glue:     {self.glue}",
             f"    baseline: {self.baseline}",
-            f"    ratio:    {self.ratio:.2f} (target {self.target}: {mark})",
+            f"    result:   {self.comparison} (target {self.target}: {mark})",
         ]
         lines += [f"    {note}" for note in self.notes]
         return "\n".join(lines)
@@ -201,6 +218,7 @@ class Bench:
 
 @contextlib.contextmanager
 def running_bench(servers_per_user: int = 2, start_timeout: int = 600) -> Iterator[Bench]:
+    """The bench's hub: the embedded default with benchmarks.spawner's subclass (figure 7)."""
     with tempfile.TemporaryDirectory(prefix="renku-bench-") as tmp:
         workdir = Path(tmp)
         repos = workdir / "repos"
@@ -216,7 +234,12 @@ def running_bench(servers_per_user: int = 2, start_timeout: int = 600) -> Iterat
             },
         }
         (workdir / "hub").mkdir()
-        hub = RunningHub(workdir / "hub", config)
+        checkout = str(Path(__file__).resolve().parents[1])  # the hub imports benchmarks.spawner
+        path = os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")]))
+        hub = RunningHub(workdir / "hub", config, extra_env={
+            "NOTEBOOKS_TEST_SPAWNER_CLASS": "benchmarks.spawner.BenchSpawner",
+            "PYTHONPATH": path,
+        })
         try:
             hub.start()
             yield Bench(hub, shas, workdir, config)

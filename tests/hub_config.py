@@ -25,3 +25,6 @@ c.JupyterHub.log_level = "INFO"  # noqa: F821
 if os.environ.get("NOTEBOOKS_TEST_AUTH_REFRESH_AGE"):
     # refresh GitLab tokens within a test's time instead of every 5 minutes
     c.Authenticator.auth_refresh_age = int(os.environ["NOTEBOOKS_TEST_AUTH_REFRESH_AGE"])  # noqa: F821
+if os.environ.get("NOTEBOOKS_TEST_SPAWNER_CLASS"):
+    # the benchmarks' hub (benchmarks/spawner.py): a subclass for figure 7's baseline
+    c.JupyterHub.spawner_class = os.environ["NOTEBOOKS_TEST_SPAWNER_CLASS"]  # noqa: F821
