@@ -548,10 +548,10 @@ def stop(bench: Bench, sizes: Sizes) -> Figure:
     """A stop through the glue's DELETE of a running server, with and without the autosave
     work, alternately (ABBA); then with changed files.
 
-    The autosave way is the embedded default's: the glue asks the hub to autosave the
-    running server (glue.hubautosave: the autosave step in the sandbox, through the
-    session's git component), then stops it, and the spawner's stop autosaves again (the
-    user may have written in between). The baseline, a stop as before autosave existed, is
+    The autosave way is the embedded default's: the glue stops the server through the
+    hub's saving DELETE (glue.hubautosave: the server's route closed, the autosave step in
+    the sandbox through the session's git component, then the stop, which does not save
+    again). The baseline, a stop as before autosave existed, is
     the same DELETE with `force=true` (no pre-stop autosave) for a user whose spawner's
     autosave does nothing (benchmarks/spawner.py): the same hub, glue, spawner, component
     and server.
@@ -639,8 +639,8 @@ def stop(bench: Bench, sizes: Sizes) -> Figure:
         f"A stop through the glue's DELETE, clean workspace, median of {sizes.stops} each, "
         "alternating",
         f"{g:.3f} s until the server's process exited, {g_gone:.2f} s until the glue says it "
-        "is gone (the hub's autosave before the stop, the spawner's at the stop; nothing to "
-        "save, no branch written)",
+        "is gone (one autosave, in the hub's saving DELETE right before the stop; nothing "
+        "to save, no branch written)",
         f"{t:.3f} s until exited, {t_gone:.2f} s until gone (the same stop without the "
         "autosave work: force=true, the spawner's autosave a no-op)",
         g / t,
