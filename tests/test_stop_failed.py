@@ -34,7 +34,8 @@ WHY = "The pod hub-u-hello could not be deleted (Kubernetes: 500 Internal Server
 
 
 class HubStandIn:
-    """GET /users/{name} and DELETE /users/{name}/servers/{server}, as JupyterHub answers."""
+    """GET /notebooks/servers/{name} (glue.hubservers) and DELETE /users/{name}/servers/{server},
+    as JupyterHub answers."""
 
     def __init__(self, delete_status: int, kept_because: str | None):
         self.delete_status = delete_status
@@ -57,7 +58,7 @@ class HubStandIn:
             "user_options": options,
         }
 
-    async def user(self, request: web.Request) -> web.Response:
+    async def servers(self, request: web.Request) -> web.Response:
         servers = {TARGET.server_name: self.server()} if self.present else {}
         return web.json_response({"name": "u", "servers": servers})
 
@@ -76,7 +77,7 @@ class HubStandIn:
 async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     standin = HubStandIn(*request.param)
     app = web.Application()
-    app.router.add_get("/hub/api/users/{name}", standin.user)
+    app.router.add_get("/hub/api/notebooks/servers/{name}", standin.servers)
     app.router.add_delete("/hub/api/users/{name}/servers/{server}", standin.delete)
     runner = web.AppRunner(app)
     await runner.setup()
