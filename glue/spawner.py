@@ -220,7 +220,7 @@ class CommitSpawnerMixin(Configurable):
                 "AUTOSAVE FAILED for %s: %s. %s",
                 self._log_name,
                 e.message,
-                self.autosave_failed(e.message),
+                self.keep_after_failed_autosave(e.message),
             )
             raise
         self.autosave_done()
@@ -239,8 +239,8 @@ class CommitSpawnerMixin(Configurable):
         when no session runs; AutosaveFailed with the reason."""
         raise NotImplementedError
 
-    def autosave_failed(self, reason: str) -> str:
-        """What still holds the work after a failed autosave, for the log."""
+    def keep_after_failed_autosave(self, reason: str) -> str:
+        """Keep what still holds the work after a failed autosave; says what, for the log."""
         return "The server keeps running; a stop through the glue or the culler is refused."
 
     def autosave_done(self) -> None:
@@ -548,7 +548,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         except (localsession.StepFailed, GlueError, OSError, ValueError) as e:
             raise AutosaveFailed(getattr(e, "message", None) or str(e)) from None
 
-    def autosave_failed(self, reason: str) -> str:
+    def keep_after_failed_autosave(self, reason: str) -> str:
         """The workspace is marked kept (see delete_forever): nothing deletes it."""
         self.session_git().mark_kept(reason)
         return f"Its workspace {self.workspace()} is kept as it is."
