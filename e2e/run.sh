@@ -42,6 +42,8 @@ collect() {
     done
     kubectl --namespace "$NAMESPACE" logs -l app=gitlab-standin --tail=-1 \
         > "$ARTIFACTS/gitlab-standin.log" 2>&1 || true
+    kubectl --namespace "$NAMESPACE-registry" logs -l app=registry --tail=-1 \
+        > "$ARTIFACTS/registry.log" 2>&1 || true
 }
 
 cleanup() {
@@ -104,10 +106,17 @@ spec:
     metadata:
       labels: {app: gitlab-standin}
     spec:
+      # the namespace enforces `restricted`: the stand-in too
+      securityContext:
+        runAsNonRoot: true
+        seccompProfile: {type: RuntimeDefault}
       containers:
         - name: standin
           image: $STANDIN_IMAGE
           imagePullPolicy: Never
+          securityContext:
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
           ports: [{name: http, containerPort: 8080}]
           readinessProbe:
             tcpSocket: {port: http}
@@ -124,6 +133,85 @@ spec:
     - {name: http, port: 8080, targetPort: http, nodePort: 31280}
 MANIFEST
 kubectl --namespace "$NAMESPACE" rollout status deploy/gitlab-standin --timeout=180s
+
+echo "--- registry: asks for credentials, has the private project's older image"
+# e2e-only credentials (the operator's deploy token in real use), no real secret
+REGISTRY_USER=e2e-deploy-token
+REGISTRY_PASSWORD=e2e-registry-password
+# a namespace of its own: the registry runs as root, which `restricted` forbids
+REGISTRY_NAMESPACE="$NAMESPACE-registry"
+kubectl create namespace "$REGISTRY_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
+HTPASSWD="$(mktemp)"
+docker run --rm --entrypoint htpasswd httpd:2.4-alpine -Bbn "$REGISTRY_USER" "$REGISTRY_PASSWORD" \
+    > "$HTPASSWD"
+kubectl --namespace "$REGISTRY_NAMESPACE" create secret generic registry-htpasswd \
+    --from-file=htpasswd="$HTPASSWD" --dry-run=client -o yaml | kubectl apply -f -
+rm -f "$HTPASSWD"
+kubectl --namespace "$REGISTRY_NAMESPACE" apply -f - <<MANIFEST
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: registry
+  labels: {app: registry}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: registry}
+  template:
+    metadata:
+      labels: {app: registry}
+    spec:
+      containers:
+        - name: registry
+          image: registry:2.8.3
+          env:
+            - {name: REGISTRY_AUTH, value: htpasswd}
+            - {name: REGISTRY_AUTH_HTPASSWD_REALM, value: e2e}
+            - {name: REGISTRY_AUTH_HTPASSWD_PATH, value: /auth/htpasswd}
+          ports: [{name: http, containerPort: 5000}]
+          volumeMounts: [{name: auth, mountPath: /auth, readOnly: true}]
+          readinessProbe:
+            tcpSocket: {port: http}
+            periodSeconds: 2
+      volumes:
+        - name: auth
+          secret: {secretName: registry-htpasswd}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: registry
+spec:
+  type: NodePort
+  selector: {app: registry}
+  ports:
+    - {name: http, port: 5000, targetPort: http, nodePort: 31500}
+MANIFEST
+kubectl --namespace "$REGISTRY_NAMESPACE" rollout status deploy/registry --timeout=180s
+# the node's containerd pulls registry.gitlab.test/... from that registry (plain HTTP, at
+# its cluster IP: kube-proxy's nftables mode serves no NodePort on the node's localhost)
+REGISTRY_ADDRESS="$(kubectl --namespace "$REGISTRY_NAMESPACE" get service registry \
+    -o jsonpath='{.spec.clusterIP}'):5000"
+docker exec -i "$CLUSTER-control-plane" sh -c 'mkdir -p /etc/containerd/certs.d/registry.gitlab.test && cat > /etc/containerd/certs.d/registry.gitlab.test/hosts.toml' <<TOML
+server = "http://$REGISTRY_ADDRESS"
+[host."http://$REGISTRY_ADDRESS"]
+  capabilities = ["pull", "resolve"]
+TOML
+# the older commit of the private project gets an image (the sample image, retagged)
+CLONE="$(mktemp -d)"
+git clone -q --bare "http://oauth2:alice-e2e-token@localhost:31280/group/private-demo.git" "$CLONE/repo.git"
+OLDER="$(git -C "$CLONE/repo.git" rev-parse HEAD~1)"
+rm -rf "$CLONE"
+SAMPLE=quay.io/jupyterhub/k8s-singleuser-sample:4.4.0
+docker pull -q "$SAMPLE"
+docker tag "$SAMPLE" "localhost:31500/group/private-demo:${OLDER:0:7}"
+echo "$REGISTRY_PASSWORD" | docker login localhost:31500 -u "$REGISTRY_USER" --password-stdin
+docker push -q "localhost:31500/group/private-demo:${OLDER:0:7}"
+docker logout localhost:31500
+# the operator's credentials for the chart (values/kind.yaml spawner.registrySecret)
+kubectl --namespace "$NAMESPACE" create secret docker-registry e2e-registry \
+    --docker-server=registry.gitlab.test --docker-username="$REGISTRY_USER" \
+    --docker-password="$REGISTRY_PASSWORD" --dry-run=client -o yaml | kubectl apply -f -
 
 echo "--- chart"
 "$HELM" dependency build helm-chart/renku-notebooks
@@ -147,4 +235,4 @@ VALUES
     --values values/kind.yaml --values "$UPGRADE" --wait --timeout 10m
 rm -f "$UPGRADE"
 E2E_NAMESPACE="$NAMESPACE" E2E_PROFILE=bigger "$PYTHON" -m pytest -v -p no:cacheprovider \
-    e2e/test_e2e.py -k launch
+    e2e/test_e2e.py -k test_launch_an_older_commit

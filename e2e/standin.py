@@ -1,18 +1,23 @@
-"""The GitLab stand-in as the kind e2e runs it: project group/demo with two commits, then serve.
+"""The GitLab stand-in as the kind e2e runs it: projects group/demo and group/private-demo, two
+commits each, then serve.
 
 Runs in the stand-in pod (`python -m e2e.standin`, image built by e2e/run.sh
 from the glue image plus tests/ and e2e/). The e2e test launches the older
-commit, so the repository needs history, which a fixture `source:` directory
-cannot give.
+commit, so the repositories need history, which a fixture `source:` directory
+cannot give. group/private-demo's registry lists an image for each of its
+commits (their shas exist only now, so they are added here): e2e/run.sh pushes
+the older one to the e2e registry, which asks for credentials; the newer one
+is never pushed, so it cannot be pulled.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from tests import gitlab_standin
 
@@ -23,11 +28,22 @@ COMMITS = [
 ]
 
 
-def main() -> int:
-    work = Path(tempfile.mkdtemp(prefix="e2e-standin-"))
-    gitlab_standin.create_bare_repo(work / "demo.git", COMMITS)
+def prepare(work: Path) -> Path:
+    """The projects' repositories in `work` and the fixture that serves them; returns its path."""
+    data = yaml.safe_load(Path(__file__).with_name("fixture.yaml").read_text())
+    for project in data["projects"]:
+        # the project's path in its first commit: each project's commits are its own
+        first = {**COMMITS[0], "README.md": f"{project['path']}\n"}
+        shas = gitlab_standin.create_bare_repo(work / project["repo"], [first, *COMMITS[1:]])
+        if project.get("registryTags") == "each commit":
+            project["registryTags"] = [sha[:7] for sha in shas]
     fixture = work / "fixture.yaml"
-    shutil.copy(Path(__file__).with_name("fixture.yaml"), fixture)
+    fixture.write_text(yaml.safe_dump(data))
+    return fixture
+
+
+def main() -> int:
+    fixture = prepare(Path(tempfile.mkdtemp(prefix="e2e-standin-")))
     return gitlab_standin.main(["--host", "0.0.0.0", "--port", "8080", "--fixture", str(fixture)])
 
 

@@ -30,6 +30,10 @@ STANDIN = os.environ.get("E2E_STANDIN_URL", "http://localhost:31280")
 NAMESPACE = os.environ.get("E2E_NAMESPACE", "")
 USER, USER_GIT_TOKEN = "alice", "alice-e2e-token"  # e2e/fixture.yaml
 PROJECT = "group/demo"
+# its registry lists an image per commit (e2e/standin.py); e2e/run.sh pushes the older one to a
+# registry that asks for credentials (the operator's, values/kind.yaml spawner.registrySecret)
+PRIVATE_PROJECT = "group/private-demo"
+REGISTRY = "registry.gitlab.test"
 NOTEBOOK = "notebooks/analysis.ipynb"
 START_SECONDS = 420
 # after e2e/run.sh's upgrade: a profile only the new release has (hub and glue must agree)
@@ -62,17 +66,25 @@ def wait_for(what: str, check: Any, seconds: float) -> Any:
     raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def commits(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """The project's commits, newest first, read with git from the stand-in."""
-    repo = tmp_path_factory.mktemp("clone") / "demo.git"
-    url = STANDIN.replace("://", f"://oauth2:{USER_GIT_TOKEN}@") + f"/{PROJECT}.git"
-    subprocess.run(["git", "clone", "-q", "--bare", url, str(repo)], check=True)
+def project_commits(project: str, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """A project's commits, newest first, read with git from the stand-in."""
+    repo = tmp_path_factory.mktemp("clone") / "repo.git"
+    subprocess.run(["git", "clone", "-q", "--bare", standin_url(project), str(repo)], check=True)
     shas = subprocess.run(
         ["git", "-C", str(repo), "rev-list", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.split()
     assert len(shas) >= 2
     return shas
+
+
+@pytest.fixture(scope="module")
+def commits(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return project_commits(PROJECT, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def private_commits(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    return project_commits(PRIVATE_PROJECT, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +155,10 @@ def test_launch_an_older_commit(api: requests.Session, commits: list[str], tmp_p
         # uncommitted work for the autosave of the stop
         assert {c["name"] for c in pod["spec"]["containers"]} == {"notebook", "git-proxy"}
         assert statuses["git-session"]["state"]["terminated"]["exitCode"] == 0
-        out = run_in_kernel(api, server, SESSION_CODE)
+        # this run's own words and branch: e2e/run.sh launches the commit again after the
+        # upgrade, which restores this run's autosave first
+        run = uuid.uuid4().hex[:8]
+        out = run_in_kernel(api, server, SESSION_CODE.replace("RUN", run))
         results = json.loads(out.strip().splitlines()[-1])
         assert [code for code, _ in results] == [0, 0, 0], results
         assert git_token not in out
@@ -156,27 +171,84 @@ def test_launch_an_older_commit(api: requests.Session, commits: list[str], tmp_p
 
     # the push from the session, and the preStop autosave of the uncommitted file
     branches = remote_branches()
-    assert "refs/heads/e2e-push" in branches
+    assert f"refs/heads/e2e-push-{run}" in branches
     autosave = f"refs/heads/notebooks/autosave/{USER}/{older}"
     assert autosave in branches, branches
-    assert remote_file(autosave, "unsaved.txt", tmp_path) == "not committed\n"
-    assert remote_file(autosave, "pushed.txt", tmp_path) == "from the session\n"
+    assert remote_file(autosave, "unsaved.txt", tmp_path) == f"not committed {run}\n"
+    assert remote_file(autosave, "pushed.txt", tmp_path) == f"from the session {run}\n"
+
+
+def test_a_private_image_runs_with_a_pull_secret_of_its_own(
+    api: requests.Session, private_commits: list[str]
+) -> None:
+    """The commit's image is pulled with the operator's registry credentials, copied for this
+    launch into a Secret that the pod owns and the session cannot read."""
+    older = private_commits[-1]
+    launch_url = f"{HUB}/services/notebooks/{PRIVATE_PROJECT}/{older}"
+    started = api.post(launch_url, json={}, timeout=60)
+    assert started.status_code in (201, 202), started.text
+    try:
+        model = wait_for("the server", lambda: running(api, launch_url), START_SECONDS)
+        image = f"{REGISTRY}/{PRIVATE_PROJECT}:{older[:7]}"
+        assert model["image"] == image and model["image_fallback"] is False, model
+        pod = pod_for(older)
+        notebook = next(c for c in pod["spec"]["containers"] if c["name"] == "notebook")
+        assert notebook["image"] == image
+        secret_name = f"{pod['metadata']['name']}-registry"
+        assert {"name": secret_name} in pod["spec"]["imagePullSecrets"]
+        # never mounted: only the kubelet reads it
+        assert secret_name not in json.dumps(pod["spec"].get("volumes", []))
+        secret = kube_json("get", "secret", secret_name)
+        assert secret["type"] == "kubernetes.io/dockerconfigjson"
+        assert secret["metadata"]["ownerReferences"][0]["uid"] == pod["metadata"]["uid"]
+        config = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+        assert list(config["auths"]) == [REGISTRY]  # this image's registry only
+    finally:
+        stopped = api.delete(launch_url, timeout=60)
+        assert stopped.status_code in (202, 204), stopped.text
+    wait_for("the pod to go", lambda: not pods_for(older), 180)
+    assert secret_name not in kubectl("get", "secrets", "-o", "name")
+
+
+def test_an_image_that_cannot_be_pulled_fails_the_launch_at_once(
+    api: requests.Session, private_commits: list[str]
+) -> None:
+    """The registry lists the newer commit's image but has no such manifest: the launch fails
+    with the kubelet's reason well before the start timeout, and its pod is removed."""
+    newer = private_commits[0]
+    launch_url = f"{HUB}/services/notebooks/{PRIVATE_PROJECT}/{newer}"
+    began = time.monotonic()
+    started = api.post(launch_url, json={}, timeout=60)
+    try:
+        if started.status_code in (201, 202):
+            model = wait_for("the launch to fail", lambda: failed(api, launch_url), 120)
+            failure = model["failure"]
+        else:  # the start failed within the request
+            body = started.json()
+            assert started.status_code == 502, started.text
+            failure = {"reason": body["error"], "message": body["message"]}
+        assert time.monotonic() - began < 120
+        assert failure["reason"] in ("image_not_found", "image_pull_failed"), failure
+        assert "cannot be pulled" in failure["message"], failure
+    finally:
+        api.delete(launch_url, params={"force": "true"}, timeout=60)
+    wait_for("the pod to go", lambda: not pods_for(newer), 180)
 
 
 # runs in the server's kernel, in the workspace (the server's root directory)
 SESSION_CODE = """
 import json, pathlib, subprocess
-pathlib.Path("pushed.txt").write_text("from the session\\n")
+pathlib.Path("pushed.txt").write_text("from the session RUN\\n")
 steps = [
     ["git", "add", "pushed.txt"],
     ["git", "commit", "-q", "-m", "pushed from the e2e session"],
-    ["git", "push", "-q", "origin", "HEAD:refs/heads/e2e-push"],
+    ["git", "push", "-q", "origin", "HEAD:refs/heads/e2e-push-RUN"],
 ]
 results = []
 for step in steps:
     done = subprocess.run(step, capture_output=True, text=True)
     results.append([done.returncode, done.stderr[-500:]])
-pathlib.Path("unsaved.txt").write_text("not committed\\n")
+pathlib.Path("unsaved.txt").write_text("not committed RUN\\n")
 print(json.dumps(results))
 """
 
@@ -231,8 +303,8 @@ async def _execute(authorization: str, server: str, kernel: str, code: str) -> s
     return "".join(printed)
 
 
-def standin_url() -> str:
-    return STANDIN.replace("://", f"://oauth2:{USER_GIT_TOKEN}@") + f"/{PROJECT}.git"
+def standin_url(project: str = PROJECT) -> str:
+    return STANDIN.replace("://", f"://oauth2:{USER_GIT_TOKEN}@") + f"/{project}.git"
 
 
 def remote_branches() -> str:
@@ -261,6 +333,14 @@ def running(api: requests.Session, url: str) -> dict[str, Any] | None:
     if model.get("status") == "failed":
         raise AssertionError(f"the launch failed: {model}\n{kubectl('get', 'events')}")
     return model if model.get("status") == "running" else None
+
+
+def failed(api: requests.Session, url: str) -> dict[str, Any] | None:
+    answer = api.get(url, timeout=30)
+    assert answer.status_code in (200, 404), answer.text
+    model = answer.json() if answer.status_code == 200 else {}
+    assert model.get("status") != "running", model
+    return model if model.get("status") == "failed" else None
 
 
 def pods_for(commit: str) -> list[dict[str, Any]]:

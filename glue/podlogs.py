@@ -142,7 +142,12 @@ class PodLogs:
             f"/pods/{quote(pod, safe='')}/log"
         )
         params = {"container": container, "tailLines": str(lines), "limitBytes": str(LIMIT_BYTES)}
-        headers = {"Authorization": f"Bearer {self._token(cluster)}", "Accept": "text/plain"}
+        # the log comes as text/plain, but the API server first negotiates among its
+        # serializers (for a failure's Status): `text/plain` alone is a 406 (client-go's way)
+        headers = {
+            "Authorization": f"Bearer {self._token(cluster)}",
+            "Accept": "application/json, */*",
+        }
         started, error = time.monotonic(), None
         try:
             async with self.session.get(

@@ -9,6 +9,10 @@ Pod": `GET /api/v1/namespaces/{namespace}/pods/{name}/log`, query parameters
 - the bearer token (401 Unauthorized without the right one);
 - RBAC: the token's Role allows `get` on `pods/log` in one namespace only (403
   Forbidden elsewhere, with the API server's message);
+- the `Accept` header: the API server negotiates its answer's type among its
+  serializers (JSON, YAML, protobuf) before it streams the log as text/plain, so
+  `Accept: text/plain` alone is refused (406 NotAcceptable, seen on Kubernetes
+  1.36); a list that admits one of them, `*/*` or none is served;
 - the pod (404 NotFound), the container (400 BadRequest when it is missing for a
   pod of several containers, unknown, or still waiting to start);
 - `tailLines` and `limitBytes` are non-negative integers (400 otherwise).
@@ -25,6 +29,16 @@ from typing import Any
 from aiohttp import web
 
 from tests.hubtools import free_port
+
+SERIALIZERS = {"application/json", "application/yaml", "application/vnd.kubernetes.protobuf"}
+
+
+def acceptable(accept: str | None) -> bool:
+    """Whether the API server's content negotiation finds a serializer in `Accept`."""
+    if not accept:
+        return True
+    types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return bool(types & (SERIALIZERS | {"*/*", "application/*"}))
 
 
 def status(code: int, reason: str, message: str, **details: Any) -> web.Response:
@@ -88,6 +102,13 @@ class KubeStandin:
             return status(self.fail_with, "InternalError", "an error on the server")
         if namespace != self.namespace:
             return self.forbidden(namespace, name)
+        if not acceptable(request.headers.get("Accept")):
+            return status(
+                406,
+                "NotAcceptable",
+                "only the following media types are accepted: application/json, "
+                "application/yaml, application/vnd.kubernetes.protobuf",
+            )
         query = request.query
         for number in ("tailLines", "limitBytes"):
             if number in query and not query[number].isdigit():

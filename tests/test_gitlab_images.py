@@ -12,11 +12,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+import requests
 from playwright.sync_api import expect
 
-from tests.gitlab_standin import GitLabStandIn, StandInThread
+from e2e import standin as e2e_standin
+from tests.gitlab_standin import GitLabStandIn, StandInThread, load_fixture
 from tests.hubtools import Client, RunningHub, assert_hidden, git, make_repo, wait_until
 from tests.test_browser import (  # noqa: F401  (`browser` is a fixture)
     LAB_TIMEOUT_MS,
@@ -190,3 +193,32 @@ def test_a_building_page_waits_and_launches_once_the_pipeline_succeeds(world, br
         assert_clean(visitor)
     finally:
         visitor.close()
+
+
+def test_the_e2e_standin_lists_an_image_for_each_private_commit(tmp_path: Path) -> None:
+    """e2e/standin.py: group/private-demo's registry lists an image for each of its commits
+    (the kind e2e pushes the older one and expects the newer one's pull to fail); group/demo's
+    lists none, so its launches keep the default image. Read as the glue reads it."""
+    standin = GitLabStandIn(registry_host=REGISTRY)
+    load_fixture(standin, e2e_standin.prepare(tmp_path), tmp_path)
+    headers = {"PRIVATE-TOKEN": "alice-e2e-token"}  # e2e/fixture.yaml
+    with StandInThread(standin):
+        listed = {}
+        for project in ("group/private-demo", "group/demo"):
+            api = f"{standin.url}/api/v4/projects/{quote(project, safe='')}/registry/repositories"
+            repositories = requests.get(api, headers=headers, timeout=10).json()
+            shas = git(tmp_path / f"{project.split('/')[1]}.git", "rev-list", "HEAD").split()
+            assert len(shas) == 2
+            listed[project] = {
+                sha: requests.get(
+                    f"{api}/{repository['id']}/tags/{sha[:7]}", headers=headers, timeout=10
+                ).status_code
+                for repository in repositories
+                for sha in shas
+            }
+    assert sorted(listed["group/private-demo"].values()) == [200, 200]
+    assert listed["group/demo"] == {}
+    # each project's commits are its own (a launch of one never finds the other's pod)
+    assert not set(listed["group/private-demo"]) & set(
+        git(tmp_path / "demo.git", "rev-list", "HEAD").split()
+    )

@@ -64,6 +64,24 @@ async def reader(kube: KubeStandin, tmp_path: Path) -> AsyncIterator[PodLogs]:
     await logs.close()
 
 
+async def test_the_standin_negotiates_the_answer_as_the_api_server_does(
+    kube: KubeStandin,
+) -> None:
+    """Kubernetes 1.36 (a real cluster) refuses `Accept: text/plain` for a log with 406,
+    although the log is text/plain: the stand-in does too, so the glue's header is checked."""
+    url = f"{kube.url}/api/v1/namespaces/{NAMESPACE}/pods/{POD}/log"
+    auth = {"Authorization": f"Bearer {SA_TOKEN}"}
+    async with aiohttp.ClientSession() as session:
+        answers = {}
+        for accept in ("text/plain", "application/json, */*", "*/*", None):
+            headers = {**auth, **({"Accept": accept} if accept else {})}
+            params = {"container": NOTEBOOK_CONTAINER}
+            async with session.get(url, params=params, headers=headers) as answer:
+                answers[accept] = (answer.status, answer.content_type)
+    assert answers["text/plain"] == (406, "application/json")
+    assert {answers[a] for a in ("application/json, */*", "*/*", None)} == {(200, "text/plain")}
+
+
 async def test_both_containers_tails_with_a_header_each(
     kube: KubeStandin, reader: PodLogs
 ) -> None:
