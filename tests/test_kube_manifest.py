@@ -1112,7 +1112,7 @@ async def test_the_hub_autosaves_through_the_sidecars_control_port(
         status, body = await hub.answer("autosave")
         assert status == 409 and body["error"] == "autosave_failed", body
         assert "NOT saved" in body["message"]
-        assert git("rev-parse", f"refs/heads/{branch}", cwd=bare) == tip
+        assert git("rev-parse", f"refs/heads/{branch}", cwd=bare) == again  # unchanged
         assert (here.checkout / "more.txt").exists()
 
     # the sidecar is gone (or its pod unreachable): fail closed
