@@ -224,8 +224,8 @@ def test_an_image_that_cannot_be_pulled_fails_the_launch_at_once(
             model = wait_for("the launch to fail", lambda: failed(api, launch_url), 120)
             failure = model["failure"]
         else:  # the start failed within the request
-            body = started.json()
             assert started.status_code == 502, started.text
+            body = started.json()
             failure = {"reason": body["error"], "message": body["message"]}
         assert time.monotonic() - began < 120
         assert failure["reason"] in ("image_not_found", "image_pull_failed"), failure
