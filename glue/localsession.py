@@ -66,10 +66,14 @@ async def run_step(
     )
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), seconds)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise StepFailed(f"{what} took longer than {seconds:.0f} s.") from None
+    except BaseException as e:
+        # timed out, or the launch was interrupted (cancelled): the step ends with it
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        if isinstance(e, TimeoutError):
+            raise StepFailed(f"{what} took longer than {seconds:.0f} s.") from None
+        raise
     if process.returncode:
         lines = stderr.decode(errors="replace").strip().splitlines()
         raise StepFailed(lines[-1] if lines else f"{what} failed.")
@@ -191,6 +195,15 @@ async def stop_component(process: Popen[bytes] | None, pid: int) -> None:
     if pid:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
+
+
+def kill_component(process: Popen[bytes] | None) -> None:
+    """End the component at once, without waiting on the event loop: for an interrupted
+    launch, whose step (the only user of the component yet) is killed too."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(1)  # SIGKILL: reaped at once
 
 
 async def answer_of(

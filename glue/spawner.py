@@ -395,6 +395,12 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 self._log_line(log_fd, f"Cloned {target.full_path} at {target.commit_sha}", None)
             try:
                 answer = await self.start_session_git(checked, sandbox, git, restore=not kept)
+            except asyncio.CancelledError:
+                # the hub interrupting the launch (a DELETE while it starts, the start
+                # timeout) waits a second for it, then calls no stop() for a server without
+                # a process: the component ends now (only the killed step used it)
+                self.kill_session_git()
+                raise
             except Exception:
                 await self.stop_session_git()
                 raise
@@ -516,6 +522,13 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
 
     async def stop_session_git(self) -> None:
         await localsession.stop_component(self._component, self.component_pid)
+        self._forget_session_git()
+
+    def kill_session_git(self) -> None:
+        localsession.kill_component(self._component)
+        self._forget_session_git()
+
+    def _forget_session_git(self) -> None:
         self._component, self.component_pid, self.git_port = None, 0, 0
         self.session_git().forget_secrets()
 

@@ -235,6 +235,11 @@ class GitLabStandIn:
         self.ci_fail_status: int | None = None  # the pipelines API alone answers this status
         self.fail_status: int | None = None  # answer every request with this status
         self.delay = 0.0  # seconds every request waits before it is answered
+        # a git fetch whose request names these bytes (a branch it asks for) is held until
+        # `release_fetch` is set; `fetch_held` says one is waiting (a test interrupts then)
+        self.hold_fetch: bytes | None = None
+        self.fetch_held = threading.Event()
+        self.release_fetch = threading.Event()
         self.throttled = 0  # how many of the next API requests answer 429
         self.retry_after: int | None = 1  # their Retry-After (None: sent without it)
         self._runner: web.AppRunner | None = None
@@ -1013,6 +1018,10 @@ class GitLabStandIn:
                 return web.Response(status=403, text="You are not allowed to upload code.")
         if project.repo is None:
             return web.Response(status=404, text=NOT_FOUND_PAGE)
+        if self.hold_fetch and request.method == "POST" and self.hold_fetch in await request.read():
+            self.fetch_held.set()
+            while not self.release_fetch.is_set():
+                await asyncio.sleep(0.05)
         suffix = "info/refs" if request.method == "GET" else service
         checks = {
             "GIT_CONFIG_KEY_1": "core.hooksPath",

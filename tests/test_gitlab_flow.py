@@ -49,14 +49,15 @@ def make_world(
         make_repo(root, path)
     standin = GitLabStandIn(registry_host=REGISTRY)
     users = ("dev", "guest", "reporter", "maint", "owner", "outsider", "grouped", "shared-dev",
-             "shared-rep", "invited", "solo", "blocked", "narrow", "short", "mover", "counted")
+             "shared-rep", "invited", "solo", "blocked", "narrow", "short", "mover", "counted",
+             "halted")
     for user in users:
         standin.add_user(user)
     standin.add_project(
         "renku/demo",
         repo=root / "renku/demo.git",
         members={"dev": 30, "guest": 10, "reporter": 20, "maint": 40, "owner": 50,
-                 "blocked": 30, "narrow": 30, "short": 30, "counted": 30},
+                 "blocked": 30, "narrow": 30, "short": 30, "counted": 30, "halted": 30},
     )
     standin.add_group("renku/sub", members={"grouped": 30})
     standin.add_project("renku/sub/deep", repo=root / "renku/sub/deep.git")
@@ -321,6 +322,59 @@ def test_login_close_to_expiry_is_renewed_before_the_clone(world):
     readme = client.session.get(f"{hub.url}{model['url']}api/contents/README.md", timeout=30)
     assert readme.json()["content"] == "version 2\n"
     hub.remove_all_servers("short")
+
+
+def processes_of(user: str, module: str) -> list[int]:
+    """Pids of `python -m <module>` processes that name `user` or their workspaces."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        if module.encode() in args and any(user.encode() in arg for arg in args):
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_a_stop_that_interrupts_the_restore_leaves_nothing_running_and_loses_nothing(world):
+    """A DELETE while the launch restores the autosave (the hub cancels the pending start and
+    calls no stop(), the server having no process yet) ends the session's git component and
+    the step; the autosave branch stays, so the next launch brings the work back."""
+    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
+    client = login(world, "halted")
+    path = f"renku/demo/{shas[0]}"
+    assert launch(client, "renku/demo", shas[0]).status_code in (201, 202)
+    contents = f"{hub.url}{client.wait_running(path)['url']}api/contents/unsaved.txt"
+    written = client.session.put(
+        contents, json={"type": "file", "format": "text", "content": "work\n"}, timeout=30
+    )
+    assert written.status_code in (200, 201), written.text
+    assert client.delete(path).status_code == 204  # autosaved, stopped, removed
+    assert not processes_of("halted", "glue.gitproxy")
+    standin.hold_fetch = b"refs/heads/notebooks/autosave/halted/" + shas[0].encode()
+    try:
+        assert launch(client, "renku/demo", shas[0]).status_code == 202
+        assert standin.fetch_held.wait(60), "the restore did not fetch the autosave"
+        assert processes_of("halted", "glue.gitproxy")  # what must end with the stop
+        assert client.delete(path).status_code in (202, 204)
+        deadline = time.monotonic() + 30
+        while processes_of("halted", "glue.gitproxy") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not processes_of("halted", "glue.gitproxy"), "the git component outlived it"
+        assert not processes_of("halted", "glue.session"), "the session step outlived it"
+        assert hub.hub_servers("halted") == {}
+    finally:
+        standin.hold_fetch = None
+        standin.release_fetch.set()
+    assert launch(client, "renku/demo", shas[0]).status_code in (201, 202)
+    model = client.wait_running(path)
+    assert model["restored_from"], model
+    back = client.session.get(contents, timeout=30)
+    assert back.status_code == 200 and back.json()["content"] == "work\n", back.text
+    hub.remove_all_servers("halted")
+    standin.fetch_held.clear()
+    standin.release_fetch.clear()
 
 
 @pytest.mark.parametrize(
