@@ -993,6 +993,14 @@ def dockerfile_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().replace("\\\n", " ").splitlines()]
 
 
+def dockerfile_args(path: Path) -> dict[str, str]:
+    """The build ARGs with defaults: the pinned bases."""
+    import re
+
+    found = (re.match(r"ARG (\w+)=(\S+)", line) for line in dockerfile_lines(path))
+    return dict(match.groups() for match in found if match)  # type: ignore[misc]
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_images_build_reproducibly(dockerfile: Path) -> None:
     import re
@@ -1001,17 +1009,17 @@ def test_images_build_reproducibly(dockerfile: Path) -> None:
     assert not any(re.match(r"#\s*syntax\s*=", line, re.I) for line in lines), (
         "a `# syntax=` line pulls a BuildKit frontend from Docker Hub"
     )
-    args = dict(
-        re.match(r"ARG (\w+)=(\S+)", line).groups()  # type: ignore[union-attr]
-        for line in lines
-        if re.match(r"ARG \w+=", line)
-    )
+    args = dockerfile_args(dockerfile)
     stages = set()
     for line in (line for line in lines if line.startswith("FROM ")):
         image, *rest = line.split()[1:]
         stages.update(rest[1:] if rest[:1] == ["AS"] else [])
         image = args.get(image.strip("${}"), image) if image.startswith("$") else image
         assert image in stages or re.fullmatch(EXACT_TAG, image), f"{image}: not pinned"
+    # the Python base (Docker Hub's official image, whose tags are rebuilt) by digest too
+    assert re.fullmatch(r"python:[\w.-]+@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"]), args
+    # both images build on one Python base, so one wheel build serves them
+    assert args["PYTHON_IMAGE"] == dockerfile_args(DOCKERFILES[0])["PYTHON_IMAGE"]
     installs = [line for line in lines if re.search(r"\bpip (install|wheel)\b", line)]
     assert installs
     for line in installs:
