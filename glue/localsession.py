@@ -102,8 +102,14 @@ class SessionGit:
     def unmark_kept(self) -> None:
         (self.private / KEPT).unlink(missing_ok=True)
 
+    @property
+    def secret_file(self) -> Path:
+        """The per-server secret's file: also what names this server's component (its
+        `--secret-file`), which `components` finds by it."""
+        return self.private / SECRET
+
     def secret(self) -> str:
-        return (self.private / SECRET).read_text().strip()
+        return self.secret_file.read_text().strip()
 
     def prepare(
         self,
@@ -118,7 +124,7 @@ class SessionGit:
         self.private.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.private.mkdir(mode=0o700, exist_ok=True)
         self.private.chmod(0o700)
-        write_private(self.private / SECRET, secrets.token_urlsafe(32))
+        write_private(self.secret_file, secrets.token_urlsafe(32))
         upstream, repo, token_file = None, None, None
         if self.source.startswith("file://"):
             repo = Path(self.source.removeprefix("file://"))
@@ -132,7 +138,7 @@ class SessionGit:
             write_private(self.private / HUB_TOKEN, hub_token)
         return gitproxy.Settings(
             project=self.project,
-            secret_file=self.private / SECRET,
+            secret_file=self.secret_file,
             upstream=upstream,
             token_file=token_file,
             repo=repo,
@@ -182,19 +188,36 @@ async def wait_listening(port: int, process: Popen[bytes], seconds: float = 30) 
     raise RuntimeError("The session's git component did not start in time.")
 
 
-async def stop_component(process: Popen[bytes] | None, pid: int) -> None:
-    """Stop the component we started, or (after a hub restart) the one of that pid."""
-    if process is not None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(process.wait, COMPONENT_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        return
-    if pid:
+async def stop_component(process: Popen[bytes] | None, secret_file: Path) -> None:
+    """Stop the component we started, and any other of this server: the one a restarted hub
+    holds no handle of, or one that a hub killed during the launch left running. Found by
+    what they serve with (`components`), never by a stored pid another process may have
+    been given since."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, COMPONENT_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    for pid in await asyncio.to_thread(components, secret_file):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
+
+
+def components(secret_file: Path) -> list[int]:
+    """The pids of running components of one server: `glue.gitproxy` processes whose
+    `--secret-file` is that server's (its private directory is its own). Read from /proc;
+    none where there is no /proc."""
+    wanted = (b"glue.gitproxy", b"--secret-file", os.fsencode(secret_file))
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+        if all(arg in args for arg in wanted):
+            found.append(int(cmdline.parent.name))
+    return found
 
 
 def kill_component(process: Popen[bytes] | None) -> None:

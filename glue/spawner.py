@@ -341,7 +341,6 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
 
     git_port = 0  # the component's port while a session runs (0: none)
     _watched = False  # ended() is among the hub's poll callbacks
-    component_pid = 0
     _component: Popen[bytes] | None = None
 
     @default("sessions_root")
@@ -498,9 +497,10 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             service_api_token=self.service_api_token,
             token_endpoint=self.git_token_endpoint,
         )
+        # a component a hub killed during this server's last launch left running goes first
+        await localsession.stop_component(None, settings.secret_file)
         self.git_port = random_port()
         self._component = localsession.start_component(settings, self.git_port)
-        self.component_pid = self._component.pid
         await localsession.wait_listening(self.git_port, self._component)
         if restore:
             what = "Starting clean" if launch.autosave == "discard" else "Restoring unsaved work"
@@ -521,7 +521,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             raise RuntimeError(str(e).removeprefix("session: ")) from None
 
     async def stop_session_git(self) -> None:
-        await localsession.stop_component(self._component, self.component_pid)
+        await localsession.stop_component(self._component, self.session_git().secret_file)
         self._forget_session_git()
 
     def kill_session_git(self) -> None:
@@ -529,7 +529,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         self._forget_session_git()
 
     def _forget_session_git(self) -> None:
-        self._component, self.component_pid, self.git_port = None, 0, 0
+        self._component, self.git_port = None, 0
         self.session_git().forget_secrets()
 
     async def session_autosave(self, *, save: bool) -> dict[str, Any]:
@@ -570,20 +570,20 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         self.session_git().unmark_kept()
 
     def get_state(self) -> dict[str, Any]:
-        """The component's port and process survive a hub restart: the stop still autosaves."""
+        """The component's port survives a hub restart: the stop still autosaves through it
+        (and finds the component by its secret file to stop it, see stop_component)."""
         state: dict[str, Any] = super().get_state()
         if self.git_port:
-            state.update(git_port=self.git_port, component_pid=self.component_pid)
+            state.update(git_port=self.git_port)
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
         self.git_port = int(state.get("git_port", 0))
-        self.component_pid = int(state.get("component_pid", 0))
 
     def clear_state(self) -> None:
         super().clear_state()
-        self.git_port, self.component_pid = 0, 0
+        self.git_port = 0
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
         """The sandbox sets HOME; nothing of the hub's own paths goes in."""

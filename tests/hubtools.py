@@ -109,6 +109,24 @@ def listening_pid(port: int) -> int | None:
     return None
 
 
+def processes_using_hub(hub_api_port: int) -> list[psutil.Process]:
+    """The processes (glue, servers, clones) that talk to the hub API on this port."""
+    marker = f"127.0.0.1:{hub_api_port}/hub/api"
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if any(marker in value for value in process.environ().values()):
+                found.append(process)
+    return found
+
+
+def end_processes(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(processes, timeout=10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -197,6 +215,30 @@ class RunningHub:
         self.process.wait()
         self._log.close()
         self.process = None
+
+    def kill(self, *, with_its_group: bool = False) -> None:
+        """SIGKILL the jupyterhub process, as a crash would; with its group, as a container's
+        end. Its servers and their git components run on (their own sessions)."""
+        assert self.process is not None
+        if with_its_group:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        self._log.close()
+        self.process = None
+
+    def components(self) -> list[str]:
+        """The `--secret-file` of every session git component (glue.gitproxy) running with
+        this hub's state: one per running server, its session directory's."""
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            args = process.info["cmdline"] or []
+            if "glue.gitproxy" in args and "--secret-file" in args:
+                secret = args[args.index("--secret-file") + 1]
+                if secret.startswith(str(self.workdir)):
+                    found.append(secret)
+        return found
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

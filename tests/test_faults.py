@@ -36,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import requests
 import yaml
@@ -45,9 +44,11 @@ from tests.gitlab_standin import GitLabStandIn, StandInThread
 from tests.hubtools import (
     Client,
     RunningHub,
+    end_processes,
     free_port,
     listening_pid,
     make_repo,
+    processes_using_hub,
     timed,
     wait_until,
     workspace_git,
@@ -68,24 +69,6 @@ def base_config(repos: Path, **launch: Any) -> dict[str, Any]:
         "launch": {"startTimeoutSeconds": 120, "stopTimeoutSeconds": 20, **launch},
         "metrics": {"allowedNetworks": ["127.0.0.0/8"]},
     }
-
-
-def processes_of(hub_api_port: int) -> list[psutil.Process]:
-    """The processes (glue, servers, clones) that talk to the hub API on this port."""
-    marker = f"127.0.0.1:{hub_api_port}/hub/api"
-    found = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if any(marker in value for value in process.environ().values()):
-                found.append(process)
-    return found
-
-
-def end_processes(processes: list[psutil.Process]) -> None:
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(processes, timeout=10)
 
 
 def glue_get(port: int, path: str, token: str | None = None, **kwargs: Any) -> requests.Response:
@@ -283,21 +266,9 @@ def restartable(tmp_path: Path) -> Iterator[dict[str, Any]]:
     try:
         yield {"hub": hub.start(), "shas": shas, "hub_port": hub_port}
     finally:
-        leftovers = processes_of(hub_port)
+        leftovers = processes_using_hub(hub_port)
         hub.stop()
         end_processes([p for p in leftovers if p.is_running()])
-
-
-def kill_hub(hub: RunningHub, *, with_its_group: bool = False) -> None:
-    """SIGKILL the jupyterhub process, as a crash would; with its group, as a container's end."""
-    assert hub.process is not None
-    if with_its_group:
-        os.killpg(hub.process.pid, signal.SIGKILL)
-    else:
-        hub.process.send_signal(signal.SIGKILL)
-    hub.process.wait(10)
-    hub._log.close()
-    hub.process = None
 
 
 def test_hub_killed_during_launches(restartable: dict[str, Any]) -> None:
@@ -314,7 +285,7 @@ def test_hub_killed_during_launches(restartable: dict[str, Any]) -> None:
         posts = [pool.submit(users[n].post, racing) for n in ("racer1", "racer2")]
         wait_until(lambda: hub.hub_servers("racer1") or hub.hub_servers("racer2"), 10,
                  "a racing launch reached the hub", every=0.02)
-        kill_hub(hub)
+        hub.kill()
         for post in posts:
             with contextlib.suppress(requests.RequestException):
                 assert_conforms(post.result())  # answered before the crash, or a 503
@@ -349,6 +320,12 @@ def test_hub_killed_during_launches(restartable: dict[str, Any]) -> None:
         assert list(hub.hub_servers(name)) == [model["name"]], name
     assert list(hub.hub_servers("early")) == [users["early"].get(early).json()["name"]]
     assert "unexpected error in" not in hub.log()
+    # one git component per running server: none that an interrupted launch left running
+    assert len(hub.components()) == 4, hub.components()
+    # the stop of a server the killed hub started ends its component too (the new hub
+    # holds no handle of it)
+    assert users["early"].delete(early).status_code == 204
+    wait_until(lambda: len(hub.components()) == 3, 30, "the early server's component ended")
 
 
 # --- the glue killed mid-launch, and fifty users at once ------------------------------------------
@@ -464,7 +441,7 @@ def test_hub_killed_mid_clone(restartable: dict[str, Any], tmp_path: Path) -> No
              30, "the clone started", every=0.05)
     time.sleep(0.3)
     assert "Cloned in" not in hub.log()[mark:], "the clone finished before the crash"
-    kill_hub(hub, with_its_group=True)  # the hub and the clone it runs
+    hub.kill(with_its_group=True)  # the hub and the clone it runs
     hub.start()
     # the interrupted launch is not running; launching again must put the commit in place
     model = assert_conforms(user.get(path)).json()

@@ -18,10 +18,13 @@ from tests.hubtools import (
     Client,
     RunningHub,
     assert_hidden,
+    end_processes,
+    free_port,
     hub_calls_by_glue,
     log_mark,
     log_since,
     make_repo,
+    processes_using_hub,
 )
 
 REGISTRY = "registry.gitlab.test"
@@ -32,6 +35,21 @@ DEFAULT_IMAGE = "registry.example.org/renku/default:1"
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """GitLab with projects and members, and a hub logging in with it."""
     yield from make_world(tmp_path_factory, {})
+
+
+@pytest.fixture
+def crashing_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The same, with a hub of its own for a test that kills it: its internal ports stay the
+    same across restarts; what outlived the killed hub is ended afterwards."""
+    hub_port = free_port()
+    env = {"NOTEBOOKS_HUB_PORT": str(hub_port), "NOTEBOOKS_PROXY_API_PORT": str(free_port())}
+    leftovers = []
+    try:
+        for world in make_world(tmp_path_factory, env):
+            yield world
+            leftovers = processes_using_hub(hub_port)
+    finally:
+        end_processes([p for p in leftovers if p.is_running()])
 
 
 @pytest.fixture(scope="module")
@@ -375,6 +393,46 @@ def test_a_stop_that_interrupts_the_restore_leaves_nothing_running_and_loses_not
     hub.remove_all_servers("halted")
     standin.fetch_held.clear()
     standin.release_fetch.clear()
+
+
+def test_a_hub_killed_during_the_restore_leaves_no_component_and_loses_nothing(crashing_world):
+    """The hub dies (SIGKILL) while a launch restores the autosave: the step dies with it,
+    the session's git component (its own process session, to outlive a hub restart) does not.
+    The restarted hub's next launch of that server ends that leftover and brings the work
+    back; its stop leaves no component."""
+    world = crashing_world
+    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
+    client = login(world, "halted")
+    path = f"renku/demo/{shas[1]}"
+    assert launch(client, "renku/demo", shas[1]).status_code in (201, 202)
+    contents = f"{hub.url}{client.wait_running(path)['url']}api/contents/unsaved.txt"
+    written = client.session.put(
+        contents, json={"type": "file", "format": "text", "content": "kept\n"}, timeout=30
+    )
+    assert written.status_code in (200, 201), written.text
+    assert client.delete(path).status_code == 204
+    standin.hold_fetch = b"refs/heads/notebooks/autosave/halted/" + shas[1].encode()
+    try:
+        assert launch(client, "renku/demo", shas[1]).status_code == 202
+        assert standin.fetch_held.wait(60), "the restore did not fetch the autosave"
+        hub.kill()
+        assert len(processes_of("halted", "glue.gitproxy")) == 1  # the one to end later
+    finally:
+        standin.hold_fetch = None
+        standin.release_fetch.set()
+    hub.start()
+    response = launch(client, "renku/demo", shas[1])
+    assert response.status_code in (201, 202), response.text
+    model = client.wait_running(path, timeout=90)
+    assert model["restored_from"], model
+    assert len(processes_of("halted", "glue.gitproxy")) == 1, "the leftover still runs"
+    back = client.session.get(contents, timeout=30)
+    assert back.status_code == 200 and back.json()["content"] == "kept\n", back.text
+    assert client.delete(path).status_code == 204
+    deadline = time.monotonic() + 30
+    while processes_of("halted", "glue.gitproxy") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_of("halted", "glue.gitproxy")
 
 
 @pytest.mark.parametrize(
