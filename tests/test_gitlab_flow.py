@@ -3,6 +3,7 @@ the user's token -> the server serves the commit's files. GitLab is the API stan
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
@@ -355,41 +356,67 @@ def processes_of(user: str, module: str) -> list[int]:
     return found
 
 
+def save_work(world: dict[str, Any], sha: str, words: str) -> tuple[Client, str, str]:
+    """`halted` launches the commit, writes a file and stops (DELETE: autosaved, removed);
+    the client, the server's path and the file's contents URL."""
+    hub, client = world["hub"], login(world, "halted")
+    path = f"renku/demo/{sha}"
+    assert launch(client, "renku/demo", sha).status_code in (201, 202)
+    contents = f"{hub.url}{client.wait_running(path)['url']}api/contents/unsaved.txt"
+    written = client.session.put(
+        contents, json={"type": "file", "format": "text", "content": words}, timeout=30
+    )
+    assert written.status_code in (200, 201), written.text
+    assert client.delete(path).status_code == 204
+    return client, path, contents
+
+
+@contextlib.contextmanager
+def held_in_restore(world: dict[str, Any], client: Client, sha: str) -> Iterator[None]:
+    """Launch again while the stand-in holds the restore's fetch of the autosave: the body
+    runs while the launch is in its session step, every time."""
+    standin = world["gitlab"]
+    standin.hold_fetch = b"refs/heads/notebooks/autosave/halted/" + sha.encode()
+    try:
+        assert launch(client, "renku/demo", sha).status_code == 202
+        assert standin.fetch_held.wait(60), "the restore did not fetch the autosave"
+        yield
+    finally:
+        standin.hold_fetch = None
+        standin.release_fetch.set()
+
+
+def wait_no_component(user: str) -> None:
+    deadline = time.monotonic() + 30
+    while processes_of(user, "glue.gitproxy") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_of(user, "glue.gitproxy"), "the git component outlived it"
+
+
+def assert_restored(client: Client, path: str, contents: str, words: str) -> None:
+    """The next launch brings the saved file back."""
+    sha = path.rsplit("/", 1)[1]
+    assert launch(client, "renku/demo", sha).status_code in (201, 202)
+    model = client.wait_running(path, timeout=90)
+    assert model["restored_from"], model
+    back = client.session.get(contents, timeout=30)
+    assert back.status_code == 200 and back.json()["content"] == words, back.text
+
+
 def test_a_stop_that_interrupts_the_restore_leaves_nothing_running_and_loses_nothing(world):
     """A DELETE while the launch restores the autosave (the hub cancels the pending start and
     calls no stop(), the server having no process yet) ends the session's git component and
     the step; the autosave branch stays, so the next launch brings the work back."""
     hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
-    client = login(world, "halted")
-    path = f"renku/demo/{shas[0]}"
-    assert launch(client, "renku/demo", shas[0]).status_code in (201, 202)
-    contents = f"{hub.url}{client.wait_running(path)['url']}api/contents/unsaved.txt"
-    written = client.session.put(
-        contents, json={"type": "file", "format": "text", "content": "work\n"}, timeout=30
-    )
-    assert written.status_code in (200, 201), written.text
-    assert client.delete(path).status_code == 204  # autosaved, stopped, removed
+    client, path, contents = save_work(world, shas[0], "work\n")
     assert not processes_of("halted", "glue.gitproxy")
-    standin.hold_fetch = b"refs/heads/notebooks/autosave/halted/" + shas[0].encode()
-    try:
-        assert launch(client, "renku/demo", shas[0]).status_code == 202
-        assert standin.fetch_held.wait(60), "the restore did not fetch the autosave"
+    with held_in_restore(world, client, shas[0]):
         assert processes_of("halted", "glue.gitproxy")  # what must end with the stop
         assert client.delete(path).status_code in (202, 204)
-        deadline = time.monotonic() + 30
-        while processes_of("halted", "glue.gitproxy") and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not processes_of("halted", "glue.gitproxy"), "the git component outlived it"
+        wait_no_component("halted")
         assert not processes_of("halted", "glue.session"), "the session step outlived it"
         assert hub.hub_servers("halted") == {}
-    finally:
-        standin.hold_fetch = None
-        standin.release_fetch.set()
-    assert launch(client, "renku/demo", shas[0]).status_code in (201, 202)
-    model = client.wait_running(path)
-    assert model["restored_from"], model
-    back = client.session.get(contents, timeout=30)
-    assert back.status_code == 200 and back.json()["content"] == "work\n", back.text
+    assert_restored(client, path, contents, "work\n")
     hub.remove_all_servers("halted")
     standin.fetch_held.clear()
     standin.release_fetch.clear()
@@ -400,39 +427,16 @@ def test_a_hub_killed_during_the_restore_leaves_no_component_and_loses_nothing(c
     the session's git component (its own process session, to outlive a hub restart) does not.
     The restarted hub's next launch of that server ends that leftover and brings the work
     back; its stop leaves no component."""
-    world = crashing_world
-    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
-    client = login(world, "halted")
-    path = f"renku/demo/{shas[1]}"
-    assert launch(client, "renku/demo", shas[1]).status_code in (201, 202)
-    contents = f"{hub.url}{client.wait_running(path)['url']}api/contents/unsaved.txt"
-    written = client.session.put(
-        contents, json={"type": "file", "format": "text", "content": "kept\n"}, timeout=30
-    )
-    assert written.status_code in (200, 201), written.text
-    assert client.delete(path).status_code == 204
-    standin.hold_fetch = b"refs/heads/notebooks/autosave/halted/" + shas[1].encode()
-    try:
-        assert launch(client, "renku/demo", shas[1]).status_code == 202
-        assert standin.fetch_held.wait(60), "the restore did not fetch the autosave"
+    hub, shas = crashing_world["hub"], crashing_world["shas"]
+    client, path, contents = save_work(crashing_world, shas[1], "kept\n")
+    with held_in_restore(crashing_world, client, shas[1]):
         hub.kill()
         assert len(processes_of("halted", "glue.gitproxy")) == 1  # the one to end later
-    finally:
-        standin.hold_fetch = None
-        standin.release_fetch.set()
     hub.start()
-    response = launch(client, "renku/demo", shas[1])
-    assert response.status_code in (201, 202), response.text
-    model = client.wait_running(path, timeout=90)
-    assert model["restored_from"], model
+    assert_restored(client, path, contents, "kept\n")
     assert len(processes_of("halted", "glue.gitproxy")) == 1, "the leftover still runs"
-    back = client.session.get(contents, timeout=30)
-    assert back.status_code == 200 and back.json()["content"] == "kept\n", back.text
     assert client.delete(path).status_code == 204
-    deadline = time.monotonic() + 30
-    while processes_of("halted", "glue.gitproxy") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not processes_of("halted", "glue.gitproxy")
+    wait_no_component("halted")
 
 
 @pytest.mark.parametrize(
