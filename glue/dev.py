@@ -33,7 +33,7 @@ import yaml
 
 from . import sandbox
 from .config import Config, ConfigError, load, validate
-from .hubconfig import loopback
+from .hubconfig import loopback, public_origin, single_origin_reason
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 DEMO_PROJECT = ("demo", "hello-notebooks")
@@ -46,7 +46,10 @@ VARIABLES = {
     "NOTEBOOKS_PORT": "the one port to open in a browser (default 8000); the hub, proxy API "
     "and glue ports are chosen free at each start",
     "NOTEBOOKS_LISTEN": "address to listen on (default 127.0.0.1); any other needs GitLab login",
-    "NOTEBOOKS_PUBLIC_URL": "the URL people use when a TLS proxy is in front (GitLab callback)",
+    "NOTEBOOKS_PUBLIC_URL": "the URL people use when a TLS proxy is in front (GitLab callback); "
+    "its subdomains must lead here too (wildcard DNS and certificate): one per user",
+    "NOTEBOOKS_SINGLE_ORIGIN": "1: every user's servers on the hub's origin instead of "
+    "<user>.<host> (for a single user or fully trusted users only)",
     "NOTEBOOKS_CONFIG": "your notebooks config (YAML) instead of values/embedded.yaml",
     "NOTEBOOKS_STATE": "hub database, secrets and workspaces (default .dev/state)",
     "NOTEBOOKS_REPOS": "local projects as <namespace>/<project>.git (default .dev/repos)",
@@ -375,8 +378,25 @@ renku-notebooks is running (Ctrl-C stops everything).
     curl -X DELETE -H "Authorization: token $TOKEN" {service}/{ns}/{project}/{shas[0]}
 
   Internal ports on 127.0.0.1 (chosen free): {internal}
+  {origin_line(base)}
   {sandbox_line(isolated)}
 """
+
+
+def origin_line(base: str) -> str:
+    """What a page served by one user's server can reach of other people's."""
+    reason = single_origin_reason(os.environ)
+    if reason is None:
+        host = base.split("://", 1)[-1]
+        return (
+            f"Each user's servers have an origin of their own (<user>.{host}): a page one "
+            "user's server serves cannot act as anyone who opens it."
+        )
+    return (
+        f"ONE ORIGIN ({reason}): every server shares the hub's origin, so a page one user's "
+        "server serves runs with the login of anyone who opens it (their servers, the hub): "
+        "for a single user or fully trusted users only."
+    )
 
 
 def sandbox_line(isolated: bool) -> str:
@@ -434,9 +454,7 @@ def run(hub_holder: list[Hub]) -> int:
             f"NOTEBOOKS_DEMO_TOKEN must be a random string of {MIN_TOKEN_CHARS} characters "
             "or more (e.g. openssl rand -hex 20)."
         )
-    host = f"[{listen}]" if ":" in listen else listen
-    # listening on every address: show the loopback one, which reaches it too
-    base = f"http://{'127.0.0.1' if listen in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
+    base = public_origin(os.environ)
     hub = Hub(base, ports["hub"], secrets.token_hex(20))
     hub_holder.append(hub)
     env = {
@@ -462,7 +480,7 @@ def run(hub_holder: list[Hub]) -> int:
         print(
             f"\nrenku-notebooks is running with GitLab login at {base}/hub/login "
             f"(launch links: {base}/services/{name}/<namespace>/<project>/<sha>); "
-            f"Ctrl-C stops everything.\n  {sandbox_line(isolated)}",
+            f"Ctrl-C stops everything.\n  {origin_line(base)}\n  {sandbox_line(isolated)}",
             flush=True,
         )
     while hub.running():

@@ -14,9 +14,11 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from inspect import isawaitable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import sandbox, trust
 from .config import Config
@@ -118,6 +120,29 @@ def _add_by_name(items: list[dict[str, Any]], item: dict[str, Any]) -> list[dict
     return [*items, item]
 
 
+def user_subdomain(name: str, domain: str, kind: str) -> str:
+    """JupyterHub's `subdomain_hook`: each user's servers on a domain of their own
+    (`<user>.<domain>`, the hub's own "idna" scheme), services on the hub's domain.
+
+    A page that one user's server serves then never shares an origin, nor host-only
+    cookies, with another user's servers or with the hub and the glue, whose pages
+    are ours; the glue keeps the hub's origin, so its links and OAuth stay as they are.
+    """
+    if kind == "service":
+        return domain
+    from jupyterhub.utils import subdomain_hook_idna  # only where a hub runs
+
+    return str(subdomain_hook_idna(name, domain, kind))
+
+
+def _host_only_cookies(c: Any) -> None:
+    """With users' own domains over HTTPS, the hub's cookies get the `__Host-` prefix: no
+    page on a user's subdomain can toss a cookie onto the hub's (GHSA-7r3h-4ph8-w38g).
+    Browsers accept such cookies only when Secure, hence HTTPS only."""
+    if urlsplit(c.JupyterHub.get("subdomain_host", "")).scheme == "https":
+        c.JupyterHub.cookie_host_prefix_enabled = True
+
+
 def _merge_service(services: list[dict[str, Any]], service: dict[str, Any]) -> list[dict[str, Any]]:
     """Register the service, or complete the entry z2jh made (it holds the generated token)."""
     if not any(s.get("name") == service["name"] for s in services):
@@ -136,6 +161,10 @@ def configure(c: Any, config: Config) -> None:
         roles = _add_by_name(roles, role)
     c.JupyterHub.load_roles = roles
     c.JupyterHub.allow_named_servers = True
+    # used only where `subdomain_host` is set (the embedded default's own choice, or the
+    # chart's `jupyterhub.hub.config.JupyterHub.subdomain_host`)
+    c.JupyterHub.subdomain_hook = user_subdomain
+    _host_only_cookies(c)
     # the service tokens in the config are random (z2jh: 64 characters; the embedded default:
     # token_hex(32)): stretching them like passwords (16,384 rounds of SHA-512 on every
     # request) only costs the glue about 4 ms per hub call
@@ -284,6 +313,39 @@ def loopback(address: str) -> bool:
         return address == "localhost"
 
 
+def public_origin(env: Mapping[str, str]) -> str:
+    """Where people reach the embedded default: NOTEBOOKS_PUBLIC_URL, else the address it
+    listens on, named `localhost` when that is loopback, so that users' own domains
+    (`<user>.localhost`) resolve to this machine in every browser without DNS (RFC 6761)."""
+    public = env.get("NOTEBOOKS_PUBLIC_URL", "").rstrip("/")
+    if public:
+        return public
+    listen = env.get("NOTEBOOKS_LISTEN", "127.0.0.1")
+    port = env.get("NOTEBOOKS_PORT", "8000")
+    if loopback(listen):
+        return f"http://localhost:{port}"
+    if listen in ("0.0.0.0", "::"):  # noqa: S104 (every address: show loopback, which reaches it)
+        return f"http://127.0.0.1:{port}"
+    return f"http://[{listen}]:{port}" if ":" in listen else f"http://{listen}:{port}"
+
+
+def single_origin_reason(env: Mapping[str, str]) -> str | None:
+    """Why every server of the embedded default shares the hub's origin, or None when each
+    user has an origin of their own (the default). A name is needed for that: an IP
+    address has no subdomains."""
+    if env.get("NOTEBOOKS_SINGLE_ORIGIN", "") not in ("", "0"):
+        return "NOTEBOOKS_SINGLE_ORIGIN is set"
+    host = urlsplit(public_origin(env)).hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return (
+        f"people reach it at an address ({host}), which has no subdomains: set "
+        "NOTEBOOKS_PUBLIC_URL to a name whose subdomains lead here too (a wildcard DNS record)"
+    )
+
+
 def embedded(c: Any, config: Config, config_path: str) -> None:
     """One machine: dummy login on loopback (GitLab login for a team), the proxy from npm,
     the glue run by the hub.
@@ -311,9 +373,13 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    public = public_origin(env)
+    if single_origin_reason(env) is None:
+        # each user's servers on `<user>.<host>` (user_subdomain); the proxy routes by host
+        c.JupyterHub.subdomain_host = public
+        _host_only_cookies(c)
     c.Authenticator.allow_all = True
     if gitlab:
-        public = env.get("NOTEBOOKS_PUBLIC_URL", c.JupyterHub.bind_url).rstrip("/")
         c.GitLabOAuthenticator.oauth_callback_url = f"{public}/hub/oauth_callback"
         c.CryptKeeper.keys = [_secret_file(state / "auth_state_key")]
     else:

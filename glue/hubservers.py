@@ -1,7 +1,8 @@
 """The hub's own read of one user's servers for the glue, registered by glue.hubconfig.
 
     GET /hub/api/notebooks/servers/<user>   (read:servers)
-    -> {"name": <user>, "servers": {<name>: <the hub's server model>, ...},
+    -> {"name": <user>, "url": <the user's URL: on their own domain where the hub
+        gives users one (subdomain_host)>, "servers": {<name>: <the hub's server model>, ...},
         "auth_state": {...}}   (auth_state only for a token with admin:auth_state)
 
 Every status read of the glue is one read of the user's servers. The hub's
@@ -48,7 +49,7 @@ class ServersAPIHandler(APIHandler):
         for name, orm_spawner in user.orm_spawners.items():  # stopped, not yet loaded
             if name not in servers and readable(orm_spawner, kind="server"):
                 servers[name] = self.server_model(orm_spawner, user=user)
-        model: dict[str, Any] = {"name": user.name, "servers": servers}
+        model: dict[str, Any] = {"name": user.name, "url": user.url, "servers": servers}
         if self.get_scope_filter("admin:auth_state")(user, kind="user"):
             model["auth_state"] = await user.get_auth_state()
         self._write(model)

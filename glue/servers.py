@@ -134,6 +134,9 @@ class UserView:
     caller: Caller
     servers: list[ServerModel]
     pods: dict[str, str] = field(default_factory=dict)
+    # the user's URL as the hub makes it: `https://<user>.<domain>/user/<user>/` where each
+    # user has an origin of their own, else `<base_url>user/<user>/`
+    url: str = ""
 
     def find(self, target: Target) -> ServerModel | None:
         return next((m for m in self.servers if m["name"] == target.server_name), None)
@@ -220,7 +223,8 @@ class Servers:
             if isinstance(pod := (s.get("user_options") or {}).get(launch.POD_NAME), str)
         }
         auth_state = model.get("auth_state") if self.provider.needs_token else None
-        return UserView(user, Caller.from_auth_state(user, auth_state), found, pods)
+        url = model.get("url") or f"{self.base_url}user/{quote(user, safe='@~')}/"
+        return UserView(user, Caller.from_auth_state(user, auth_state), found, pods, url)
 
     async def get(self, user: str, target: Target) -> ServerModel | None:
         return (await self.view(user)).find(target)
@@ -450,7 +454,7 @@ class Servers:
                         "The server stopped right after it was launched.", code="server_gone"
                     )
                 return 200, model
-        return status, self._started_model(view.name, request, status)
+        return status, self._started_model(view, request, status)
 
     async def _stop(
         self, view: UserView, target: Target, force: bool
@@ -503,7 +507,7 @@ class Servers:
         async with lock:
             yield await self.view(view.name) if waited else view
 
-    def _started_model(self, user: str, request: Launch, status: int) -> ServerModel:
+    def _started_model(self, view: UserView, request: Launch, status: int) -> ServerModel:
         """The model of a server the hub just accepted, as the hub's next read will show it."""
         now = _now()
         hub_server = {
@@ -511,7 +515,7 @@ class Servers:
             "ready": status == 201,
             "pending": None if status == 201 else "spawn",
             # the hub's own URL scheme for a named server (User.server_url)
-            "url": f"{self.base_url}user/{quote(user, safe='@~')}/{request.target.server_name}/",
+            "url": f"{view.url}{request.target.server_name}/",
             "started": now,
             "last_activity": now,
             "user_options": request.user_options(),

@@ -21,12 +21,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import psutil
 import requests
 import yaml
 
 CHECKOUT = Path(__file__).resolve().parent.parent
+_system_getaddrinfo = socket.getaddrinfo
+
+
+def _getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    """Every `*.localhost` name is this machine, as browsers resolve it (RFC 6761); this
+    machine's resolver (glibc, /etc/hosts) knows only `localhost`. The tests' own clients
+    (requests, aiohttp, urllib) reach users' servers on their own domains this way."""
+    if isinstance(host, str) and host.rstrip(".").endswith(".localhost"):
+        host = "127.0.0.1"
+    return _system_getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _getaddrinfo
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.org",
@@ -146,10 +160,18 @@ class RunningHub:
     def __post_init__(self) -> None:
         self.port = free_port()
         self.glue_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.proxy_api_port = free_port()
+        # the embedded default's public origin: users' servers on <user>.localhost
+        self.url = f"http://localhost:{self.port}"
         self.prefix = f"{self.url}/services/notebooks/"
         self.log_path = self.workdir / "hub.log"
         self.tokens: dict[str, str] = {}
+
+    def absolute(self, url: str) -> str:
+        """A URL of the hub's models as a client opens it: the hub gives users' servers a
+        whole URL on their own domain (`http://<user>.localhost:<port>/user/...`), and a
+        path on the hub's origin where all share one."""
+        return urljoin(self.url + "/", url)
 
     @property
     def workspaces(self) -> Path:
@@ -174,7 +196,7 @@ class RunningHub:
             "NOTEBOOKS_STATE": str(self.workdir / "state"),
             "NOTEBOOKS_PORT": str(self.port),
             "NOTEBOOKS_HUB_PORT": str(free_port()),
-            "NOTEBOOKS_PROXY_API_PORT": str(free_port()),
+            "NOTEBOOKS_PROXY_API_PORT": str(self.proxy_api_port),
             "NOTEBOOKS_TEST_ADMIN_TOKEN": self.admin_token,
             **self.extra_env,
         }

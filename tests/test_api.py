@@ -71,7 +71,7 @@ def raw_request(hub: RunningHub, client: Client, method: str, path: str) -> tupl
 
 def server_file(hub: RunningHub, client: Client, model: dict, path: str) -> requests.Response:
     """Read a file through the running server's contents API, via the proxy."""
-    return client.session.get(f"{hub.url}{model['url']}api/contents/{path}", timeout=30)
+    return client.session.get(f"{hub.absolute(model['url'])}api/contents/{path}", timeout=30)
 
 
 def test_launch_at_older_commit_serves_that_commit(hub, alice, repos):
@@ -240,8 +240,9 @@ def test_other_users_server_is_invisible(hub, alice, bob, repos):
     assert alice.get(path).json()["status"] == "running"
     # bob's own launch of the same commit is a second, separate server
     bob_model = bob.post(path).json()
-    assert bob_model["url"].startswith("/user/bob/")
-    assert alice.get(path).json()["url"].startswith("/user/alice/")
+    # each user's servers on their own origin
+    assert bob_model["url"].startswith(f"http://bob.localhost:{hub.port}/user/bob/")
+    assert alice.get(path).json()["url"].startswith(f"http://alice.localhost:{hub.port}/user/alice/")
 
 
 def test_subgroup_namespace(hub, alice, repos):
@@ -265,7 +266,7 @@ def test_html_redirect_opens_the_notebook(hub, alice, repos):
     assert response.status_code == 302
     location = response.headers["Location"]
     assert location == f"{model['url']}lab/tree/notebooks/analysis.ipynb"
-    lab = alice.session.get(hub.url + location, timeout=30)
+    lab = alice.session.get(hub.absolute(location), timeout=30)
     assert lab.status_code == 200 and "JupyterLab" in lab.text
 
 

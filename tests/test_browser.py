@@ -242,7 +242,7 @@ def test_launch_follow_open_list_stop(hub, repos, visitor):
     (server,) = visitor.hub.hub_servers(visitor.user).values()
     assert server["user_options"]["profile"] == "large"
     assert server["user_options"]["commit_sha"] == sha
-    assert page.url == f"{hub.url}{server['url']}lab/tree/notebooks/analysis.ipynb"
+    assert page.url == f"{hub.absolute(server['url'])}lab/tree/notebooks/analysis.ipynb"
     expect(page).to_have_title(re.compile("analysis|JupyterLab"), timeout=LAB_TIMEOUT_MS)
     notebook_tab = page.locator(".lm-TabBar-tabLabel", has_text="analysis.ipynb")
     expect(notebook_tab.first).to_be_visible(timeout=LAB_TIMEOUT_MS)

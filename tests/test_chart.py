@@ -144,6 +144,17 @@ def notebooks_values(notebooks: dict[str, Any], **other: Any) -> dict[str, Any]:
     return {"jupyterhub": {"custom": {"notebooks": notebooks}}, **other}
 
 
+SUBDOMAINS = "https://nb.example.org"
+HOST_ROUTING = {"chp": {"extraCommandLineFlags": ["--host-routing"]}}
+# each user's servers on <user>.nb.example.org: the hub's setting and the proxy's routing
+USER_ORIGINS = {
+    "jupyterhub": {
+        "hub": {"config": {"JupyterHub": {"subdomain_host": SUBDOMAINS}}},
+        "proxy": HOST_ROUTING,
+    }
+}
+
+
 def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300)
     if check and result.returncode:
@@ -451,6 +462,14 @@ def test_invalid_notebooks_config_is_refused(
             notebooks_values({"service": {"name": "other"}}),
             'jupyterhub.hub.services needs the key "other"',
         ),
+        (
+            {"jupyterhub": {"hub": {"config": {"JupyterHub": {"subdomain_host": SUBDOMAINS}}}}},
+            'add "--host-routing" to jupyterhub.proxy.chp.extraCommandLineFlags',
+        ),
+        (
+            {"jupyterhub": {"proxy": HOST_ROUTING}},
+            "JupyterHub.subdomain_host is not set: set both, or neither",
+        ),
     ],
 )
 def test_inconsistent_values_are_refused(
@@ -613,10 +632,23 @@ def test_notes_say_what_is_open(helm: str, chart: Path, tmp_path: Path) -> None:
         "jupyterhub.hub.config.Authenticator.allow_all=true",
         "--set",
         "jupyterhub.hub.config.GitLabOAuthenticator.client_id=app",
+        "-f",
+        values_file(tmp_path, USER_ORIGINS, "origins.yaml"),
     )
     assert "ANYONE with an account on https://gitlab.com can log in" in opened
     assert "per-commit images from registry.gitlab.com run in the cluster" in opened
+    assert "Origins: each user's servers have an origin of their own, <user>.nb.example.org" in (
+        opened
+    )
     assert "WARNING" not in opened
+
+
+def test_notes_warn_while_users_share_the_hubs_origin(helm: str, chart: Path) -> None:
+    """z2jh's default (no subdomain_host): every server on the hub's origin, said plainly."""
+    shared = notes(helm, chart)
+    assert "WARNING: every user's server shares the hub's origin" in shared
+    assert "jupyterhub.hub.config.JupyterHub.subdomain_host" in shared
+    assert "Origins:" not in shared
 
 
 def test_defaults_are_safe(helm: str, chart: Path) -> None:

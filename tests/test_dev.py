@@ -176,17 +176,17 @@ def launch_and_wait(launch_url: str, token: str) -> dict:
 def test_embedded_default_end_to_end_and_a_clean_restart(tmp_path, dev_runs):
     first = start(dev_runs, tmp_path / "a")
     launch_url, token, ports = first.wait_for_banner()
-    assert launch_url.startswith(f"http://127.0.0.1:{first.port}/services/notebooks/demo/")
+    assert launch_url.startswith(f"http://localhost:{first.port}/services/notebooks/demo/")
     model = launch_and_wait(launch_url, token)
     headers = {"Authorization": f"token {token}"}
-    base = f"http://127.0.0.1:{first.port}"
-    readme = requests.get(
-        f"{base}{model['url']}api/contents/README.md", headers=headers, timeout=30
-    )
+    base = f"http://localhost:{first.port}"
+    # the demo user's server, on its own origin
+    assert model["url"].startswith(f"http://demo.localhost:{first.port}/user/demo/")
+    readme = requests.get(f"{model['url']}api/contents/README.md", headers=headers, timeout=30)
     assert "Version 1." in readme.json()["content"]
     # the demo notebook opens unmodified: JupyterLab has no cell ids to add to it
     notebook = requests.get(
-        f"{base}{model['url']}api/contents/hello.ipynb", headers=headers, timeout=30
+        f"{model['url']}api/contents/hello.ipynb", headers=headers, timeout=30
     ).json()["content"]
     assert all("id" in cell for cell in notebook["cells"]) and notebook["nbformat_minor"] == 5
     run_readme_session(first.port, tmp_path / "a" / "repos", token)
@@ -220,7 +220,7 @@ def run_readme_session(port: int, repos: Path, token: str) -> None:
     commands = [line[2:] for line in lines if line.startswith("$ ")]
     assert commands[0].startswith("export TOKEN="), commands
     script = "\n".join([f"export TOKEN={token}", *commands[1:]])
-    script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+    script = script.replace("localhost:8000", f"localhost:{port}")
     script = script.replace(".dev/repos", str(repos))
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script.replace("\n", "\necho '---'\n")],

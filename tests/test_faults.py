@@ -309,7 +309,7 @@ def test_hub_killed_during_launches(restartable: dict[str, Any]) -> None:
     # the server that ran before the crash still runs, reachable through the new proxy
     model = assert_conforms(users["early"].get(early)).json()
     assert model["status"] == "running"
-    lab = users["early"].session.get(f"{hub.url}{model['url']}api/status", timeout=30)
+    lab = users["early"].session.get(f"{hub.absolute(model['url'])}api/status", timeout=30)
     assert lab.status_code == 200
     # the launches the crash interrupted: launching again ends with exactly one server each
     for name in ("racer1", "racer2", "late"):

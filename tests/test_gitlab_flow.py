@@ -149,7 +149,7 @@ def test_launch_clones_with_the_users_token_and_uses_the_commit_image(world):
     model = dev.wait_running(f"renku/demo/{shas[0]}")
     assert model["image"] == f"{REGISTRY}/renku/demo:{shas[0][:7]}"
     assert model["image_fallback"] is False
-    readme = dev.session.get(f"{hub.url}{model['url']}api/contents/README.md", timeout=30)
+    readme = dev.session.get(f"{hub.absolute(model['url'])}api/contents/README.md", timeout=30)
     assert readme.json()["content"] == "version 1\n"
     # a commit without an image runs the default image
     other = launch(dev, "renku/demo", shas[1]).json()
@@ -299,7 +299,7 @@ def test_renamed_project_launches_from_its_old_url(world):
     response = launch(mover, "renku/old-name", sha)
     assert response.status_code in (201, 202), response.text
     model = mover.wait_running(f"renku/old-name/{sha}")
-    readme = mover.session.get(f"{hub.url}{model['url']}api/contents/README.md", timeout=30)
+    readme = mover.session.get(f"{hub.absolute(model['url'])}api/contents/README.md", timeout=30)
     assert readme.json()["content"] == "version 3\n"
     hub.remove_all_servers("mover")
 
@@ -338,7 +338,7 @@ def test_login_close_to_expiry_is_renewed_before_the_clone(world):
     assert cloned_with_new > 0
     cloned_with_old = standin.token_sent_in_header(old, "/renku/demo.git/")
     assert cloned_with_old == 0
-    readme = client.session.get(f"{hub.url}{model['url']}api/contents/README.md", timeout=30)
+    readme = client.session.get(f"{hub.absolute(model['url'])}api/contents/README.md", timeout=30)
     assert readme.json()["content"] == "version 2\n"
     hub.remove_all_servers("short")
 
@@ -362,7 +362,7 @@ def save_work(world: dict[str, Any], sha: str, words: str) -> tuple[Client, str,
     hub, client = world["hub"], login(world, "halted")
     path = f"renku/demo/{sha}"
     assert launch(client, "renku/demo", sha).status_code in (201, 202)
-    contents = f"{hub.url}{client.wait_running(path)['url']}api/contents/unsaved.txt"
+    contents = f"{hub.absolute(client.wait_running(path)['url'])}api/contents/unsaved.txt"
     written = client.session.put(
         contents, json={"type": "file", "format": "text", "content": words}, timeout=30
     )

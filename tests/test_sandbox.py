@@ -158,11 +158,11 @@ class KernelDied(Exception):
 
 def run_in_kernel(hub: RunningHub, client: Client, server: dict[str, Any], code: str) -> str:
     """Execute `code` in a new kernel of the server, as a notebook cell would; its stdout."""
-    api = f"{hub.url}{server['url']}api/kernels"
+    api = f"{hub.absolute(server['url'])}api/kernels"
     kernel = client.session.post(api, json={"name": "python3"}, timeout=60)
     assert kernel.status_code == 201, kernel.text
     kernel_id = kernel.json()["id"]
-    channels = f"ws://127.0.0.1:{hub.port}{server['url']}api/kernels/{kernel_id}/channels"
+    channels = f"{api.replace('http', 'ws', 1)}/{kernel_id}/channels"
     token = client.session.headers["Authorization"]
     connection = websocket.create_connection(channels, header=[f"Authorization: {token}"])
     msg_id = uuid.uuid4().hex
@@ -224,7 +224,7 @@ def contents(
     method: str = "GET",
     **kwargs: Any,
 ) -> requests.Response:
-    url = f"{hub.url}{server['url']}api/contents/{path}"
+    url = f"{hub.absolute(server['url'])}api/contents/{path}"
     return client.session.request(method, url, timeout=30, **kwargs)
 
 

@@ -243,7 +243,7 @@ def test_a_user_can_neither_see_nor_stop_anothers_server(hub: RunningHub, repos:
         events = sse_events(assert_conforms(intruder.get(f"-/events/{path}")).text)
         assert events[-1]["event"] == "failed" and "server_not_found" in events[-1]["data"]
         # the server itself, through the proxy: the hub lets only its owner in
-        response = intruder.session.get(f"{hub.url}{model['url']}api/contents/", timeout=30,
+        response = intruder.session.get(f"{hub.absolute(model['url'])}api/contents/", timeout=30,
                                         allow_redirects=False)
         assert response.status_code in (302, 403), response.status_code
         assert "README.md" not in response.text

@@ -63,13 +63,28 @@
       note.textContent = text;
     }
 
-    // Only a path on this origin: never follow a redirect target elsewhere.
-    function sameOrigin(url) {
-      if (typeof url !== "string" || url.charAt(0) !== "/" || /^\/[\/\\]/.test(url)) {
+    // Only a path on this origin, or the user's own server on a subdomain of this host
+    // (where each user's servers have an origin of their own, <user>.<host>), with the
+    // same scheme and port: never follow a redirect target elsewhere.
+    function serverUrl(url) {
+      if (typeof url !== "string" || /^\/[\/\\]/.test(url) || /[\\\s]/.test(url)) {
         return null;
       }
-      var parsed = new URL(url, window.location.href);
-      return parsed.origin === window.location.origin ? parsed.href : null;
+      var here = window.location;
+      var parsed;
+      try {
+        parsed = new URL(url, here.href);
+      } catch (e) {
+        return null;
+      }
+      if (url.charAt(0) === "/") {
+        return parsed.origin === here.origin ? parsed.href : null;
+      }
+      var suffix = "." + here.hostname;
+      var subdomain = parsed.hostname.length > suffix.length &&
+        parsed.hostname.slice(-suffix.length) === suffix;
+      var same = parsed.protocol === here.protocol && parsed.port === here.port;
+      return subdomain && same && !parsed.username && !parsed.password ? parsed.href : null;
     }
 
     function finish() {
@@ -117,7 +132,7 @@
         setProgress(100);
         setStatus("running");
         addLog(d.message || "Your server is ready.");
-        var url = sameOrigin(d.url);
+        var url = serverUrl(d.url);
         window.setTimeout(function () {
           if (url) {
             window.location.assign(url);

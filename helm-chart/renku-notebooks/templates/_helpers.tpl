@@ -145,6 +145,22 @@ http://{{ include "renku-notebooks.serviceName" . }}
 {{- if gt $defaults 1 }}
 {{- fail "jupyterhub.custom.notebooks.profiles: more than one profile is marked default" }}
 {{- end }}
+{{- $subdomainHost := include "renku-notebooks.subdomainHost" . }}
+{{- $flags := ((((.Values.jupyterhub | default dict).proxy | default dict).chp | default dict).extraCommandLineFlags | default list) }}
+{{- if and $subdomainHost (not (has "--host-routing" $flags)) }}
+{{- fail "jupyterhub.hub.config.JupyterHub.subdomain_host is set: the proxy must route by host too; add \"--host-routing\" to jupyterhub.proxy.chp.extraCommandLineFlags" }}
+{{- end }}
+{{- if and (has "--host-routing" $flags) (not $subdomainHost) }}
+{{- fail "jupyterhub.proxy.chp.extraCommandLineFlags has \"--host-routing\" but jupyterhub.hub.config.JupyterHub.subdomain_host is not set: set both, or neither" }}
+{{- end }}
+{{- end }}
+
+{{- /*
+  Where users' servers are: `https://<user>.<domain>` when the hub gives each user an
+  origin of their own (z2jh's hub.config.JupyterHub.subdomain_host), else "".
+*/}}
+{{- define "renku-notebooks.subdomainHost" -}}
+{{- dig "hub" "config" "JupyterHub" "subdomain_host" "" (.Values.jupyterhub | default dict) }}
 {{- end }}
 
 {{- /* The glue's port in its pod (the Service's port is 80). */}}
