@@ -19,7 +19,7 @@ from aiohttp import web
 from . import accesslog, podlogs
 from .access import Access
 from .auth import Auth
-from .config import Config, ConfigError, load
+from .config import SUBDOMAIN_HOST_ENV, Config, ConfigError, host_cookies, load
 from .hub import Hub
 from .provider import make_provider
 from .render import Renderer
@@ -40,6 +40,8 @@ class HubSettings:
     client_id: str
     callback_url: str
     cookie_secret: bytes
+    # `__Host-` cookies, where each user has an origin of their own (config.host_cookies)
+    host_cookies: bool = False
 
     @classmethod
     def from_env(cls, config: Config, env: os._Environ[str] | dict[str, str]) -> HubSettings:
@@ -62,6 +64,7 @@ class HubSettings:
             client_id=env.get("JUPYTERHUB_CLIENT_ID", f"service-{name}"),
             callback_url=env.get("JUPYTERHUB_OAUTH_CALLBACK_URL", prefix + "oauth_callback"),
             cookie_secret=cookie_secret,
+            host_cookies=host_cookies(env.get(SUBDOMAIN_HOST_ENV, "")),
         )
 
 
@@ -89,6 +92,7 @@ def build(
         callback_url=settings.callback_url,
         secret=settings.cookie_secret,
         metrics_networks=config["metrics"]["allowedNetworks"],
+        host_cookies=settings.host_cookies,
     )
     servers = Servers(
         hub, access, provider, config, base_url=settings.base_url, pod_logs=pod_logs

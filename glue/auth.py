@@ -54,6 +54,7 @@ class Auth:
         callback_url: str,
         secret: bytes,
         metrics_networks: Iterable[str] = (),
+        host_cookies: bool = False,
     ):
         self.hub = hub
         self.service = service
@@ -63,8 +64,13 @@ class Auth:
         self.callback_url = callback_url
         self._fernet = Fernet(base64.urlsafe_b64encode(_derive(secret, b"cookie")))
         self._xsrf_key = _derive(secret, b"xsrf")
-        self.session_cookie = f"{service}-session"
-        self.state_cookie = f"{service}-oauth-state"
+        # where each user's servers have an origin of their own, a page on a user's domain
+        # may still set cookies for the hub's parent domain ("cookie tossing", e.g. its own
+        # login, to make the visitor act as its author): `__Host-` cookies cannot be set so
+        self.host_cookies = host_cookies
+        host = "__Host-" if host_cookies else ""
+        self.session_cookie = f"{host}{service}-session"
+        self.state_cookie = f"{host}{service}-oauth-state"
         self.metrics_networks = [ipaddress.ip_network(n, strict=False) for n in metrics_networks]
         # token hash -> its owner's model with the token's scopes (None: the hub does not
         # know it), briefly: users' and services' tokens alike, so a scrape and a page share it
@@ -196,7 +202,7 @@ class Auth:
             raise Forbidden("JupyterHub did not accept the login; start again.", code="oauth_code")
         response = web.HTTPFound(self.safe_next(state.get("next", "")))
         response.set_cookie(self.session_cookie, self._seal(token), **self._cookie_options(request))
-        response.del_cookie(self.state_cookie, path=self.prefix)
+        response.del_cookie(self.state_cookie, **self._cookie_options(request))
         return response
 
     def safe_next(self, target: str) -> str:
@@ -215,7 +221,11 @@ class Auth:
     # --- sealed cookies ---------------------------------------------------------
 
     def _cookie_options(self, request: web.Request) -> dict[str, Any]:
-        """Scoped to the service, hidden from scripts, not sent cross-site; Secure behind HTTPS."""
+        """Scoped to the service, hidden from scripts, not sent cross-site; Secure behind HTTPS.
+        `__Host-` cookies are Secure and on `/` by definition (browsers treat http://localhost
+        as secure, so the embedded default has them too)."""
+        if self.host_cookies:
+            return {"path": "/", "httponly": True, "samesite": "Lax", "secure": True}
         secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
         return {"path": self.prefix, "httponly": True, "samesite": "Lax", "secure": secure}
 

@@ -16,6 +16,7 @@ import sys
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -26,6 +27,9 @@ _HERE = Path(__file__).resolve().parent
 # installed wheels carry the schema inside the package; a checkout has it at the top
 _SCHEMA_DIRS = (_HERE / "schema", _HERE.parent / "schema")
 SCHEMA_NAME = "notebooks.schema.yaml"
+# what the hub side tells the glue beside the config file: the hub's `subdomain_host`, where
+# each user's servers have a domain of their own (glue.hubconfig.embedded, the chart)
+SUBDOMAIN_HOST_ENV = "NOTEBOOKS_SUBDOMAIN_HOST"
 
 
 class ConfigError(Exception):
@@ -184,3 +188,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def host_cookies(subdomain_host: str) -> bool:
+    """Whether login cookies (the hub's, the glue's, the servers') get the `__Host-` prefix:
+    where each user has a domain of their own, so that no page on a user's domain can toss
+    a cookie onto the hub's (GHSA-7r3h-4ph8-w38g: e.g. its author's own login, making the
+    visitor act as them). Such cookies must be Secure, which browsers accept over HTTPS and
+    on `localhost` and its subdomains, never over plain HTTP to another name."""
+    parts = urlsplit(subdomain_host)
+    host = (parts.hostname or "").rstrip(".")
+    return parts.scheme == "https" or host == "localhost" or host.endswith(".localhost")

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import sandbox, trust
-from .config import Config
+from .config import SUBDOMAIN_HOST_ENV, Config, host_cookies
 
 PROXY = "configurable-http-proxy"
 DEV_SERVICE = "notebooks-dev"
@@ -136,10 +136,9 @@ def user_subdomain(name: str, domain: str, kind: str) -> str:
 
 
 def _host_only_cookies(c: Any) -> None:
-    """With users' own domains over HTTPS, the hub's cookies get the `__Host-` prefix: no
-    page on a user's subdomain can toss a cookie onto the hub's (GHSA-7r3h-4ph8-w38g).
-    Browsers accept such cookies only when Secure, hence HTTPS only."""
-    if urlsplit(c.JupyterHub.get("subdomain_host", "")).scheme == "https":
+    """The hub's and its servers' login cookies get the `__Host-` prefix where each user
+    has a domain of their own (config.host_cookies says where browsers accept them)."""
+    if host_cookies(c.JupyterHub.get("subdomain_host", "")):
         c.JupyterHub.cookie_host_prefix_enabled = True
 
 
@@ -398,9 +397,11 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
     # the glue's token for this run, known to the spawner too: sessions' component keys
     # derive from it (glue.gittoken), so the glue can tell which server asks for a token
     token = secrets.token_hex(32)
+    glue: dict[str, Any] = {"command": command, "api_token": token}
+    if c.JupyterHub.get("subdomain_host"):  # its own cookies are `__Host-` ones too
+        glue["environment"] = {SUBDOMAIN_HOST_ENV: c.JupyterHub.subdomain_host}
     c.JupyterHub.services = [
-        {**s, "command": command, "api_token": token} if s["name"] == name else s
-        for s in c.JupyterHub.services
+        {**s, **glue} if s["name"] == name else s for s in c.JupyterHub.services
     ]
     c.LocalCommitSpawner.service_api_token = token
     c.LocalCommitSpawner.git_token_endpoint = git_token_endpoint(c, config)

@@ -643,6 +643,19 @@ def test_notes_say_what_is_open(helm: str, chart: Path, tmp_path: Path) -> None:
     assert "WARNING" not in opened
 
 
+def test_the_glue_learns_that_users_have_origins_of_their_own(
+    helm: str, chart: Path, tmp_path: Path
+) -> None:
+    """From the one place the operator says it (z2jh's subdomain_host): its cookies are then
+    `__Host-` ones (glue.config.host_cookies), as the hub's are."""
+    docs = template(helm, chart, "rel", "-f", values_file(tmp_path, USER_ORIGINS))
+    validate_all(docs)
+    glue = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(glue)["NOTEBOOKS_SUBDOMAIN_HOST"] == SUBDOMAINS
+    shared = one(template(helm, chart), "Deployment")["spec"]["template"]["spec"]
+    assert "NOTEBOOKS_SUBDOMAIN_HOST" not in env_of(shared["containers"][0])
+
+
 def test_notes_warn_while_users_share_the_hubs_origin(helm: str, chart: Path) -> None:
     """z2jh's default (no subdomain_host): every server on the hub's origin, said plainly."""
     shared = notes(helm, chart)

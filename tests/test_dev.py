@@ -26,7 +26,7 @@ import requests
 from glue.dev import descendants
 from tests.hubtools import CHECKOUT, free_port
 
-BANNER_URL = re.compile(r"(http://127\.0\.0\.1:\d+/services/notebooks/\S+\.ipynb)")
+BANNER_URL = re.compile(r"(http://localhost:\d+/services/notebooks/\S+\.ipynb)")
 TOKEN_LINE = re.compile(r"export TOKEN=(\w+)")
 PORTS_LINE = re.compile(r"Internal ports on 127\.0\.0\.1 \(chosen free\): (.*)")
 

@@ -326,3 +326,18 @@ def test_a_private_ca_reaches_the_hubs_oauth_and_spawner(hub_values: Path, tmp_p
     ca_file = Path(app.config.OAuthenticator.http_request_kwargs["ca_certs"])
     assert ca_file.read_text() == trust.combined(pem)
     assert app.config.CommitKubeSpawner.notebooks_config["provider"]["caBundle"] == pem
+
+
+def test_users_get_domains_of_their_own_where_the_operator_gives_one(
+    hub_values: Path, tmp_path: Path
+) -> None:
+    """z2jh's hub.config.JupyterHub.subdomain_host (set before extraConfig runs): each user's
+    servers on `<user>.<domain>`, the glue and the hub on `<domain>`, and `__Host-` login
+    cookies, which no page on a user's domain can toss onto the hub's."""
+    subdomains = {"00-z2jh-hub-config": 'c.JupyterHub.subdomain_host = "https://nb.example.org"'}
+    app = load_hub(tmp_path, {**subdomains, **extra_config()})
+    assert app.subdomain_hook("alice", "nb.example.org", "user") == "alice.nb.example.org"
+    assert app.subdomain_hook("notebooks", "nb.example.org", "service") == "nb.example.org"
+    assert app.cookie_host_prefix_enabled is True
+    shared = load_hub(tmp_path, extra_config())
+    assert shared.subdomain_host == "" and shared.cookie_host_prefix_enabled is False

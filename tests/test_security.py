@@ -24,6 +24,8 @@ from tests.hubtools import Client, RunningHub, listening_pid
 from tests.test_contract import CONTRACT, PREFIX, assert_conforms, fuzz, sse_events
 
 HTML = {"Accept": "text/html"}
+# the glue's cookies: `__Host-` ones where each user has a domain of their own (the default)
+SESSION, STATE = "__Host-notebooks-session", "__Host-notebooks-oauth-state"
 
 
 def launch_path(repos: dict, index: int = 0, project: str = "demo/hello") -> str:
@@ -83,9 +85,10 @@ def test_cookie_requests_need_the_page_token(hub: RunningHub, browser: Browser, 
     path = launch_path(repos, 2)
     page = browser.open(path)
     assert page.status_code == 200 and page.url == hub.prefix + path, page.url
-    assert "notebooks-session" in browser.session.cookies  # set by the glue's oauth_callback
-    cookie = next(c for c in browser.session.cookies if c.name == "notebooks-session")
-    assert cookie.path == PREFIX + "/" and cookie.has_nonstandard_attr("HttpOnly")
+    # set by the glue's oauth_callback; `__Host-`: no page on a user's domain can toss one
+    assert SESSION in browser.session.cookies
+    cookie = next(c for c in browser.session.cookies if c.name == SESSION)
+    assert cookie.path == "/" and cookie.secure and cookie.has_nonstandard_attr("HttpOnly")
     token = browser.xsrf(page)
 
     # a form posted from another site carries the cookie but not the token
@@ -176,7 +179,7 @@ def test_oauth_callback_needs_the_state_of_this_browser(hub: RunningHub) -> None
     a.log_in_to_hub()
     start = a.session.get(hub.prefix, headers=HTML, timeout=30, allow_redirects=False)
     assert start.status_code == 302
-    authorize = a.session.get(hub.url + start.headers["Location"], timeout=30,
+    authorize = a.session.get(hub.absolute(start.headers["Location"]), timeout=30,
                               allow_redirects=False)
     callback = authorize.headers["Location"]
     assert urlsplit(callback).path == PREFIX + "/oauth_callback"
@@ -184,25 +187,31 @@ def test_oauth_callback_needs_the_state_of_this_browser(hub: RunningHub) -> None
 
     # an attacker who got the callback URL (code and state) cannot finish A's login elsewhere
     attacker = requests.Session()
-    response = assert_conforms(attacker.get(hub.url + callback, timeout=30, allow_redirects=False))
+    response = assert_conforms(
+        attacker.get(hub.absolute(callback), timeout=30, allow_redirects=False)
+    )
     assert response.status_code == 403 and response.json()["error"] == "oauth_state"
     # a forged state cookie does not open either
-    attacker.cookies.set("notebooks-oauth-state", "forged", path=PREFIX + "/")
-    response = assert_conforms(attacker.get(hub.url + callback, timeout=30, allow_redirects=False))
+    attacker.cookies.set(STATE, "forged", path="/")
+    response = assert_conforms(
+        attacker.get(hub.absolute(callback), timeout=30, allow_redirects=False)
+    )
     assert response.status_code == 403
     # nor does A's own cookie with a state that is not A's
     forged = callback.replace(state, state[::-1])
-    response = assert_conforms(a.session.get(hub.url + forged, timeout=30, allow_redirects=False))
+    response = assert_conforms(
+        a.session.get(hub.absolute(forged), timeout=30, allow_redirects=False)
+    )
     assert response.status_code == 403 and response.json()["error"] == "oauth_state"
     # A itself completes the login
     copied = a.session.cookies.copy()
-    done = a.session.get(hub.url + callback, timeout=30, allow_redirects=False)
+    done = a.session.get(hub.absolute(callback), timeout=30, allow_redirects=False)
     assert done.status_code == 302 and done.headers["Location"] == PREFIX + "/"
-    assert "notebooks-oauth-state" not in a.session.cookies  # used up
+    assert STATE not in a.session.cookies  # used up
     # and the code cannot be used twice, even with the state cookie it came with
     again = requests.Session()
     again.cookies = copied
-    response = assert_conforms(again.get(hub.url + callback, timeout=30, allow_redirects=False))
+    response = assert_conforms(again.get(hub.absolute(callback), timeout=30, allow_redirects=False))
     assert response.status_code == 403 and response.json()["error"] == "oauth_code"
 
 
