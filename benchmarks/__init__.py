@@ -11,7 +11,9 @@ glue's way and the hub's own way of doing the same), with the absolute values:
 6. launch to ready with and without the sandbox (bubblewrap);
 7. a stop through the glue with a clean workspace, with and without the autosave work
    (an absolute target: at most 0.2 s more), and with 50 MB of changed files;
-8. a git push through the session's git component vs straight to GitLab with the token.
+8. a git push through the session's git component vs straight to GitLab with the token;
+9. launch to ready with users isolated from each other vs the code before that isolation
+   (`figures.ISOLATION_BASE`, checked out beside this one with `git archive`).
 
 It starts its own hub, proxy and glue (tests/hubtools.RunningHub) on free
 loopback ports and stops everything it started. `python -m benchmarks --smoke`

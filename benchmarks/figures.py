@@ -1,4 +1,4 @@
-"""The eight figures. Each measures the glue's way and a baseline side by side, in the same run.
+"""The nine figures. Each measures the glue's way and a baseline side by side, in the same run.
 
 A figure is a function of (`Bench`, `Sizes`), or of `Sizes` alone when it needs no
 hub, that returns a `Figure`; `HUB_FIGURES` and `PLAIN_FIGURES` list them by
@@ -26,8 +26,18 @@ import psutil
 
 from glue import autosave, gitproxy
 from glue import clone as clone_step
+from glue.hubconfig import proxy_command
 from tests.gitlab_standin import GitLabStandIn, StandInThread
-from tests.hubtools import RunningHub, free_port, git, listening_pid, make_repo, timed, wait_until
+from tests.hubtools import (
+    CHECKOUT,
+    RunningHub,
+    free_port,
+    git,
+    listening_pid,
+    make_repo,
+    timed,
+    wait_until,
+)
 
 from .harness import Bench, Figure, KeepAlive, Sizes, median, percentile, rss_mib
 from .spawner import TODAY
@@ -426,17 +436,46 @@ def memory(bench: Bench, sizes: Sizes, threads: int = 4) -> Figure:
 # --- 6. the sandbox's cost -----------------------------------------------------------------------
 
 
+def _alternating_launches(
+    clients: dict[str, KeepAlive], path: str, runs: int
+) -> dict[str, list[float]]:
+    """Launch to ready through each glue in `clients` in turn (ABBA), `runs` times each:
+    POST until the glue says running, then a stop until the server is gone. Hubs that share
+    the machine are measured alternately rather than side by side."""
+    times: dict[str, list[float]] = {way: [] for way in clients}
+    ways = list(clients)
+
+    def launch_once(way: str) -> None:
+        glue = clients[way]
+        started = time.perf_counter()
+        code, body = glue.request("POST", path)
+        assert code in (201, 202), (way, code, body[:500])
+        model = wait_until(lambda: _settled(glue, path), 300, f"{way} server settled")
+        assert model["status"] == "running", (way, model)
+        times[way].append(time.perf_counter() - started)
+        code, _ = glue.request("DELETE", path)
+        assert code in (202, 204), (way, code)
+        wait_until(lambda: glue.get_json(path)[0] == 404, 120, f"{way} server gone")
+
+    for i in range(runs):
+        for way in ways if i % 2 == 0 else reversed(ways):
+            launch_once(way)
+    return times
+
+
+def _glue_as(hub: RunningHub, user: str) -> KeepAlive:
+    return KeepAlive(hub.prefix, {"Authorization": f"token {hub.token_for(user)}"})
+
+
 def sandbox(bench: Bench, sizes: Sizes) -> Figure:
     """Launch to ready through the glue on the bench's hub (every server in bubblewrap) vs a
     second hub whose only difference is `spawner.sandbox: false`, one launch each in turn.
 
     Both hubs run the same spawner, clone step, session step and server as the same per-user
     id in the same cgroups; the difference is bubblewrap's namespaces and mounts, for the clone
-    and session steps and the server. The two hubs share the machine, so they are measured
-    alternately (ABBA) rather than side by side.
+    and session steps and the server.
     """
     runs = sizes.sandbox_launches
-    path = bench.path("bench/launch")
     user = "bench-sandbox"
     plain_dir = bench.workdir / "plain-hub"
     plain_dir.mkdir()
@@ -446,28 +485,8 @@ def sandbox(bench: Bench, sizes: Sizes) -> Figure:
     plain = RunningHub(plain_dir, {**bench.config, "spawner": {"sandbox": False}})
     try:
         plain.start()
-        clients = {
-            "sandboxed": KeepAlive(bench.hub.prefix,
-                                   {"Authorization": f"token {bench.hub.token_for(user)}"}),
-            "plain": KeepAlive(plain.prefix, {"Authorization": f"token {plain.token_for(user)}"}),
-        }
-        times: dict[str, list[float]] = {"sandboxed": [], "plain": []}
-
-        def launch_once(way: str) -> None:
-            glue = clients[way]
-            started = time.perf_counter()
-            code, body = glue.request("POST", path)
-            assert code in (201, 202), (way, code, body[:500])
-            model = wait_until(lambda: _settled(glue, path), 300, f"{way} server settled")
-            assert model["status"] == "running", (way, model)
-            times[way].append(time.perf_counter() - started)
-            code, _ = glue.request("DELETE", path)
-            assert code in (202, 204), (way, code)
-            wait_until(lambda: glue.get_json(path)[0] == 404, 120, f"{way} server gone")
-
-        for i in range(runs):
-            for way in ("sandboxed", "plain") if i % 2 == 0 else ("plain", "sandboxed"):
-                launch_once(way)
+        clients = {"sandboxed": _glue_as(bench.hub, user), "plain": _glue_as(plain, user)}
+        times = _alternating_launches(clients, bench.path("bench/launch"), runs)
         for client in clients.values():
             client.close()
     finally:
@@ -485,6 +504,57 @@ def sandbox(bench: Bench, sizes: Sizes) -> Figure:
         {"sandboxed_s": s, "plain_s": p},
         notes=[f"sandboxed runs {', '.join(f'{t:.2f}' for t in times['sandboxed'])} s",
                f"plain runs {', '.join(f'{t:.2f}' for t in times['plain'])} s"],
+    )
+
+
+# --- 9. what isolating users from each other costs -----------------------------------------------
+
+# the last commit before users' own origins, private kernels, safe server start, own autosaves
+# and bounded processes and disk; NOTEBOOKS_BENCH_BASE names another
+ISOLATION_BASE = "8ccc8a1"
+
+
+def isolation(bench: Bench, sizes: Sizes) -> Figure:
+    """Launch to ready on the bench's hub vs a hub running the code of `ISOLATION_BASE`,
+    checked out beside this one (`git archive`), alternately, with the same config, packages,
+    proxy and machine: what the isolation between users added to a launch."""
+    runs = sizes.sandbox_launches
+    ref = os.environ.get("NOTEBOOKS_BENCH_BASE", ISOLATION_BASE)
+    base_checkout = bench.workdir / "base-checkout"
+    base_checkout.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "archive", "--format=tar", ref],
+        check=True, capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(base_checkout)], input=archive, check=True)
+    base_dir = bench.workdir / "base-hub"
+    base_dir.mkdir()
+    base = RunningHub(
+        base_dir, bench.config, checkout=base_checkout,
+        extra_env={"NOTEBOOKS_PROXY": proxy_command()},
+    )
+    user = "bench-isolation"
+    try:
+        base.start()
+        clients = {"isolated": _glue_as(bench.hub, user), "base": _glue_as(base, user)}
+        times = _alternating_launches(clients, bench.path("bench/launch"), runs)
+        for client in clients.values():
+            client.close()
+    finally:
+        base.stop()
+    i, b = median(times["isolated"]), median(times["base"])
+    return Figure(
+        9,
+        f"Launch to ready with users isolated from each other vs at {ref}, median of {runs} "
+        "each, alternating",
+        f"{i:.2f} s (this checkout: an origin per user, private kernels, safe start, limits)",
+        f"{b:.2f} s (the code of {ref}, checked out beside it, same config and machine)",
+        i / b,
+        "<= 1.1",
+        i / b <= 1.1,
+        {"isolated_s": i, "base_s": b},
+        notes=[f"isolated runs {', '.join(f'{t:.2f}' for t in times['isolated'])} s",
+               f"base runs {', '.join(f'{t:.2f}' for t in times['base'])} s"],
     )
 
 
@@ -755,6 +825,6 @@ def push(sizes: Sizes) -> Figure:
 
 # run in this order: the memory figure first, while the glue is idle
 HUB_FIGURES: dict[int, Callable[[Bench, Sizes], Figure]] = {
-    5: memory, 1: status, 2: launch, 3: crowd, 6: sandbox, 7: stop,
+    5: memory, 1: status, 2: launch, 3: crowd, 6: sandbox, 9: isolation, 7: stop,
 }
 PLAIN_FIGURES: dict[int, Callable[[Sizes], Figure]] = {4: clone, 8: push}

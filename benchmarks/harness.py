@@ -42,7 +42,7 @@ class Sizes:
     big_bytes: int = 2 << 20  # 4. the large file rewritten along the history
     clones: int = 5  # 4. clones each way
     memory_requests: int = 10_000  # 5. requests before the last memory sample
-    sandbox_launches: int = 10  # 6. launches with and without the sandbox each
+    sandbox_launches: int = 10  # 6., 9. launches each way
     stops: int = 10  # 7. stops of a clean workspace each way
     dirty_stops: int = 3  # 7. stops with changed files
     changed_bytes: int = 50_000_000  # 7. the changed files of a dirty stop (5 MB each)

@@ -171,6 +171,8 @@ class RunningHub:
     config: dict[str, Any]
     extra_env: dict[str, str] = field(default_factory=dict)
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    # the code the hub runs: this checkout, or another one beside it (benchmarks.figures)
+    checkout: Path = CHECKOUT
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -216,9 +218,12 @@ class RunningHub:
             "NOTEBOOKS_TEST_ADMIN_TOKEN": self.admin_token,
             **self.extra_env,
         }
+        if self.checkout != CHECKOUT:  # its `glue` before the one installed from this checkout
+            paths = [str(self.checkout), env.get("PYTHONPATH")]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(CHECKOUT / "tests" / "hub_config.py")],
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.checkout / "tests/hub_config.py")],
             cwd=self.workdir,
             env=env,
             stdout=self._log,

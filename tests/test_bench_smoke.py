@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tests.hubtools import CHECKOUT
 
-FIGURES = {1, 2, 3, 4, 5, 6, 7, 8}
+FIGURES = {1, 2, 3, 4, 5, 6, 7, 8, 9}
 
 
 def test_every_figure_measures_something_at_smoke_size(tmp_path: Path) -> None:
