@@ -8,7 +8,12 @@ system (`/usr`, `/etc`) and Python environment, its own workspace (the only
 host directory it can write), a private home and `/tmp` (both in memory), and
 its own `/proc`. The hub's state, other workspaces and other processes do not
 exist there. The network stays shared: the proxy must reach the server and
-the server the hub's API.
+the server the hub's API (so a server's kernels talk over unix sockets in its
+private home, never TCP: glue.kernel).
+
+Every Python it runs starts with `PYTHONSAFEPATH=1`: `python -m glue.session`
+or `-m jupyterhub.singleuser` in a workspace would otherwise import a
+repository's `uuid.py`, `runpy.py` or `glue/` before the real ones.
 
 When the hub runs as root (as `make dev` on these machines), bubblewrap sets
 up the mounts as root and the command then drops to a user id of its own,
@@ -37,6 +42,9 @@ UID_BASE = 3_000_000
 HOME = "/home/jovyan"
 # what a sandboxed command keeps of the caller's environment, besides what it is given
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+# what every sandboxed command gets: no directory of the command line (the workspace for
+# `python -m`) on sys.path (Python 3.11+), the package on it
+SAFE_PATH = "PYTHONSAFEPATH"
 PACKAGE = Path(__file__).resolve().parent
 # the system: these directories (or their merged-/usr symlinks) are all a process needs
 SYSTEM = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -236,6 +244,12 @@ class Sandbox:
                 for name in dirs + files:
                     os.chown(Path(root) / name, self.uid, self.uid, follow_symlinks=False)
 
+    @property
+    def home(self) -> Path:
+        """The private home of its processes: in memory inside bubblewrap, else a 0700
+        directory of its own (`_plain_home`)."""
+        return Path(HOME) if self.isolated else self._plain_home
+
     def environment(self, base: Mapping[str, str], **extra: str) -> dict[str, str]:
         """A minimal environment: the locale and PATH of `base`, plus `extra`."""
         return {**{k: base[k] for k in KEEP_ENV if k in base}, **extra}
@@ -268,6 +282,7 @@ class Sandbox:
         if not outlive_hub:
             args += ["--die-with-parent"]
         args += ["--chdir", str(self.workspace), "--setenv", "HOME", HOME]
+        args += ["--setenv", SAFE_PATH, "1"]
         args += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--"]
         if root:
             args += ["/bin/sh", "-c", DROP_TO_USER, str(self.uid)]
@@ -275,14 +290,16 @@ class Sandbox:
 
     @property
     def _plain_home(self) -> Path:
-        return Path(tempfile.gettempdir()) / f"renku-home-{self.cgroup_name}"
+        """Short (a kernel's unix sockets live below it, within 107 bytes), one per workspace."""
+        digest = hashlib.sha256(self.cgroup_name.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"renku-home-{digest}"
 
     def _unisolated(self, argv: Sequence[str]) -> list[str]:
         """`argv` as the sandbox's user, in the workspace, with a home of its own, but
         without bubblewrap: it sees the whole machine (namespaces and mounts are the one
         difference, which is what the sandbox benchmark measures)."""
         self._plain_home.mkdir(mode=0o700, exist_ok=True)
-        args = ["env", "-C", str(self.workspace), f"HOME={self._plain_home}"]
+        args = ["env", "-C", str(self.workspace), f"HOME={self._plain_home}", f"{SAFE_PATH}=1"]
         args += [f"PYTHONPATH={PACKAGE.parent}"]
         if os.geteuid() == 0:
             args += ["/bin/sh", "-c", DROP_TO_USER, str(self.uid)]

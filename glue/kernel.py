@@ -1,0 +1,84 @@
+"""How a local server starts its kernels: nothing of the repository runs, nobody else connects.
+
+Two decisions, both for the single-user servers of the embedded default (glue.spawner):
+
+- A kernel starts with `python -P -m glue.kernel` (the `python3` kernel spec beside
+  this module, found first through `JUPYTER_PATH`). ipykernel's own
+  `python -m ipykernel_launcher` would find `ipykernel_launcher` (on Python < 3.11
+  also `runpy`) in the notebook's directory; IPython then puts that directory on
+  `sys.path` while the kernel still imports what it needs. Here the directory goes on
+  `sys.path` only once the kernel is up, where IPython puts it (`''`, after the
+  standard library, before site-packages): a cell's `import mymodule` finds the user's
+  module, and nothing of the workspace shadows the standard library or what the kernel
+  imported while it started (jedi, which a first Tab would import, included).
+- Kernels listen on unix sockets (`ipc` transport) in the server's runtime directory,
+  inside its private home, not on TCP: the sandboxes share the machine's network, and
+  anyone on its loopback could subscribe to a kernel's output (IOPub: signed, not
+  encrypted) or reach its other channels. Another sandbox sees neither the home nor
+  the sockets (its own mounts; without bubblewrap, the home is 0700 and another uid's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+from pathlib import Path
+
+# the data directory with `kernels/python3/kernel.json`: named by JUPYTER_PATH, searched first
+SPEC_DIR = Path(__file__).resolve().parent / "jupyter"
+# a unix socket's path (sun_path) holds at most 107 bytes; jupyter_client names a kernel's
+# sockets `<runtime>/kernel-<uuid4>-ipc-<1..5>`
+SOCKET_PATH_MAX = 107
+SOCKET_NAME = len("/kernel-") + 36 + len("-ipc-5")
+SERVER_ARGS = ("--KernelManager.transport=ipc",)
+
+
+class SocketPathTooLong(RuntimeError):
+    """The server's runtime directory leaves no room for a kernel's socket names."""
+
+
+def runtime_dir(home: Path) -> Path:
+    """Where the server keeps its runtime files and its kernels' connection files and sockets."""
+    path = home / ".jupyter-run"
+    if len(os.fsencode(path)) + SOCKET_NAME > SOCKET_PATH_MAX:
+        raise SocketPathTooLong(
+            f"The kernels' sockets in {path} would be longer than {SOCKET_PATH_MAX} bytes."
+        )
+    return path
+
+
+def server_environment(home: Path) -> dict[str, str]:
+    """What a single-user server's environment adds: the kernel spec, the runtime directory."""
+    return {"JUPYTER_PATH": str(SPEC_DIR), "JUPYTER_RUNTIME_DIR": str(runtime_dir(home))}
+
+
+def add_working_directory(path: list[str]) -> None:
+    """Put `''` (the working directory, followed as it changes) on `path` as IPython's
+    `init_path` does: before the first site-packages, after the standard library."""
+    if "" in path:
+        return
+    for index, entry in enumerate(path):
+        if os.path.basename(entry) in ("site-packages", "dist-packages"):
+            path.insert(index, "")
+            return
+    path.append("")
+
+
+def main() -> None:
+    """The kernel, started with `python -P`; the notebook's directory joins sys.path last."""
+    from ipykernel.kernelapp import IPKernelApp
+
+    app = IPKernelApp.instance()
+    app.initialize()
+    # IPython's completer imports jedi at the first completion (a Tab, not an import)
+    with contextlib.suppress(ImportError):
+        importlib.import_module("jedi")
+
+    add_working_directory(sys.path)
+    app.start()
+
+
+if __name__ == "__main__":
+    main()
