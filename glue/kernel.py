@@ -20,10 +20,8 @@ Two decisions, both for the single-user servers of the embedded default (glue.sp
 
 from __future__ import annotations
 
-import contextlib
-import importlib
+import inspect
 import os
-import sys
 from pathlib import Path
 
 # the data directory with `kernels/python3/kernel.json`: named by JUPYTER_PATH, searched first
@@ -54,31 +52,42 @@ def server_environment(home: Path) -> dict[str, str]:
     return {"JUPYTER_PATH": str(SPEC_DIR), "JUPYTER_RUNTIME_DIR": str(runtime_dir(home))}
 
 
-def add_working_directory(path: list[str]) -> None:
-    """Put `''` (the working directory, followed as it changes) on `path` as IPython's
-    `init_path` does: before the first site-packages, after the standard library."""
-    if "" in path:
-        return
-    for index, entry in enumerate(path):
-        if os.path.basename(entry) in ("site-packages", "dist-packages"):
-            path.insert(index, "")
-            return
-    path.append("")
+def launch() -> None:
+    """Start an IPython kernel whose working directory joins sys.path only once it is up.
 
+    Self-contained (its imports inside): `kernel_argv` runs its source with `python -c` where
+    the glue is not installed (a notebook image). `-c` puts `''` first on sys.path, which goes
+    before anything is imported; `-P` (`glue.kernel`'s own spec) puts nothing there.
+    """
+    import contextlib
+    import importlib
+    import os
+    import sys
 
-def main() -> None:
-    """The kernel, started with `python -P`; the notebook's directory joins sys.path last."""
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
     from ipykernel.kernelapp import IPKernelApp
 
     app = IPKernelApp.instance()
+    app.ignore_cwd = True  # IPython's init_path (before 9.7 it ignores -P) adds it below
     app.initialize()
     # IPython's completer imports jedi at the first completion (a Tab, not an import)
     with contextlib.suppress(ImportError):
         importlib.import_module("jedi")
-
-    add_working_directory(sys.path)
+    # `''` (the working directory, followed as it changes) where IPython's init_path puts it:
+    # before the first site-packages, after the standard library
+    if "" not in sys.path:
+        places = [os.path.basename(p) in ("site-packages", "dist-packages") for p in sys.path]
+        sys.path.insert(places.index(True) if True in places else len(sys.path), "")
     app.start()
 
 
+def kernel_argv() -> list[str]:
+    """The python3 kernel spec's argv where the glue is not installed: `launch` by its source
+    (jupyter_client runs `python` as the server's own interpreter)."""
+    source = inspect.getsource(launch)
+    return ["python", "-c", f"{source}\nlaunch()\n", "-f", "{connection_file}"]
+
+
 if __name__ == "__main__":
-    main()
+    launch()

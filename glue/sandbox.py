@@ -11,9 +11,11 @@ exist there. The network stays shared: the proxy must reach the server and
 the server the hub's API (so a server's kernels talk over unix sockets in its
 private home, never TCP: glue.kernel).
 
-Every Python it runs starts with `PYTHONSAFEPATH=1`: `python -m glue.session`
-or `-m jupyterhub.singleuser` in a workspace would otherwise import a
-repository's `uuid.py`, `runpy.py` or `glue/` before the real ones.
+Every step it runs (`environment()`) gets `PYTHONSAFEPATH=1`: `python -m
+glue.session` in a workspace would otherwise import a repository's `glue/` or
+`uuid.py` before the real ones. A server starts with `python -P` instead (see
+glue.hubconfig), so that its users' own `python script.py` in a terminal or a
+cell keeps its directory on sys.path.
 
 When the hub runs as root (as `make dev` on these machines), bubblewrap sets
 up the mounts as root and the command then drops to a user id of its own,
@@ -42,9 +44,9 @@ UID_BASE = 3_000_000
 HOME = "/home/jovyan"
 # what a sandboxed command keeps of the caller's environment, besides what it is given
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
-# what every sandboxed command gets: no directory of the command line (the workspace for
-# `python -m`) on sys.path (Python 3.11+), the package on it
-SAFE_PATH = "PYTHONSAFEPATH"
+# what every step's Python gets: no directory of its command line (the workspace, for
+# `python -m`) on sys.path (Python 3.11+)
+SAFE_PATH = {"PYTHONSAFEPATH": "1"}
 PACKAGE = Path(__file__).resolve().parent
 # the system: these directories (or their merged-/usr symlinks) are all a process needs
 SYSTEM = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -251,8 +253,9 @@ class Sandbox:
         return Path(HOME) if self.isolated else self._plain_home
 
     def environment(self, base: Mapping[str, str], **extra: str) -> dict[str, str]:
-        """A minimal environment: the locale and PATH of `base`, plus `extra`."""
-        return {**{k: base[k] for k in KEEP_ENV if k in base}, **extra}
+        """A step's minimal environment: the locale and PATH of `base`, no directory of the
+        workspace on sys.path (SAFE_PATH), plus `extra`."""
+        return {**{k: base[k] for k in KEEP_ENV if k in base}, **SAFE_PATH, **extra}
 
     def command(
         self, argv: Sequence[str], *, readable: Iterable[Path] = (), outlive_hub: bool = False
@@ -282,7 +285,6 @@ class Sandbox:
         if not outlive_hub:
             args += ["--die-with-parent"]
         args += ["--chdir", str(self.workspace), "--setenv", "HOME", HOME]
-        args += ["--setenv", SAFE_PATH, "1"]
         args += ["--setenv", "PYTHONPATH", str(PACKAGE.parent), "--"]
         if root:
             args += ["/bin/sh", "-c", DROP_TO_USER, str(self.uid)]
@@ -299,7 +301,7 @@ class Sandbox:
         without bubblewrap: it sees the whole machine (namespaces and mounts are the one
         difference, which is what the sandbox benchmark measures)."""
         self._plain_home.mkdir(mode=0o700, exist_ok=True)
-        args = ["env", "-C", str(self.workspace), f"HOME={self._plain_home}", f"{SAFE_PATH}=1"]
+        args = ["env", "-C", str(self.workspace), f"HOME={self._plain_home}"]
         args += [f"PYTHONPATH={PACKAGE.parent}"]
         if os.geteuid() == 0:
             args += ["/bin/sh", "-c", DROP_TO_USER, str(self.uid)]

@@ -81,6 +81,11 @@ try:
 except Exception as e:
     print(type(e).__name__)
 """
+SCRIPT = """
+import os, subprocess, sys
+ran = subprocess.run([sys.executable, "script.py"], capture_output=True, text=True)
+print(os.environ.get("PYTHONSAFEPATH"), ran.stdout.strip() or ran.stderr)
+"""
 TRANSPORT = """
 import json
 from ipykernel.connect import get_connection_info
@@ -102,6 +107,7 @@ def hostile_start_files() -> dict[str, str]:
         files[f"{name}.json"] = json.dumps(EXEC_LINE)
     files["README.md"] = "a hostile project\n"
     files["mymodule.py"] = "VALUE = 42\n"
+    files["script.py"] = "import mymodule\nprint(mymodule.VALUE)\n"
     return files
 
 
@@ -155,6 +161,8 @@ def test_nothing_of_the_repository_runs_at_server_or_kernel_start(setup):
     )
     workspace_index, stdlib_index = run_in_kernel(hub, alice, server, where).split()
     assert int(workspace_index) > int(stdlib_index), "the workspace goes after the standard library"
+    # the user's own scripts, run from a cell (or a terminal), keep their directory on sys.path
+    assert run_in_kernel(hub, alice, server, SCRIPT).strip() == "None 42"
     # `import uuid` in a cell is the user's act: it finds the standard library's
     assert str(workspace) not in run_in_kernel(
         hub, alice, server, "import uuid; print(uuid.__file__)"
