@@ -1,6 +1,7 @@
-"""How a local server starts its kernels: nothing of the repository runs, nobody else connects.
+"""How servers start their kernels: nothing of the repository runs, nobody else connects.
 
-Two decisions, both for the single-user servers of the embedded default (glue.spawner):
+Two decisions, for the single-user servers of the embedded default (glue.spawner) and,
+the first, of Kubernetes pods too (glue.kube):
 
 - A kernel starts with `python -P -m glue.kernel` (the `python3` kernel spec beside
   this module, found first through `JUPYTER_PATH`). ipykernel's own
@@ -11,16 +12,20 @@ Two decisions, both for the single-user servers of the embedded default (glue.sp
   standard library, before site-packages): a cell's `import mymodule` finds the user's
   module, and nothing of the workspace shadows the standard library or what the kernel
   imported while it started (jedi, which a first Tab would import, included).
+  A notebook image has no glue: its pod gets the same kernel as `python -c <launch's
+  source>` (`image_kernel_spec`, glue.kube).
 - Kernels listen on unix sockets (`ipc` transport) in the server's runtime directory,
   inside its private home, not on TCP: the sandboxes share the machine's network, and
   anyone on its loopback could subscribe to a kernel's output (IOPub: signed, not
   encrypted) or reach its other channels. Another sandbox sees neither the home nor
   the sockets (its own mounts; without bubblewrap, the home is 0700 and another uid's).
+  A pod has a network namespace of its own: TCP on its loopback is already private.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from pathlib import Path
 
@@ -87,6 +92,13 @@ def kernel_argv() -> list[str]:
     (jupyter_client runs `python` as the server's own interpreter)."""
     source = inspect.getsource(launch)
     return ["python", "-c", f"{source}\nlaunch()\n", "-f", "{connection_file}"]
+
+
+def image_kernel_spec() -> str:
+    """The `kernel.json` of the python3 kernel for a notebook image (glue.kube mounts it and
+    names it first in JUPYTER_PATH): the spec beside this module, with `kernel_argv`."""
+    spec = json.loads((SPEC_DIR / "kernels" / "python3" / "kernel.json").read_text())
+    return json.dumps({**spec, "argv": kernel_argv()}, indent=1) + "\n"
 
 
 if __name__ == "__main__":
