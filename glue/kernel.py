@@ -96,10 +96,12 @@ def kernel_argv() -> list[str]:
 
 def image_kernel_spec() -> str:
     """The `kernel.json` of the python3 kernel for a notebook image (glue.kube mounts it and
-    names it first in JUPYTER_PATH): the spec beside this module, with `kernel_argv`."""
+    names it first in JUPYTER_PATH): `kernel_argv`, and nothing an older ipykernel of the
+    image might not support (CurveZMQ encryption, a newer protocol version)."""
     spec = json.loads((SPEC_DIR / "kernels" / "python3" / "kernel.json").read_text())
-    return json.dumps({**spec, "argv": kernel_argv()}, indent=1) + "\n"
-
+    metadata = {k: v for k, v in spec["metadata"].items() if k == "debugger"}
+    kept = {k: spec[k] for k in ("display_name", "language")}
+    return json.dumps({"argv": kernel_argv(), **kept, "metadata": metadata}, indent=1) + "\n"
 
 if __name__ == "__main__":
     launch()

@@ -83,6 +83,8 @@ async def test_the_notebook_finds_the_protected_kernel_first(repos: SimpleNamesp
     spec = json.loads(data["kernel.json"])
     assert spec["argv"][:2] == ["python", "-c"] and spec["language"] == "python"
     assert "launch()" in spec["argv"][2] and spec["argv"][3:] == ["-f", "{connection_file}"]
+    # nothing an image's older ipykernel may lack (CurveZMQ encryption, a newer protocol)
+    assert spec["metadata"] == {"debugger": True} and "kernel_protocol_version" not in spec
 
 
 async def test_the_pods_kernel_runs_nothing_of_the_checkout(
