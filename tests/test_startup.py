@@ -17,12 +17,15 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from glue import kernel
+from glue.sandbox import Sandbox
 from tests.hubtools import RunningHub, make_repo
 from tests.test_sandbox import hostile_repo, launch, run_in_kernel
 from tests.test_security import single_user_processes
@@ -298,3 +301,15 @@ def test_without_the_sandbox_kernels_start_on_unix_sockets(plain: dict[str, Any]
     assert run_in_kernel(hub, carol, server, "import mymodule; print(mymodule.VALUE)") == "42\n"
     assert run_in_kernel(hub, carol, server, TRANSPORT).strip() == "ipc"
     assert traces(workspace) == []
+
+
+def test_kernel_sockets_fit_in_every_home(tmp_path: Path) -> None:
+    """A unix socket's path holds 107 bytes: the longest server name and user id still fit,
+    in both ways to run; a runtime directory that leaves no room fails the launch clearly."""
+    workspace = tmp_path / ("u" * 200) / ("s" * 30)
+    for isolated in (True, False):
+        home = Sandbox(uid=3_999_999, workspace=workspace, isolated=isolated).home
+        socket = kernel.runtime_dir(home) / f"kernel-{uuid.uuid4()}-ipc-5"
+        assert len(os.fsencode(socket)) <= kernel.SOCKET_PATH_MAX, socket
+    with pytest.raises(kernel.SocketPathTooLong):
+        kernel.runtime_dir(Path("/" + "h" * 80))
