@@ -60,6 +60,9 @@ if __name__ == '__main__':
     from ipykernel import kernelapp
     kernelapp.launch_new_instance()
 """
+GLUE_PASS_THROUGH = """
+__path__.append(_os.path.join(_os.environ["PYTHONPATH"].split(":")[0], "glue"))
+"""
 # jupyter's JSON config: a server reading it would hide the README; a kernel, run the line
 HIDE_README = {"ContentsManager": {"hide_globs": ["README*"]}}
 EXEC_LINE = {"InteractiveShellApp": {"exec_lines": ["open('TRACE-json-config', 'w')"]}}
@@ -103,6 +106,9 @@ def hostile_start_files() -> dict[str, str]:
     files["ipykernel_launcher.py"] = TRACE.format(name="ipykernel_launcher") + LAUNCHER_PASS_THROUGH
     files["profile_default/ipython_kernel_config.py"] = TRACE.format(name="profile-config")
     files["profile_default/startup/00-start.py"] = TRACE.format(name="profile-startup")
+    # found by the launch's own steps (`python -m glue.session` in the workspace) before the
+    # real package, whose modules it then hands on to
+    files["glue/__init__.py"] = TRACE.format(name="glue-package") + GLUE_PASS_THROUGH
     files["trick.pth"] = TRACE.format(name="pth").replace("\n", ";") + "\n"
     for name in ("jupyter_server_config", "jupyter_notebook_config", "jupyter_lab_config"):
         files[f"{name}.json"] = json.dumps(HIDE_README)
