@@ -64,6 +64,7 @@ from kubernetes_asyncio.client import (
     V1EnvVar,
     V1EnvVarSource,
     V1ExecAction,
+    V1KeyToPath,
     V1Lifecycle,
     V1LifecycleHandler,
     V1LocalObjectReference,
@@ -84,7 +85,7 @@ from kubespawner import KubeSpawner
 from kubespawner.slugs import is_valid_label, safe_slug
 from traitlets import Integer, default
 
-from . import autosave, autosavecontrol, clone, gitproxy, session, trust
+from . import autosave, autosavecontrol, clone, gitproxy, kernel, session, trust
 from .clone import TOKEN_FILE_ENV
 from .config import Config, Profile, validate
 from .errors import AutosaveFailed
@@ -100,6 +101,11 @@ SESSION_CONTAINER = "git-session"
 PROXY_CONTAINER = "git-proxy"
 WORKSPACE_VOLUME = "notebooks-workspace"
 TOKEN_VOLUME = "notebooks-git-token"
+# the python3 kernel spec (glue.kernel): one key of the pod's Secret, the only one the
+# notebook container mounts, named first in its JUPYTER_PATH
+KERNEL_VOLUME = "notebooks-kernel-spec"
+KERNEL_KEY = "kernel.json"
+KERNEL_DIR = "/opt/renku-notebooks/jupyter"
 TOKEN_DIR = "/var/run/secrets/renku-notebooks"
 # the keys of the pod's Secret, each a file in TOKEN_DIR of the containers that mount it
 TOKEN_KEY = "token"  # the user's GitLab token
@@ -254,6 +260,20 @@ def restricted_security_context(
         capabilities=V1Capabilities(drop=["ALL"]),
         seccomp_profile=V1SeccompProfile(type="RuntimeDefault"),
     )
+
+
+def kernel_path_first(env: list[Any]) -> list[Any]:
+    """The notebook's environment with the kernel spec's directory first in JUPYTER_PATH
+    (before an operator's own JUPYTER_PATH, kept behind it)."""
+    kept, theirs = [], ""
+    for var in env:
+        name = var.get("name") if isinstance(var, dict) else var.name
+        if name != "JUPYTER_PATH":
+            kept.append(var)
+        else:
+            theirs = (var.get("value") if isinstance(var, dict) else var.value) or ""
+    value = f"{KERNEL_DIR}:{theirs}" if theirs else KERNEL_DIR
+    return [*kept, V1EnvVar(name="JUPYTER_PATH", value=value)]
 
 
 def registry_host(image: str) -> str:
@@ -445,7 +465,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
                 secret=V1SecretVolumeSource(secret_name=self.token_secret_name, default_mode=mode),
             ),
         ]
-        spec.volumes = [*(spec.volumes or []), *volumes]
+        spec.volumes = [*(spec.volumes or []), *volumes, self.kernel_volume()]
         notebook.volume_mounts = [
             *(notebook.volume_mounts or []),
             V1VolumeMount(
@@ -453,13 +473,27 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
                 mount_path=self.notebooks["spawner"]["workDir"],
                 sub_path=CHECKOUT,
             ),
+            V1VolumeMount(name=KERNEL_VOLUME, mount_path=KERNEL_DIR, read_only=True),
         ]
+        notebook.env = kernel_path_first(notebook.env or [])
         spec.init_containers = [
             *(spec.init_containers or []),
             self.clone_container(launch, notebook, with_token=with_token),
             self.session_container(launch, notebook, with_token=with_token),
         ]
         spec.containers = [*spec.containers, self.proxy_container(launch, notebook)]
+
+    def kernel_volume(self) -> V1Volume:
+        """The kernel spec (glue.kernel) from the pod's Secret: only that key, readable by all
+        (the notebook's user); the Secret's other keys never reach the notebook."""
+        path = "kernels/python3/kernel.json"
+        return V1Volume(
+            name=KERNEL_VOLUME,
+            secret=V1SecretVolumeSource(
+                secret_name=self.token_secret_name,
+                items=[V1KeyToPath(key=KERNEL_KEY, path=path, mode=0o444)],
+            ),
+        )
 
     def clone_container(
         self, launch: Launch, notebook: V1Container, *, with_token: bool
@@ -731,6 +765,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         if session_secret is None:
             return  # no launch shaped this pod
         data = {SECRET_KEY: session_secret, HUB_TOKEN_KEY: self.api_token or ""}
+        data[KERNEL_KEY] = kernel.image_kernel_spec()
         if self.control_secret:
             data[CONTROL_KEY] = self.control_secret
         if token:

@@ -8,7 +8,14 @@ system (`/usr`, `/etc`) and Python environment, its own workspace (the only
 host directory it can write), a private home and `/tmp` (both in memory), and
 its own `/proc`. The hub's state, other workspaces and other processes do not
 exist there. The network stays shared: the proxy must reach the server and
-the server the hub's API.
+the server the hub's API (so a server's kernels talk over unix sockets in its
+private home, never TCP: glue.kernel).
+
+Every step it runs (`environment()`) gets `PYTHONSAFEPATH=1`: `python -m
+glue.session` in a workspace would otherwise import a repository's `glue/` or
+`uuid.py` before the real ones. A server starts with `python -P` instead (see
+glue.hubconfig), so that its users' own `python script.py` in a terminal or a
+cell keeps its directory on sys.path.
 
 When the hub runs as root (as `make dev` on these machines), bubblewrap sets
 up the mounts as root and the command then drops to a user id of its own,
@@ -37,6 +44,9 @@ UID_BASE = 3_000_000
 HOME = "/home/jovyan"
 # what a sandboxed command keeps of the caller's environment, besides what it is given
 KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
+# what every step's Python gets: no directory of its command line (the workspace, for
+# `python -m`) on sys.path (Python 3.11+)
+SAFE_PATH = {"PYTHONSAFEPATH": "1"}
 PACKAGE = Path(__file__).resolve().parent
 # the system: these directories (or their merged-/usr symlinks) are all a process needs
 SYSTEM = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -236,9 +246,16 @@ class Sandbox:
                 for name in dirs + files:
                     os.chown(Path(root) / name, self.uid, self.uid, follow_symlinks=False)
 
+    @property
+    def home(self) -> Path:
+        """The private home of its processes: in memory inside bubblewrap, else a 0700
+        directory of its own (`_plain_home`)."""
+        return Path(HOME) if self.isolated else self._plain_home
+
     def environment(self, base: Mapping[str, str], **extra: str) -> dict[str, str]:
-        """A minimal environment: the locale and PATH of `base`, plus `extra`."""
-        return {**{k: base[k] for k in KEEP_ENV if k in base}, **extra}
+        """A step's minimal environment: the locale and PATH of `base`, no directory of the
+        workspace on sys.path (SAFE_PATH), plus `extra`."""
+        return {**{k: base[k] for k in KEEP_ENV if k in base}, **SAFE_PATH, **extra}
 
     def command(
         self, argv: Sequence[str], *, readable: Iterable[Path] = (), outlive_hub: bool = False
@@ -275,7 +292,9 @@ class Sandbox:
 
     @property
     def _plain_home(self) -> Path:
-        return Path(tempfile.gettempdir()) / f"renku-home-{self.cgroup_name}"
+        """Short (a kernel's unix sockets live below it, within 107 bytes), one per workspace."""
+        digest = hashlib.sha256(self.cgroup_name.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"renku-home-{digest}"
 
     def _unisolated(self, argv: Sequence[str]) -> list[str]:
         """`argv` as the sandbox's user, in the workspace, with a home of its own, but

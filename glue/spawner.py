@@ -30,7 +30,7 @@ from tornado import web
 from traitlets import Dict, Unicode, default
 from traitlets.config import Configurable
 
-from . import autosave, clone, localsession, logs
+from . import autosave, clone, kernel, localsession, logs
 from .access import Access
 from .config import Config, Profile
 from .errors import AutosaveFailed, GlueError
@@ -412,7 +412,8 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             self.default_url = self.lab_url(launch)
             if self.port == 0:
                 self.port = random_port()
-            command = sandbox.command([*self.cmd, *self.get_args()], outlive_hub=True)
+            argv = [*self.cmd, *self.get_args(), *kernel.SERVER_ARGS]
+            command = sandbox.command(argv, outlive_hub=True)
             self.log.info("Spawning %s", shlex.join(command))
             self.hand_over()
             # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
@@ -586,8 +587,10 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         self.git_port = 0
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
-        """The sandbox sets HOME; nothing of the hub's own paths goes in."""
+        """The sandbox sets HOME; nothing of the hub's own paths goes in but the kernel spec
+        and the kernels' runtime directory in the private home (glue.kernel)."""
         env.update(USER=self.user.name, SHELL="/bin/bash")
+        env.update(kernel.server_environment(self.sandbox().home))
         return env
 
     async def _signal(self, sig: int) -> bool:

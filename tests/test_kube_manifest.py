@@ -336,12 +336,14 @@ async def test_default_image_without_token(repos: SimpleNamespace) -> None:
     assert repos.new in clone["command"]
     assert "NOTEBOOKS_GIT_TOKEN_FILE" not in {e["name"] for e in clone["env"]}
     assert "notebooks-git-token" not in by_name(clone["volumeMounts"])
-    # the Secret holds no GitLab token then, only the component's secrets
+    # the Secret holds no GitLab token then, only the component's secrets (and the kernel spec)
     spawner.api = api = FakeCoreApi()
     await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid-0"}})
     data = api.secrets[spawner.token_secret_name].string_data
     assert "token" not in data
-    assert set(data) == {"session-secret", "hub-token", "component-key", "control-secret"}
+    assert set(data) == {
+        "session-secret", "hub-token", "component-key", "control-secret", "kernel.json"
+    }
 
 
 async def test_image_from_other_registry_is_refused(repos: SimpleNamespace) -> None:
@@ -449,7 +451,9 @@ async def test_token_secret_lifecycle(
     assert data["component-key"] == component_key(SERVICE_TOKEN, "alice", spawner.name)
     assert len(data["session-secret"]) >= 32
     assert len(data["control-secret"]) >= 32 and data["control-secret"] != data["session-secret"]
-    assert set(data) == {"token", "hub-token", "component-key", "session-secret", "control-secret"}
+    assert set(data) == {
+        "token", "hub-token", "component-key", "session-secret", "control-secret", "kernel.json"
+    }
     assert secret["metadata"]["ownerReferences"] == [
         {
             "apiVersion": "v1",
