@@ -151,7 +151,7 @@ def test_nothing_of_the_repository_runs_at_server_or_kernel_start(setup):
     workspace = hub.workspaces / "alice" / server["name"]
     assert (workspace / "uuid.py").is_file()
     seen = {"server start": traces(workspace)}
-    listing = alice.session.get(f"{hub.url}{server['url']}api/contents/", timeout=30).json()
+    listing = alice.session.get(f"{hub.absolute(server['url'])}api/contents/", timeout=30).json()
     assert "README.md" in {entry["name"] for entry in listing["content"]}  # no JSON config read
     # a first cell in a new kernel, then Tab completion (IPython imports jedi for it)
     assert run_in_kernel(hub, alice, server, "print(6 * 7)").strip() == "42"
