@@ -257,6 +257,57 @@ def test_ctrl_c_works_when_sigint_was_ignored(tmp_path, dev_runs):
     assert_nothing_left(run, ports)
 
 
+def listening_ports(run: Dev) -> list[int]:
+    """The TCP ports that the processes of `run` listen on now (hub, proxy, glue, servers)."""
+    ports = set()
+    for pid in run.remember():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            for conn in psutil.Process(pid).net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    ports.add(conn.laddr.port)
+    return sorted(ports)
+
+
+def started_with_a_server(runs: list[Dev], tmp: Path) -> tuple[Dev, list[int]]:
+    """A run with the demo launched and running; the ports its processes listen on."""
+    run = start(runs, tmp)
+    launch_url, token, ports = run.wait_for_banner()
+    launch_and_wait(launch_url, token)
+    held = listening_ports(run)
+    assert set(ports) <= set(held) and len(held) > len(ports) + 1, (ports, held)
+    return run, held
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+def test_sighup_and_sigterm_stop_everything_as_ctrl_c_does(tmp_path, dev_runs, sig):
+    """The terminal closed (SIGHUP) or a supervisor's SIGTERM, with a server running: the
+    stop in order of Ctrl-C, even when the signal comes again while it stops (a terminal,
+    `make` and supervisors repeat it)."""
+    run, held = started_with_a_server(dev_runs, tmp_path)
+    run.process.send_signal(sig)
+    deadline = time.monotonic() + 30
+    while "Stopping servers" not in run.log() and run.process.poll() is None:
+        assert time.monotonic() < deadline, run.log()[-2000:]
+        time.sleep(0.05)
+    if run.process.poll() is None:
+        run.process.send_signal(sig)
+    assert run.process.wait(90) == 0, run.log()[-2000:]
+    assert "Stopping servers, hub, proxy and glue" in run.log()
+    assert_nothing_left(run, held)
+
+
+def test_a_killed_dev_command_takes_everything_with_it(tmp_path, dev_runs):
+    """`make dev` killed outright (SIGKILL: no stop of its own): the hub gets SIGTERM from
+    the kernel and stops its server, the proxy and its services, within a bounded time."""
+    run, held = started_with_a_server(dev_runs, tmp_path)
+    run.process.kill()
+    run.process.wait(10)
+    deadline = time.monotonic() + 60
+    while run.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert_nothing_left(run, held)
+
+
 def wait_for_process(run: Dev, text: str, timeout: float = 60) -> int:
     """The first process below the dev command whose command line holds `text`."""
     deadline = time.monotonic() + timeout
