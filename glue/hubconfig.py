@@ -18,7 +18,7 @@ from inspect import isawaitable
 from pathlib import Path
 from typing import Any
 
-from . import sandbox, trust
+from . import logsafe, sandbox, trust
 from .config import Config
 
 PROXY = "configurable-http-proxy"
@@ -127,6 +127,7 @@ def _merge_service(services: list[dict[str, Any]], service: dict[str, Any]) -> l
 
 def configure(c: Any, config: Config) -> None:
     """Configure the hub `c` from a validated notebooks config."""
+    logsafe.install()  # the hub's log lines, which carry user names and messages, escaped
     name = config["service"]["name"]
     launch = config["launch"]
     service = {"name": name, "url": config["service"]["url"], "oauth_no_confirm": True}
