@@ -498,9 +498,11 @@ def run(hub_holder: list[Hub]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parse_args(argv)
     # Ctrl-C, SIGTERM and SIGHUP (the terminal closed) all stop in order, even when started
-    # with SIGINT ignored (nohup)
+    # with SIGINT ignored (a background job); started with SIGHUP ignored (nohup), it is meant
+    # to outlive its terminal, and does
     for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.default_int_handler)
+        if sig != signal.SIGHUP or signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler)
     _become_subreaper()
     hub_holder: list[Hub] = []
     cause = None

@@ -34,7 +34,9 @@ PORTS_LINE = re.compile(r"Internal ports on 127\.0\.0\.1 \(chosen free\): (.*)")
 class Dev:
     """One `python -m glue.dev`, its output in a file, its processes remembered."""
 
-    def __init__(self, tmp: Path, *, ignore_sigint: bool = False, **env: str):
+    def __init__(
+        self, tmp: Path, *, ignore_sigint: bool = False, ignore_sighup: bool = False, **env: str
+    ):
         self.tmp = tmp
         self.port = int(env.pop("NOTEBOOKS_PORT", free_port()))
         self.log_path = tmp / "dev.log"
@@ -49,7 +51,10 @@ class Dev:
         self._log = self.log_path.open("w+")
 
         def ignore() -> None:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if ignore_sigint:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if ignore_sighup:
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
         self.process = subprocess.Popen(
             [sys.executable, "-m", "glue.dev"],
@@ -58,7 +63,7 @@ class Dev:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=ignore if ignore_sigint else None,
+            preexec_fn=ignore if ignore_sigint or ignore_sighup else None,
         )
         self.remember()
 
@@ -294,6 +299,19 @@ def test_sighup_and_sigterm_stop_everything_as_ctrl_c_does(tmp_path, dev_runs, s
     assert run.process.wait(90) == 0, run.log()[-2000:]
     assert "Stopping servers, hub, proxy and glue" in run.log()
     assert_nothing_left(run, held)
+
+
+def test_under_nohup_sighup_changes_nothing(tmp_path, dev_runs):
+    """`nohup make dev` is meant to outlive its terminal: SIGHUP ignored stays ignored."""
+    run = start(dev_runs, tmp_path, ignore_sighup=True)
+    launch_url, _, ports = run.wait_for_banner()
+    run.process.send_signal(signal.SIGHUP)
+    time.sleep(2)
+    assert run.process.poll() is None, run.log()[-2000:]
+    health = launch_url.split("/services/notebooks/")[0] + "/services/notebooks/health"
+    assert requests.get(health, timeout=30).status_code == 200
+    assert run.interrupt() == 0, run.log()[-2000:]
+    assert_nothing_left(run, ports)
 
 
 def test_a_killed_dev_command_takes_everything_with_it(tmp_path, dev_runs):
