@@ -9,15 +9,21 @@ left" is then checked by those process ids and by the ports the stack listened o
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -35,7 +41,13 @@ class Dev:
     """One `python -m glue.dev`, its output in a file, its processes remembered."""
 
     def __init__(
-        self, tmp: Path, *, ignore_sigint: bool = False, ignore_sighup: bool = False, **env: str
+        self,
+        tmp: Path,
+        *,
+        ignore_sigint: bool = False,
+        ignore_sighup: bool = False,
+        terminal: bool = False,
+        **env: str,
     ):
         self.tmp = tmp
         self.port = int(env.pop("NOTEBOOKS_PORT", free_port()))
@@ -49,23 +61,60 @@ class Dev:
             **env,
         }
         self._log = self.log_path.open("w+")
+        # with `terminal`, a pseudo-terminal is its controlling terminal, as in a terminal
+        # window, and what it prints is copied to the log
+        self._terminal: int | None = None
+        self._closing = threading.Event()
+        output: Any = self._log
+        if terminal:
+            self._terminal, output = pty.openpty()
 
-        def ignore() -> None:
+        def prepare() -> None:
             if ignore_sigint:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
             if ignore_sighup:
                 signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            if terminal:
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         self.process = subprocess.Popen(
             [sys.executable, "-m", "glue.dev"],
             cwd=CHECKOUT,
             env=environ,
-            stdout=self._log,
+            stdin=output if terminal else None,
+            stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=ignore if ignore_sigint or ignore_sighup else None,
+            preexec_fn=prepare if ignore_sigint or ignore_sighup or terminal else None,
         )
+        self._copier: threading.Thread | None = None
+        if self._terminal is not None:
+            os.close(output)
+            self._copier = threading.Thread(target=self._copy, args=(self._terminal,))
+            self._copier.start()
         self.remember()
+
+    def _copy(self, terminal: int) -> None:
+        while not self._closing.is_set():
+            if not select.select([terminal], [], [], 0.2)[0]:
+                continue
+            try:
+                data = os.read(terminal, 65536)
+            except OSError:  # EIO: nothing has the terminal open any more
+                return
+            if not data:
+                return
+            self._log.write(data.decode(errors="replace"))
+            self._log.flush()
+
+    def close_terminal(self) -> None:
+        """As when its terminal window is closed: the pseudo-terminal's master side goes."""
+        if self._terminal is not None:
+            self._closing.set()
+            if self._copier is not None:
+                self._copier.join(10)
+            os.close(self._terminal)
+            self._terminal = None
 
     def remember(self) -> list[int]:
         """Note every process now below the dev command (it is their reaper when the hub dies)."""
@@ -118,6 +167,7 @@ class Dev:
 
     def end(self) -> None:
         """Make sure: SIGTERM, then SIGKILL to the command and all it started."""
+        self.close_terminal()
         self.remember()
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in self.alive():
@@ -299,6 +349,17 @@ def test_sighup_and_sigterm_stop_everything_as_ctrl_c_does(tmp_path, dev_runs, s
     assert run.process.wait(90) == 0, run.log()[-2000:]
     assert "Stopping servers, hub, proxy and glue" in run.log()
     assert_nothing_left(run, held)
+
+
+def test_closing_its_terminal_stops_everything(tmp_path, dev_runs):
+    """`make dev` in a terminal window that is closed: the kernel hangs up (SIGHUP) and the
+    terminal is gone for what it prints (EIO); the same stop as Ctrl-C, nothing left."""
+    run = start(dev_runs, tmp_path, terminal=True)
+    _, _, ports = run.wait_for_banner()
+    held = listening_ports(run)
+    run.close_terminal()
+    assert run.process.wait(90) == 0
+    assert_nothing_left(run, [*ports, *held])
 
 
 def test_under_nohup_sighup_changes_nothing(tmp_path, dev_runs):
