@@ -865,6 +865,10 @@ def test_notes_say_an_enforcing_cni_is_required(helm: str, chart: Path) -> None:
     ):
         warned = " ".join(notes(helm, chart, "--set", off).split())
         assert "lets user pods reach the cloud metadata address 169.254.169.254" in warned
+    # z2jh's (privileged) iptables blocker back on: NetworkPolicy is not the only block
+    iptables = "jupyterhub.singleuser.cloudMetadata.blockWithIptables=true"
+    blocked = notes(helm, chart, "--set", iptables, "--set", off)
+    assert "enforcing CNI" not in blocked and "169.254.169.254" not in blocked
 
 
 def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
