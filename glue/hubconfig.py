@@ -310,6 +310,10 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
     )
     c.ConfigurableHTTPProxy.command = [proxy_command()]
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+    # a hub that is stopped (SIGTERM: Ctrl-C of `make dev`, or its death, glue.dev) stops its
+    # servers and the proxy; only a hub that is killed leaves its servers to the next one
+    c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.cleanup_proxy = True
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.Authenticator.allow_all = True
