@@ -12,7 +12,9 @@ import ipaddress
 import os
 import secrets
 import shutil
+import signal
 import sys
+import threading
 import time
 from inspect import isawaitable
 from pathlib import Path
@@ -330,8 +332,9 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
         c.JupyterHub.api_tokens = {demo_token: "demo"}
         demo_role = {**user_role(config), "name": "notebooks-demo", "users": ["demo"]}
         c.JupyterHub.load_roles = _add_by_name(list(c.JupyterHub.load_roles), demo_role)
-    if env.get("NOTEBOOKS_DEV_TOKEN"):
+    if env.get("NOTEBOOKS_DEV_TOKEN"):  # started by `python -m glue.dev`
         _dev_service(c, env["NOTEBOOKS_DEV_TOKEN"])
+        _stop_once_handled()
     name = config["service"]["name"]
     command = [sys.executable, "-m", "glue", "--config", config_path]
     # the glue's token for this run, known to the spawner too: sessions' component keys
@@ -347,6 +350,28 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
     sessions.mkdir(mode=0o700, exist_ok=True)
     sessions.chmod(0o700)
     c.LocalCommitSpawner.sessions_root = str(sessions)
+
+
+def _stop_once_handled() -> None:
+    """A SIGTERM while the hub starts (the dev command killed: glue.dev) would end it before
+    its own handler is in place, leaving the proxy and the services it started running:
+    until then it is noted, and then handed to that handler, which stops them in order."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # someone handles it already (not a hub's start)
+    asked = threading.Event()
+
+    def note(signum: int, frame: Any) -> None:
+        asked.set()
+
+    signal.signal(signal.SIGTERM, note)
+
+    def hand_over() -> None:
+        while signal.getsignal(signal.SIGTERM) is note:
+            time.sleep(0.1)
+        if asked.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=hand_over, name="sigterm-hand-over", daemon=True).start()
 
 
 def _dev_service(c: Any, token: str) -> None:

@@ -409,6 +409,20 @@ def test_ctrl_c_during_start_up_leaves_nothing(tmp_path, dev_runs, text):
     assert_nothing_left(run, [])
 
 
+@pytest.mark.parametrize("text", ["configurable-http-proxy", "-m glue --config"])
+def test_a_dev_command_killed_during_start_up_leaves_nothing(tmp_path, dev_runs, text):
+    """Killed (SIGKILL) once the hub has started the proxy, then the glue, before the hub
+    handles SIGTERM: the hub still stops in order, once it can."""
+    run = start(dev_runs, tmp_path)
+    wait_for_process(run, text)
+    run.process.kill()
+    run.process.wait(10)
+    deadline = time.monotonic() + 60
+    while run.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert_nothing_left(run, [])
+
+
 def test_a_hub_killed_at_start_up_leaves_nothing_and_one_line(tmp_path, dev_runs):
     run = start(dev_runs, tmp_path)
     hub = wait_for_process(run, "-m jupyterhub")
