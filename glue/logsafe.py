@@ -11,6 +11,7 @@ calls it where it sets up logging, the hub where it loads its config
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import traceback
@@ -82,10 +83,13 @@ def install() -> None:
             record.msg, record.args = printable(record.getMessage()), None
         except Exception:  # a message its arguments do not fit: leave it as written
             record.msg = printable(str(record.msg))
-        if record.exc_info and record.exc_info[0] is not None:
-            record.exc_text = _traceback(record.exc_info)
-        if record.stack_info:
-            record.stack_info = _lines(record.stack_info)
+        # a record is made inside the code that logs: escaping never fails the caller (an
+        # exception Python cannot format is left to the formatter, as written)
+        with contextlib.suppress(Exception):
+            if record.exc_info and record.exc_info[0] is not None:
+                record.exc_text = _traceback(record.exc_info)
+            if record.stack_info:
+                record.stack_info = _lines(record.stack_info)
         return record
 
     logging.setLogRecordFactory(safe_record)
