@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import accesslog, podlogs
+from . import accesslog, logsafe, podlogs
 from .access import Access
 from .auth import Auth
 from .config import SUBDOMAIN_HOST_ENV, Config, ConfigError, host_cookies, load
@@ -114,6 +114,13 @@ def build(
     return app
 
 
+def setup_logging() -> None:
+    """The service's log: one line a record, user input in it escaped (glue.logsafe)."""
+    logsafe.install()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The renku-notebooks glue service.")
     parser.add_argument(
@@ -129,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, help="port to listen on (default: from service.url)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    setup_logging()
     if not args.config:
         print("glue: give --config or set NOTEBOOKS_CONFIG", file=sys.stderr)
         return 2
@@ -152,5 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         # the longest valid launch URL (4096 percent-encoded characters of notebook) must
         # reach our validation, which answers with a JSON 400, not aiohttp's bare one
         max_line_size=MAX_REQUEST_LINE,
+        # bodies are inflated by glue.requestbody, where a bad one is a 400, not a dropped
+        # connection
+        auto_decompress=False,
     )
     return 0

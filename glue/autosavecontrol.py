@@ -45,7 +45,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import autosave, gitproxy
+from . import autosave, gitproxy, logsafe
 from .clone import Step
 from .localsession import StepFailed, run_step
 
@@ -176,6 +176,7 @@ def parse(argv: list[str] | None) -> tuple[Settings, str, int, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     settings, host, port, proxy_argv = parse(argv)
     proxy, proxy_host, proxy_port = gitproxy.parse(proxy_argv)
+    logsafe.install()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sidecar %(message)s")
     log.info("autosave control on http://%s:%s", host, port)
     beside = [(Control(settings).app(), host, port)]

@@ -3,9 +3,10 @@
 It creates a demo project on first run, writes the effective config, starts a
 real JupyterHub (which starts the proxy and the glue) on the one port
 NOTEBOOKS_PORT, waits until a launch URL answers, prints it with an API token
-for user `demo`, and on Ctrl-C removes every server from the hub and stops
-everything it started. Whatever fails on the way, it stops what it had started
-and says why in one line.
+for user `demo`, and on Ctrl-C (or SIGTERM, or SIGHUP when its terminal closes)
+removes every server from the hub and stops everything it started. Whatever
+fails on the way, it stops what it had started and says why in one line; killed
+outright, it takes the hub, and so all the hub started, with it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import quote
 
 import yaml
@@ -41,6 +42,8 @@ DEMO_NOTEBOOK = "hello.ipynb"
 READY_TIMEOUT = 90
 STOP_TIMEOUT = 30
 MIN_TOKEN_CHARS = 32
+# each stops the stack in order, as Ctrl-C does
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # the variables `make dev` reads; `--help`, `make help` and the README list them
 VARIABLES = {
     "NOTEBOOKS_PORT": "the one port to open in a browser (default 8000); the hub, proxy API "
@@ -188,6 +191,17 @@ def _become_subreaper() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
+def _stop_with_parent(parent: int) -> None:
+    """In the hub's child before exec: should this command die without stopping (SIGKILL,
+    a crash), the kernel sends the hub SIGTERM, and the hub's own shutdown stops its servers
+    (`cleanup_servers`), the proxy and its services. Only the death of this command does
+    that: a hub restarted by hand still finds the servers that outlive a hub."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # died before the prctl took hold
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below `pid`, from /proc (children first-level, then theirs)."""
     found: list[int] = []
@@ -229,11 +243,13 @@ class Hub:
 
     def start(self, env: dict[str, str], cwd: Path) -> None:
         config = CHECKOUT / "values" / "jupyterhub_config.py"
+        parent = os.getpid()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(config)],
             cwd=cwd,
             env=env,
             start_new_session=True,  # Ctrl-C reaches us only; we stop the hub in order
+            preexec_fn=lambda: _stop_with_parent(parent),
         )
 
     def running(self) -> bool:
@@ -303,20 +319,28 @@ class Hub:
 def stop_everything(hub: Hub) -> None:
     """Servers removed, the hub stopped (it stops the proxy and the glue), then whatever is
     left of what we started, by process id, ending with SIGKILL."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C changes nothing
+    # a second Ctrl-C, or the SIGTERM or SIGHUP that often follows the first, changes nothing
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
     try:
         if hub.running() and hub.ready:
             try:
                 hub.remove_servers()
             except (urllib.error.URLError, OSError, ValueError) as e:
-                print(f"renku-notebooks: could not remove the servers in order: {e}", flush=True)
+                say(f"renku-notebooks: could not remove the servers in order: {e}")
         if hub.running():
             hub.started.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 hub.started.wait(STOP_TIMEOUT)
         _end(descendants(os.getpid()))
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def say(text: str, stream: TextIO | None = None) -> None:
+    """Print a line; a terminal closed under us (SIGHUP, then EIO) must not stop the stop."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=stream or sys.stdout, flush=True)
 
 
 def _reap_orphans(keep: int) -> None:
@@ -491,16 +515,19 @@ def run(hub_holder: list[Hub]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parse_args(argv)
-    # Ctrl-C and SIGTERM both stop in order, even when started with SIGINT ignored (nohup)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C, SIGTERM and SIGHUP (the terminal closed) all stop in order, even when started
+    # with SIGINT ignored (a background job); started with SIGHUP ignored (nohup), it is meant
+    # to outlive its terminal, and does
+    for sig in STOP_SIGNALS:
+        if sig != signal.SIGHUP or signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler)
     _become_subreaper()
     hub_holder: list[Hub] = []
     cause = None
     try:
         run(hub_holder)
     except KeyboardInterrupt:
-        print("\nStopping servers, hub, proxy and glue...", flush=True)
+        say("\nStopping servers, hub, proxy and glue...")
     except StartError as e:
         cause = str(e)
     except Exception as e:  # anything unforeseen: still one line, and nothing left behind
@@ -508,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_everything(hub_holder[0] if hub_holder else Hub("", 0, ""))
     if cause:  # last, after what the stopping processes print
-        print(f"renku-notebooks: {cause}", file=sys.stderr, flush=True)
+        say(f"renku-notebooks: {cause}", sys.stderr)
         return 1
     return 0
 

@@ -50,6 +50,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from . import logsafe
 from .clone import Step
 
 log = logging.getLogger("glue.gitproxy")
@@ -442,6 +443,7 @@ async def serve(
 
 def main(argv: list[str] | None = None) -> int:
     settings, host, port = parse(argv)
+    logsafe.install()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s gitproxy %(message)s")
     asyncio.run(serve(settings, host, port))
     return 0

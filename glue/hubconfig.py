@@ -12,7 +12,9 @@ import ipaddress
 import os
 import secrets
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from inspect import isawaitable
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import sandbox, trust
+from . import logsafe, sandbox, trust
 from .config import SUBDOMAIN_HOST_ENV, Config, host_cookies
 
 PROXY = "configurable-http-proxy"
@@ -151,6 +153,7 @@ def _merge_service(services: list[dict[str, Any]], service: dict[str, Any]) -> l
 
 def configure(c: Any, config: Config) -> None:
     """Configure the hub `c` from a validated notebooks config."""
+    logsafe.install()  # the hub's log lines, which carry user names and messages, escaped
     name = config["service"]["name"]
     launch = config["launch"]
     service = {"name": name, "url": config["service"]["url"], "oauth_no_confirm": True}
@@ -373,6 +376,10 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
     )
     c.ConfigurableHTTPProxy.command = [proxy_command()]
     c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
+    # a hub that is stopped (SIGTERM: Ctrl-C of `make dev`, or its death, glue.dev) stops its
+    # servers and the proxy; only a hub that is killed leaves its servers to the next one
+    c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.cleanup_proxy = True
     c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     public = public_origin(env)
@@ -393,8 +400,9 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
         c.JupyterHub.api_tokens = {demo_token: "demo"}
         demo_role = {**user_role(config), "name": "notebooks-demo", "users": ["demo"]}
         c.JupyterHub.load_roles = _add_by_name(list(c.JupyterHub.load_roles), demo_role)
-    if env.get("NOTEBOOKS_DEV_TOKEN"):
+    if env.get("NOTEBOOKS_DEV_TOKEN"):  # started by `python -m glue.dev`
         _dev_service(c, env["NOTEBOOKS_DEV_TOKEN"])
+        _stop_once_handled()
     name = config["service"]["name"]
     command = [sys.executable, "-m", "glue", "--config", config_path]
     # the glue's token for this run, known to the spawner too: sessions' component keys
@@ -412,6 +420,28 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
     sessions.mkdir(mode=0o700, exist_ok=True)
     sessions.chmod(0o700)
     c.LocalCommitSpawner.sessions_root = str(sessions)
+
+
+def _stop_once_handled() -> None:
+    """A SIGTERM while the hub starts (the dev command killed: glue.dev) would end it before
+    its own handler is in place, leaving the proxy and the services it started running:
+    until then it is noted, and then handed to that handler, which stops them in order."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # someone handles it already (not a hub's start)
+    asked = threading.Event()
+
+    def note(signum: int, frame: Any) -> None:
+        asked.set()
+
+    signal.signal(signal.SIGTERM, note)
+
+    def hand_over() -> None:
+        while signal.getsignal(signal.SIGTERM) is note:
+            time.sleep(0.1)
+        if asked.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=hand_over, name="sigterm-hand-over", daemon=True).start()
 
 
 def _dev_service(c: Any, token: str) -> None:

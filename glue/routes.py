@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
 
-from . import events, gittoken, launch, logs, metrics, openapi, target
+from . import events, gittoken, launch, logs, metrics, openapi, requestbody, target
 from .access import Access
 from .accesslog import USER
 from .auth import Auth, Identity
@@ -198,7 +198,7 @@ class Routes:
 
     async def git_token(self, request: web.Request) -> web.Response:
         """A fresh GitLab token for a session's git token component (glue/gittoken.py)."""
-        body, _ = await read_body(request)
+        body, _ = await read_body(request, self.config["launch"]["maxBodyBytes"])
         wanted = gittoken.TokenRequest.parse(body)
         wanted.check_key(self.hub.service_token, request.headers.get("Authorization", ""))
         request[USER] = wanted.user
@@ -407,7 +407,7 @@ class Routes:
         tail = self.tail(request)
         target.require_sha(tail)
         wanted = target.parse(tail)
-        body, form_token = await read_body(request)
+        body, form_token = await read_body(request, self.config["launch"]["maxBodyBytes"])
         # the form's `force` (LaunchForm) is for a stop: a launch's form ignores it
         force = body.pop("force", None) if request.content_type in FORM_TYPES else None
         if body.pop("_method", None) == "DELETE":
@@ -476,11 +476,12 @@ def target_path(wanted: target.Target) -> str:
     return f"{path}/{wanted.notebook}" if wanted.notebook else path
 
 
-async def read_body(request: web.Request) -> tuple[dict[str, Any], str | None]:
+async def read_body(request: web.Request, limit: int) -> tuple[dict[str, Any], str | None]:
     """A JSON object or a form; returns the fields and the form's XSRF token, if any."""
     if not request.body_exists:
         return {}, None
     if request.content_type in FORM_TYPES:
+        requestbody.require_plain(request)
         fields = await read_form(request)
         return fields, fields.pop("_xsrf", None)
     if request.content_type != "application/json":
@@ -491,7 +492,7 @@ async def read_body(request: web.Request) -> tuple[dict[str, Any], str | None]:
         )
     if (request.charset or "utf-8").lower() not in ("utf-8", "utf8"):
         raise BadRequest("Send JSON as UTF-8.", code="invalid_json")
-    data = await request.read()
+    data = await requestbody.read(request, limit)
     if not data.strip():
         return {}, None
     try:

@@ -276,14 +276,16 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
     docs = template(helm, chart)
     validate_all(docs)
     assert Counter(d["kind"] for d in docs) == Counter(
-        ["Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret", "Pod"]
+        ["Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret"]
+        # `helm test`: the glue's health, and no cloud metadata from a user pod
+        + ["Pod"] * 2
         # the glue's pods/log reader (glue/podlogs.py)
         + ["Role", "RoleBinding"]
         # the glue's, egress to it for z2jh's hub, proxy and user pods (their git-proxy), and
         # ingress to the user pods' autosave control port from the hub
         + ["NetworkPolicy"] * 5
     )
-    assert one(docs, "Pod")["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert all(d["metadata"]["annotations"]["helm.sh/hook"] == "test" for d in pods(docs).values())
 
     pod = one(docs, "Deployment")["spec"]["template"]
     spec, glue = pod["spec"], pod["spec"]["containers"][0]
@@ -814,7 +816,7 @@ def test_helm_test_pod_checks_health_restricted(helm: str, chart: Path) -> None:
 
     docs = template(helm, chart)
     validate_all(docs)
-    pod = one(docs, "Pod")
+    pod = pods(docs)["rel-renku-notebooks-test-health"]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert pod["spec"]["restartPolicy"] == "Never"
     assert (
@@ -825,6 +827,93 @@ def test_helm_test_pod_checks_health_restricted(helm: str, chart: Path) -> None:
     # the glue's NetworkPolicy lets it in
     peers = [peer["podSelector"]["matchLabels"] for peer in glue_policy(docs)["ingress"][0]["from"]]
     assert {k: pod["metadata"]["labels"][k] for k in peers[-1]} == peers[-1]
+
+
+def pods(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The chart's Pods (its `helm test` ones) by name."""
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "Pod"}
+
+
+# what z2jh's hub and KubeSpawner put on every user pod of release `rel` (chart values
+# unset; KubeSpawner's per-user labels aside): its common labels, singleuser.extraLabels'
+# default, the component
+USER_POD_LABELS = {
+    "app": "jupyterhub",
+    "heritage": "jupyterhub",
+    "release": "rel",
+    "component": "singleuser-server",
+    "hub.jupyter.org/network-access-hub": "true",
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "labels"),
+    [
+        ([], USER_POD_LABELS),
+        (
+            [
+                "--set",
+                "jupyterhub.nameOverride=jh",
+                "--set",
+                "jupyterhub.singleuser.extraLabels.team=a",
+            ],
+            {**USER_POD_LABELS, "app": "jh", "team": "a"},
+        ),
+    ],
+)
+def test_helm_test_pod_finds_the_cloud_metadata_address_closed(
+    helm: str, chart: Path, args: list[str], labels: dict[str, str]
+) -> None:
+    """The user pods have no iptables blocker (restricted), so NetworkPolicy alone keeps them
+    from 169.254.169.254: a test pod labelled as a user pod, so the same policies apply to
+    it, fails when that address accepts a connection (never sent from here: rendered only)."""
+    from tests.test_kube_manifest import restricted_violations
+
+    docs = template(helm, chart, "rel", *args)
+    validate_all(docs)
+    pod = pods(docs)["rel-renku-notebooks-test-cloud-metadata"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["metadata"]["labels"] == labels
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert restricted_violations(pod) == []
+    (container,) = pod["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    script = container["command"][-1]
+    assert container["command"][:2] == ["sh", "-c"]
+    assert "http://169.254.169.254/" in script and "--connect-timeout 3" in script
+    assert "exit 1" in script  # a connection made fails the test
+    # the policies on user pods are the ones on it: this chart's autosave ingress, say
+    user_policies = [
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and selects(d["spec"]["podSelector"], USER_POD_LABELS)
+    ]
+    assert user_policies and all(
+        selects(d["spec"]["podSelector"], pod["metadata"]["labels"])
+        for d in docs
+        if d["metadata"]["name"] in user_policies
+    )
+
+
+def test_notes_say_an_enforcing_cni_is_required(helm: str, chart: Path) -> None:
+    text = " ".join(notes(helm, chart).split())
+    assert (
+        "only z2jh's singleuser NetworkPolicy keeps them from 169.254.169.254, so an enforcing "
+        "CNI is required (a NetworkPolicy without an enforcing CNI blocks nothing)"
+    ) in text
+    assert "helm test rel --namespace" in text
+    assert "WARNING: jupyterhub.singleuser.networkPolicy" not in text
+    for off in (
+        "jupyterhub.singleuser.networkPolicy.enabled=false",
+        "jupyterhub.singleuser.networkPolicy.egressAllowRules.cloudMetadataServer=true",
+    ):
+        warned = " ".join(notes(helm, chart, "--set", off).split())
+        assert "lets user pods reach the cloud metadata address 169.254.169.254" in warned
+    # z2jh's (privileged) iptables blocker back on: NetworkPolicy is not the only block
+    iptables = "jupyterhub.singleuser.cloudMetadata.blockWithIptables=true"
+    blocked = notes(helm, chart, "--set", iptables, "--set", off)
+    assert "enforcing CNI" not in blocked and "169.254.169.254" not in blocked
 
 
 def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -1201,8 +1290,8 @@ def test_a_private_ca_is_one_value(helm: str, chart: Path, tmp_path: Path) -> No
     config_file.write_text(one(docs, "ConfigMap")["data"]["config.yaml"])
     assert load(config_file)["provider"]["caBundle"] == pem
     for doc in docs:
-        for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get(
-            "containers", []
+        for container in (
+            doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
         ):
             names = {e["name"] for e in container.get("env") or []}
             assert not names & {"SSL_CERT_FILE", "GIT_SSL_CAINFO", "REQUESTS_CA_BUNDLE"}

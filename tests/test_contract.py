@@ -21,12 +21,14 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
 import re
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -39,7 +41,7 @@ from openapi_spec_validator import validate as validate_openapi
 
 from glue import target
 from glue.errors import GlueError
-from tests.hubtools import CHECKOUT, Client, RunningHub
+from tests.hubtools import CHECKOUT, Client, RunningHub, log_mark, log_since
 
 DOCUMENT = CHECKOUT / "glue" / "openapi.yaml"
 PREFIX = "/services/notebooks"
@@ -666,6 +668,86 @@ def test_the_longest_valid_launch_url_is_answered_by_the_glue(hub: RunningHub, n
     path = launch_path(repos, quote("😀" * 4096))
     response = raw(hub.glue_port, "GET", path, token=token)
     assert response.status_code == 404 and error_of(response) == "server_not_found"
+
+
+def test_a_body_that_is_not_what_its_content_encoding_says_is_400(
+    hub: RunningHub, nasty: Client, repos: dict
+) -> None:
+    """Not gzip under `Content-Encoding: gzip`: the documented 400, nothing started, and the
+    connection (the proxy's keep-alive one, shared by every user) stays usable."""
+    token = hub.token_for("nasty")
+    encoded = {"Content-Type": "application/json", "Authorization": f"token {token}"}
+    connection = http.client.HTTPConnection("127.0.0.1", hub.glue_port, timeout=60)
+    for encoding, body in (
+        ("gzip", b'{"profile": "small"}'),
+        ("gzip", gzip.compress(b'{"profile": "small"}')[:-6]),  # cut short
+        ("deflate", b"\x1f\x8b not deflate"),
+    ):
+        connection.request("POST", launch_path(repos), body=body,
+                           headers={**encoded, "Content-Encoding": encoding})
+        answer = connection.getresponse()
+        content = answer.read()
+        assert answer.status == 400, (encoding, content[:300])
+        assert json.loads(content)["error"] == "invalid_encoding"
+        assert "Content-Encoding" in json.loads(content)["message"]
+        # the same connection answers the next request
+        connection.request("GET", f"{PREFIX}/health")
+        next_answer = connection.getresponse()
+        assert next_answer.status == 200, next_answer.read()[:300]
+        next_answer.read()
+    connection.close()
+    # decoded, then judged as any body: bad JSON, too large once inflated, an unknown coding
+    for body, headers, status, code in (
+        (gzip.compress(b"{not json"), {"Content-Encoding": "gzip"}, 400, "invalid_json"),
+        (zlib.compress(b"{not json"), {"Content-Encoding": "deflate"}, 400, "invalid_json"),
+        (gzip.compress(b" " * 10_000_000), {"Content-Encoding": "gzip"}, 413,
+         "payload_too_large"),
+        (b"{}", {"Content-Encoding": "compress"}, 415, "unsupported_media_type"),
+    ):
+        response = raw(hub.glue_port, "POST", launch_path(repos), token=token, body=body,
+                       headers={"Content-Type": "application/json", **headers})
+        assert response.status_code == status, (headers, response.content[:300])
+        assert error_of(response) == code
+    # through the proxy: the answer, a browser's page, then another user's requests succeed
+    bob = Client(hub, "bob")
+    path = launch_path(repos).removeprefix(PREFIX)
+    for _ in range(5):
+        response = nasty.post(path, data=b'{"profile": "small"}',
+                              headers={"Content-Type": "application/json",
+                                       "Content-Encoding": "gzip"})
+        assert response.status_code == 400 and error_of(response) == "invalid_encoding"
+        other = bob.get("")
+        assert other.status_code == 200, other.content[:300]
+    page = nasty.post(path, data=b"not gzip", headers={
+        "Content-Type": "application/json", "Content-Encoding": "gzip", "Accept": "text/html"})
+    assert page.status_code == 400 and page.headers["Content-Type"].startswith("text/html")
+    assert "Content-Encoding" in page.text and "<html" in page.text.lower()
+    assert bob.get("").status_code == 200
+
+
+BIDI = "\u202e\u2066\u2067\u2068\u2069\u200e\u200f\x1b\x85"
+
+
+def test_control_and_bidi_characters_are_escaped_in_the_log(hub: RunningHub, nasty: Client,
+                                                            repos: dict) -> None:
+    """A path, or a user name, holding bidi controls or control characters reaches the log
+    escaped, in the glue's access log line and in the hub's own request line."""
+    mark = log_mark(hub)
+    path = launch_path(repos, quote(f"nb{BIDI}.ipynb"))
+    response = raw(hub.glue_port, "GET", path, token=hub.token_for("nasty"))
+    assert response.status_code == 400  # control characters make no notebook name
+    name = "bidi\u202eresu"
+    user = Client(hub, name)  # the hub makes the user
+    assert user.get("").status_code == 200
+    assert requests.get(f"{hub.url}/hub/api/user", timeout=30,
+                        headers={"Authorization": f"token {hub.token_for(name)}"}).ok
+    log = log_since(hub, mark, settle=1)
+    escaped = "".join(f"\\u{ord(c):04x}" if ord(c) > 0xFF else f"\\x{ord(c):02x}"
+                      for c in BIDI)
+    assert f"nb{escaped}.ipynb status=400" in log  # the glue's access log
+    assert "user=bidi\\u202eresu action=GET" in log  # the glue's, with the user's name
+    assert re.search(r"200 GET /hub/api/user \(bidi\\u202eresu@", log), log[-2000:]  # the hub's
+    assert not any(c in log for c in BIDI), [c for c in BIDI if c in log]
 
 
 # --- small helpers for raw sockets ---------------------------------------------------------------

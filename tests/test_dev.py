@@ -9,15 +9,21 @@ left" is then checked by those process ids and by the ports the stack listened o
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -34,7 +40,15 @@ PORTS_LINE = re.compile(r"Internal ports on 127\.0\.0\.1 \(chosen free\): (.*)")
 class Dev:
     """One `python -m glue.dev`, its output in a file, its processes remembered."""
 
-    def __init__(self, tmp: Path, *, ignore_sigint: bool = False, **env: str):
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        ignore_sigint: bool = False,
+        ignore_sighup: bool = False,
+        terminal: bool = False,
+        **env: str,
+    ):
         self.tmp = tmp
         self.port = int(env.pop("NOTEBOOKS_PORT", free_port()))
         self.log_path = tmp / "dev.log"
@@ -47,20 +61,60 @@ class Dev:
             **env,
         }
         self._log = self.log_path.open("w+")
+        # with `terminal`, a pseudo-terminal is its controlling terminal, as in a terminal
+        # window, and what it prints is copied to the log
+        self._terminal: int | None = None
+        self._closing = threading.Event()
+        output: Any = self._log
+        if terminal:
+            self._terminal, output = pty.openpty()
 
-        def ignore() -> None:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        def prepare() -> None:
+            if ignore_sigint:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if ignore_sighup:
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            if terminal:
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         self.process = subprocess.Popen(
             [sys.executable, "-m", "glue.dev"],
             cwd=CHECKOUT,
             env=environ,
-            stdout=self._log,
+            stdin=output if terminal else None,
+            stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=ignore if ignore_sigint else None,
+            preexec_fn=prepare if ignore_sigint or ignore_sighup or terminal else None,
         )
+        self._copier: threading.Thread | None = None
+        if self._terminal is not None:
+            os.close(output)
+            self._copier = threading.Thread(target=self._copy, args=(self._terminal,))
+            self._copier.start()
         self.remember()
+
+    def _copy(self, terminal: int) -> None:
+        while not self._closing.is_set():
+            if not select.select([terminal], [], [], 0.2)[0]:
+                continue
+            try:
+                data = os.read(terminal, 65536)
+            except OSError:  # EIO: nothing has the terminal open any more
+                return
+            if not data:
+                return
+            self._log.write(data.decode(errors="replace"))
+            self._log.flush()
+
+    def close_terminal(self) -> None:
+        """As when its terminal window is closed: the pseudo-terminal's master side goes."""
+        if self._terminal is not None:
+            self._closing.set()
+            if self._copier is not None:
+                self._copier.join(10)
+            os.close(self._terminal)
+            self._terminal = None
 
     def remember(self) -> list[int]:
         """Note every process now below the dev command (it is their reaper when the hub dies)."""
@@ -113,6 +167,7 @@ class Dev:
 
     def end(self) -> None:
         """Make sure: SIGTERM, then SIGKILL to the command and all it started."""
+        self.close_terminal()
         self.remember()
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in self.alive():
@@ -257,6 +312,81 @@ def test_ctrl_c_works_when_sigint_was_ignored(tmp_path, dev_runs):
     assert_nothing_left(run, ports)
 
 
+def listening_ports(run: Dev) -> list[int]:
+    """The TCP ports that the processes of `run` listen on now (hub, proxy, glue, servers)."""
+    ports = set()
+    for pid in run.remember():
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            for conn in psutil.Process(pid).net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN:
+                    ports.add(conn.laddr.port)
+    return sorted(ports)
+
+
+def started_with_a_server(runs: list[Dev], tmp: Path) -> tuple[Dev, list[int]]:
+    """A run with the demo launched and running; the ports its processes listen on."""
+    run = start(runs, tmp)
+    launch_url, token, ports = run.wait_for_banner()
+    launch_and_wait(launch_url, token)
+    held = listening_ports(run)
+    assert set(ports) <= set(held) and len(held) > len(ports) + 1, (ports, held)
+    return run, held
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+def test_sighup_and_sigterm_stop_everything_as_ctrl_c_does(tmp_path, dev_runs, sig):
+    """The terminal closed (SIGHUP) or a supervisor's SIGTERM, with a server running: the
+    stop in order of Ctrl-C, even when the signal comes again while it stops (a terminal,
+    `make` and supervisors repeat it)."""
+    run, held = started_with_a_server(dev_runs, tmp_path)
+    run.process.send_signal(sig)
+    deadline = time.monotonic() + 30
+    while "Stopping servers" not in run.log() and run.process.poll() is None:
+        assert time.monotonic() < deadline, run.log()[-2000:]
+        time.sleep(0.05)
+    if run.process.poll() is None:
+        run.process.send_signal(sig)
+    assert run.process.wait(90) == 0, run.log()[-2000:]
+    assert "Stopping servers, hub, proxy and glue" in run.log()
+    assert_nothing_left(run, held)
+
+
+def test_closing_its_terminal_stops_everything(tmp_path, dev_runs):
+    """`make dev` in a terminal window that is closed: the kernel hangs up (SIGHUP) and the
+    terminal is gone for what it prints (EIO); the same stop as Ctrl-C, nothing left."""
+    run = start(dev_runs, tmp_path, terminal=True)
+    _, _, ports = run.wait_for_banner()
+    held = listening_ports(run)
+    run.close_terminal()
+    assert run.process.wait(90) == 0
+    assert_nothing_left(run, [*ports, *held])
+
+
+def test_under_nohup_sighup_changes_nothing(tmp_path, dev_runs):
+    """`nohup make dev` is meant to outlive its terminal: SIGHUP ignored stays ignored."""
+    run = start(dev_runs, tmp_path, ignore_sighup=True)
+    launch_url, _, ports = run.wait_for_banner()
+    run.process.send_signal(signal.SIGHUP)
+    time.sleep(2)
+    assert run.process.poll() is None, run.log()[-2000:]
+    health = launch_url.split("/services/notebooks/")[0] + "/services/notebooks/health"
+    assert requests.get(health, timeout=30).status_code == 200
+    assert run.interrupt() == 0, run.log()[-2000:]
+    assert_nothing_left(run, ports)
+
+
+def test_a_killed_dev_command_takes_everything_with_it(tmp_path, dev_runs):
+    """`make dev` killed outright (SIGKILL: no stop of its own): the hub gets SIGTERM from
+    the kernel and stops its server, the proxy and its services, within a bounded time."""
+    run, held = started_with_a_server(dev_runs, tmp_path)
+    run.process.kill()
+    run.process.wait(10)
+    deadline = time.monotonic() + 60
+    while run.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert_nothing_left(run, held)
+
+
 def wait_for_process(run: Dev, text: str, timeout: float = 60) -> int:
     """The first process below the dev command whose command line holds `text`."""
     deadline = time.monotonic() + timeout
@@ -276,6 +406,20 @@ def test_ctrl_c_during_start_up_leaves_nothing(tmp_path, dev_runs, text):
     run = start(dev_runs, tmp_path)
     wait_for_process(run, text)
     assert run.interrupt() is not None
+    assert_nothing_left(run, [])
+
+
+@pytest.mark.parametrize("text", ["configurable-http-proxy", "-m glue --config"])
+def test_a_dev_command_killed_during_start_up_leaves_nothing(tmp_path, dev_runs, text):
+    """Killed (SIGKILL) once the hub has started the proxy, then the glue, before the hub
+    handles SIGTERM: the hub still stops in order, once it can."""
+    run = start(dev_runs, tmp_path)
+    wait_for_process(run, text)
+    run.process.kill()
+    run.process.wait(10)
+    deadline = time.monotonic() + 60
+    while run.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert_nothing_left(run, [])
 
 

@@ -496,3 +496,61 @@ def test_import_probe_can_fail():
     failed = probe_imports(("aiohttp",), base_closure())
     assert {"glue.app", "glue.routes", "glue.hub"} <= set(failed), failed
     assert "glue.clone" not in failed  # standard library only
+
+
+def test_the_unsafe_characters_are_unicodes_controls_and_format_characters():
+    """glue.logsafe's class is every Cc, Cf, Zl and Zp character (bidi controls, zero-width
+    ones, tags), and nothing a name or a path is written with."""
+    import unicodedata
+
+    from glue.logsafe import UNSAFE, printable
+
+    unsafe = {"Cc", "Cf", "Zl", "Zp"}
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if unicodedata.category(char) in unsafe:
+            assert UNSAFE.fullmatch(char), hex(code)
+    for text in ("é", "日本語", "😀", "a b", "%", "\\", "עברית", "عربي"):
+        assert printable(text) == text
+    assert printable("a\nb\u202ec\U000e0041\x85") == "a\\x0ab\\u202ec\\U000e0041\\x85"
+
+
+def test_every_log_line_of_the_glue_escapes_user_input():
+    """The glue's logging (glue.app.setup_logging), in a process of its own as the service
+    runs it: a line of another logger than the access log (an image name a project chose)
+    and a traceback carrying user input come out one line each, as they read."""
+    evil = "registry.evil/x\u202e\u2066gnp.\u2069:1\nWARNING glue forged"
+    script = "\n".join(
+        [
+            "import logging, sys",
+            "from glue.app import setup_logging",
+            "from glue import launch",
+            "setup_logging()",
+            "config = {'images': {'default': 'd', 'allowedRegistries': ['r.example']}}",
+            "launch.choose_image(config, sys.argv[1])",
+            "try:",
+            "    raise ValueError(sys.argv[1])",
+            "except ValueError:",
+            "    logging.getLogger('glue.events').exception('following %s failed', sys.argv[1])",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, evil],
+        cwd=CHECKOUT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    shown = "registry.evil/x\\u202e\\u2066gnp.\\u2069:1\\x0aWARNING glue forged"
+    lines = result.stderr.splitlines()
+    assert any(
+        line.endswith(f"WARNING glue.launch image {shown} is outside images.allowedRegistries; "
+                      "using the default")
+        for line in lines
+    ), lines
+    assert any(line.endswith(f"ERROR glue.events following {shown} failed") for line in lines)
+    assert f"ValueError: {shown}" in lines  # the traceback keeps its lines, escaped
+    assert lines[-1] == f"ValueError: {shown}"
+    assert not any(c in result.stderr for c in "\u202e\u2066\u2069"), result.stderr
+    assert not any(line.startswith("WARNING glue forged") for line in lines)

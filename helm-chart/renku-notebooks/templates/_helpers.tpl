@@ -173,3 +173,28 @@ http://{{ include "renku-notebooks.serviceName" . }}
 {{- define "renku-notebooks.autosavePort" -}}
 7481
 {{- end }}
+
+{{- /*
+  The labels z2jh's hub (its KubeSpawner common labels, singleuser.extraLabels) and
+  KubeSpawner (the component) put on every user pod of this release, so that a pod
+  carrying them is selected by the same NetworkPolicies as the user pods.
+*/}}
+{{- define "renku-notebooks.userPodLabels" -}}
+{{- $jh := .Values.jupyterhub | default dict }}
+{{- $z2jh := index (.Subcharts | default dict) "jupyterhub" }}
+{{- $labels := dict
+  "app" ($jh.nameOverride | default "jupyterhub" | trunc 63 | trimSuffix "-")
+  "heritage" "jupyterhub"
+  "release" .Release.Name
+  "component" "singleuser-server"
+}}
+{{- $extra := dict }}
+{{- if $z2jh }}
+{{- $_ := set $labels "chart" (printf "%s-%s" $z2jh.Chart.Name $z2jh.Chart.Version | replace "+" "_") }}
+{{- $extra = dig "singleuser" "extraLabels" dict $z2jh.Values }}
+{{- else }}
+{{- /* z2jh's default singleuser.extraLabels, under what these values add */}}
+{{- $extra = merge (dig "singleuser" "extraLabels" dict $jh) (dict "hub.jupyter.org/network-access-hub" "true") }}
+{{- end }}
+{{- toYaml (merge $labels ($extra | default dict)) }}
+{{- end }}
