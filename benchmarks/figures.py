@@ -779,7 +779,8 @@ def push(sizes: Sizes) -> Figure:
             (files / "secret").write_text("bench-per-server-secret")
             port = free_port()
             settings = gitproxy.Settings(project="bench/push", secret_file=files / "secret",
-                                         upstream=standin.url, token_file=files / "token")
+                                         upstream=standin.url, token_file=files / "token",
+                                         autosave_prefix="notebooks/autosave")
             argv, _ = gitproxy.step(settings, listen=f"127.0.0.1:{port}", python=sys.executable)
             component = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)

@@ -4,14 +4,26 @@ Representation on the remote, on branch `<prefix>/<user>/<sha>` (`branch()`):
 the user's own commits on top of the launched sha are pushed as they are;
 their uncommitted work (tracked changes and untracked files, `.gitignore`
 respected, files above `max_file_bytes` skipped and listed) becomes ONE extra
-commit on top, authored "renku-notebooks autosave", whose message lists the
-skipped files and ends with the trailer `Renku-Autosave: uncommitted`. The push
-goes to that one branch, forced (the branch is ours), never to another ref. A
-clean workspace (HEAD at the launched sha, nothing uncommitted) pushes nothing.
+commit on top (also when nothing is uncommitted: it carries the signature),
+authored "renku-notebooks autosave", whose message lists the skipped files and
+ends with the trailers `Renku-Autosave: uncommitted` and
+`Renku-Autosave-Signature: <hex>`. The push goes to that one branch, forced
+(the branch is ours), never to another ref. A clean workspace (HEAD at the
+launched sha, nothing uncommitted) pushes nothing.
 
-`restore()` reverses it after the clone step: the branch's tip checked out
-detached, and a tip carrying the trailer reset (`--mixed`) to its parent, so
-those files are uncommitted again and untracked files untracked.
+The signature (`signature()`) is an HMAC of the branch, the commit's tree and
+its parent under a key of that one branch (`branch_key()`), which only the
+session's git component (glue/gitproxy.py, outside the session's reach) and
+the restore hold: another user can push to this user's branch directly on
+GitLab, but cannot sign for it. The save asks the component to sign
+(`ComponentSigner`: `POST <remote>/renku-autosave/sign`, with the session's
+git password), or signs with a key file (`KeySigner`: the Kubernetes restore,
+which runs before the component).
+
+`restore()` reverses it after the clone step, only for a tip whose signature
+is right (`AutosaveRefused` otherwise: nothing restored, the branch kept): the
+tip checked out detached, then reset (`--mixed`) to its parent, so those files
+are uncommitted again and untracked files untracked.
 
 The workspace belongs to the user and may be hostile: its `.git/config`,
 hooks and attribute filters can name commands (`core.fsmonitor`,
@@ -25,8 +37,8 @@ so no filter runs).
 
     python -m glue.autosave status  --workspace DIR --launched SHA [--max-file-bytes N]
     python -m glue.autosave save    --workspace DIR --launched SHA --remote URL --branch B
-                                    [--max-file-bytes N]
-    python -m glue.autosave restore --workspace DIR --remote URL --branch B
+                                    [--max-file-bytes N] [--key-file FILE]
+    python -m glue.autosave restore --workspace DIR --remote URL --branch B [--key-file FILE]
     python -m glue.autosave delete  --remote URL --branch B
 
 Each prints one JSON object; a failure exits 1 with a sentence saying what was
@@ -39,6 +51,9 @@ Standard library only: it runs in the glue image.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -49,7 +64,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from .clone import CREDENTIAL_HELPER, KEPT_GIT_ENV, TOKEN_FILE_ENV, Step
 
@@ -57,6 +72,12 @@ AUTHOR_NAME = "renku-notebooks autosave"
 AUTHOR_EMAIL = "autosave@renku-notebooks.invalid"
 TRAILER_KEY = "Renku-Autosave"
 TRAILER = f"{TRAILER_KEY}: uncommitted"
+SIGNATURE_KEY = "Renku-Autosave-Signature"
+SIGN_PATH = "renku-autosave/sign"  # below the project's URL at the component
+KEY_CONTEXT = b"renku-notebooks autosave signing key v1\0"
+SIGNATURE = re.compile(r"[0-9a-f]{64}")
+OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+SIGN_TIMEOUT = 30
 DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024
 SHA = re.compile(r"[0-9a-f]{40}")
 MAX_INDEX_BYTES = 512 * 1024 * 1024
@@ -81,6 +102,11 @@ SAFE_CONFIG = {
 
 class AutosaveError(Exception):
     """The work could not be saved or restored; the message says what was not."""
+
+
+class AutosaveRefused(AutosaveError):
+    """The branch's tip is not an autosave this service signed for this branch: it is not
+    restored (and not deleted); the launch goes on without it."""
 
 
 class Status(NamedTuple):
@@ -141,6 +167,94 @@ def step(
         if value is not None:
             argv += [flag, value]
     return Step(argv, {TOKEN_FILE_ENV: token_file} if token_file else {})
+
+
+# --- signatures ----------------------------------------------------------------------------
+
+
+def branch_key(master: bytes, branch_name: str) -> str:
+    """The key of one autosave branch (of one user and commit), derived from a secret of the
+    hub's that no session sees: its holder can sign for that branch only, which is harmless
+    to give the branch's own user's component."""
+    return hmac.new(master, KEY_CONTEXT + branch_name.encode(), hashlib.sha256).hexdigest()
+
+
+def signature(key: str, branch_name: str, tree: str, parent: str) -> str:
+    """What proves an autosave commit of `branch_name` with this tree on this parent."""
+    data = f"{branch_name}\0{tree}\0{parent}".encode()
+    return hmac.new(key.encode(), data, hashlib.sha256).hexdigest()
+
+
+class Signer(Protocol):
+    def sign(self, tree: str, parent: str) -> str:
+        """The signature of an autosave commit of the signer's branch."""
+        ...
+
+
+class KeySigner(NamedTuple):
+    """Signs with the branch's key itself (the component; the Kubernetes restore)."""
+
+    key: str
+    branch: str
+
+    def sign(self, tree: str, parent: str) -> str:
+        return signature(self.key, self.branch, tree, parent)
+
+
+class ComponentSigner(NamedTuple):
+    """Asks the session's git component, which holds the key and decides the branch itself;
+    authenticated like a push (the per-server secret, from NOTEBOOKS_GIT_TOKEN_FILE)."""
+
+    remote: str  # the project's URL at the component
+    branch: str  # the branch the caller means: refused when the component's differs
+
+    def sign(self, tree: str, parent: str) -> str:
+        import urllib.error  # only a save or a restore needs them: `status` stays quick
+        import urllib.request
+
+        secret_file = os.environ.get(TOKEN_FILE_ENV, "")
+        try:
+            secret = Path(secret_file).read_text().strip() if secret_file else ""
+        except OSError:
+            secret = ""
+        if not self.remote.startswith(("http://", "https://")):
+            raise AutosaveError("only the session's git component signs autosaves")
+        auth = base64.b64encode(f"oauth2:{secret}".encode()).decode()
+        request = urllib.request.Request(  # noqa: S310 (http only, checked above)
+            f"{self.remote.rstrip('/')}/{SIGN_PATH}",
+            data=json.dumps({"tree": tree, "parent": parent}).encode(),
+            headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        # straight to the component on loopback: no proxy of the environment in between
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=SIGN_TIMEOUT) as response:
+                answer = json.loads(response.read(64 * 1024))
+        except urllib.error.HTTPError as e:
+            raise AutosaveError(f"the session's git component refused to sign ({e.code})") from None
+        except (OSError, ValueError) as e:
+            raise AutosaveError(f"the session's git component did not sign ({e})") from None
+        if not isinstance(answer, dict) or answer.get("branch") != self.branch:
+            raise AutosaveError("the session's git component signs for another branch")
+        value = answer.get("signature")
+        if not isinstance(value, str) or not SIGNATURE.fullmatch(value):
+            raise AutosaveError("the session's git component gave no signature")
+        return value
+
+
+def signer_for(remote: str, branch_name: str, key_file: Path | None) -> Signer:
+    """The key file's signer when one is given, else the component's at `remote`."""
+    if key_file is None:
+        return ComponentSigner(remote, branch_name)
+    try:
+        return KeySigner(key_file.read_text().strip(), branch_name)
+    except OSError as e:
+        # no restore, no save without it: the signature cannot be checked, nor made
+        raise AutosaveRefused(
+            f"The autosave {branch_name} was not restored or saved: its key could not be read "
+            f"({e.strerror})."
+        ) from None
 
 
 # --- a git of our own -----------------------------------------------------------------------
@@ -364,21 +478,26 @@ def save(
     branch_name: str,
     *,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    signer: Signer | None = None,
 ) -> Saved:
-    """Push unpushed commits and uncommitted work to `branch_name`; nothing when clean."""
+    """Push unpushed commits and uncommitted work to `branch_name`, under one signed
+    autosave commit (`signer`; default: the component at `remote`); nothing when clean."""
     not_saved = "Uncommitted changes and unpushed commits were NOT saved"
     head = _head_or_fail(workspace, not_saved)
+    signer = signer or ComponentSigner(remote, branch_name)
     try:
         with _own_git(workspace, not_saved, head=head) as git:
             state = _inspect(git, workspace, launched, head, max_file_bytes)
             if state.clean:
                 return Saved(False, branch_name, None, state)
-            tip = head
-            if state.uncommitted or state.skipped:
-                tree = git.run("write-tree").decode().strip()
-                message = _message(state.skipped, max_file_bytes)
-                commit = git.run("commit-tree", tree, "-p", head, input=message.encode())
-                tip = commit.decode().strip()
+            tree = git.run("write-tree").decode().strip()
+            try:
+                signed = signer.sign(tree, head)
+            except AutosaveError as e:
+                raise AutosaveError(f"{not_saved}: {e}.") from None
+            message = _message(state.skipped, max_file_bytes, signed)
+            commit = git.run("commit-tree", tree, "-p", head, input=message.encode())
+            tip = commit.decode().strip()
             push = git.run(
                 "push",
                 "--porcelain",
@@ -399,25 +518,35 @@ def save(
         raise AutosaveError(f"{not_saved}: git {e.cmd} failed: {e.stderr}") from None
 
 
-def _message(skipped: list[str], max_file_bytes: int) -> str:
+def _message(skipped: list[str], max_file_bytes: int, signed: str) -> str:
     lines = ["Autosave of uncommitted work", ""]
     if skipped:
         lines += [f"Not saved (larger than {max_file_bytes} bytes):"]
         lines += [f"  {name}" for name in skipped] + [""]
-    return "\n".join([*lines, TRAILER, ""])
+    return "\n".join([*lines, TRAILER, f"{SIGNATURE_KEY}: {signed}", ""])
 
 
 # --- restore and delete ---------------------------------------------------------------------
 
 
-def restore(workspace: Path, remote: str, branch_name: str, *, launched: str) -> str | None:
+def restore(
+    workspace: Path,
+    remote: str,
+    branch_name: str,
+    *,
+    launched: str,
+    signer: Signer | None = None,
+) -> str | None:
     """Check out the branch's tip detached, its uncommitted part back as uncommitted.
 
     Only onto a fresh checkout (HEAD at `launched`, nothing changed): a restarted
     server's workspace keeps its own state. Returns the restored tip, or None when
-    the branch does not exist or the workspace is not fresh.
+    the branch does not exist or the workspace is not fresh. A tip that is not an
+    autosave `signer` (default: the component at `remote`) signed for this branch is
+    AutosaveRefused, the workspace untouched.
     """
     failure = f"The autosave {branch_name} was not restored"
+    signer = signer or ComponentSigner(remote, branch_name)
     head = _head_or_fail(workspace, failure)
     if head != launched or not status(workspace, launched).clean:
         return None
@@ -439,11 +568,11 @@ def restore(workspace: Path, remote: str, branch_name: str, *, launched: str) ->
                 if _remote_has(git, remote, branch_name):
                     raise AutosaveError(f"{failure}: it could not be fetched.")
                 return None
+            parent = _verified(git, tip, signer, failure)
             git.run("read-tree", "HEAD")  # the workspace was found clean at HEAD just now
             git.run("checkout", "-q", "-f", "--detach", tip)
             restored = tip
-            if _is_uncommitted_part(git, tip):
-                git.run("reset", "-q", "--mixed", f"{tip}^")
+            git.run("reset", "-q", "--mixed", parent)
             final = git.run("rev-parse", "HEAD").decode().strip()
             _write_back(workspace, git, index, final)
             return restored
@@ -456,9 +585,35 @@ def _remote_has(git: _Git, remote: str, branch_name: str) -> bool:
     return bool(out.strip())
 
 
-def _is_uncommitted_part(git: _Git, commit: str) -> bool:
-    value = git.run("log", "-1", f"--format=%(trailers:key={TRAILER_KEY},valueonly)", commit)
-    return value.decode().strip() == "uncommitted"
+def _verified(git: _Git, tip: str, signer: Signer, failure: str) -> str:
+    """The parent of `tip` when `tip` is an autosave commit signed for this branch; else
+    AutosaveRefused (the branch is left as it is: it may be someone's evidence)."""
+    kept = "it stays on the remote, untouched"
+    out = git.run(
+        "log", "-1", f"--format=%T%n%P%n%(trailers:key={SIGNATURE_KEY},valueonly)", tip
+    ).decode()
+    lines = [*out.split("\n"), "", ""]
+    tree, parent_list = lines[0].strip(), lines[1].split()
+    found = [value.strip() for value in lines[2:] if value.strip()]
+    if not found:
+        raise AutosaveRefused(
+            f"{failure}: its last commit carries no signature of renku-notebooks (an autosave "
+            f"from before autosaves were signed, or a commit someone else pushed); {kept}."
+        )
+    if len(found) != 1 or len(parent_list) != 1 or not OBJECT_ID.fullmatch(tree):
+        raise AutosaveRefused(f"{failure}: its last commit is not an autosave commit; {kept}.")
+    try:
+        expected = signer.sign(tree, parent_list[0])
+    except AutosaveError as e:
+        raise AutosaveRefused(
+            f"{failure}: its signature could not be checked ({e}); {kept}."
+        ) from None
+    if not hmac.compare_digest(expected, found[0]):
+        raise AutosaveRefused(
+            f"{failure}: it was not written by renku-notebooks' autosave of your session "
+            f"(changed or pushed by someone else); {kept}."
+        )
+    return parent_list[0]
 
 
 def _write_back(workspace: Path, git: _Git, index: Path, head: str) -> None:
@@ -502,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--branch", required=True, help="the autosave branch (see branch())")
         if action in ("status", "save"):
             p.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
+        if action in ("save", "restore"):
+            p.add_argument("--key-file", type=Path, help="sign with this key, not the component")
     args = parser.parse_args(argv)
     if getattr(args, "launched", None) is not None and not SHA.fullmatch(args.launched):
         print("autosave: --launched must be a full 40-character lowercase sha", file=sys.stderr)
@@ -518,10 +675,14 @@ def main(argv: list[str] | None = None) -> int:
                 args.remote,
                 args.branch,
                 max_file_bytes=args.max_file_bytes,
+                signer=signer_for(args.remote, args.branch, args.key_file),
             )
             out = saved.answer()
         elif args.action == "restore":
-            tip = restore(args.workspace, args.remote, args.branch, launched=args.launched)
+            signer = signer_for(args.remote, args.branch, args.key_file)
+            tip = restore(
+                args.workspace, args.remote, args.branch, launched=args.launched, signer=signer
+            )
             out = {"restored": tip is not None, "branch": args.branch, "commit": tip}
         else:
             out = {"deleted": delete(args.remote, args.branch), "branch": args.branch}

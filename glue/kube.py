@@ -32,7 +32,11 @@ leaked) shows none. The same Secret holds the component's per-server secret
 for the glue's `-/git-token` and the server's hub token, with which the
 sidecar asks the glue for a fresh GitLab token when GitLab refuses the old one.
 The Secret also holds the control secret (for the sidecar; the notebook's git
-secret does not open the control port).
+secret does not open the control port). The signing key of the server's
+autosave branch (glue/autosave.py: the component signs autosaves with it, the
+restore checks them) is in a Secret of its own, `<pod>-autosave-key`, mounted
+only into the sidecar and the `git-session` init container that restores
+(before the sidecar runs), never into the notebook or the clone step.
 The Secret is created once the pod exists, owned by the pod, so Kubernetes
 deletes it with the pod whatever stops it (hub, culler, `kubectl`, node
 loss); `stop()` and `delete_forever()` also delete it at once. The hub's
@@ -114,6 +118,11 @@ COMPONENT_KEY = "component-key"  # what the component presents to the glue's -/g
 HUB_TOKEN_KEY = "hub-token"  # the server's hub token: the hub refreshes the login on its use
 CA_KEY = "ca.crt"  # the system store plus provider.caBundle, when the operator gave one
 CONTROL_KEY = "control-secret"  # what the hub presents to the sidecar's control listener
+# the autosave branch's signing key: a Secret and a volume of its own, for the sidecar and the
+# restore only (the other Secret is mounted into the clone step too)
+AUTOSAVE_KEY_VOLUME = "notebooks-autosave-key"
+AUTOSAVE_KEY_DIR = "/var/run/secrets/renku-autosave"
+AUTOSAVE_KEY = "autosave-key"
 # the component, on the pod's loopback only
 PROXY_PORT = 7480
 # the sidecar's autosave control, on the pod's IP: the chart's NetworkPolicy opens it to the
@@ -193,7 +202,8 @@ def configure_hub(
 
 def pod_name_template(hub_name: str) -> str:
     """User pods named after their hub, so two hubs in one namespace never share a pod name
-    (nor the `<pod>-git-token` and `<pod>-registry` Secrets named after it).
+    (nor the `<pod>-git-token`, `<pod>-autosave-key` and `<pod>-registry` Secrets named
+    after it).
 
     KubeSpawner's default, `jupyter-{user_server}`, is the same for every hub. The hub's
     name is shortened (with a hash) so the name stays within 63 characters: KubeSpawner
@@ -333,6 +343,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     _session_secret: str | None = None
     # what the hub presents to this pod's sidecar to autosave: kept (state) while it runs
     control_secret: str | None = None
+    # the autosave branch's signing key: kept only until its Secret holds it
+    _autosave_key: str | None = None
     _identity: tuple[str, str] = ("", "")
     # the registry host of a per-commit image, when the operator gave registry credentials
     _pull_registry: str | None = None
@@ -424,6 +436,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self._git_token = checked.caller.git_token
         self._session_secret = secrets.token_urlsafe(32)
         self.control_secret = secrets.token_urlsafe(32)
+        self._autosave_key = self.autosave_key(launch)
         self._identity = checked.caller.identity()
         self.image = launch.image
         self.image_pull_policy = config["images"]["pullPolicy"]
@@ -463,6 +476,12 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             V1Volume(
                 name=TOKEN_VOLUME,
                 secret=V1SecretVolumeSource(secret_name=self.token_secret_name, default_mode=mode),
+            ),
+            V1Volume(
+                name=AUTOSAVE_KEY_VOLUME,
+                secret=V1SecretVolumeSource(
+                    secret_name=self.autosave_key_secret_name, default_mode=mode
+                ),
             ),
         ]
         spec.volumes = [*(spec.volumes or []), *volumes, self.kernel_volume()]
@@ -539,9 +558,16 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             discard=launch.autosave == "discard",
             report=REPORT_PATH,
             token_file=f"{TOKEN_DIR}/{TOKEN_KEY}" if with_token else None,
+            key_file=f"{AUTOSAVE_KEY_DIR}/{AUTOSAVE_KEY}",
         )
         return self.glue_container(
-            SESSION_CONTAINER, notebook, command, step_env, step_resources(notebook), secret=True
+            SESSION_CONTAINER,
+            notebook,
+            command,
+            step_env,
+            step_resources(notebook),
+            secret=True,
+            autosave_key=True,
         )
 
     def proxy_container(self, launch: Launch, notebook: V1Container) -> V1Container:
@@ -581,6 +607,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             {TOKEN_FILE_ENV: f"{TOKEN_DIR}/{SECRET_KEY}"},
             PROXY_RESOURCES,
             secret=True,
+            autosave_key=True,
         )
         pod_ip = V1EnvVarSource(field_ref=V1ObjectFieldSelector(field_path="status.podIP"))
         container.env = [V1EnvVar(name=POD_IP_ENV, value_from=pod_ip), *container.env]
@@ -649,9 +676,14 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         resources: V1ResourceRequirements,
         *,
         secret: bool,
+        autosave_key: bool = False,
     ) -> V1Container:
         """A container of the glue image on the workspace volume, as the notebook's user."""
         mounts = [V1VolumeMount(name=WORKSPACE_VOLUME, mount_path=CLONE_ROOT)]
+        if autosave_key:
+            mounts.append(
+                V1VolumeMount(name=AUTOSAVE_KEY_VOLUME, mount_path=AUTOSAVE_KEY_DIR, read_only=True)
+            )
         if secret:
             mounts.append(V1VolumeMount(name=TOKEN_VOLUME, mount_path=TOKEN_DIR, read_only=True))
             if self.ca_bundle:  # git (GnuTLS or OpenSSL) and Python, at process start
@@ -703,6 +735,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             hub_token_file=Path(TOKEN_DIR, HUB_TOKEN_KEY) if refresh else None,
             user=self.user.name,
             server=self.name,
+            autosave_prefix=self.notebooks["autosave"]["branchPrefix"],
+            autosave_branch=self.autosave_branch(launch),
+            signing_key_file=Path(AUTOSAVE_KEY_DIR, AUTOSAVE_KEY),
         )
 
     @property
@@ -713,6 +748,10 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     @property
     def token_secret_name(self) -> str:
         return f"{self.pod_name}-git-token"
+
+    @property
+    def autosave_key_secret_name(self) -> str:
+        return f"{self.pod_name}-autosave-key"
 
     @property
     def registry_secret_name(self) -> str:
@@ -775,6 +814,12 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         if self.service_api_token:
             data[COMPONENT_KEY] = component_key(self.service_api_token, self.user.name, self.name)
         await self.create_secret(self.token_secret_manifest(data, pod_uid), "the git token")
+        key, self._autosave_key = self._autosave_key, None
+        if key:
+            manifest = self.owned_secret(
+                self.autosave_key_secret_name, pod_uid, "Opaque", {AUTOSAVE_KEY: key}
+            )
+            await self.create_secret(manifest, "the autosave key")
 
     async def create_registry_secret(self, pod_uid: str) -> None:
         """Copy the operator's credentials for this launch's registry into its pull secret."""
@@ -815,7 +860,11 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     async def delete_token_secret(self) -> None:
         """Delete this launch's Secrets; failures only log: the owner reference cleans up too."""
-        for name in (self.token_secret_name, self.registry_secret_name):
+        for name in (
+            self.token_secret_name,
+            self.autosave_key_secret_name,
+            self.registry_secret_name,
+        ):
             await self.delete_secret(name)
 
     async def delete_secret(self, name: str) -> None:
@@ -962,7 +1011,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         super().clear_state()
         self._launch, self._source, self._git_token = None, None, None
         self._pull_registry, self._session_secret = None, None
-        self.control_secret = None
+        self.control_secret, self._autosave_key = None, None
 
     async def later_progress(self) -> AsyncIterator[dict[str, Any]]:
         """After our launch steps, KubeSpawner's pod events (scheduling, image pulls, failures)."""
@@ -971,7 +1020,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
                 yield event
 
     def _is_token_mount_wait(self, event: dict[str, Any]) -> bool:
-        """The kubelet may try to mount the token Secret just before it exists: not a warning."""
+        """The kubelet may try to mount the Secrets just before they exist: not a warning."""
         raw = event.get("raw_event") or {}
         message = raw.get("message") or ""
-        return raw.get("reason") == "FailedMount" and self.token_secret_name in message
+        names = (self.token_secret_name, self.autosave_key_secret_name)
+        return raw.get("reason") == "FailedMount" and any(name in message for name in names)

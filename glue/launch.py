@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 # written by the spawner into the hub's user_options after a start: where the workspace's
 # unsaved work came from (the server model's `restored_from`)
 RESTORED_FROM = "restored_from"
+# written by the spawner after a start that found an autosave branch it did not restore (its
+# tip not an autosave this service signed for the user): why, for the server model's
+# `restore_refused`
+RESTORE_REFUSED = "restore_refused"
 # written by the Kubernetes spawner at the start: the server's pod (KubeSpawner's `pod_name`),
 # whose log the glue reads (glue.podlogs)
 POD_NAME = "pod_name"
@@ -33,7 +37,7 @@ STOP_FAILED = "stop_failed"
 # at work in the server's memory cgroup: {"limit", "oom_kills", "server_killed"} (the server
 # model's `memory`)
 MEMORY = "memory"
-SPAWNER_OPTIONS = frozenset({RESTORED_FROM, POD_NAME, STOP_FAILED, MEMORY})
+SPAWNER_OPTIONS = frozenset({RESTORED_FROM, RESTORE_REFUSED, POD_NAME, STOP_FAILED, MEMORY})
 USER_OPTIONS = frozenset(
     {
         "namespace",

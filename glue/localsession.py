@@ -6,8 +6,9 @@ the local spawner runs them as processes:
 
 - the component (glue/gitproxy.py) runs as the hub's user, OUTSIDE the
   sandbox, on a free loopback port; its files (the per-server secret, the
-  GitLab token, the component key, the server's hub token) are in a private
-  0700 directory of the hub's state that no sandbox can see;
+  GitLab token, the component key, the server's hub token, the signing key
+  of the server's autosave branch) are in a private 0700 directory of the
+  hub's state that no sandbox can see;
 - the session step (glue/session.py) and the autosave (glue/autosave.py) run
   inside the server's sandbox, as its user, and reach the remote only through
   the component, with the per-server secret (never the GitLab token) as
@@ -40,6 +41,7 @@ from .gittoken import component_key
 from .sandbox import Sandbox
 
 SECRET, TOKEN, KEY, HUB_TOKEN, KEPT = "secret", "token", "component-key", "hub-token", "kept"
+AUTOSAVE_KEY = "autosave-key"  # the signing key of the server's autosave branch
 COMPONENT_STOP_SECONDS = 10
 INSPECT_SECONDS = 30
 
@@ -118,13 +120,18 @@ class SessionGit:
         hub_token: str,
         service_api_token: str,
         token_endpoint: str,
+        autosave_prefix: str,
+        autosave_branch: str,
+        autosave_key: str,
     ) -> gitproxy.Settings:
         """Write this launch's files (a fresh secret each launch) and say what the component
-        serves: GitLab through the token, or the local provider's bare repository."""
+        serves: GitLab through the token, or the local provider's bare repository; which
+        autosave branches it lets the session write, and the one it signs for."""
         self.private.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.private.mkdir(mode=0o700, exist_ok=True)
         self.private.chmod(0o700)
         write_private(self.secret_file, secrets.token_urlsafe(32))
+        write_private(self.private / AUTOSAVE_KEY, autosave_key)
         upstream, repo, token_file = None, None, None
         if self.source.startswith("file://"):
             repo = Path(self.source.removeprefix("file://"))
@@ -147,11 +154,14 @@ class SessionGit:
             hub_token_file=self.private / HUB_TOKEN if refresh else None,
             user=self.user,
             server=self.server,
+            autosave_prefix=autosave_prefix,
+            autosave_branch=autosave_branch,
+            signing_key_file=self.private / AUTOSAVE_KEY,
         )
 
     def forget_secrets(self) -> None:
         """The stopped server's files go; the `kept` mark stays."""
-        for name in (SECRET, TOKEN, KEY, HUB_TOKEN):
+        for name in (SECRET, TOKEN, KEY, HUB_TOKEN, AUTOSAVE_KEY):
             (self.private / name).unlink(missing_ok=True)
 
     def remove(self) -> None:
@@ -268,7 +278,7 @@ async def session_step(
     restore: bool,
 ) -> dict[str, Any]:
     """Restore (or discard) the autosave through the component and set the checkout up;
-    the step's JSON answer (`restored_from`, `commit`, `discarded`)."""
+    the step's JSON answer (`restored_from`, `commit`, `discarded`, `restore_refused`)."""
     url = origin(port, project)
     name, email = identity
 

@@ -104,6 +104,8 @@ def server_model(server: dict[str, Any], idle_seconds: int = 0) -> ServerModel |
         "image_fallback": options.get("image_fallback"),
         # set by the spawner when the start restored the autosave branch of this user and commit
         "restored_from": options.get(launch.RESTORED_FROM),
+        # set by the spawner when the autosave branch was there but not restored: why
+        "restore_refused": options.get(launch.RESTORE_REFUSED),
         "cull_at": cull_at(server.get("last_activity"), idle_seconds),
         "image_status": options.get("image_status"),
         "memory": memory_of(options.get(launch.MEMORY)),

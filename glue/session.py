@@ -5,7 +5,9 @@ It runs right after the clone step, while the GitLab token is still at hand
 (on Kubernetes: the `git-session` init container, glue image). Then:
 
 - the autosave of this user and commit is restored (`autosave.restore`), or,
-  when the launch asked to start clean, deleted on the remote;
+  when the launch asked to start clean, deleted on the remote; an autosave
+  branch whose tip this service did not sign for the user is not restored
+  (and kept): the answer's `restore_refused` says why, and the launch goes on;
 - `origin` becomes the session's git token component
   (`http://127.0.0.1:PORT/<namespace>/<project>.git`, see glue/gitproxy.py),
   so the session's git never talks to GitLab itself;
@@ -17,9 +19,15 @@ It runs right after the clone step, while the GitLab token is still at hand
 
     python -m glue.session --workspace DIR --origin URL --secret-file FILE
         --name NAME --email EMAIL [--seen-as DIR]
-        [--remote URL --branch B --launched SHA [--discard]] [--report FILE]
+        [--remote URL --branch B --launched SHA [--discard] [--key-file FILE]]
+        [--report FILE]
 
-It prints one JSON object (`restored_from`, `commit`, `discarded`), also
+The autosave's signature is checked by the session's git component (the
+remote is the component in the embedded default), or with `--key-file` (on
+Kubernetes, where this step runs before the component and fetches from GitLab).
+
+It prints one JSON object (`restored_from`, `commit`, `discarded`,
+`restore_refused`), also
 written to `--report` (the container's termination message, which the
 spawner reads). The GitLab token comes as for the clone step (a file named
 by NOTEBOOKS_GIT_TOKEN_FILE). Standard library only: it runs in the glue image.
@@ -60,6 +68,7 @@ def step(
     discard: bool = False,
     report: str | None = None,
     token_file: str | None = None,
+    key_file: str | None = None,
     python: str = "python",
 ) -> Step:
     """The command line of this step, as a spawner runs it (names and paths, no secret)."""
@@ -71,6 +80,7 @@ def step(
         ("--branch", branch),
         ("--launched", launched),
         ("--report", report),
+        ("--key-file", key_file),
     ):
         if value is not None:
             argv += [flag, value]
@@ -124,6 +134,18 @@ def _plain_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
 
 
+def restore(args: argparse.Namespace) -> dict[str, object]:
+    """The autosave back; a refused one (not signed for this user) is said, not fatal."""
+    try:
+        signer = autosave.signer_for(args.remote, args.branch, args.key_file)
+        tip = autosave.restore(
+            args.workspace, args.remote, args.branch, launched=args.launched, signer=signer
+        )
+    except autosave.AutosaveRefused as e:
+        return {"restore_refused": str(e)}
+    return {"restored_from": args.branch, "commit": tip} if tip is not None else {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspace", type=Path, required=True, help="the fresh checkout")
@@ -137,17 +159,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launched", help="the launched commit's full sha")
     parser.add_argument("--discard", action="store_true", help="start clean, delete the autosave")
     parser.add_argument("--report", type=Path, help="also write the JSON answer here")
+    parser.add_argument("--key-file", type=Path, help="the autosave branch's signing key")
     args = parser.parse_args(argv)
     if bool(args.remote) != bool(args.branch) or (args.remote and not args.launched):
         parser.error("--remote, --branch and --launched go together")
-    out: dict[str, object] = {"restored_from": None, "commit": None, "discarded": False}
+    out: dict[str, object] = {
+        "restored_from": None,
+        "commit": None,
+        "discarded": False,
+        "restore_refused": None,
+    }
     try:
         if args.remote and args.discard:
             out["discarded"] = autosave.delete(args.remote, args.branch)
         elif args.remote:
-            tip = autosave.restore(args.workspace, args.remote, args.branch, launched=args.launched)
-            if tip is not None:
-                out.update(restored_from=args.branch, commit=tip)
+            out.update(restore(args))
         configure(
             args.workspace,
             origin=args.origin,

@@ -34,7 +34,7 @@ from . import autosave, clone, kernel, localsession, logs
 from .access import Access
 from .config import Config, Profile
 from .errors import AutosaveFailed, GlueError
-from .launch import MEMORY, RESTORED_FROM, Launch, from_user_options
+from .launch import MEMORY, RESTORE_REFUSED, RESTORED_FROM, Launch, from_user_options
 from .localsession import SessionGit
 from .provider import Caller, make_provider
 from .sandbox import Sandbox, send_signal, uid_for
@@ -250,6 +250,17 @@ class CommitSpawnerMixin(Configurable):
         prefix = self.notebooks["autosave"]["branchPrefix"]
         return autosave.branch(prefix, self.user.name, launch.target.commit_sha)
 
+    def autosave_key(self, launch: Launch) -> str:
+        """The signing key of this server's autosave branch (glue.autosave.branch_key), for its
+        git component only. Derived from the hub's cookie secret: the hub keeps it across
+        restarts (z2jh in its Secret, the embedded default in its state directory) and no
+        session sees it; a new cookie secret makes older autosaves unrestorable (kept)."""
+        secret = (getattr(self.user, "settings", None) or {}).get("cookie_secret")
+        if not secret:
+            raise RuntimeError("The hub has no cookie secret to sign autosaves with.")
+        master = secret if isinstance(secret, bytes) else str(secret).encode()
+        return autosave.branch_key(master, self.autosave_branch(launch))
+
     def record(self, **learned: Any) -> None:
         """Keep what the spawner learned (`launch.SPAWNER_OPTIONS`: where the workspace came
         from, the server's pod, why its pod outlived a stop, what its memory did; None:
@@ -404,9 +415,16 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 await self.stop_session_git()
                 raise
             restored = answer.get("restored_from")
+            refused = answer.get("restore_refused")
             done = f"Ready in {time.monotonic() - started:.1f} s"
             if restored:
                 done += f"; unsaved work restored from {restored}"
+            if isinstance(refused, str) and refused:
+                self.log.warning("%s: %s", self._log_name, refused)
+                self.emit(50, refused)
+                self._log_line(log_fd, refused, None)
+            else:
+                refused = None
             self.emit(60, f"{done}; starting the notebook server")
             self.notebook_dir = str(sandbox.workspace)
             self.default_url = self.lab_url(launch)
@@ -434,7 +452,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             limit = self.profile_named(launch.profile)["memory"]
             memory = {"limit": limit, "oom_kills": kills, "server_killed": False}
         # committed by the hub with the start
-        self.record(**{RESTORED_FROM: restored, MEMORY: memory})
+        self.record(**{RESTORED_FROM: restored, RESTORE_REFUSED: refused, MEMORY: memory})
         if not self._watched:
             self.add_poll_callback(self.ended)
             self._watched = True
@@ -497,6 +515,9 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             hub_token=self.api_token or "",
             service_api_token=self.service_api_token,
             token_endpoint=self.git_token_endpoint,
+            autosave_prefix=self.notebooks["autosave"]["branchPrefix"],
+            autosave_branch=self.autosave_branch(launch),
+            autosave_key=self.autosave_key(launch),
         )
         # a component a hub killed during this server's last launch left running goes first
         await localsession.stop_component(None, settings.secret_file)

@@ -16,6 +16,12 @@ from glue import autosave, clone
 from tests.hubtools import git, make_repo
 
 PREFIX = "notebooks/autosave"
+MASTER = b"the hub's secret"
+
+
+def signer(branch: str) -> autosave.KeySigner:
+    """What the session's git component signs with, for that one branch."""
+    return autosave.KeySigner(autosave.branch_key(MASTER, branch), branch)
 
 
 @pytest.fixture
@@ -59,7 +65,7 @@ def test_clean_workspace_writes_no_branch_and_costs_little(tmp_path, project):
     times = []
     for _ in range(5):
         started = time.perf_counter()
-        saved = autosave.save(workspace, shas[0], str(remote), branch)
+        saved = autosave.save(workspace, shas[0], str(remote), branch, signer=signer(branch))
         times.append(time.perf_counter() - started)
         assert saved.pushed is False and saved.status.clean
     assert refs(remote) == before
@@ -93,13 +99,19 @@ def test_dirty_workspace_round_trips_byte_for_byte(tmp_path, project):
     assert state.uncommitted == 6
     assert refs(remote).get(f"refs/heads/{branch}") is None  # status pushes nothing
     before = refs(remote)
-    saved = autosave.save(workspace, shas[1], str(remote), branch, max_file_bytes=2000)
+    saved = autosave.save(
+        workspace, shas[1], str(remote), branch, max_file_bytes=2000, signer=signer(branch)
+    )
     assert saved.pushed
     after = refs(remote)
     assert after == {**before, f"refs/heads/{branch}": saved.commit}  # that branch only
     message = git(remote, "log", "-1", "--format=%an%n%B", branch)
     assert message.startswith("renku-notebooks autosave\n")
-    assert "huge.dat" in message and message.rstrip().endswith(autosave.TRAILER)
+    assert "huge.dat" in message and autosave.TRAILER in message
+    tree, parent = git(remote, "rev-parse", f"{branch}^{{tree}}", f"{branch}^").split()
+    assert message.rstrip().endswith(
+        f"{autosave.SIGNATURE_KEY}: {signer(branch).sign(tree, parent)}"
+    )
     assert git(remote, "rev-parse", f"{branch}^") == user_commit
     tree = git(remote, "ls-tree", "-r", "--name-only", branch).splitlines()
     assert "scratch.tmp" not in tree and "huge.dat" not in tree
@@ -107,7 +119,9 @@ def test_dirty_workspace_round_trips_byte_for_byte(tmp_path, project):
     assert porcelain(workspace) == expected_status
 
     again = fresh(tmp_path, remote, shas[1], "again")
-    restored = autosave.restore(again, str(remote), branch, launched=shas[1])
+    restored = autosave.restore(
+        again, str(remote), branch, launched=shas[1], signer=signer(branch)
+    )
     assert restored == saved.commit
     assert git(again, "rev-parse", "HEAD") == user_commit
     wanted = {k: v for k, v in expected.items() if k not in ("scratch.tmp", "huge.dat")}
@@ -119,16 +133,17 @@ def test_restore_without_branch_or_onto_changed_workspace_does_nothing(tmp_path,
     remote, shas = project
     workspace = fresh(tmp_path, remote, shas[0])
     branch = autosave.branch(PREFIX, "bob", shas[0])
-    assert autosave.restore(workspace, str(remote), branch, launched=shas[0]) is None
+    sign = signer(branch)
+    assert autosave.restore(workspace, str(remote), branch, launched=shas[0], signer=sign) is None
     (workspace / "mine.txt").write_text("work\n")
-    autosave.save(workspace, shas[0], str(remote), branch)
+    autosave.save(workspace, shas[0], str(remote), branch, signer=signer(branch))
     other = fresh(tmp_path, remote, shas[0], "other")
     (other / "local.txt").write_text("kept\n")
-    assert autosave.restore(other, str(remote), branch, launched=shas[0]) is None
+    assert autosave.restore(other, str(remote), branch, launched=shas[0], signer=sign) is None
     assert not (other / "mine.txt").exists() and (other / "local.txt").read_text() == "kept\n"
 
 
-def test_only_commits_no_uncommitted_work_are_pushed_as_they_are(tmp_path, project):
+def test_only_commits_get_a_signed_autosave_commit_on_top(tmp_path, project):
     remote, shas = project
     workspace = fresh(tmp_path, remote, shas[0])
     (workspace / "a.txt").write_text("a\n")
@@ -136,10 +151,17 @@ def test_only_commits_no_uncommitted_work_are_pushed_as_they_are(tmp_path, proje
     git(workspace, "commit", "-q", "-m", "mine")
     head = git(workspace, "rev-parse", "HEAD")
     branch = autosave.branch(PREFIX, "carol", shas[0])
-    saved = autosave.save(workspace, shas[0], str(remote), branch)
-    assert saved.commit == head and saved.status.unpushed == 1 and not saved.status.uncommitted
+    saved = autosave.save(workspace, shas[0], str(remote), branch, signer=signer(branch))
+    assert saved.status.unpushed == 1 and not saved.status.uncommitted
+    # the user's commit as it is, under a commit of the same tree that carries the signature
+    assert git(remote, "rev-parse", f"{saved.commit}^") == head
+    trees = git(remote, "rev-parse", f"{saved.commit}^{{tree}}", f"{head}^{{tree}}").split()
+    assert trees[0] == trees[1]
     again = fresh(tmp_path, remote, shas[0], "again")
-    assert autosave.restore(again, str(remote), branch, launched=shas[0]) == head
+    restored = autosave.restore(
+        again, str(remote), branch, launched=shas[0], signer=signer(branch)
+    )
+    assert restored == saved.commit
     assert git(again, "rev-parse", "HEAD") == head and porcelain(again) == []
 
 
@@ -185,7 +207,7 @@ def test_hostile_workspace_config_runs_nothing(tmp_path, project):
     (workspace / "x.txt").write_text("x\n")
     branch = autosave.branch(PREFIX, "eve", shas[0])
     state = autosave.status(workspace, shas[0])
-    saved = autosave.save(workspace, shas[0], str(remote), branch)
+    saved = autosave.save(workspace, shas[0], str(remote), branch, signer=signer(branch))
     assert saved.pushed and state.uncommitted == saved.status.uncommitted > 0
     assert autosave.delete(str(remote), branch)
     assert [m.name for m in marks if m.exists()] == []
@@ -212,7 +234,13 @@ def test_failed_push_says_what_was_not_saved(tmp_path, project):
     workspace = fresh(tmp_path, remote, shas[0])
     (workspace / "x.txt").write_text("x\n")
     with pytest.raises(autosave.AutosaveError, match="NOT saved"):
-        autosave.save(workspace, shas[0], str(tmp_path / "gone.git"), "notebooks/autosave/a/b")
+        autosave.save(
+            workspace,
+            shas[0],
+            str(tmp_path / "gone.git"),
+            "notebooks/autosave/a/b",
+            signer=signer("notebooks/autosave/a/b"),
+        )
 
 
 def test_command_line(tmp_path, project):
@@ -221,8 +249,13 @@ def test_command_line(tmp_path, project):
     (workspace / "x.txt").write_text("x\n")
     branch = autosave.branch(PREFIX, "dave", shas[0])
 
+    key_file = tmp_path / "autosave-key"
+    key_file.write_text(signer(branch).key)
+
     def run(action: str, **flags: str) -> subprocess.CompletedProcess[str]:
         argv = autosave.step(action, python=sys.executable, **flags).argv
+        if action in ("save", "restore"):
+            argv += ["--key-file", str(key_file)]
         return subprocess.run(argv, capture_output=True, text=True, check=False)
 
     status = json.loads(run("status", workspace=str(workspace), launched=shas[0]).stdout)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from glue import gitproxy
 from glue.hubconfig import GITLAB_SCOPES
 from glue.render import Renderer
 from glue.servers import cull_at, server_model
@@ -72,7 +73,7 @@ def stop(client: Client, path: str) -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("autosave-repos")
-    shas = make_repo(root, PROJECT)
+    shas = make_repo(root, PROJECT, versions=4)
     standin = GitLabStandIn()
     standin.add_user("dev")
     standin.add_project(PROJECT, repo=root / f"{PROJECT}.git", members={"dev": 30})
@@ -142,9 +143,11 @@ def test_a_session_commits_as_the_user_and_pushes_without_holding_the_token(worl
     assert_hidden(gitlab_token(hub, "dev"), seen, "the session's environment and files")
     assert_hidden(gitlab_token(hub, "dev"), " ".join(_component_args(hub)), "process arguments")
     stop(world["dev"], f"{PROJECT}/{shas[2]}")
-    # its pushed commit was the only unsaved work: the autosave holds it, nothing more
+    # its pushed commit was the only unsaved work: the autosave holds it, under the signed
+    # autosave commit (of the same files), nothing more
     saved = branch_of(shas[2])
-    assert git(bare, "rev-parse", saved) == git(bare, "rev-parse", "x")
+    assert git(bare, "rev-parse", f"{saved}^") == git(bare, "rev-parse", "x")
+    assert git(bare, "rev-parse", f"{saved}^{{tree}}") == git(bare, "rev-parse", "x^{tree}")
 
 
 def _component_args(hub: RunningHub) -> list[str]:
@@ -256,6 +259,178 @@ def test_a_failed_autosave_refuses_the_stop_until_forced_and_keeps_the_workspace
     assert not workspace.exists()
 
 
+# the session's own pushes, from a kernel: each push's exit code and git's error output
+PUSHES = """
+import json, subprocess
+run = lambda *a: subprocess.run(['git', *a], capture_output=True, text=True)
+open('planted.py', 'w').write('print("run me")\\n')
+run('add', 'planted.py')
+run('commit', '-q', '-m', 'planted')
+# the same files as a commit of no history: what a rewrite of history pushes
+run('branch', 'rewritten', run('commit-tree', 'HEAD^{tree}', '-m', 'rewritten').stdout.strip())
+out = {}
+for name, args in PUSHES:
+    done = run('push', *args)
+    out[name] = [done.returncode, done.stderr]
+print(json.dumps(out))
+"""
+
+
+def pushes(world: dict[str, Any], client: Client, server: dict[str, Any], **named: list[str]):
+    code = f"PUSHES = {list(named.items())!r}\n" + PUSHES
+    out = run_in_kernel(world["hub"], client, server, code)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def refused(result: list[Any], ref: str, reason: str) -> bool:
+    """git's own line for a ref the session's component refused, with its reason."""
+    code, stderr = result
+    return code != 0 and any(
+        line.strip().startswith("! [remote rejected]") and line.rstrip().endswith(f"({reason})")
+        and ref in line
+        for line in stderr.splitlines()
+    )
+
+
+def plant(bare: Path, branch: str, copy_message_of: str | None = None) -> str:
+    """A commit someone else writes onto `branch` directly in the repository (a Developer on
+    GitLab can): a file the owner would run, the message (and its signature) of the owner's
+    real autosave copied when asked."""
+    work = bare.parent / f".plant-{time.monotonic_ns()}"
+    git(bare.parent, "clone", "-q", str(bare), str(work))
+    git(work, "checkout", "-q", "--detach", branch.split("/")[-1])
+    (work / "planted.py").write_text("print('run me')\n")
+    git(work, "add", "planted.py")
+    message = git(bare, "log", "-1", "--format=%B", copy_message_of) if copy_message_of else "x"
+    git(work, "commit", "-q", "-m", message)
+    tip = git(work, "rev-parse", "HEAD")
+    git(work, "push", "-q", "-f", "origin", f"HEAD:refs/heads/{branch}")
+    return tip
+
+
+def test_gitlab_other_users_autosaves_are_neither_written_nor_restored(world):
+    hub, shas, bare, dev = world["hub"], world["shas"], world["bare"], world["dev"]
+    sha, path = shas[3], f"{PROJECT}/{shas[3]}"
+    mallory = branch_of(sha, "mallory")
+    real = git(bare, "rev-parse", shas[2])
+    git(bare, "update-ref", f"refs/heads/{mallory}", real)  # another user's own autosave
+    sent = len([r for r in world["gitlab"].requests if r.path.endswith("/git-receive-pack")])
+    server = launch(world, sha)
+    out = pushes(
+        world,
+        dev,
+        server,
+        forged=["-f", "origin", f"HEAD:refs/heads/{mallory}"],
+        deleted=["origin", "--delete", mallory],
+        own=["origin", f"HEAD:refs/heads/{branch_of(sha)}"],
+    )
+    assert refused(out["forged"], mallory, "autosave branches of other users are theirs alone")
+    assert refused(out["deleted"], mallory, "autosave branches of other users are theirs alone")
+    assert out["own"][0] == 0, out["own"]
+    assert git(bare, "rev-parse", mallory) == real
+    # the refused pushes never reached GitLab; the user's own did
+    now = len([r for r in world["gitlab"].requests if r.path.endswith("/git-receive-pack")])
+    assert now == sent + 1
+    run_in_kernel(hub, dev, server, "open('notes.txt', 'w').write('mine\\n')")
+    stop(dev, path)
+    saved = git(bare, "rev-parse", branch_of(sha))
+
+    # someone with Developer access rewrites the branch on GitLab, signature line and all
+    planted = plant(bare, branch_of(sha), copy_message_of=saved)
+    server = launch(world, sha)
+    assert server["restored_from"] is None
+    assert "was not restored" in server["restore_refused"], server
+    assert "not written by renku-notebooks" in server["restore_refused"]
+    workspace = hub.workspaces / "dev" / server["name"]
+    assert not (workspace / "planted.py").exists() and not (workspace / "notes.txt").exists()
+    assert git(bare, "rev-parse", branch_of(sha)) == planted  # kept, for whoever looks
+    assert server["restore_refused"] in hub.log()  # the launch's own log says it too
+    forced = dev.delete(path, params={"force": "true"})
+    assert forced.status_code in (202, 204), forced.text
+    wait_until(lambda: dev.get(path).status_code == 404, 120, f"{path} removed")
+
+
+# --- the local provider: no GitLab to protect its branches ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("local-repos")
+    shas = make_repo(root, PROJECT, versions=2)
+    config = {
+        "images": {"default": "registry.example.org/renku/default:1"},
+        "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
+        "provider": {"kind": "local", "root": str(root)},
+        "launch": {"startTimeoutSeconds": 240, "stopTimeoutSeconds": 120},
+        "culling": {"idleSeconds": 0},
+    }
+    hub = RunningHub(tmp_path_factory.mktemp("local-hub"), config)
+    try:
+        yield {"hub": hub.start(), "shas": shas, "bare": root / f"{PROJECT}.git"}
+    finally:
+        hub.stop()
+
+
+def test_local_refs_are_protected_and_a_changed_autosave_is_not_restored(local_world):
+    hub, shas, bare = local_world["hub"], local_world["shas"], local_world["bare"]
+    client = Client(hub, "frank")
+    sha, path = shas[1], f"{PROJECT}/{shas[1]}"
+    git(bare, "tag", "v1", shas[0])
+    before = remote_branches(bare)
+    assert client.post(path).status_code in (201, 202)
+    server = client.wait_running(path, timeout=250)
+    other = branch_of(sha, "grace")
+    out = pushes(
+        local_world,
+        client,
+        server,
+        forged=["origin", f"HEAD:refs/heads/{other}"],
+        forced=["-f", "origin", "rewritten:refs/heads/main"],
+        deleted=["origin", "--delete", "main"],
+        untagged=["origin", ":refs/tags/v1"],
+        meta=["origin", "HEAD:refs/meta/x"],
+        topic=["origin", "HEAD:refs/heads/topic", "HEAD:refs/tags/v2"],
+        own=["origin", f"HEAD:refs/heads/{branch_of(sha, 'frank')}"],
+    )
+    assert refused(out["forged"], other, "autosave branches of other users are theirs alone")
+    # a commit the repository has not seen: the pre-receive check, once the pack is in
+    assert refused(out["forced"], "main", "pre-receive hook declined"), out["forced"]
+    assert "the default branch only moves forward" in out["forced"][1]
+    assert refused(out["deleted"], "main", "the default branch may not be deleted")
+    assert refused(out["untagged"], "v1", "tags may not be deleted")
+    assert refused(out["meta"], "refs/meta/x", gitproxy.OTHER_REF)
+    assert out["topic"][0] == 0 and out["own"][0] == 0, out
+    after = remote_branches(bare)
+    assert after.pop("topic") == after[branch_of(sha, "frank")]
+    after.pop(branch_of(sha, "frank"))
+    assert after == before
+    assert git(bare, "rev-parse", "v1") == shas[0]
+    assert git(bare, "for-each-ref", "refs/meta") == ""
+
+    # the save at the stop, then the branch is changed behind the component's back
+    run_in_kernel(hub, client, server, "open('notes.txt', 'w').write('mine\\n')")
+    stop(client, path)
+    branch = branch_of(sha, "frank")
+    assert git(bare, "show", f"{branch}:notes.txt") == "mine"
+    assert client.post(path).status_code in (201, 202)
+    server = client.wait_running(path, timeout=250)
+    assert server["restored_from"] == branch and server["restore_refused"] is None
+    workspace = hub.workspaces / "frank" / server["name"]
+    assert (workspace / "notes.txt").read_text() == "mine\n"
+    stop(client, path)
+    unsigned = git(bare, "rev-parse", f"{branch}^")  # a plain commit, as older autosaves were
+    git(bare, "update-ref", f"refs/heads/{branch}", unsigned)
+    assert client.post(path).status_code in (201, 202)
+    server = client.wait_running(path, timeout=250)
+    assert server["restored_from"] is None
+    assert "carries no signature" in server["restore_refused"], server
+    workspace = hub.workspaces / "frank" / server["name"]
+    assert not (workspace / "notes.txt").exists() and not (workspace / "planted.py").exists()
+    assert git(bare, "rev-parse", branch) == unsigned
+    assert "was not restored" in hub.log()
+    stop(client, path)
+
+
 # --- the culler, with the local provider (the component serves the bare repository) ---------
 
 
@@ -338,6 +513,7 @@ def model(**fields: Any) -> dict[str, Any]:
         "image": None,
         "image_fallback": None,
         "restored_from": None,
+        "restore_refused": None,
         "cull_at": None,
     }
     return {**base, **fields}
@@ -357,6 +533,13 @@ def test_the_pages_say_where_work_was_restored_from_and_when_an_idle_server_stop
         server=model(restored_from="notebooks/autosave/dev/" + "a" * 40, cull_at=at(3000)),
     )
     assert "notebooks/autosave/dev/" + "a" * 40 in page and 'id="restored"' in page
+    assert 'id="restore-refused"' not in page
+    refused = render.env.get_template("status.html").render(
+        target=target,
+        static_url=lambda name: name,
+        server=model(restore_refused="The autosave x was not restored: it was changed."),
+    )
+    assert 'id="restore-refused"' in refused and "was not restored: it was changed." in refused
     assert 'id="cull"' in page and "if it stays idle" in page and 'cull-warning"' not in page
     soon = render.env.get_template("list.html").render(
         servers=[model(status="running", cull_at=at(300))]

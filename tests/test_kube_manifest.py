@@ -38,7 +38,7 @@ from tornado import web
 from traitlets.config import Config
 
 import glue.local
-from glue import gitproxy, hubconfig, kube
+from glue import autosave, gitproxy, hubconfig, kube
 from glue.config import validate
 from glue.errors import AutosaveFailed, BadRequest
 from glue.gittoken import component_key
@@ -162,12 +162,16 @@ def hub_config(root: Path, *, blocker: bool = True, uid: int = 1000, **spawner: 
     return c
 
 
+COOKIE_SECRET = b"the hub's cookie secret"
+
+
 class User:
     """The bits of a hub User that the spawner touches."""
 
     def __init__(self, name: str, token: str | None):
         self.name, self.id, self.url = name, 7, f"/user/{name}/"
         self._token = token
+        self.settings = {"cookie_secret": COOKIE_SECRET}  # the hub's tornado settings
 
     async def get_auth_state(self) -> dict[str, str] | None:
         return {"access_token": self._token} if self._token else None
@@ -478,9 +482,10 @@ async def test_token_secret_lifecycle(
     monkeypatch.setattr(KubeSpawner, "stop", pod_deleted)
     await spawner.stop()
     assert name not in api.secrets
-    assert api.calls[-3:] == [
+    assert api.calls[-4:] == [
         ("stop", spawner.pod_name),
         ("delete", name),
+        ("delete", spawner.autosave_key_secret_name),
         ("delete", spawner.registry_secret_name),
     ]
     await spawner.stop()  # nothing left to delete: a 404 is fine
@@ -770,6 +775,9 @@ async def test_sidecar_holds_the_token_and_autosaves_on_deletion(
         "--hub-token-file": f"{secrets_dir}/hub-token",
         "--user": "alice",
         "--server": spawner.name,
+        "--autosave-prefix": "notebooks/autosave",
+        "--autosave-branch": branch,
+        "--signing-key-file": "/var/run/secrets/renku-autosave/autosave-key",
     }
     service_url = spawner.notebooks["service"]["url"].rstrip("/")
     assert spawner.git_token_endpoint == f"{service_url}/services/notebooks/-/git-token"
@@ -824,17 +832,24 @@ def free_port() -> int:
 class PodHere:
     """A pod's git steps run on this machine: its paths and the sidecar's port mapped here."""
 
-    def __init__(self, root: Path, port: int, secret_data: dict[str, str]):
+    def __init__(
+        self, root: Path, port: int, secret_data: dict[str, str], key_data: dict[str, str]
+    ):
         self.root, self.port = root, port
         self.secrets = root / "secrets"
         self.secrets.mkdir(parents=True)
         for key, value in secret_data.items():
             (self.secrets / key).write_text(value)
+        keys = root / "autosave-key"
+        keys.mkdir()
+        for key, value in key_data.items():
+            (keys / key).write_text(value)
         self.checkout = root / "workspace" / "repo"
         (root / "home").mkdir()
         self.paths = {
             "/workspace": str(root / "workspace"),
             kube.TOKEN_DIR: str(self.secrets),
+            kube.AUTOSAVE_KEY_DIR: str(keys),
             WORK_DIR: str(self.checkout),  # where the notebook sees the checkout
             "127.0.0.1:7480": f"127.0.0.1:{port}",
             kube.REPORT_PATH: str(root / "report"),
@@ -912,7 +927,12 @@ async def launched_pod(
     spawner.api = api = FakeCoreApi()
     pod = valid(await shaped_pod(spawner))
     await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid"}})
-    here = PodHere(root, port, api.secrets[spawner.token_secret_name].string_data)
+    here = PodHere(
+        root,
+        port,
+        api.secrets[spawner.token_secret_name].string_data,
+        api.secrets[spawner.autosave_key_secret_name].string_data,
+    )
     init = by_name(pod["spec"]["initContainers"])
     here.run(init["git-clone"])
     here.run(init["git-session"])
@@ -989,6 +1009,82 @@ async def test_the_pods_git_steps_run_as_written(
     assert clean.notebook_git("rev-parse", "HEAD") == repos.old
     assert not (clean.checkout / "notes.txt").exists()
     assert git("branch", "--list", "notebooks/*", cwd=bare) == ""
+
+
+async def test_the_autosave_key_is_only_the_sidecars_and_the_restores(
+    repos: SimpleNamespace, token_provider: None
+) -> None:
+    """The signing key of the server's autosave branch: a Secret of its own, mounted into the
+    sidecar (which signs) and the session step (which checks before the sidecar runs), never
+    into the notebook or the clone step; nowhere in the pod's spec itself."""
+    spawner = make_spawner(repos, options(repos), blocker=False)
+    spawner.api = api = FakeCoreApi()
+    pod = valid(await shaped_pod(spawner))
+    await spawner.after_pod_created_hook(spawner, {"metadata": {"uid": "pod-uid"}})
+    branch = f"notebooks/autosave/alice/{repos.old}"
+    key = autosave.branch_key(COOKIE_SECRET, branch)
+    secret = await serialize(api.secrets[spawner.autosave_key_secret_name])
+    valid(secret)
+    assert secret["stringData"] == {"autosave-key": key}
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "pod-uid"
+    assert key not in json.dumps(await serialize(api.secrets[spawner.token_secret_name]))
+    spec = pod["spec"]
+    volume = by_name(spec["volumes"])["notebooks-autosave-key"]
+    assert volume["secret"]["secretName"] == spawner.autosave_key_secret_name
+    containers = [*spec["initContainers"], *spec["containers"]]
+    mounting = {c["name"] for c in containers if "notebooks-autosave-key" in mounts_of(c)}
+    assert mounting == {"git-session", "git-proxy"}
+    naming = {c["name"] for c in containers if kube.AUTOSAVE_KEY_DIR in json.dumps(c)}
+    assert naming == {"git-session", "git-proxy"}
+    assert key not in json.dumps(pod)
+    assert spawner._autosave_key is None  # the spawner keeps none once the Secret holds it
+    assert key not in json.dumps(spawner.get_state())
+
+
+async def test_a_pods_restore_applies_only_what_its_sidecar_signed(
+    repos: SimpleNamespace, tmp_path: Path, token_provider: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notebook's git cannot write another user's autosave branch through the sidecar;
+    an autosave branch changed behind the sidecar's back is not restored, and the session
+    step's report says why."""
+    mine = own_repos(repos, tmp_path)
+    bare = mine.root / "group" / "project.git"
+    branch = f"notebooks/autosave/alice/{repos.old}"
+    port = free_port()
+    monkeypatch.setattr(kube, "CONTROL_PORT", free_port())
+    spawner = make_spawner(mine, options(mine), blocker=False)
+    pod, here = await launched_pod(spawner, tmp_path / "pod1", port)
+    proxy = pod["spec"]["containers"][1]
+    with here.sidecar(proxy, port):
+        bob = f"refs/heads/notebooks/autosave/bob/{repos.old}"
+        env = {"PATH": os.environ["PATH"], "HOME": str(here.root / "home")}
+        forged = subprocess.run(
+            ["git", "push", "origin", f"HEAD:{bob}"],
+            cwd=here.checkout, env=env, capture_output=True, text=True, check=False,
+        )
+        assert forged.returncode != 0
+        assert f"({gitproxy.NOT_OWN_AUTOSAVE})" in forged.stderr, forged.stderr
+        assert git("for-each-ref", bob, cwd=bare) == ""
+        (here.checkout / "notes.txt").write_text("mine\n")
+        saved = json.loads(here.run(proxy, proxy["lifecycle"]["preStop"]["exec"]["command"]))
+        assert saved["pushed"] is True
+
+    spawner.clear_state()
+    _, again = await launched_pod(spawner, tmp_path / "pod2", port)
+    report = json.loads((tmp_path / "pod2" / "report").read_text())
+    assert report["restored_from"] == branch and report["restore_refused"] is None
+    assert (again.checkout / "notes.txt").read_text() == "mine\n"
+
+    # someone with access to the project rewrites the branch on the remote (no sidecar)
+    planted = git("commit-tree", f"{repos.old}^{{tree}}", "-p", repos.old, "-m", "x", cwd=bare)
+    git("update-ref", f"refs/heads/{branch}", planted, cwd=bare)
+    spawner.clear_state()
+    _, third = await launched_pod(spawner, tmp_path / "pod3", port)
+    report = json.loads((tmp_path / "pod3" / "report").read_text())
+    assert report["restored_from"] is None
+    assert "carries no signature" in report["restore_refused"]
+    assert third.notebook_git("rev-parse", "HEAD") == repos.old
+    assert git("rev-parse", f"refs/heads/{branch}", cwd=bare) == planted  # kept
 
 
 def control(port: int, method: str, secret: str | None) -> tuple[int, dict[str, Any]]:
