@@ -31,8 +31,9 @@ from urllib.parse import quote
 
 import yaml
 
-from . import sandbox
+from . import disk, sandbox
 from .config import Config, ConfigError, load, validate
+from .configtypes import SpawnerConfig
 from .hubconfig import loopback
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -355,7 +356,12 @@ def _reap(pids: list[int]) -> list[int]:
 
 
 def banner(
-    base: str, name: str, shas: list[str], token: str, ports: dict[str, int], isolated: bool
+    base: str,
+    name: str,
+    shas: list[str],
+    token: str,
+    ports: dict[str, int],
+    spawner: SpawnerConfig,
 ) -> str:
     ns, project = DEMO_PROJECT
     service = f"{base}/services/{name}"
@@ -375,21 +381,33 @@ renku-notebooks is running (Ctrl-C stops everything).
     curl -X DELETE -H "Authorization: token $TOKEN" {service}/{ns}/{project}/{shas[0]}
 
   Internal ports on 127.0.0.1 (chosen free): {internal}
-  {sandbox_line(isolated)}
+  {sandbox_line(spawner)}
 """
 
 
-def sandbox_line(isolated: bool) -> str:
+def sandbox_line(spawner: SpawnerConfig) -> str:
+    """What the banner says of the sandbox and of which limits are enforced here."""
     limits = sandbox.limits_unavailable()
     how = (
         "Every server runs in its own bubblewrap sandbox; "
-        if isolated
+        if spawner["sandbox"]
         else "NO SANDBOX (spawner.sandbox: false): every server sees the whole machine; "
     )
-    return how + (
-        "profile memory and CPU limits are enforced (cgroups)."
-        if limits is None
-        else f"profile memory and CPU limits are NOT enforced: {limits}."
+    no_disk = disk.unavailable()
+    return "\n  ".join(
+        [
+            how
+            + (
+                "profile memory and CPU limits are enforced (cgroups)."
+                if limits is None
+                else f"profile memory and CPU limits are NOT enforced: {limits}."
+            ),
+            f"At most {spawner['processLimit']} processes per server (spawner.processLimit), "
+            f"enforced {sandbox.process_limit_enforcement()}.",
+            "Profile disk limits are enforced (a filesystem of that size per workspace)."
+            if no_disk is None
+            else f"Profile disk limits are NOT enforced: {no_disk}.",
+        ]
     )
 
 
@@ -457,12 +475,12 @@ def run(hub_holder: list[Hub]) -> int:
     if local:
         if not os.environ.get("NOTEBOOKS_DEMO_TOKEN"):
             hub.revoke_demo_tokens(started)
-        print(banner(base, name, shas, token, ports, isolated), flush=True)
+        print(banner(base, name, shas, token, ports, config["spawner"]), flush=True)
     else:
         print(
             f"\nrenku-notebooks is running with GitLab login at {base}/hub/login "
             f"(launch links: {base}/services/{name}/<namespace>/<project>/<sha>); "
-            f"Ctrl-C stops everything.\n  {sandbox_line(isolated)}",
+            f"Ctrl-C stops everything.\n  {sandbox_line(config['spawner'])}",
             flush=True,
         )
     while hub.running():

@@ -98,6 +98,7 @@ from .target import Target
 LABEL_PREFIX = "renku.io/"
 SESSION_CONTAINER = "git-session"
 PROXY_CONTAINER = "git-proxy"
+EPHEMERAL_STORAGE = "ephemeral-storage"
 WORKSPACE_VOLUME = "notebooks-workspace"
 TOKEN_VOLUME = "notebooks-git-token"
 TOKEN_DIR = "/var/run/secrets/renku-notebooks"
@@ -325,6 +326,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     # KubeSpawner traits read here before this class sets them (kubespawner ships no types)
     after_pod_created_hook: Any
     extra_resource_limits: dict[str, str]
+    extra_resource_guarantees: dict[str, str]
     extra_labels: dict[str, str]
     extra_annotations: dict[str, str]
 
@@ -387,12 +389,19 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         profile_list, whose overrides would run after ours and undo them."""
 
     def apply_profile(self, name: str) -> Profile:
-        """The profile's cpu, memory (Kubernetes units) and GPUs, as requests and limits."""
+        """The profile's cpu, memory (Kubernetes units) and GPUs, as requests and limits; its
+        disk as the notebook's `ephemeral-storage` request and limit (the pod is scheduled
+        where that much is free, and evicted past it: its writable layer, its logs and the
+        workspace's emptyDir, whose `sizeLimit` add_workspace sets, all count)."""
         profile = super().apply_profile(name)
-        limits = {k: v for k, v in self.extra_resource_limits.items() if k != GPU_RESOURCE}
+        own = (GPU_RESOURCE, EPHEMERAL_STORAGE)
+        limits = {k: v for k, v in self.extra_resource_limits.items() if k not in own}
+        guarantees = {k: v for k, v in self.extra_resource_guarantees.items() if k not in own}
         if profile["gpu"]:
             limits[GPU_RESOURCE] = str(profile["gpu"])
+        limits[EPHEMERAL_STORAGE] = guarantees[EPHEMERAL_STORAGE] = profile["disk"]
         self.extra_resource_limits = limits
+        self.extra_resource_guarantees = guarantees
         return profile
 
     def shape_pod(self, checked: Checked) -> None:
@@ -438,8 +447,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         # group-readable via fsGroup when the pod has one, else readable in the containers that
         # mount it (the clone steps and the sidecar; never the notebook)
         mode = 0o440 if _field(spec.security_context, "fsGroup", "fs_group") else 0o444
+        disk = self.profile_named(launch.profile)["disk"]
         volumes = [
-            V1Volume(name=WORKSPACE_VOLUME, empty_dir=V1EmptyDirVolumeSource()),
+            V1Volume(name=WORKSPACE_VOLUME, empty_dir=V1EmptyDirVolumeSource(size_limit=disk)),
             V1Volume(
                 name=TOKEN_VOLUME,
                 secret=V1SecretVolumeSource(secret_name=self.token_secret_name, default_mode=mode),

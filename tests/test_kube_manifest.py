@@ -130,7 +130,7 @@ def notebooks_config(root: Path, **spawner: Any) -> dict[str, Any]:
             },
             "profiles": [
                 {"name": "small", "cpu": 0.5, "memory": "1G", "default": True},
-                {"name": "gpu", "cpu": 2, "memory": "8Gi", "gpu": 1},
+                {"name": "gpu", "cpu": 2, "memory": "8Gi", "gpu": 1, "disk": "20Gi"},
             ],
             "provider": {"kind": "local", "root": str(root)},
             "spawner": {
@@ -250,11 +250,15 @@ async def test_pod_for_project_image_with_token(
     assert notebook["image"] == PROJECT_IMAGE
     assert notebook["imagePullPolicy"] == "Always"
     assert notebook["workingDir"] == WORK_DIR
-    assert notebook["resources"]["requests"] == {"cpu": 2.0, "memory": 8 * 2**30}
+    # the profile's disk bounds what the pod writes: its layer, logs and workspace
+    assert notebook["resources"]["requests"] == {
+        "cpu": 2.0, "memory": 8 * 2**30, "ephemeral-storage": "20Gi"
+    }
     assert notebook["resources"]["limits"] == {
         "cpu": 2.0,
         "memory": 8 * 2**30,
         "nvidia.com/gpu": "1",
+        "ephemeral-storage": "20Gi",
     }
     assert spawner.default_url == "/lab/tree/notebooks/analysis.ipynb"
 
@@ -291,7 +295,9 @@ async def test_pod_for_project_image_with_token(
     assert clone["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
     volumes = by_name(spec["volumes"])
-    assert volumes["notebooks-workspace"] == {"name": "notebooks-workspace", "emptyDir": {}}
+    assert volumes["notebooks-workspace"] == {
+        "name": "notebooks-workspace", "emptyDir": {"sizeLimit": "20Gi"}
+    }
     secret_name = f"{spawner.pod_name}-git-token"
     assert volumes["notebooks-git-token"]["secret"] == {
         "secretName": secret_name,
@@ -329,7 +335,15 @@ async def test_default_image_without_token(repos: SimpleNamespace) -> None:
     spec = pod["spec"]
     notebook = spec["containers"][0]
     assert notebook["image"] == DEFAULT_IMAGE
-    assert notebook["resources"]["limits"] == {"cpu": 0.5, "memory": 10**9}  # Kubernetes' G
+    assert notebook["resources"]["limits"] == {  # Kubernetes' G; the default disk
+        "cpu": 0.5, "memory": 10**9, "ephemeral-storage": "10G"
+    }
+    assert notebook["resources"]["requests"]["ephemeral-storage"] == "10G"
+    workspace = by_name(spec["volumes"])["notebooks-workspace"]
+    assert workspace["emptyDir"] == {"sizeLimit": "10G"}
+    # the init steps and the sidecar get none of it: the workspace's limit covers their writes
+    others = [*spec["initContainers"], *spec["containers"][1:]]
+    assert all("ephemeral-storage" not in json.dumps(c.get("resources")) for c in others)
     assert pod["metadata"]["annotations"]["renku.io/image-fallback"] == "true"
     assert spawner.default_url == "/lab"
     clone = by_name(spec["initContainers"])["git-clone"]

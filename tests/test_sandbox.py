@@ -7,6 +7,7 @@ hub; what the host must keep is then checked on the host.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -25,9 +26,12 @@ from tests.hubtools import (
     Client,
     RunningHub,
     assert_hidden,
+    end_processes,
+    free_port,
     git,
     listening_pid,
     make_repo,
+    processes_using_hub,
     wait_until,
 )
 
@@ -101,15 +105,21 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "profiles": [
             {"name": "small", "cpu": 1, "memory": "1G", "default": True},
             {"name": "tiny", "cpu": 0.5, "memory": "300M"},
+            {"name": "cramped", "cpu": 0.5, "memory": "500M", "disk": "64M"},
         ],
         "provider": {"kind": "local", "root": str(root)},
         "launch": {"serversPerUser": 2, "startTimeoutSeconds": 90},
     }
-    hub = RunningHub(workdir, config)
+    # internal ports that stay across a hub restart (the glue keeps its API URL)
+    hub_port = free_port()
+    env = {"NOTEBOOKS_HUB_PORT": str(hub_port), "NOTEBOOKS_PROXY_API_PORT": str(free_port())}
+    hub = RunningHub(workdir, config, extra_env=env)
     try:
         yield {"hub": hub.start(), "shas": shas, "canary": canary, "root": root}
     finally:
+        leftovers = processes_using_hub(hub_port)  # the glue of a hub killed and restarted
         hub.stop()
+        end_processes([p for p in leftovers if p.is_running()])
 
 
 def hostile_submodule_repo(root: Path, other_sha: str) -> str:
@@ -415,3 +425,147 @@ def test_a_server_killed_for_its_memory_fails_with_that_reason(setup):
     bob, bob_server = launch(setup, "bob", "demo/plain")
     assert run_in_kernel(hub, bob, bob_server, "print(6 * 7)").strip() == "42"
     hub.remove_all_servers("alice")
+
+
+# --- bounded processes and disk: what one user's server may take from the machine ----------
+
+FORK_MANY = """
+import json, subprocess
+children, refused = [], None
+for _ in range(1200):
+    try:
+        children.append(subprocess.Popen(["sleep", "300"]))
+    except OSError as e:
+        refused = e.errno
+        break
+for child in children:
+    child.kill()
+for child in children:
+    child.wait()
+print(json.dumps({"started": len(children), "refused": refused}))
+"""
+
+
+@pytest.fixture(scope="module")
+def dora(setup: dict[str, Any]) -> tuple[Client, dict[str, Any]]:
+    """One server of the default profile (default process limit and disk), for the tests
+    whose subject is a limit, not the launch."""
+    return launch(setup, "dora", "demo/plain")
+
+
+def test_a_server_cannot_start_more_processes_than_its_limit(setup, dora):
+    """1,200 processes from one kernel (more than `spawner.processLimit`, 1024): the fork past
+    the limit fails inside the server, which works on afterwards."""
+    hub: RunningHub = setup["hub"]
+    client, server = dora
+    seen = json.loads(run_in_kernel(hub, client, server, FORK_MANY))
+    assert seen["refused"] == errno.EAGAIN, seen
+    assert seen["started"] < 1024, seen  # the server and its kernel count too
+    assert run_in_kernel(hub, client, server, "print(6 * 7)").strip() == "42"
+    path = f"demo/plain/{setup['shas']['demo/plain']}"
+    assert client.get(path).json()["status"] == "running"
+
+
+def test_a_file_past_the_default_disk_cannot_be_made(setup, dora):
+    """12 GiB in a workspace of the default profile (10G): refused, and the machine's disk
+    holds only what the workspace really wrote."""
+    hub: RunningHub = setup["hub"]
+    client, server = dora
+    code = (
+        "import os, json\n"
+        "st = os.statvfs('.')\n"
+        "fd = os.open('big.bin', os.O_WRONLY | os.O_CREAT, 0o600)\n"
+        "try:\n"
+        "    os.posix_fallocate(fd, 0, 12 * 2**30)\n"
+        "    refused = None\n"
+        "except OSError as e:\n"
+        "    refused = e.errno\n"
+        "os.close(fd)\n"
+        "os.remove('big.bin')\n"
+        "print(json.dumps({'refused': refused, 'size': st.f_blocks * st.f_frsize}))\n"
+    )
+    seen = json.loads(run_in_kernel(hub, client, server, code))
+    assert seen["refused"] == errno.ENOSPC, seen
+    assert 9 * 10**9 < seen["size"] <= 10 * 10**9, seen
+    workspace = hub.workspaces / "dora" / server["name"]
+    assert os.path.ismount(workspace)
+    image = workspace.parent / f".{workspace.name}.ext4"
+    assert image.stat().st_uid == 0 and image.stat().st_mode & 0o777 == 0o600
+    assert image.stat().st_blocks * 512 < 300 * 2**20  # sparse: what was written, not 10G
+
+
+WRITE = """
+import errno, json, os
+def write(name, size):
+    try:
+        with open(name, "wb") as f:
+            for _ in range(size // 2**20):
+                f.write(bytes(2**20))
+        return None
+    except OSError as e:
+        return e.errno
+"""
+
+
+def test_a_workspace_is_a_disk_of_the_profiles_size_warned_of_autosaved_and_kept(setup):
+    """The profile `cramped` has 64M: a bigger file fails; past 90% the hub autosaves once
+    and the list and the launch page warn; the workspace survives a stop, a start and a hub
+    restart, and goes with the server."""
+    hub: RunningHub = setup["hub"]
+    erin, server = launch(setup, "erin", "demo/plain", profile="cramped")
+    path = f"demo/plain/{setup['shas']['demo/plain']}"
+    workspace = hub.workspaces / "erin" / server["name"]
+    image = workspace.parent / f".{workspace.name}.ext4"
+    assert os.path.ismount(workspace)
+    past = WRITE + "print(json.dumps(write('huge.bin', 80 * 2**20))); os.remove('huge.bin')"
+    assert json.loads(run_in_kernel(hub, erin, server, past)) == errno.ENOSPC
+    model = erin.get(path).json()
+    assert model["disk"] == {
+        "limit": "64M", "near_limit": False, "used_percent": None, "autosave": None
+    }
+    # work written before the warning, then the disk filled to past 90% (the big file is too
+    # big to autosave, the notes are not)
+    fill = WRITE + (
+        "open('notes.txt', 'w').write('written before the warning\\n')\n"
+        "st = os.statvfs('.')\n"
+        "size, used = st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bavail) * st.f_frsize\n"
+        "print(json.dumps(write('filler.bin', int(size * 0.94) - used)))\n"
+    )
+    assert json.loads(run_in_kernel(hub, erin, server, fill)) is None
+    model = wait_until(
+        lambda: (m := erin.get(path).json())["disk"]["autosave"] not in (None, "saving") and m,
+        60,
+        "the disk watch's autosave",
+    )
+    assert model["disk"]["near_limit"] and model["disk"]["used_percent"] >= 90, model
+    assert model["disk"]["autosave"] == "saved", model
+    bare = setup["root"] / "demo" / "plain.git"
+    branch = f"notebooks/autosave/erin/{setup['shas']['demo/plain']}"
+    assert git(bare, "show", f"{branch}:notes.txt") == "written before the warning"
+    listing = erin.get("", headers={"Accept": "text/html"}).text
+    assert "Disk nearly full" in listing and "the profile&#39;s 64M" in listing, listing
+    # a hub restart finds the server, its mount and its warning as they were
+    hub.kill()
+    hub.start()
+    assert os.path.ismount(workspace) and (workspace / "filler.bin").is_file()
+    assert erin.get(path).json()["disk"]["near_limit"] is True
+    # a stop (the hub's, without removal) and a start keep the workspace, big file and all
+    name = server["name"]
+    stopped = hub.admin("DELETE", f"users/erin/servers/{name}")
+    assert stopped.status_code in (202, 204), stopped.text
+    wait_until(lambda: not hub.hub_servers("erin")[name]["ready"], 60, "stopped")
+    wait_until(lambda: not hub.hub_servers("erin")[name]["pending"], 60, "stopped")
+    # the launch page (a running server's redirects to it) says it too, with the stop's reason
+    page = erin.get(path, headers={"Accept": "text/html"}).text
+    assert 'id="disk"' in page and "has been autosaved" in page, page
+    # stopped: unmounted (no loop device held), its files in the image
+    assert not os.path.ismount(workspace) and image.is_file()
+    assert erin.post(path, json={"profile": "cramped"}).status_code in (201, 202)
+    server = erin.wait_running(path, timeout=90)
+    assert os.path.ismount(workspace) and (workspace / "filler.bin").is_file()
+    assert run_in_kernel(hub, erin, server, "print(open('notes.txt').read())").strip() == (
+        "written before the warning"
+    )
+    # the removal takes the workspace and its disk
+    hub.remove_all_servers("erin")
+    assert not os.path.ismount(workspace) and not workspace.exists() and not image.exists()
