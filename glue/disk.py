@@ -32,7 +32,8 @@ LOOP_CONTROL = Path("/dev/loop-control")
 TOOLS = ("mkfs.ext4", "mount", "umount")
 # no reserved blocks (the session gets the whole size); inode tables and journal are
 # initialised lazily, so a 10G image costs a few MB of the host's disk until written
-MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1"]
+MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0"]
+LAZY_INIT = "lazy_itable_init=1,lazy_journal_init=1"
 # discard: what the session deletes is given back to the host's disk (holes in the image);
 # noinit_itable: no background zeroing of inode tables; nosuid, nodev: nothing of the
 # session's own becomes more than it is
@@ -74,30 +75,31 @@ def mounted(workspace: Path) -> bool:
     return os.path.ismount(workspace)
 
 
-def _run(*argv: str) -> None:
+def _run(*argv: str, ok: tuple[int, ...] = (0,)) -> None:
     try:
         result = subprocess.run(
             argv, capture_output=True, text=True, timeout=COMMAND_SECONDS, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise DiskError(f"{argv[0]} failed: {e}") from None
-    if result.returncode:
+    if result.returncode not in ok:
         lines = (result.stderr or result.stdout).strip().splitlines()
         raise DiskError(f"{argv[0]} failed: {lines[-1] if lines else result.returncode}")
 
 
 def attach(workspace: Path, size: int, uid: int) -> None:
     """Mount the workspace's filesystem of `size` bytes on it, making it at the first launch
-    (a workspace made before sizes had its own files: they are moved in). An image made
-    smaller than `size` (a launch with a larger profile) is grown; never shrunk."""
+    (a workspace made before sizes had its own files: they are moved in). An unmounted image
+    smaller than `size` (a stopped server launched with a larger profile) is grown; never
+    shrunk: a smaller profile keeps the size it has."""
     workspace.mkdir(parents=True, exist_ok=True)
     image = image_of(workspace)
     if not image.exists():
         _create(image, size, uid)
         if any(workspace.iterdir()):
             _move_into(image, workspace)
-    elif image.stat().st_size < size:
-        _grow(image, size)
+    elif image.stat().st_size < size and not mounted(workspace):
+        _grow(image, size)  # (a kept workspace, still mounted, keeps its size)
     if not mounted(workspace):
         _run("mount", "-o", MOUNT_OPTIONS, str(image), str(workspace))
 
@@ -111,7 +113,7 @@ def _create(image: Path, size: int, uid: int) -> None:
     finally:
         os.close(fd)
     try:
-        _run(*MKFS, "-E", f"root_owner={uid}:{uid}", str(partial))
+        _run(*MKFS, "-E", f"{LAZY_INIT},root_owner={uid}:{uid}", str(partial))  # one -E
         with _mounted_at_temp(partial) as root:
             (root / "lost+found").rmdir()  # an empty workspace, as the clone wants it
     except BaseException:
@@ -123,7 +125,7 @@ def _create(image: Path, size: int, uid: int) -> None:
 def _grow(image: Path, size: int) -> None:
     """Grow an unmounted image (a stopped server launched again with a larger profile)."""
     os.truncate(image, size)
-    _run("e2fsck", "-f", "-p", str(image))
+    _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))  # 1: it corrected something
     _run("resize2fs", "-f", str(image))
 
 

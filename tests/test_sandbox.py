@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,8 @@ import pytest
 import requests
 import websocket
 
-from glue import sandbox
+from glue import dev, disk, sandbox
+from glue.config import validate
 from glue.sandbox import Sandbox
 from tests.hubtools import (
     Client,
@@ -569,3 +571,72 @@ def test_a_workspace_is_a_disk_of_the_profiles_size_warned_of_autosaved_and_kept
     # the removal takes the workspace and its disk
     hub.remove_all_servers("erin")
     assert not os.path.ismount(workspace) and not workspace.exists() and not image.exists()
+
+
+@pytest.mark.skipif(disk.unavailable() is not None, reason="no workspace filesystems here")
+def test_a_workspace_filesystem_is_made_kept_grown_and_removed(tmp_path):
+    """glue.disk on its own: the first attach makes the image (an earlier workspace's files
+    moved in), a detach keeps the files in it, a larger size grows it, the removal deletes it."""
+    workspace = tmp_path / "alice" / "plain-0123"
+    workspace.mkdir(parents=True)
+    (workspace / "older.txt").write_text("from before sizes\n")
+    os.chown(workspace, 3_000_004, 3_000_004)  # as Sandbox.prepare made it
+    disk.attach(workspace, 32 * 2**20, 3_000_004)
+    try:
+        assert os.path.ismount(workspace) and disk.mounted(workspace)
+        assert sorted(p.name for p in workspace.iterdir()) == ["older.txt"]  # no lost+found
+        assert workspace.stat().st_uid == 3_000_004
+        usage = disk.usage(workspace)
+        assert usage is not None and 20 * 2**20 < usage.size <= 32 * 2**20
+        assert 0 < usage.fraction < 0.2
+        disk.detach(workspace)
+        assert not disk.mounted(workspace) and disk.usage(workspace) is None
+        assert not (workspace / "older.txt").exists()  # in the image, not the directory
+        disk.attach(workspace, 64 * 2**20, 3_000_004)  # a larger profile: grown
+        assert (workspace / "older.txt").read_text() == "from before sizes\n"
+        grown = disk.usage(workspace)
+        assert grown is not None and grown.size > 48 * 2**20
+    finally:
+        disk.remove(workspace)
+    assert not disk.mounted(workspace) and not disk.image_of(workspace).exists()
+
+
+def test_without_a_pids_controller_the_process_limit_is_rlimit_nproc(tmp_path, monkeypatch):
+    """Where no pids cgroup can be made, the limit still holds: RLIMIT_NPROC, which the
+    kernel counts for the sandbox's user id once the command has dropped to it."""
+    monkeypatch.setattr(sandbox, "pids_unavailable", lambda: "none here (the test says)")
+    box = Sandbox(uid=3_000_005, workspace=tmp_path / "ws", processes=64)
+    box.prepare()
+    result = subprocess.run(
+        box.command([sys.executable, "-c", FORK_MANY.replace("1200", "100")]),
+        env=box.environment(os.environ),
+        preexec_fn=box.limit(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    seen = json.loads(result.stdout)
+    assert seen["refused"] == errno.EAGAIN and seen["started"] < 64, seen
+    assert "by RLIMIT_NPROC, shared by all servers of a hub user" in (
+        sandbox.process_limit_enforcement()
+    )
+    box.release()
+
+
+def test_the_banner_says_which_limits_hold_here():
+    """`make dev`'s banner: the process limit and how it is enforced, and whether profile
+    disks are, on this machine."""
+    config = validate(
+        {
+            "images": {"default": "img:1"},
+            "profiles": [{"name": "small", "cpu": 1, "memory": "1G"}],
+            "provider": {"kind": "local", "root": "/srv/repos"},
+            "spawner": {"processLimit": 512},
+        }
+    )
+    line = dev.sandbox_line(config["spawner"])
+    assert "At most 512 processes per server (spawner.processLimit), enforced by " in line
+    if disk.unavailable() is None:
+        assert "Profile disk limits are enforced" in line
+    else:
+        assert f"Profile disk limits are NOT enforced: {disk.unavailable()}." in line
