@@ -87,12 +87,13 @@ from traitlets import Integer, default
 from . import autosave, autosavecontrol, clone, gitproxy, session, trust
 from .clone import TOKEN_FILE_ENV
 from .config import Config, Profile, validate
+from .disk import Usage
 from .errors import AutosaveFailed
 from .gittoken import component_key
 from .hubconfig import configure, git_token_endpoint, register_culler
-from .launch import POD_NAME, STOP_FAILED, Launch
+from .launch import DISK, POD_NAME, STOP_FAILED, Launch
 from .podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER
-from .spawner import Checked, CommitSpawnerMixin
+from .spawner import Checked, CommitSpawnerMixin, memory_bytes
 from .target import Target
 
 LABEL_PREFIX = "renku.io/"
@@ -119,6 +120,8 @@ POD_IP_ENV = "POD_IP"
 # the spawner's state key of the control secret; the hub waits this much beyond the step's time
 CONTROL_STATE = "autosave_control_secret"
 CONTROL_MARGIN_SECONDS = 5
+# how long the disk watch waits for the sidecar's usage (each poll asks again)
+USAGE_SECONDS = 10
 PROXY_RESOURCES = V1ResourceRequirements(
     requests={"cpu": "10m", "memory": "64Mi"}, limits={"memory": "512Mi"}
 )
@@ -354,9 +357,13 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.hand_over()
         self._waiting_for_pod = True
         try:
-            return await super().start()
+            url: str = await super().start()
         finally:
             self._waiting_for_pod = False
+        # the disk watch (poll) reads the sidecar's usage against this; committed with the start
+        disk = self.profile_named(launch.profile)["disk"]
+        self.record(**{DISK: {"limit": disk, "near_limit": False}})
+        return url
 
     @default("delete_grace_period")
     def _autosave_grace(self) -> int:
@@ -568,7 +575,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         )
         return container
 
-    def control_url(self) -> str | None:
+    def control_url(self, path: str = autosavecontrol.PATH) -> str | None:
         """The sidecar's control listener, at the address the hub reaches the server by (the
         pod's IP, which KubeSpawner returned from start()); None while no server runs."""
         server = self.server
@@ -578,7 +585,36 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         with contextlib.suppress(ValueError):
             if ipaddress.ip_address(host).version == 6:
                 host = f"[{host}]"
-        return f"http://{host}:{CONTROL_PORT}{autosavecontrol.PATH}"
+        return f"http://{host}:{CONTROL_PORT}{path}"
+
+    async def poll(self) -> int | None:
+        status: int | None = await super().poll()
+        if status is None:
+            await self.watch_disk()
+        return status
+
+    async def disk_usage(self) -> Usage | None:
+        """What the pod's workspace volume holds, from its sidecar (`GET /usage`), against the
+        profile's disk (the emptyDir's sizeLimit); None when the sidecar does not say (an
+        older pod, unreachable): the watch then waits for the next poll."""
+        url = self.control_url(autosavecontrol.USAGE_PATH)
+        disk = self.user_options.get(DISK)
+        if url is None or not self.control_secret or not isinstance(disk, dict):
+            return None
+        headers = {"Authorization": f"Bearer {self.control_secret}"}
+        try:
+            async with (
+                aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=USAGE_SECONDS)
+                ) as client,
+                client.get(url, headers=headers) as response,
+            ):
+                body = await response.json(content_type=None)
+            used = body["used_bytes"] if response.status == 200 else None
+            size = memory_bytes(disk["limit"])
+        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError):
+            return None
+        return Usage(used=used, size=size) if isinstance(used, int) else None
 
     async def session_autosave(self, *, save: bool) -> dict[str, Any]:
         """Ask the pod's sidecar to save (POST) or to say what a save would push (GET).

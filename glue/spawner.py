@@ -33,7 +33,7 @@ from traitlets.config import Configurable
 from . import autosave, clone, localsession, logs
 from .access import Access
 from .config import Config, Profile
-from .disk import DiskError
+from .disk import DiskError, Usage
 from .errors import AutosaveFailed, GlueError
 from .launch import DISK, MEMORY, RESTORED_FROM, Launch, from_user_options
 from .localsession import SessionGit
@@ -259,6 +259,56 @@ class CommitSpawnerMixin(Configurable):
     def autosave_done(self) -> None:
         """An autosave succeeded (the embedded default then lets the workspace go)."""
 
+    async def watch_disk(self) -> None:
+        """Past `DISK_WARNING_FRACTION` of its disk, a running server is autosaved once (in
+        the background: the poll goes on) and its `disk` says so, which the list and the
+        launch page show: a write that then fails (or, on Kubernetes, an eviction) loses
+        nothing written before the warning. Below `DISK_CLEAR_FRACTION` the warning goes,
+        and the next time past it saves again. Each spawner's poll calls it while the server
+        runs (the hub polls every `poll_interval` seconds)."""
+        disk = self.user_options.get(DISK)
+        if not isinstance(disk, dict):
+            return
+        usage = await self.disk_usage()
+        if usage is None:
+            return
+        near = disk.get("near_limit") is True
+        if not near and usage.fraction >= DISK_WARNING_FRACTION:
+            self.log.warning(
+                "%s: its workspace is %.0f%% full (disk %s); autosaving it",
+                self._log_name,
+                usage.fraction * 100,
+                disk.get("limit"),
+            )
+            used = round(usage.fraction * 100)
+            self.record(
+                **{DISK: {**disk, "near_limit": True, "used_percent": used, "autosave": "saving"}}
+            )
+            self.db.commit()
+            self._disk_save = asyncio.ensure_future(self._autosave_near_limit())
+        elif near and usage.fraction < DISK_CLEAR_FRACTION:
+            self.record(**{DISK: {"limit": disk.get("limit"), "near_limit": False}})
+            self.db.commit()
+
+    async def _autosave_near_limit(self) -> None:
+        """The disk watch's one autosave; its outcome goes into the server's `disk`."""
+        try:
+            answer = await self.autosave()
+            outcome = "saved" if answer.get("pushed") else "clean"
+        except AutosaveFailed:
+            outcome = "failed"  # logged loudly, the workspace kept
+        except Exception:
+            self.log.exception("%s: the disk watch's autosave failed", self._log_name)
+            outcome = "failed"
+        disk = self.user_options.get(DISK)
+        if isinstance(disk, dict) and disk.get("autosave") == "saving":  # not since restarted
+            self.record(**{DISK: {**disk, "autosave": outcome}})
+            self.db.commit()
+
+    async def disk_usage(self) -> Usage | None:
+        """How full the server's workspace is (`disk_usage` of the spawner); None: unknown."""
+        return None
+
     def autosave_branch(self, launch: Launch) -> str:
         prefix = self.notebooks["autosave"]["branchPrefix"]
         return autosave.branch(prefix, self.user.name, launch.target.commit_sha)
@@ -478,53 +528,12 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         status: int | None = await super().poll()
         self.watch_memory(status)
         if status is None:
-            self.watch_disk()
+            await self.watch_disk()
         return status
 
-    def watch_disk(self) -> None:
-        """Past `DISK_WARNING_FRACTION` of its disk, a running server is autosaved once (in
-        the background: the poll goes on) and its `disk` says so, which the list and the
-        launch page show: a write that then fails (or, on Kubernetes, an eviction) loses
-        nothing written before the warning. Below `DISK_CLEAR_FRACTION` the warning goes,
-        and the next time past it saves again. The hub polls every `poll_interval` seconds."""
-        disk = self.user_options.get(DISK)
-        if not isinstance(disk, dict):
-            return
-        usage = self.sandbox().disk_usage()
-        if usage is None:
-            return
-        near = disk.get("near_limit") is True
-        if not near and usage.fraction >= DISK_WARNING_FRACTION:
-            self.log.warning(
-                "%s: its workspace is %.0f%% full (disk %s); autosaving it",
-                self._log_name,
-                usage.fraction * 100,
-                disk.get("limit"),
-            )
-            used = round(usage.fraction * 100)
-            self.record(
-                **{DISK: {**disk, "near_limit": True, "used_percent": used, "autosave": "saving"}}
-            )
-            self.db.commit()
-            self._disk_save = asyncio.ensure_future(self._autosave_near_limit())
-        elif near and usage.fraction < DISK_CLEAR_FRACTION:
-            self.record(**{DISK: {"limit": disk.get("limit"), "near_limit": False}})
-            self.db.commit()
-
-    async def _autosave_near_limit(self) -> None:
-        """The disk watch's one autosave; its outcome goes into the server's `disk`."""
-        try:
-            answer = await self.autosave()
-            outcome = "saved" if answer.get("pushed") else "clean"
-        except AutosaveFailed:
-            outcome = "failed"  # logged loudly, the workspace kept
-        except Exception:
-            self.log.exception("%s: the disk watch's autosave failed", self._log_name)
-            outcome = "failed"
-        disk = self.user_options.get(DISK)
-        if isinstance(disk, dict) and disk.get("near_limit") and self.git_port:
-            self.record(**{DISK: {**disk, "autosave": outcome}})
-            self.db.commit()
+    async def disk_usage(self) -> Usage | None:
+        """The workspace's own filesystem, read on the host (statvfs: no walk)."""
+        return self.sandbox().disk_usage()
 
     def watch_memory(self, status: int | None) -> None:
         """Count the OOM killer's work in the server's cgroup into its `memory` (the one place
