@@ -96,6 +96,8 @@ class CommitSpawnerMixin(Configurable):
     # one autosave of a server at a time (a stop's, the culler's, the disk watch's): two
     # pushes of one workspace at once would fight over its git index
     _autosave_lock: asyncio.Lock | None = None
+    # the disk watch's autosave, running in the background of the poll that started it
+    _disk_save: asyncio.Future[None] | None = None
 
     _events: list[dict[str, Any]]
     # set when the launch steps are done and the base spawner starts; progress() then
@@ -280,7 +282,7 @@ class CommitSpawnerMixin(Configurable):
                 usage.fraction * 100,
                 disk.get("limit"),
             )
-            used = round(usage.fraction * 100)
+            used = min(100, round(usage.fraction * 100))  # a walk (Kubernetes) may see more
             self.record(
                 **{DISK: {**disk, "near_limit": True, "used_percent": used, "autosave": "saving"}}
             )
@@ -289,6 +291,9 @@ class CommitSpawnerMixin(Configurable):
         elif near and usage.fraction < DISK_CLEAR_FRACTION:
             self.record(**{DISK: {"limit": disk.get("limit"), "near_limit": False}})
             self.db.commit()
+        elif near and disk.get("autosave") == "saving" and self._disk_save is None:
+            # the hub restarted during that autosave: this hub makes it
+            self._disk_save = asyncio.ensure_future(self._autosave_near_limit())
 
     async def _autosave_near_limit(self) -> None:
         """The disk watch's one autosave; its outcome goes into the server's `disk`."""
