@@ -571,6 +571,9 @@ def test_a_workspace_is_a_disk_of_the_profiles_size_warned_of_autosaved_and_kept
     # the removal takes the workspace and its disk
     hub.remove_all_servers("erin")
     assert not os.path.ismount(workspace) and not workspace.exists() and not image.exists()
+    # the launch page offers each profile with its disk
+    page = erin.get(path, headers={"Accept": "text/html"}).text
+    assert "0.5 CPU · 500M memory · 64M disk" in page, page
 
 
 @pytest.mark.skipif(disk.unavailable() is not None, reason="no workspace filesystems here")
