@@ -9,6 +9,9 @@ opens to the hub pod only), for exactly:
 
     GET  /autosave   what a save would push: the `status` step
     POST /autosave   save now: the `save` step, as the pod's preStop runs it
+    GET  /usage      `{"used_bytes": n}`: what the workspace volume holds, as the
+                     kubelet counts it against the emptyDir's `sizeLimit` (the
+                     hub's disk watch; read at most every 30 s)
 
 Answers: 200 with the step's JSON; 409 `{"error": "autosave_failed",
 "message"}` with the step's reason; 401 without and 403 with a wrong
@@ -35,11 +38,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import secrets
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +57,19 @@ from .localsession import StepFailed, run_step
 log = logging.getLogger("glue.autosavecontrol")
 
 PATH = "/autosave"
+USAGE_PATH = "/usage"
+USAGE_CACHE_SECONDS = 30
+
+
+def used_bytes(root: Path) -> int:
+    """The disk the files under `root` take (their blocks, as the kubelet measures an
+    emptyDir, not their sizes), symlinks not followed."""
+    total = 0
+    for directory, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            with contextlib.suppress(OSError):  # gone meanwhile
+                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+    return total
 
 
 @dataclass(frozen=True)
@@ -92,12 +110,27 @@ class Control:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._one_at_a_time = asyncio.Lock()
+        self._usage: tuple[float, int] | None = None  # (when, bytes)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024)
         app.router.add_route("GET", PATH, self.handle)
         app.router.add_route("POST", PATH, self.handle)
+        app.router.add_route("GET", USAGE_PATH, self.usage)
         return app
+
+    async def usage(self, request: web.Request) -> web.Response:
+        """What the workspace's volume holds (the checkout's parent: the volume the sidecar
+        mounts), measured at most every USAGE_CACHE_SECONDS: a walk costs a big workspace."""
+        refused = self._authorized(request)
+        if refused:
+            code = "unauthorized" if refused == 401 else "forbidden"
+            return answer(refused, code, "Only the hub, with this pod's control secret, may ask.")
+        now = time.monotonic()
+        if self._usage is None or now - self._usage[0] > USAGE_CACHE_SECONDS:
+            root = Path(self.settings.workspace).parent
+            self._usage = (now, await asyncio.to_thread(used_bytes, root))
+        return web.json_response({"used_bytes": self._usage[1]})
 
     def _authorized(self, request: web.Request) -> int:
         """0 when the hub's control secret came; else 401 (none) or 403 (another)."""

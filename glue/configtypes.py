@@ -36,6 +36,7 @@ class Profile(TypedDict):
     description: str
     cpu: float
     memory: str
+    disk: str
     gpu: int
     default: bool
 
@@ -60,6 +61,7 @@ class SpawnerConfig(TypedDict):
     kind: Literal["local", "kubernetes"]
     workspaceRoot: str
     sandbox: bool
+    processLimit: int
     workDir: str
     cloneImage: str
     registrySecret: str

@@ -32,8 +32,9 @@ from urllib.parse import quote
 
 import yaml
 
-from . import sandbox
+from . import disk, sandbox
 from .config import Config, ConfigError, load, validate
+from .configtypes import SpawnerConfig
 from .hubconfig import loopback, public_origin, single_origin_reason
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -382,7 +383,12 @@ def _reap(pids: list[int]) -> list[int]:
 
 
 def banner(
-    base: str, name: str, shas: list[str], token: str, ports: dict[str, int], isolated: bool
+    base: str,
+    name: str,
+    shas: list[str],
+    token: str,
+    ports: dict[str, int],
+    spawner: SpawnerConfig,
 ) -> str:
     ns, project = DEMO_PROJECT
     service = f"{base}/services/{name}"
@@ -403,7 +409,7 @@ renku-notebooks is running (Ctrl-C stops everything).
 
   Internal ports on 127.0.0.1 (chosen free): {internal}
   {origin_line(base)}
-  {sandbox_line(isolated)}
+  {sandbox_line(spawner)}
 """
 
 
@@ -423,17 +429,29 @@ def origin_line(base: str) -> str:
     )
 
 
-def sandbox_line(isolated: bool) -> str:
+def sandbox_line(spawner: SpawnerConfig) -> str:
+    """What the banner says of the sandbox and of which limits are enforced here."""
     limits = sandbox.limits_unavailable()
     how = (
         "Every server runs in its own bubblewrap sandbox; "
-        if isolated
+        if spawner["sandbox"]
         else "NO SANDBOX (spawner.sandbox: false): every server sees the whole machine; "
     )
-    return how + (
-        "profile memory and CPU limits are enforced (cgroups)."
-        if limits is None
-        else f"profile memory and CPU limits are NOT enforced: {limits}."
+    no_disk = disk.unavailable()
+    return "\n  ".join(
+        [
+            how
+            + (
+                "profile memory and CPU limits are enforced (cgroups)."
+                if limits is None
+                else f"profile memory and CPU limits are NOT enforced: {limits}."
+            ),
+            f"At most {spawner['processLimit']} processes per server (spawner.processLimit), "
+            f"enforced {sandbox.process_limit_enforcement()}.",
+            "Profile disk limits are enforced (a filesystem of that size per workspace)."
+            if no_disk is None
+            else f"Profile disk limits are NOT enforced: {no_disk}.",
+        ]
     )
 
 
@@ -499,12 +517,13 @@ def run(hub_holder: list[Hub]) -> int:
     if local:
         if not os.environ.get("NOTEBOOKS_DEMO_TOKEN"):
             hub.revoke_demo_tokens(started)
-        print(banner(base, name, shas, token, ports, isolated), flush=True)
+        print(banner(base, name, shas, token, ports, config["spawner"]), flush=True)
     else:
         print(
             f"\nrenku-notebooks is running with GitLab login at {base}/hub/login "
             f"(launch links: {base}/services/{name}/<namespace>/<project>/<sha>); "
-            f"Ctrl-C stops everything.\n  {origin_line(base)}\n  {sandbox_line(isolated)}",
+            f"Ctrl-C stops everything.\n  {origin_line(base)}\n"
+            f"  {sandbox_line(config['spawner'])}",
             flush=True,
         )
     while hub.running():

@@ -92,17 +92,19 @@ from traitlets import Integer, default
 from . import autosave, autosavecontrol, clone, gitproxy, kernel, session, trust
 from .clone import TOKEN_FILE_ENV
 from .config import Config, Profile, validate
+from .disk import Usage
 from .errors import AutosaveFailed
 from .gittoken import component_key
 from .hubconfig import configure, git_token_endpoint, register_culler
-from .launch import POD_NAME, STOP_FAILED, Launch
+from .launch import DISK, POD_NAME, STOP_FAILED, Launch
 from .podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER
-from .spawner import Checked, CommitSpawnerMixin
+from .spawner import Checked, CommitSpawnerMixin, memory_bytes
 from .target import Target
 
 LABEL_PREFIX = "renku.io/"
 SESSION_CONTAINER = "git-session"
 PROXY_CONTAINER = "git-proxy"
+EPHEMERAL_STORAGE = "ephemeral-storage"
 WORKSPACE_VOLUME = "notebooks-workspace"
 TOKEN_VOLUME = "notebooks-git-token"
 # the python3 kernel spec (glue.kernel): one key of the pod's Secret, the only one the
@@ -133,6 +135,8 @@ POD_IP_ENV = "POD_IP"
 # the spawner's state key of the control secret; the hub waits this much beyond the step's time
 CONTROL_STATE = "autosave_control_secret"
 CONTROL_MARGIN_SECONDS = 5
+# how long the disk watch waits for the sidecar's usage (each poll asks again)
+USAGE_SECONDS = 10
 PROXY_RESOURCES = V1ResourceRequirements(
     requests={"cpu": "10m", "memory": "64Mi"}, limits={"memory": "512Mi"}
 )
@@ -357,6 +361,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     # KubeSpawner traits read here before this class sets them (kubespawner ships no types)
     after_pod_created_hook: Any
     extra_resource_limits: dict[str, str]
+    extra_resource_guarantees: dict[str, str]
     extra_labels: dict[str, str]
     extra_annotations: dict[str, str]
 
@@ -384,9 +389,13 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.hand_over()
         self._waiting_for_pod = True
         try:
-            return await super().start()
+            url: str = await super().start()
         finally:
             self._waiting_for_pod = False
+        # the disk watch (poll) reads the sidecar's usage against this; committed with the start
+        disk = self.profile_named(launch.profile)["disk"]
+        self.record(**{DISK: {"limit": disk, "near_limit": False}})
+        return url
 
     @default("delete_grace_period")
     def _autosave_grace(self) -> int:
@@ -419,12 +428,19 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         profile_list, whose overrides would run after ours and undo them."""
 
     def apply_profile(self, name: str) -> Profile:
-        """The profile's cpu, memory (Kubernetes units) and GPUs, as requests and limits."""
+        """The profile's cpu, memory (Kubernetes units) and GPUs, as requests and limits; its
+        disk as the notebook's `ephemeral-storage` request and limit (the pod is scheduled
+        where that much is free, and evicted past it: its writable layer, its logs and the
+        workspace's emptyDir, whose `sizeLimit` add_workspace sets, all count)."""
         profile = super().apply_profile(name)
-        limits = {k: v for k, v in self.extra_resource_limits.items() if k != GPU_RESOURCE}
+        own = (GPU_RESOURCE, EPHEMERAL_STORAGE)
+        limits = {k: v for k, v in self.extra_resource_limits.items() if k not in own}
+        guarantees = {k: v for k, v in self.extra_resource_guarantees.items() if k not in own}
         if profile["gpu"]:
             limits[GPU_RESOURCE] = str(profile["gpu"])
+        limits[EPHEMERAL_STORAGE] = guarantees[EPHEMERAL_STORAGE] = profile["disk"]
         self.extra_resource_limits = limits
+        self.extra_resource_guarantees = guarantees
         return profile
 
     def shape_pod(self, checked: Checked) -> None:
@@ -471,8 +487,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         # group-readable via fsGroup when the pod has one, else readable in the containers that
         # mount it (the clone steps and the sidecar; never the notebook)
         mode = 0o440 if _field(spec.security_context, "fsGroup", "fs_group") else 0o444
+        disk = self.profile_named(launch.profile)["disk"]
         volumes = [
-            V1Volume(name=WORKSPACE_VOLUME, empty_dir=V1EmptyDirVolumeSource()),
+            V1Volume(name=WORKSPACE_VOLUME, empty_dir=V1EmptyDirVolumeSource(size_limit=disk)),
             V1Volume(
                 name=TOKEN_VOLUME,
                 secret=V1SecretVolumeSource(secret_name=self.token_secret_name, default_mode=mode),
@@ -619,7 +636,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         )
         return container
 
-    def control_url(self) -> str | None:
+    def control_url(self, path: str = autosavecontrol.PATH) -> str | None:
         """The sidecar's control listener, at the address the hub reaches the server by (the
         pod's IP, which KubeSpawner returned from start()); None while no server runs."""
         server = self.server
@@ -629,7 +646,36 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         with contextlib.suppress(ValueError):
             if ipaddress.ip_address(host).version == 6:
                 host = f"[{host}]"
-        return f"http://{host}:{CONTROL_PORT}{autosavecontrol.PATH}"
+        return f"http://{host}:{CONTROL_PORT}{path}"
+
+    async def poll(self) -> int | None:
+        status: int | None = await super().poll()
+        if status is None:
+            await self.watch_disk()
+        return status
+
+    async def disk_usage(self) -> Usage | None:
+        """What the pod's workspace volume holds, from its sidecar (`GET /usage`), against the
+        profile's disk (the emptyDir's sizeLimit); None when the sidecar does not say (an
+        older pod, unreachable): the watch then waits for the next poll."""
+        url = self.control_url(autosavecontrol.USAGE_PATH)
+        disk = self.user_options.get(DISK)
+        if url is None or not self.control_secret or not isinstance(disk, dict):
+            return None
+        headers = {"Authorization": f"Bearer {self.control_secret}"}
+        try:
+            async with (
+                aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=USAGE_SECONDS)
+                ) as client,
+                client.get(url, headers=headers) as response,
+            ):
+                body = await response.json(content_type=None)
+            used = body["used_bytes"] if response.status == 200 else None
+            size = memory_bytes(disk["limit"])
+        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError):
+            return None
+        return Usage(used=used, size=size) if isinstance(used, int) else None
 
     async def session_autosave(self, *, save: bool) -> dict[str, Any]:
         """Ask the pod's sidecar to save (POST) or to say what a save would push (GET).

@@ -37,7 +37,13 @@ STOP_FAILED = "stop_failed"
 # at work in the server's memory cgroup: {"limit", "oom_kills", "server_killed"} (the server
 # model's `memory`)
 MEMORY = "memory"
-SPAWNER_OPTIONS = frozenset({RESTORED_FROM, RESTORE_REFUSED, POD_NAME, STOP_FAILED, MEMORY})
+# written by the local spawner at the start and whenever its poll finds the workspace's own
+# filesystem past (or back below) its warning threshold: {"limit", "near_limit", "used_percent",
+# "autosave"} (the server model's `disk`)
+DISK = "disk"
+SPAWNER_OPTIONS = frozenset(
+    {RESTORED_FROM, RESTORE_REFUSED, POD_NAME, STOP_FAILED, MEMORY, DISK}
+)
 USER_OPTIONS = frozenset(
     {
         "namespace",

@@ -84,6 +84,29 @@ def memory_notice(memory: dict[str, Any] | None) -> str | None:
     )
 
 
+DISK_AUTOSAVE_TEXT = {
+    "saving": "its work is being autosaved now",
+    "saved": "its work up to now has been autosaved",
+    "clean": "it had no unsaved work to autosave",
+    "failed": "its autosave FAILED: commit and push your work now",
+    None: "",
+}
+
+
+def disk_notice(disk: dict[str, Any] | None) -> str | None:
+    """What a page says of a server whose workspace is nearly full (the server model's
+    `disk`); None while it is not."""
+    if not disk or not disk.get("near_limit"):
+        return None
+    used = f"{disk['used_percent']}% of" if disk.get("used_percent") is not None else "nearly"
+    saved = DISK_AUTOSAVE_TEXT.get(disk.get("autosave"), "")
+    return (
+        f"Disk nearly full: the workspace uses {used} the profile's {disk['limit']}"
+        f"{'; ' + saved if saved else ''}. Delete files you do not need, or launch with a "
+        "larger profile: writes past the limit fail."
+    )
+
+
 class Renderer:
     def __init__(self, *, prefix: str, base_url: str, cull_warning_seconds: int = 0):
         self.prefix = prefix
@@ -97,6 +120,7 @@ class Renderer:
         self.env.filters["ago"] = ago
         self.env.filters["cull_notice"] = lambda at: cull_notice(at, cull_warning_seconds)
         self.env.filters["memory_notice"] = memory_notice
+        self.env.filters["disk_notice"] = disk_notice
 
     @staticmethod
     def json(data: Any, status: int = 200) -> web.Response:

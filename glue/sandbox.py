@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -37,6 +38,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import disk as workspace_disk
 
 BWRAP = "bwrap"
 # far above the ids of people and system accounts (and of subordinate ranges)
@@ -105,6 +108,27 @@ def limits_unavailable() -> str | None:
     return None
 
 
+def pids_unavailable() -> str | None:
+    """Why a server's process limit cannot be a cgroup v1 `pids` controller here (it is then
+    RLIMIT_NPROC, see `Sandbox.limit`), or None when it can."""
+    if os.geteuid() != 0:
+        return "the hub does not run as root, so it cannot create cgroups"
+    group = _own_cgroup("pids")
+    if group is None:
+        return "this machine offers no cgroup v1 pids controller"
+    if not os.access(group, os.W_OK):
+        return "the cgroup hierarchy is read-only here"
+    return None
+
+
+def process_limit_enforcement() -> str:
+    """How a server's process limit (`spawner.processLimit`) is enforced here, for the banner."""
+    if pids_unavailable() is None:
+        return "by a pids cgroup per server"
+    shared = "all servers of a hub user" if os.geteuid() == 0 else "everything of the hub's user"
+    return f"by RLIMIT_NPROC, shared by {shared} ({pids_unavailable()})"
+
+
 def _has_processes(group: Path) -> bool:
     try:
         return bool((group / "cgroup.procs").read_text().strip())
@@ -156,6 +180,10 @@ class Sandbox:
     # the profile's limits
     memory: int | None = None
     cpus: float | None = None
+    # `spawner.processLimit`: the most processes and threads the server may have at once
+    processes: int | None = None
+    # the profile's disk: the workspace is a filesystem of this many bytes (glue.disk)
+    disk: int | None = None
     # False (`spawner.sandbox: false`, for benchmarks and single-user machines): no bubblewrap
     isolated: bool = True
 
@@ -167,11 +195,14 @@ class Sandbox:
         return f"{self.uid}-{self.workspace.name}-{digest}"
 
     def _cgroups(self) -> dict[str, Path]:
-        if not (self.memory or self.cpus) or limits_unavailable():
-            return {}
+        controllers = []
+        if (self.memory or self.cpus) and not limits_unavailable():
+            controllers += ["memory", "cpu"]
+        if self.processes and not pids_unavailable():
+            controllers.append("pids")
         return {
             controller: own / CGROUP_GROUP / self.cgroup_name
-            for controller in ("memory", "cpu")
+            for controller in controllers
             if (own := _own_cgroup(controller))
         }
 
@@ -179,9 +210,13 @@ class Sandbox:
         """Create the server's cgroups with its profile's limits; returns what the new
         process runs (before bubblewrap) to enter them, or None where limits are unavailable.
         When the memory runs out, the kernel's OOM killer ends a process inside (usually
-        the notebook's kernel, which JupyterLab then reports as died); nothing outside."""
+        the notebook's kernel, which JupyterLab then reports as died); nothing outside.
+        Past its process limit, a fork inside fails (EAGAIN); without a pids controller the
+        limit is RLIMIT_NPROC, which the kernel counts per user id (and ignores for root,
+        so it binds once the command has dropped to the sandbox's user)."""
         groups = self._cgroups()
-        if not groups:
+        nproc = self.processes if self.processes and "pids" not in groups else None
+        if not groups and nproc is None:
             return None
         for group in groups.values():
             group.mkdir(parents=True, exist_ok=True)
@@ -194,12 +229,16 @@ class Sandbox:
             (groups["cpu"] / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
             quota = max(1000, int(self.cpus * CPU_PERIOD_US))
             (groups["cpu"] / "cpu.cfs_quota_us").write_text(str(quota))
+        if "pids" in groups:
+            (groups["pids"] / "pids.max").write_text(str(self.processes))
         procs = [str(group / "cgroup.procs") for group in groups.values()]
 
         def enter() -> None:  # runs in the child between fork and exec: no allocation-heavy work
             for path in procs:
                 with open(path, "w") as f:
                     f.write("0")
+            if nproc is not None:
+                resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
         return enter
 
@@ -217,9 +256,11 @@ class Sandbox:
         kills = counters.get("oom_kill", "")
         return int(kills) if kills.strip().isdigit() else None
 
-    def release(self, wait: float = 5) -> None:
+    def release(self, wait: float = 5, *, unmount: bool = True) -> None:
         """Remove the server's cgroups once nothing runs in them (the last processes of a
-        stopped sandbox may take a moment to go), and the home of an unisolated one."""
+        stopped sandbox may take a moment to go), and the home of an unisolated one; unmount
+        its workspace's filesystem (its files stay in the image for the next start) unless
+        told to keep it there (a workspace whose autosave failed, for people to rescue)."""
         if not self.isolated:
             shutil.rmtree(self._plain_home, ignore_errors=True)
         for group in self._cgroups().values():
@@ -228,12 +269,30 @@ class Sandbox:
                 time.sleep(0.1)
             with contextlib.suppress(OSError):
                 group.rmdir()
+        if unmount:
+            with contextlib.suppress(workspace_disk.DiskError):
+                workspace_disk.detach(self.workspace)  # lazy if something still holds it
 
     def prepare(self) -> None:
-        """Create the workspace, owned by the sandbox's user and closed to everyone else."""
+        """Create the workspace, owned by the sandbox's user and closed to everyone else: a
+        filesystem of `disk` bytes of its own where this machine can mount one (DiskError
+        when that fails here), a plain directory where it cannot (`disk.unavailable`)."""
         self.workspace.mkdir(parents=True, exist_ok=True)
+        if self.disk and workspace_disk.unavailable() is None:
+            workspace_disk.attach(self.workspace, self.disk, self.uid)
         self.give(self.workspace)
         self.workspace.chmod(0o700)
+
+    def remove_workspace(self) -> None:
+        """The server is removed: its workspace and its filesystem go (unmounted lazily if
+        something still holds it)."""
+        with contextlib.suppress(workspace_disk.DiskError):
+            workspace_disk.remove(self.workspace)
+        if not workspace_disk.mounted(self.workspace):  # never into a still-mounted one
+            shutil.rmtree(self.workspace, ignore_errors=True)
+
+    def disk_usage(self) -> workspace_disk.Usage | None:
+        return workspace_disk.usage(self.workspace)
 
     def give(self, path: Path) -> None:
         """Hand `path` (and what is in it) to the sandbox's user, e.g. a workspace made

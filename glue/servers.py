@@ -109,6 +109,7 @@ def server_model(server: dict[str, Any], idle_seconds: int = 0) -> ServerModel |
         "cull_at": cull_at(server.get("last_activity"), idle_seconds),
         "image_status": options.get("image_status"),
         "memory": memory_of(options.get(launch.MEMORY)),
+        "disk": disk_of(options.get(launch.DISK)),
         # why it failed (`failures.Failure.model()`), filled in where one server is shown
         "failure": None,
     }
@@ -124,6 +125,25 @@ def memory_of(recorded: Any) -> dict[str, Any] | None:
         "limit": recorded["limit"],
         "oom_kills": kills if isinstance(kills, int) and kills >= 0 else 0,
         "server_killed": recorded.get("server_killed") is True,
+    }
+
+
+DISK_AUTOSAVES = ("saving", "saved", "clean", "failed")
+
+
+def disk_of(recorded: Any) -> dict[str, Any] | None:
+    """The server model's `disk`, from what the local spawner keeps in user_options
+    (`spawner.watch_disk`); None where nobody watches the workspace's disk."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("limit"), str):
+        return None
+    near = recorded.get("near_limit") is True
+    used = recorded.get("used_percent")
+    autosave = recorded.get("autosave")
+    return {
+        "limit": recorded["limit"],
+        "near_limit": near,
+        "used_percent": used if near and isinstance(used, int) and 0 <= used <= 100 else None,
+        "autosave": autosave if near and autosave in DISK_AUTOSAVES else None,
     }
 
 

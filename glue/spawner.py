@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
 import shlex
-import shutil
 import signal
 import sys
 import tempfile
@@ -33,8 +33,9 @@ from traitlets.config import Configurable
 from . import autosave, clone, kernel, localsession, logs
 from .access import Access
 from .config import Config, Profile
+from .disk import DiskError, Usage
 from .errors import AutosaveFailed, GlueError
-from .launch import MEMORY, RESTORE_REFUSED, RESTORED_FROM, Launch, from_user_options
+from .launch import DISK, MEMORY, RESTORE_REFUSED, RESTORED_FROM, Launch, from_user_options
 from .localsession import SessionGit
 from .provider import Caller, make_provider
 from .sandbox import Sandbox, send_signal, uid_for
@@ -43,6 +44,9 @@ CLONE_TIMEOUT = 600
 # how a server that got SIGKILL exits: bubblewrap passes on 128 + the signal; Popen says -9
 KILLED_STATUS = (128 + signal.SIGKILL, -signal.SIGKILL)
 PROGRESS_POLL_SECONDS = 0.25
+# a workspace this full is autosaved once and its pages warn; the warning goes below the second
+DISK_WARNING_FRACTION = 0.9
+DISK_CLEAR_FRACTION = 0.8
 MEMORY_UNITS = {
     "K": 10**3,
     "M": 10**6,
@@ -87,6 +91,13 @@ class CommitSpawnerMixin(Configurable):
     # set by the hub's saving DELETE (glue.hubautosave) for the stop it makes right after
     # its autosave succeeded
     saved_for_stop = False
+    # the profile's disk in bytes (apply_profile)
+    disk_limit: int | None = None
+    # one autosave of a server at a time (a stop's, the culler's, the disk watch's): two
+    # pushes of one workspace at once would fight over its git index
+    _autosave_lock: asyncio.Lock | None = None
+    # the disk watch's autosave, running in the background of the poll that started it
+    _disk_save: asyncio.Future[None] | None = None
 
     _events: list[dict[str, Any]]
     # set when the launch steps are done and the base spawner starts; progress() then
@@ -203,6 +214,7 @@ class CommitSpawnerMixin(Configurable):
         profile = self.profile_named(name)
         self.cpu_limit = self.cpu_guarantee = float(profile["cpu"])
         self.mem_limit = self.mem_guarantee = memory_bytes(profile["memory"])
+        self.disk_limit = memory_bytes(profile["disk"])
         return profile
 
     async def autosave(self) -> dict[str, Any]:
@@ -213,8 +225,11 @@ class CommitSpawnerMixin(Configurable):
         while the server still runs, and stop only when it succeeded. A failure is logged
         loudly and raises AutosaveFailed with the reason.
         """
+        if self._autosave_lock is None:
+            self._autosave_lock = asyncio.Lock()
         try:
-            answer = await self.session_autosave(save=True)
+            async with self._autosave_lock:
+                answer = await self.session_autosave(save=True)
         except AutosaveFailed as e:
             self.log.error(
                 "AUTOSAVE FAILED for %s: %s. %s",
@@ -245,6 +260,59 @@ class CommitSpawnerMixin(Configurable):
 
     def autosave_done(self) -> None:
         """An autosave succeeded (the embedded default then lets the workspace go)."""
+
+    async def watch_disk(self) -> None:
+        """Past `DISK_WARNING_FRACTION` of its disk, a running server is autosaved once (in
+        the background: the poll goes on) and its `disk` says so, which the list and the
+        launch page show: a write that then fails (or, on Kubernetes, an eviction) loses
+        nothing written before the warning. Below `DISK_CLEAR_FRACTION` the warning goes,
+        and the next time past it saves again. Each spawner's poll calls it while the server
+        runs (the hub polls every `poll_interval` seconds)."""
+        disk = self.user_options.get(DISK)
+        if not isinstance(disk, dict):
+            return
+        usage = await self.disk_usage()
+        if usage is None:
+            return
+        near = disk.get("near_limit") is True
+        if not near and usage.fraction >= DISK_WARNING_FRACTION:
+            self.log.warning(
+                "%s: its workspace is %.0f%% full (disk %s); autosaving it",
+                self._log_name,
+                usage.fraction * 100,
+                disk.get("limit"),
+            )
+            used = min(100, round(usage.fraction * 100))  # a walk (Kubernetes) may see more
+            self.record(
+                **{DISK: {**disk, "near_limit": True, "used_percent": used, "autosave": "saving"}}
+            )
+            self.db.commit()
+            self._disk_save = asyncio.ensure_future(self._autosave_near_limit())
+        elif near and usage.fraction < DISK_CLEAR_FRACTION:
+            self.record(**{DISK: {"limit": disk.get("limit"), "near_limit": False}})
+            self.db.commit()
+        elif near and disk.get("autosave") == "saving" and self._disk_save is None:
+            # the hub restarted during that autosave: this hub makes it
+            self._disk_save = asyncio.ensure_future(self._autosave_near_limit())
+
+    async def _autosave_near_limit(self) -> None:
+        """The disk watch's one autosave; its outcome goes into the server's `disk`."""
+        try:
+            answer = await self.autosave()
+            outcome = "saved" if answer.get("pushed") else "clean"
+        except AutosaveFailed:
+            outcome = "failed"  # logged loudly, the workspace kept
+        except Exception:
+            self.log.exception("%s: the disk watch's autosave failed", self._log_name)
+            outcome = "failed"
+        disk = self.user_options.get(DISK)
+        if isinstance(disk, dict) and disk.get("autosave") == "saving":  # not since restarted
+            self.record(**{DISK: {**disk, "autosave": outcome}})
+            self.db.commit()
+
+    async def disk_usage(self) -> Usage | None:
+        """How full the server's workspace is (`disk_usage` of the spawner); None: unknown."""
+        return None
 
     def autosave_branch(self, launch: Launch) -> str:
         prefix = self.notebooks["autosave"]["branchPrefix"]
@@ -371,6 +439,8 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             workspace=self.workspace(),
             memory=self.mem_limit,
             cpus=self.cpu_limit,
+            processes=self.notebooks["spawner"]["processLimit"],
+            disk=self.disk_limit,
             isolated=self.notebooks["spawner"]["sandbox"],
         )
 
@@ -383,7 +453,10 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         checked = await self.prepare_launch()
         launch, target = checked.launch, checked.launch.target
         sandbox = self.sandbox()
-        sandbox.prepare()
+        try:
+            await asyncio.to_thread(sandbox.prepare)  # mkfs and mount: not on the hub's loop
+        except DiskError as e:
+            raise RuntimeError(f"The workspace's disk could not be set up: {e}") from None
         git = self.session_git(target.full_path, checked.source)
         kept = git.kept
         # the server's log (logs.py): the clone step's outcome, then the server's output
@@ -451,8 +524,13 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         if kills is not None:
             limit = self.profile_named(launch.profile)["memory"]
             memory = {"limit": limit, "oom_kills": kills, "server_killed": False}
+        disk = None  # None: no filesystem of its own here, so nothing to watch
+        if sandbox.disk_usage() is not None:
+            disk = {"limit": self.profile_named(launch.profile)["disk"], "near_limit": False}
         # committed by the hub with the start
-        self.record(**{RESTORED_FROM: restored, RESTORE_REFUSED: refused, MEMORY: memory})
+        self.record(
+            **{RESTORED_FROM: restored, RESTORE_REFUSED: refused, MEMORY: memory, DISK: disk}
+        )
         if not self._watched:
             self.add_poll_callback(self.ended)
             self._watched = True
@@ -475,7 +553,13 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     async def poll(self) -> int | None:
         status: int | None = await super().poll()
         self.watch_memory(status)
+        if status is None:
+            await self.watch_disk()
         return status
+
+    async def disk_usage(self) -> Usage | None:
+        """The workspace's own filesystem, read on the host (statvfs: no walk)."""
+        return self.sandbox().disk_usage()
 
     def watch_memory(self, status: int | None) -> None:
         """Count the OOM killer's work in the server's cgroup into its `memory` (the one place
@@ -633,7 +717,8 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 await self.autosave()
         await super().stop(now)
         await self.stop_session_git()
-        await asyncio.to_thread(self.sandbox().release)
+        kept = self.session_git().kept  # its work only there: left at its path
+        await asyncio.to_thread(functools.partial(self.sandbox().release, unmount=not kept))
 
     def delete_forever(self) -> None:
         """The hub removes the server: its workspace goes with it, unless its autosave failed
@@ -646,6 +731,6 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 self._log_name,
             )
             return
-        shutil.rmtree(self.workspace(), ignore_errors=True)
+        self.sandbox().remove_workspace()
         git.remove()
         logs.remove(self.notebooks, self.user.name, self.name)

@@ -130,7 +130,7 @@ def notebooks_config(root: Path, **spawner: Any) -> dict[str, Any]:
             },
             "profiles": [
                 {"name": "small", "cpu": 0.5, "memory": "1G", "default": True},
-                {"name": "gpu", "cpu": 2, "memory": "8Gi", "gpu": 1},
+                {"name": "gpu", "cpu": 2, "memory": "8Gi", "gpu": 1, "disk": "20Gi"},
             ],
             "provider": {"kind": "local", "root": str(root)},
             "spawner": {
@@ -254,11 +254,15 @@ async def test_pod_for_project_image_with_token(
     assert notebook["image"] == PROJECT_IMAGE
     assert notebook["imagePullPolicy"] == "Always"
     assert notebook["workingDir"] == WORK_DIR
-    assert notebook["resources"]["requests"] == {"cpu": 2.0, "memory": 8 * 2**30}
+    # the profile's disk bounds what the pod writes: its layer, logs and workspace
+    assert notebook["resources"]["requests"] == {
+        "cpu": 2.0, "memory": 8 * 2**30, "ephemeral-storage": "20Gi"
+    }
     assert notebook["resources"]["limits"] == {
         "cpu": 2.0,
         "memory": 8 * 2**30,
         "nvidia.com/gpu": "1",
+        "ephemeral-storage": "20Gi",
     }
     assert spawner.default_url == "/lab/tree/notebooks/analysis.ipynb"
 
@@ -295,7 +299,9 @@ async def test_pod_for_project_image_with_token(
     assert clone["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
     volumes = by_name(spec["volumes"])
-    assert volumes["notebooks-workspace"] == {"name": "notebooks-workspace", "emptyDir": {}}
+    assert volumes["notebooks-workspace"] == {
+        "name": "notebooks-workspace", "emptyDir": {"sizeLimit": "20Gi"}
+    }
     secret_name = f"{spawner.pod_name}-git-token"
     assert volumes["notebooks-git-token"]["secret"] == {
         "secretName": secret_name,
@@ -333,7 +339,15 @@ async def test_default_image_without_token(repos: SimpleNamespace) -> None:
     spec = pod["spec"]
     notebook = spec["containers"][0]
     assert notebook["image"] == DEFAULT_IMAGE
-    assert notebook["resources"]["limits"] == {"cpu": 0.5, "memory": 10**9}  # Kubernetes' G
+    assert notebook["resources"]["limits"] == {  # Kubernetes' G; the default disk
+        "cpu": 0.5, "memory": 10**9, "ephemeral-storage": "10G"
+    }
+    assert notebook["resources"]["requests"]["ephemeral-storage"] == "10G"
+    workspace = by_name(spec["volumes"])["notebooks-workspace"]
+    assert workspace["emptyDir"] == {"sizeLimit": "10G"}
+    # the init steps and the sidecar get none of it: the workspace's limit covers their writes
+    others = [*spec["initContainers"], *spec["containers"][1:]]
+    assert all("ephemeral-storage" not in json.dumps(c.get("resources")) for c in others)
     assert pod["metadata"]["annotations"]["renku.io/image-fallback"] == "true"
     assert spawner.default_url == "/lab"
     clone = by_name(spec["initContainers"])["git-clone"]
@@ -1365,3 +1379,46 @@ async def test_a_new_start_ends_the_retries(
     assert await spawner.start() == "http://10.0.0.7:8888"
     await asyncio.sleep(0)
     assert retrying.cancelled() and not spawner.active
+
+
+async def test_the_hub_watches_a_pods_disk_through_its_sidecar(
+    repos: SimpleNamespace, tmp_path: Path, token_provider: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past 90% of the profile's disk (the emptyDir's sizeLimit, past which the kubelet evicts
+    the pod), the hub's poll autosaves the pod once through its sidecar and marks the server's
+    `disk`, which the list and the launch page warn of. Only the hub may read the usage."""
+    mine = own_repos(repos, tmp_path)
+    bare = mine.root / "group" / "project.git"
+    port, control_port = free_port(), free_port()
+    monkeypatch.setattr(kube, "CONTROL_PORT", control_port)
+    spawner = make_spawner(mine, options(mine), blocker=False)
+    spawner.db = SimpleNamespace(commit=lambda: None)
+    pod, here = await launched_pod(spawner, tmp_path / "pod", port)
+    spawner.orm_spawner.server = pod_server()
+    # what start() records once the pod runs (a small disk, so that a few MB are near it)
+    spawner.record(disk={"limit": "4M", "near_limit": False})
+    proxy = pod["spec"]["containers"][1]
+    with here.sidecar(proxy, port, control_port):
+        usage = f"http://127.0.0.1:{control_port}/usage"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(usage, timeout=30)
+        assert refused.value.code == 401
+        (here.checkout / "notes.txt").write_text("written before the warning\n")
+        (here.checkout / "filler.bin").write_bytes(bytes(4 * 10**6))
+        async def running(self: Any) -> None:  # KubeSpawner's poll reads its pod reflector
+            return None
+
+        monkeypatch.setattr(kube.KubeSpawner, "poll", running)
+        assert await spawner.poll() is None  # the hub's poll: the pod runs, then the disk watch
+        measured = await spawner.disk_usage()
+        assert measured is not None and measured.size == 4 * 10**6
+        assert measured.used >= 4 * 10**6
+        disk = spawner.user_options["disk"]
+        assert disk["near_limit"] is True and disk["used_percent"] == 100, disk
+        await spawner._disk_save  # the one autosave, in the background of the poll
+        assert spawner.user_options["disk"]["autosave"] == "saved"
+        branch = f"notebooks/autosave/alice/{repos.old}"
+        assert git("show", f"{branch}:notes.txt", cwd=bare) == "written before the warning"
+        saved = spawner._disk_save
+        await spawner.watch_disk()  # still full: no second autosave
+        assert spawner._disk_save is saved and spawner.user_options["disk"]["autosave"] == "saved"

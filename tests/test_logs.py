@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from glue import failures
-from glue.render import Renderer, memory_notice
+from glue.render import Renderer, disk_notice, memory_notice
 from glue.servers import server_model
 from tests.hubtools import Client, RunningHub, git, wait_until
 from tests.test_browser import (  # noqa: F401  (`browser` is a fixture)
@@ -152,6 +152,31 @@ def test_memory_in_the_server_model_and_on_the_pages():
         servers=[served]
     )
     assert "Out of memory: 2 processes were stopped" in page and "profile&#39;s 300M" in page
+
+
+def test_disk_in_the_server_model_and_on_the_pages():
+    """The local spawner's `disk` record becomes the model's `disk` (odd values dropped) and,
+    once near the limit, a warning on the list and the launch page."""
+    options = {"namespace": "a", "project": "b", "commit_sha": "c" * 40}
+    hub_model = {"name": "x", "ready": True, "user_options": options}
+    served = server_model(hub_model)
+    assert served is not None and served["disk"] is None  # nobody watches (Kubernetes)
+    quiet = {"limit": "64M", "near_limit": False}
+    served = server_model({**hub_model, "user_options": {**options, "disk": quiet}})
+    assert served is not None
+    assert served["disk"] == {**quiet, "used_percent": None, "autosave": None}
+    assert disk_notice(served["disk"]) is None
+    near = {"limit": "64M", "near_limit": True, "used_percent": 93, "autosave": "failed"}
+    served = server_model({**hub_model, "user_options": {**options, "disk": near}})
+    assert served is not None and served["disk"] == near
+    odd = {"limit": "64M", "near_limit": True, "used_percent": "x", "autosave": "maybe"}
+    odd_model = server_model({**hub_model, "user_options": {**options, "disk": odd}})
+    assert odd_model is not None
+    assert odd_model["disk"] == {**odd, "used_percent": None, "autosave": None}
+    env = Renderer(prefix="/", base_url="/").env
+    page = env.get_template("list.html").render(servers=[served])
+    assert "Disk nearly full: the workspace uses 93% of the profile&#39;s 64M" in page
+    assert "autosave FAILED" in page  # the launch page's: tests/test_sandbox.py
 
 
 @pytest.mark.browser

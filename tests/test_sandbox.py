@@ -7,9 +7,11 @@ hub; what the host must keep is then checked on the host.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +21,19 @@ import pytest
 import requests
 import websocket
 
-from glue import sandbox
+from glue import dev, disk, sandbox
+from glue.config import validate
 from glue.sandbox import Sandbox
 from tests.hubtools import (
     Client,
     RunningHub,
     assert_hidden,
+    end_processes,
+    free_port,
     git,
     listening_pid,
     make_repo,
+    processes_using_hub,
     wait_until,
 )
 
@@ -101,15 +107,21 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "profiles": [
             {"name": "small", "cpu": 1, "memory": "1G", "default": True},
             {"name": "tiny", "cpu": 0.5, "memory": "300M"},
+            {"name": "cramped", "cpu": 0.5, "memory": "500M", "disk": "64M"},
         ],
         "provider": {"kind": "local", "root": str(root)},
         "launch": {"serversPerUser": 2, "startTimeoutSeconds": 90},
     }
-    hub = RunningHub(workdir, config)
+    # internal ports that stay across a hub restart (the glue keeps its API URL)
+    hub_port = free_port()
+    env = {"NOTEBOOKS_HUB_PORT": str(hub_port), "NOTEBOOKS_PROXY_API_PORT": str(free_port())}
+    hub = RunningHub(workdir, config, extra_env=env)
     try:
         yield {"hub": hub.start(), "shas": shas, "canary": canary, "root": root}
     finally:
+        leftovers = processes_using_hub(hub_port)  # the glue of a hub killed and restarted
         hub.stop()
+        end_processes([p for p in leftovers if p.is_running()])
 
 
 def hostile_submodule_repo(root: Path, other_sha: str) -> str:
@@ -415,3 +427,219 @@ def test_a_server_killed_for_its_memory_fails_with_that_reason(setup):
     bob, bob_server = launch(setup, "bob", "demo/plain")
     assert run_in_kernel(hub, bob, bob_server, "print(6 * 7)").strip() == "42"
     hub.remove_all_servers("alice")
+
+
+# --- bounded processes and disk: what one user's server may take from the machine ----------
+
+FORK_MANY = """
+import json, subprocess
+children, refused = [], None
+for _ in range(1200):
+    try:
+        children.append(subprocess.Popen(["sleep", "300"]))
+    except OSError as e:
+        refused = e.errno
+        break
+for child in children:
+    child.kill()
+for child in children:
+    child.wait()
+print(json.dumps({"started": len(children), "refused": refused}))
+"""
+
+
+@pytest.fixture(scope="module")
+def dora(setup: dict[str, Any]) -> tuple[Client, dict[str, Any]]:
+    """One server of the default profile (default process limit and disk), for the tests
+    whose subject is a limit, not the launch."""
+    return launch(setup, "dora", "demo/plain")
+
+
+def test_a_server_cannot_start_more_processes_than_its_limit(setup, dora):
+    """1,200 processes from one kernel (more than `spawner.processLimit`, 1024): the fork past
+    the limit fails inside the server, which works on afterwards."""
+    hub: RunningHub = setup["hub"]
+    client, server = dora
+    seen = json.loads(run_in_kernel(hub, client, server, FORK_MANY))
+    assert seen["refused"] == errno.EAGAIN, seen
+    assert seen["started"] < 1024, seen  # the server and its kernel count too
+    assert run_in_kernel(hub, client, server, "print(6 * 7)").strip() == "42"
+    path = f"demo/plain/{setup['shas']['demo/plain']}"
+    assert client.get(path).json()["status"] == "running"
+
+
+def test_a_file_past_the_default_disk_cannot_be_made(setup, dora):
+    """12 GiB in a workspace of the default profile (10G): refused, and the machine's disk
+    holds only what the workspace really wrote."""
+    hub: RunningHub = setup["hub"]
+    client, server = dora
+    code = (
+        "import os, json\n"
+        "st = os.statvfs('.')\n"
+        "fd = os.open('big.bin', os.O_WRONLY | os.O_CREAT, 0o600)\n"
+        "try:\n"
+        "    os.posix_fallocate(fd, 0, 12 * 2**30)\n"
+        "    refused = None\n"
+        "except OSError as e:\n"
+        "    refused = e.errno\n"
+        "os.close(fd)\n"
+        "os.remove('big.bin')\n"
+        "print(json.dumps({'refused': refused, 'size': st.f_blocks * st.f_frsize}))\n"
+    )
+    seen = json.loads(run_in_kernel(hub, client, server, code))
+    assert seen["refused"] == errno.ENOSPC, seen
+    assert 9 * 10**9 < seen["size"] <= 10 * 10**9, seen
+    workspace = hub.workspaces / "dora" / server["name"]
+    assert os.path.ismount(workspace)
+    image = workspace.parent / f".{workspace.name}.ext4"
+    assert image.stat().st_uid == 0 and image.stat().st_mode & 0o777 == 0o600
+    assert image.stat().st_blocks * 512 < 300 * 2**20  # sparse: what was written, not 10G
+
+
+WRITE = """
+import errno, json, os
+def write(name, size):
+    try:
+        with open(name, "wb") as f:
+            for _ in range(size // 2**20):
+                f.write(bytes(2**20))
+        return None
+    except OSError as e:
+        return e.errno
+"""
+
+
+def test_a_workspace_is_a_disk_of_the_profiles_size_warned_of_autosaved_and_kept(setup):
+    """The profile `cramped` has 64M: a bigger file fails; past 90% the hub autosaves once
+    and the list and the launch page warn; the workspace survives a stop, a start and a hub
+    restart, and goes with the server."""
+    hub: RunningHub = setup["hub"]
+    erin, server = launch(setup, "erin", "demo/plain", profile="cramped")
+    path = f"demo/plain/{setup['shas']['demo/plain']}"
+    workspace = hub.workspaces / "erin" / server["name"]
+    image = workspace.parent / f".{workspace.name}.ext4"
+    assert os.path.ismount(workspace)
+    past = WRITE + "print(json.dumps(write('huge.bin', 80 * 2**20))); os.remove('huge.bin')"
+    assert json.loads(run_in_kernel(hub, erin, server, past)) == errno.ENOSPC
+    model = erin.get(path).json()
+    assert model["disk"] == {
+        "limit": "64M", "near_limit": False, "used_percent": None, "autosave": None
+    }
+    # work written before the warning, then the disk filled to past 90% (the big file is too
+    # big to autosave, the notes are not)
+    fill = WRITE + (
+        "open('notes.txt', 'w').write('written before the warning\\n')\n"
+        "st = os.statvfs('.')\n"
+        "size, used = st.f_blocks * st.f_frsize, (st.f_blocks - st.f_bavail) * st.f_frsize\n"
+        "print(json.dumps(write('filler.bin', int(size * 0.94) - used)))\n"
+    )
+    assert json.loads(run_in_kernel(hub, erin, server, fill)) is None
+    model = wait_until(
+        lambda: (m := erin.get(path).json())["disk"]["autosave"] not in (None, "saving") and m,
+        60,
+        "the disk watch's autosave",
+    )
+    assert model["disk"]["near_limit"] and model["disk"]["used_percent"] >= 90, model
+    assert model["disk"]["autosave"] == "saved", model
+    bare = setup["root"] / "demo" / "plain.git"
+    branch = f"notebooks/autosave/erin/{setup['shas']['demo/plain']}"
+    assert git(bare, "show", f"{branch}:notes.txt") == "written before the warning"
+    listing = erin.get("", headers={"Accept": "text/html"}).text
+    assert "Disk nearly full" in listing and "the profile&#39;s 64M" in listing, listing
+    # a hub restart finds the server, its mount and its warning as they were
+    hub.kill()
+    hub.start()
+    assert os.path.ismount(workspace) and (workspace / "filler.bin").is_file()
+    assert erin.get(path).json()["disk"]["near_limit"] is True
+    # a stop (the hub's, without removal) and a start keep the workspace, big file and all
+    name = server["name"]
+    stopped = hub.admin("DELETE", f"users/erin/servers/{name}")
+    assert stopped.status_code in (202, 204), stopped.text
+    wait_until(lambda: not hub.hub_servers("erin")[name]["ready"], 60, "stopped")
+    wait_until(lambda: not hub.hub_servers("erin")[name]["pending"], 60, "stopped")
+    # the launch page (a running server's redirects to it) says it too, with the stop's reason
+    page = erin.get(path, headers={"Accept": "text/html"}).text
+    assert 'id="disk"' in page and "has been autosaved" in page, page
+    # stopped: unmounted (no loop device held), its files in the image
+    assert not os.path.ismount(workspace) and image.is_file()
+    assert erin.post(path, json={"profile": "cramped"}).status_code in (201, 202)
+    server = erin.wait_running(path, timeout=90)
+    assert os.path.ismount(workspace) and (workspace / "filler.bin").is_file()
+    assert run_in_kernel(hub, erin, server, "print(open('notes.txt').read())").strip() == (
+        "written before the warning"
+    )
+    # the removal takes the workspace and its disk
+    hub.remove_all_servers("erin")
+    assert not os.path.ismount(workspace) and not workspace.exists() and not image.exists()
+    # the launch page offers each profile with its disk
+    page = erin.get(path, headers={"Accept": "text/html"}).text
+    assert "0.5 CPU · 500M memory · 64M disk" in page, page
+
+
+@pytest.mark.skipif(disk.unavailable() is not None, reason="no workspace filesystems here")
+def test_a_workspace_filesystem_is_made_kept_grown_and_removed(tmp_path):
+    """glue.disk on its own: the first attach makes the image (an earlier workspace's files
+    moved in), a detach keeps the files in it, a larger size grows it, the removal deletes it."""
+    workspace = tmp_path / "alice" / "plain-0123"
+    workspace.mkdir(parents=True)
+    (workspace / "older.txt").write_text("from before sizes\n")
+    os.chown(workspace, 3_000_004, 3_000_004)  # as Sandbox.prepare made it
+    disk.attach(workspace, 32 * 2**20, 3_000_004)
+    try:
+        assert os.path.ismount(workspace) and disk.mounted(workspace)
+        assert sorted(p.name for p in workspace.iterdir()) == ["older.txt"]  # no lost+found
+        assert workspace.stat().st_uid == 3_000_004
+        usage = disk.usage(workspace)
+        assert usage is not None and 20 * 2**20 < usage.size <= 32 * 2**20
+        assert 0 < usage.fraction < 0.2
+        disk.detach(workspace)
+        assert not disk.mounted(workspace) and disk.usage(workspace) is None
+        assert not (workspace / "older.txt").exists()  # in the image, not the directory
+        disk.attach(workspace, 64 * 2**20, 3_000_004)  # a larger profile: grown
+        assert (workspace / "older.txt").read_text() == "from before sizes\n"
+        grown = disk.usage(workspace)
+        assert grown is not None and grown.size > 48 * 2**20
+    finally:
+        disk.remove(workspace)
+    assert not disk.mounted(workspace) and not disk.image_of(workspace).exists()
+
+
+def test_without_a_pids_controller_the_process_limit_is_rlimit_nproc(tmp_path, monkeypatch):
+    """Where no pids cgroup can be made, the limit still holds: RLIMIT_NPROC, which the
+    kernel counts for the sandbox's user id once the command has dropped to it."""
+    monkeypatch.setattr(sandbox, "pids_unavailable", lambda: "none here (the test says)")
+    box = Sandbox(uid=3_000_005, workspace=tmp_path / "ws", processes=64)
+    box.prepare()
+    result = subprocess.run(
+        box.command([sys.executable, "-c", FORK_MANY.replace("1200", "100")]),
+        env=box.environment(os.environ),
+        preexec_fn=box.limit(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    seen = json.loads(result.stdout)
+    assert seen["refused"] == errno.EAGAIN and seen["started"] < 64, seen
+    assert "by RLIMIT_NPROC, shared by all servers of a hub user" in (
+        sandbox.process_limit_enforcement()
+    )
+    box.release()
+
+
+def test_the_banner_says_which_limits_hold_here():
+    """`make dev`'s banner: the process limit and how it is enforced, and whether profile
+    disks are, on this machine."""
+    config = validate(
+        {
+            "images": {"default": "img:1"},
+            "profiles": [{"name": "small", "cpu": 1, "memory": "1G"}],
+            "provider": {"kind": "local", "root": "/srv/repos"},
+            "spawner": {"processLimit": 512},
+        }
+    )
+    line = dev.sandbox_line(config["spawner"])
+    assert "At most 512 processes per server (spawner.processLimit), enforced by " in line
+    if disk.unavailable() is None:
+        assert "Profile disk limits are enforced" in line
+    else:
+        assert f"Profile disk limits are NOT enforced: {disk.unavailable()}." in line

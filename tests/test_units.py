@@ -48,6 +48,29 @@ def test_defaults_come_from_the_schema():
     assert config_mod.default_profile(config)["name"] == "small"
 
 
+def test_process_limit_and_disk_have_defaults_and_bounds():
+    """`spawner.processLimit` (one for every server) and a profile's `disk` (a quantity)."""
+    data = minimal()
+    data["profiles"].append({"name": "big", "cpu": 2, "memory": "4G", "disk": "50Gi"})
+    config = config_mod.validate(data)
+    assert config["spawner"]["processLimit"] == 1024
+    assert [p["disk"] for p in config["profiles"]] == ["10G", "50Gi"]
+    for bad in ("lots", "10", "10GB", "-1G", 10):
+        data = minimal()
+        data["profiles"][0]["disk"] = bad
+        with pytest.raises(config_mod.ConfigError, match=r"at profiles\.0\.disk"):
+            config_mod.validate(data)
+    for bad in (0, 63, "1024", 1.5):
+        data = minimal()
+        data["spawner"] = {"processLimit": bad}
+        with pytest.raises(config_mod.ConfigError, match=r"at spawner\.processLimit"):
+            config_mod.validate(data)
+    data["spawner"] = {"processLimit": 64}
+    assert config_mod.validate(data)["spawner"]["processLimit"] == 64
+    assert "disk" in typing.get_type_hints(configtypes.Profile)
+    assert "processLimit" in typing.get_type_hints(configtypes.SpawnerConfig)
+
+
 @pytest.mark.parametrize(
     ("change", "where"),
     [
