@@ -222,8 +222,7 @@ class Auth:
 
     def _cookie_options(self, request: web.Request) -> dict[str, Any]:
         """Scoped to the service, hidden from scripts, not sent cross-site; Secure behind HTTPS.
-        `__Host-` cookies are Secure and on `/` by definition (browsers treat http://localhost
-        as secure, so the embedded default has them too)."""
+        `__Host-` cookies are Secure and on `/` by definition."""
         if self.host_cookies:
             return {"path": "/", "httponly": True, "samesite": "Lax", "secure": True}
         secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"

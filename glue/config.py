@@ -192,10 +192,11 @@ if __name__ == "__main__":
 
 def host_cookies(subdomain_host: str) -> bool:
     """Whether login cookies (the hub's, the glue's, the servers') get the `__Host-` prefix:
-    where each user has a domain of their own, so that no page on a user's domain can toss
-    a cookie onto the hub's (GHSA-7r3h-4ph8-w38g: e.g. its author's own login, making the
-    visitor act as them). Such cookies must be Secure, which browsers accept over HTTPS and
-    on `localhost` and its subdomains, never over plain HTTP to another name."""
-    parts = urlsplit(subdomain_host)
-    host = (parts.hostname or "").rstrip(".")
-    return parts.scheme == "https" or host == "localhost" or host.endswith(".localhost")
+    where each user has a domain of their own over HTTPS, so that no page on a user's domain
+    can toss a cookie onto the hub's (GHSA-7r3h-4ph8-w38g: e.g. its author's own login,
+    making the visitor act as them). Such cookies must be Secure. Over plain HTTP they are
+    not used: JupyterHub 5.5's servers then set their OAuth state cookie without Secure, which
+    browsers refuse for a `__Host-` name; and on `localhost` (the embedded default) browsers
+    refuse a cookie for the parent domain from `<user>.localhost` anyway, so nothing can be
+    tossed there (tests/test_origins.py)."""
+    return urlsplit(subdomain_host).scheme == "https"

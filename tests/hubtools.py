@@ -9,7 +9,6 @@ loopback ports, and stops every process it started.
 from __future__ import annotations
 
 import contextlib
-import http.cookiejar
 import os
 import re
 import secrets
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import psutil
 import requests
@@ -42,21 +41,6 @@ def _getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 socket.getaddrinfo = _getaddrinfo
-
-
-class _BrowserCookiePolicy(http.cookiejar.DefaultCookiePolicy):
-    """Browsers send Secure (and so `__Host-`) cookies to http://localhost and its
-    subdomains, which they count as secure; Python's cookie jar only over HTTPS. The
-    tests' `requests` sessions keep cookies as a browser does."""
-
-    def return_ok_secure(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        host = (urlsplit(request.get_full_url()).hostname or "").rstrip(".")
-        if host == "localhost" or host.endswith(".localhost"):
-            return True
-        return bool(super().return_ok_secure(cookie, request))
-
-
-http.cookiejar.DefaultCookiePolicy = _BrowserCookiePolicy  # type: ignore[misc]
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test",
     "GIT_AUTHOR_EMAIL": "test@example.org",

@@ -23,6 +23,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -231,13 +232,11 @@ def test_a_page_of_another_users_server_can_act_as_nobody(
         assert not report["victim_kernel"].startswith("201"), report
         assert victim.user not in json.dumps(report)
         assert kernels(hub, victim, own) == []  # and nothing ran as the victim
-        # cookies tossed onto the hub's domain do not land (browsers treat `localhost` as a
-        # top-level domain), and the hub and the glue keep their logins in `__Host-` cookies,
-        # which no other host can set wherever the domain is a real one (config.host_cookies)
+        # cookies tossed onto the hub's domain do not land: browsers refuse a cookie for
+        # `localhost` from `<user>.localhost` (on a real domain, over HTTPS, the hub's and the
+        # glue's logins are `__Host-` cookies, which no other host can set: host_cookies)
         assert report["tossed"] == [], report
-        assert {"__Host-jupyterhub-hub-login", "__Host-notebooks-session"} <= set(
-            report["logins"]
-        ), report
+        assert {"jupyterhub-hub-login", "notebooks-session"} <= set(report["logins"]), report
     finally:
         hub.remove_all_servers(victim.user)
 
@@ -261,15 +260,13 @@ def test_one_origin_is_what_the_banner_warns_of(
     ("subdomain_host", "prefixed"),
     [
         ("https://nb.example.org", True),
-        ("http://localhost:8000", True),
-        ("http://localhost.:8000", True),
-        ("http://nb.localhost:8000", True),
+        ("https://localhost:8443", True),
+        ("http://localhost:8000", False),  # nothing to toss onto localhost (the test above)
         ("http://nb.example.org", False),  # browsers refuse Secure cookies there
-        ("http://localhostx:8000", False),
         ("", False),
     ],
 )
-def test_login_cookies_are_host_only_where_browsers_accept_it(
+def test_login_cookies_are_host_only_over_https(
     subdomain_host: str, prefixed: bool
 ) -> None:
     from glue.config import host_cookies
@@ -293,3 +290,35 @@ def test_the_banner_says_what_one_origin_allows(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("NOTEBOOKS_SINGLE_ORIGIN")
     monkeypatch.setenv("NOTEBOOKS_LISTEN", "0.0.0.0")
     assert "has no subdomains" in origin_line("http://127.0.0.1:8123")
+
+
+def test_over_https_the_glues_own_cookies_are_host_only_too() -> None:
+    """The glue learns the hub's subdomain_host (the chart's env, or glue.hubconfig's for the
+    embedded default) and names its session and OAuth state cookies `__Host-`, Secure, on `/`."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from glue.app import HubSettings
+    from glue.auth import Auth
+    from glue.config import SUBDOMAIN_HOST_ENV, load
+
+    config = load(str(Path(__file__).parent.parent / "values" / "embedded.yaml"))
+    env = {"JUPYTERHUB_API_TOKEN": "t" * 32, SUBDOMAIN_HOST_ENV: "https://nb.example.org"}
+    settings = HubSettings.from_env(config, env)
+    assert settings.host_cookies is True
+    assert HubSettings.from_env(config, {**env, SUBDOMAIN_HOST_ENV: ""}).host_cookies is False
+    auth = Auth(
+        None,  # type: ignore[arg-type]  # naming cookies never asks the hub
+        service="notebooks",
+        prefix=settings.prefix,
+        base_url="/",
+        client_id="service-notebooks",
+        callback_url=settings.callback_url,
+        secret=b"k" * 32,
+        host_cookies=settings.host_cookies,
+    )
+    assert (auth.session_cookie, auth.state_cookie) == (
+        "__Host-notebooks-session",
+        "__Host-notebooks-oauth-state",
+    )
+    options = auth._cookie_options(make_mocked_request("GET", "/services/notebooks/"))
+    assert options["path"] == "/" and options["secure"] is True
