@@ -9,7 +9,10 @@ containers, volumes, labels) is kept: we only add to the pod.
 A second init container (`git-session`, `glue.session`) restores the
 user's autosave of this commit (or deletes it when the launch says
 `"autosave": "discard"`), points the checkout's `origin` at the session's git
-token component and writes the user's name and email into it.
+token component and writes the user's name and email into it. Its answer (the
+autosave branch restored, or why one was not) is its termination message, which
+`start()` reads from the running pod into the server's user_options, as the
+local spawner records its own session step's answer.
 
 That component (glue/gitproxy.py) is the `git-proxy` sidecar: it listens on
 127.0.0.1 in the pod's network namespace, so only this pod's containers reach
@@ -144,6 +147,8 @@ PROXY_RESOURCES = V1ResourceRequirements(
 GRACE_MARGIN_SECONDS = 30
 # where the kubelet reads a container's termination message from: the session step's answer
 REPORT_PATH = "/dev/termination-log"
+# its refusal to restore, once the pod runs: after KubeSpawner's pod events (which approach 90)
+SESSION_REPORT_PROGRESS = 90
 # the init container sees the whole volume here and clones into its CHECKOUT
 # subdirectory, which the notebook container mounts (subPath) at workDir: the
 # checkout's top directory is then owned by the cloning (= notebook) user, not
@@ -392,10 +397,48 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             url: str = await super().start()
         finally:
             self._waiting_for_pod = False
-        # the disk watch (poll) reads the sidecar's usage against this; committed with the start
+        # the pod runs: its session step's answer says where the workspace's unsaved work came
+        # from; the disk watch (poll) reads the sidecar's usage against the disk. Committed
+        # with the start
+        session = self.session_outcome(self.session_report(), SESSION_REPORT_PROGRESS)
         disk = self.profile_named(launch.profile)["disk"]
-        self.record(**{DISK: {"limit": disk, "near_limit": False}})
+        self.record(**session, **{DISK: {"limit": disk, "near_limit": False}})
         return url
+
+    def session_report(self) -> dict[str, Any]:
+        """The `git-session` init container's answer (glue.session), which the kubelet put into
+        its termination message: read from the pod as KubeSpawner's reflector holds it once
+        the pod runs. A missing or garbled report is `{}` and one line in the hub's log: the
+        start goes on, it only cannot say where the workspace came from."""
+        ref_key = f"{self.namespace}/{self.pod_name}"  # KubeSpawner's key of its pod
+        why = "no such pod"
+        try:
+            reflector = self.pod_reflector
+            pod = reflector.pods.get(ref_key) if reflector is not None else None
+            if pod is not None:
+                why = f"no {SESSION_CONTAINER} init container status"
+                for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+                    if status.get("name") != SESSION_CONTAINER:
+                        continue
+                    terminated = (status.get("state") or {}).get("terminated") or {}
+                    why = "no termination message"
+                    message = terminated.get("message")
+                    if message:
+                        why = "not a JSON object"
+                        answer = json.loads(message)
+                        if isinstance(answer, dict):
+                            return answer
+                    break
+        except (AttributeError, TypeError, ValueError):
+            why = "not readable"
+        self.log.warning(
+            "%s: the pod %s has no usable session report (%s); where its workspace came from "
+            "is not recorded",
+            self._log_name,
+            ref_key,
+            why,
+        )
+        return {}
 
     @default("delete_grace_period")
     def _autosave_grace(self) -> int:

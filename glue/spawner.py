@@ -141,6 +141,10 @@ class CommitSpawnerMixin(Configurable):
             await asyncio.sleep(PROGRESS_POLL_SECONDS)
         async for event in self.later_progress():
             yield event
+        # ours once the base spawner's start returned (Kubernetes: the pod's session report);
+        # the hub reads on until the whole start is done
+        for event in getattr(self, "_events", [])[sent:]:
+            yield event
 
     @default("apply_user_options")
     def _check_user_options_hook(self) -> Any:
@@ -329,6 +333,21 @@ class CommitSpawnerMixin(Configurable):
         master = secret if isinstance(secret, bytes) else str(secret).encode()
         return autosave.branch_key(master, self.autosave_branch(launch))
 
+    def session_outcome(self, answer: Any, progress: int) -> dict[str, str | None]:
+        """What to record of a launch's session step (glue.session: its JSON answer, `{}`
+        when there is none): RESTORED_FROM, the autosave branch whose unsaved work came
+        back, and RESTORE_REFUSED, the sentence why an autosave was not restored (kept), each
+        None when not said. The user must learn of a refusal: the hub's log and the launch's
+        progress (at `progress`) say it too. Both spawners decide it here, once."""
+        said = answer if isinstance(answer, dict) else {}
+        restored, refused = said.get("restored_from"), said.get("restore_refused")
+        restored = restored if isinstance(restored, str) and restored else None
+        refused = refused if isinstance(refused, str) and refused else None
+        if refused:
+            self.log.warning("%s: %s", self._log_name, refused)
+            self.emit(progress, refused)
+        return {RESTORED_FROM: restored, RESTORE_REFUSED: refused}
+
     def record(self, **learned: Any) -> None:
         """Keep what the spawner learned (`launch.SPAWNER_OPTIONS`: where the workspace came
         from, the server's pod, why its pod outlived a stop, what its memory did; None:
@@ -487,17 +506,13 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             except Exception:
                 await self.stop_session_git()
                 raise
-            restored = answer.get("restored_from")
-            refused = answer.get("restore_refused")
+            session = self.session_outcome(answer, 50)
+            restored, refused = session[RESTORED_FROM], session[RESTORE_REFUSED]
             done = f"Ready in {time.monotonic() - started:.1f} s"
             if restored:
                 done += f"; unsaved work restored from {restored}"
-            if isinstance(refused, str) and refused:
-                self.log.warning("%s: %s", self._log_name, refused)
-                self.emit(50, refused)
+            if refused:
                 self._log_line(log_fd, refused, None)
-            else:
-                refused = None
             self.emit(60, f"{done}; starting the notebook server")
             self.notebook_dir = str(sandbox.workspace)
             self.default_url = self.lab_url(launch)
@@ -528,9 +543,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         if sandbox.disk_usage() is not None:
             disk = {"limit": self.profile_named(launch.profile)["disk"], "near_limit": False}
         # committed by the hub with the start
-        self.record(
-            **{RESTORED_FROM: restored, RESTORE_REFUSED: refused, MEMORY: memory, DISK: disk}
-        )
+        self.record(**session, **{MEMORY: memory, DISK: disk})
         if not self._watched:
             self.add_poll_callback(self.ended)
             self._watched = True

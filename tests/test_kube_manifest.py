@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -30,10 +30,12 @@ import kubernetes_validate
 import pytest
 from jupyterhub import orm
 from jupyterhub.user import User as JupyterHubUser
+from jupyterhub.utils import iterate_until
 from kubernetes_asyncio.client import ApiClient, V1Capabilities, V1Container, V1SecurityContext
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from kubespawner.slugs import is_valid_label, is_valid_object_name
+from kubespawner.spawner import PodReflector
 from tornado import web
 from traitlets.config import Config
 
@@ -43,9 +45,10 @@ from glue.config import validate
 from glue.errors import AutosaveFailed, BadRequest
 from glue.gittoken import component_key
 from glue.hubautosave import AutosaveAPIHandler
-from glue.launch import POD_NAME, from_user_options
+from glue.launch import POD_NAME, RESTORE_REFUSED, RESTORED_FROM, from_user_options
 from glue.podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER
 from glue.provider import Caller
+from glue.servers import server_model
 
 TOKEN = "glpat-SECRET-token-0123456789abcdef"
 # what z2jh generates for hub.services.notebooks.apiToken, and the server's own hub token
@@ -1422,3 +1425,152 @@ async def test_the_hub_watches_a_pods_disk_through_its_sidecar(
         saved = spawner._disk_save
         await spawner.watch_disk()  # still full: no second autosave
         assert spawner._disk_save is saved and spawner.user_options["disk"]["autosave"] == "saved"
+
+
+def running_pod(spawner: kube.CommitKubeSpawner, session_message: str | None) -> dict[str, Any]:
+    """The spawner's pod as the Kubernetes API returns it once it runs: camelCase, each init
+    container terminated, the kubelet's copy of its termination message (the file at
+    `terminationMessagePath`) in `state.terminated.message`."""
+
+    def terminated(name: str, message: str | None) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "exitCode": 0,
+            "reason": "Completed",
+            "startedAt": "2026-12-06T06:00:01Z",
+            "finishedAt": "2026-12-06T06:00:03Z",
+            "containerID": f"containerd://{name}",
+        }
+        if message is not None:
+            state["message"] = message
+        return {
+            "name": name,
+            "image": CLONE_IMAGE,
+            "imageID": "",
+            "ready": True,
+            "restartCount": 0,
+            "started": False,
+            "lastState": {},
+            "state": {"terminated": state},
+        }
+
+    def running(name: str, image: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "image": image,
+            "imageID": "",
+            "ready": True,
+            "restartCount": 0,
+            "started": True,
+            "lastState": {},
+            "state": {"running": {"startedAt": "2026-12-06T06:00:04Z"}},
+        }
+
+    return {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {"name": spawner.pod_name, "namespace": spawner.namespace, "uid": "pod-uid"},
+        "status": {
+            "phase": "Running",
+            "podIP": "10.0.0.7",
+            "initContainerStatuses": [
+                terminated(CLONE_CONTAINER, None),
+                terminated(kube.SESSION_CONTAINER, session_message),
+            ],
+            "containerStatuses": [
+                running(NOTEBOOK_CONTAINER, DEFAULT_IMAGE),
+                running(kube.PROXY_CONTAINER, CLONE_IMAGE),
+            ],
+        },
+    }
+
+
+async def start_pod(
+    spawner: kube.CommitKubeSpawner,
+    monkeypatch: pytest.MonkeyPatch,
+    session_message: str | None,
+) -> list[str]:
+    """The hub's spawn of the spawner, KubeSpawner's part standing in for a cluster: its start
+    returns once its pod reflector (a real one, not started: no API here) holds the running
+    pod, and its progress (the pod's events) ends then. The launch's progress messages as the
+    hub relays them (`iterate_until` the spawn is done), read while the spawn runs."""
+    pod_running = asyncio.Event()
+
+    async def pod_started(self: KubeSpawner) -> str:
+        await asyncio.sleep(0.5)  # the pod is created, scheduled, its init containers run
+        reflector = PodReflector(parent=self, namespace=self.namespace)
+        key = f"{self.namespace}/{self.pod_name}"
+        reflector.resources[key] = running_pod(self, session_message)
+        monkeypatch.setitem(KubeSpawner.reflectors, ("pods", self.namespace), reflector)
+        pod_running.set()
+        return "http://10.0.0.7:8888"
+
+    async def pod_events(self: KubeSpawner) -> AsyncIterator[dict[str, Any]]:
+        await pod_running.wait()
+        for event in ():
+            yield event
+
+    async def spawn() -> str:
+        url = await spawner.start()
+        await asyncio.sleep(0.1)  # the hub then waits for the server to answer (HTTP)
+        return url
+
+    monkeypatch.setattr(KubeSpawner, "start", pod_started)
+    monkeypatch.setattr(KubeSpawner, "progress", pod_events)
+    spawner.clear_state()  # as the hub does before each spawn
+    spawning = asyncio.ensure_future(spawn())
+    messages = [event["message"] async for event in iterate_until(spawning, spawner.progress())]
+    assert await spawning == "http://10.0.0.7:8888"
+    return messages
+
+
+async def test_the_start_records_what_the_pods_session_step_restored_or_refused(
+    repos: SimpleNamespace,
+    tmp_path: Path,
+    token_provider: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The `git-session` init container's report (its termination message) reaches the
+    server's user_options, hence the glue's server model and status page, as the local
+    spawner's session answer does: where unsaved work was restored from, or why an autosave
+    was not restored. A missing or garbled report records nothing and fails no start."""
+    mine = own_repos(repos, tmp_path)
+    bare = mine.root / "group" / "project.git"
+    branch = f"notebooks/autosave/alice/{repos.old}"
+    # an autosave branch this service did not sign: the pod's session step refuses it
+    planted = git("commit-tree", f"{repos.old}^{{tree}}", "-p", repos.old, "-m", "x", cwd=bare)
+    git("update-ref", f"refs/heads/{branch}", planted, cwd=bare)
+    spawner = make_spawner(mine, options(mine), blocker=False)
+    spawner.db = SimpleNamespace(commit=lambda: None)
+    await launched_pod(spawner, tmp_path / "pod", free_port())  # its steps, run here
+    report = (tmp_path / "pod" / "report").read_text()
+    refused = json.loads(report)["restore_refused"]
+    assert "carries no signature" in refused, report
+
+    messages = await start_pod(spawner, monkeypatch, report)
+    assert spawner.user_options[RESTORE_REFUSED] == refused
+    assert RESTORED_FROM not in spawner.user_options
+    assert spawner.orm_spawner.user_options == spawner.user_options  # what the hub stores
+    assert messages[-1] == refused  # the launch's progress says it, after the pod's events
+    model = server_model({"name": spawner.name, "user_options": spawner.user_options})
+    assert model is not None and model["restore_refused"] == refused
+    assert model["restored_from"] is None
+
+    # a later start whose step restored the autosave (the step's answer, as it writes it)
+    restored = {**json.loads(report), "restored_from": branch, "commit": planted}
+    restored["restore_refused"] = None
+    messages = await start_pod(spawner, monkeypatch, json.dumps(restored))
+    assert spawner.user_options[RESTORED_FROM] == branch
+    assert RESTORE_REFUSED not in spawner.user_options  # the last start's refusal is gone
+    assert refused not in messages
+
+    # no report, a garbled one, one that is no object: nothing recorded, the start goes on
+    for garbled in (None, "", '{"restored_from": "notebooks/autosave', '["a", "list"]'):
+        caplog.clear()
+        await start_pod(spawner, monkeypatch, garbled)
+        assert RESTORED_FROM not in spawner.user_options, garbled
+        assert RESTORE_REFUSED not in spawner.user_options, garbled
+        assert spawner.user_options[POD_NAME] == spawner.pod_name
+        said = [r.getMessage() for r in caplog.records if "session report" in r.getMessage()]
+        assert len(said) == 1, (garbled, said)
+        assert spawner.pod_name in said[0]
