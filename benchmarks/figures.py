@@ -463,8 +463,23 @@ def _alternating_launches(
     return times
 
 
-def _glue_as(hub: RunningHub, user: str) -> KeepAlive:
-    return KeepAlive(hub.prefix, {"Authorization": f"token {hub.token_for(user)}"})
+def _against(
+    bench: Bench, second: RunningHub, user: str, ways: tuple[str, str], runs: int
+) -> dict[str, list[float]]:
+    """Launches on the bench's hub (`ways[0]`) and on `second` (`ways[1]`), started for them
+    and stopped after, alternately."""
+    try:
+        second.start()
+        clients = {
+            way: KeepAlive(hub.prefix, {"Authorization": f"token {hub.token_for(user)}"})
+            for way, hub in zip(ways, (bench.hub, second), strict=True)
+        }
+        times = _alternating_launches(clients, bench.path("bench/launch"), runs)
+        for client in clients.values():
+            client.close()
+    finally:
+        second.stop()
+    return times
 
 
 def sandbox(bench: Bench, sizes: Sizes) -> Figure:
@@ -483,14 +498,7 @@ def sandbox(bench: Bench, sizes: Sizes) -> Figure:
     # (the temporary directory is 0700), as bubblewrap's mounts otherwise let them
     bench.workdir.chmod(0o711)
     plain = RunningHub(plain_dir, {**bench.config, "spawner": {"sandbox": False}})
-    try:
-        plain.start()
-        clients = {"sandboxed": _glue_as(bench.hub, user), "plain": _glue_as(plain, user)}
-        times = _alternating_launches(clients, bench.path("bench/launch"), runs)
-        for client in clients.values():
-            client.close()
-    finally:
-        plain.stop()
+    times = _against(bench, plain, user, ("sandboxed", "plain"), runs)
     s, p = median(times["sandboxed"]), median(times["plain"])
     return Figure(
         6,
@@ -533,15 +541,7 @@ def isolation(bench: Bench, sizes: Sizes) -> Figure:
         base_dir, bench.config, checkout=base_checkout,
         extra_env={"NOTEBOOKS_PROXY": proxy_command()},
     )
-    user = "bench-isolation"
-    try:
-        base.start()
-        clients = {"isolated": _glue_as(bench.hub, user), "base": _glue_as(base, user)}
-        times = _alternating_launches(clients, bench.path("bench/launch"), runs)
-        for client in clients.values():
-            client.close()
-    finally:
-        base.stop()
+    times = _against(bench, base, "bench-isolation", ("isolated", "base"), runs)
     i, b = median(times["isolated"]), median(times["base"])
     return Figure(
         9,

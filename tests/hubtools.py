@@ -28,6 +28,18 @@ import requests
 import yaml
 
 CHECKOUT = Path(__file__).resolve().parent.parent
+# Debian's Chromium, driven by playwright (never a browser download), with what keeps it off
+# the network on these machines
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 _system_getaddrinfo = socket.getaddrinfo
 
 

@@ -22,20 +22,10 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from glue.target import Target
-from tests.hubtools import CHECKOUT, RunningHub, git
+from tests.hubtools import CHECKOUT, CHROMIUM, CHROMIUM_ARGS, RunningHub, git
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SHOTS = CHECKOUT / "test-artifacts" / "screenshots"
 WIDTHS = (1280, 390)
 LAB_TIMEOUT_MS = 90_000

@@ -32,20 +32,10 @@ import requests
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.conftest import notebooks_config
-from tests.hubtools import Client, RunningHub, listening_pid
+from tests.hubtools import CHROMIUM, CHROMIUM_ARGS, Client, RunningHub, listening_pid
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # what a page of the attacker's server does to whoever opens it; VICTIM is the victim's
 # server URL (the naming is public), HUB the hub's origin
