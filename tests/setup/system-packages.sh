@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages a fresh machine may lack: git and bubblewrap (every local
-# server runs in a bwrap sandbox, so `make dev` needs them too), and for the
+# Debian packages a fresh machine may lack: git, bubblewrap and the tools that
+# make each workspace a filesystem of its own (every local server runs in a
+# bwrap sandbox on one, so `make dev` needs them too), and for the
 # tests also npm and the system Chromium that playwright drives (never a
 # browser download). Root installs them with apt-get; anyone else is told
 # what is missing.
@@ -12,6 +13,9 @@ missing=()
 command -v git >/dev/null || missing+=(git)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v setpriv >/dev/null || missing+=(util-linux)
+# each workspace is an ext4 filesystem of its profile's disk (glue/disk.py)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+command -v losetup >/dev/null || missing+=(mount)
 if [ "${1:-test}" != dev ]; then
     command -v chromium >/dev/null || missing+=(chromium)
     command -v npm >/dev/null || missing+=(npm)
