@@ -14,7 +14,7 @@ help:  ## list the targets and the variables of `make dev`
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 20
 	@echo
 	@echo "make dev reads (see README.rst):"
-	@PYTHONPATH=. $(PYTHON) -c 'from glue.dev import VARIABLES; [print(f"  {k:22} {v}") for k, v in VARIABLES.items()]' 2>/dev/null \
+	@PYTHONPATH=. $(PYTHON) -c 'from glue.embedded.dev import VARIABLES; [print(f"  {k:22} {v}") for k, v in VARIABLES.items()]' 2>/dev/null \
 	  || echo "  NOTEBOOKS_PORT NOTEBOOKS_CONFIG NOTEBOOKS_STATE NOTEBOOKS_REPOS NOTEBOOKS_DEMO_TOKEN NOTEBOOKS_LISTEN NOTEBOOKS_PUBLIC_URL NOTEBOOKS_PROXY GITLAB_URL"
 
 $(STAMP): pyproject.toml
@@ -35,7 +35,7 @@ test-setup: setup  ## also the Debian packages and helm the tests need
 
 dev: setup  ## run the embedded default (NOTEBOOKS_CONFIG=my.yaml make dev: your config)
 	tests/setup/system-packages.sh dev
-	$(PY) -m glue.dev
+	$(PY) -m glue.embedded.dev
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check .

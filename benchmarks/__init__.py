@@ -6,7 +6,7 @@ glue's way and the hub's own way of doing the same), with the absolute values:
 1. a server's status (JSON) through the glue vs the same user model from the hub API;
 2. launch to ready through the glue vs a direct named-server spawn (same clone step);
 3. fifty users launching at once, through the glue vs directly through the hub;
-4. the clone of one commit of a long history: glue.clone vs a full clone and checkout;
+4. the clone of one commit of a long history: glue.session.clone vs a full clone and checkout;
 5. the glue's memory, idle and after 10,000 requests;
 6. launch to ready with and without the sandbox (bubblewrap);
 7. a stop through the glue with a clean workspace, with and without the autosave work

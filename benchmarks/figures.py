@@ -24,9 +24,10 @@ from typing import Any
 
 import psutil
 
-from glue import autosave, gitproxy
-from glue import clone as clone_step
-from glue.hubconfig import proxy_command
+from glue.core import contracts
+from glue.hub.setup import proxy_command
+from glue.session import clone as clone_step
+from glue.session import gitproxy
 from tests.gitlab_standin import GitLabStandIn, StandInThread
 from tests.hubtools import (
     CHECKOUT,
@@ -116,7 +117,7 @@ def launch(bench: Bench, sizes: Sizes) -> Figure:
     """POST through the glue until it says running vs a named-server spawn through the hub API.
 
     Both run the same spawner, so both include the same clone step
-    (`python -m glue.clone`, run by the spawner) and the same server start.
+    (`python -m glue.session.clone`, run by the spawner) and the same server start.
     JupyterHub checks whether a new server answers with exponential backoff
     and random jitter (each wait drawn up to 0.2, 0.4, 0.8, ... 5 s), so the
     same launch is seen ready anywhere between ~3 s and ~7 s whichever way it
@@ -316,7 +317,7 @@ def _objects_bytes(repository: Path) -> int:
 
 
 def clone(sizes: Sizes, big_every: int = 25, big_files: int = 4) -> Figure:
-    """`glue.clone` of one old commit vs a full clone and checkout, over file://."""
+    """`glue.session.clone` of one old commit vs a full clone and checkout, over file://."""
     commits, big_bytes, runs = sizes.commits, sizes.big_bytes, sizes.clones
     with tempfile.TemporaryDirectory(prefix="renku-bench-clone-") as tmp:
         root = Path(tmp)
@@ -328,7 +329,7 @@ def clone(sizes: Sizes, big_every: int = 25, big_files: int = 4) -> Figure:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
 
         def glue_clone(dest: Path) -> None:
-            subprocess.run([sys.executable, "-m", "glue.clone", "--source", source,
+            subprocess.run([sys.executable, "-m", "glue.session.clone", "--source", source,
                             "--commit", sha, "--dest", str(dest)],
                            check=True, capture_output=True, env=env)
 
@@ -362,7 +363,8 @@ def clone(sizes: Sizes, big_every: int = 25, big_files: int = 4) -> Figure:
         4,
         f"Clone one commit of {commits} (a {big_bytes / (1 << 20):g} MiB file rewritten every "
         f"{big_every} commits; {history / (1 << 20):.3g} MiB of history), median of {runs}",
-        f"{g:.2f} s, {glue_bytes / (1 << 20):.1f} MiB of objects (glue.clone: that commit only)",
+        f"{g:.2f} s, {glue_bytes / (1 << 20):.1f} MiB of objects "
+        "(glue.session.clone: that commit only)",
         f"{f:.2f} s, {full_bytes / (1 << 20):.1f} MiB of objects (git clone, then checkout)",
         g / f,
         ">= 5x faster (ratio <= 0.2), >= 10x fewer bytes",
@@ -619,7 +621,7 @@ def stop(bench: Bench, sizes: Sizes) -> Figure:
     work, alternately (ABBA); then with changed files.
 
     The autosave way is the embedded default's: the glue stops the server through the
-    hub's saving DELETE (glue.hubautosave: the server's route closed, the autosave step in
+    hub's saving DELETE (glue.hub.autosaveapi: the server's route closed, the autosave step in
     the sandbox through the session's git component, then the stop, which does not save
     again). The baseline, a stop as before autosave existed, is
     the same DELETE with `force=true` (no pre-stop autosave) for a user whose spawner's
@@ -660,7 +662,7 @@ def stop(bench: Bench, sizes: Sizes) -> Figure:
         return exit_time() - started, gone
 
     def autosaves(user: str) -> list[str]:
-        mine = f"refs/heads/{autosave.user_prefix(prefix, user)}"
+        mine = f"refs/heads/{contracts.autosave_user_prefix(prefix, user)}"
         return git(bare, "for-each-ref", "--format=%(refname)", mine).split()
 
     ways = {"autosave": ("bench-stop", False), "today": (f"{TODAY}stop", True)}
@@ -689,7 +691,7 @@ def stop(bench: Bench, sizes: Sizes) -> Figure:
         dirty_exits.append(exited)
         dirty_gones.append(gone)
         client.close()
-        branch = autosave.branch(prefix, user, sha)
+        branch = contracts.autosave_branch(prefix, user, sha)
         saved = git(bare, "ls-tree", "-r", "--name-only", branch, "data").split()
         assert len(saved) == files, (branch, saved)
         _forget(bare, branch)
@@ -761,7 +763,7 @@ def _pushed(work: Path, url: str, branch: str, env: dict[str, str]) -> float:
 
 
 def push(sizes: Sizes) -> Figure:
-    """`git push` of new commits through the session's git component (glue/gitproxy.py, as
+    """`git push` of new commits through the session's git component (glue/session/gitproxy.py, as
     its own process, with the per-server secret as the password) vs straight to the GitLab
     stand-in with the token; the same commit both ways, each to a new branch."""
     runs, total = sizes.pushes, sizes.push_bytes

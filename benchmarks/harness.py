@@ -1,7 +1,7 @@
 """What the figures share: their sizes, a running hub, keep-alive clients, percentiles, memory.
 
 The figures reach the glue and the hub only as a user or an operator would: over
-HTTP through the hub's proxy, and `python -m glue.clone`. What the glue asks the
+HTTP through the hub's proxy, and `python -m glue.session.clone`. What the glue asks the
 hub for (a server's name and user_options) is learned from the hub after one launch
 through the glue, so the direct spawns stay identical to the glue's whatever its
 internals become.

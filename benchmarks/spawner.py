@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from glue.spawner import LocalCommitSpawner
+from glue.hub.commitspawner import LocalCommitSpawner
 
 TODAY = "bench-today-"
 

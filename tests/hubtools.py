@@ -268,12 +268,12 @@ class RunningHub:
         self.process = None
 
     def components(self) -> list[str]:
-        """The `--secret-file` of every session git component (glue.gitproxy) running with
+        """The `--secret-file` of every session git component (glue.session.gitproxy) running with
         this hub's state: one per running server, its session directory's."""
         found = []
         for process in psutil.process_iter(["cmdline"]):
             args = process.info["cmdline"] or []
-            if "glue.gitproxy" in args and "--secret-file" in args:
+            if "glue.session.gitproxy" in args and "--secret-file" in args:
                 secret = args[args.index("--secret-file") + 1]
                 if secret.startswith(str(self.workdir)):
                     found.append(secret)

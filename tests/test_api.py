@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from glue.errors import BadRequest
-from glue.hub import Hub
-from glue.target import Target
+from glue.core.errors import BadRequest
+from glue.core.target import Target
+from glue.service.hubapi import Hub
 from tests.hubtools import (
     Client,
     RunningHub,
@@ -147,7 +147,7 @@ def test_each_request_makes_the_fewest_hub_calls(hub, alice, repos):
 
 
 def test_the_hubs_servers_read_agrees_with_its_user_model(hub, alice, bob, repos):
-    """glue.hubservers answers from the hub's memory what the hub's own user model (read
+    """glue.hub.serversapi answers from the hub's memory what the hub's own user model (read
     from its database) says of the servers: running, stopped and removed ones, after each
     change; the same scope checks (auth_state only with admin:auth_state)."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from glue import autosave, clone
+from glue.core import contracts
 from tests.hubtools import git, make_repo
 
 PREFIX = "notebooks/autosave"
@@ -61,7 +62,7 @@ def test_clean_workspace_writes_no_branch_and_costs_little(tmp_path, project):
     remote, shas = project
     workspace = fresh(tmp_path, remote, shas[0])
     before = refs(remote)
-    branch = autosave.branch(PREFIX, "alice", shas[0])
+    branch = contracts.autosave_branch(PREFIX, "alice", shas[0])
     times = []
     for _ in range(5):
         started = time.perf_counter()
@@ -92,7 +93,7 @@ def test_dirty_workspace_round_trips_byte_for_byte(tmp_path, project):
     expected_status = porcelain(workspace)
     expected = snapshot(workspace)
 
-    branch = autosave.branch(PREFIX, "alice", shas[1])
+    branch = contracts.autosave_branch(PREFIX, "alice", shas[1])
     state = autosave.status(workspace, shas[1], max_file_bytes=2000)
     assert (state.clean, state.unpushed, state.skipped) == (False, 1, ["huge.dat"])
     # README, data.bin, renamed notebook (delete + add), run.sh, untracked.txt
@@ -132,7 +133,7 @@ def test_dirty_workspace_round_trips_byte_for_byte(tmp_path, project):
 def test_restore_without_branch_or_onto_changed_workspace_does_nothing(tmp_path, project):
     remote, shas = project
     workspace = fresh(tmp_path, remote, shas[0])
-    branch = autosave.branch(PREFIX, "bob", shas[0])
+    branch = contracts.autosave_branch(PREFIX, "bob", shas[0])
     sign = signer(branch)
     assert autosave.restore(workspace, str(remote), branch, launched=shas[0], signer=sign) is None
     (workspace / "mine.txt").write_text("work\n")
@@ -150,7 +151,7 @@ def test_only_commits_get_a_signed_autosave_commit_on_top(tmp_path, project):
     git(workspace, "add", "a.txt")
     git(workspace, "commit", "-q", "-m", "mine")
     head = git(workspace, "rev-parse", "HEAD")
-    branch = autosave.branch(PREFIX, "carol", shas[0])
+    branch = contracts.autosave_branch(PREFIX, "carol", shas[0])
     saved = autosave.save(workspace, shas[0], str(remote), branch, signer=signer(branch))
     assert saved.status.unpushed == 1 and not saved.status.uncommitted
     # the user's commit as it is, under a commit of the same tree that carries the signature
@@ -205,7 +206,7 @@ def test_hostile_workspace_config_runs_nothing(tmp_path, project):
     workspace = fresh(tmp_path, remote, shas[0])
     marks = hostile(workspace, tmp_path / "canary")
     (workspace / "x.txt").write_text("x\n")
-    branch = autosave.branch(PREFIX, "eve", shas[0])
+    branch = contracts.autosave_branch(PREFIX, "eve", shas[0])
     state = autosave.status(workspace, shas[0])
     saved = autosave.save(workspace, shas[0], str(remote), branch, signer=signer(branch))
     assert saved.pushed and state.uncommitted == saved.status.uncommitted > 0
@@ -222,11 +223,13 @@ def test_object_store_reaching_outside_is_refused(tmp_path, project):
     alternates = workspace / ".git" / "objects" / "info" / "alternates"
     alternates.write_text(str(tmp_path / "elsewhere" / "objects") + "\n")
     with pytest.raises(autosave.AutosaveError, match="NOT saved"):
-        autosave.save(workspace, shas[0], str(remote), autosave.branch(PREFIX, "eve", shas[0]))
+        branch = contracts.autosave_branch(PREFIX, "eve", shas[0])
+        autosave.save(workspace, shas[0], str(remote), branch)
     alternates.unlink()
     (workspace / ".git" / "objects" / "zz").symlink_to(tmp_path)
     with pytest.raises(autosave.AutosaveError, match="symbolic link"):
-        autosave.save(workspace, shas[0], str(remote), autosave.branch(PREFIX, "eve", shas[0]))
+        branch = contracts.autosave_branch(PREFIX, "eve", shas[0])
+        autosave.save(workspace, shas[0], str(remote), branch)
 
 
 def test_failed_push_says_what_was_not_saved(tmp_path, project):
@@ -247,7 +250,7 @@ def test_command_line(tmp_path, project):
     remote, shas = project
     workspace = fresh(tmp_path, remote, shas[0])
     (workspace / "x.txt").write_text("x\n")
-    branch = autosave.branch(PREFIX, "dave", shas[0])
+    branch = contracts.autosave_branch(PREFIX, "dave", shas[0])
 
     key_file = tmp_path / "autosave-key"
     key_file.write_text(signer(branch).key)
@@ -285,9 +288,10 @@ def test_command_line(tmp_path, project):
 
 def test_branch_names_are_valid_refs():
     sha = "a" * 40
-    assert autosave.branch("notebooks/autosave/", "alice", sha) == f"notebooks/autosave/alice/{sha}"
-    name = autosave.branch(PREFIX, "we~ird:..name@x", sha)
+    name = contracts.autosave_branch("notebooks/autosave/", "alice", sha)
+    assert name == f"notebooks/autosave/alice/{sha}"
+    name = contracts.autosave_branch(PREFIX, "we~ird:..name@x", sha)
     check = subprocess.run(["git", "check-ref-format", f"refs/heads/{name}"], check=False)
     assert check.returncode == 0, name
     with pytest.raises(ValueError):
-        autosave.branch(PREFIX, "alice", "HEAD")
+        contracts.autosave_branch(PREFIX, "alice", "HEAD")

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from glue.errors import Forbidden
-from glue.gitlab import GitLabProvider
-from glue.provider import Caller
-from glue.target import Ref
+from glue.core.errors import Forbidden
+from glue.core.target import Ref
+from glue.providers.base import Caller
+from glue.providers.gitlab import GitLabProvider
 from tests.hubtools import Client, RunningHub, assert_hidden, git, wait_until
 from tests.test_contract import assert_conforms
 from tests.test_gitlab_flow import gitlab_token, login, make_world

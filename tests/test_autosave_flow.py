@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from glue import gitproxy
-from glue.hubconfig import GITLAB_SCOPES
-from glue.render import Renderer
-from glue.servers import cull_at, server_model
-from glue.target import parse
+from glue.core.target import parse
+from glue.hub.setup import GITLAB_SCOPES
+from glue.service.render import Renderer
+from glue.service.servers import cull_at, server_model
+from glue.session import gitproxy
 from tests.gitlab_standin import GitLabStandIn, StandInThread
 from tests.hubtools import Client, RunningHub, assert_hidden, git, make_repo, wait_until
 from tests.test_gitlab_flow import gitlab_token, login
@@ -575,9 +575,9 @@ def test_the_embedded_hub_runs_the_culler_and_gives_the_spawner_the_glues_token(
 ):
     from traitlets.config import Config
 
-    from glue.config import load
-    from glue.gittoken import component_key
-    from glue.hubconfig import configure, embedded
+    from glue.core.config import load
+    from glue.hub.setup import configure, embedded
+    from glue.service.gittoken import component_key
 
     path = tmp_path / "notebooks.yaml"
     notebooks = {
@@ -594,7 +594,7 @@ def test_the_embedded_hub_runs_the_culler_and_gives_the_spawner_the_glues_token(
     configure(c, load(str(path)))
     embedded(c, load(str(path)), str(path))
     services = {s["name"]: s for s in c.JupyterHub.services}
-    assert services["notebooks-culler"]["command"][1:3] == ["-m", "glue.culler"]
+    assert services["notebooks-culler"]["command"][1:3] == ["-m", "glue.hub.culler"]
     assert "--timeout=600" in services["notebooks-culler"]["command"]
     assert "notebooks-culler" in {r["name"] for r in c.JupyterHub.load_roles}
     token = services["notebooks"]["api_token"]
@@ -614,7 +614,7 @@ def test_the_embedded_hub_runs_the_culler_and_gives_the_spawner_the_glues_token(
 
 
 def test_the_stop_button_says_what_it_will_autosave_and_the_refusal_offers_to_force():
-    from glue.errors import AutosaveFailed
+    from glue.core.errors import AutosaveFailed
 
     render = Renderer(prefix="/services/notebooks/", base_url="/")
     running = [model(status="running", name=n) for n in ("dirty", "clean", "unknown")]

@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from glue.target import Target
+from glue.core.target import Target
 from tests.hubtools import CHECKOUT, CHROMIUM, CHROMIUM_ARGS, RunningHub, git
 
 pytestmark = pytest.mark.browser
@@ -415,7 +415,8 @@ def test_payloads_in_names_and_messages_are_inert(hub, repos, visitor):
 
 
 def test_launch_script_never_writes_html():
-    source = (Path(__file__).parent.parent / "glue" / "static" / "launch.js").read_text()
+    static = Path(__file__).parent.parent / "glue" / "service" / "static"
+    source = (static / "launch.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in source
 
@@ -423,7 +424,7 @@ def test_launch_script_never_writes_html():
 def test_ages_read_as_people_say_them():
     from datetime import UTC, datetime, timedelta
 
-    from glue.render import ago
+    from glue.service.render import ago
 
     now = datetime(2025, 1, 2, 12, 0, tzinfo=UTC)
     for delta, text in [

@@ -23,13 +23,14 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 from traitlets.config import Config as HubConfig
 
-from glue import hubconfig, trust
-from glue.clone import step
-from glue.config import ConfigError, validate
-from glue.errors import GlueError
-from glue.gitlab import GitLabProvider
-from glue.provider import Caller
-from glue.target import Target
+from glue.core import trust
+from glue.core.config import ConfigError, validate
+from glue.core.errors import GlueError
+from glue.core.target import Target
+from glue.hub import setup as hubconfig
+from glue.providers.base import Caller
+from glue.providers.gitlab import GitLabProvider
+from glue.session.clone import step
 from tests.gitlab_standin import GitLabStandIn, StandInThread, create_bare_repo
 
 REGISTRY = "registry.gitlab.test"

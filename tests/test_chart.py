@@ -22,9 +22,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from glue import chartschema
-from glue.config import load
-from glue.kube import CONTROL_PORT, service_url
+from glue.core.config import load
+from glue.core.contracts import CONTROL_PORT
+from glue.hub.kubesetup import service_url
+from glue.tools import chartschema
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm-chart" / "renku-notebooks"
@@ -249,9 +250,10 @@ def names(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def test_values_schema_is_generated_from_the_config_schema() -> None:
     assert (CHART / "values.schema.json").read_text() == chartschema.render(), (
-        "helm-chart/renku-notebooks/values.schema.json is stale: run `python -m glue.chartschema`"
+        "helm-chart/renku-notebooks/values.schema.json is stale: "
+        "run `python -m glue.tools.chartschema`"
     )
-    check = run(sys.executable, "-m", "glue.chartschema", "--check", check=False)
+    check = run(sys.executable, "-m", "glue.tools.chartschema", "--check", check=False)
     assert check.returncode == 0, check.stderr
 
 
@@ -279,7 +281,7 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
         ["Deployment", "Service", "ServiceAccount", "ConfigMap", "Secret"]
         # `helm test`: the glue's health, and no cloud metadata from a user pod
         + ["Pod"] * 2
-        # the glue's pods/log reader (glue/podlogs.py)
+        # the glue's pods/log reader (glue/service/podlogs.py)
         + ["Role", "RoleBinding"]
         # the glue's, egress to it for z2jh's hub, proxy and user pods (their git-proxy), and
         # ingress to the user pods' autosave control port from the hub
@@ -649,7 +651,7 @@ def test_the_glue_learns_that_users_have_origins_of_their_own(
     helm: str, chart: Path, tmp_path: Path
 ) -> None:
     """From the one place the operator says it (z2jh's subdomain_host): its cookies are then
-    `__Host-` ones (glue.config.host_cookies), as the hub's are."""
+    `__Host-` ones (glue.core.config.host_cookies), as the hub's are."""
     docs = template(helm, chart, "rel", "-f", values_file(tmp_path, USER_ORIGINS))
     validate_all(docs)
     glue = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
@@ -1016,7 +1018,7 @@ def test_hub_and_proxy_reach_the_glue_on_purpose(
 def test_only_the_hub_reaches_the_autosave_control_port(
     helm: str, chart: Path, release: str
 ) -> None:
-    """The hub asks a user pod's git-proxy sidecar to autosave before a stop (glue.kube):
+    """The hub asks a user pod's git-proxy sidecar to autosave before a stop (glue.hub.kubespawner):
     ingress to exactly that port, from this release's hub only, and the hub's egress to it."""
     docs = template(helm, chart, release)
     validate_all(docs)
@@ -1243,7 +1245,7 @@ def test_the_glue_may_read_pod_logs_and_nothing_else(
     ]
     spec = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == account
-    assert spec["automountServiceAccountToken"] is True  # glue.podlogs reads it
+    assert spec["automountServiceAccountToken"] is True  # glue.service.podlogs reads it
     accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
     if created:
         (made,) = accounts

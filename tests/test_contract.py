@@ -39,11 +39,11 @@ import requests
 import yaml
 from openapi_spec_validator import validate as validate_openapi
 
-from glue import target
-from glue.errors import GlueError
+from glue.core import target
+from glue.core.errors import GlueError
 from tests.hubtools import CHECKOUT, Client, RunningHub, log_mark, log_since
 
-DOCUMENT = CHECKOUT / "glue" / "openapi.yaml"
+DOCUMENT = CHECKOUT / "glue" / "service" / "openapi.yaml"
 PREFIX = "/services/notebooks"
 # per operation; the patterns of ref links make generation slow: 120 keeps the run near 5 min
 FUZZ_EXAMPLES = int(os.environ.get("NOTEBOOKS_FUZZ_EXAMPLES", "120"))
@@ -272,8 +272,8 @@ def test_served_document_is_valid_and_filled_in(hub: RunningHub) -> None:
 
 def test_every_route_of_the_glue_is_documented(tmp_path: Path) -> None:
     """The app's router and the document name the same endpoints (HEAD aside)."""
-    from glue.app import HubSettings, build
-    from glue.config import validate
+    from glue.core.config import validate
+    from glue.service.app import HubSettings, build
 
     config = validate(
         {

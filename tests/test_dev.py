@@ -1,6 +1,6 @@
 """The README's first command: the embedded default starts, launches the demo, and stops cleanly.
 
-Every test records the processes below `python -m glue.dev` while it runs and,
+Every test records the processes below `python -m glue.embedded.dev` while it runs and,
 whatever happens, ends them (SIGINT, then SIGTERM, then SIGKILL), so a broken
 stop, or SIGINT ignored as under nohup, never leaves a stack running. "Nothing
 left" is then checked by those process ids and by the ports the stack listened on.
@@ -29,7 +29,7 @@ import psutil
 import pytest
 import requests
 
-from glue.dev import descendants
+from glue.embedded.dev import descendants
 from tests.hubtools import CHECKOUT, free_port
 
 BANNER_URL = re.compile(r"(http://localhost:\d+/services/notebooks/\S+\.ipynb)")
@@ -38,7 +38,7 @@ PORTS_LINE = re.compile(r"Internal ports on 127\.0\.0\.1 \(chosen free\): (.*)")
 
 
 class Dev:
-    """One `python -m glue.dev`, its output in a file, its processes remembered."""
+    """One `python -m glue.embedded.dev`, its output in a file, its processes remembered."""
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class Dev:
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "glue.dev"],
+            [sys.executable, "-m", "glue.embedded.dev"],
             cwd=CHECKOUT,
             env=environ,
             stdin=output if terminal else None,
@@ -456,11 +456,11 @@ def test_failures_before_the_hub_starts_are_one_line(tmp_path, dev_runs):
 
 def test_every_entry_point_answers_help_without_starting_anything():
     for command in (
-        ["-m", "glue.dev"],
+        ["-m", "glue.embedded.dev"],
         ["-m", "glue"],
-        ["-m", "glue.clone"],
-        ["-m", "glue.config"],
-        ["-m", "glue.chartschema"],
+        ["-m", "glue.session.clone"],
+        ["-m", "glue.core.config"],
+        ["-m", "glue.tools.chartschema"],
     ):
         result = subprocess.run(
             [sys.executable, *command, "--help"],
@@ -471,7 +471,10 @@ def test_every_entry_point_answers_help_without_starting_anything():
         )
         assert result.returncode == 0 and result.stdout.startswith("usage:"), (command, result)
     result = subprocess.run(
-        [sys.executable, "-m", "glue.dev", "--help"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "glue.embedded.dev", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert "NOTEBOOKS_PORT" in result.stdout and "NOTEBOOKS_CONFIG" in result.stdout
 

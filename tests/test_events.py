@@ -20,14 +20,14 @@ import requests
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from glue import events, failures
-from glue import servers as servers_module
-from glue.access import Access
-from glue.config import validate
-from glue.errors import GlueError, NotFound, UpstreamUnavailable
-from glue.provider import make_provider
-from glue.servers import Servers
-from glue.target import Target
+from glue.core.config import validate
+from glue.core.errors import GlueError, NotFound, UpstreamUnavailable
+from glue.core.target import Target
+from glue.providers.access import Access
+from glue.providers.select import make_provider
+from glue.service import events, failures
+from glue.service import servers as servers_module
+from glue.service.servers import Servers
 from tests.hubtools import Client, RunningHub
 
 Event = tuple[str, dict[str, Any]]

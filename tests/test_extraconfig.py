@@ -22,8 +22,8 @@ import yaml
 from jupyterhub.app import JupyterHub
 from kubespawner.slugs import is_valid_object_name
 
-from glue import trust
-from glue.kube import CommitKubeSpawner
+from glue.core import trust
+from glue.hub.kubespawner import CommitKubeSpawner
 from tests.test_chart import CHART
 
 API_TOKEN = "token-that-z2jh-generated"
@@ -137,7 +137,7 @@ def test_extra_config_configures_the_hub(hub_values: Path, tmp_path: Path) -> No
     assert "jupyterhub-idle-culler" not in services
     culling = app.config.CommitKubeSpawner.notebooks_config["culling"]
     command = services["notebooks-culler"]["command"]
-    assert command[1:3] == ["-m", "glue.culler"]
+    assert command[1:3] == ["-m", "glue.hub.culler"]
     assert set(command[3:]) == {
         f"--timeout={culling['idleSeconds']}",
         f"--cull-every={culling['everySeconds']}",
@@ -165,8 +165,8 @@ def test_extra_config_configures_the_hub(hub_values: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize(
     "typo",
     [
-        ("glue.kube.configure_hub(", "glue.kube.configure_hb("),
-        ("import glue.kube\n", ""),
+        ("glue.hub.kubesetup.configure_hub(", "glue.hub.kubesetup.configure_hb("),
+        ("import glue.hub.kubesetup\n", ""),
         ('get_config("custom.notebooks")', 'get_config("custom.notebook")'),
     ],
 )

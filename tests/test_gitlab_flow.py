@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from glue.hubconfig import GITLAB_SCOPES
+from glue.hub.setup import GITLAB_SCOPES
 from tests.gitlab_standin import GitLabStandIn, StandInThread
 from tests.hubtools import (
     Client,
@@ -388,9 +388,9 @@ def held_in_restore(world: dict[str, Any], client: Client, sha: str) -> Iterator
 
 def wait_no_component(user: str) -> None:
     deadline = time.monotonic() + 30
-    while processes_of(user, "glue.gitproxy") and time.monotonic() < deadline:
+    while processes_of(user, "glue.session.gitproxy") and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not processes_of(user, "glue.gitproxy"), "the git component outlived it"
+    assert not processes_of(user, "glue.session.gitproxy"), "the git component outlived it"
 
 
 def assert_restored(client: Client, path: str, contents: str, words: str) -> None:
@@ -409,12 +409,12 @@ def test_a_stop_that_interrupts_the_restore_leaves_nothing_running_and_loses_not
     the step; the autosave branch stays, so the next launch brings the work back."""
     hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
     client, path, contents = save_work(world, shas[0], "work\n")
-    assert not processes_of("halted", "glue.gitproxy")
+    assert not processes_of("halted", "glue.session.gitproxy")
     with held_in_restore(world, client, shas[0]):
-        assert processes_of("halted", "glue.gitproxy")  # what must end with the stop
+        assert processes_of("halted", "glue.session.gitproxy")  # what must end with the stop
         assert client.delete(path).status_code in (202, 204)
         wait_no_component("halted")
-        assert not processes_of("halted", "glue.session"), "the session step outlived it"
+        assert not processes_of("halted", "glue.session.gitsession"), "the session step outlived it"
         assert hub.hub_servers("halted") == {}
     assert_restored(client, path, contents, "work\n")
     hub.remove_all_servers("halted")
@@ -431,10 +431,10 @@ def test_a_hub_killed_during_the_restore_leaves_no_component_and_loses_nothing(c
     client, path, contents = save_work(crashing_world, shas[1], "kept\n")
     with held_in_restore(crashing_world, client, shas[1]):
         hub.kill()
-        assert len(processes_of("halted", "glue.gitproxy")) == 1  # the one to end later
+        assert len(processes_of("halted", "glue.session.gitproxy")) == 1  # the one to end later
     hub.start()
     assert_restored(client, path, contents, "kept\n")
-    assert len(processes_of("halted", "glue.gitproxy")) == 1, "the leftover still runs"
+    assert len(processes_of("halted", "glue.session.gitproxy")) == 1, "the leftover still runs"
     assert client.delete(path).status_code == 204
     wait_no_component("halted")
 

@@ -23,9 +23,8 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from glue.access import Access
-from glue.config import Config, validate
-from glue.errors import (
+from glue.core.config import Config, validate
+from glue.core.errors import (
     Forbidden,
     GlueError,
     NotFound,
@@ -34,10 +33,12 @@ from glue.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from glue.gitlab import GitLabProvider
-from glue.launch import Image, choose_image
-from glue.provider import Caller, make_provider
-from glue.target import Target
+from glue.core.launch import Image, choose_image
+from glue.core.target import Target
+from glue.providers.access import Access
+from glue.providers.base import Caller
+from glue.providers.gitlab import GitLabProvider
+from glue.providers.select import make_provider
 from tests.gitlab_standin import GitLabStandIn, create_bare_repo
 from tests.hubtools import assert_hidden, free_port
 
@@ -681,13 +682,13 @@ def test_clone_url_carries_no_credentials() -> None:
 
 
 async def run_clone(source: str, sha: str, dest: Path, git_token: str) -> tuple[int, str]:
-    """`python -m glue.clone` with the token in a file, as the spawner runs it."""
+    """`python -m glue.session.clone` with the token in a file, as the spawner runs it."""
     token_file = dest.parent / f"{dest.name}.token"
     token_file.write_text(git_token)
     token_file.chmod(0o600)
     env = {**os.environ, "NOTEBOOKS_GIT_TOKEN_FILE": str(token_file), "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "glue.clone", "--source", source, "--commit", sha,
+        sys.executable, "-m", "glue.session.clone", "--source", source, "--commit", sha,
         "--dest", str(dest), env=env, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -9,11 +9,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from glue import launch
-from glue.errors import Conflict, UpstreamUnavailable
-from glue.gitlab import GitLabProvider
-from glue.provider import Caller
-from glue.target import Ref, Target
+from glue.core import launch
+from glue.core.errors import Conflict, UpstreamUnavailable
+from glue.core.target import Ref, Target
+from glue.providers.base import Caller
+from glue.providers.gitlab import GitLabProvider
 from tests.gitlab_standin import GitLabStandIn, create_bare_repo
 from tests.hubtools import git
 from tests.test_gitlab_provider import REGISTRY, make_config, token

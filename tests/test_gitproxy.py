@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from glue import autosave, gitproxy, gittoken
-from glue.hubconfig import GITLAB_SCOPES
+from glue.core import contracts
+from glue.hub.setup import GITLAB_SCOPES
+from glue.session import autosave, gitproxy
 from tests.gitlab_standin import GitLabStandIn, StandInThread
 from tests.hubtools import (
     RunningHub,
@@ -80,7 +81,7 @@ def start_component(tmp: Path, project: str, **settings: Any) -> Component:
     launched = settings.pop("launched", None)
     settings.setdefault("autosave_prefix", PREFIX)
     if launched:
-        branch = autosave.branch(PREFIX, settings.get("user", ""), launched)
+        branch = contracts.autosave_branch(PREFIX, settings.get("user", ""), launched)
         (tmp / "signing-key").write_text(autosave.branch_key(MASTER, branch))
         settings.update(autosave_branch=branch, signing_key_file=tmp / "signing-key")
     config = gitproxy.Settings(project=project, secret_file=tmp / "secret", **settings)
@@ -124,7 +125,7 @@ def test_local_clone_push_and_autosave_through_the_component(tmp_path, local):
     assert git(bare, "rev-parse", "session") == git(work, "rev-parse", "HEAD")
     # autosave pushes the same way, with the secret as its credential
     (work / "dirty.txt").write_text("unsaved\n")
-    branch = autosave.branch("notebooks/autosave", "dev", shas[2])
+    branch = contracts.autosave_branch("notebooks/autosave", "dev", shas[2])
     os.environ[autosave.TOKEN_FILE_ENV] = str(tmp_path / "component" / "secret")
     try:
         saved = autosave.save(work, shas[2], component.url, branch)
@@ -165,7 +166,7 @@ def test_another_users_autosave_branch_is_neither_written_nor_deleted(tmp_path, 
     (work / "planted.py").write_text("import os  # Alice would run this as her work\n")
     component.git(work, "add", "-A")
     component.git(work, "commit", "-q", "-m", "planted")
-    alice = "refs/heads/" + autosave.branch(PREFIX, "alice", shas[2])
+    alice = "refs/heads/" + contracts.autosave_branch(PREFIX, "alice", shas[2])
     before = refs_of(bare)
     forged = component.git(work, "push", "origin", f"HEAD:{alice}")
     assert rejected(forged, alice, gitproxy.NOT_OWN_AUTOSAVE), forged.stderr
@@ -188,7 +189,7 @@ def test_another_users_autosave_branch_is_neither_written_nor_deleted(tmp_path, 
     (work / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
     component.git(work, "add", "-A")
     component.git(work, "commit", "-q", "-m", "big")
-    own = "refs/heads/" + autosave.branch(PREFIX, "dev", shas[2])
+    own = "refs/heads/" + contracts.autosave_branch(PREFIX, "dev", shas[2])
     fine = component.git(work, "push", "origin", f"HEAD:{own}", "HEAD:refs/heads/topic")
     assert fine.returncode == 0, fine.stderr
     assert git(bare, "rev-parse", own) == git(bare, "rev-parse", "topic")
@@ -199,7 +200,7 @@ def test_another_users_autosave_branch_is_neither_written_nor_deleted(tmp_path, 
 def test_a_push_whose_commands_cannot_be_checked_is_refused(tmp_path, local):
     component, bare, shas = local
     url = f"{component.url}/git-receive-pack"
-    alice = "refs/heads/" + autosave.branch(PREFIX, "alice", shas[2])
+    alice = "refs/heads/" + contracts.autosave_branch(PREFIX, "alice", shas[2])
     line = f"{'0' * 40} {shas[2]} {alice}\0report-status side-band-64k\n".encode()
     body = gitproxy.pkt_line(line) + b"0000"
     headers = {"Content-Type": "application/x-git-receive-pack-request"}
@@ -264,7 +265,7 @@ def test_sign_signs_only_the_components_own_branch(tmp_path, local):
     body = {"tree": "a" * 40, "parent": shas[2]}
     assert requests.post(url, json=body, timeout=10).status_code == 401
     answer = requests.post(url, json=body, auth=("s", component.secret), timeout=10)
-    own = autosave.branch(PREFIX, "dev", shas[2])
+    own = contracts.autosave_branch(PREFIX, "dev", shas[2])
     key = autosave.branch_key(MASTER, own)
     assert answer.json() == {
         "branch": own,
@@ -282,7 +283,7 @@ def test_sign_signs_only_the_components_own_branch(tmp_path, local):
 
 def test_restore_applies_only_what_the_component_signed(tmp_path, local):
     component, bare, shas = local
-    branch = autosave.branch(PREFIX, "dev", shas[2])
+    branch = contracts.autosave_branch(PREFIX, "dev", shas[2])
     os.environ[autosave.TOKEN_FILE_ENV] = str(tmp_path / "component" / "secret")
     try:
         work = session_clone(component, tmp_path)
@@ -395,7 +396,7 @@ def component(world: dict[str, Any]) -> Iterator[Component]:
     files = tmp / "component"
     files.mkdir()
     (files / "token").write_text(gitlab_token(hub, "dev"))
-    key = gittoken.component_key(service_token(hub), "dev", world["server"])
+    key = contracts.component_key(service_token(hub), "dev", world["server"])
     (files / "key").write_text(key)
     (files / "hub-token").write_text(hub.token_for("dev"))
     running = start_component(
@@ -467,7 +468,7 @@ def test_gitlab_autosave_of_another_user_never_reaches_gitlab(world, component):
     (work / "planted.py").write_text("planted\n")
     component.git(work, "add", "-A")
     component.git(work, "commit", "-q", "-m", "planted")
-    alice = "refs/heads/" + autosave.branch(PREFIX, "other", shas[0])
+    alice = "refs/heads/" + contracts.autosave_branch(PREFIX, "other", shas[0])
     git(bare, "update-ref", alice, shas[1])  # the other user's real autosave
     pushes = len([r for r in standin.requests if r.path.endswith("/git-receive-pack")])
     forged = component.git(work, "push", "-f", "origin", f"HEAD:{alice}")
@@ -476,7 +477,7 @@ def test_gitlab_autosave_of_another_user_never_reaches_gitlab(world, component):
     assert rejected(gone, alice, gitproxy.NOT_OWN_AUTOSAVE), gone.stderr
     assert len([r for r in standin.requests if r.path.endswith("/git-receive-pack")]) == pushes
     assert git(bare, "rev-parse", alice) == shas[1]
-    own = "refs/heads/" + autosave.branch(PREFIX, "dev", shas[0])
+    own = "refs/heads/" + contracts.autosave_branch(PREFIX, "dev", shas[0])
     pushed = component.git(work, "push", "-f", "origin", f"HEAD:{own}")
     assert pushed.returncode == 0, pushed.stderr
     assert git(bare, "rev-parse", own) == git(work, "rev-parse", "HEAD")
@@ -494,7 +495,7 @@ def test_another_project_is_refused_with_a_message(world, component):
 def test_token_endpoint_refusals(world):
     hub, server = world["hub"], world["server"]
     url = hub.prefix + "-/git-token"
-    key = gittoken.component_key(service_token(hub), "dev", server)
+    key = contracts.component_key(service_token(hub), "dev", server)
     body = {"user": "dev", "server": server, "hub_token": hub.token_for("dev")}
     login(world, "other")  # another user, logged in with GitLab too
 
@@ -511,7 +512,7 @@ def test_token_endpoint_refusals(world):
         (post({**body, "hub_token": "nonsense"}), 401, "hub_token_refused"),
         (post({"user": "dev", "server": server}), 400, "invalid_token_request"),
     ]
-    missing = gittoken.component_key(service_token(hub), "dev", "no-such-server")
+    missing = contracts.component_key(service_token(hub), "dev", "no-such-server")
     cases.append((post({**body, "server": "no-such-server"}, key=missing), 404, "server_not_found"))
     token = gitlab_token(hub, "dev")
     for response, status, code in cases:

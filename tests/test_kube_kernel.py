@@ -1,4 +1,5 @@
-"""A Kubernetes pod's notebook starts its kernels as the embedded default's do (glue.kernel).
+"""A Kubernetes pod's notebook starts its kernels as the embedded default's do
+(glue.session.kernel).
 
 The pod is built offline (as in tests/test_kube_manifest.py); the notebook container's
 kernel spec is then resolved as jupyter_client would in the container: from the
@@ -19,7 +20,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from glue import kube
+from glue.hub import kubespawner as kube
 from tests import test_kube_manifest as manifest
 from tests.test_kube_manifest import (
     FakeCoreApi,

@@ -39,16 +39,18 @@ from kubespawner.spawner import PodReflector
 from tornado import web
 from traitlets.config import Config
 
-import glue.local
-from glue import autosave, gitproxy, hubconfig, kube
-from glue.config import validate
-from glue.errors import AutosaveFailed, BadRequest
-from glue.gittoken import component_key
-from glue.hubautosave import AutosaveAPIHandler
-from glue.launch import POD_NAME, RESTORE_REFUSED, RESTORED_FROM, from_user_options
-from glue.podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER
-from glue.provider import Caller
-from glue.servers import server_model
+import glue.providers.local
+from glue.core.config import validate
+from glue.core.errors import AutosaveFailed, BadRequest
+from glue.core.launch import POD_NAME, RESTORE_REFUSED, RESTORED_FROM, from_user_options
+from glue.hub import kubespawner as kube
+from glue.hub import setup as hubconfig
+from glue.hub.autosaveapi import AutosaveAPIHandler
+from glue.providers.base import Caller
+from glue.service.gittoken import component_key
+from glue.service.podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER
+from glue.service.servers import server_model
+from glue.session import autosave, gitproxy
 
 TOKEN = "glpat-SECRET-token-0123456789abcdef"
 # what z2jh generates for hub.services.notebooks.apiToken, and the server's own hub token
@@ -189,7 +191,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def token_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the local provider ask for the caller's git token, as the GitLab one does."""
-    monkeypatch.setattr(glue.local.LocalProvider, "needs_token", True)
+    monkeypatch.setattr(glue.providers.local.LocalProvider, "needs_token", True)
 
 
 def make_spawner(
@@ -202,7 +204,7 @@ def make_spawner(
     **hub: Any,
 ) -> kube.CommitKubeSpawner:
     c = hub_config(repos.root, **hub)
-    assert c.JupyterHub.spawner_class == "glue.kube.CommitKubeSpawner"
+    assert c.JupyterHub.spawner_class == "glue.hub.kubespawner.CommitKubeSpawner"
     spawner = kube.CommitKubeSpawner(
         config=c,
         _mock=True,
@@ -281,7 +283,7 @@ async def test_pod_for_project_image_with_token(
     assert clone["command"] == [
         "python",
         "-m",
-        "glue.clone",
+        "glue.session.clone",
         "--source",
         source,
         "--commit",
@@ -764,7 +766,7 @@ async def test_sidecar_holds_the_token_and_autosaves_on_deletion(
     command = proxy["command"]
     at = command.index("--")
     control, command = command[:at], command[at + 1 :]
-    assert control[:3] == ["python", "-m", "glue.autosavecontrol"]
+    assert control[:3] == ["python", "-m", "glue.session.autosavecontrol"]
     assert dict(zip(control[3::2], control[4::2], strict=True)) == {
         "--listen": "$(POD_IP):7481",
         "--secret-file": f"{secrets_dir}/control-secret",
@@ -802,7 +804,7 @@ async def test_sidecar_holds_the_token_and_autosaves_on_deletion(
     assert proxy["lifecycle"]["preStop"]["exec"]["command"] == [
         "python",
         "-m",
-        "glue.autosave",
+        "glue.session.autosave",
         "save",
         "--workspace",
         "/workspace/repo",
@@ -823,7 +825,7 @@ async def test_sidecar_holds_the_token_and_autosaves_on_deletion(
     assert spec["terminationGracePeriodSeconds"] == 150 == spawner.delete_grace_period
 
     session = by_name(spec["initContainers"])["git-session"]
-    assert session["command"][:3] == ["python", "-m", "glue.session"]
+    assert session["command"][:3] == ["python", "-m", "glue.session.gitsession"]
     assert project_url in session["command"] and branch in session["command"]
     control_secret = spawner.control_secret
     assert control_secret and len(control_secret) >= 32
@@ -1274,7 +1276,7 @@ async def test_a_private_ca_reaches_the_git_steps_only(
     """provider.caBundle: the system store plus the CA in the pod's Secret, mounted read-only and
     named by GIT_SSL_CAINFO and SSL_CERT_FILE in the clone, session and git-proxy containers
     (also for a public project, whose clone needs no token); never in the notebook."""
-    monkeypatch.setattr(glue.local.LocalProvider, "needs_token", token is not None)
+    monkeypatch.setattr(glue.providers.local.LocalProvider, "needs_token", token is not None)
     spawner = make_spawner(repos, options(repos), token=token, blocker=False)
     config = spawner.notebooks_config
     provider = {**config["provider"], "caBundle": PRIVATE_CA}

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from glue import failures
-from glue.render import Renderer, disk_notice, memory_notice
-from glue.servers import server_model
+from glue.service import failures
+from glue.service.render import Renderer, disk_notice, memory_notice
+from glue.service.servers import server_model
 from tests.hubtools import Client, RunningHub, git, wait_until
 from tests.test_browser import (  # noqa: F401  (`browser` is a fixture)
     Visitor,

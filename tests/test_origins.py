@@ -262,13 +262,13 @@ def test_one_origin_is_what_the_banner_warns_of(
 def test_login_cookies_are_host_only_over_https(
     subdomain_host: str, prefixed: bool
 ) -> None:
-    from glue.config import host_cookies
+    from glue.core.config import host_cookies
 
     assert host_cookies(subdomain_host) is prefixed
 
 
 def test_the_banner_says_what_one_origin_allows(monkeypatch: pytest.MonkeyPatch) -> None:
-    from glue.dev import origin_line
+    from glue.embedded.dev import origin_line
 
     for name in [n for n in os.environ if n.startswith("NOTEBOOKS_")]:
         monkeypatch.delenv(name)
@@ -286,13 +286,13 @@ def test_the_banner_says_what_one_origin_allows(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_over_https_the_glues_own_cookies_are_host_only_too() -> None:
-    """The glue learns the hub's subdomain_host (the chart's env, or glue.hubconfig's for the
+    """The glue learns the hub's subdomain_host (the chart's env, or glue.hub.setup's for the
     embedded default) and names its session and OAuth state cookies `__Host-`, Secure, on `/`."""
     from aiohttp.test_utils import make_mocked_request
 
-    from glue.app import HubSettings
-    from glue.auth import Auth
-    from glue.config import SUBDOMAIN_HOST_ENV, load
+    from glue.core.config import SUBDOMAIN_HOST_ENV, load
+    from glue.service.app import HubSettings
+    from glue.service.auth import Auth
 
     config = load(str(Path(__file__).parent.parent / "values" / "embedded.yaml"))
     env = {"JUPYTERHUB_API_TOKEN": "t" * 32, SUBDOMAIN_HOST_ENV: "https://nb.example.org"}

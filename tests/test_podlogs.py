@@ -1,5 +1,5 @@
-"""Server logs on Kubernetes: the glue's pod-log reader (glue/podlogs.py) against a stand-in of
-the documented pods/log endpoint (tests/kube_standin.py), alone and behind the real logs
+"""Server logs on Kubernetes: the glue's pod-log reader (glue/service/podlogs.py) against a
+stand-in of the documented pods/log endpoint (tests/kube_standin.py), alone and behind the real logs
 endpoint of a glue whose hub is the session's real JupyterHub."""
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from glue import launch, podlogs
-from glue.app import HubSettings, build
-from glue.config import ConfigError, validate
-from glue.errors import NotFound, UpstreamError, UpstreamUnavailable
-from glue.logs import SCRUBBED
-from glue.podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER, Cluster, PodLogs, header
-from glue.target import parse
+from glue.core import launch
+from glue.core.config import ConfigError, validate
+from glue.core.errors import NotFound, UpstreamError, UpstreamUnavailable
+from glue.core.serverlogs import SCRUBBED
+from glue.core.target import parse
+from glue.service import podlogs
+from glue.service.app import HubSettings, build
+from glue.service.podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER, Cluster, PodLogs, header
 from tests.conftest import notebooks_config
 from tests.hubtools import RunningHub, assert_hidden, free_port
 from tests.kube_standin import KubeStandin

@@ -21,9 +21,10 @@ import pytest
 import requests
 import websocket
 
-from glue import dev, disk, sandbox
-from glue.config import validate
-from glue.sandbox import Sandbox
+from glue.core.config import validate
+from glue.embedded import dev
+from glue.hub import disk, sandbox
+from glue.hub.sandbox import Sandbox
 from tests.hubtools import (
     Client,
     RunningHub,
@@ -578,7 +579,7 @@ def test_a_workspace_is_a_disk_of_the_profiles_size_warned_of_autosaved_and_kept
 
 @pytest.mark.skipif(disk.unavailable() is not None, reason="no workspace filesystems here")
 def test_a_workspace_filesystem_is_made_kept_grown_and_removed(tmp_path):
-    """glue.disk on its own: the first attach makes the image (an earlier workspace's files
+    """glue.hub.disk on its own: the first attach makes the image (an earlier workspace's files
     moved in), a detach keeps the files in it, a larger size grows it, the removal deletes it."""
     workspace = tmp_path / "alice" / "plain-0123"
     workspace.mkdir(parents=True)

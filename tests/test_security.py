@@ -19,12 +19,12 @@ import psutil
 import pytest
 import requests
 
-from glue.auth import Auth
+from glue.service.auth import Auth
 from tests.hubtools import Client, RunningHub, listening_pid
 from tests.test_contract import CONTRACT, PREFIX, assert_conforms, fuzz, sse_events
 
 HTML = {"Accept": "text/html"}
-# the glue's cookies (`__Host-` ones only over HTTPS: glue.config.host_cookies)
+# the glue's cookies (`__Host-` ones only over HTTPS: glue.core.config.host_cookies)
 SESSION, STATE = "notebooks-session", "notebooks-oauth-state"
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from glue import kernel
-from glue.sandbox import Sandbox
+from glue.hub.sandbox import Sandbox
+from glue.session import kernel
 from tests.hubtools import RunningHub, make_repo
 from tests.test_sandbox import hostile_repo, launch, run_in_kernel
 from tests.test_security import single_user_processes
@@ -106,8 +106,8 @@ def hostile_start_files() -> dict[str, str]:
     files["ipykernel_launcher.py"] = TRACE.format(name="ipykernel_launcher") + LAUNCHER_PASS_THROUGH
     files["profile_default/ipython_kernel_config.py"] = TRACE.format(name="profile-config")
     files["profile_default/startup/00-start.py"] = TRACE.format(name="profile-startup")
-    # found by the launch's own steps (`python -m glue.session` in the workspace) before the
-    # real package, whose modules it then hands on to
+    # found by the launch's own steps (`python -m glue.session.gitsession` in the workspace)
+    # before the real package, whose modules it then hands on to
     files["glue/__init__.py"] = TRACE.format(name="glue-package") + GLUE_PASS_THROUGH
     files["trick.pth"] = TRACE.format(name="pth").replace("\n", ";") + "\n"
     for name in ("jupyter_server_config", "jupyter_notebook_config", "jupyter_lab_config"):

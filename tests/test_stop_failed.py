@@ -20,22 +20,22 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from glue import launch
-from glue.access import Access
-from glue.config import validate
-from glue.errors import StopFailed
-from glue.hub import Hub
-from glue.provider import make_provider
-from glue.servers import Servers, UserView
-from glue.target import Target
+from glue.core import launch
+from glue.core.config import validate
+from glue.core.errors import StopFailed
+from glue.core.target import Target
+from glue.providers.access import Access
+from glue.providers.select import make_provider
+from glue.service.hubapi import Hub
+from glue.service.servers import Servers, UserView
 
 TARGET = Target("demo", "hello", "a" * 40, "")
 WHY = "The pod hub-u-hello could not be deleted (Kubernetes: 500 Internal Server Error)."
 
 
 class HubStandIn:
-    """GET /notebooks/servers/{name} (glue.hubservers) and DELETE /users/{name}/servers/{server},
-    as JupyterHub answers."""
+    """GET /notebooks/servers/{name} (glue.hub.serversapi) and
+    DELETE /users/{name}/servers/{server}, as JupyterHub answers."""
 
     def __init__(self, delete_status: int, kept_because: str | None):
         self.delete_status = delete_status

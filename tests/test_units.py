@@ -16,12 +16,13 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from glue import config as config_mod
-from glue import configtypes, typegen
-from glue.clone import CloneError, clone, head, step
-from glue.errors import BadRequest, NotFound
-from glue.launch import from_user_options
-from glue.target import Target, parse
+from glue.core import config as config_mod
+from glue.core import configtypes
+from glue.core.errors import BadRequest, NotFound
+from glue.core.launch import from_user_options
+from glue.core.target import Target, parse
+from glue.session.clone import CloneError, clone, head, step
+from glue.tools import typegen
 from tests.hubtools import CHECKOUT, make_repo
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -116,7 +117,7 @@ def test_readme_reference_is_generated_from_the_schema():
     readme = (CHECKOUT / "README.rst").read_text()
     assert config_mod.readme_with_docs(readme) == readme, (
         "README.rst's configuration reference is stale: "
-        "run `python -m glue.config --readme README.rst`"
+        "run `python -m glue.core.config --readme README.rst`"
     )
     for key in ("launch.serversPerUser", "provider.minAccessLevel", "images.allowedRegistries"):
         assert f"``{key}``" in readme
@@ -126,13 +127,13 @@ def test_check_command_exit_status(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("images: 3\n")
     result = subprocess.run(
-        [sys.executable, "-m", "glue.config", str(bad)], capture_output=True, text=True
+        [sys.executable, "-m", "glue.core.config", str(bad)], capture_output=True, text=True
     )
     assert result.returncode == 1 and "at images" in result.stderr
 
 
 def _type_problems(value: object, kind: object, where: str) -> list[str]:
-    """Where `value` does not have the type `kind` of glue/configtypes.py, checked at run time."""
+    """Where `value` does not have the type `kind` of glue/core/configtypes.py, at run time."""
     if typing.is_typeddict(kind):
         if not isinstance(value, dict):
             return [f"{where}: {value!r} is not a mapping"]
@@ -160,11 +161,11 @@ def _type_problems(value: object, kind: object, where: str) -> list[str]:
 
 
 def test_config_types_are_generated_from_the_schema():
-    assert (CHECKOUT / "glue" / "configtypes.py").read_text() == typegen.render(), (
-        "glue/configtypes.py is stale: run `python -m glue.typegen`"
+    assert (CHECKOUT / "glue" / "core" / "configtypes.py").read_text() == typegen.render(), (
+        "glue/core/configtypes.py is stale: run `python -m glue.tools.typegen`"
     )
     check = subprocess.run(
-        [sys.executable, "-m", "glue.typegen", "--check"], capture_output=True, text=True
+        [sys.executable, "-m", "glue.tools.typegen", "--check"], capture_output=True, text=True
     )
     assert check.returncode == 0, check.stderr
 
@@ -358,7 +359,7 @@ def run_clone(url: str, commit: str, dest: Path) -> subprocess.CompletedProcess[
 
 def test_clone_step_names_the_token_file_only_in_the_environment():
     argv, env = step("https://git.example/p.git", SHA, "/w", lfs=True, token_file="/run/t")
-    assert argv[:3] == ["python", "-m", "glue.clone"] and argv[-1] == "--lfs"
+    assert argv[:3] == ["python", "-m", "glue.session.clone"] and argv[-1] == "--lfs"
     assert env == {"NOTEBOOKS_GIT_TOKEN_FILE": "/run/t"}
     assert not any("/run/t" in arg for arg in argv)
 
@@ -393,7 +394,7 @@ def test_hub_refuses_invalid_config(tmp_path):
 async def test_progress_relays_our_steps_until_the_hand_over():
     """The one progress loop (both spawners): events as they are emitted, in order, and the
     loop ends at hand_over(), where the base spawner's own progress takes over."""
-    from glue.spawner import LocalCommitSpawner
+    from glue.hub.commitspawner import LocalCommitSpawner
 
     spawner = LocalCommitSpawner(
         _mock=True,
@@ -422,7 +423,12 @@ async def test_progress_relays_our_steps_until_the_hand_over():
 HUB_PACKAGES = ("jupyterhub", "kubespawner", "oauthenticator", "traitlets")
 HUB_DISTRIBUTIONS = {"jupyterhub", "jupyterhub-kubespawner", "oauthenticator", "traitlets"}
 # the modules that run inside JupyterHub and may import them
-HUB_SIDE_MODULES = {"glue.hubautosave", "glue.hubservers", "glue.spawner", "glue.kube"}
+HUB_SIDE_MODULES = {
+    "glue.hub.autosaveapi",
+    "glue.hub.serversapi",
+    "glue.hub.commitspawner",
+    "glue.hub.kubespawner",
+}
 # run in a fresh interpreter, as in the glue image: a meta-path finder refuses the hub packages
 # and every package of a distribution the image would not have (argv: refused top-level names,
 # allowed distributions), then every glue module is imported; prints those that failed
@@ -458,7 +464,7 @@ class SlimImage(importlib.abc.MetaPathFinder):
 sys.meta_path[:] = [SlimImage(list(sys.meta_path))]
 import glue
 
-# glue.__main__ would run the service; it imports glue.app, which is probed
+# glue.__main__ would run the service; it imports glue.service.app, which is probed
 names = [m.name for m in pkgutil.iter_modules(glue.__path__, "glue.") if m.name != "glue.__main__"]
 failed = {}
 for name in sorted(names):
@@ -517,16 +523,16 @@ def test_glue_image_needs_no_hub_packages():
 def test_import_probe_can_fail():
     """Without a package the glue imports (aiohttp), the probe reports the glue service."""
     failed = probe_imports(("aiohttp",), base_closure())
-    assert {"glue.app", "glue.routes", "glue.hub"} <= set(failed), failed
-    assert "glue.clone" not in failed  # standard library only
+    assert {"glue.service.app", "glue.service.routes", "glue.service.hubapi"} <= set(failed), failed
+    assert "glue.session.clone" not in failed  # standard library only
 
 
 def test_the_unsafe_characters_are_unicodes_controls_and_format_characters():
-    """glue.logsafe's class is every Cc, Cf, Zl and Zp character (bidi controls, zero-width
+    """glue.core.logsafe's class is every Cc, Cf, Zl and Zp character (bidi controls, zero-width
     ones, tags), and nothing a name or a path is written with."""
     import unicodedata
 
-    from glue.logsafe import UNSAFE, printable
+    from glue.core.logsafe import UNSAFE, printable
 
     unsafe = {"Cc", "Cf", "Zl", "Zp"}
     for code in range(sys.maxunicode + 1):
@@ -539,14 +545,14 @@ def test_the_unsafe_characters_are_unicodes_controls_and_format_characters():
 
 
 def test_every_log_line_of_the_glue_escapes_user_input():
-    """The glue's logging (glue.app.setup_logging), in a process of its own as the service
+    """The glue's logging (glue.service.app.setup_logging), in a process of its own as the service
     runs it: a line of another logger than the access log (an image name a project chose)
     and a traceback carrying user input come out one line each, as they read."""
     evil = "registry.evil/x\u202e\u2066gnp.\u2069:1\nWARNING glue forged"
     script = "\n".join(
         [
             "import logging, sys",
-            "from glue.app import setup_logging",
+            "from glue.service.app import setup_logging",
             "from glue import launch",
             "setup_logging()",
             "config = {'images': {'default': 'd', 'allowedRegistries': ['r.example']}}",
@@ -554,7 +560,8 @@ def test_every_log_line_of_the_glue_escapes_user_input():
             "try:",
             "    raise ValueError(sys.argv[1])",
             "except ValueError:",
-            "    logging.getLogger('glue.events').exception('following %s failed', sys.argv[1])",
+            "    logging.getLogger('glue.service.events')"
+            ".exception('following %s failed', sys.argv[1])",
         ]
     )
     result = subprocess.run(
@@ -568,11 +575,15 @@ def test_every_log_line_of_the_glue_escapes_user_input():
     shown = "registry.evil/x\\u202e\\u2066gnp.\\u2069:1\\x0aWARNING glue forged"
     lines = result.stderr.splitlines()
     assert any(
-        line.endswith(f"WARNING glue.launch image {shown} is outside images.allowedRegistries; "
-                      "using the default")
+        line.endswith(
+            f"WARNING glue.core.launch image {shown} is outside images.allowedRegistries; "
+            "using the default"
+        )
         for line in lines
     ), lines
-    assert any(line.endswith(f"ERROR glue.events following {shown} failed") for line in lines)
+    assert any(
+        line.endswith(f"ERROR glue.service.events following {shown} failed") for line in lines
+    )
     assert f"ValueError: {shown}" in lines  # the traceback keeps its lines, escaped
     assert lines[-1] == f"ValueError: {shown}"
     assert not any(c in result.stderr for c in "\u202e\u2066\u2069"), result.stderr

@@ -13,7 +13,7 @@ missing=()
 command -v git >/dev/null || missing+=(git)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v setpriv >/dev/null || missing+=(util-linux)
-# each workspace is an ext4 filesystem of its profile's disk (glue/disk.py)
+# each workspace is an ext4 filesystem of its profile's disk (glue/hub/disk.py)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 command -v losetup >/dev/null || missing+=(mount)
 if [ "${1:-test}" != dev ]; then

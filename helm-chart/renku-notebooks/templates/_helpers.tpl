@@ -82,7 +82,7 @@ app.kubernetes.io/part-of: renku-notebooks
 {{- /* THE notebooks config: under z2jh's `custom`, so z2jh's hub Secret (and its checksum) holds it. */}}
 {{- /*
   An unset provider.url is a parent chart's global.gitlab.url, else gitlab.com;
-  the hub does the same from its Secret (glue.kube.configure_hub; a test checks
+  the hub does the same from its Secret (glue.hub.kubesetup.configure_hub; a test checks
   that they agree).
 */}}
 {{- define "renku-notebooks.values" -}}
@@ -105,7 +105,7 @@ app.kubernetes.io/part-of: renku-notebooks
 {{- include "renku-notebooks.hubBaseUrl" . }}services/{{ ($config.service | default dict).name | default "notebooks" }}/
 {{- end }}
 
-{{- /* glue.kube.service_url computes the same on the hub */}}
+{{- /* glue.hub.kubesetup.service_url computes the same on the hub */}}
 {{- define "renku-notebooks.serviceUrl" -}}
 http://{{ include "renku-notebooks.serviceName" . }}
 {{- end }}
@@ -121,7 +121,7 @@ http://{{ include "renku-notebooks.serviceName" . }}
 
 {{- /*
   What JSON Schema cannot say and the chart relies on; the glue checks the
-  profile rules again at start-up (glue.config), this only fails earlier.
+  profile rules again at start-up (glue.core.config), this only fails earlier.
 */}}
 {{- define "renku-notebooks.validate" -}}
 {{- $config := include "renku-notebooks.values" . | fromYaml }}
@@ -169,7 +169,7 @@ http://{{ include "renku-notebooks.serviceName" . }}
 {{- end }}
 
 {{- /* The user pods' git-proxy sidecar: its autosave control port, which only the hub
-  reaches (glue.kube.CONTROL_PORT; tests/test_chart.py checks they agree). */}}
+  reaches (glue.hub.kubespawner.CONTROL_PORT; tests/test_chart.py checks they agree). */}}
 {{- define "renku-notebooks.autosavePort" -}}
 7481
 {{- end }}

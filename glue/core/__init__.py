@@ -1,0 +1,1 @@
+"""Pure shared types and decisions: every process of renku-notebooks may import these."""

@@ -1,0 +1,202 @@
+"""Load and validate the notebooks config; the schema in `schema/` is the only source.
+
+Both the glue service and the hub-side hooks load config through `load()`, so
+an invalid file stops either of them at start-up with a message naming the
+file, the path inside it and what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import ssl
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import jsonschema
+import yaml
+
+from glue.core.configtypes import Config, Profile
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+# installed wheels carry the schema inside the package; a checkout has it at the top
+_SCHEMA_DIRS = (_PACKAGE / "schema", _PACKAGE.parent / "schema")
+SCHEMA_NAME = "notebooks.schema.yaml"
+# what the hub side tells the glue beside the config file: the hub's `subdomain_host`, where
+# each user's servers have a domain of their own (glue.hub.setup.embedded, the chart)
+SUBDOMAIN_HOST_ENV = "NOTEBOOKS_SUBDOMAIN_HOST"
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable or does not match the schema."""
+
+
+def schema_path() -> Path:
+    for directory in _SCHEMA_DIRS:
+        if (directory / SCHEMA_NAME).is_file():
+            return directory / SCHEMA_NAME
+    raise ConfigError(f"schema {SCHEMA_NAME} not found in {', '.join(map(str, _SCHEMA_DIRS))}")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    return yaml.safe_load(schema_path().read_text())
+
+
+def _fill_defaults(node: Any, sub: dict[str, Any]) -> None:
+    """Write the schema's `default`s into `node` where keys are absent."""
+    if isinstance(node, dict):
+        for key, prop in sub.get("properties", {}).items():
+            if key not in node and "default" in prop:
+                node[key] = copy.deepcopy(prop["default"])
+            if key in node:
+                _fill_defaults(node[key], prop)
+    elif isinstance(node, list) and isinstance(sub.get("items"), dict):
+        for item in node:
+            _fill_defaults(item, sub["items"])
+
+
+def _where(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    return path or "(top level)"
+
+
+def validate(data: Any, source: str = "<config>") -> Config:
+    """Return `data` with defaults filled in, or raise ConfigError naming every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping, not {type(data).__name__}")
+    config = copy.deepcopy(data)
+    _fill_defaults(config, schema())
+    validator = jsonschema.Draft7Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path)))
+    if errors:
+        lines = [f"  at {_where(e)}: {e.message}" for e in errors]
+        raise ConfigError(f"{source}: invalid notebooks config\n" + "\n".join(lines))
+    # the types in configtypes.py are generated from the schema just checked, defaults included
+    typed = cast(Config, config)
+    _check_semantics(typed, source)
+    return typed
+
+
+def _check_semantics(config: Config, source: str) -> None:
+    """Rules JSON Schema cannot say: unique profile names, at most one default, a CA bundle
+    that OpenSSL reads."""
+    names = [p["name"] for p in config["profiles"]]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"{source}: at profiles: duplicate profile names {duplicated}")
+    if sum(bool(p["default"]) for p in config["profiles"]) > 1:
+        raise ConfigError(f"{source}: at profiles: more than one profile is marked default")
+    ca_bundle = config["provider"]["caBundle"]
+    if ca_bundle:
+        try:
+            ssl.create_default_context().load_verify_locations(cadata=ca_bundle)
+        except ssl.SSLError as e:
+            raise ConfigError(
+                f"{source}: at provider.caBundle: not PEM certificates ({e})"
+            ) from None
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return validate(_notebooks_part(data), str(path))
+
+
+def _notebooks_part(data: Any) -> Any:
+    """The config inside a file: the chart's values carry it at `jupyterhub.custom.notebooks`
+    (where z2jh's hub checksum covers it), a values file may have it at `notebooks:`, and a
+    bare config file is accepted too; so an operator checks their values file as it is."""
+    if not isinstance(data, dict):
+        return data
+    custom = (data.get("jupyterhub") or {}).get("custom") or {}
+    if isinstance(custom, dict) and "notebooks" in custom:
+        return custom["notebooks"]
+    return data.get("notebooks", data)
+
+
+def default_profile(config: Config) -> Profile:
+    profiles = config["profiles"]
+    return next((p for p in profiles if p["default"]), profiles[0])
+
+
+def docs() -> str:
+    """The configuration reference, generated from the schema's descriptions (reStructuredText)."""
+    out: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for key, prop in node.get("properties", {}).items():
+            name = f"{path}.{key}" if path else key
+            kind = prop.get("type", "")
+            shown = "default" in prop and kind != "object"
+            default = f" (default ``{json.dumps(prop['default'])}``)" if shown else ""
+            text = re.sub(r"`([^`]+)`", r"``\1``", " ".join(prop.get("description", "").split()))
+            out.append(f"``{name}`` *{kind}*{default}\n    {text}\n")
+            walk(prop, name)
+            if isinstance(prop.get("items"), dict):
+                walk(prop["items"], f"{name}[]")
+
+    walk(schema(), "")
+    return "\n".join(out)
+
+
+README_MARKERS = (".. config-reference-start\n", ".. config-reference-end\n")
+
+
+def readme_with_docs(readme: str) -> str:
+    """README.rst with the generated reference between its markers."""
+    start, end = README_MARKERS
+    head, _, rest = readme.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{docs()}\n{end}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Check a notebooks config file, or print the docs."
+    )
+    parser.add_argument("files", nargs="*", type=Path)
+    parser.add_argument("--docs", action="store_true", help="print the configuration reference")
+    parser.add_argument("--readme", type=Path, help="write the reference into this README.rst")
+    args = parser.parse_args(argv)
+    if args.docs:
+        print(docs())
+    if args.readme:
+        args.readme.write_text(readme_with_docs(args.readme.read_text()))
+    status = 0
+    for file in args.files:
+        try:
+            load(file)
+            print(f"{file}: ok")
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def host_cookies(subdomain_host: str) -> bool:
+    """Whether login cookies (the hub's, the glue's, the servers') get the `__Host-` prefix:
+    where each user has a domain of their own over HTTPS, so that no page on a user's domain
+    can toss a cookie onto the hub's (GHSA-7r3h-4ph8-w38g: e.g. its author's own login,
+    making the visitor act as them). Such cookies must be Secure. Over plain HTTP they are
+    not used: JupyterHub 5.5's servers then set their OAuth state cookie without Secure, which
+    browsers refuse for a `__Host-` name; and on `localhost` (the embedded default) browsers
+    refuse a cookie for the parent domain from `<user>.localhost` anyway, so nothing can be
+    tossed there (tests/test_origins.py)."""
+    return urlsplit(subdomain_host).scheme == "https"

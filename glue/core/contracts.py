@@ -1,0 +1,75 @@
+"""The names two processes must agree on, written once: each side imports them from here.
+
+The glue service, the hub, a session's steps and the Helm chart run apart and
+meet only through these: the hub API paths of ours the glue calls, the name of
+a user's autosave branch (the session pushes it, the glue lists and deletes
+it, the git component guards it), the pod's containers, ports and Secret keys
+(the hub writes them, the glue reads a container's log, the chart's
+NetworkPolicy opens a port), and the key a session's git component presents
+to the glue. A leaf: it imports nothing of the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+# -- the hub's API of ours, below the hub's `/hub/api/` (glue.hub.serversapi,
+# glue.hub.autosaveapi), as the glue's hub client (glue.service.hubapi) and the culler
+# (glue.hub.culler) call it
+SERVERS_API = "notebooks/servers"  # GET <SERVERS_API>/<user>: one read of a user's servers
+AUTOSAVE_API = "notebooks/autosave"  # GET <AUTOSAVE_API>/<user>/<server>: what a stop saves
+# the hub's own server API again, whose DELETE autosaves first (the glue's and the culler's stops):
+# DELETE <SAVING_API>/users/<user>/servers/<server>
+SAVING_API = "notebooks/saving"
+
+# -- autosave branches: `<prefix>/<user>/<sha>` (config `autosave.branchPrefix`)
+SHA = re.compile(r"[0-9a-f]{40}")
+# characters a ref name may not hold (git check-ref-format), quoted as %XX in branch names
+_REF_UNSAFE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\%@]|\.(?=\.)|^\.|\.lock$|/$")
+
+
+def autosave_branch(prefix: str, user: str, sha: str) -> str:
+    """`<prefix>/<user>/<sha>`; characters a ref may not hold are quoted as %XX."""
+    if not SHA.fullmatch(sha):
+        raise ValueError("a launched commit is a full 40-character lowercase sha")
+    return autosave_user_prefix(prefix, user) + sha
+
+
+def autosave_user_prefix(prefix: str, user: str) -> str:
+    """`<prefix>/<user>/`: where one user's autosave branches are, and no other user's."""
+    safe = _REF_UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), user)
+    return f"{prefix.strip('/')}/{safe or '%00'}/"
+
+
+# -- a server's pod on Kubernetes (glue.hub.kubespawner builds it)
+CLONE_CONTAINER = "git-clone"  # the clone step (init): its log is the glue's to show
+SESSION_CONTAINER = "git-session"  # the restore of the autosave (init)
+NOTEBOOK_CONTAINER = "notebook"  # the single-user server: its log is the glue's to show
+PROXY_CONTAINER = "git-proxy"  # the git token component and the autosave control (sidecar)
+# the component, on the pod's loopback only
+PROXY_PORT = 7480
+# the sidecar's autosave control, on the pod's IP: the chart's NetworkPolicy opens it to the
+# hub only (its `renku-notebooks.autosavePort`, checked by tests/test_chart.py)
+CONTROL_PORT = 7481
+CONTROL_PORT_NAME = "autosave"
+# the keys of the pod's Secret, each a file of the containers that mount it
+TOKEN_KEY = "token"  # the user's GitLab token
+SECRET_KEY = "session-secret"  # what the notebook's git presents to the component
+COMPONENT_KEY = "component-key"  # what the component presents to the glue's -/git-token
+HUB_TOKEN_KEY = "hub-token"  # the server's hub token: the hub refreshes the login on its use
+CA_KEY = "ca.crt"  # the system store plus provider.caBundle, when the operator gave one
+CONTROL_KEY = "control-secret"  # what the hub presents to the sidecar's control listener
+# the autosave branch's signing key (its own Secret on Kubernetes; a private file locally)
+AUTOSAVE_KEY = "autosave-key"
+
+# -- what a server's git component presents to the glue's `-/git-token`
+_COMPONENT_KEY_CONTEXT = b"renku-notebooks git token component key v1"
+
+
+def component_key(api_token: str, user: str, server: str) -> str:
+    """The key a server's component presents; only holders of the service token can mint it
+    (the hub writes it for the component, the glue checks it)."""
+    derived = hmac.new(api_token.encode(), _COMPONENT_KEY_CONTEXT, hashlib.sha256).digest()
+    return hmac.new(derived, f"{user}/{server}".encode(), hashlib.sha256).hexdigest()

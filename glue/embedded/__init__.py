@@ -1,0 +1,1 @@
+"""The embedded default: hub, proxy and glue on one machine (`make dev`)."""

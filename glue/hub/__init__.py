@@ -1,0 +1,1 @@
+"""Everything loaded into JupyterHub, and the processes it starts for the embedded default."""

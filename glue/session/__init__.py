@@ -1,0 +1,1 @@
+"""What runs in the user's session or pod: git steps, git token component, kernels."""
