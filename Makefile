@@ -37,9 +37,10 @@ dev: setup  ## run the embedded default (NOTEBOOKS_CONFIG=my.yaml make dev: your
 	tests/setup/system-packages.sh dev
 	$(PY) -m glue.embedded.dev
 
-lint: setup  ## ruff
+lint: setup  ## ruff, mypy and the import rules (pyproject's [tool.importlinter])
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: test-setup lint  ## install, lint, run the whole test suite
 	$(VENV)/bin/pytest -q
