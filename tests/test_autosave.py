@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from glue import autosave, clone
 from glue.core import contracts
+from glue.session import autosave, clone
 from tests.hubtools import git, make_repo
 
 PREFIX = "notebooks/autosave"
