@@ -1,0 +1,1 @@
+"""Generators, run as tools: files derived from the config schema."""
