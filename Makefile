@@ -37,9 +37,10 @@ dev: setup  ## run the embedded default (NOTEBOOKS_CONFIG=my.yaml make dev: your
 	tests/setup/system-packages.sh dev
 	$(PY) -m glue.dev
 
-lint: setup  ## ruff
+lint: setup  ## ruff, mypy, and doc8 on the reStructuredText pages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/doc8 --quiet README.rst docs benchmarks/RESULTS.rst
 
 test: test-setup lint  ## install, lint, run the whole test suite
 	$(VENV)/bin/pytest -q
