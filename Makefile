@@ -13,9 +13,9 @@ help:  ## list the targets and the variables of `make dev`
 	@echo "Targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 20
 	@echo
-	@echo "make dev reads (see README.rst):"
+	@echo "make dev reads (see docs/embedded.rst):"
 	@PYTHONPATH=. $(PYTHON) -c 'from glue.embedded.dev import VARIABLES; [print(f"  {k:22} {v}") for k, v in VARIABLES.items()]' 2>/dev/null \
-	  || echo "  NOTEBOOKS_PORT NOTEBOOKS_CONFIG NOTEBOOKS_STATE NOTEBOOKS_REPOS NOTEBOOKS_DEMO_TOKEN NOTEBOOKS_LISTEN NOTEBOOKS_PUBLIC_URL NOTEBOOKS_PROXY GITLAB_URL"
+	  || echo "  NOTEBOOKS_PORT NOTEBOOKS_CONFIG NOTEBOOKS_STATE NOTEBOOKS_REPOS NOTEBOOKS_DEMO_TOKEN NOTEBOOKS_LISTEN NOTEBOOKS_PUBLIC_URL NOTEBOOKS_SINGLE_ORIGIN NOTEBOOKS_PROXY GITLAB_URL"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +37,11 @@ dev: setup  ## run the embedded default (NOTEBOOKS_CONFIG=my.yaml make dev: your
 	tests/setup/system-packages.sh dev
 	$(PY) -m glue.embedded.dev
 
-lint: setup  ## ruff, mypy and the import rules (pyproject's [tool.importlinter])
+lint: setup  ## ruff, mypy, the import rules (pyproject's [tool.importlinter]), doc8
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/doc8 --quiet README.rst docs benchmarks/RESULTS.rst
 
 test: test-setup lint  ## install, lint, run the whole test suite
 	$(VENV)/bin/pytest -q

@@ -22,7 +22,7 @@ from glue.core.errors import BadRequest, NotFound
 from glue.core.launch import from_user_options
 from glue.core.target import Target, parse
 from glue.session.clone import CloneError, clone, head, step
-from glue.tools import typegen
+from glue.tools import configdocs, typegen
 from tests.hubtools import CHECKOUT, make_repo
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -113,14 +113,22 @@ def test_the_charts_values_form_is_accepted(tmp_path):
     assert config_mod.load(path)["images"]["default"] == "img:1"
 
 
-def test_readme_reference_is_generated_from_the_schema():
-    readme = (CHECKOUT / "README.rst").read_text()
-    assert config_mod.readme_with_docs(readme) == readme, (
-        "README.rst's configuration reference is stale: "
-        "run `python -m glue.core.config --readme README.rst`"
+def test_configuration_reference_is_generated_from_the_schema(tmp_path):
+    page = CHECKOUT / "docs" / "configuration.rst"
+    text = page.read_text()
+    assert configdocs.render() == text, (
+        "docs/configuration.rst's reference is stale: run `python -m glue.tools.configdocs`"
     )
     for key in ("launch.serversPerUser", "provider.minAccessLevel", "images.allowedRegistries"):
-        assert f"``{key}``" in readme
+        assert f"``{key}``" in text
+    check = [sys.executable, "-m", "glue.tools.configdocs", "--check"]
+    assert subprocess.run(check, capture_output=True, cwd=tmp_path).returncode == 0
+    # a page whose reference lags behind the schema fails the check, and is rewritten
+    stale = tmp_path / "configuration.rst"
+    stale.write_text(text.replace("``provider.minAccessLevel``", "``provider.oldName``"))
+    assert configdocs.main(["--check", "--output", str(stale)]) == 1
+    assert configdocs.main(["--output", str(stale)]) == 0
+    assert stale.read_text() == text
 
 
 def test_check_command_exit_status(tmp_path):
@@ -422,7 +430,7 @@ async def test_progress_relays_our_steps_until_the_hand_over():
 # the hub side's packages: the glue image (also the clone image) does not install them
 HUB_PACKAGES = ("jupyterhub", "kubespawner", "oauthenticator", "traitlets")
 HUB_DISTRIBUTIONS = {"jupyterhub", "jupyterhub-kubespawner", "oauthenticator", "traitlets"}
-# modules of the hub's package that surely import them (glue.hub may; nothing else may)
+# modules of the hub's package that surely import them (glue.service.hubapi may; nothing else may)
 HUB_STACK_MODULES = {"glue.hub.serversapi", "glue.hub.commitspawner", "glue.hub.kubespawner"}
 # run in a fresh interpreter, as in the glue image: a meta-path finder refuses the hub packages
 # and every package of a distribution the image would not have (argv: refused top-level names,

@@ -152,29 +152,15 @@ def docs() -> str:
     return "\n".join(out)
 
 
-README_MARKERS = (".. config-reference-start\n", ".. config-reference-end\n")
-
-
-def readme_with_docs(readme: str) -> str:
-    """README.rst with the generated reference between its markers."""
-    start, end = README_MARKERS
-    head, _, rest = readme.partition(start)
-    _, _, tail = rest.partition(end)
-    return f"{head}{start}\n{docs()}\n{end}{tail}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Check a notebooks config file, or print the docs."
     )
     parser.add_argument("files", nargs="*", type=Path)
     parser.add_argument("--docs", action="store_true", help="print the configuration reference")
-    parser.add_argument("--readme", type=Path, help="write the reference into this README.rst")
     args = parser.parse_args(argv)
     if args.docs:
         print(docs())
-    if args.readme:
-        args.readme.write_text(readme_with_docs(args.readme.read_text()))
     status = 0
     for file in args.files:
         try:

@@ -45,7 +45,7 @@ STOP_TIMEOUT = 30
 MIN_TOKEN_CHARS = 32
 # each stops the stack in order, as Ctrl-C does
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# the variables `make dev` reads; `--help`, `make help` and the README list them
+# the variables `make dev` reads; `--help`, `make help` and docs/embedded.rst list them
 VARIABLES = {
     "NOTEBOOKS_PORT": "the one port to open in a browser (default 8000); the hub, proxy API "
     "and glue ports are chosen free at each start",

@@ -34,7 +34,7 @@ SLOW_SPAWN_SECONDS = 0.5
 LOCAL_POLL_SECONDS = 10
 # read the user and the API (projects, commits, registry); clone over HTTPS, and push from
 # sessions (through their git token component). The GitLab application must be registered
-# with each of them (README, GitLab section).
+# with each of them (docs/gitlab.rst).
 GITLAB_SCOPES = ["read_user", "read_api", "read_repository", "write_repository"]
 AUTH_REFRESH_SECONDS = 300
 # a GitLab token (valid 2 hours) with less than this left is renewed before a spawn, so the

@@ -495,7 +495,7 @@ class GitLabProvider:
             raise UpstreamError(
                 f"GitLab refused the request because your login's token lacks the "
                 f"`{scope}` scope. The operator must register the GitLab application with "
-                f"`{scope}` and ask for it (see the README's GitLab section); then log in again.",
+                f"`{scope}` and ask for it (see docs/gitlab.rst); then log in again.",
                 code="gitlab_scope_missing",
             )
         message = str(body.get("message") or "")
