@@ -35,7 +35,7 @@ test-setup: setup  ## also the Debian packages and helm the tests need
 
 dev: setup  ## run the embedded default (NOTEBOOKS_CONFIG=my.yaml make dev: your config)
 	tests/setup/system-packages.sh dev
-	$(PY) -m glue.embedded.dev
+	$(PY) -m glue.embedded
 
 lint: setup  ## ruff, mypy, the import rules (pyproject's [tool.importlinter]), doc8
 	$(VENV)/bin/ruff check .
