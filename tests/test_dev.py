@@ -1,6 +1,6 @@
 """The README's first command: the embedded default starts, launches the demo, and stops cleanly.
 
-Every test records the processes below `python -m glue.embedded.dev` while it runs and,
+Every test records the processes below `python -m glue.embedded` while it runs and,
 whatever happens, ends them (SIGINT, then SIGTERM, then SIGKILL), so a broken
 stop, or SIGINT ignored as under nohup, never leaves a stack running. "Nothing
 left" is then checked by those process ids and by the ports the stack listened on.
@@ -38,7 +38,7 @@ PORTS_LINE = re.compile(r"Internal ports on 127\.0\.0\.1 \(chosen free\): (.*)")
 
 
 class Dev:
-    """One `python -m glue.embedded.dev`, its output in a file, its processes remembered."""
+    """One `python -m glue.embedded` (as `make dev` runs it), its output in a file, its processes remembered."""
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class Dev:
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "glue.embedded.dev"],
+            [sys.executable, "-m", "glue.embedded"],
             cwd=CHECKOUT,
             env=environ,
             stdin=output if terminal else None,
@@ -456,11 +456,17 @@ def test_failures_before_the_hub_starts_are_one_line(tmp_path, dev_runs):
 
 def test_every_entry_point_answers_help_without_starting_anything():
     for command in (
+        ["-m", "glue.embedded"],
         ["-m", "glue.embedded.dev"],
         ["-m", "glue"],
         ["-m", "glue.session.clone"],
+        ["-m", "glue.session.gitsession"],
+        ["-m", "glue.session.gitproxy"],
+        ["-m", "glue.session.autosavecontrol"],
         ["-m", "glue.core.config"],
         ["-m", "glue.tools.chartschema"],
+        ["-m", "glue.tools.typegen"],
+        ["-m", "glue.tools.configdocs"],
     ):
         result = subprocess.run(
             [sys.executable, *command, "--help"],
