@@ -38,7 +38,8 @@ PORTS_LINE = re.compile(r"Internal ports on 127\.0\.0\.1 \(chosen free\): (.*)")
 
 
 class Dev:
-    """One `python -m glue.embedded` (as `make dev` runs it), its output in a file, its processes remembered."""
+    """One `python -m glue.embedded` (as `make dev` runs it), its output in a file, its
+    processes remembered."""
 
     def __init__(
         self,
