@@ -4,7 +4,7 @@ A stop through the glue or the culler autosaves first and is refused when
 that fails; the hub's spawner asks for the autosave (glue.hub.autosaveapi). The
 session's git component (glue/session/gitproxy.py) listens on the pod's loopback,
 which the hub cannot reach, so the sidecar also listens on the pod's IP, on
-a port of its own (`glue.hub.kubespawner.CONTROL_PORT`, which the chart's NetworkPolicy
+a port of its own (`glue.core.contracts.CONTROL_PORT`, which the chart's NetworkPolicy
 opens to the hub pod only), for exactly:
 
     GET  /autosave   what a save would push: the `status` step

@@ -169,7 +169,7 @@ http://{{ include "renku-notebooks.serviceName" . }}
 {{- end }}
 
 {{- /* The user pods' git-proxy sidecar: its autosave control port, which only the hub
-  reaches (glue.hub.kubespawner.CONTROL_PORT; tests/test_chart.py checks they agree). */}}
+  reaches (glue.core.contracts.CONTROL_PORT; tests/test_chart.py checks they agree). */}}
 {{- define "renku-notebooks.autosavePort" -}}
 7481
 {{- end }}
