@@ -20,7 +20,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
-from glue.hub import kubespawner as kube
+from glue.hub import podspec
 from tests import test_kube_manifest as manifest
 from tests.test_kube_manifest import (
     FakeCoreApi,
@@ -72,15 +72,19 @@ def container_kernel_dirs(pod: dict[str, Any], data: dict[str, str], root: Path)
 async def test_the_notebook_finds_the_protected_kernel_first(repos: SimpleNamespace) -> None:
     pod, data = await pod_and_secret(repos)
     notebook = pod["spec"]["containers"][0]
-    mount = by_name(notebook["volumeMounts"])[kube.KERNEL_VOLUME]
-    assert mount == {"name": kube.KERNEL_VOLUME, "mountPath": kube.KERNEL_DIR, "readOnly": True}
+    mount = by_name(notebook["volumeMounts"])[podspec.KERNEL_VOLUME]
+    assert mount == {
+        "name": podspec.KERNEL_VOLUME,
+        "mountPath": podspec.KERNEL_DIR,
+        "readOnly": True,
+    }
     # the notebook's one key of the pod's Secret: the kernel spec, never a token
-    volume = by_name(pod["spec"]["volumes"])[kube.KERNEL_VOLUME]["secret"]
+    volume = by_name(pod["spec"]["volumes"])[podspec.KERNEL_VOLUME]["secret"]
     assert volume["items"] == [
         {"key": "kernel.json", "path": "kernels/python3/kernel.json", "mode": 0o444}
     ]
     env = by_name(notebook["env"])
-    assert env["JUPYTER_PATH"]["value"].split(":")[0] == kube.KERNEL_DIR
+    assert env["JUPYTER_PATH"]["value"].split(":")[0] == podspec.KERNEL_DIR
     spec = json.loads(data["kernel.json"])
     assert spec["argv"][:2] == ["python", "-c"] and spec["language"] == "python"
     assert "launch()" in spec["argv"][2] and spec["argv"][3:] == ["-f", "{connection_file}"]

@@ -41,9 +41,11 @@ from traitlets.config import Config
 
 import glue.providers.local
 from glue.core.config import validate
+from glue.core.contracts import PROXY_CONTAINER, SESSION_CONTAINER
 from glue.core.errors import AutosaveFailed, BadRequest
 from glue.core.launch import POD_NAME, RESTORE_REFUSED, RESTORED_FROM, from_user_options
 from glue.hub import kubespawner as kube
+from glue.hub import podspec
 from glue.hub import setup as hubconfig
 from glue.hub.autosaveapi import AutosaveAPIHandler
 from glue.providers.base import Caller
@@ -590,7 +592,7 @@ async def test_root_notebook_gets_a_non_root_clone_step(repos: SimpleNamespace) 
     spec = pod["spec"]
     for step in [*spec["initContainers"], spec["containers"][1]]:
         context = step["securityContext"]
-        assert context["runAsNonRoot"] is True and context["runAsUser"] == kube.CLONE_UID
+        assert context["runAsNonRoot"] is True and context["runAsUser"] == podspec.CLONE_UID
     notebook = pod["spec"]["containers"][0]["securityContext"]
     assert notebook["runAsUser"] == 0 and "runAsNonRoot" not in notebook
 
@@ -754,8 +756,8 @@ async def test_sidecar_holds_the_token_and_autosaves_on_deletion(
     assert "notebooks-git-token" not in mounts_of(notebook)
     for var in notebook.get("env") or []:
         assert secret_name not in json.dumps(var.get("valueFrom") or {}), var
-        assert kube.TOKEN_DIR not in str(var.get("value")), var
-    assert kube.TOKEN_DIR not in json.dumps(notebook)
+        assert podspec.TOKEN_DIR not in str(var.get("value")), var
+    assert podspec.TOKEN_DIR not in json.dumps(notebook)
     # the sidecar reads the whole workspace volume, for the autosave
     assert by_name(proxy["volumeMounts"])["notebooks-workspace"]["mountPath"] == "/workspace"
 
@@ -867,11 +869,11 @@ class PodHere:
         (root / "home").mkdir()
         self.paths = {
             "/workspace": str(root / "workspace"),
-            kube.TOKEN_DIR: str(self.secrets),
-            kube.AUTOSAVE_KEY_DIR: str(keys),
+            podspec.TOKEN_DIR: str(self.secrets),
+            podspec.AUTOSAVE_KEY_DIR: str(keys),
             WORK_DIR: str(self.checkout),  # where the notebook sees the checkout
             "127.0.0.1:7480": f"127.0.0.1:{port}",
-            kube.REPORT_PATH: str(root / "report"),
+            podspec.REPORT_PATH: str(root / "report"),
         }
         self.pattern = re.compile("|".join(map(re.escape, self.paths)))
 
@@ -975,7 +977,7 @@ async def test_the_pods_git_steps_run_as_written(
     bare = mine.root / "group" / "project.git"
     branch = f"notebooks/autosave/alice/{repos.old}"
     port = free_port()
-    monkeypatch.setattr(kube, "CONTROL_PORT", free_port())
+    monkeypatch.setattr(podspec, "CONTROL_PORT", free_port())
     spawner = make_spawner(mine, options(mine), blocker=False)
     pod, here = await launched_pod(spawner, tmp_path / "pod1", port)
     assert json.loads((tmp_path / "pod1" / "report").read_text())["restored_from"] is None
@@ -1053,7 +1055,7 @@ async def test_the_autosave_key_is_only_the_sidecars_and_the_restores(
     containers = [*spec["initContainers"], *spec["containers"]]
     mounting = {c["name"] for c in containers if "notebooks-autosave-key" in mounts_of(c)}
     assert mounting == {"git-session", "git-proxy"}
-    naming = {c["name"] for c in containers if kube.AUTOSAVE_KEY_DIR in json.dumps(c)}
+    naming = {c["name"] for c in containers if podspec.AUTOSAVE_KEY_DIR in json.dumps(c)}
     assert naming == {"git-session", "git-proxy"}
     assert key not in json.dumps(pod)
     assert spawner._autosave_key is None  # the spawner keeps none once the Secret holds it
@@ -1070,7 +1072,7 @@ async def test_a_pods_restore_applies_only_what_its_sidecar_signed(
     bare = mine.root / "group" / "project.git"
     branch = f"notebooks/autosave/alice/{repos.old}"
     port = free_port()
-    monkeypatch.setattr(kube, "CONTROL_PORT", free_port())
+    monkeypatch.setattr(podspec, "CONTROL_PORT", free_port())
     spawner = make_spawner(mine, options(mine), blocker=False)
     pod, here = await launched_pod(spawner, tmp_path / "pod1", port)
     proxy = pod["spec"]["containers"][1]
@@ -1167,7 +1169,7 @@ async def test_the_hub_autosaves_through_the_sidecars_control_port(
     bare = mine.root / "group" / "project.git"
     branch = f"notebooks/autosave/alice/{repos.old}"
     port, control_port = free_port(), free_port()
-    monkeypatch.setattr(kube, "CONTROL_PORT", control_port)
+    monkeypatch.setattr(podspec, "CONTROL_PORT", control_port)
     spawner = make_spawner(mine, options(mine), blocker=False)
     pod, here = await launched_pod(spawner, tmp_path / "pod", port)
     spawner.orm_spawner.server = pod_server()
@@ -1284,14 +1286,14 @@ async def test_a_private_ca_reaches_the_git_steps_only(
     spawner.api = api = FakeCoreApi()
     pod = valid(await shaped_pod(spawner))
     spec = pod["spec"]
-    ca_file = f"{kube.TOKEN_DIR}/ca.crt"
+    ca_file = f"{podspec.TOKEN_DIR}/ca.crt"
     trusting = {}
     for container in [*spec["initContainers"], *spec["containers"]]:
         env = {e["name"]: e.get("value") for e in container.get("env") or []}
         if "GIT_SSL_CAINFO" in env:
             assert env["GIT_SSL_CAINFO"] == env["SSL_CERT_FILE"] == ca_file
             mount = by_name(container["volumeMounts"])["notebooks-git-token"]
-            assert mount["readOnly"] is True and mount["mountPath"] == kube.TOKEN_DIR
+            assert mount["readOnly"] is True and mount["mountPath"] == podspec.TOKEN_DIR
             trusting[container["name"]] = env
         else:
             assert "SSL_CERT_FILE" not in env, container["name"]
@@ -1395,7 +1397,7 @@ async def test_the_hub_watches_a_pods_disk_through_its_sidecar(
     mine = own_repos(repos, tmp_path)
     bare = mine.root / "group" / "project.git"
     port, control_port = free_port(), free_port()
-    monkeypatch.setattr(kube, "CONTROL_PORT", control_port)
+    monkeypatch.setattr(podspec, "CONTROL_PORT", control_port)
     spawner = make_spawner(mine, options(mine), blocker=False)
     spawner.db = SimpleNamespace(commit=lambda: None)
     pod, here = await launched_pod(spawner, tmp_path / "pod", port)
@@ -1476,11 +1478,11 @@ def running_pod(spawner: kube.CommitKubeSpawner, session_message: str | None) ->
             "podIP": "10.0.0.7",
             "initContainerStatuses": [
                 terminated(CLONE_CONTAINER, None),
-                terminated(kube.SESSION_CONTAINER, session_message),
+                terminated(SESSION_CONTAINER, session_message),
             ],
             "containerStatuses": [
                 running(NOTEBOOK_CONTAINER, DEFAULT_IMAGE),
-                running(kube.PROXY_CONTAINER, CLONE_IMAGE),
+                running(PROXY_CONTAINER, CLONE_IMAGE),
             ],
         },
     }

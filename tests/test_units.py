@@ -430,8 +430,13 @@ async def test_progress_relays_our_steps_until_the_hand_over():
 # the hub side's packages: the glue image (also the clone image) does not install them
 HUB_PACKAGES = ("jupyterhub", "kubespawner", "oauthenticator", "traitlets")
 HUB_DISTRIBUTIONS = {"jupyterhub", "jupyterhub-kubespawner", "oauthenticator", "traitlets"}
-# modules of the hub's package that surely import them (glue.service.hubapi may; nothing else may)
-HUB_STACK_MODULES = {"glue.hub.serversapi", "glue.hub.commitspawner", "glue.hub.kubespawner"}
+# modules of the hub's package that surely import them (glue.hub may; nothing else may)
+HUB_STACK_MODULES = {
+    "glue.hub.serversapi",
+    "glue.hub.commitspawner",
+    "glue.hub.kubespawner",
+    "glue.hub.podspec",
+}
 # run in a fresh interpreter, as in the glue image: a meta-path finder refuses the hub packages
 # and every package of a distribution the image would not have (argv: refused top-level names,
 # allowed distributions), then every glue module is imported; prints those that failed
@@ -525,7 +530,8 @@ def test_glue_image_needs_no_hub_packages():
     # the finder works (the hub's modules are refused), and only the hub's package needs the hub
     assert set(failed) >= HUB_STACK_MODULES, failed
     assert all(name.startswith("glue.hub.") for name in failed), failed
-    hub_stack = re.compile(r"'(jupyterhub|kubespawner|traitlets)\b")
+    # kubernetes_asyncio too: only kubespawner brings it (glue.hub.podspec imports it first)
+    hub_stack = re.compile(r"'(jupyterhub|kubespawner|kubernetes_asyncio|traitlets)\b")
     assert all(hub_stack.search(m) for m in failed.values()), failed
 
 

@@ -43,7 +43,7 @@ def autosave_user_prefix(prefix: str, user: str) -> str:
     return f"{prefix.strip('/')}/{safe or '%00'}/"
 
 
-# -- a server's pod on Kubernetes (glue.hub.kubespawner builds it)
+# -- a server's pod on Kubernetes (glue.hub.podspec builds it)
 CLONE_CONTAINER = "git-clone"  # the clone step (init): its log is the glue's to show
 SESSION_CONTAINER = "git-session"  # the restore of the autosave (init)
 NOTEBOOK_CONTAINER = "notebook"  # the single-user server: its log is the glue's to show

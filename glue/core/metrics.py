@@ -2,7 +2,7 @@
 
 Each instrument is counted where its event happens, as BinderHub's builder
 does: `servers.py` counts launches and stops, `access.py` cache hits and
-misses, `hub.py` and `gitlab.py` their upstream calls (`observe_upstream`),
+misses, `hub.py` and `gitlabapi.py` their upstream calls (`observe_upstream`),
 and the request middleware (`accesslog.py`) every request once, with the
 same outcome it writes into the access log.
 

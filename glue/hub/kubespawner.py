@@ -1,264 +1,70 @@
-"""KubeSpawner for commit launches: one pod per server, its commit cloned by an init container.
+"""CommitKubeSpawner: the lifecycle of a commit launch's pod on Kubernetes.
 
-The pod gets an emptyDir workspace. Our init container runs the same clone
-step as the local spawner (the command line of `clone.step`) into it, and the
-notebook container mounts the checkout at `spawner.workDir`. Everything the
-Helm chart or an operator configured on KubeSpawner (z2jh's own init
-containers, volumes, labels) is kept: we only add to the pod.
+One pod per server, built by glue.hub.podspec (pure functions, as KubeSpawner's
+`objects.py`: the workspace, the `git-clone` and `git-session` init containers, the
+`git-proxy` sidecar, the Secrets' contents; its docstring says what the pod holds and why
+the user's token reaches no notebook). This module keeps what talks to the hub and to
+Kubernetes: start, stop, poll, the spawner's state, the launch's progress, the Secrets'
+creation and deletion, and the autosave control calls.
 
-A second init container (`git-session`, `glue.session.gitsession`) restores the
-user's autosave of this commit (or deletes it when the launch says
-`"autosave": "discard"`), points the checkout's `origin` at the session's git
-token component and writes the user's name and email into it. Its answer (the
-autosave branch restored, or why one was not) is its termination message, which
-`start()` reads from the running pod into the server's user_options, as the
-local spawner records its own session step's answer.
+`start()` reads the `git-session` init container's answer (the autosave branch restored,
+or why one was not), its termination message, from the running pod into the server's
+user_options, as the local spawner records its own session step's answer.
 
-That component (glue/session/gitproxy.py) is the `git-proxy` sidecar: it listens on
-127.0.0.1 in the pod's network namespace, so only this pod's containers reach
-it, and it adds the user's GitLab token to git requests for this one project.
-Its `preStop` hook pushes the workspace's unsaved work to the autosave branch
-(`glue.session.autosave save`) whatever deletes the pod (the hub's stop, the culler,
-an eviction), within `terminationGracePeriodSeconds` = `autosave.timeoutSeconds`
-plus a margin. A stop through the glue or the culler autosaves before it
-deletes the pod, and is refused when that fails: `autosave()` asks the
-sidecar's control listener (glue/session/autosavecontrol.py) on the pod's IP, port
-CONTROL_PORT, with a control secret that this spawner makes for each pod and
-keeps in its state (the hub's database), so it also works after a hub restart.
+A stop through the glue or the culler autosaves before it deletes the pod, and is refused
+when that fails: `autosave()` asks the sidecar's control listener
+(glue/session/autosavecontrol.py) on the pod's IP, port CONTROL_PORT, with a control secret
+that this spawner makes for each pod and keeps in its state (the hub's database), so it also
+works after a hub restart. Whatever else deletes the pod (the culler, an eviction) runs the
+sidecar's preStop autosave within the pod's grace period (`delete_grace_period`).
 
-The user's GitLab token reaches the clone steps and the sidecar only as a
-file from a Kubernetes Secret made for this one pod, never the notebook
-container: it appears in no pod spec, no environment and no file the notebook
-can read, and the pod's API listing (which the original renku-notebooks
-leaked) shows none. The same Secret holds the component's per-server secret
-(the notebook's git presents it; the notebook may know it), the component key
-for the glue's `-/git-token` and the server's hub token, with which the
-sidecar asks the glue for a fresh GitLab token when GitLab refuses the old one.
-The Secret also holds the control secret (for the sidecar; the notebook's git
-secret does not open the control port). The signing key of the server's
-autosave branch (glue/session/autosave.py: the component signs autosaves with it, the
-restore checks them) is in a Secret of its own, `<pod>-autosave-key`, mounted
-only into the sidecar and the `git-session` init container that restores
-(before the sidecar runs), never into the notebook or the clone step.
-The Secret is created once the pod exists, owned by the pod, so Kubernetes
-deletes it with the pod whatever stops it (hub, culler, `kubectl`, node
-loss); `stop()` and `delete_forever()` also delete it at once. The hub's
-z2jh role allows exactly this: create and delete on Secrets, no patch.
+The pod's Secrets (the user's GitLab token and the component's secrets; the autosave
+branch's signing key; a per-commit image's pull secret) are created once the pod exists,
+owned by the pod, so Kubernetes deletes them with the pod whatever stops it (hub, culler,
+`kubectl`, node loss); `stop()` and `delete_forever()` also delete them at once. The
+spawner keeps the token and the keys only until their Secret holds them. The hub's z2jh role
+allows exactly this: create and delete on Secrets, no patch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import ipaddress
 import json
 import secrets
 from collections.abc import AsyncIterator
 from functools import partial
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from jupyterhub.utils import exponential_backoff, maybe_future
-from kubernetes_asyncio.client import (
-    V1Capabilities,
-    V1Container,
-    V1ContainerPort,
-    V1DeleteOptions,
-    V1EmptyDirVolumeSource,
-    V1EnvVar,
-    V1EnvVarSource,
-    V1ExecAction,
-    V1KeyToPath,
-    V1Lifecycle,
-    V1LifecycleHandler,
-    V1LocalObjectReference,
-    V1ObjectFieldSelector,
-    V1ObjectMeta,
-    V1OwnerReference,
-    V1Pod,
-    V1ResourceRequirements,
-    V1SeccompProfile,
-    V1Secret,
-    V1SecretVolumeSource,
-    V1SecurityContext,
-    V1Volume,
-    V1VolumeMount,
-)
+from kubernetes_asyncio.client import V1DeleteOptions, V1Pod, V1Secret
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
-from kubespawner.slugs import is_valid_label, safe_slug
 from traitlets import Integer, default
 
 from glue.core import trust
 from glue.core.config import Profile
-from glue.core.contracts import (
-    AUTOSAVE_KEY,
-    CA_KEY,
-    CLONE_CONTAINER,
-    COMPONENT_KEY,
-    CONTROL_KEY,
-    CONTROL_PORT,
-    CONTROL_PORT_NAME,
-    HUB_TOKEN_KEY,
-    PROXY_CONTAINER,
-    PROXY_PORT,
-    SECRET_KEY,
-    SESSION_CONTAINER,
-    TOKEN_KEY,
-    component_key,
-)
+from glue.core.contracts import AUTOSAVE_KEY, SESSION_CONTAINER, component_key
 from glue.core.errors import AutosaveFailed
 from glue.core.launch import DISK, POD_NAME, STOP_FAILED, Launch
-from glue.core.target import Target
+from glue.hub import podspec
 from glue.hub.commitspawner import Checked, CommitSpawnerMixin, memory_bytes
 from glue.hub.disk import Usage
-from glue.session import autosave, autosavecontrol, clone, gitproxy, kernel
-from glue.session import gitsession as session
-from glue.session.clone import TOKEN_FILE_ENV
+from glue.session import autosavecontrol, kernel
 
-LABEL_PREFIX = "renku.io/"
-EPHEMERAL_STORAGE = "ephemeral-storage"
-WORKSPACE_VOLUME = "notebooks-workspace"
-TOKEN_VOLUME = "notebooks-git-token"
-# the python3 kernel spec (glue.session.kernel): one key of the pod's Secret, the only one the
-# notebook container mounts, named first in its JUPYTER_PATH
-KERNEL_VOLUME = "notebooks-kernel-spec"
-KERNEL_KEY = "kernel.json"
-KERNEL_DIR = "/opt/renku-notebooks/jupyter"
-TOKEN_DIR = "/var/run/secrets/renku-notebooks"
-# the pod's Secret keys (glue.core.contracts) are files in TOKEN_DIR of the containers that mount it
-# the autosave branch's signing key: a Secret and a volume of its own, for the sidecar and the
-# restore only (the other Secret is mounted into the clone step too)
-AUTOSAVE_KEY_VOLUME = "notebooks-autosave-key"
-AUTOSAVE_KEY_DIR = "/var/run/secrets/renku-autosave"
-POD_IP_ENV = "POD_IP"
 # the spawner's state key of the control secret; the hub waits this much beyond the step's time
 CONTROL_STATE = "autosave_control_secret"
 CONTROL_MARGIN_SECONDS = 5
 # how long the disk watch waits for the sidecar's usage (each poll asks again)
 USAGE_SECONDS = 10
-PROXY_RESOURCES = V1ResourceRequirements(
-    requests={"cpu": "10m", "memory": "64Mi"}, limits={"memory": "512Mi"}
-)
-# time a pod deletion leaves beyond the autosave itself (git start-up, the kubelet)
-GRACE_MARGIN_SECONDS = 30
-# where the kubelet reads a container's termination message from: the session step's answer
-REPORT_PATH = "/dev/termination-log"
 # its refusal to restore, once the pod runs: after KubeSpawner's pod events (which approach 90)
 SESSION_REPORT_PROGRESS = 90
-# the init container sees the whole volume here and clones into its CHECKOUT
-# subdirectory, which the notebook container mounts (subPath) at workDir: the
-# checkout's top directory is then owned by the cloning (= notebook) user, not
-# by root as a volume's mount point is, so git's safe.directory check passes
-CLONE_ROOT = "/workspace"
-CHECKOUT = "repo"
-GPU_RESOURCE = "nvidia.com/gpu"
-
-
-CLONE_UID = 1000  # the glue image's user, for the clone step of a notebook that runs as root
 PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
-# the notebook container by default: what the `restricted` Pod Security level asks
-RESTRICTED_CONTAINER = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 # a pod that a stop could not delete: first retry after this, doubling up to the maximum
 LEFT_BEHIND_RETRY_SECONDS = 5.0
 LEFT_BEHIND_RETRY_MAX_SECONDS = 300.0
 LEFT_BEHIND_STATE = "pod_left_behind"
-
-
-def label_value(value: str) -> str:
-    """A valid label value (<= 63 safe characters), hashed when changed so values stay distinct."""
-    return safe_slug(value, is_valid=is_valid_label, max_length=63)
-
-
-def target_labels(target: Target) -> dict[str, str]:
-    """Labels for selecting pods by namespace, project and commit (`kubectl get pods -l ...`)."""
-    return {
-        f"{LABEL_PREFIX}namespace": label_value(target.namespace),
-        f"{LABEL_PREFIX}project": label_value(target.project),
-        f"{LABEL_PREFIX}commit-sha": target.commit_sha,
-    }
-
-
-def target_annotations(launch: Launch) -> dict[str, str]:
-    """The full values, which labels may have had to shorten or hash."""
-    target = launch.target
-    return {
-        f"{LABEL_PREFIX}namespace": target.namespace,
-        f"{LABEL_PREFIX}project": target.project,
-        f"{LABEL_PREFIX}commit-sha": target.commit_sha,
-        f"{LABEL_PREFIX}image-fallback": str(launch.image_fallback).lower(),
-    }
-
-
-def restricted_security_context(
-    run_as_user: int | None, run_as_group: int | None
-) -> V1SecurityContext:
-    """The clone step needs no privilege at all: non-root, no escalation, no capabilities."""
-    return V1SecurityContext(
-        run_as_user=run_as_user,
-        run_as_group=run_as_group,
-        run_as_non_root=True,
-        allow_privilege_escalation=False,
-        capabilities=V1Capabilities(drop=["ALL"]),
-        seccomp_profile=V1SeccompProfile(type="RuntimeDefault"),
-    )
-
-
-def kernel_path_first(env: list[Any]) -> list[Any]:
-    """The notebook's environment with the kernel spec's directory first in JUPYTER_PATH
-    (before an operator's own JUPYTER_PATH, kept behind it)."""
-    kept, theirs = [], ""
-    for var in env:
-        name = var.get("name") if isinstance(var, dict) else var.name
-        if name != "JUPYTER_PATH":
-            kept.append(var)
-        else:
-            theirs = (var.get("value") if isinstance(var, dict) else var.value) or ""
-    value = f"{KERNEL_DIR}:{theirs}" if theirs else KERNEL_DIR
-    return [*kept, V1EnvVar(name="JUPYTER_PATH", value=value)]
-
-
-def registry_host(image: str) -> str:
-    """The registry of an image reference (Docker's rule: a first part with `.` or `:`)."""
-    first, _, rest = image.partition("/")
-    return first if rest and ("." in first or ":" in first or first == "localhost") else "docker.io"
-
-
-def registry_entry(data: dict[str, str], registry: str) -> str | None:
-    """A dockerconfigjson with only `registry`'s entry, from a Secret's base64 `data`."""
-    raw = data.get(".dockerconfigjson")
-    if not raw:
-        return None
-    auths = json.loads(base64.b64decode(raw)).get("auths") or {}
-    entry = auths.get(registry) or auths.get(f"https://{registry}")
-    return json.dumps({"auths": {registry: entry}}) if entry else None
-
-
-def step_resources(notebook: V1Container) -> V1ResourceRequirements:
-    """An init step runs with the notebook's cpu and memory (a big clone or restore needs
-    them, and the pod is sized for them anyway); no GPU."""
-    resources = notebook.resources or V1ResourceRequirements()
-    keep = ("cpu", "memory")
-    return V1ResourceRequirements(
-        requests={k: v for k, v in (resources.requests or {}).items() if k in keep},
-        limits={k: v for k, v in (resources.limits or {}).items() if k in keep},
-    )
-
-
-def _field(obj: Any, camel: str, snake: str) -> Any:
-    """A field of a security context, which KubeSpawner builds as a camelCase dict, or a model."""
-    if isinstance(obj, dict):
-        return obj.get(camel)
-    return getattr(obj, snake, None)
 
 
 async def _after_pod_created(spawner: CommitKubeSpawner, pod: dict[str, Any]) -> None:
@@ -374,12 +180,12 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     @default("delete_grace_period")
     def _autosave_grace(self) -> int:
-        return int(self.notebooks["autosave"]["timeoutSeconds"]) + GRACE_MARGIN_SECONDS
+        return podspec.termination_grace_seconds(self.notebooks["autosave"]["timeoutSeconds"])
 
     @default("container_security_context")
     def _restricted_notebook(self) -> Any:
         """The notebook passes `restricted` unless the operator runs it as root (uid 0)."""
-        return lambda spawner: {} if spawner.uid == 0 else dict(RESTRICTED_CONTAINER)
+        return lambda spawner: podspec.notebook_security_context(spawner.uid)
 
     def is_pod_running(self, pod: dict[str, Any] | None) -> bool:
         """KubeSpawner's check, but an image that cannot be pulled fails the start now, with the
@@ -404,18 +210,15 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     def apply_profile(self, name: str) -> Profile:
         """The profile's cpu, memory (Kubernetes units) and GPUs, as requests and limits; its
-        disk as the notebook's `ephemeral-storage` request and limit (the pod is scheduled
-        where that much is free, and evicted past it: its writable layer, its logs and the
-        workspace's emptyDir, whose `sizeLimit` add_workspace sets, all count)."""
+        disk as the notebook's `ephemeral-storage` request and limit
+        (podspec.profile_resources)."""
         profile = super().apply_profile(name)
-        own = (GPU_RESOURCE, EPHEMERAL_STORAGE)
-        limits = {k: v for k, v in self.extra_resource_limits.items() if k not in own}
-        guarantees = {k: v for k, v in self.extra_resource_guarantees.items() if k not in own}
-        if profile["gpu"]:
-            limits[GPU_RESOURCE] = str(profile["gpu"])
-        limits[EPHEMERAL_STORAGE] = guarantees[EPHEMERAL_STORAGE] = profile["disk"]
-        self.extra_resource_limits = limits
-        self.extra_resource_guarantees = guarantees
+        self.extra_resource_limits, self.extra_resource_guarantees = podspec.profile_resources(
+            self.extra_resource_limits,
+            self.extra_resource_guarantees,
+            gpu=profile["gpu"],
+            disk=profile["disk"],
+        )
         return profile
 
     def shape_pod(self, checked: Checked) -> None:
@@ -433,183 +236,50 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.image_pull_policy = config["images"]["pullPolicy"]
         self.working_dir = self.notebook_dir = work_dir
         self.default_url = self.lab_url(launch)
-        self.extra_labels = {**self.extra_labels, **target_labels(launch.target)}
-        self.extra_annotations = {**self.extra_annotations, **target_annotations(launch)}
-        own_image = launch.image != config["images"]["default"]
-        self._pull_registry = (
-            registry_host(launch.image)
-            if own_image and config["spawner"]["registrySecret"]
-            else None
+        self.extra_labels = {**self.extra_labels, **podspec.target_labels(launch.target)}
+        self.extra_annotations = {**self.extra_annotations, **podspec.target_annotations(launch)}
+        self._pull_registry = podspec.pull_registry(
+            launch.image,
+            default_image=config["images"]["default"],
+            registry_secret=config["spawner"]["registrySecret"],
+        )
+
+    def pod_inputs(self, launch: Launch) -> podspec.PodInputs:
+        """What podspec builds this launch's containers from: the state shape_pod() set and
+        the config, gathered here once."""
+        assert self._source is not None, "shape_pod() sets the clone source before the pod"
+        config = self.notebooks
+        refresh = bool(self.service_api_token and self.git_token_endpoint)
+        return podspec.PodInputs(
+            launch=launch,
+            source=self._source,
+            pod_name=self.pod_name,
+            user=self.user.name,
+            server=self.name,
+            work_dir=config["spawner"]["workDir"],
+            disk=self.profile_named(launch.profile)["disk"],
+            clone_image=config["spawner"]["cloneImage"],
+            pull_policy=config["images"]["pullPolicy"],
+            with_token=bool(self._git_token),
+            ca_bundle=bool(self.ca_bundle),
+            identity=self._identity,
+            autosave_prefix=config["autosave"]["branchPrefix"],
+            autosave_branch=self.autosave_branch(launch),
+            autosave_max_file_bytes=config["autosave"]["maxFileBytes"],
+            autosave_timeout=config["autosave"]["timeoutSeconds"],
+            token_endpoint=self.git_token_endpoint if refresh else None,
         )
 
     async def get_pod_manifest(self) -> V1Pod:
-        """KubeSpawner's pod, plus the workspace volume and our clone init container."""
+        """KubeSpawner's pod, plus the workspace volume, our init containers and the sidecar
+        (podspec.add_workspace), and the image pull secret of a per-commit image."""
         pod = await super().get_pod_manifest()
         if self._launch is not None:
-            self.add_workspace(pod, self._launch, with_token=bool(self._git_token))
+            podspec.add_workspace(pod, self.pod_inputs(self._launch))
             pod.spec.termination_grace_period_seconds = self.delete_grace_period
         if self._pull_registry:
-            pod.spec.image_pull_secrets = [
-                *(pod.spec.image_pull_secrets or []),
-                V1LocalObjectReference(name=self.registry_secret_name),
-            ]
+            podspec.add_pull_secret(pod, self.registry_secret_name)
         return pod
-
-    def add_workspace(self, pod: V1Pod, launch: Launch, *, with_token: bool) -> None:
-        """Append (never replace) our volumes, mount and init container to the pod."""
-        spec = pod.spec
-        notebook = spec.containers[0]
-        # group-readable via fsGroup when the pod has one, else readable in the containers that
-        # mount it (the clone steps and the sidecar; never the notebook)
-        mode = 0o440 if _field(spec.security_context, "fsGroup", "fs_group") else 0o444
-        disk = self.profile_named(launch.profile)["disk"]
-        volumes = [
-            V1Volume(name=WORKSPACE_VOLUME, empty_dir=V1EmptyDirVolumeSource(size_limit=disk)),
-            V1Volume(
-                name=TOKEN_VOLUME,
-                secret=V1SecretVolumeSource(secret_name=self.token_secret_name, default_mode=mode),
-            ),
-            V1Volume(
-                name=AUTOSAVE_KEY_VOLUME,
-                secret=V1SecretVolumeSource(
-                    secret_name=self.autosave_key_secret_name, default_mode=mode
-                ),
-            ),
-        ]
-        spec.volumes = [*(spec.volumes or []), *volumes, self.kernel_volume()]
-        notebook.volume_mounts = [
-            *(notebook.volume_mounts or []),
-            V1VolumeMount(
-                name=WORKSPACE_VOLUME,
-                mount_path=self.notebooks["spawner"]["workDir"],
-                sub_path=CHECKOUT,
-            ),
-            V1VolumeMount(name=KERNEL_VOLUME, mount_path=KERNEL_DIR, read_only=True),
-        ]
-        notebook.env = kernel_path_first(notebook.env or [])
-        spec.init_containers = [
-            *(spec.init_containers or []),
-            self.clone_container(launch, notebook, with_token=with_token),
-            self.session_container(launch, notebook, with_token=with_token),
-        ]
-        spec.containers = [*spec.containers, self.proxy_container(launch, notebook)]
-
-    def kernel_volume(self) -> V1Volume:
-        """The kernel spec (glue.session.kernel) from the pod's Secret: only that key, readable
-        by all         (the notebook's user); the Secret's other keys never reach the notebook."""
-        path = "kernels/python3/kernel.json"
-        return V1Volume(
-            name=KERNEL_VOLUME,
-            secret=V1SecretVolumeSource(
-                secret_name=self.token_secret_name,
-                items=[V1KeyToPath(key=KERNEL_KEY, path=path, mode=0o444)],
-            ),
-        )
-
-    def clone_container(
-        self, launch: Launch, notebook: V1Container, *, with_token: bool
-    ) -> V1Container:
-        """The init container running the clone step, as the notebook's user and size."""
-        assert self._source is not None, "shape_pod() sets the clone source before the pod"
-        command, step_env = clone.step(
-            self._source,
-            launch.target.commit_sha,
-            f"{CLONE_ROOT}/{CHECKOUT}",
-            lfs=launch.lfs,
-            token_file=f"{TOKEN_DIR}/{TOKEN_KEY}" if with_token else None,
-        )
-        return self.glue_container(
-            CLONE_CONTAINER,
-            notebook,
-            command,
-            step_env,
-            step_resources(notebook),
-            # the token (or CA bundle) only when there is one; the session step and the
-            # sidecar always need the Secret (the component's secret)
-            secret=with_token or bool(self.ca_bundle),
-        )
-
-    def session_container(
-        self, launch: Launch, notebook: V1Container, *, with_token: bool
-    ) -> V1Container:
-        """The init container after the clone: the autosave back (or deleted on `discard`),
-        `origin` through the sidecar, the user's name and email (`glue.session.gitsession`)."""
-        assert self._source is not None, "shape_pod() sets the clone source before the pod"
-        target = launch.target
-        name, email = self._identity
-        command, step_env = session.step(
-            f"{CLONE_ROOT}/{CHECKOUT}",
-            origin=self.proxy_url(launch),
-            secret_file=f"{TOKEN_DIR}/{SECRET_KEY}",
-            name=name,
-            email=email,
-            seen_as=self.notebooks["spawner"]["workDir"],
-            remote=self._source,
-            branch=self.autosave_branch(launch),
-            launched=target.commit_sha,
-            discard=launch.autosave == "discard",
-            report=REPORT_PATH,
-            token_file=f"{TOKEN_DIR}/{TOKEN_KEY}" if with_token else None,
-            key_file=f"{AUTOSAVE_KEY_DIR}/{AUTOSAVE_KEY}",
-        )
-        return self.glue_container(
-            SESSION_CONTAINER,
-            notebook,
-            command,
-            step_env,
-            step_resources(notebook),
-            secret=True,
-            autosave_key=True,
-        )
-
-    def proxy_container(self, launch: Launch, notebook: V1Container) -> V1Container:
-        """The sidecar: the session's git token component, the hub's autosave control, and
-        the autosave on pod deletion.
-
-        It mounts the whole workspace volume (the autosave reads the checkout) and the
-        Secret; its preStop hook and its control listener (on the pod's IP, which the
-        kubelet puts into its command line) push through the component itself, whose
-        token refresh then also covers a stop hours after the launch.
-        """
-        config = self.notebooks["autosave"]
-        control = autosavecontrol.Settings(
-            secret_file=Path(TOKEN_DIR, CONTROL_KEY),
-            workspace=f"{CLONE_ROOT}/{CHECKOUT}",
-            launched=launch.target.commit_sha,
-            remote=self.proxy_url(launch),
-            branch=self.autosave_branch(launch),
-            max_file_bytes=config["maxFileBytes"],
-            timeout=config["timeoutSeconds"],
-        )
-        proxy = gitproxy.step(self.proxy_settings(launch), listen=f"127.0.0.1:{PROXY_PORT}")
-        command, _ = autosavecontrol.step(control, f"$({POD_IP_ENV}):{CONTROL_PORT}", proxy)
-        save, _ = autosave.step(
-            "save",
-            workspace=control.workspace,
-            launched=control.launched,
-            remote=control.remote,
-            branch=control.branch,
-            max_file_bytes=control.max_file_bytes,
-        )
-        container = self.glue_container(
-            PROXY_CONTAINER,
-            notebook,
-            command,
-            # the autosave's git presents the component's secret, as the notebook's git does
-            {TOKEN_FILE_ENV: f"{TOKEN_DIR}/{SECRET_KEY}"},
-            PROXY_RESOURCES,
-            secret=True,
-            autosave_key=True,
-        )
-        pod_ip = V1EnvVarSource(field_ref=V1ObjectFieldSelector(field_path="status.podIP"))
-        container.env = [V1EnvVar(name=POD_IP_ENV, value_from=pod_ip), *container.env]
-        container.ports = [
-            V1ContainerPort(name=CONTROL_PORT_NAME, container_port=CONTROL_PORT, protocol="TCP")
-        ]
-        container.lifecycle = V1Lifecycle(
-            pre_stop=V1LifecycleHandler(_exec=V1ExecAction(command=save))
-        )
-        return container
 
     def control_url(self, path: str = autosavecontrol.PATH) -> str | None:
         """The sidecar's control listener, at the address the hub reaches the server by (the
@@ -617,11 +287,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         server = self.server
         if server is None or not server.ip:
             return None
-        host = server.ip
-        with contextlib.suppress(ValueError):
-            if ipaddress.ip_address(host).version == 6:
-                host = f"[{host}]"
-        return f"http://{host}:{CONTROL_PORT}{path}"
+        return podspec.control_url(server.ip, path)
 
     async def poll(self) -> int | None:
         status: int | None = await super().poll()
@@ -688,79 +354,6 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             )
         return body
 
-    def glue_container(
-        self,
-        name: str,
-        notebook: V1Container,
-        command: list[str],
-        env: dict[str, str],
-        resources: V1ResourceRequirements,
-        *,
-        secret: bool,
-        autosave_key: bool = False,
-    ) -> V1Container:
-        """A container of the glue image on the workspace volume, as the notebook's user."""
-        mounts = [V1VolumeMount(name=WORKSPACE_VOLUME, mount_path=CLONE_ROOT)]
-        if autosave_key:
-            mounts.append(
-                V1VolumeMount(name=AUTOSAVE_KEY_VOLUME, mount_path=AUTOSAVE_KEY_DIR, read_only=True)
-            )
-        if secret:
-            mounts.append(V1VolumeMount(name=TOKEN_VOLUME, mount_path=TOKEN_DIR, read_only=True))
-            if self.ca_bundle:  # git (GnuTLS or OpenSSL) and Python, at process start
-                ca_file = f"{TOKEN_DIR}/{CA_KEY}"
-                env = {**env, "GIT_SSL_CAINFO": ca_file, "SSL_CERT_FILE": ca_file}
-        context = notebook.security_context
-        uid = _field(context, "runAsUser", "run_as_user")
-        return V1Container(
-            name=name,
-            image=self.notebooks["spawner"]["cloneImage"],
-            image_pull_policy=self.notebooks["images"]["pullPolicy"],
-            command=command,
-            env=[
-                V1EnvVar(name="HOME", value="/tmp"),
-                *(V1EnvVar(name=k, value=v) for k, v in env.items()),
-            ],
-            volume_mounts=mounts,
-            resources=resources,
-            # a notebook run as root (docker-stacks images) still gets non-root git steps
-            security_context=restricted_security_context(
-                CLONE_UID if uid == 0 else uid,
-                _field(context, "runAsGroup", "run_as_group"),
-            ),
-        )
-
-    def proxy_url(self, launch: Launch) -> str:
-        """The project's URL for the session's git: the sidecar's, on the pod's loopback."""
-        return f"http://127.0.0.1:{PROXY_PORT}/{launch.target.full_path}.git"
-
-    def proxy_settings(self, launch: Launch) -> gitproxy.Settings:
-        """What the component serves: the provider's project, with refresh through the glue
-        when the hub gave the service's token (z2jh's `hub.services.<name>.apiToken`)."""
-        assert self._source is not None, "shape_pod() sets the clone source before the pod"
-        full_path = launch.target.full_path
-        upstream, repo = None, None
-        if self._source.startswith("file://"):  # the local provider: its bare repository
-            repo = Path(urlsplit(self._source).path)
-        else:
-            upstream = self._source.removesuffix(f"/{full_path}.git")
-        refresh = bool(self.service_api_token and self.git_token_endpoint)
-        return gitproxy.Settings(
-            project=full_path,
-            secret_file=Path(TOKEN_DIR, SECRET_KEY),
-            upstream=upstream,
-            token_file=Path(TOKEN_DIR, TOKEN_KEY) if upstream else None,
-            repo=repo,
-            token_endpoint=self.git_token_endpoint if refresh else None,
-            key_file=Path(TOKEN_DIR, COMPONENT_KEY) if refresh else None,
-            hub_token_file=Path(TOKEN_DIR, HUB_TOKEN_KEY) if refresh else None,
-            user=self.user.name,
-            server=self.name,
-            autosave_prefix=self.notebooks["autosave"]["branchPrefix"],
-            autosave_branch=self.autosave_branch(launch),
-            signing_key_file=Path(AUTOSAVE_KEY_DIR, AUTOSAVE_KEY),
-        )
-
     @property
     def ca_bundle(self) -> str:
         """The operator's private CA (provider.caBundle), "" for none."""
@@ -768,54 +361,27 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     @property
     def token_secret_name(self) -> str:
-        return f"{self.pod_name}-git-token"
+        return podspec.token_secret_name(self.pod_name)
 
     @property
     def autosave_key_secret_name(self) -> str:
-        return f"{self.pod_name}-autosave-key"
+        return podspec.autosave_key_secret_name(self.pod_name)
 
     @property
     def registry_secret_name(self) -> str:
-        return f"{self.pod_name}-registry"
-
-    def token_secret_manifest(self, data: dict[str, str], pod_uid: str) -> V1Secret:
-        """The Secret holding the token and the component's secrets; owned by the pod, so
-        deleted with it."""
-        return self.owned_secret(self.token_secret_name, pod_uid, "Opaque", data)
-
-    def registry_secret_manifest(self, docker_config: str, pod_uid: str) -> V1Secret:
-        """This launch's image pull secret: only its registry's entry, owned by the pod."""
-        return self.owned_secret(
-            self.registry_secret_name,
-            pod_uid,
-            "kubernetes.io/dockerconfigjson",
-            {".dockerconfigjson": docker_config},
-        )
+        return podspec.registry_secret_name(self.pod_name)
 
     def owned_secret(self, name: str, pod_uid: str, kind: str, data: dict[str, str]) -> V1Secret:
-        """A Secret of this launch, labelled like the pod and owned by it."""
-        # blockOwnerDeletion would need rights on pods/finalizers, which z2jh's hub role lacks
-        owner = V1OwnerReference(
-            api_version="v1",
-            kind="Pod",
-            name=self.pod_name,
-            uid=pod_uid,
-            block_owner_deletion=False,
-            controller=False,
-        )
-        return V1Secret(
-            api_version="v1",
-            kind="Secret",
-            metadata=V1ObjectMeta(
-                name=name,
-                labels=self._build_common_labels(self._expand_all(self.extra_labels)),
-                annotations=self._build_common_annotations(
-                    self._expand_all(self.extra_annotations)
-                ),
-                owner_references=[owner],
-            ),
-            type=kind,
-            string_data=data,
+        """A Secret of this launch (podspec.owned_secret), labelled and annotated as
+        KubeSpawner labels the pod, owned by the pod."""
+        return podspec.owned_secret(
+            name,
+            pod_name=self.pod_name,
+            pod_uid=pod_uid,
+            kind=kind,
+            data=data,
+            labels=self._build_common_labels(self._expand_all(self.extra_labels)),
+            annotations=self._build_common_annotations(self._expand_all(self.extra_annotations)),
         )
 
     async def create_token_secret(self, pod_uid: str) -> None:
@@ -824,21 +390,25 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         session_secret, self._session_secret = self._session_secret, None
         if session_secret is None:
             return  # no launch shaped this pod
-        data = {SECRET_KEY: session_secret, HUB_TOKEN_KEY: self.api_token or ""}
-        data[KERNEL_KEY] = kernel.image_kernel_spec()
-        if self.control_secret:
-            data[CONTROL_KEY] = self.control_secret
-        if token:
-            data[TOKEN_KEY] = token
-        if self.ca_bundle:
-            data[CA_KEY] = trust.combined(self.ca_bundle)
-        if self.service_api_token:
-            data[COMPONENT_KEY] = component_key(self.service_api_token, self.user.name, self.name)
-        await self.create_secret(self.token_secret_manifest(data, pod_uid), "the git token")
+        data = podspec.token_secret_data(
+            session_secret=session_secret,
+            hub_token=self.api_token or "",
+            kernel_spec=kernel.image_kernel_spec(),
+            control_secret=self.control_secret,
+            git_token=token,
+            ca_file=trust.combined(self.ca_bundle) if self.ca_bundle else None,
+            component_key=(
+                component_key(self.service_api_token, self.user.name, self.name)
+                if self.service_api_token
+                else None
+            ),
+        )
+        manifest = self.owned_secret(self.token_secret_name, pod_uid, podspec.OPAQUE, data)
+        await self.create_secret(manifest, "the git token")
         key, self._autosave_key = self._autosave_key, None
         if key:
             manifest = self.owned_secret(
-                self.autosave_key_secret_name, pod_uid, "Opaque", {AUTOSAVE_KEY: key}
+                self.autosave_key_secret_name, pod_uid, podspec.OPAQUE, {AUTOSAVE_KEY: key}
             )
             await self.create_secret(manifest, "the autosave key")
 
@@ -858,12 +428,16 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
                 f"Could not read the registry credentials {source} "
                 f"(Kubernetes: {e.status} {e.reason})."
             ) from None
-        docker_config = registry_entry(secret.data or {}, registry)
+        docker_config = podspec.registry_entry(secret.data or {}, registry)
         if docker_config is None:
             raise RuntimeError(f"The registry credentials {source} have no entry for {registry}.")
-        await self.create_secret(
-            self.registry_secret_manifest(docker_config, pod_uid), "the image pull secret"
+        manifest = self.owned_secret(
+            self.registry_secret_name,
+            pod_uid,
+            podspec.DOCKER_CONFIG,
+            {podspec.DOCKER_CONFIG_KEY: docker_config},
         )
+        await self.create_secret(manifest, "the image pull secret")
 
     async def create_secret(self, manifest: V1Secret, what: str) -> None:
         """Create a Secret of this launch, replacing one left by an earlier pod of this name."""

@@ -1,7 +1,7 @@
 """The session's git in the embedded default: its token component beside the sandbox, the
 session step and the autosave inside it.
 
-Kubernetes runs these as an init container and a sidecar (glue/hub/kubespawner.py); here
+Kubernetes runs these as an init container and a sidecar (glue/hub/podspec.py); here
 the local spawner runs them as processes:
 
 - the component (glue/session/gitproxy.py) runs as the hub's user, OUTSIDE the

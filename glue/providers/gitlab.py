@@ -2,33 +2,31 @@
 
 Every call acts with the user's own GitLab token (`Caller.git_token`, from the
 hub's auth_state), so GitLab decides what the user may see; we never hold a
-token of our own. The token travels only in the Authorization header: it is
-never put in a URL, a log line or an exception message, and a redirect is
-followed only to the same GitLab host (a moved project answers 301 to its
-numeric id), so the token is never sent anywhere else.
+token of our own. The calls go through glue.providers.gitlabapi, the HTTP
+transport, which puts the token only in the Authorization header (never in a
+URL, a log line or an exception message) and follows a redirect only to the
+same GitLab host (a moved project answers 301 to its numeric id), so the token
+is never sent anywhere else. This module decides what GitLab's answers mean.
+The one call that is not HTTP, a branch's deletion, pushes with git and hands
+it the token in a private file, never in an argument or URL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import sys
 import tempfile
-import time
-from collections.abc import Mapping
+from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 from cachetools import TTLCache
-from yarl import URL
 
-from glue.core import metrics, trust
 from glue.core.config import Config
 from glue.core.errors import (
     Forbidden,
@@ -36,33 +34,26 @@ from glue.core.errors import (
     Unauthorized,
     UpstreamError,
     UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from glue.core.target import Ref, Target, Wanted
 from glue.providers.base import Branch, Caller
+from glue.providers.gitlabapi import (
+    LOGIN_AGAIN,
+    PER_PAGE,
+    GitLabAPI,
+    expect_ok,
+    json_or_none,
+)
 from glue.session import autosave
 
 log = logging.getLogger(__name__)
 
-LOGIN_AGAIN = "Your GitLab login has expired or was revoked; log in again to renew it."
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
-MAX_REDIRECTS = 3
-# the registry list is paginated (20 a page unless asked, 100 at most)
-PER_PAGE = 100
+# the registry's and the branches' lists, PER_PAGE a page: at most this many pages are read
 MAX_REGISTRY_PAGES = 50
 MAX_BRANCH_PAGES = 50
 # how long a moved project's old path is remembered as its id, per user
 MOVED_CACHE_SECONDS = 60
 MOVED_CACHE_MAX = 4096
-
-
-@dataclasses.dataclass(frozen=True)
-class Answer:
-    """One GitLab answer: status, JSON body (None if not JSON) and headers."""
-
-    status: int
-    body: Any
-    headers: Mapping[str, str]
 
 
 class GitLabProvider:
@@ -73,17 +64,16 @@ class GitLabProvider:
     def __init__(self, config: Config):
         provider = config["provider"]
         self.url = provider["url"].rstrip("/")
-        self.api = f"{self.url}/api/v4"
         self.registry: str | None = (provider.get("registry") or "").rstrip("/") or None
-        self.timeout = float(provider["timeoutSeconds"])
         self.min_level: int = provider["minAccessLevel"]
         self.config = config
+        self.client = GitLabAPI(
+            self.url, timeout=float(provider["timeoutSeconds"]), ca_bundle=provider["caBundle"]
+        )
         # (user, old path lower-cased) -> (project id, current path) of a moved project
         self._moved: TTLCache[tuple[str, str], tuple[int, str]] = TTLCache(
             MOVED_CACHE_MAX, MOVED_CACHE_SECONDS
         )
-        # created on first use: the provider may be built outside a running event loop
-        self._session: aiohttp.ClientSession | None = None
 
     # ---- GitProvider -----------------------------------------------------------------------
 
@@ -94,14 +84,14 @@ class GitLabProvider:
         group and its ancestors; a role through a group share or an invited group shows
         only in `members/all/:user_id`, which is asked when the first answer is too low.
         """
-        answer = await self._get(caller, self._project_api(caller, target))
+        answer = await self.client.get(caller, self._project_api(caller, target))
         if answer.status == 404:
             return None
         if answer.status == 403:
             raise Forbidden(
                 f"GitLab refuses you access to {target.full_path}.", code="insufficient_access"
             )
-        self._expect_ok(answer, f"reading project {target.full_path}")
+        expect_ok(answer, f"reading project {target.full_path}")
         project = answer.body if isinstance(answer.body, dict) else {}
         self._remember_path(caller, target, project)
         level = _level(project)
@@ -119,7 +109,7 @@ class GitLabProvider:
 
     async def commit_exists(self, caller: Caller, target: Target) -> bool:
         path = f"{self._project_api(caller, target)}/repository/commits/{target.commit_sha}"
-        answer = await self._get(caller, path)
+        answer = await self.client.get(caller, path)
         if answer.status == 404:
             return False
         if answer.status == 403:
@@ -128,7 +118,7 @@ class GitLabProvider:
                 "ask a maintainer for the Reporter role or higher.",
                 code="insufficient_access",
             )
-        self._expect_ok(answer, f"reading commit {target.commit_sha[:7]}")
+        expect_ok(answer, f"reading commit {target.commit_sha[:7]}")
         # this endpoint also takes branch and tag names: only the exact sha counts
         commit = answer.body
         return isinstance(commit, dict) and commit.get("id") == target.commit_sha
@@ -137,9 +127,7 @@ class GitLabProvider:
         return f"{self.url}/{target.full_path}.git"
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.client.close()
 
     # ---- registry --------------------------------------------------------------------------
 
@@ -154,10 +142,10 @@ class GitLabProvider:
         if root is None:
             return None
         tag = self.commit_tag(target.commit_sha)
-        answer = await self._get(caller, f"{base}/{root['id']}/tags/{quote(tag, safe='')}")
+        answer = await self.client.get(caller, f"{base}/{root['id']}/tags/{quote(tag, safe='')}")
         if answer.status in (403, 404):
             return None
-        self._expect_ok(answer, f"reading image tag {tag} of {target.full_path}")
+        expect_ok(answer, f"reading image tag {tag} of {target.full_path}")
         if self.registry:
             return f"{self.registry}/{root.get('path') or target.full_path.lower()}:{tag}"
         details = answer.body
@@ -168,18 +156,18 @@ class GitLabProvider:
         self, caller: Caller, target: Target, base: str
     ) -> dict[str, Any] | None:
         """The project's root image repository, page by page until it is found."""
-        page = "1"
-        for _ in range(MAX_REGISTRY_PAGES):
-            answer = await self._get(caller, f"{base}?per_page={PER_PAGE}&page={page}")
-            if answer.status in (403, 404):  # registry disabled, private, or project hidden
-                return None
-            self._expect_ok(answer, f"listing the registry of {target.full_path}")
-            root = _root_repository(answer.body, target)
-            if root is not None:
-                return root
-            page = answer.headers.get("X-Next-Page", "")
-            if not page.isdigit():  # the last page (GitLab sends it empty)
-                return None
+        async with aclosing(
+            self.client.pages(caller, base, max_pages=MAX_REGISTRY_PAGES)
+        ) as pages:
+            async for answer in pages:
+                if answer.status in (403, 404):  # registry disabled, private, or project hidden
+                    return None
+                expect_ok(answer, f"listing the registry of {target.full_path}")
+                root = _root_repository(answer.body, target)
+                if root is not None:
+                    return root
+                if answer.next_page is None:
+                    return None
         log.warning(
             "%s has over %d image repositories", target.full_path, PER_PAGE * MAX_REGISTRY_PAGES
         )
@@ -193,18 +181,20 @@ class GitLabProvider:
         name = ref.ref
         project = self._project_api(caller, ref)
         if not name:
-            answer = await self._get(caller, project)
+            answer = await self.client.get(caller, project)
             if answer.status == 404:
                 return None
-            self._expect_ok(answer, f"reading project {ref.full_path}")
+            expect_ok(answer, f"reading project {ref.full_path}")
             body = answer.body if isinstance(answer.body, dict) else {}
             name = body.get("default_branch") or ""
             if not name:
                 return None  # an empty repository
-        answer = await self._get(caller, f"{project}/repository/commits/{quote(name, safe='')}")
+        answer = await self.client.get(
+            caller, f"{project}/repository/commits/{quote(name, safe='')}"
+        )
         if answer.status in (403, 404):
             return None
-        self._expect_ok(answer, f"resolving {name} in {ref.full_path}")
+        expect_ok(answer, f"resolving {name} in {ref.full_path}")
         sha = answer.body.get("id") if isinstance(answer.body, dict) else None
         return sha if isinstance(sha, str) else None
 
@@ -216,10 +206,10 @@ class GitLabProvider:
             f"{self._project_api(caller, target)}/repository/files/"
             f"{quote(target.notebook, safe='')}?ref={target.commit_sha}"
         )
-        answer = await self._get(caller, path, method="HEAD")
+        answer = await self.client.get(caller, path, method="HEAD")
         if answer.status == 404:
             return False
-        self._expect_ok(answer, f"looking for {target.notebook} in {target.full_path}")
+        expect_ok(answer, f"looking for {target.notebook} in {target.full_path}")
         return True
 
     async def pipeline_status(self, caller: Caller, target: Target) -> str | None:
@@ -229,10 +219,10 @@ class GitLabProvider:
             f"{self._project_api(caller, target)}/pipelines?sha={target.commit_sha}"
             "&order_by=id&sort=desc&per_page=1"
         )
-        answer = await self._get(caller, path)
+        answer = await self.client.get(caller, path)
         if answer.status in (403, 404):
             return None
-        self._expect_ok(answer, f"listing the pipelines of {target.full_path}")
+        expect_ok(answer, f"listing the pipelines of {target.full_path}")
         pipelines = answer.body
         if not isinstance(pipelines, list) or not pipelines:
             return None
@@ -249,27 +239,26 @@ class GitLabProvider:
         base = f"{self._project_api(caller, project)}/repository/branches"
         search = quote(f"^{prefix}", safe="")
         found: list[Branch] = []
-        page = "1"
-        for _ in range(MAX_BRANCH_PAGES):
-            answer = await self._get(
-                caller, f"{base}?search={search}&per_page={PER_PAGE}&page={page}"
-            )
-            if answer.status == 404:
-                raise NotFound(
-                    f"Project {project.full_path} was not found, or you cannot see it.",
-                    code="project_not_found",
-                )
-            if answer.status == 403:
-                raise Forbidden(
-                    f"Your access to {project.full_path} does not include reading its branches.",
-                    code="insufficient_access",
-                )
-            self._expect_ok(answer, f"listing the branches of {project.full_path}")
-            items = answer.body if isinstance(answer.body, list) else []
-            found += [b for b in map(_branch, items) if b and b.name.startswith(prefix)]
-            page = answer.headers.get("X-Next-Page", "")
-            if not page.isdigit():  # the last page (GitLab sends it empty)
-                return found
+        async with aclosing(
+            self.client.pages(caller, f"{base}?search={search}", max_pages=MAX_BRANCH_PAGES)
+        ) as pages:
+            async for answer in pages:
+                if answer.status == 404:
+                    raise NotFound(
+                        f"Project {project.full_path} was not found, or you cannot see it.",
+                        code="project_not_found",
+                    )
+                if answer.status == 403:
+                    raise Forbidden(
+                        f"Your access to {project.full_path} does not include reading its "
+                        "branches.",
+                        code="insufficient_access",
+                    )
+                expect_ok(answer, f"listing the branches of {project.full_path}")
+                items = answer.body if isinstance(answer.body, list) else []
+                found += [b for b in map(_branch, items) if b and b.name.startswith(prefix)]
+                if answer.next_page is None:
+                    return found
         log.warning("%s has over %d branches below %s", project.full_path, len(found), prefix)
         return found
 
@@ -314,7 +303,7 @@ class GitLabProvider:
                     code="gitlab_timeout",
                 ) from None
         if process.returncode == 0:
-            answer = _json_or_none(out.decode(errors="replace"))
+            answer = json_or_none(out.decode(errors="replace"))
             return bool(answer.get("deleted")) if isinstance(answer, dict) else False
         why = err.decode(errors="replace").strip().splitlines()[-1:] or ["no reason given"]
         log.warning("deleting %s of %s for %s failed: %s", name, project.full_path,
@@ -353,189 +342,21 @@ class GitLabProvider:
         """The role GitLab's `members/all/:user_id` gives: the highest over direct, inherited,
         shared and invited-group membership (0 when none: 404)."""
         user_id = caller.git_user_id or await self._user_id(caller)
-        answer = await self._get(caller, f"projects/{project_id}/members/all/{user_id}")
+        answer = await self.client.get(caller, f"projects/{project_id}/members/all/{user_id}")
         if answer.status in (403, 404):
             return 0
-        self._expect_ok(answer, "reading your membership")
+        expect_ok(answer, "reading your membership")
         level = answer.body.get("access_level") if isinstance(answer.body, dict) else None
         return level if isinstance(level, int) else 0
 
     async def _user_id(self, caller: Caller) -> int:
         """The token's GitLab user id, for a login stored without the user record."""
-        answer = await self._get(caller, "user")
-        self._expect_ok(answer, "reading your GitLab user")
+        answer = await self.client.get(caller, "user")
+        expect_ok(answer, "reading your GitLab user")
         user_id = answer.body.get("id") if isinstance(answer.body, dict) else None
         if not isinstance(user_id, int):
             raise UpstreamError("GitLab answered /user without an id.", code="gitlab_error")
         return user_id
-
-    # ---- HTTP ------------------------------------------------------------------------------
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            ca_bundle = self.config["provider"]["caBundle"]
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers={"Accept": "application/json"},
-                # a private CA besides the system store (aiohttp fixed its default at import)
-                connector=aiohttp.TCPConnector(ssl=trust.context(ca_bundle)) if ca_bundle else None,
-            )
-        return self._session
-
-    async def _get(self, caller: Caller, path: str, *, method: str = "GET") -> Answer:
-        """GET an API path as the caller, within the request's time budget.
-
-        Follows redirects to this GitLab's API only, waits out a 429's Retry-After when it
-        fits the budget, and raises on outages, 401 and the 403s that are not about access.
-        """
-        if not caller.git_token:
-            raise Unauthorized(
-                "No GitLab login is stored for you; log in again.", code="gitlab_token_expired"
-            )
-        url = URL(f"{self.api}/{path}", encoded=True)  # keep %2F in project paths
-        deadline = time.monotonic() + self.timeout
-        hops = 0
-        while True:
-            answer = await self._fetch(caller, url, method)
-            if answer.status in REDIRECTS and hops < MAX_REDIRECTS:
-                url, hops = self._same_api(url, answer.headers.get("Location", "")), hops + 1
-                continue
-            if answer.status == 429:
-                wait = _retry_after(answer.headers)
-                if wait is not None and time.monotonic() + wait < deadline:
-                    await asyncio.sleep(wait)
-                    continue
-                later = f"in {wait:g} seconds" if wait is not None else "in a minute"
-                raise UpstreamUnavailable(
-                    f"GitLab is limiting requests right now; try again {later}.",
-                    code="gitlab_unavailable",
-                )
-            self._checked(answer)
-            return answer
-
-    async def _fetch(self, caller: Caller, url: URL, method: str) -> Answer:
-        """One GET or HEAD, counted; the token goes in the Authorization header only."""
-        headers = {"Authorization": f"Bearer {caller.git_token}"}
-        started = time.monotonic()
-        try:
-            async with self._client().request(
-                method, url, headers=headers, allow_redirects=False
-            ) as resp:
-                body = None
-                if resp.status == 200 and method == "GET":
-                    body = await resp.json(content_type=None)
-                elif resp.status == 403:  # says why, in JSON from GitLab itself
-                    body = _json_or_none(await resp.text())
-                answer = Answer(resp.status, body, resp.headers)
-        except TimeoutError:
-            raise self._failed(
-                started,
-                method,
-                "timeout",
-                UpstreamTimeout(
-                    f"GitLab did not answer within {self.timeout:g} seconds; try again shortly.",
-                    code="gitlab_timeout",
-                ),
-            ) from None
-        except (aiohttp.ClientConnectionError, OSError):
-            raise self._failed(
-                started,
-                method,
-                "unavailable",
-                UpstreamUnavailable(
-                    f"GitLab at {self.url} cannot be reached; try again shortly.",
-                    code="gitlab_unavailable",
-                ),
-            ) from None
-        except (aiohttp.ClientError, ValueError):
-            raise self._failed(
-                started,
-                method,
-                "invalid_response",
-                UpstreamError(
-                    "GitLab answered with something that is not valid JSON.", code="gitlab_error"
-                ),
-            ) from None
-        status = answer.status
-        error = "server_error" if status >= 500 else "rate_limited" if status == 429 else None
-        metrics.observe_upstream("gitlab", method, time.monotonic() - started, error)
-        log.debug("GitLab %s %s for %s: %s", method, url.path, caller.name, status)
-        return answer
-
-    def _same_api(self, url: URL, location: str) -> URL:
-        """Where a redirect points, if that is this GitLab's API; anything else fails closed."""
-        api = URL(self.api)
-        target = url.join(URL(location, encoded=True)) if location else api.origin()
-        if target.origin() != api.origin() or not target.raw_path.startswith(api.raw_path + "/"):
-            raise UpstreamError(
-                "GitLab redirected the request to another address; it was not followed.",
-                code="gitlab_error",
-            )
-        return target
-
-    @staticmethod
-    def _failed(started: float, method: str, kind: str, error: UpstreamError) -> UpstreamError:
-        """Count a call that got no usable answer, and give back the error to raise."""
-        metrics.observe_upstream("gitlab", method, time.monotonic() - started, kind)
-        return error
-
-    def _checked(self, answer: Answer) -> None:
-        """Turn answers every call treats alike into errors; the caller handles the rest.
-
-        A 403 is about access only when GitLab says nothing else: a token without the
-        scope (the operator's fix), a blocked account or pending terms (the user's) are
-        told apart here.
-        """
-        status, body = answer.status, answer.body if isinstance(answer.body, dict) else {}
-        if status == 401:
-            raise Unauthorized(LOGIN_AGAIN, code="gitlab_token_expired")
-        if status == 403 and body.get("error") == "insufficient_scope":
-            scopes = str(body.get("scope") or "").split()
-            scope = "read_api" if "read_api" in scopes or not scopes else scopes[0]
-            raise UpstreamError(
-                f"GitLab refused the request because your login's token lacks the "
-                f"`{scope}` scope. The operator must register the GitLab application with "
-                f"`{scope}` and ask for it (see docs/gitlab.rst); then log in again.",
-                code="gitlab_scope_missing",
-            )
-        message = str(body.get("message") or "")
-        if status == 403 and "blocked" in message.lower():
-            raise Forbidden(
-                "Your GitLab account is blocked; ask a GitLab administrator to unblock it.",
-                code="gitlab_account_blocked",
-            )
-        if status == 403 and "terms of service" in message.lower():
-            raise Forbidden(
-                "GitLab wants you to accept its terms of service first: open GitLab in your "
-                "browser, accept them, then try again.",
-                code="gitlab_terms_not_accepted",
-            )
-        if status >= 500:
-            raise UpstreamError(
-                f"GitLab failed to answer (HTTP {status}); try again shortly.", code="gitlab_error"
-            )
-
-    def _expect_ok(self, answer: Answer, doing: str) -> None:
-        if answer.status != 200:
-            raise UpstreamError(
-                f"GitLab answered HTTP {answer.status} when {doing}.", code="gitlab_error"
-            )
-
-
-def _json_or_none(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Retry-After in seconds (GitLab sends a number); None when absent or unreadable."""
-    value = headers.get("Retry-After", "").strip()
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 def _branch(item: Any) -> Branch | None:

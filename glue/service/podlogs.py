@@ -39,7 +39,7 @@ from glue.core.serverlogs import MAX_LINE_CHARS, scrub
 
 log = logging.getLogger(__name__)
 
-# the containers whose logs a user sees, in the order they run (glue.hub.kubespawner names them so)
+# the containers whose logs a user sees, in the order they run (glue.hub.podspec names them so)
 CONTAINERS = (CLONE_CONTAINER, NOTEBOOK_CONTAINER)
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT_SECONDS = 10.0

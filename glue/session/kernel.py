@@ -1,7 +1,7 @@
 """How servers start their kernels: nothing of the repository runs, nobody else connects.
 
 Two decisions, for the single-user servers of the embedded default (glue.hub.commitspawner) and,
-the first, of Kubernetes pods too (glue.hub.kubespawner):
+the first, of Kubernetes pods too (glue.hub.podspec):
 
 - A kernel starts with `python -P -m glue.session.kernel` (the `python3` kernel spec beside
   this module, found first through `JUPYTER_PATH`). ipykernel's own
@@ -95,9 +95,10 @@ def kernel_argv() -> list[str]:
 
 
 def image_kernel_spec() -> str:
-    """The `kernel.json` of the python3 kernel for a notebook image (glue.hub.kubespawner mounts
-    it and names it first in JUPYTER_PATH): `kernel_argv`, and nothing an older ipykernel of the
-    image might not support (CurveZMQ encryption, a newer protocol version)."""
+    """The `kernel.json` of the python3 kernel for a notebook image (glue.hub.kubespawner stores
+    it in the pod's Secret, glue.hub.podspec mounts it and names it first in JUPYTER_PATH):
+    `kernel_argv`, and nothing an older ipykernel of the image might not support (CurveZMQ
+    encryption, a newer protocol version)."""
     spec = json.loads((SPEC_DIR / "kernels" / "python3" / "kernel.json").read_text())
     metadata = {k: v for k, v in spec["metadata"].items() if k == "debugger"}
     kept = {k: spec[k] for k in ("display_name", "language")}
