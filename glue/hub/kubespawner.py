@@ -113,6 +113,7 @@ from glue.core.contracts import (
 from glue.core.errors import AutosaveFailed
 from glue.core.launch import DISK, POD_NAME, STOP_FAILED, Launch
 from glue.core.target import Target
+from glue.hub import internals
 from glue.hub.commitspawner import Checked, CommitSpawnerMixin, memory_bytes
 from glue.hub.disk import Usage
 from glue.session import autosave, autosavecontrol, clone, gitproxy, kernel
@@ -366,7 +367,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.log.warning(
             "%s: the pod %s has no usable session report (%s); where its workspace came from "
             "is not recorded",
-            self._log_name,
+            self.log_label,
             ref_key,
             why,
         )
@@ -935,7 +936,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             self.namespace,
             self.pod_name,
             why,
-            self._log_name,
+            self.log_label,
         )
         if self._retrying is None or self._retrying.done():
             self._retrying = asyncio.ensure_future(self._retry_deletion())
@@ -961,7 +962,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
                 self.log.info("Deleting pod %s again (it was left behind)", ref)
             except ApiException as e:
                 if e.status == 404:
-                    self.log.info("Pod %s is gone: %s may be removed", ref, self._log_name)
+                    self.log.info("Pod %s is gone: %s may be removed", ref, self.log_label)
                     self._pod_left_behind = False
                     self.record(**{STOP_FAILED: None})
                     self.save_state()
@@ -973,8 +974,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     def save_state(self) -> None:
         """Store the state in the hub's database now, as the hub does after start and stop."""
-        self.orm_spawner.state = self.get_state()
-        self.db.commit()
+        internals.save_state(self)
 
     def get_state(self) -> dict[str, Any]:
         state: dict[str, Any] = super().get_state()
