@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from glue.hub.commitspawner import LocalCommitSpawner
+from glue.hub.localspawner import LocalCommitSpawner
 
 TODAY = "bench-today-"
 

@@ -28,3 +28,8 @@ if os.environ.get("NOTEBOOKS_TEST_AUTH_REFRESH_AGE"):
 if os.environ.get("NOTEBOOKS_TEST_SPAWNER_CLASS"):
     # the benchmarks' hub (benchmarks/spawner.py): a subclass for figure 7's baseline
     c.JupyterHub.spawner_class = os.environ["NOTEBOOKS_TEST_SPAWNER_CLASS"]  # noqa: F821
+if os.environ.get("NOTEBOOKS_TEST_WITHOUT_HUB_HANDLERS"):
+    # a hub without renku-notebooks' own endpoints (a hub image older than the glue, or an
+    # extraConfig that drops them): the glue falls back to the hub's public API
+    # (tests/test_hub_internals.py)
+    c.JupyterHub.extra_handlers = []  # noqa: F821

@@ -402,7 +402,7 @@ def test_hub_refuses_invalid_config(tmp_path):
 async def test_progress_relays_our_steps_until_the_hand_over():
     """The one progress loop (both spawners): events as they are emitted, in order, and the
     loop ends at hand_over(), where the base spawner's own progress takes over."""
-    from glue.hub.commitspawner import LocalCommitSpawner
+    from glue.hub.localspawner import LocalCommitSpawner
 
     spawner = LocalCommitSpawner(
         _mock=True,
@@ -434,8 +434,10 @@ HUB_DISTRIBUTIONS = {"jupyterhub", "jupyterhub-kubespawner", "oauthenticator", "
 HUB_STACK_MODULES = {
     "glue.hub.serversapi",
     "glue.hub.commitspawner",
+    "glue.hub.localspawner",
     "glue.hub.kubespawner",
     "glue.hub.podspec",
+    "glue.hub.internals",
 }
 # run in a fresh interpreter, as in the glue image: a meta-path finder refuses the hub packages
 # and every package of a distribution the image would not have (argv: refused top-level names,

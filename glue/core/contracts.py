@@ -24,6 +24,26 @@ AUTOSAVE_API = "notebooks/autosave"  # GET <AUTOSAVE_API>/<user>/<server>: what 
 # DELETE <SAVING_API>/users/<user>/servers/<server>
 SAVING_API = "notebooks/saving"
 
+# -- JupyterHub's own REST answers that the glue reads by their text: the hub's API gives
+# errors no code, only a status and a sentence. They are JupyterHub internals as much as
+# those of glue.hub.internals (whose docstring lists both), written here because the glue
+# service may not import glue.hub; tests/test_hub_internals.py checks each against the
+# pinned hub (jupyterhub==5.5.0), so an upgrade that rewords one fails there.
+# what the hub answers for an API path that nothing serves (its catch-all `API404`): a hub
+# without our extra_handlers answers our paths so. Its own handlers answer a bare 404 like
+# this one for an unknown user too; ours always add an `error` (glue.service.hubapi tells
+# the two apart)
+HUB_NO_SUCH_PATH = {"status": 404, "message": "Not Found"}
+# in the 400 of a launch (POST users/<u>/servers/<s>) past `named_server_limit_per_user`
+HUB_TOO_MANY_SERVERS = "maximum"
+# in the 400 of a launch of a server that runs ("<user>:<server> is already running") or is
+# stopping ("... is pending stop")
+HUB_ALREADY_RUNNING = "already running"
+HUB_PENDING = "pending"
+# how the hub's progress stream begins the message of its `failed` event, before the
+# spawner's exception ("Spawn failed: <exception>")
+HUB_SPAWN_FAILED = "Spawn failed:"
+
 # -- autosave branches: `<prefix>/<user>/<sha>` (config `autosave.branchPrefix`)
 SHA = re.compile(r"[0-9a-f]{40}")
 # characters a ref name may not hold (git check-ref-format), quoted as %XX in branch names

@@ -17,12 +17,13 @@ step as the pod's `preStop`). Answers: 200 with the step's JSON; 409
 one of ours), which saves only at its own stop, if at all.
 
 The saving DELETE is the one stop that can be refused: a stop that has begun
-cannot (see LocalCommitSpawner.stop). The glue's `DELETE` uses it, and so does
-the culler (jupyterhub-idle-culler, run by `python -m glue.hub.culler` with the
-root `/hub/api/notebooks/saving`: the hub's own handlers for the version and
-the user list): an idle server whose autosave fails stays, and the next round
-tries again. The server is saved once, right before the hub stops it, after its
-route in the proxy is gone (as in the hub's own stop; a refusal restores it).
+cannot (see glue.hub.localspawner.LocalCommitSpawner.stop). The glue's `DELETE`
+uses it, and so does the culler (jupyterhub-idle-culler, run by `python -m
+glue.hub.culler` with the root `/hub/api/notebooks/saving`: the hub's own
+handlers for the version and the user list): an idle server whose autosave
+fails stays, and the next round tries again. The server is saved once, right
+before the hub stops it, after its route in the proxy is gone (as in the hub's
+own stop; a refusal restores it).
 
 JupyterHub calls `extra_handlers` deprecated in favour of services, but only
 a handler inside the hub holds the spawner.
@@ -34,12 +35,11 @@ import json
 from typing import Any
 
 from jupyterhub.apihandlers.base import APIHandler
-from jupyterhub.apihandlers.hub import RootAPIHandler
-from jupyterhub.apihandlers.users import UserListAPIHandler, UserServerAPIHandler
 from jupyterhub.scopes import needs_scope
 
 from glue.core.contracts import AUTOSAVE_API, SAVING_API
 from glue.core.errors import AutosaveFailed
+from glue.hub import internals
 
 PATH = rf"/api/{AUTOSAVE_API}/([^/]+)/([^/]+)"
 # the hub's API with stops that autosave first: the culler's root (`--url`), the glue's stops
@@ -52,12 +52,12 @@ class AutosaveAPIHandler(APIHandler):
         await self._answer(user_name, server_name, "autosave_status")
 
     async def _answer(self, user_name: str, server_name: str, method: str) -> None:
-        user = self.find_user(user_name)
-        spawner = user.spawners.get(server_name) if user else None
+        user = internals.find_user(self, user_name)
+        spawner = internals.loaded_spawners(user).get(server_name) if user else None
         if spawner is None:
             return self._json(404, "server_not_found", f"{user_name} has no server {server_name}.")
         if not spawner.ready or spawner.pending:
-            return self._json(404, "not_running", f"{spawner._log_name} is not running.")
+            return self._json(404, "not_running", f"{internals.log_name(spawner)} is not running.")
         act = getattr(spawner, method, None)
         if act is None:
             return self._json(
@@ -83,27 +83,27 @@ def refuse(handler: APIHandler, status: int, code: str, message: str) -> None:
     handler.write(json.dumps({"status": status, "error": code, "message": message}))
 
 
-class SavingServerAPIHandler(UserServerAPIHandler):
+class SavingServerAPIHandler(internals.HubServerAPIHandler):
     """The hub's server DELETE, after the spawner's autosave (the glue's stops, the culler)."""
 
     @needs_scope("delete:servers")
     async def delete(self, user_name: str, server_name: str = "") -> None:
-        user = self.find_user(user_name)
-        spawner = user.spawners.get(server_name) if user else None
+        user = internals.find_user(self, user_name)
+        spawner = internals.loaded_spawners(user).get(server_name) if user else None
         save = getattr(spawner, "autosave", None)
         if spawner is None or not spawner.ready or spawner.pending or save is None:
             return await super().delete(user_name, server_name)  # nothing runs to save
         # as in the hub's own stop, the browser's way in closes before the save, so no
         # edit arrives between the save and the stop; a refused stop opens it again
-        await self.proxy.delete_user(user, server_name)
+        await internals.close_route(user, server_name)
         try:
             await save()
         except BaseException as e:
-            await self.proxy.add_user(user, server_name)
+            await internals.open_route(user, server_name)
             if not isinstance(e, AutosaveFailed):
                 raise
             self.log.warning(
-                "Kept %s running: its autosave failed (%s).", spawner._log_name, e.message
+                "Kept %s running: its autosave failed (%s).", internals.log_name(spawner), e.message
             )
             return refuse(self, 409, e.code, e.message)
         # saved just now: the stop that follows at once need not save again (see
@@ -119,7 +119,7 @@ def handlers() -> list[tuple[str, Any]]:
     """For `c.JupyterHub.extra_handlers` (the hub adds its /hub prefix)."""
     return [
         (PATH, AutosaveAPIHandler),
-        (SAVING + "/?", RootAPIHandler),
-        (SAVING + "/users", UserListAPIHandler),
+        (SAVING + "/?", internals.HubRootAPIHandler),
+        (SAVING + "/users", internals.HubUserListAPIHandler),
         (SAVING + r"/users/([^/]+)/servers/([^/]*)", SavingServerAPIHandler),
     ]

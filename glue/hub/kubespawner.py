@@ -47,7 +47,7 @@ from glue.core.config import Profile
 from glue.core.contracts import AUTOSAVE_KEY, SESSION_CONTAINER, component_key
 from glue.core.errors import AutosaveFailed
 from glue.core.launch import DISK, POD_NAME, STOP_FAILED, Launch
-from glue.hub import podspec
+from glue.hub import internals, podspec
 from glue.hub.commitspawner import Checked, CommitSpawnerMixin, memory_bytes
 from glue.hub.disk import Usage
 from glue.session import autosavecontrol, kernel
@@ -172,7 +172,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self.log.warning(
             "%s: the pod %s has no usable session report (%s); where its workspace came from "
             "is not recorded",
-            self._log_name,
+            self.log_label,
             ref_key,
             why,
         )
@@ -509,7 +509,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             self.namespace,
             self.pod_name,
             why,
-            self._log_name,
+            self.log_label,
         )
         if self._retrying is None or self._retrying.done():
             self._retrying = asyncio.ensure_future(self._retry_deletion())
@@ -535,7 +535,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
                 self.log.info("Deleting pod %s again (it was left behind)", ref)
             except ApiException as e:
                 if e.status == 404:
-                    self.log.info("Pod %s is gone: %s may be removed", ref, self._log_name)
+                    self.log.info("Pod %s is gone: %s may be removed", ref, self.log_label)
                     self._pod_left_behind = False
                     self.record(**{STOP_FAILED: None})
                     self.save_state()
@@ -547,8 +547,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     def save_state(self) -> None:
         """Store the state in the hub's database now, as the hub does after start and stop."""
-        self.orm_spawner.state = self.get_state()
-        self.db.commit()
+        internals.save_state(self)
 
     def get_state(self) -> dict[str, Any]:
         state: dict[str, Any] = super().get_state()

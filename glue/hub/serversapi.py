@@ -25,6 +25,7 @@ from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import needs_scope
 
 from glue.core.contracts import SERVERS_API
+from glue.hub import internals
 
 PATH = rf"/api/{SERVERS_API}/([^/]+)"
 
@@ -36,32 +37,35 @@ _ids: dict[str, int] = {}
 class ServersAPIHandler(APIHandler):
     @needs_scope("read:servers")
     async def get(self, user_name: str) -> None:
-        user = self._in_memory(user_name) or self.find_user(user_name)
+        user = self._in_memory(user_name) or internals.find_user(self, user_name)
         if user is None:
             self.set_status(404)
             self._write({"status": 404, "error": "user_not_found", "message": "No such user."})
             return
         _ids[user_name] = user.id
-        readable = self.get_scope_filter("read:servers")  # as the hub's own user model does
+        # as the hub's own user model does
+        readable = internals.scope_filter(self, "read:servers")
         servers = {
-            name: self.server_model(spawner)
-            for name, spawner in user.spawners.items()
+            name: internals.server_model(self, spawner)
+            for name, spawner in internals.loaded_spawners(user).items()
             if readable(spawner, kind="server")
         }
-        for name, orm_spawner in user.orm_spawners.items():  # stopped, not yet loaded
+        for name, orm_spawner in internals.stored_servers(user).items():  # stopped, not loaded
             if name not in servers and readable(orm_spawner, kind="server"):
-                servers[name] = self.server_model(orm_spawner, user=user)
-        model: dict[str, Any] = {"name": user.name, "url": user.url, "servers": servers}
-        if self.get_scope_filter("admin:auth_state")(user, kind="user"):
+                servers[name] = internals.server_model(self, orm_spawner, user)
+        model: dict[str, Any] = {
+            "name": user.name,
+            "url": internals.user_url(user),
+            "servers": servers,
+        }
+        if internals.scope_filter(self, "admin:auth_state")(user, kind="user"):
             model["auth_state"] = await user.get_auth_state()
         self._write(model)
 
     def _in_memory(self, user_name: str) -> Any:
         uid = _ids.get(user_name)
-        if uid is None or uid not in self.users:
-            return None
-        user = self.users[uid]
-        return user if user.name == user_name else None
+        user = None if uid is None else internals.user_in_memory(self, uid)
+        return user if user is not None and user.name == user_name else None
 
     def _write(self, model: dict[str, Any]) -> None:
         self.set_header("Content-Type", "application/json")

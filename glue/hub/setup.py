@@ -132,9 +132,9 @@ def user_subdomain(name: str, domain: str, kind: str) -> str:
     """
     if kind == "service":
         return domain
-    from jupyterhub.utils import subdomain_hook_idna  # only where a hub runs
+    from glue.hub import internals  # imports jupyterhub: only where a hub runs
 
-    return str(subdomain_hook_idna(name, domain, kind))
+    return internals.idna_subdomain(name, domain, kind)
 
 
 def _host_only_cookies(c: Any) -> None:
@@ -296,7 +296,7 @@ async def refresh_expiring_login(authenticator: Any, user: Any, auth_state: Any)
 
 
 def _configure_local(c: Any, config: Config) -> None:
-    c.JupyterHub.spawner_class = "glue.hub.commitspawner.LocalCommitSpawner"
+    c.JupyterHub.spawner_class = "glue.hub.localspawner.LocalCommitSpawner"
     c.LocalCommitSpawner.notebooks_config = config
     # each server runs in its own sandbox (glue.hub.sandbox), never as root; none runs without
     # (`spawner.sandbox: false` drops bubblewrap only: benchmarks, single-user machines)

@@ -4,9 +4,10 @@ The hub says "Spawn failed: <the spawner's exception>"; the spawners word
 their exceptions (the access and commit checks, "Clone failed: <git's
 message>", the kubelet's pull failure, KubeSpawner's "did not start in N
 seconds"), and KubeSpawner's progress carries the scheduler's events
-("0/3 nodes are available: 3 Insufficient memory"). This leaf turns those
-into one reason code, a sentence and a next step: the launch page and the
-server model's `failure` field say the same.
+("0/3 nodes are available: 3 Insufficient memory"). This leaf (only the
+hub's wording comes from glue.core.contracts) turns those into one reason
+code, a sentence and a next step: the launch page and the server model's
+`failure` field say the same.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from glue.core.contracts import HUB_SPAWN_FAILED
 
 MAX_CHARS = 600
 LOG_LINES = 10
@@ -96,7 +99,7 @@ UNKNOWN = (
 
 
 def _clean(text: str | None) -> str:
-    text = " ".join(str(text or "").split()).removeprefix("Spawn failed:").strip()
+    text = " ".join(str(text or "").split()).removeprefix(HUB_SPAWN_FAILED).strip()
     return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 1] + "…"
 
 

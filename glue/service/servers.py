@@ -41,7 +41,7 @@ from glue.core.target import DOTDOT_REMOVED, Ref, Target, looks_like_file, ref_c
 from glue.providers.access import Access
 from glue.providers.base import Caller, GitProvider
 from glue.service import failures
-from glue.service.hubapi import Hub
+from glue.service.hubapi import Hub, HubCannotSave
 from glue.service.podlogs import PodLogs
 
 # the server statuses whose stop will autosave again: a server "running for" an autosave
@@ -493,6 +493,12 @@ class Servers:
             saving = self.autosave_seconds if running and not force else None
             try:
                 await self.hub.stop(view.name, target.server_name, saving=saving)
+            except HubCannotSave as e:
+                raise AutosaveFailed(
+                    f"{e.message} The server keeps running, so nothing is lost: stop it anyway "
+                    "with force=true (its own stop still tries to autosave it, but cannot keep "
+                    "it running when that fails), or ask the operators to update the hub."
+                ) from None
             except AutosaveFailed as e:
                 raise AutosaveFailed(
                     f"{e.message.rstrip('.')}. The server keeps running, so nothing is lost: "

@@ -1,6 +1,6 @@
 """How servers start their kernels: nothing of the repository runs, nobody else connects.
 
-Two decisions, for the single-user servers of the embedded default (glue.hub.commitspawner) and,
+Two decisions, for the single-user servers of the embedded default (glue.hub.localspawner) and,
 the first, of Kubernetes pods too (glue.hub.podspec):
 
 - A kernel starts with `python -P -m glue.session.kernel` (the `python3` kernel spec beside
