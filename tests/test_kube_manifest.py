@@ -41,9 +41,15 @@ from traitlets.config import Config
 
 import glue.providers.local
 from glue.core.config import validate
-from glue.core.contracts import PROXY_CONTAINER, SESSION_CONTAINER
+from glue.core.contracts import (
+    POD_NAME,
+    PROXY_CONTAINER,
+    RESTORE_REFUSED,
+    RESTORED_FROM,
+    SESSION_CONTAINER,
+)
 from glue.core.errors import AutosaveFailed, BadRequest
-from glue.core.launch import POD_NAME, RESTORE_REFUSED, RESTORED_FROM, from_user_options
+from glue.core.launch import from_user_options
 from glue.hub import kubespawner as kube
 from glue.hub import podspec
 from glue.hub import setup as hubconfig

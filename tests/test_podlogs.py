@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from glue.core import launch
+from glue.core import contracts
 from glue.core.config import ConfigError, validate
 from glue.core.errors import NotFound, UpstreamError, UpstreamUnavailable
 from glue.core.serverlogs import SCRUBBED
@@ -234,7 +234,7 @@ def start_with_pod(hub: RunningHub, user: str, path: str, pod: str) -> None:
         "namespace": target.namespace,
         "project": target.project,
         "commit_sha": target.commit_sha,
-        launch.POD_NAME: pod,
+        contracts.POD_NAME: pod,
     }
     hub.token_for(user)
     response = hub.admin("POST", f"users/{user}/servers/{target.server_name}", json=options)

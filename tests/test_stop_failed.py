@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from glue.core import launch
+from glue.core import contracts
 from glue.core.config import validate
 from glue.core.errors import StopFailed
 from glue.core.target import Target
@@ -46,7 +46,7 @@ class HubStandIn:
     def server(self) -> dict[str, Any]:
         options = {"namespace": "demo", "project": "hello", "commit_sha": TARGET.commit_sha}
         if self.kept_because:
-            options[launch.STOP_FAILED] = self.kept_because
+            options[contracts.STOP_FAILED] = self.kept_because
         return {
             "name": TARGET.server_name,
             "ready": False,

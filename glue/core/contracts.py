@@ -44,6 +44,48 @@ HUB_PENDING = "pending"
 # spawner's exception ("Spawn failed: <exception>")
 HUB_SPAWN_FAILED = "Spawn failed:"
 
+# -- the keys of a server's user_options in the hub: what the glue asks for (USER_OPTIONS,
+# glue.core.launch checks them on both sides), and what the spawners write back for the glue
+# to show (SPAWNER_OPTIONS)
+# written by the spawner into the hub's user_options after a start: where the workspace's
+# unsaved work came from (the server model's `restored_from`)
+RESTORED_FROM = "restored_from"
+# written by the spawner after a start that found an autosave branch it did not restore (its
+# tip not an autosave this service signed for the user): why, for the server model's
+# `restore_refused`
+RESTORE_REFUSED = "restore_refused"
+# written by the Kubernetes spawner at the start: the server's pod (KubeSpawner's `pod_name`),
+# whose log the glue reads (glue.service.podlogs)
+POD_NAME = "pod_name"
+# written by the Kubernetes spawner while a pod that a stop could not delete may still run:
+# why (the glue then answers a stop with `stop_failed`)
+STOP_FAILED = "stop_failed"
+# written by the local spawner at the start and whenever its poll finds the kernel's OOM killer
+# at work in the server's memory cgroup: {"limit", "oom_kills", "server_killed"} (the server
+# model's `memory`)
+MEMORY = "memory"
+# written by the local spawner at the start and whenever its poll finds the workspace's own
+# filesystem past (or back below) its warning threshold: {"limit", "near_limit", "used_percent",
+# "autosave"} (the server model's `disk`)
+DISK = "disk"
+SPAWNER_OPTIONS = frozenset(
+    {RESTORED_FROM, RESTORE_REFUSED, POD_NAME, STOP_FAILED, MEMORY, DISK}
+)
+USER_OPTIONS = frozenset(
+    {
+        "namespace",
+        "project",
+        "commit_sha",
+        "notebook",
+        "profile",
+        "image",
+        "image_fallback",
+        "image_status",
+        "lfs",
+        "autosave",
+    }
+)
+
 # -- autosave branches: `<prefix>/<user>/<sha>` (config `autosave.branchPrefix`)
 SHA = re.compile(r"[0-9a-f]{40}")
 # characters a ref name may not hold (git check-ref-format), quoted as %XX in branch names

@@ -26,8 +26,9 @@ from traitlets.config import Configurable
 
 from glue.core import contracts
 from glue.core.config import Config, Profile
+from glue.core.contracts import DISK, RESTORE_REFUSED, RESTORED_FROM
 from glue.core.errors import AutosaveFailed, GlueError
-from glue.core.launch import DISK, RESTORE_REFUSED, RESTORED_FROM, Launch, from_user_options
+from glue.core.launch import Launch, from_user_options
 from glue.hub import internals
 from glue.hub.disk import Usage
 from glue.providers.access import Access
@@ -341,7 +342,7 @@ class CommitSpawnerMixin(Configurable):
         return {RESTORED_FROM: restored, RESTORE_REFUSED: refused}
 
     def record(self, **learned: Any) -> None:
-        """Keep what the spawner learned (`launch.SPAWNER_OPTIONS`: where the workspace came
+        """Keep what the spawner learned (`contracts.SPAWNER_OPTIONS`: where the workspace came
         from, the server's pod, why its pod outlived a stop, what its memory did; None:
         nothing) in the user_options the hub shows and stores, which the glue reads."""
         options = {k: v for k, v in self.user_options.items() if k not in learned}

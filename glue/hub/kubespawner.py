@@ -44,9 +44,16 @@ from traitlets import Integer, default
 
 from glue.core import trust
 from glue.core.config import Profile
-from glue.core.contracts import AUTOSAVE_KEY, SESSION_CONTAINER, component_key
+from glue.core.contracts import (
+    AUTOSAVE_KEY,
+    DISK,
+    POD_NAME,
+    SESSION_CONTAINER,
+    STOP_FAILED,
+    component_key,
+)
 from glue.core.errors import AutosaveFailed
-from glue.core.launch import DISK, POD_NAME, STOP_FAILED, Launch
+from glue.core.launch import Launch
 from glue.hub import internals, podspec
 from glue.hub.commitspawner import Checked, CommitSpawnerMixin, memory_bytes
 from glue.hub.disk import Usage

@@ -29,8 +29,9 @@ from jupyterhub.utils import random_port
 from traitlets import Unicode, default
 
 from glue.core import serverlogs as logs
+from glue.core.contracts import DISK, MEMORY, RESTORE_REFUSED, RESTORED_FROM
 from glue.core.errors import AutosaveFailed, GlueError
-from glue.core.launch import DISK, MEMORY, RESTORE_REFUSED, RESTORED_FROM, from_user_options
+from glue.core.launch import from_user_options
 from glue.hub import internals, localsession
 from glue.hub.commitspawner import Checked, CommitSpawnerMixin
 from glue.hub.disk import DiskError, Usage

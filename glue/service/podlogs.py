@@ -8,7 +8,7 @@ per container.
 
 Which pod is the server's is KubeSpawner's decision (its `pod_name`, from the
 pod name template the hub was given): the spawner records it in the server's
-user_options (`launch.POD_NAME`), where the glue reads it with the rest of the server.
+user_options (`contracts.POD_NAME`), where the glue reads it with the rest of the server.
 
 Any failure of the API fails closed (502/503/504 with a sentence); a pod that
 is gone is a 404. Every line is scrubbed (`logs.scrub`) before it leaves. A

@@ -105,13 +105,13 @@ def server_model(server: dict[str, Any], idle_seconds: int = 0) -> ServerModel |
         "image": options.get("image"),
         "image_fallback": options.get("image_fallback"),
         # set by the spawner when the start restored the autosave branch of this user and commit
-        "restored_from": options.get(launch.RESTORED_FROM),
+        "restored_from": options.get(contracts.RESTORED_FROM),
         # set by the spawner when the autosave branch was there but not restored: why
-        "restore_refused": options.get(launch.RESTORE_REFUSED),
+        "restore_refused": options.get(contracts.RESTORE_REFUSED),
         "cull_at": cull_at(server.get("last_activity"), idle_seconds),
         "image_status": options.get("image_status"),
-        "memory": memory_of(options.get(launch.MEMORY)),
-        "disk": disk_of(options.get(launch.DISK)),
+        "memory": memory_of(options.get(contracts.MEMORY)),
+        "disk": disk_of(options.get(contracts.DISK)),
         # why it failed (`failures.Failure.model()`), filled in where one server is shown
         "failure": None,
     }
@@ -244,7 +244,7 @@ class Servers:
         pods = {
             s["name"]: pod
             for s in servers
-            if isinstance(pod := (s.get("user_options") or {}).get(launch.POD_NAME), str)
+            if isinstance(pod := (s.get("user_options") or {}).get(contracts.POD_NAME), str)
         }
         auth_state = model.get("auth_state") if self.provider.needs_token else None
         url = model.get("url") or f"{self.base_url}user/{quote(user, safe='@~')}/"
@@ -523,7 +523,7 @@ class Servers:
         otherwise."""
         model = await self.hub.servers(user)
         server = (model.get("servers") or {}).get(target.server_name) or {}
-        why = (server.get("user_options") or {}).get(launch.STOP_FAILED)
+        why = (server.get("user_options") or {}).get(contracts.STOP_FAILED)
         return why if isinstance(why, str) and why else None
 
     @contextlib.asynccontextmanager
