@@ -160,7 +160,8 @@ def test_the_launch_page_loads_its_script_by_version(hub, repos, user):
     assert user.post(path).status_code == 202  # starting: the page follows it with the script
     page = user.get(path, headers={"Accept": "text/html"})
     assert page.status_code == 200, page.text
-    source = (Path(__file__).parent.parent / "glue" / "service" / "static" / "launch.js").read_bytes()
+    static = Path(__file__).parent.parent / "glue" / "service" / "static"
+    source = (static / "launch.js").read_bytes()
     version = hashlib.sha256(source).hexdigest()[:12]
     src = f"/services/notebooks/-/static/launch.js?v={version}"
     assert f'<script src="{src}"' in page.text
