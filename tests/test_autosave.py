@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from glue import autosave, clone
-from tests.hubtools import git, make_repo
+from testing.repos import git, make_repo
 
 PREFIX = "notebooks/autosave"
 MASTER = b"the hub's secret"

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.hubtools import CHECKOUT
+from testing import CHECKOUT
 
 FIGURES = {1, 2, 3, 4, 5, 6, 7, 8, 9}
 

@@ -30,7 +30,8 @@ import pytest
 import requests
 
 from glue.dev import descendants
-from tests.hubtools import CHECKOUT, free_port
+from testing import CHECKOUT
+from testing.net import free_port
 
 BANNER_URL = re.compile(r"(http://localhost:\d+/services/notebooks/\S+\.ipynb)")
 TOKEN_LINE = re.compile(r"export TOKEN=(\w+)")

@@ -28,7 +28,7 @@ from glue.errors import GlueError, NotFound, UpstreamUnavailable
 from glue.provider import make_provider
 from glue.servers import Servers
 from glue.target import Target
-from tests.hubtools import Client, RunningHub
+from testing.hub import Client, RunningHub
 
 Event = tuple[str, dict[str, Any]]
 

@@ -24,7 +24,6 @@ import aiohttp
 import pytest
 
 from glue.access import Access
-from glue.config import Config, validate
 from glue.errors import (
     Forbidden,
     GlueError,
@@ -38,8 +37,10 @@ from glue.gitlab import GitLabProvider
 from glue.launch import Image, choose_image
 from glue.provider import Caller, make_provider
 from glue.target import Target
-from tests.gitlab_standin import GitLabStandIn, create_bare_repo
-from tests.hubtools import assert_hidden, free_port
+from testing.checks import assert_hidden
+from testing.gitlab import GitLabStandIn, create_bare_repo
+from testing.net import free_port
+from testing.worlds import provider_config, token
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = "registry.gitlab.test"
@@ -48,17 +49,8 @@ DEFAULT_IMAGE = f"{REGISTRY}/renku/default:1"
 MISSING_SHA = "deadbeef" * 5
 
 
-def token() -> str:
-    """Distinctive tokens, so a leak check cannot match anything by accident."""
-    return "glpat-" + secrets.token_hex(16)
 
 
-def make_config(url: str, *, images: dict[str, Any] | None = None, **provider: Any) -> Config:
-    return validate({
-        "images": {"default": DEFAULT_IMAGE, "allowedRegistries": [REGISTRY], **(images or {})},
-        "profiles": [{"name": "small", "cpu": 1, "memory": "1G"}],
-        "provider": {"kind": "gitlab", "url": url, "timeoutSeconds": 5, **provider},
-    })
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +98,7 @@ class World:
         return Target(namespace, project, self.shas[0])
 
     def provider(self, **kwargs: Any) -> GitLabProvider:
-        return GitLabProvider(make_config(self.standin.url, **kwargs))
+        return GitLabProvider(provider_config(self.standin.url, **kwargs))
 
     async def check(self, caller: Caller, target: Target, *, launch: bool = False,
                     **kwargs: Any) -> int | None:
@@ -129,7 +121,7 @@ class World:
 
     async def image(self, caller: Caller, target: Target, **kwargs: Any) -> Image:
         images = kwargs.pop("images", None)
-        config = make_config(self.standin.url, images=images, **kwargs)
+        config = provider_config(self.standin.url, images=images, **kwargs)
         provider = GitLabProvider(config)
         try:
             return choose_image(config, await provider.commit_image(caller, target))
@@ -552,7 +544,7 @@ async def test_unreachable_gitlab_is_503(world: World) -> None:
     alice = world.user("alice")
     target = world.project("renku/demo", members={"alice": 30})
     nowhere = free_port()  # nothing listens there
-    provider = GitLabProvider(make_config(f"http://127.0.0.1:{nowhere}"))
+    provider = GitLabProvider(provider_config(f"http://127.0.0.1:{nowhere}"))
     try:
         with pytest.raises(UpstreamUnavailable) as info:
             await Access(provider, 30).check(alice, target)
@@ -670,7 +662,7 @@ async def test_token_travels_only_in_the_authorization_header(
 
 
 def test_clone_url_carries_no_credentials() -> None:
-    provider = make_provider(make_config("https://gitlab.example.com/"))
+    provider = make_provider(provider_config("https://gitlab.example.com/"))
     target = Target("group/sub", "proj", MISSING_SHA)
     assert isinstance(provider, GitLabProvider)
     assert provider.needs_token is True
@@ -917,7 +909,7 @@ oauth:
   clients: [{{id: hub, secret: s, redirectUri: "http://127.0.0.1:1/cb"}}]
 """)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.gitlab_standin", "--port", "0",
+        sys.executable, "-m", "testing.gitlab", "--port", "0",
         "--fixture", str(tmp_path / "fixture.yaml"), "--repos-dir", str(tmp_path / "repos"),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE,
     )

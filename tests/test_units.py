@@ -22,7 +22,8 @@ from glue.clone import CloneError, clone, head, step
 from glue.errors import BadRequest, NotFound
 from glue.launch import from_user_options
 from glue.target import Target, parse
-from tests.hubtools import CHECKOUT, make_repo
+from testing import CHECKOUT
+from testing.repos import make_repo
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 NAME_RE = re.compile(r"^[a-z](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
