@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROXY := node_modules/.bin/configurable-http-proxy
 
-.PHONY: help dev test setup test-setup lint bench clean
+.PHONY: help dev test test-fast setup test-setup lint bench clean
 
 help:  ## list the targets and the variables of `make dev`
 	@echo "Targets:"
@@ -41,8 +41,12 @@ lint: setup  ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# PYTEST_ARGS adds to pytest's command line (e.g. --basetemp=/tmp/mine, -x)
 test: test-setup lint  ## install, lint, run the whole test suite
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-fast: test-setup  ## install, run every test that needs no hub, server or browser (no lint)
+	$(VENV)/bin/pytest -q -m "not hub" $(PYTEST_ARGS)
 
 bench: setup  ## the benchmarks
 	$(PY) -m benchmarks

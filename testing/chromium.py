@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from testing import CHECKOUT
 from testing.hub import RunningHub
+from testing.marks import check_may_start
 
 # Debian's Chromium, driven by playwright (never a browser download), with what keeps it off
 # the network on these machines
@@ -64,6 +65,7 @@ RECORDER = """
 @contextlib.contextmanager
 def chromium() -> Iterator[Browser]:
     """Debian's Chromium, started through playwright, closed at the end."""
+    check_may_start("a browser")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

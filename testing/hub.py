@@ -29,6 +29,7 @@ import requests
 import yaml
 
 from testing import CHECKOUT
+from testing.marks import check_may_start
 from testing.net import free_port
 
 # the tests' hub config: this checkout's, whichever checkout's code the hub runs
@@ -86,6 +87,7 @@ class RunningHub:
         return self.workdir / "workspaces"
 
     def start(self) -> RunningHub:
+        check_may_start("a hub")
         config = {**self.config}
         config["service"] = {
             **config.get("service", {}),

@@ -26,6 +26,7 @@ from testing.contract import assert_conforms
 from testing.hub import Client, RunningHub
 from testing.kernels import run_in_kernel
 from testing.logins import Browser
+from testing.marks import starts_hub
 from testing.repos import git
 from testing.worlds import GitLabWorld, flow_world, gitlab_token, provider_config
 
@@ -181,6 +182,7 @@ def test_deleting_with_the_session_cookie_needs_the_page_token(hub: RunningHub, 
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def gitlab_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
     with flow_world(tmp_path_factory, {}) as world:
         yield world

@@ -25,6 +25,7 @@ from testing.checks import assert_hidden, wait_until
 from testing.gitlab import GitLabStandIn
 from testing.hub import Client, RunningHub
 from testing.kernels import run_in_kernel
+from testing.marks import starts_hub
 from testing.repos import git, make_repo
 from testing.worlds import DEFAULT_IMAGE, SMALL, GitLabWorld, gitlab_token
 
@@ -72,6 +73,7 @@ def stop(client: Client, path: str) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
     """GitLab with one project (four commits) and its developer `dev`, logged in."""
     root = tmp_path_factory.mktemp("autosave-repos")
@@ -344,6 +346,7 @@ def test_gitlab_other_users_autosaves_are_neither_written_nor_restored(world):
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def local_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("local-repos")
     shas = make_repo(root, PROJECT, versions=2)
@@ -425,6 +428,7 @@ def test_local_refs_are_protected_and_a_changed_autosave_is_not_restored(local_w
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def culled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("cull-repos")
     shas = make_repo(root, PROJECT, versions=1)

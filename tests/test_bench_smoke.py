@@ -14,11 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from testing import CHECKOUT
 
 FIGURES = {1, 2, 3, 4, 5, 6, 7, 8, 9}
 
 
+@pytest.mark.hub  # the figures start hubs, servers and glues of their own
 def test_every_figure_measures_something_at_smoke_size(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(

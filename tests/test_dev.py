@@ -31,6 +31,7 @@ import requests
 
 from glue.dev import descendants
 from testing import CHECKOUT
+from testing.marks import starts_hub
 from testing.net import free_port
 
 BANNER_URL = re.compile(r"(http://localhost:\d+/services/notebooks/\S+\.ipynb)")
@@ -183,6 +184,7 @@ class Dev:
 
 
 @pytest.fixture
+@starts_hub
 def dev_runs() -> Iterator[list[Dev]]:
     runs: list[Dev] = []
     yield runs

@@ -44,6 +44,7 @@ from testing.checks import timed, wait_until
 from testing.contract import assert_conforms, sse_events
 from testing.gitlab import GitLabStandIn
 from testing.hub import Client, RunningHub, end_processes, processes_using_hub
+from testing.marks import starts_hub
 from testing.metrics import samples, total
 from testing.net import free_port, listening_pid
 from testing.repos import make_repo, workspace_git
@@ -149,6 +150,7 @@ def test_a_hub_that_refuses_connections_is_503(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def gitlab_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
     """GitLab with two projects of `dev`, logged in; the glue caches for a minute."""
     root = tmp_path_factory.mktemp("faults-gitlab-repos")
@@ -238,6 +240,7 @@ def test_gitlab_down_or_slow_fails_closed_and_the_rest_is_served(gitlab_world: G
 
 
 @pytest.fixture
+@starts_hub
 def restartable(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A hub whose internal ports stay the same across restarts (the glue keeps its API URL)."""
     repos = tmp_path / "repos"
@@ -315,6 +318,7 @@ def test_hub_killed_during_launches(restartable: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def busy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     repos = tmp_path_factory.mktemp("faults-busy-repos")
     shas = make_repo(repos, "demo/hello")

@@ -22,11 +22,13 @@ from testing.hub import (
     log_since,
     processes_using_hub,
 )
+from testing.marks import starts_hub
 from testing.net import free_port
 from testing.worlds import DEFAULT_IMAGE, REGISTRY, GitLabWorld, flow_world, gitlab_token
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
     """GitLab with projects and members, and a hub logging in with it."""
     with flow_world(tmp_path_factory, {}) as world:
@@ -34,6 +36,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
 
 
 @pytest.fixture
+@starts_hub
 def crashing_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
     """The same, with a hub of its own for a test that kills it: its internal ports stay the
     same across restarts; what outlived the killed hub is ended afterwards."""
@@ -49,6 +52,7 @@ def crashing_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabW
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def refreshing_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
     """The same, with a hub that refreshes GitLab logins after one second, not five minutes."""
     with flow_world(tmp_path_factory, {"NOTEBOOKS_TEST_AUTH_REFRESH_AGE": "1"}) as world:

@@ -28,11 +28,13 @@ from testing.chromium import (
 )
 from testing.gitlab import GitLabStandIn, StandInThread, load_fixture
 from testing.hub import Client
+from testing.marks import starts_hub
 from testing.repos import git, make_repo
 from testing.worlds import DEFAULT_IMAGE, REGISTRY, SMALL, GitLabWorld, gitlab_token
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
     """GitLab with renku/built (six commits) and renku/broken, whose one commit cannot be
     cloned; the glue polls builds every half second."""

@@ -23,6 +23,7 @@ from glue.hubconfig import GITLAB_SCOPES
 from testing.checks import assert_hidden, wait_until
 from testing.gitlab import GitLabStandIn
 from testing.hub import RunningHub
+from testing.marks import starts_hub
 from testing.net import free_port, listening_pid
 from testing.repos import git, make_repo
 from testing.worlds import DEFAULT_IMAGE, SMALL, GitLabWorld, gitlab_token
@@ -332,6 +333,7 @@ def test_local_refuses_wrong_secret_and_other_paths(tmp_path, local):
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
     """GitLab with two projects of `dev` and `other`; a hub that refreshes logins after 1 s."""
     root = tmp_path_factory.mktemp("gitproxy-repos")

@@ -12,6 +12,7 @@ import requests
 
 from testing.contract import assert_conforms
 from testing.hub import Client, RunningHub
+from testing.marks import starts_hub
 from testing.metrics import samples, total, value
 from testing.repos import make_repo
 
@@ -29,6 +30,7 @@ ACCESS_LINE = re.compile(
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A hub whose glue lets loopback read metrics, and where `prom` is an admin (read:metrics)."""
     repos = tmp_path_factory.mktemp("metrics-repos")

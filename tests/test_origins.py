@@ -33,6 +33,7 @@ import requests
 from playwright.sync_api import Browser
 
 from testing.hub import Client, RunningHub
+from testing.marks import starts_hub
 from testing.net import listening_pid
 from testing.worlds import local_config
 
@@ -143,6 +144,7 @@ def attacker_server() -> Iterator[AttackerServer]:
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def single_origin_hub(
     tmp_path_factory: pytest.TempPathFactory, repos: dict[str, Any]
 ) -> Iterator[RunningHub]:

@@ -26,6 +26,7 @@ from glue.sandbox import Sandbox
 from testing.checks import assert_hidden, wait_until
 from testing.hub import Client, RunningHub, end_processes, processes_using_hub
 from testing.kernels import KernelDied, hostile_repo, launch, run_in_kernel
+from testing.marks import starts_hub
 from testing.net import free_port, listening_pid
 from testing.repos import git, make_repo
 
@@ -56,6 +57,7 @@ print(json.dumps({{
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A hub of its own, so that any project may be launched by anyone."""
     root = tmp_path_factory.mktemp("sandbox-repos")

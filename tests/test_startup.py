@@ -34,6 +34,7 @@ from testing.kernels import (
     single_user_processes,
     traces,
 )
+from testing.marks import starts_hub
 from testing.repos import make_repo
 
 pytestmark = pytest.mark.skipif(
@@ -65,6 +66,7 @@ print(json.loads(get_connection_info())['transport'])
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One hub for every test here: anyone may launch any project."""
     root = tmp_path_factory.mktemp("startup-repos")
@@ -193,6 +195,7 @@ def reachable_by_others(path: str) -> bool:
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def plain() -> Iterator[dict[str, Any]]:
     """A hub with `spawner.sandbox: false` and the hostile project."""
     # unsandboxed, the per-user ids reach the repositories and their workspaces through the
