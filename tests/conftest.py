@@ -33,10 +33,56 @@ def uses_a_hub(item: pytest.Item) -> bool:
     return False
 
 
+# --- pytest-xdist: `make test` runs the suite in workers (`-n N --dist loadscope`) ----------
+#
+# The unit of work a worker gets is a module: its tests share its fixtures (its own hub, its
+# world), so one worker starts those once. A few long tests share nothing with their module
+# but the session hub and run apart, as units of their own (APART). Units start in the order
+# of LONGEST_FIRST (from `--durations`), then in collection order, so that no long unit is
+# left to run alone at the end.
+APART: dict[str, str] = {
+}
+LONGEST_FIRST: tuple[str, ...] = (
+)
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work of a test, from its node id (all the scheduler sees of a test)."""
+    for prefix, unit in APART.items():
+        if nodeid.startswith(prefix):
+            return unit
+    return nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker(marks.HUB) is None and uses_a_hub(item):
             item.add_marker(marks.HUB)
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first_seen.setdefault(work_unit(item.nodeid), len(rank) + index)
+    # stable: a unit's tests keep their order, and each unit's tests stay together
+    def order(item: pytest.Item) -> int:
+        unit = work_unit(item.nodeid)
+        return rank.get(unit, first_seen[unit])
+
+    items.sort(key=order)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadscope` with our units, handed out in collection order (set above)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False
+    return WorkUnits(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)
