@@ -41,16 +41,43 @@ def uses_a_hub(item: pytest.Item) -> bool:
 # of LONGEST_FIRST (from `--durations`), then in collection order, so that no long unit is
 # left to run alone at the end.
 APART: dict[str, str] = {
+    # schemathesis' thousands of requests, and its launches of real commits
+    "tests/test_contract.py::test_fuzz_every_operation": "fuzz",
+    "tests/test_contract.py::test_fuzz_launches_of_real_commits": "fuzz-launches",
+    # each starts and ends an embedded default of its own
+    "tests/test_dev.py::": "",
+    # hubs of their own: the local provider's, the culler's
+    "tests/test_autosave_flow.py::test_local_refs": "autosave-local",
+    "tests/test_autosave_flow.py::test_the_culler": "autosave-culler",
+    # a hub each that the test kills; fifty servers at once on a hub of its own
+    "tests/test_faults.py::test_hub_killed": "",
+    "tests/test_faults.py::test_fifty_users": "faults-busy",
+    "tests/test_faults.py::test_glue_killed": "faults-busy",
+    # the hub killed during a restore; the hub that refreshes logins every second
+    "tests/test_gitlab_flow.py::test_a_hub_killed": "",
+    "tests/test_gitlab_flow.py::test_expired_token_is_refreshed": "gitlab-refreshing",
+    "tests/test_gitlab_flow.py::test_revoked_login": "gitlab-refreshing",
+    # the hub with a single origin
+    "tests/test_origins.py::test_one_origin": "single-origin",
 }
 LONGEST_FIRST: tuple[str, ...] = (
+    "fuzz",
+    "tests/test_bench_smoke.py",
+    "tests/test_dev.py::test_embedded_default_end_to_end_and_a_clean_restart",
+    "faults-busy",
+    "tests/test_autosave_flow.py",
+    "tests/test_gitlab_flow.py",
+    "tests/test_sandbox.py",
+    "tests/test_api.py",
 )
 
 
 def work_unit(nodeid: str) -> str:
-    """The unit of work of a test, from its node id (all the scheduler sees of a test)."""
+    """The unit of work of a test, from its node id (all the scheduler sees of a test): its
+    module's, or the one APART names (`""`: the test's own)."""
     for prefix, unit in APART.items():
         if nodeid.startswith(prefix):
-            return unit
+            return unit or nodeid
     return nodeid.split("::", 1)[0]
 
 
