@@ -41,12 +41,17 @@ lint: setup  ## ruff
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# PYTEST_ARGS adds to pytest's command line (e.g. --basetemp=/tmp/mine, -x)
+# the suite runs in TEST_WORKERS processes (pytest-xdist), a module's tests in one of them
+# (tests/conftest.py says which tests run apart, and in what order); PYTEST_ARGS adds to
+# pytest's command line (e.g. --basetemp=/tmp/mine, -x)
+TEST_WORKERS ?= 3
+PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadscope
+
 test: test-setup lint  ## install, lint, run the whole test suite
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-fast: test-setup  ## install, run every test that needs no hub, server or browser (no lint)
-	$(VENV)/bin/pytest -q -m "not hub" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -m "not hub" $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 bench: setup  ## the benchmarks
 	$(PY) -m benchmarks

@@ -19,6 +19,7 @@ running hub, GitLab stand-in and helpers. Kept here, no test module imports anot
     testing.metrics     Prometheus text read back into numbers
     testing.chart       helm template and what the chart's pods must pass
     testing.hub_config  the tests' JupyterHub config file (`jupyterhub -f`)
+    testing.marks       the `hub` mark: which tests need a hub, a server, a browser
 
 This module imports nothing heavy: the e2e stand-in image imports `testing.gitlab` with the
 glue's dependencies only.

@@ -37,15 +37,22 @@ def uses_a_hub(item: pytest.Item) -> bool:
 #
 # The unit of work a worker gets is a module: its tests share its fixtures (its own hub, its
 # world), so one worker starts those once. A few long tests share nothing with their module
-# but the session hub and run apart, as units of their own (APART). Units start in the order
-# of LONGEST_FIRST (from `--durations`), then in collection order, so that no long unit is
-# left to run alone at the end.
+# but the session hub, or have a hub of their own, and run apart, as units of their own
+# (APART). Units are handed out in collection order, which is set here:
+# - FIRST, the two units that keep a core busy for minutes: fifty servers at once, and
+#   schemathesis' thousands of requests;
+# - beside them, every unit that needs no hub: nothing of theirs waits on a launch that
+#   fifty servers starting at once would slow past its timeout;
+# - then the units with hubs, longest first (LONGEST, from `--durations` on 2 cores), so
+#   that no long one is left to run alone at the end; then all the others.
 APART: dict[str, str] = {
     # schemathesis' thousands of requests, and its launches of real commits
     "tests/test_contract.py::test_fuzz_every_operation": "fuzz",
     "tests/test_contract.py::test_fuzz_launches_of_real_commits": "fuzz-launches",
     # each starts and ends an embedded default of its own
     "tests/test_dev.py::": "",
+    # the benchmark's smoke run, in three parts
+    "tests/test_bench_smoke.py::": "",
     # hubs of their own: the local provider's, the culler's
     "tests/test_autosave_flow.py::test_local_refs": "autosave-local",
     "tests/test_autosave_flow.py::test_the_culler": "autosave-culler",
@@ -59,16 +66,38 @@ APART: dict[str, str] = {
     "tests/test_gitlab_flow.py::test_revoked_login": "gitlab-refreshing",
     # the hub with a single origin
     "tests/test_origins.py::test_one_origin": "single-origin",
+    # the sandbox's limits (memory, disk), on a second sandbox hub beside the first
+    "tests/test_sandbox.py::test_a_workspace_is_a_disk": "sandbox-limits",
+    "tests/test_sandbox.py::test_a_server_killed_for_its_memory": "sandbox-limits",
+    "tests/test_sandbox.py::test_a_notebook_past_its_profiles_memory": "sandbox-limits",
 }
-LONGEST_FIRST: tuple[str, ...] = (
-    "fuzz",
-    "tests/test_bench_smoke.py",
-    "tests/test_dev.py::test_embedded_default_end_to_end_and_a_clean_restart",
-    "faults-busy",
-    "tests/test_autosave_flow.py",
-    "tests/test_gitlab_flow.py",
+FIRST = ("faults-busy", "fuzz")
+SMOKE = "tests/test_bench_smoke.py::test_every_figure_measures_something_at_smoke_size"
+LONGEST = (
+    "sandbox-limits",
+    f"{SMOKE}[figures-6-7-9]",
+    f"{SMOKE}[figures-1-2-3-5]",
     "tests/test_sandbox.py",
+    "tests/test_startup.py",
     "tests/test_api.py",
+    "tests/test_gitlab_images.py",
+    "tests/test_metrics.py",
+    "tests/test_gitlab_flow.py",
+    "tests/test_autosave_flow.py",
+    "tests/test_origins.py",
+    "tests/test_gitproxy.py",
+    "autosave-culler",
+    "tests/test_security.py",
+    "tests/test_faults.py::test_hub_killed_mid_clone",
+    "tests/test_dev.py::test_embedded_default_end_to_end_and_a_clean_restart",
+    "tests/test_browser.py",
+    "tests/test_gitlab_flow.py::test_a_hub_killed_during_the_restore_leaves_no_component_and_loses_nothing",
+    "tests/test_launcher.py",
+    "tests/test_faults.py::test_hub_killed_during_launches",
+    "fuzz-launches",
+    "gitlab-refreshing",
+    "tests/test_dev.py::test_two_instances_side_by_side",
+    "autosave-local",
 )
 
 
@@ -86,15 +115,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker(marks.HUB) is None and uses_a_hub(item):
             item.add_marker(marks.HUB)
-    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    with_hub = {work_unit(item.nodeid) for item in items if item.get_closest_marker(marks.HUB)}
     first_seen: dict[str, int] = {}
     for index, item in enumerate(items):
-        first_seen.setdefault(work_unit(item.nodeid), len(rank) + index)
-    # stable: a unit's tests keep their order, and each unit's tests stay together
-    def order(item: pytest.Item) -> int:
-        unit = work_unit(item.nodeid)
-        return rank.get(unit, first_seen[unit])
+        first_seen.setdefault(work_unit(item.nodeid), index)
 
+    def order(item: pytest.Item) -> tuple[int, int]:
+        unit = work_unit(item.nodeid)
+        if unit in FIRST:
+            return 0, FIRST.index(unit)
+        if unit not in with_hub:
+            return 1, first_seen[unit]
+        if unit in LONGEST:
+            return 2, LONGEST.index(unit)
+        return 3, first_seen[unit]
+
+    # stable: a unit's tests keep their order, and each unit's tests stay together
     items.sort(key=order)
 
 
