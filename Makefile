@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROXY := node_modules/.bin/configurable-http-proxy
 
-.PHONY: help dev test setup test-setup lint bench clean
+.PHONY: help dev test test-fast setup test-setup lint bench clean
 
 help:  ## list the targets and the variables of `make dev`
 	@echo "Targets:"
@@ -43,8 +43,17 @@ lint: setup  ## ruff, mypy, the import rules (pyproject's [tool.importlinter]), 
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/doc8 --quiet README.rst docs benchmarks/RESULTS.rst
 
+# the suite runs in TEST_WORKERS processes (pytest-xdist), a module's tests in one of them
+# (tests/conftest.py says which tests run apart, and in what order); PYTEST_ARGS adds to
+# pytest's command line (e.g. --basetemp=/tmp/mine, -x)
+TEST_WORKERS ?= 3
+PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadscope
+
 test: test-setup lint  ## install, lint, run the whole test suite
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
+
+test-fast: test-setup  ## install, run every test that needs no hub, server or browser (no lint)
+	$(VENV)/bin/pytest -q -m "not hub" $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 bench: setup  ## the benchmarks
 	$(PY) -m benchmarks

@@ -15,7 +15,7 @@ glue's way and the hub's own way of doing the same), with the absolute values:
 9. launch to ready with users isolated from each other vs the code before that isolation
    (`figures.ISOLATION_BASE`, checked out beside this one with `git archive`).
 
-It starts its own hub, proxy and glue (tests/hubtools.RunningHub) on free
+It starts its own hub, proxy and glue (testing.hub.RunningHub) on free
 loopback ports and stops everything it started. `python -m benchmarks --smoke`
 runs every figure once at a tiny size (harness.SMOKE) in about a minute; `make
 test` does so (tests/test_bench_smoke.py), so the benchmark cannot rot unnoticed.

@@ -28,17 +28,12 @@ from glue.core import contracts
 from glue.hub.setup import proxy_command
 from glue.session import clone as clone_step
 from glue.session import gitproxy
-from tests.gitlab_standin import GitLabStandIn, StandInThread
-from tests.hubtools import (
-    CHECKOUT,
-    RunningHub,
-    free_port,
-    git,
-    listening_pid,
-    make_repo,
-    timed,
-    wait_until,
-)
+from testing import CHECKOUT
+from testing.checks import timed, wait_until
+from testing.gitlab import GitLabStandIn, StandInThread
+from testing.hub import RunningHub
+from testing.net import free_port, listening_pid
+from testing.repos import git, make_repo
 
 from .harness import Bench, Figure, KeepAlive, Sizes, median, percentile, rss_mib
 from .spawner import TODAY

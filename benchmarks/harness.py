@@ -23,7 +23,10 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from tests.hubtools import RunningHub, listening_pid, make_repo, wait_until
+from testing.checks import wait_until
+from testing.hub import RunningHub
+from testing.net import listening_pid
+from testing.repos import make_repo
 
 DEFAULT_IMAGE = "registry.example.org/renku/default:1"
 PROJECTS = ("bench/status", "bench/launch", "bench/crowd", "bench/stop")

@@ -1,7 +1,7 @@
 """Figure 7's baseline in the bench's hub: a stop as it was before autosave existed.
 
 The bench's hub runs this subclass of the embedded default's spawner
-(`NOTEBOOKS_TEST_SPAWNER_CLASS`, read by tests/hub_config.py). For every user
+(`NOTEBOOKS_TEST_SPAWNER_CLASS`, read by testing/hub_config.py). For every user
 but the baseline's it is LocalCommitSpawner unchanged; for users named
 `TODAY*` its `autosave` and `autosave_status` do nothing, so their stop (a
 glue DELETE with `force=true`, which skips the glue's pre-stop autosave) is

@@ -70,13 +70,13 @@ echo "--- images (chartpress)"
 "${CHARTPRESS[@]}" --force-build
 mapfile -t IMAGES < <("${CHARTPRESS[@]}" --list-images)
 GLUE_IMAGE="$(printf '%s\n' "${IMAGES[@]}" | grep -- '-glue:')"
-# the stand-in runs from the glue image with tests/ and e2e/ added
+# the stand-in runs from the glue image with testing/ and e2e/ added
 CONTEXT="$(mktemp -d)"
-cp -r tests e2e "$CONTEXT/"
+cp -r testing e2e "$CONTEXT/"
 find "$CONTEXT" -name __pycache__ -prune -exec rm -rf {} +
 docker build --tag "$STANDIN_IMAGE" --file - "$CONTEXT" <<DOCKERFILE
 FROM $GLUE_IMAGE
-COPY tests /srv/e2e/tests
+COPY testing /srv/e2e/testing
 COPY e2e /srv/e2e/e2e
 WORKDIR /srv/e2e
 ENV PYTHONPATH=/srv/e2e

@@ -2,7 +2,7 @@
 commits each, then serve.
 
 Runs in the stand-in pod (`python -m e2e.standin`, image built by e2e/run.sh
-from the glue image plus tests/ and e2e/). The e2e test launches the older
+from the glue image plus testing/ and e2e/). The e2e test launches the older
 commit, so the repositories need history, which a fixture `source:` directory
 cannot give. group/private-demo's registry lists an image for each of its
 commits (their shas exist only now, so they are added here): e2e/run.sh pushes
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from tests import gitlab_standin
+from testing import gitlab
 
 NOTEBOOK = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
 COMMITS = [
@@ -34,7 +34,7 @@ def prepare(work: Path) -> Path:
     for project in data["projects"]:
         # the project's path in its first commit: each project's commits are its own
         first = {**COMMITS[0], "README.md": f"{project['path']}\n"}
-        shas = gitlab_standin.create_bare_repo(work / project["repo"], [first, *COMMITS[1:]])
+        shas = gitlab.create_bare_repo(work / project["repo"], [first, *COMMITS[1:]])
         if project.get("registryTags") == "each commit":
             project["registryTags"] = [sha[:7] for sha in shas]
     fixture = work / "fixture.yaml"
@@ -44,7 +44,7 @@ def prepare(work: Path) -> Path:
 
 def main() -> int:
     fixture = prepare(Path(tempfile.mkdtemp(prefix="e2e-standin-")))
-    return gitlab_standin.main(["--host", "0.0.0.0", "--port", "8080", "--fixture", str(fixture)])
+    return gitlab.main(["--host", "0.0.0.0", "--port", "8080", "--fixture", str(fixture)])
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
-import json
 import subprocess
 import sys
 import time
@@ -17,15 +15,9 @@ import requests
 from glue.core.errors import BadRequest
 from glue.core.target import Target
 from glue.service.hubapi import Hub
-from tests.hubtools import (
-    Client,
-    RunningHub,
-    hub_calls_by_glue,
-    log_mark,
-    log_since,
-    wait_until,
-    workspace_git,
-)
+from testing.checks import wait_until
+from testing.hub import Client, RunningHub, hub_calls_by_glue, log_mark, log_since, raw_request
+from testing.repos import workspace_git
 
 SHA_RE = r"^[0-9a-f]{40}$"
 
@@ -54,19 +46,6 @@ def launch_path(
     return f"{project}/{sha}" + (f"/{notebook}" if notebook else "")
 
 
-def raw_request(hub: RunningHub, client: Client, method: str, path: str) -> tuple[int, dict]:
-    """Send the path exactly as written, straight to the glue.
-
-    requests, and the proxy in front of the glue, resolve `%2E%2E` segments
-    themselves; the glue must refuse them even when nothing before it did.
-    """
-    connection = http.client.HTTPConnection("127.0.0.1", hub.glue_port, timeout=30)
-    token = client.session.headers["Authorization"]
-    connection.request(method, f"/services/notebooks/{path}", headers={"Authorization": token})
-    response = connection.getresponse()
-    body = json.loads(response.read())
-    connection.close()
-    return response.status, body
 
 
 def server_file(hub: RunningHub, client: Client, model: dict, path: str) -> requests.Response:

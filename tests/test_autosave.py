@@ -14,7 +14,7 @@ import pytest
 
 from glue.core import contracts
 from glue.session import autosave, clone
-from tests.hubtools import git, make_repo
+from testing.repos import git, make_repo
 
 PREFIX = "notebooks/autosave"
 MASTER = b"the hub's secret"

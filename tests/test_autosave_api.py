@@ -21,12 +21,14 @@ from glue.core.errors import Forbidden
 from glue.core.target import Ref
 from glue.providers.base import Caller
 from glue.providers.gitlab import GitLabProvider
-from tests.hubtools import Client, RunningHub, assert_hidden, git, wait_until
-from tests.test_contract import assert_conforms
-from tests.test_gitlab_flow import gitlab_token, login, make_world
-from tests.test_gitlab_provider import make_config
-from tests.test_sandbox import run_in_kernel
-from tests.test_security import Browser
+from testing.checks import assert_hidden, wait_until
+from testing.contract import assert_conforms
+from testing.hub import Client, RunningHub
+from testing.kernels import run_in_kernel
+from testing.logins import Browser
+from testing.marks import starts_hub
+from testing.repos import git
+from testing.worlds import GitLabWorld, flow_world, gitlab_token, provider_config
 
 PREFIX = "notebooks/autosave"
 FAKE = "f" * 40  # a sha-shaped name whose autosave nobody has
@@ -180,15 +182,17 @@ def test_deleting_with_the_session_cookie_needs_the_page_token(hub: RunningHub, 
 
 
 @pytest.fixture(scope="module")
-def gitlab_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    yield from make_world(tmp_path_factory, {})
+@starts_hub
+def gitlab_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
+    with flow_world(tmp_path_factory, {}) as world:
+        yield world
 
 
 def test_gitlab_lists_page_by_page_and_deletes_with_the_users_rights(gitlab_world):
-    standin, shas, hub = gitlab_world["gitlab"], gitlab_world["shas"], gitlab_world["hub"]
+    standin, shas, hub = gitlab_world.gitlab, gitlab_world.shas, gitlab_world.hub
     bare = standin.projects["renku/demo"].repo
-    dev, outsider = login(gitlab_world, "dev"), login(gitlab_world, "outsider")
-    login(gitlab_world, "reporter")
+    dev, outsider = gitlab_world.login("dev"), gitlab_world.login("outsider")
+    gitlab_world.login("reporter")
     mine, theirs = f"{PREFIX}/dev/{shas[0]}", f"{PREFIX}/reporter/{shas[1]}"
     # more than one page of GitLab's answer (100 a page): 120 of dev's, others' beside them
     names = [f"{i:040x}" for i in range(1, 121)]
@@ -235,7 +239,7 @@ def test_gitlab_lists_page_by_page_and_deletes_with_the_users_rights(gitlab_worl
 
         # GitLab itself refuses a Reporter's push that deletes (the glue refuses them first)
         state = hub.admin("GET", "users/reporter").json()["auth_state"]
-        provider = GitLabProvider(make_config(standin.url))
+        provider = GitLabProvider(provider_config(standin.url))
         ref = Ref("renku", "demo", "")
         with pytest.raises(Forbidden) as refused:
             asyncio.run(provider.delete_branch(Caller.from_auth_state("reporter", state), ref,

@@ -18,14 +18,16 @@ from typing import Any
 import pytest
 
 from glue.core.target import parse
-from glue.hub.setup import GITLAB_SCOPES
 from glue.service.render import Renderer
 from glue.service.servers import cull_at, server_model
 from glue.session import gitproxy
-from tests.gitlab_standin import GitLabStandIn, StandInThread
-from tests.hubtools import Client, RunningHub, assert_hidden, git, make_repo, wait_until
-from tests.test_gitlab_flow import gitlab_token, login
-from tests.test_sandbox import run_in_kernel
+from testing.checks import assert_hidden, wait_until
+from testing.gitlab import GitLabStandIn
+from testing.hub import Client, RunningHub
+from testing.kernels import run_in_kernel
+from testing.marks import starts_hub
+from testing.repos import git, make_repo
+from testing.worlds import DEFAULT_IMAGE, SMALL, GitLabWorld, gitlab_token
 
 PROJECT = "renku/demo"
 PREFIX = "notebooks/autosave"
@@ -71,50 +73,40 @@ def stop(client: Client, path: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@starts_hub
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
+    """GitLab with one project (four commits) and its developer `dev`, logged in."""
     root = tmp_path_factory.mktemp("autosave-repos")
     shas = make_repo(root, PROJECT, versions=4)
     standin = GitLabStandIn()
     standin.add_user("dev")
     standin.add_project(PROJECT, repo=root / f"{PROJECT}.git", members={"dev": 30})
-    with StandInThread(standin):
-        config = {
-            "images": {"default": "registry.example.org/renku/default:1"},
-            "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
-            "provider": {"kind": "gitlab", "url": standin.url, "timeoutSeconds": 5},
-            "launch": {"startTimeoutSeconds": 240, "stopTimeoutSeconds": 120},
-            "culling": {"idleSeconds": 0},
-        }
-        env = {"GITLAB_CLIENT_ID": "hub-client", "GITLAB_CLIENT_SECRET": "hub-secret-value"}
-        hub = RunningHub(tmp_path_factory.mktemp("autosave-hub"), config, extra_env=env)
-        standin.add_oauth_app(
-            "hub-client",
-            "hub-secret-value",
-            f"{hub.url}/hub/oauth_callback",
-            scopes=" ".join(GITLAB_SCOPES),
-        )
-        hub.start()
-        try:
-            world = {"hub": hub, "gitlab": standin, "shas": shas, "bare": root / f"{PROJECT}.git"}
-            world["dev"] = login(world, "dev")
-            yield world
-        finally:
-            hub.stop()
+    config = {
+        "images": {"default": DEFAULT_IMAGE},
+        "profiles": [SMALL],
+        "provider": {"timeoutSeconds": 5},
+        "launch": {"startTimeoutSeconds": 240, "stopTimeoutSeconds": 120},
+        "culling": {"idleSeconds": 0},
+    }
+    with GitLabWorld.running(tmp_path_factory.mktemp("autosave-hub"), standin, config,
+                             root=root, shas=shas) as world:
+        world.login("dev")
+        yield world
 
 
-def launch(world: dict[str, Any], sha: str, **body: Any) -> dict[str, Any]:
-    dev: Client = world["dev"]
+def launch(world: GitLabWorld, sha: str, **body: Any) -> dict[str, Any]:
+    dev: Client = world.clients["dev"]
     response = dev.post(f"{PROJECT}/{sha}", json=body)
     assert response.status_code in (201, 202), response.text
     return dev.wait_running(f"{PROJECT}/{sha}", timeout=250)
 
 
-def kernel(world: dict[str, Any], server: dict[str, Any], code: str) -> str:
-    return run_in_kernel(world["hub"], world["dev"], server, code)
+def kernel(world: GitLabWorld, server: dict[str, Any], code: str) -> str:
+    return run_in_kernel(world.hub, world.clients["dev"], server, code)
 
 
 def test_a_session_commits_as_the_user_and_pushes_without_holding_the_token(world):
-    hub, shas, bare = world["hub"], world["shas"], world["bare"]
+    hub, shas, bare = world.hub, world.shas, world.bare(PROJECT)
     server = launch(world, shas[2])
     assert server["restored_from"] is None and server["cull_at"] is None
     out = kernel(
@@ -142,7 +134,7 @@ def test_a_session_commits_as_the_user_and_pushes_without_holding_the_token(worl
     assert json.loads(seen)["files"], "the probe read no file"
     assert_hidden(gitlab_token(hub, "dev"), seen, "the session's environment and files")
     assert_hidden(gitlab_token(hub, "dev"), " ".join(_component_args(hub)), "process arguments")
-    stop(world["dev"], f"{PROJECT}/{shas[2]}")
+    stop(world.clients["dev"], f"{PROJECT}/{shas[2]}")
     # its pushed commit was the only unsaved work: the autosave holds it, under the signed
     # autosave commit (of the same files), nothing more
     saved = branch_of(shas[2])
@@ -158,7 +150,7 @@ def _component_args(hub: RunningHub) -> list[str]:
 
 
 def test_stop_autosaves_exactly_the_unsaved_work_and_the_next_launch_restores_it(world):
-    hub, shas, bare, dev = world["hub"], world["shas"], world["bare"], world["dev"]
+    hub, shas, bare, dev = world.hub, world.shas, world.bare(PROJECT), world.clients["dev"]
     sha, path = shas[0], f"{PROJECT}/{shas[0]}"
     server = launch(world, sha)
     kernel(
@@ -209,7 +201,7 @@ def test_stop_autosaves_exactly_the_unsaved_work_and_the_next_launch_restores_it
 
 
 def test_a_failed_autosave_refuses_the_stop_until_forced_and_keeps_the_workspace(world):
-    hub, shas, bare, dev = world["hub"], world["shas"], world["bare"], world["dev"]
+    hub, shas, bare, dev = world.hub, world.shas, world.bare(PROJECT), world.clients["dev"]
     sha, path = shas[1], f"{PROJECT}/{shas[1]}"
     server = launch(world, sha)
     kernel(world, server, "open('only-here.txt', 'w').write('precious\\n')")
@@ -276,9 +268,9 @@ print(json.dumps(out))
 """
 
 
-def pushes(world: dict[str, Any], client: Client, server: dict[str, Any], **named: list[str]):
+def pushes(hub: RunningHub, client: Client, server: dict[str, Any], **named: list[str]):
     code = f"PUSHES = {list(named.items())!r}\n" + PUSHES
-    out = run_in_kernel(world["hub"], client, server, code)
+    out = run_in_kernel(hub, client, server, code)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -309,15 +301,15 @@ def plant(bare: Path, branch: str, copy_message_of: str | None = None) -> str:
 
 
 def test_gitlab_other_users_autosaves_are_neither_written_nor_restored(world):
-    hub, shas, bare, dev = world["hub"], world["shas"], world["bare"], world["dev"]
+    hub, shas, bare, dev = world.hub, world.shas, world.bare(PROJECT), world.clients["dev"]
     sha, path = shas[3], f"{PROJECT}/{shas[3]}"
     mallory = branch_of(sha, "mallory")
     real = git(bare, "rev-parse", shas[2])
     git(bare, "update-ref", f"refs/heads/{mallory}", real)  # another user's own autosave
-    sent = len([r for r in world["gitlab"].requests if r.path.endswith("/git-receive-pack")])
+    sent = len([r for r in world.gitlab.requests if r.path.endswith("/git-receive-pack")])
     server = launch(world, sha)
     out = pushes(
-        world,
+        world.hub,
         dev,
         server,
         forged=["-f", "origin", f"HEAD:refs/heads/{mallory}"],
@@ -329,7 +321,7 @@ def test_gitlab_other_users_autosaves_are_neither_written_nor_restored(world):
     assert out["own"][0] == 0, out["own"]
     assert git(bare, "rev-parse", mallory) == real
     # the refused pushes never reached GitLab; the user's own did
-    now = len([r for r in world["gitlab"].requests if r.path.endswith("/git-receive-pack")])
+    now = len([r for r in world.gitlab.requests if r.path.endswith("/git-receive-pack")])
     assert now == sent + 1
     run_in_kernel(hub, dev, server, "open('notes.txt', 'w').write('mine\\n')")
     stop(dev, path)
@@ -354,6 +346,7 @@ def test_gitlab_other_users_autosaves_are_neither_written_nor_restored(world):
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def local_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("local-repos")
     shas = make_repo(root, PROJECT, versions=2)
@@ -381,7 +374,7 @@ def test_local_refs_are_protected_and_a_changed_autosave_is_not_restored(local_w
     server = client.wait_running(path, timeout=250)
     other = branch_of(sha, "grace")
     out = pushes(
-        local_world,
+        local_world["hub"],
         client,
         server,
         forged=["origin", f"HEAD:refs/heads/{other}"],
@@ -435,6 +428,7 @@ def test_local_refs_are_protected_and_a_changed_autosave_is_not_restored(local_w
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def culled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("cull-repos")
     shas = make_repo(root, PROJECT, versions=1)

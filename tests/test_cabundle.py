@@ -31,7 +31,7 @@ from glue.hub import setup as hubconfig
 from glue.providers.base import Caller
 from glue.providers.gitlab import GitLabProvider
 from glue.session.clone import step
-from tests.gitlab_standin import GitLabStandIn, StandInThread, create_bare_repo
+from testing.gitlab import GitLabStandIn, StandInThread, create_bare_repo
 
 REGISTRY = "registry.gitlab.test"
 
@@ -56,7 +56,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     return SimpleNamespace(ca=(d / "ca.crt").read_text(), server=server)
 
 
-def make_config(url: str, ca_bundle: str) -> Any:
+def provider_config(url: str, ca_bundle: str) -> Any:
     return validate({
         "images": {"default": f"{REGISTRY}/renku/default:1", "allowedRegistries": [REGISTRY]},
         "profiles": [{"name": "small", "cpu": 1, "memory": "1G"}],
@@ -86,7 +86,7 @@ def test_the_bundle_adds_to_the_system_store(pki: SimpleNamespace) -> None:
 )
 def test_a_bundle_that_is_no_pem_is_refused(bundle: str) -> None:
     with pytest.raises(ConfigError, match=r"provider\.caBundle"):
-        make_config("https://gitlab.example.org", bundle)
+        provider_config("https://gitlab.example.org", bundle)
 
 
 async def test_the_glues_gitlab_client_trusts_the_private_ca(
@@ -106,8 +106,8 @@ async def test_the_glues_gitlab_client_trusts_the_private_ca(
         },
     )
     target = Target("group", "demo", sha)
-    trusting = GitLabProvider(make_config(gitlab.url, pki.ca))
-    plain = GitLabProvider(make_config(gitlab.url, ""))
+    trusting = GitLabProvider(provider_config(gitlab.url, pki.ca))
+    plain = GitLabProvider(provider_config(gitlab.url, ""))
     try:
         assert await trusting.access_level(caller, target) == 30
         with pytest.raises(GlueError):
@@ -123,7 +123,7 @@ async def test_the_hubs_oauth_client_trusts_the_private_ca(
     """oauthenticator's requests are tornado's, with hubconfig's `ca_certs` file of both."""
     c = HubConfig()
     c.OAuthenticator.http_request_kwargs = {"connect_timeout": 5}  # an operator's, kept
-    hubconfig.configure(c, make_config(gitlab.url, pki.ca))
+    hubconfig.configure(c, provider_config(gitlab.url, pki.ca))
     kwargs = c.OAuthenticator.http_request_kwargs
     assert kwargs["connect_timeout"] == 5
     ca_file = Path(kwargs["ca_certs"])

@@ -9,7 +9,6 @@ chart to also render the whole thing with it.
 from __future__ import annotations
 
 import base64
-import functools
 import os
 import shutil
 import subprocess
@@ -26,12 +25,17 @@ from glue.core.config import load
 from glue.core.contracts import CONTROL_PORT
 from glue.hub.kubesetup import service_url
 from glue.tools import chartschema
-
-ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "helm-chart" / "renku-notebooks"
-INSTALL_HELM = ROOT / "tests" / "setup" / "install-helm.sh"
-KUBE_VERSION = "1.28"
-NAMESPACE = "notebooks"
+from testing.chart import (
+    CHART,
+    KUBE_VERSION,
+    NAMESPACE,
+    ROOT,
+    find_helm,
+    run,
+    template,
+    values_file,
+    without_dependency,
+)
 
 # a value for every option of ours (the `notebooks` config is the schema's business)
 ALL_OPTIONS: dict[str, Any] = {
@@ -156,23 +160,8 @@ USER_ORIGINS = {
 }
 
 
-def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300)
-    if check and result.returncode:
-        raise AssertionError(f"{' '.join(map(str, args))} failed:\n{result.stderr}")
-    return result
 
 
-@functools.cache
-def find_helm() -> str:
-    """helm on PATH, else the one tests/setup/install-helm.sh puts in .tools/bin."""
-    found = shutil.which("helm")
-    if found:
-        return found
-    result = run("bash", INSTALL_HELM, check=False)
-    if result.returncode:
-        pytest.fail(f"no helm on PATH and {INSTALL_HELM} failed:\n{result.stderr}")
-    return result.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")
@@ -180,13 +169,6 @@ def helm() -> str:
     return find_helm()
 
 
-def without_dependency(source: Path, dest: Path) -> Path:
-    """A copy of the chart that renders offline: Chart.yaml without `dependencies`."""
-    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
-    meta = yaml.safe_load((dest / "Chart.yaml").read_text())
-    meta.pop("dependencies", None)
-    (dest / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    return dest
 
 
 @pytest.fixture(scope="session")
@@ -194,17 +176,8 @@ def chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return without_dependency(CHART, tmp_path_factory.mktemp("chart") / "renku-notebooks")
 
 
-def values_file(tmp_path: Path, values: dict[str, Any], name: str = "values.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(values))
-    return path
 
 
-def template(
-    helm: str, chart: Path, release: str = "rel", *args: str | Path, namespace: str = NAMESPACE
-) -> list[dict[str, Any]]:
-    out = run(helm, "template", release, chart, "--namespace", namespace, *args).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
 def validate_all(docs: list[dict[str, Any]]) -> None:
@@ -814,7 +787,7 @@ def test_renku_globals_are_defaults(helm: str, chart: Path, tmp_path: Path) -> N
 
 
 def test_helm_test_pod_checks_health_restricted(helm: str, chart: Path) -> None:
-    from tests.test_kube_manifest import restricted_violations
+    from testing.kubepods import restricted_violations
 
     docs = template(helm, chart)
     validate_all(docs)
@@ -869,7 +842,7 @@ def test_helm_test_pod_finds_the_cloud_metadata_address_closed(
     """The user pods have no iptables blocker (restricted), so NetworkPolicy alone keeps them
     from 169.254.169.254: a test pod labelled as a user pod, so the same policies apply to
     it, fails when that address accepts a connection (never sent from here: rendered only)."""
-    from tests.test_kube_manifest import restricted_violations
+    from testing.kubepods import restricted_violations
 
     docs = template(helm, chart, "rel", *args)
     validate_all(docs)

@@ -22,6 +22,7 @@ import termios
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ import pytest
 import requests
 
 from glue.embedded.dev import descendants
-from tests.hubtools import CHECKOUT, free_port
+from testing import CHECKOUT
+from testing.marks import starts_hub
+from testing.net import free_port
 
 BANNER_URL = re.compile(r"(http://localhost:\d+/services/notebooks/\S+\.ipynb)")
 TOKEN_LINE = re.compile(r"export TOKEN=(\w+)")
@@ -183,6 +186,7 @@ class Dev:
 
 
 @pytest.fixture
+@starts_hub
 def dev_runs() -> Iterator[list[Dev]]:
     runs: list[Dev] = []
     yield runs
@@ -456,7 +460,7 @@ def test_failures_before_the_hub_starts_are_one_line(tmp_path, dev_runs):
 
 
 def test_every_entry_point_answers_help_without_starting_anything():
-    for command in (
+    commands = (
         ["-m", "glue.embedded"],
         ["-m", "glue.embedded.dev"],
         ["-m", "glue"],
@@ -468,21 +472,22 @@ def test_every_entry_point_answers_help_without_starting_anything():
         ["-m", "glue.tools.chartschema"],
         ["-m", "glue.tools.typegen"],
         ["-m", "glue.tools.configdocs"],
-    ):
-        result = subprocess.run(
-            [sys.executable, *command, "--help"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=CHECKOUT,
-        )
-        assert result.returncode == 0 and result.stdout.startswith("usage:"), (command, result)
-    result = subprocess.run(
-        [sys.executable, "-m", "glue.embedded.dev", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
     )
+
+    def run(command: list[str], cwd: Path | None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *command, "--help"], capture_output=True, text=True, timeout=30,
+            cwd=cwd,
+        )
+
+    # side by side: each is a Python start-up that imports its stack, nothing to wait for
+    with ThreadPoolExecutor(len(commands) + 1) as pool:
+        runs = [pool.submit(run, command, CHECKOUT) for command in commands]
+        elsewhere = pool.submit(run, ["-m", "glue.embedded"], None)  # from any directory
+        for command, done in zip(commands, runs, strict=True):
+            result = done.result()
+            assert result.returncode == 0 and result.stdout.startswith("usage:"), (command, result)
+        result = elsewhere.result()
     assert "NOTEBOOKS_PORT" in result.stdout and "NOTEBOOKS_CONFIG" in result.stdout
 
 

@@ -13,7 +13,7 @@ import pytest
 from docutils import nodes
 from docutils.core import publish_doctree
 
-from tests.hubtools import CHECKOUT
+from testing import CHECKOUT
 
 README = CHECKOUT / "README.rst"
 PAGES = sorted((CHECKOUT / "docs").glob("*.rst"))

@@ -28,7 +28,7 @@ from glue.providers.select import make_provider
 from glue.service import events, failures
 from glue.service import servers as servers_module
 from glue.service.servers import Servers
-from tests.hubtools import Client, RunningHub
+from testing.hub import Client, RunningHub
 
 Event = tuple[str, dict[str, Any]]
 

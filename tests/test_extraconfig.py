@@ -24,7 +24,7 @@ from kubespawner.slugs import is_valid_object_name
 
 from glue.core import trust
 from glue.hub.kubespawner import CommitKubeSpawner
-from tests.test_chart import CHART
+from testing.chart import CHART
 
 API_TOKEN = "token-that-z2jh-generated"
 # what z2jh's jupyterhub_config.py has set when it reaches hub.extraConfig
@@ -267,7 +267,7 @@ def test_the_hub_takes_renku_globals_as_the_glue_does(
 ) -> None:
     """A parent chart's global.gitlab.url fills an unset provider.url on the hub (from z2jh's
     Secret, where Helm copies the globals) exactly as the chart's template does for the glue."""
-    from tests.test_chart import find_helm, template, values_file, without_dependency
+    from testing.chart import find_helm, template, values_file, without_dependency
 
     values = chart_values()
     if own_url:

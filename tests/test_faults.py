@@ -40,22 +40,15 @@ import pytest
 import requests
 import yaml
 
-from tests.gitlab_standin import GitLabStandIn, StandInThread
-from tests.hubtools import (
-    Client,
-    RunningHub,
-    end_processes,
-    free_port,
-    listening_pid,
-    make_repo,
-    processes_using_hub,
-    timed,
-    wait_until,
-    workspace_git,
-)
-from tests.test_contract import assert_conforms, sse_events
-from tests.test_gitlab_flow import login
-from tests.test_metrics import samples, total
+from testing.checks import timed, wait_until
+from testing.contract import assert_conforms, sse_events
+from testing.gitlab import GitLabStandIn
+from testing.hub import Client, RunningHub, end_processes, processes_using_hub
+from testing.marks import starts_hub
+from testing.metrics import samples, total
+from testing.net import free_port, listening_pid
+from testing.repos import make_repo, workspace_git
+from testing.worlds import GitLabWorld
 
 PREFIX = "/services/notebooks/"
 MISSING_SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -157,7 +150,9 @@ def test_a_hub_that_refuses_connections_is_503(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def gitlab_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@starts_hub
+def gitlab_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
+    """GitLab with two projects of `dev`, logged in; the glue caches for a minute."""
     root = tmp_path_factory.mktemp("faults-gitlab-repos")
     shas = make_repo(root, "renku/demo")
     make_repo(root, "renku/other")
@@ -165,25 +160,15 @@ def gitlab_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     standin.add_user("dev")
     standin.add_project("renku/demo", repo=root / "renku/demo.git", members={"dev": 30})
     standin.add_project("renku/other", repo=root / "renku/other.git", members={"dev": 30})
-    with StandInThread(standin) as thread:
-        config = {
-            **base_config(root),
-            "provider": {"kind": "gitlab", "url": standin.url, "timeoutSeconds": 2,
-                         "cacheSeconds": 60},
-        }
-        env = {"GITLAB_CLIENT_ID": "hub-client", "GITLAB_CLIENT_SECRET": "hub-secret-value"}
-        hub = RunningHub(tmp_path_factory.mktemp("faults-gitlab-hub"), config, extra_env=env)
-        standin.add_oauth_app("hub-client", "hub-secret-value", f"{hub.url}/hub/oauth_callback")
-        try:
-            hub.start()
-            login({"hub": hub, "gitlab": standin}, "dev")
-            yield {"hub": hub, "gitlab": standin, "thread": thread, "shas": shas}
-        finally:
-            hub.stop()
+    config = {**base_config(root), "provider": {"timeoutSeconds": 2, "cacheSeconds": 60}}
+    with GitLabWorld.running(tmp_path_factory.mktemp("faults-gitlab-hub"), standin, config,
+                             root=root, shas=shas) as world:
+        world.login("dev")
+        yield world
 
 
-def test_gitlab_down_or_slow_fails_closed_and_the_rest_is_served(gitlab_world: dict) -> None:
-    hub, standin, thread = gitlab_world["hub"], gitlab_world["gitlab"], gitlab_world["thread"]
+def test_gitlab_down_or_slow_fails_closed_and_the_rest_is_served(gitlab_world: GitLabWorld) -> None:
+    hub, standin, thread = gitlab_world.hub, gitlab_world.gitlab, gitlab_world.thread
     dev = Client(hub, "dev")
     missing = f"renku/demo/{MISSING_SHA}"
     port = int(standin.url.rsplit(":", 1)[1])
@@ -255,6 +240,7 @@ def test_gitlab_down_or_slow_fails_closed_and_the_rest_is_served(gitlab_world: d
 
 
 @pytest.fixture
+@starts_hub
 def restartable(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A hub whose internal ports stay the same across restarts (the glue keeps its API URL)."""
     repos = tmp_path / "repos"
@@ -332,6 +318,7 @@ def test_hub_killed_during_launches(restartable: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def busy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     repos = tmp_path_factory.mktemp("faults-busy-repos")
     shas = make_repo(repos, "demo/hello")

@@ -8,45 +8,43 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from glue.hub.setup import GITLAB_SCOPES
-from tests.gitlab_standin import GitLabStandIn, StandInThread
-from tests.hubtools import (
+from testing.checks import assert_hidden
+from testing.hub import (
     Client,
-    RunningHub,
-    assert_hidden,
     end_processes,
-    free_port,
     hub_calls_by_glue,
     log_mark,
     log_since,
-    make_repo,
     processes_using_hub,
 )
-
-REGISTRY = "registry.gitlab.test"
-DEFAULT_IMAGE = "registry.example.org/renku/default:1"
+from testing.marks import starts_hub
+from testing.net import free_port
+from testing.worlds import DEFAULT_IMAGE, REGISTRY, GitLabWorld, flow_world, gitlab_token
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@starts_hub
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
     """GitLab with projects and members, and a hub logging in with it."""
-    yield from make_world(tmp_path_factory, {})
+    with flow_world(tmp_path_factory, {}) as world:
+        yield world
 
 
 @pytest.fixture
-def crashing_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@starts_hub
+def crashing_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
     """The same, with a hub of its own for a test that kills it: its internal ports stay the
     same across restarts; what outlived the killed hub is ended afterwards."""
     hub_port = free_port()
     env = {"NOTEBOOKS_HUB_PORT": str(hub_port), "NOTEBOOKS_PROXY_API_PORT": str(free_port())}
     leftovers = []
     try:
-        for world in make_world(tmp_path_factory, env):
+        with flow_world(tmp_path_factory, env) as world:
             yield world
             leftovers = processes_using_hub(hub_port)
     finally:
@@ -54,87 +52,11 @@ def crashing_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
 
 
 @pytest.fixture(scope="module")
-def refreshing_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@starts_hub
+def refreshing_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
     """The same, with a hub that refreshes GitLab logins after one second, not five minutes."""
-    yield from make_world(tmp_path_factory, {"NOTEBOOKS_TEST_AUTH_REFRESH_AGE": "1"})
-
-
-def make_world(
-    tmp_path_factory: pytest.TempPathFactory, hub_env: dict[str, str]
-) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("gitlab-repos")
-    shas = make_repo(root, "renku/demo")
-    for path in ("renku/sub/deep", "renku/shared", "solo/notes", "renku/old-name"):
-        make_repo(root, path)
-    standin = GitLabStandIn(registry_host=REGISTRY)
-    users = ("dev", "guest", "reporter", "maint", "owner", "outsider", "grouped", "shared-dev",
-             "shared-rep", "invited", "solo", "blocked", "narrow", "short", "mover", "counted",
-             "halted")
-    for user in users:
-        standin.add_user(user)
-    standin.add_project(
-        "renku/demo",
-        repo=root / "renku/demo.git",
-        members={"dev": 30, "guest": 10, "reporter": 20, "maint": 40, "owner": 50,
-                 "blocked": 30, "narrow": 30, "short": 30, "counted": 30, "halted": 30},
-    )
-    standin.add_group("renku/sub", members={"grouped": 30})
-    standin.add_project("renku/sub/deep", repo=root / "renku/sub/deep.git")
-    standin.add_project("public/open", visibility="public", repo=root / "renku/demo.git")
-    # a project shared with two groups, one capped at Developer and one at Reporter
-    standin.add_group("team-dev", members={"shared-dev": 40})
-    standin.add_group("team-rep", members={"shared-rep": 30})
-    standin.add_project("renku/shared", repo=root / "renku/shared.git",
-                        shared_with={"team-dev": 30, "team-rep": 20})
-    # a group invited into the project's group
-    standin.add_group("partners", members={"invited": 30})
-    standin.add_group("renku", shared_with={"partners": 30})
-    standin.add_project("solo/notes", repo=root / "solo/notes.git")  # personal namespace
-    standin.add_project("renku/old-name", repo=root / "renku/old-name.git", members={"mover": 30})
-    standin.add_registry_tag("renku/demo", shas[0][:7])
-    with StandInThread(standin) as thread:
-        config = {
-            "images": {"default": DEFAULT_IMAGE, "allowedRegistries": [REGISTRY]},
-            "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
-            "provider": {
-                "kind": "gitlab",
-                "url": standin.url,
-                "timeoutSeconds": 2,
-                "cacheSeconds": 60,
-            },
-            "launch": {"startTimeoutSeconds": 60},
-        }
-        env = {
-            "GITLAB_CLIENT_ID": "hub-client",
-            "GITLAB_CLIENT_SECRET": "hub-secret-value",
-            **hub_env,
-        }
-        hub = RunningHub(tmp_path_factory.mktemp("gitlab-hub"), config, extra_env=env)
-        standin.add_oauth_app(
-            "hub-client",
-            "hub-secret-value",
-            f"{hub.url}/hub/oauth_callback",
-            scopes=" ".join(GITLAB_SCOPES),  # registered as the README says
-        )
-        try:
-            yield {"hub": hub.start(), "gitlab": standin, "shas": shas, "thread": thread}
-        finally:
-            hub.stop()
-
-
-def login(world: dict[str, Any], user: str) -> Client:
-    """Log in through GitLab OAuth (as a browser does), then act with a hub token of that user."""
-    hub, standin = world["hub"], world["gitlab"]
-    standin.oauth_user = user
-    browser = requests.Session()
-    browser.get(f"{hub.url}/hub/oauth_login", timeout=30)
-    assert "jupyterhub-session-id" in browser.cookies, "GitLab login did not complete"
-    return Client(hub, user)
-
-
-def gitlab_token(hub: RunningHub, user: str) -> str:
-    model = hub.admin("GET", f"users/{user}").json()
-    return model["auth_state"]["access_token"]
+    with flow_world(tmp_path_factory, {"NOTEBOOKS_TEST_AUTH_REFRESH_AGE": "1"}) as world:
+        yield world
 
 
 def launch(client: Client, project: str, sha: str) -> requests.Response:
@@ -142,8 +64,8 @@ def launch(client: Client, project: str, sha: str) -> requests.Response:
 
 
 def test_launch_clones_with_the_users_token_and_uses_the_commit_image(world):
-    hub, shas = world["hub"], world["shas"]
-    dev = login(world, "dev")
+    hub, shas = world.hub, world.shas
+    dev = world.login("dev")
     response = launch(dev, "renku/demo", shas[0])
     assert response.status_code in (201, 202), response.text
     model = dev.wait_running(f"renku/demo/{shas[0]}")
@@ -160,8 +82,8 @@ def test_one_hub_read_gives_the_servers_and_the_gitlab_login(world):
     """Counted at the hub: with GitLab too, a status read with warm caches is one read of the
     user model (its servers and, in the same answer, the GitLab token the access check needs);
     a launch is that read and the start."""
-    hub, shas = world["hub"], world["shas"]
-    counted = login(world, "counted")
+    hub, shas = world.hub, world.shas
+    counted = world.login("counted")
     path = f"renku/demo/{shas[2]}"
     assert counted.get(path).status_code == 404  # warms the identity and access caches
     read = "GET /hub/api/notebooks/servers/counted"
@@ -179,8 +101,8 @@ def test_one_hub_read_gives_the_servers_and_the_gitlab_login(world):
 
 
 def test_token_appears_nowhere(world):
-    hub, shas, standin = world["hub"], world["shas"], world["gitlab"]
-    dev = login(world, "dev")
+    hub, shas, standin = world.hub, world.shas, world.gitlab
+    dev = world.login("dev")
     path = f"renku/demo/{shas[2]}"
     responses = [launch(dev, "renku/demo", shas[2])]
     model = dev.wait_running(path)
@@ -223,8 +145,8 @@ def test_token_appears_nowhere(world):
     ],
 )
 def test_access_matrix(world, user, project, status, code):
-    hub = world["hub"]
-    client = login(world, user)
+    hub = world.hub
+    client = world.login(user)
     response = launch(client, project, _head_sha(world, project))
     if status is None:
         assert response.status_code in (201, 202), response.text
@@ -238,8 +160,8 @@ def test_access_matrix(world, user, project, status, code):
         assert hub.hub_servers(user) == {}
 
 
-def _head_sha(world: dict[str, Any], project: str) -> str:
-    repo = world["gitlab"].projects[project].repo
+def _head_sha(world: GitLabWorld, project: str) -> str:
+    repo = world.gitlab.projects[project].repo
     return subprocess.check_output(["git", "-C", str(repo), "rev-parse", "main"], text=True).strip()
 
 
@@ -252,8 +174,8 @@ def _head_sha(world: dict[str, Any], project: str) -> str:
 )
 def test_refusals_that_are_not_about_the_project_say_why(world, user, status, code, words):
     """A blocked account, or a login from before the application gained `read_api`."""
-    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
-    client = login(world, user)
+    hub, standin, shas = world.hub, world.gitlab, world.shas
+    client = world.login(user)
     if user == "blocked":
         standin.users[user].state = "blocked"
     else:
@@ -270,7 +192,7 @@ def test_refusals_that_are_not_about_the_project_say_why(world, user, status, co
 
 def test_login_fails_when_the_application_lacks_a_requested_scope(world):
     """GitLab (Doorkeeper) refuses a scope the application was not registered with."""
-    hub, standin = world["hub"], world["gitlab"]
+    hub, standin = world.hub, world.gitlab
     app = standin.oauth_apps["hub-client"]
     app.scopes = "read_user read_repository"  # registered without read_api
     standin.oauth_user = "outsider"
@@ -284,18 +206,18 @@ def test_login_fails_when_the_application_lacks_a_requested_scope(world):
     assert "jupyterhub-session-id" not in browser.cookies
 
 
-def _renamed(world: dict[str, Any]) -> str:
+def _renamed(world: GitLabWorld) -> str:
     """Rename renku/old-name to renku/new-name (once); returns its head commit."""
-    standin = world["gitlab"]
+    standin = world.gitlab
     if "renku/old-name" not in standin.redirects:
         standin.rename_project("renku/old-name", "renku/new-name")
     return _head_sha(world, "renku/new-name")
 
 
 def test_renamed_project_launches_from_its_old_url(world):
-    hub = world["hub"]
+    hub = world.hub
     sha = _renamed(world)
-    mover = login(world, "mover")
+    mover = world.login("mover")
     response = launch(mover, "renku/old-name", sha)
     assert response.status_code in (201, 202), response.text
     model = mover.wait_running(f"renku/old-name/{sha}")
@@ -305,9 +227,9 @@ def test_renamed_project_launches_from_its_old_url(world):
 
 
 def test_renamed_project_server_model_shows_the_new_path(world):
-    hub = world["hub"]
+    hub = world.hub
     sha = _renamed(world)
-    mover = login(world, "mover")
+    mover = world.login("mover")
     try:
         response = launch(mover, "renku/old-name", sha)
         assert response.status_code in (201, 202), response.text
@@ -319,10 +241,10 @@ def test_renamed_project_server_model_shows_the_new_path(world):
 def test_login_close_to_expiry_is_renewed_before_the_clone(world):
     """A token with 30 s left passes the glue's check; the hub renews it before the spawn,
     so the hub-side check and the clone step run on a token with two hours left."""
-    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
+    hub, standin, shas = world.hub, world.gitlab, world.shas
     standin.oauth_token_seconds = 30
     try:
-        client = login(world, "short")
+        client = world.login("short")
     finally:
         standin.oauth_token_seconds = 7200
     old = gitlab_token(hub, "short")
@@ -356,10 +278,10 @@ def processes_of(user: str, module: str) -> list[int]:
     return found
 
 
-def save_work(world: dict[str, Any], sha: str, words: str) -> tuple[Client, str, str]:
+def save_work(world: GitLabWorld, sha: str, words: str) -> tuple[Client, str, str]:
     """`halted` launches the commit, writes a file and stops (DELETE: autosaved, removed);
     the client, the server's path and the file's contents URL."""
-    hub, client = world["hub"], login(world, "halted")
+    hub, client = world.hub, world.login("halted")
     path = f"renku/demo/{sha}"
     assert launch(client, "renku/demo", sha).status_code in (201, 202)
     contents = f"{hub.absolute(client.wait_running(path)['url'])}api/contents/unsaved.txt"
@@ -372,10 +294,10 @@ def save_work(world: dict[str, Any], sha: str, words: str) -> tuple[Client, str,
 
 
 @contextlib.contextmanager
-def held_in_restore(world: dict[str, Any], client: Client, sha: str) -> Iterator[None]:
+def held_in_restore(world: GitLabWorld, client: Client, sha: str) -> Iterator[None]:
     """Launch again while the stand-in holds the restore's fetch of the autosave: the body
     runs while the launch is in its session step, every time."""
-    standin = world["gitlab"]
+    standin = world.gitlab
     standin.hold_fetch = b"refs/heads/notebooks/autosave/halted/" + sha.encode()
     try:
         assert launch(client, "renku/demo", sha).status_code == 202
@@ -407,7 +329,7 @@ def test_a_stop_that_interrupts_the_restore_leaves_nothing_running_and_loses_not
     """A DELETE while the launch restores the autosave (the hub cancels the pending start and
     calls no stop(), the server having no process yet) ends the session's git component and
     the step; the autosave branch stays, so the next launch brings the work back."""
-    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
+    hub, standin, shas = world.hub, world.gitlab, world.shas
     client, path, contents = save_work(world, shas[0], "work\n")
     assert not processes_of("halted", "glue.session.gitproxy")
     with held_in_restore(world, client, shas[0]):
@@ -427,7 +349,7 @@ def test_a_hub_killed_during_the_restore_leaves_no_component_and_loses_nothing(c
     the session's git component (its own process session, to outlive a hub restart) does not.
     The restarted hub's next launch of that server ends that leftover and brings the work
     back; its stop leaves no component."""
-    hub, shas = crashing_world["hub"], crashing_world["shas"]
+    hub, shas = crashing_world.hub, crashing_world.shas
     client, path, contents = save_work(crashing_world, shas[1], "kept\n")
     with held_in_restore(crashing_world, client, shas[1]):
         hub.kill()
@@ -448,8 +370,8 @@ def test_a_hub_killed_during_the_restore_leaves_no_component_and_loses_nothing(c
     ],
 )
 def test_gitlab_faults_fail_closed(world, fault, status, code):
-    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
-    client = login(world, "maint")
+    hub, standin, shas = world.hub, world.gitlab, world.shas
+    client = world.login("maint")
     hub.remove_all_servers("maint")
     saved_url = standin.url
     if fault == "slow":
@@ -458,7 +380,7 @@ def test_gitlab_faults_fail_closed(world, fault, status, code):
         standin.fail_status = 500
     try:
         if fault == "down":
-            world["thread"].run(standin.stop())
+            world.thread.run(standin.stop())
         response = launch(client, "renku/demo", shas[2])
         assert response.status_code == status, response.text
         assert response.json()["error"] == code
@@ -470,12 +392,12 @@ def test_gitlab_faults_fail_closed(world, fault, status, code):
         standin.delay, standin.fail_status = 0.0, None
         if fault == "down":
             port = int(saved_url.rsplit(":", 1)[1])
-            world["thread"].run(standin.start(port=port))
+            world.thread.run(standin.start(port=port))
 
 
 def test_expired_token_asks_to_log_in_again(world):
-    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
-    client = login(world, "owner")
+    hub, standin, shas = world.hub, world.gitlab, world.shas
+    client = world.login("owner")
     standin.expire_token(gitlab_token(hub, "owner"))
     response = launch(client, "renku/demo", shas[1])
     assert response.status_code == 401, response.text
@@ -487,8 +409,8 @@ def test_expired_token_asks_to_log_in_again(world):
 def test_expired_token_is_refreshed_by_the_hub(refreshing_world):
     """GitLab gave a refresh token: the hub renews the login and the launch goes through."""
     world = refreshing_world
-    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
-    login(world, "dev")
+    hub, standin, shas = world.hub, world.gitlab, world.shas
+    world.login("dev")
     old = gitlab_token(hub, "dev")
     standin.expire_token(old)
     time.sleep(1.5)  # past auth_refresh_age
@@ -503,8 +425,8 @@ def test_expired_token_is_refreshed_by_the_hub(refreshing_world):
 def test_revoked_login_asks_to_log_in_again(refreshing_world):
     """No refresh possible (the user revoked the application): a clear 401, nothing spawned."""
     world = refreshing_world
-    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
-    login(world, "maint")
+    hub, standin, shas = world.hub, world.gitlab, world.shas
+    world.login("maint")
     standin.revoke_token(gitlab_token(hub, "maint"))
     standin.revoke_refresh_tokens("maint")
     time.sleep(1.5)

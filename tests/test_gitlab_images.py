@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -19,24 +18,26 @@ import requests
 from playwright.sync_api import expect
 
 from e2e import standin as e2e_standin
-from tests.gitlab_standin import GitLabStandIn, StandInThread, load_fixture
-from tests.hubtools import Client, RunningHub, assert_hidden, git, make_repo, wait_until
-from tests.test_browser import (  # noqa: F401  (`browser` is a fixture)
+from testing.checks import assert_hidden, wait_until
+from testing.chromium import (
     LAB_TIMEOUT_MS,
     Visitor,
     assert_clean,
     assert_no_horizontal_scroll,
-    browser,
     shoot,
 )
-from tests.test_gitlab_flow import gitlab_token, login
-
-REGISTRY = "registry.gitlab.test"
-DEFAULT_IMAGE = "registry.example.org/renku/default:1"
+from testing.gitlab import GitLabStandIn, StandInThread, load_fixture
+from testing.hub import Client
+from testing.marks import starts_hub
+from testing.repos import git, make_repo
+from testing.worlds import DEFAULT_IMAGE, REGISTRY, SMALL, GitLabWorld, gitlab_token
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@starts_hub
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
+    """GitLab with renku/built (six commits) and renku/broken, whose one commit cannot be
+    cloned; the glue polls builds every half second."""
     root = tmp_path_factory.mktemp("image-repos")
     shas = make_repo(root, "renku/built", versions=6)
     broken = make_repo(root, "renku/broken", versions=1)[0]
@@ -49,37 +50,37 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     standin.add_project("renku/built", repo=root / "renku/built.git",
                         members={"dev": 30, "web": 30})
     standin.add_project("renku/broken", repo=bare, members={"dev": 30})
-    with StandInThread(standin) as thread:
-        config = {
-            "images": {
-                "default": DEFAULT_IMAGE,
-                "allowedRegistries": [REGISTRY],
-                "buildPollSeconds": 0.5,
-            },
-            "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
-            "provider": {"kind": "gitlab", "url": standin.url, "timeoutSeconds": 2},
-            "launch": {"startTimeoutSeconds": 60},
-        }
-        env = {"GITLAB_CLIENT_ID": "hub-client", "GITLAB_CLIENT_SECRET": "hub-secret-value"}
-        hub = RunningHub(tmp_path_factory.mktemp("image-hub"), config, extra_env=env)
-        standin.add_oauth_app("hub-client", "hub-secret-value", f"{hub.url}/hub/oauth_callback")
-        try:
-            yield {"hub": hub.start(), "gitlab": standin, "shas": shas, "thread": thread,
-                   "broken": broken}
-        finally:
-            hub.stop()
+    config = {
+        "images": {
+            "default": DEFAULT_IMAGE,
+            "allowedRegistries": [REGISTRY],
+            "buildPollSeconds": 0.5,
+        },
+        "profiles": [SMALL],
+        "provider": {"timeoutSeconds": 2},
+        "launch": {"startTimeoutSeconds": 60},
+    }
+    with GitLabWorld.running(tmp_path_factory.mktemp("image-hub"), standin, config,
+                             root=root, shas=shas) as world:
+        yield world
+
+
+@pytest.fixture(scope="module")
+def broken(world: GitLabWorld) -> str:
+    """renku/broken's one commit, whose README's blob is missing."""
+    return git(world.bare("renku/broken"), "rev-parse", "main")
 
 
 @pytest.fixture
-def dev(world) -> Iterator[Client]:
-    client = login(world, "dev")
-    world["hub"].remove_all_servers("dev")
+def dev(world: GitLabWorld) -> Iterator[Client]:
+    client = world.login("dev")
+    world.hub.remove_all_servers("dev")
     yield client
-    world["hub"].remove_all_servers("dev")
+    world.hub.remove_all_servers("dev")
 
 
 def test_present_and_none(world, dev):
-    standin, shas = world["gitlab"], world["shas"]
+    standin, shas = world.gitlab, world.shas
     standin.add_registry_tag("renku/built", shas[0][:7])
     standin.add_pipeline("renku/built", shas[0], "success")
     model = dev.post(f"renku/built/{shas[0]}").json()
@@ -94,7 +95,7 @@ def test_present_and_none(world, dev):
 
 
 def test_building_waits_unless_the_default_image_is_asked_for(world, dev):
-    standin, shas, hub = world["gitlab"], world["shas"], world["hub"]
+    standin, shas, hub = world.gitlab, world.shas, world.hub
     standin.add_pipeline("renku/built", shas[2], "running")
     response = dev.post(f"renku/built/{shas[2]}")
     assert response.status_code == 409, response.text
@@ -111,7 +112,7 @@ def test_building_waits_unless_the_default_image_is_asked_for(world, dev):
 
 
 def test_a_failed_build_never_falls_back_silently(world, dev):
-    standin, shas, hub = world["gitlab"], world["shas"], world["hub"]
+    standin, shas, hub = world.gitlab, world.shas, world.hub
     standin.add_pipeline("renku/built", shas[3], "failed")
     response = dev.post(f"renku/built/{shas[3]}")
     assert response.status_code == 409, response.text
@@ -126,7 +127,7 @@ def test_a_failed_build_never_falls_back_silently(world, dev):
 
 
 def test_gitlab_failing_while_checking_the_image_launches_nothing(world, dev):
-    standin, shas, hub = world["gitlab"], world["shas"], world["hub"]
+    standin, shas, hub = world.gitlab, world.shas, world.hub
     standin.ci_fail_status = 503  # access and commit answer; the pipelines API does not
     try:
         response = dev.post(f"renku/built/{shas[4]}")
@@ -138,8 +139,8 @@ def test_gitlab_failing_while_checking_the_image_launches_nothing(world, dev):
     assert any("/pipelines?sha=" + shas[4] in r.path for r in standin.requests)
 
 
-def test_a_failed_clone_with_a_token_never_echoes_it(world, dev):
-    hub, standin, sha = world["hub"], world["gitlab"], world["broken"]
+def test_a_failed_clone_with_a_token_never_echoes_it(world, dev, broken):
+    hub, standin, sha = world.hub, world.gitlab, broken
     path = f"renku/broken/{sha}"
     response = dev.post(path)
     assert response.status_code in (201, 202, 502), response.text
@@ -162,8 +163,8 @@ def test_a_failed_clone_with_a_token_never_echoes_it(world, dev):
 
 
 @pytest.mark.browser
-def test_a_building_page_waits_and_launches_once_the_pipeline_succeeds(world, browser):  # noqa: F811
-    hub, standin, shas = world["hub"], world["gitlab"], world["shas"]
+def test_a_building_page_waits_and_launches_once_the_pipeline_succeeds(world, browser):
+    hub, standin, shas = world.hub, world.gitlab, world.shas
     sha = shas[5]
     pipeline = standin.add_pipeline("renku/built", sha, "pending")
     visitor = Visitor(browser, hub, "web")

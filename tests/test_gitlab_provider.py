@@ -23,7 +23,6 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from glue.core.config import Config, validate
 from glue.core.errors import (
     Forbidden,
     GlueError,
@@ -39,8 +38,10 @@ from glue.providers.access import Access
 from glue.providers.base import Caller
 from glue.providers.gitlab import GitLabProvider
 from glue.providers.select import make_provider
-from tests.gitlab_standin import GitLabStandIn, create_bare_repo
-from tests.hubtools import assert_hidden, free_port
+from testing.checks import assert_hidden
+from testing.gitlab import GitLabStandIn, create_bare_repo
+from testing.net import free_port
+from testing.worlds import provider_config, token
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = "registry.gitlab.test"
@@ -49,17 +50,8 @@ DEFAULT_IMAGE = f"{REGISTRY}/renku/default:1"
 MISSING_SHA = "deadbeef" * 5
 
 
-def token() -> str:
-    """Distinctive tokens, so a leak check cannot match anything by accident."""
-    return "glpat-" + secrets.token_hex(16)
 
 
-def make_config(url: str, *, images: dict[str, Any] | None = None, **provider: Any) -> Config:
-    return validate({
-        "images": {"default": DEFAULT_IMAGE, "allowedRegistries": [REGISTRY], **(images or {})},
-        "profiles": [{"name": "small", "cpu": 1, "memory": "1G"}],
-        "provider": {"kind": "gitlab", "url": url, "timeoutSeconds": 5, **provider},
-    })
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +99,7 @@ class World:
         return Target(namespace, project, self.shas[0])
 
     def provider(self, **kwargs: Any) -> GitLabProvider:
-        return GitLabProvider(make_config(self.standin.url, **kwargs))
+        return GitLabProvider(provider_config(self.standin.url, **kwargs))
 
     async def check(self, caller: Caller, target: Target, *, launch: bool = False,
                     **kwargs: Any) -> int | None:
@@ -130,7 +122,7 @@ class World:
 
     async def image(self, caller: Caller, target: Target, **kwargs: Any) -> Image:
         images = kwargs.pop("images", None)
-        config = make_config(self.standin.url, images=images, **kwargs)
+        config = provider_config(self.standin.url, images=images, **kwargs)
         provider = GitLabProvider(config)
         try:
             return choose_image(config, await provider.commit_image(caller, target))
@@ -553,7 +545,7 @@ async def test_unreachable_gitlab_is_503(world: World) -> None:
     alice = world.user("alice")
     target = world.project("renku/demo", members={"alice": 30})
     nowhere = free_port()  # nothing listens there
-    provider = GitLabProvider(make_config(f"http://127.0.0.1:{nowhere}"))
+    provider = GitLabProvider(provider_config(f"http://127.0.0.1:{nowhere}"))
     try:
         with pytest.raises(UpstreamUnavailable) as info:
             await Access(provider, 30).check(alice, target)
@@ -671,7 +663,7 @@ async def test_token_travels_only_in_the_authorization_header(
 
 
 def test_clone_url_carries_no_credentials() -> None:
-    provider = make_provider(make_config("https://gitlab.example.com/"))
+    provider = make_provider(provider_config("https://gitlab.example.com/"))
     target = Target("group/sub", "proj", MISSING_SHA)
     assert isinstance(provider, GitLabProvider)
     assert provider.needs_token is True
@@ -918,7 +910,7 @@ oauth:
   clients: [{{id: hub, secret: s, redirectUri: "http://127.0.0.1:1/cb"}}]
 """)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.gitlab_standin", "--port", "0",
+        sys.executable, "-m", "testing.gitlab", "--port", "0",
         "--fixture", str(tmp_path / "fixture.yaml"), "--repos-dir", str(tmp_path / "repos"),
         cwd=ROOT, stdout=asyncio.subprocess.PIPE,
     )

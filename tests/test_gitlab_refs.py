@@ -14,9 +14,9 @@ from glue.core.errors import Conflict, UpstreamUnavailable
 from glue.core.target import Ref, Target
 from glue.providers.base import Caller
 from glue.providers.gitlab import GitLabProvider
-from tests.gitlab_standin import GitLabStandIn, create_bare_repo
-from tests.hubtools import git
-from tests.test_gitlab_provider import REGISTRY, make_config, token
+from testing.gitlab import GitLabStandIn, create_bare_repo
+from testing.repos import git
+from testing.worlds import REGISTRY, provider_config, token
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ async def world(repo) -> AsyncIterator[dict]:
     standin.add_user("guest", guest.git_token)
     standin.add_user("outsider", token())
     standin.add_project("group/demo", repo=repo[0], members={"dev": 30, "guest": 10})
-    provider = GitLabProvider(make_config(standin.url))
+    provider = GitLabProvider(provider_config(standin.url))
     try:
         yield {"standin": standin, "provider": provider, "dev": dev, "guest": guest,
                "shas": repo[1]}
@@ -120,7 +120,7 @@ async def test_image_status_from_registry_and_pipelines(world):
 
 
 def test_the_image_decision_for_each_status():
-    config = make_config("http://gitlab.invalid")
+    config = provider_config("http://gitlab.invalid")
     target = Target("group", "demo", "a" * 40)
     image = f"{REGISTRY}/group/demo:aaaaaaa"
     chosen = launch.decide_image(config, target, image, "success", {})
@@ -139,7 +139,7 @@ def test_the_image_decision_for_each_status():
         chosen = launch.decide_image(config, target, None, pipeline, {"image": "default"})
         assert chosen.ref == config["images"]["default"] and chosen.fallback
     # `whenBuilding: default` launches a building commit at once, never a failed one
-    eager = make_config("http://gitlab.invalid", images={"whenBuilding": "default"})
+    eager = provider_config("http://gitlab.invalid", images={"whenBuilding": "default"})
     chosen = launch.decide_image(eager, target, None, "running", {})
     assert (chosen.fallback, chosen.status) == (True, "building")
     with pytest.raises(Conflict):

@@ -21,17 +21,13 @@ import requests
 from glue.core import contracts
 from glue.hub.setup import GITLAB_SCOPES
 from glue.session import autosave, gitproxy
-from tests.gitlab_standin import GitLabStandIn, StandInThread
-from tests.hubtools import (
-    RunningHub,
-    assert_hidden,
-    free_port,
-    git,
-    listening_pid,
-    make_repo,
-    wait_until,
-)
-from tests.test_gitlab_flow import gitlab_token, login
+from testing.checks import assert_hidden, wait_until
+from testing.gitlab import GitLabStandIn
+from testing.hub import RunningHub
+from testing.marks import starts_hub
+from testing.net import free_port, listening_pid
+from testing.repos import git, make_repo
+from testing.worlds import DEFAULT_IMAGE, SMALL, GitLabWorld, gitlab_token
 
 SCOPES = " ".join(GITLAB_SCOPES)
 
@@ -338,7 +334,9 @@ def test_local_refuses_wrong_secret_and_other_paths(tmp_path, local):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@starts_hub
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitLabWorld]:
+    """GitLab with two projects of `dev` and `other`; a hub that refreshes logins after 1 s."""
     root = tmp_path_factory.mktemp("gitproxy-repos")
     shas = make_repo(root, "renku/demo")
     make_repo(root, "renku/other")
@@ -348,39 +346,30 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     members = {"dev": 30, "other": 30}
     standin.add_project("renku/demo", repo=root / "renku/demo.git", members=members)
     standin.add_project("renku/other", repo=root / "renku/other.git", members=members)
-    with StandInThread(standin) as thread:
-        config = {
-            "images": {"default": "registry.example.org/renku/default:1"},
-            "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
-            "provider": {"kind": "gitlab", "url": standin.url, "timeoutSeconds": 5},
-            "launch": {"startTimeoutSeconds": 60},
-        }
-        env = {
-            "GITLAB_CLIENT_ID": "hub-client",
-            "GITLAB_CLIENT_SECRET": "hub-secret-value",
-            "NOTEBOOKS_TEST_AUTH_REFRESH_AGE": "1",
-        }
-        hub = RunningHub(tmp_path_factory.mktemp("gitproxy-hub"), config, extra_env=env)
-        standin.add_oauth_app(
-            "hub-client", "hub-secret-value", f"{hub.url}/hub/oauth_callback", scopes=SCOPES
-        )
-        hub.start()
-        try:
-            dev = login({"hub": hub, "gitlab": standin}, "dev")
-            response = dev.post(f"renku/demo/{shas[0]}")
-            assert response.status_code in (201, 202), response.text
-            server = dev.wait_running(f"renku/demo/{shas[0]}")["name"]
-            yield {
-                "hub": hub,
-                "gitlab": standin,
-                "thread": thread,
-                "shas": shas,
-                "server": server,
-                "root": root,
-                "tmp": tmp_path_factory.mktemp("gitproxy"),
-            }
-        finally:
-            hub.stop()
+    config = {
+        "images": {"default": DEFAULT_IMAGE},
+        "profiles": [SMALL],
+        "provider": {"timeoutSeconds": 5},
+        "launch": {"startTimeoutSeconds": 60},
+    }
+    env = {"NOTEBOOKS_TEST_AUTH_REFRESH_AGE": "1"}
+    with GitLabWorld.running(tmp_path_factory.mktemp("gitproxy-hub"), standin, config,
+                             root=root, shas=shas, hub_env=env) as world:
+        yield world
+
+
+@pytest.fixture(scope="module")
+def server(world: GitLabWorld) -> str:
+    """The name of dev's running server of renku/demo's first commit."""
+    dev = world.login("dev")
+    response = dev.post(f"renku/demo/{world.shas[0]}")
+    assert response.status_code in (201, 202), response.text
+    return str(dev.wait_running(f"renku/demo/{world.shas[0]}")["name"])
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gitproxy")
 
 
 def service_token(hub: RunningHub) -> str:
@@ -391,25 +380,25 @@ def service_token(hub: RunningHub) -> str:
 
 
 @pytest.fixture(scope="module")
-def component(world: dict[str, Any]) -> Iterator[Component]:
-    hub, tmp = world["hub"], world["tmp"]
+def component(world: GitLabWorld, server: str, tmp: Path) -> Iterator[Component]:
+    hub = world.hub
     files = tmp / "component"
     files.mkdir()
     (files / "token").write_text(gitlab_token(hub, "dev"))
-    key = contracts.component_key(service_token(hub), "dev", world["server"])
+    key = contracts.component_key(service_token(hub), "dev", server)
     (files / "key").write_text(key)
     (files / "hub-token").write_text(hub.token_for("dev"))
     running = start_component(
         files,
         "renku/demo",
-        upstream=world["gitlab"].url,
+        upstream=world.gitlab.url,
         token_file=files / "token",
         token_endpoint=hub.prefix + "-/git-token",
         key_file=files / "key",
         hub_token_file=files / "hub-token",
         user="dev",
-        server=world["server"],
-        launched=world["shas"][0],
+        server=server,
+        launched=world.shas[0],
     )
     yield running
     stop_component(running)
@@ -422,16 +411,16 @@ def commit_and_push(component: Component, work: Path, branch: str) -> subprocess
     return component.git(work, "push", "origin", f"HEAD:refs/heads/{branch}")
 
 
-def test_push_through_the_component_needs_write_repository(world, component):
-    standin, tmp = world["gitlab"], world["tmp"]
+def test_push_through_the_component_needs_write_repository(world, component, tmp):
+    standin = world.gitlab
     work = tmp / "push-work"
     cloned = component.git(tmp, "clone", "-q", component.url, str(work))
     assert cloned.returncode == 0, cloned.stderr
     pushed = commit_and_push(component, work, "from-session")
     assert pushed.returncode == 0, pushed.stderr
-    bare = world["root"] / "renku/demo.git"
+    bare = world.root / "renku/demo.git"
     assert git(bare, "rev-parse", "from-session") == git(work, "rev-parse", "HEAD")
-    token = standin.tokens[gitlab_token(world["hub"], "dev")]
+    token = standin.tokens[gitlab_token(world.hub, "dev")]
     # a login from before write_repository was asked
     token.scope = " ".join(s for s in GITLAB_SCOPES if s != "write_repository")
     try:
@@ -442,8 +431,8 @@ def test_push_through_the_component_needs_write_repository(world, component):
     assert "You are not allowed to upload code." in refused.stderr, refused.stderr
 
 
-def test_push_after_the_token_expired_gets_a_fresh_one_from_the_hub(world, component):
-    hub, standin, tmp = world["hub"], world["gitlab"], world["tmp"]
+def test_push_after_the_token_expired_gets_a_fresh_one_from_the_hub(world, component, tmp):
+    hub, standin = world.hub, world.gitlab
     work = tmp / "expiry-work"
     assert component.git(tmp, "clone", "-q", component.url, str(work)).returncode == 0
     old = gitlab_token(hub, "dev")
@@ -460,9 +449,9 @@ def test_push_after_the_token_expired_gets_a_fresh_one_from_the_hub(world, compo
     assert_hidden(new, hub.log(), "the hub's and glue's log")
 
 
-def test_gitlab_autosave_of_another_user_never_reaches_gitlab(world, component):
-    standin, tmp, shas = world["gitlab"], world["tmp"], world["shas"]
-    bare = world["root"] / "renku/demo.git"
+def test_gitlab_autosave_of_another_user_never_reaches_gitlab(world, component, tmp):
+    standin, shas = world.gitlab, world.shas
+    bare = world.root / "renku/demo.git"
     work = tmp / "forge-work"
     assert component.git(tmp, "clone", "-q", component.url, str(work)).returncode == 0
     (work / "planted.py").write_text("planted\n")
@@ -483,21 +472,20 @@ def test_gitlab_autosave_of_another_user_never_reaches_gitlab(world, component):
     assert git(bare, "rev-parse", own) == git(work, "rev-parse", "HEAD")
 
 
-def test_another_project_is_refused_with_a_message(world, component):
-    tmp = world["tmp"]
+def test_another_project_is_refused_with_a_message(world, component, tmp):
     other = component.git(tmp, "ls-remote", f"{component.base}/renku/other.git")
     assert other.returncode != 0
     assert "reaches only renku/demo" in other.stderr, other.stderr
-    sent = [r.path for r in world["gitlab"].requests if r.path.startswith("/renku/other")]
+    sent = [r.path for r in world.gitlab.requests if r.path.startswith("/renku/other")]
     assert sent == []
 
 
-def test_token_endpoint_refusals(world):
-    hub, server = world["hub"], world["server"]
+def test_token_endpoint_refusals(world, server):
+    hub = world.hub
     url = hub.prefix + "-/git-token"
     key = contracts.component_key(service_token(hub), "dev", server)
     body = {"user": "dev", "server": server, "hub_token": hub.token_for("dev")}
-    login(world, "other")  # another user, logged in with GitLab too
+    world.login("other")  # another user, logged in with GitLab too
 
     def post(json: Any, key: str = key) -> requests.Response:
         headers = {"Authorization": f"Bearer {key}"}

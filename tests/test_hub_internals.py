@@ -13,7 +13,7 @@ the failure names the internal.
 
 The glue's fallback when a hub lacks our endpoints runs against a second such
 hub whose `extra_handlers` omit ours, and end to end against the embedded
-default started without them (tests/hub_config.py,
+default started without them (testing/hub_config.py,
 NOTEBOOKS_TEST_WITHOUT_HUB_HANDLERS): the glue still lists and stops servers,
 a running server's stop is refused unless forced, and an unknown user is a
 404 as before, never a fallback.
@@ -58,8 +58,10 @@ from glue.providers.select import make_provider
 from glue.service import failures, hubapi
 from glue.service.hubapi import Hub, HubCannotSave, HubError
 from glue.service.servers import Servers
-from tests.conftest import notebooks_config
-from tests.hubtools import CHECKOUT, Client, RunningHub, wait_until
+from testing import CHECKOUT
+from testing.checks import wait_until
+from testing.hub import Client, RunningHub
+from testing.worlds import local_config
 
 TOKEN = "glue-service-token-" + "0" * 32
 # what the glue's service role holds (glue.hub.setup.service_role), and what these tests add
@@ -801,7 +803,7 @@ async def test_with_our_endpoints_an_unknown_user_is_a_404_not_a_fallback(
 @pytest.fixture(scope="module")
 def hub_without_ours(tmp_path_factory: pytest.TempPathFactory, repos: dict[str, Any]
                      ) -> Iterator[RunningHub]:
-    config = {**notebooks_config(repos["root"]), "culling": {"idleSeconds": 0}}
+    config = {**local_config(repos["root"]), "culling": {"idleSeconds": 0}}
     running = RunningHub(tmp_path_factory.mktemp("hub-without-ours"), config,
                          extra_env={"NOTEBOOKS_TEST_WITHOUT_HUB_HANDLERS": "1"})
     try:

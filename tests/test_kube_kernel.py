@@ -1,12 +1,12 @@
 """A Kubernetes pod's notebook starts its kernels as the embedded default's do
 (glue.session.kernel).
 
-The pod is built offline (as in tests/test_kube_manifest.py); the notebook container's
-kernel spec is then resolved as jupyter_client would in the container: from the
+The pod is built offline (testing.kubepods, as in tests/test_kube_manifest.py); the notebook
+container's kernel spec is then resolved as jupyter_client would in the container: from the
 container's JUPYTER_PATH and the files its volumes put there (the pod's Secret), else
 the image's own spec (here the installed one). That spec's kernel is started for real
-in a hostile checkout (tests/test_startup.py's files), and must leave no trace at its
-start, its first cell or a completion, while `import mymodule` works.
+in a hostile checkout (testing.kernels' files, as in tests/test_startup.py), and must leave no
+trace at its start, its first cell or a completion, while `import mymodule` works.
 """
 
 from __future__ import annotations
@@ -17,25 +17,34 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from glue.hub import podspec
-from tests import test_kube_manifest as manifest
-from tests.test_kube_manifest import (
+from testing.kernels import hostile_start_files, traces
+from testing.kubepods import (
     FakeCoreApi,
     by_name,
+    kube_repos,
     make_spawner,
+    no_kube_config,
     options,
     serialize,
     shaped_pod,
     valid,
 )
-from tests.test_startup import hostile_start_files, traces
+
 
 # test_kube_manifest's fixtures: its repositories, and no kube config needed
-repos = manifest.repos
-offline = manifest.offline
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    return kube_repos(tmp_path_factory)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    no_kube_config(monkeypatch)
 
 
 async def pod_and_secret(repos: SimpleNamespace) -> tuple[dict[str, Any], dict[str, str]]:

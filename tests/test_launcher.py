@@ -10,17 +10,16 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.hubtools import Client, RunningHub
-from tests.test_browser import (  # noqa: F401  (`browser` is a fixture)
+from testing.chromium import (
     LAB_NOTEBOOK,
     LAB_TIMEOUT_MS,
     Visitor,
     assert_clean,
     assert_no_horizontal_scroll,
-    browser,
     fresh_user,
     shoot,
 )
+from testing.hub import Client, RunningHub
 
 
 def test_the_launcher_resolves_and_the_badge_is_ours(hub: RunningHub, repos):
@@ -49,7 +48,7 @@ def test_the_launcher_resolves_and_the_badge_is_ours(hub: RunningHub, repos):
 
 @pytest.mark.browser
 def test_the_launcher_form_gives_a_working_link_and_a_badge_without_javascript(
-    hub, repos, browser  # noqa: F811
+    hub, repos, browser
 ):
     shas = repos["shas"]["demo/hello"]
     visitor = Visitor(browser, hub, fresh_user(), javascript=False)

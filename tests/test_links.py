@@ -14,8 +14,8 @@ from urllib.parse import unquote
 import pytest
 import requests
 
-from tests.hubtools import Client, RunningHub, git
-from tests.test_api import raw_request
+from testing.hub import Client, RunningHub, raw_request
+from testing.repos import git
 
 
 @pytest.fixture

@@ -12,15 +12,16 @@ from playwright.sync_api import expect
 from glue.service import failures
 from glue.service.render import Renderer, disk_notice, memory_notice
 from glue.service.servers import server_model
-from tests.hubtools import Client, RunningHub, git, wait_until
-from tests.test_browser import (  # noqa: F401  (`browser` is a fixture)
+from testing.checks import wait_until
+from testing.chromium import (
     Visitor,
     assert_clean,
     assert_no_horizontal_scroll,
-    browser,
     fresh_user,
     shoot,
 )
+from testing.hub import Client, RunningHub
+from testing.repos import git
 
 
 @pytest.fixture
@@ -180,7 +181,7 @@ def test_disk_in_the_server_model_and_on_the_pages():
 
 
 @pytest.mark.browser
-def test_a_failed_launch_shows_the_log_tail(hub, repos, browser):  # noqa: F811
+def test_a_failed_launch_shows_the_log_tail(hub, repos, browser):
     sha = broken_commit(repos)
     visitor = Visitor(browser, hub, fresh_user())
     try:

@@ -9,10 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.hubtools import Client, RunningHub, make_repo
-from tests.test_contract import assert_conforms
+from testing.contract import assert_conforms
+from testing.hub import Client, RunningHub
+from testing.marks import starts_hub
+from testing.metrics import samples, total, value
+from testing.repos import make_repo
 
 ACCESS_LINE = re.compile(
     r" INFO glue request id=(?P<id>[A-Za-z0-9._-]{1,64}) user=(?P<user>\S+) "
@@ -21,26 +23,14 @@ ACCESS_LINE = re.compile(
 )
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a Prometheus text page, by (name, sorted labels)."""
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
 
 
-def value(page: dict, name: str, **labels: str) -> float:
-    return page.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def total(page: dict, name: str, **labels: str) -> float:
-    """The sum over every series of `name` whose labels include `labels`."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in page.items() if n == name and wanted <= set(ls))
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A hub whose glue lets loopback read metrics, and where `prom` is an admin (read:metrics)."""
     repos = tmp_path_factory.mktemp("metrics-repos")

@@ -30,10 +30,12 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 import requests
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
-from tests.conftest import notebooks_config
-from tests.hubtools import CHROMIUM, CHROMIUM_ARGS, Client, RunningHub, listening_pid
+from testing.hub import Client, RunningHub
+from testing.marks import starts_hub
+from testing.net import listening_pid
+from testing.worlds import local_config
 
 pytestmark = pytest.mark.browser
 
@@ -132,16 +134,6 @@ def take_over(hub: RunningHub, user: str, server: str, target: str) -> None:
     assert response.status_code == 201, response.text
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture
 def attacker_server() -> Iterator[AttackerServer]:
     server = AttackerServer()
@@ -152,12 +144,13 @@ def attacker_server() -> Iterator[AttackerServer]:
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def single_origin_hub(
     tmp_path_factory: pytest.TempPathFactory, repos: dict[str, Any]
 ) -> Iterator[RunningHub]:
     running = RunningHub(
         tmp_path_factory.mktemp("single-origin"),
-        notebooks_config(repos["root"]),
+        local_config(repos["root"]),
         extra_env={"NOTEBOOKS_SINGLE_ORIGIN": "1"},
     )
     try:

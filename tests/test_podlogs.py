@@ -1,5 +1,5 @@
 """Server logs on Kubernetes: the glue's pod-log reader (glue/service/podlogs.py) against a
-stand-in of the documented pods/log endpoint (tests/kube_standin.py), alone and behind the real logs
+stand-in of the documented pods/log endpoint (testing/kube.py), alone and behind the real logs
 endpoint of a glue whose hub is the session's real JupyterHub."""
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from glue.core.target import parse
 from glue.service import podlogs
 from glue.service.app import HubSettings, build
 from glue.service.podlogs import CLONE_CONTAINER, NOTEBOOK_CONTAINER, Cluster, PodLogs, header
-from tests.conftest import notebooks_config
-from tests.hubtools import RunningHub, assert_hidden, free_port
-from tests.kube_standin import KubeStandin
+from testing.checks import assert_hidden
+from testing.hub import RunningHub
+from testing.kube import KubeStandin
+from testing.net import free_port
+from testing.worlds import local_config
 
 NAMESPACE = "notebooks"
 POD = "hub-lena--demo-hello-0123456789ab"
@@ -212,7 +214,7 @@ async def kube_glue(
 ) -> AsyncIterator[str]:
     """A second glue on the session hub, configured for Kubernetes, its pod-log reader on the
     stand-in; the base URL of its service prefix."""
-    config = validate({**notebooks_config(repos["root"]), "spawner": {"kind": "kubernetes"}})
+    config = validate({**local_config(repos["root"]), "spawner": {"kind": "kubernetes"}})
     settings = HubSettings.from_env(
         config,
         {"JUPYTERHUB_API_TOKEN": hub.admin_token, "JUPYTERHUB_API_URL": f"{hub.url}/hub/api"},

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,12 @@ from glue.core.config import validate
 from glue.embedded import dev
 from glue.hub import disk, sandbox
 from glue.hub.sandbox import Sandbox
-from tests.hubtools import (
-    Client,
-    RunningHub,
-    assert_hidden,
-    end_processes,
-    free_port,
-    git,
-    listening_pid,
-    make_repo,
-    processes_using_hub,
-    wait_until,
-)
+from testing.checks import assert_hidden, wait_until
+from testing.hub import Client, RunningHub, end_processes, processes_using_hub
+from testing.kernels import KernelDied, hostile_repo, launch, run_in_kernel
+from testing.marks import starts_hub
+from testing.net import free_port, listening_pid
+from testing.repos import git, make_repo
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="per-user ids need the hub to run as root (as make dev does here)"
@@ -62,26 +55,10 @@ print(json.dumps({{
 """
 
 
-def hostile_repo(root: Path, full_path: str, build: dict[str, Any]) -> str:
-    """A bare repository whose one commit holds `build`: path -> text, or ("link", target)."""
-    work = root / ".work" / full_path
-    work.mkdir(parents=True)
-    git(work, "init", "-q", "-b", "main")
-    for path, content in build.items():
-        file = work / path
-        file.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, tuple):
-            file.symlink_to(content[1])
-        else:
-            file.write_text(content)
-    git(work, "add", "-A")
-    git(work, "commit", "-q", "-m", "hostile")
-    bare = root / f"{full_path}.git"
-    git(root, "clone", "-q", "--bare", str(work), str(bare))
-    return git(bare, "rev-parse", "HEAD")
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A hub of its own, so that any project may be launched by anyone."""
     root = tmp_path_factory.mktemp("sandbox-repos")
@@ -154,79 +131,10 @@ def hostile_submodule_repo(root: Path, other_sha: str) -> str:
     return git(bare, "rev-parse", "main")
 
 
-def launch(
-    setup: dict[str, Any], user: str, project: str, profile: str = "small"
-) -> tuple[Client, dict[str, Any]]:
-    hub: RunningHub = setup["hub"]
-    hub.remove_all_servers(user)
-    client = Client(hub, user)
-    response = client.post(f"{project}/{setup['shas'][project]}", json={"profile": profile})
-    assert response.status_code in (201, 202), response.text
-    return client, client.wait_running(f"{project}/{setup['shas'][project]}", timeout=90)
 
 
-class KernelDied(Exception):
-    """The kernel ended while running the cell (the server restarts it)."""
 
 
-def run_in_kernel(hub: RunningHub, client: Client, server: dict[str, Any], code: str) -> str:
-    """Execute `code` in a new kernel of the server, as a notebook cell would; its stdout."""
-    api = f"{hub.absolute(server['url'])}api/kernels"
-    kernel = client.session.post(api, json={"name": "python3"}, timeout=60)
-    assert kernel.status_code == 201, kernel.text
-    kernel_id = kernel.json()["id"]
-    channels = f"{api.replace('http', 'ws', 1)}/{kernel_id}/channels"
-    token = client.session.headers["Authorization"]
-    connection = websocket.create_connection(channels, header=[f"Authorization: {token}"])
-    msg_id = uuid.uuid4().hex
-    header = {
-        "msg_id": msg_id,
-        "msg_type": "execute_request",
-        "username": client.user,
-        "session": uuid.uuid4().hex,
-        "version": "5.3",
-        "date": "",
-    }
-    content = {
-        "code": code,
-        "silent": False,
-        "store_history": False,
-        "user_expressions": {},
-        "allow_stdin": False,
-        "stop_on_error": True,
-    }
-    connection.send(
-        json.dumps(
-            {
-                "header": header,
-                "parent_header": {},
-                "metadata": {},
-                "content": content,
-                "channel": "shell",
-                "buffers": [],
-            }
-        )
-    )
-    output: list[str] = []
-    try:
-        connection.settimeout(60)
-        while True:
-            message = json.loads(connection.recv())
-            kind = message["msg_type"]
-            state = message["content"].get("execution_state") if kind == "status" else None
-            if state in ("restarting", "dead"):
-                raise KernelDied(state)
-            if message.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if kind == "stream":
-                output.append(message["content"]["text"])
-            elif kind == "error":
-                raise AssertionError("\n".join(message["content"]["traceback"]))
-            elif kind == "status" and message["content"]["execution_state"] == "idle":
-                return "".join(output)
-    finally:
-        connection.close()
-        client.session.delete(f"{api}/{kernel_id}", timeout=30)
 
 
 def contents(

@@ -8,11 +8,9 @@ ones a browser gets.
 from __future__ import annotations
 
 import contextlib
-import html
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import psutil
@@ -20,10 +18,12 @@ import pytest
 import requests
 
 from glue.service.auth import Auth
-from tests.hubtools import Client, RunningHub, listening_pid
-from tests.test_contract import CONTRACT, PREFIX, assert_conforms, fuzz, sse_events
+from testing.contract import CONTRACT, PREFIX, assert_conforms, fuzz, sse_events
+from testing.hub import Client, RunningHub
+from testing.kernels import single_user_processes
+from testing.logins import HTML, Browser
+from testing.net import listening_pid
 
-HTML = {"Accept": "text/html"}
 # the glue's cookies (`__Host-` ones only over HTTPS: glue.core.config.host_cookies)
 SESSION, STATE = "notebooks-session", "notebooks-oauth-state"
 
@@ -32,41 +32,6 @@ def launch_path(repos: dict, index: int = 0, project: str = "demo/hello") -> str
     return f"{project}/{repos['shas'][project][index]}"
 
 
-class Browser:
-    """A person's browser: hub login form, then the glue's OAuth flow, cookies kept."""
-
-    def __init__(self, hub: RunningHub, user: str):
-        self.hub = hub
-        self.user = user
-        self.session = requests.Session()
-
-    def log_in_to_hub(self) -> None:
-        form = self.session.get(f"{self.hub.url}/hub/login", timeout=30)
-        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form.text)
-        assert xsrf, "the hub's login form has no _xsrf field"
-        response = self.session.post(
-            f"{self.hub.url}/hub/login",
-            data={"username": self.user, "password": "any password", "_xsrf": xsrf[1]},
-            timeout=30,
-            allow_redirects=False,  # to /hub/spawn, which users may not use: they launch here
-        )
-        assert response.status_code == 302 and "jupyterhub-session-id" in self.session.cookies
-
-    def open(self, path: str, **kwargs: Any) -> requests.Response:
-        """GET a glue page as a browser does: HTML, following the login redirects."""
-        kwargs.setdefault("headers", HTML)
-        return self.session.get(self.hub.prefix + path, timeout=30, **kwargs)
-
-    def xsrf(self, page: requests.Response) -> str:
-        found = re.search(r'name="_xsrf" value="([^"]+)"', page.text)
-        assert found, "the page has no form token"
-        return html.unescape(found[1])
-
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("allow_redirects", False)
-        return assert_conforms(
-            self.session.request(method, self.hub.prefix + path, timeout=60, **kwargs)
-        )
 
 
 @pytest.fixture
@@ -323,12 +288,6 @@ def glue_token(hub: RunningHub) -> str:
     return psutil.Process(pid).environ()["JUPYTERHUB_API_TOKEN"]
 
 
-def single_user_processes() -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if "jupyterhub.singleuser" in " ".join(process.info["cmdline"] or []):
-            found.append(process)
-    return found
 
 
 def test_tokens_appear_nowhere(hub: RunningHub, repos: dict, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ other's: the kernels listen on unix sockets in private homes, not on loopback TC
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -26,57 +25,22 @@ import pytest
 
 from glue.hub.sandbox import Sandbox
 from glue.session import kernel
-from tests.hubtools import RunningHub, make_repo
-from tests.test_sandbox import hostile_repo, launch, run_in_kernel
-from tests.test_security import single_user_processes
+from testing.hub import RunningHub
+from testing.kernels import (
+    hostile_repo,
+    hostile_start_files,
+    launch,
+    run_in_kernel,
+    single_user_processes,
+    traces,
+)
+from testing.marks import starts_hub
+from testing.repos import make_repo
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="per-user ids need the hub to run as root (as make dev does here)"
 )
 
-# each writes TRACE-<name> beside itself when run (Python names the workspace in __file__)
-TRACE = (
-    "import os as _os\n"
-    "open(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), 'TRACE-{name}'), 'w')"
-    ".write('ran')\n"
-)
-# a uuid.py that then hands over to the real one, so an old server keeps running and shows it
-UUID_PASS_THROUGH = """
-import importlib, os, sys
-_here = os.path.dirname(os.path.abspath(__file__))
-_saved = sys.path[:]
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') != _here]
-del sys.modules['uuid']
-_real = importlib.import_module('uuid')
-sys.path[:] = _saved
-sys.modules['uuid'] = _real
-globals().update({k: v for k, v in vars(_real).items() if not k.startswith('__')})
-"""
-# an ipykernel_launcher.py that then starts the real kernel
-LAUNCHER_PASS_THROUGH = """
-import sys
-if __name__ == '__main__':
-    del sys.path[0]
-    from ipykernel import kernelapp
-    kernelapp.launch_new_instance()
-"""
-GLUE_PASS_THROUGH = """
-__path__.append(_os.path.join(_os.environ["PYTHONPATH"].split(":")[0], "glue"))
-"""
-# jupyter's JSON config: a server reading it would hide the README; a kernel, run the line
-HIDE_README = {"ContentsManager": {"hide_globs": ["README*"]}}
-EXEC_LINE = {"InteractiveShellApp": {"exec_lines": ["open('TRACE-json-config', 'w')"]}}
-CODE_FILES = (
-    "jupyter_server_config",
-    "jupyter_notebook_config",
-    "jupyter_lab_config",
-    "jupyter_config",
-    "ipython_config",
-    "ipython_kernel_config",
-    "sitecustomize",
-    "usercustomize",
-    "jedi",  # what IPython's completer imports at the first Tab
-)
 # what a Tab asks of the kernel (IPython imports jedi for it)
 COMPLETE = """
 from IPython import get_ipython
@@ -99,28 +63,10 @@ print(json.loads(get_connection_info())['transport'])
 """
 
 
-def hostile_start_files() -> dict[str, str]:
-    files = {f"{name}.py": TRACE.format(name=name) for name in CODE_FILES}
-    files["uuid.py"] = TRACE.format(name="uuid") + UUID_PASS_THROUGH
-    # found by `python -m ipykernel_launcher` in the kernel's working directory
-    files["ipykernel_launcher.py"] = TRACE.format(name="ipykernel_launcher") + LAUNCHER_PASS_THROUGH
-    files["profile_default/ipython_kernel_config.py"] = TRACE.format(name="profile-config")
-    files["profile_default/startup/00-start.py"] = TRACE.format(name="profile-startup")
-    # found by the launch's own steps (`python -m glue.session.gitsession` in the workspace)
-    # before the real package, whose modules it then hands on to
-    files["glue/__init__.py"] = TRACE.format(name="glue-package") + GLUE_PASS_THROUGH
-    files["trick.pth"] = TRACE.format(name="pth").replace("\n", ";") + "\n"
-    for name in ("jupyter_server_config", "jupyter_notebook_config", "jupyter_lab_config"):
-        files[f"{name}.json"] = json.dumps(HIDE_README)
-    for name in ("ipython_kernel_config", "ipython_config", "jupyter_config"):
-        files[f"{name}.json"] = json.dumps(EXEC_LINE)
-    files["README.md"] = "a hostile project\n"
-    files["mymodule.py"] = "VALUE = 42\n"
-    files["script.py"] = "import mymodule\nprint(mymodule.VALUE)\n"
-    return files
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One hub for every test here: anyone may launch any project."""
     root = tmp_path_factory.mktemp("startup-repos")
@@ -141,8 +87,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         hub.stop()
 
 
-def traces(workspace: Path) -> list[str]:
-    return sorted(path.name for path in workspace.rglob("TRACE-*"))
 
 
 def test_nothing_of_the_repository_runs_at_server_or_kernel_start(setup):
@@ -251,6 +195,7 @@ def reachable_by_others(path: str) -> bool:
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def plain() -> Iterator[dict[str, Any]]:
     """A hub with `spawner.sandbox: false` and the hostile project."""
     # unsandboxed, the per-user ids reach the repositories and their workspaces through the

@@ -23,7 +23,8 @@ from glue.core.launch import from_user_options
 from glue.core.target import Target, parse
 from glue.session.clone import CloneError, clone, head, step
 from glue.tools import configdocs, typegen
-from tests.hubtools import CHECKOUT, make_repo
+from testing import CHECKOUT
+from testing.repos import make_repo
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 NAME_RE = re.compile(r"^[a-z](?:[a-z0-9]|-(?!-))*[a-z0-9]$")
@@ -430,7 +431,7 @@ async def test_progress_relays_our_steps_until_the_hand_over():
 # the hub side's packages: the glue image (also the clone image) does not install them
 HUB_PACKAGES = ("jupyterhub", "kubespawner", "oauthenticator", "traitlets")
 HUB_DISTRIBUTIONS = {"jupyterhub", "jupyterhub-kubespawner", "oauthenticator", "traitlets"}
-# modules of the hub's package that surely import them (glue.hub may; nothing else may)
+# modules of the hub's package that surely import them (glue.service.hubapi may; nothing else may)
 HUB_STACK_MODULES = {
     "glue.hub.serversapi",
     "glue.hub.commitspawner",

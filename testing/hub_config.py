@@ -1,8 +1,13 @@
 # The tests' hub config: exactly the embedded default's, plus an admin service
 # the tests use to create users and tokens (nothing the glue relies on).
+# testing.hub.RunningHub names the embedded default's config in NOTEBOOKS_TEST_VALUES: this
+# checkout's, or that of the checkout whose code a benchmark's second hub runs.
 import os
 
-load_subconfig(os.path.join(os.path.dirname(__file__), "..", "values", "jupyterhub_config.py"))  # noqa: F821
+load_subconfig(  # noqa: F821
+    os.environ.get("NOTEBOOKS_TEST_VALUES")
+    or os.path.join(os.path.dirname(__file__), "..", "values", "jupyterhub_config.py")
+)
 
 c.JupyterHub.services.append(  # noqa: F821
     {"name": "test-admin", "api_token": os.environ["NOTEBOOKS_TEST_ADMIN_TOKEN"]}

@@ -1,23 +1,24 @@
-"""Real parts for the tests: git repositories with history, and a running JupyterHub with the glue.
+"""A running JupyterHub with the glue, as the tests, the benchmarks and the worlds use it.
 
 `RunningHub` starts the embedded default's own `values/jupyterhub_config.py`
-(through tests/hub_config.py, which adds only an admin service for test set-up)
+(through testing/hub_config.py, which adds only an admin service for test set-up)
 with a real configurable-http-proxy and real single-user servers, on free
-loopback ports, and stops every process it started.
+loopback ports, and stops every process it started. `Client` is the glue's API as
+one user sees it; the log helpers read what the glue asked of the hub.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,112 +28,12 @@ import psutil
 import requests
 import yaml
 
-CHECKOUT = Path(__file__).resolve().parent.parent
-# Debian's Chromium, driven by playwright (never a browser download), with what keeps it off
-# the network on these machines
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-_system_getaddrinfo = socket.getaddrinfo
+from testing import CHECKOUT
+from testing.marks import check_may_start
+from testing.net import free_port
 
-
-def _getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-    """Every `*.localhost` name is this machine, as browsers resolve it (RFC 6761); this
-    machine's resolver (glibc, /etc/hosts) knows only `localhost`. The tests' own clients
-    (requests, aiohttp, urllib) reach users' servers on their own domains this way."""
-    if isinstance(host, str) and host.rstrip(".").endswith(".localhost"):
-        host = "127.0.0.1"
-    return _system_getaddrinfo(host, *args, **kwargs)
-
-
-socket.getaddrinfo = _getaddrinfo
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.org",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.org",
-}
-
-
-def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env={**os.environ, **GIT_ENV},
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return result.stdout.strip()
-
-
-def workspace_git(workspace: Path, *args: str) -> str:
-    """git in a server's workspace, which belongs to the server's sandbox user, not to us."""
-    return git(workspace, "-c", f"safe.directory={workspace}", *args)
-
-
-def make_repo(root: Path, full_path: str, versions: int = 3) -> list[str]:
-    """A bare repo `<root>/<full_path>.git` with `versions` commits; shas oldest first.
-
-    Commit i has README.md "version i" and a notebook `notebooks/analysis.ipynb`.
-    """
-    bare = root / f"{full_path}.git"
-    work = root / ".work" / full_path
-    work.mkdir(parents=True)
-    git(work, "init", "-q", "-b", "main")
-    (work / "notebooks").mkdir()
-    for i in range(1, versions + 1):
-        (work / "README.md").write_text(f"version {i}\n")
-        (work / "notebooks" / "analysis.ipynb").write_text(
-            '{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n'
-        )
-        git(work, "add", ".")
-        git(work, "commit", "-q", "-m", f"version {i}")
-    bare.parent.mkdir(parents=True, exist_ok=True)
-    git(root, "clone", "-q", "--bare", str(work), str(bare))
-    return git(bare, "rev-list", "--reverse", "main").splitlines()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               every: float = 0.1) -> Any:
-    """The predicate's first true result, polled every `every` seconds; fails after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
-def timed(call: Callable[[], Any]) -> tuple[Any, float]:
-    """What `call()` returns, and how many seconds it took."""
-    started = time.perf_counter()
-    result = call()
-    return result, time.perf_counter() - started
-
-
-def assert_hidden(secret: str, text: str | bytes, where: object) -> None:
-    """Fail if `secret` is in `text`, naming the place but never the secret: CI logs are read."""
-    found = secret.encode() in text if isinstance(text, bytes) else secret in text
-    if found:
-        raise AssertionError(f"a secret appears in {where}")
-
-
-def listening_pid(port: int) -> int | None:
-    """The process listening on a local TCP port, if any."""
-    for connection in psutil.net_connections(kind="inet"):
-        address = connection.laddr  # an empty tuple for a socket without an address
-        if connection.status == psutil.CONN_LISTEN and address and address[1] == port:
-            return connection.pid
-    return None
+# the tests' hub config: this checkout's, whichever checkout's code the hub runs
+HUB_CONFIG = Path(__file__).with_name("hub_config.py")
 
 
 def processes_using_hub(hub_api_port: int) -> list[psutil.Process]:
@@ -151,12 +52,6 @@ def end_processes(processes: list[psutil.Process]) -> None:
         with contextlib.suppress(psutil.Error):
             process.kill()
     psutil.wait_procs(processes, timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -192,6 +87,7 @@ class RunningHub:
         return self.workdir / "workspaces"
 
     def start(self) -> RunningHub:
+        check_may_start("a hub")
         config = {**self.config}
         config["service"] = {
             **config.get("service", {}),
@@ -214,12 +110,14 @@ class RunningHub:
             "NOTEBOOKS_TEST_ADMIN_TOKEN": self.admin_token,
             **self.extra_env,
         }
+        # the embedded default's hub config of the checkout whose code runs
+        env["NOTEBOOKS_TEST_VALUES"] = str(self.checkout / "values" / "jupyterhub_config.py")
         if self.checkout != CHECKOUT:  # its `glue` before the one installed from this checkout
             paths = [str(self.checkout), env.get("PYTHONPATH")]
             env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(self.checkout / "tests/hub_config.py")],
+            [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
             cwd=self.workdir,
             env=env,
             stdout=self._log,
@@ -392,3 +290,20 @@ def log_since(hub: RunningHub, mark: int, settle: float = 0.3) -> str:
     """The hub's log after `mark` characters, once the last request's line had time to land."""
     time.sleep(settle)
     return hub.log()[mark:]
+
+
+def raw_request(
+    hub: RunningHub, client: Client, method: str, path: str
+) -> tuple[int, dict[str, Any]]:
+    """Send the path exactly as written, straight to the glue.
+
+    requests, and the proxy in front of the glue, resolve `%2E%2E` segments
+    themselves; the glue must refuse them even when nothing before it did.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", hub.glue_port, timeout=30)
+    token = str(client.session.headers["Authorization"])
+    connection.request(method, f"/services/notebooks/{path}", headers={"Authorization": token})
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    connection.close()
+    return response.status, body

@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.hubtools import free_port
+from testing.net import free_port
 
 SERIALIZERS = {"application/json", "application/yaml", "application/vnd.kubernetes.protobuf"}
 

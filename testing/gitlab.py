@@ -16,7 +16,7 @@ request so tests can check where tokens travel.
 
 Standalone (e.g. in a kind cluster):
 
-    python -m tests.gitlab_standin --port 8080 --fixture fixture.yaml
+    python -m testing.gitlab --port 8080 --fixture fixture.yaml
 """
 
 from __future__ import annotations
