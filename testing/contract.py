@@ -24,7 +24,7 @@ import yaml
 
 from testing import CHECKOUT
 
-DOCUMENT = CHECKOUT / "glue" / "openapi.yaml"
+DOCUMENT = CHECKOUT / "glue" / "service" / "openapi.yaml"
 
 
 PREFIX = "/services/notebooks"

@@ -61,6 +61,7 @@ from glue.service.servers import Servers
 from testing import CHECKOUT
 from testing.checks import wait_until
 from testing.hub import Client, RunningHub
+from testing.marks import starts_hub
 from testing.worlds import local_config
 
 TOKEN = "glue-service-token-" + "0" * 32
@@ -289,6 +290,7 @@ async def hub_in_process(root: Path, *, ours: bool) -> HubInProcess:
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 async def ours(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[HubInProcess]:
     hub = await hub_in_process(tmp_path_factory.mktemp("hub-ours"), ours=True)
     try:
@@ -298,6 +300,7 @@ async def ours(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[HubInP
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 async def bare(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[HubInProcess]:
     hub = await hub_in_process(tmp_path_factory.mktemp("hub-bare"), ours=False)
     try:
@@ -801,6 +804,7 @@ async def test_with_our_endpoints_an_unknown_user_is_a_404_not_a_fallback(
 
 
 @pytest.fixture(scope="module")
+@starts_hub
 def hub_without_ours(tmp_path_factory: pytest.TempPathFactory, repos: dict[str, Any]
                      ) -> Iterator[RunningHub]:
     config = {**local_config(repos["root"]), "culling": {"idleSeconds": 0}}
