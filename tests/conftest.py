@@ -39,11 +39,12 @@ def uses_a_hub(item: pytest.Item) -> bool:
 # world), so one worker starts those once. A few long tests share nothing with their module
 # but the session hub, or have a hub of their own, and run apart, as units of their own
 # (APART). Units are handed out in collection order, which is set here:
-# - FIRST, schemathesis' thousands of requests: one core busy for minutes, beside the rest;
-# - then every unit that needs no hub, then the units with hubs, longest first (LONGEST,
-#   from `--durations` on 2 cores), so that no long one is left to run alone at the end;
-# - LAST, fifty servers starting at once: they busy every core by themselves, and every
-#   launch beside them would be slowed past its timeout.
+# - FIRST, the two units that keep a core busy for minutes: fifty servers at once, and
+#   schemathesis' thousands of requests;
+# - beside them, every unit that needs no hub: nothing of theirs waits on a launch that
+#   fifty servers starting at once would slow past its timeout;
+# - then the units with hubs, longest first (LONGEST, from `--durations` on 2 cores), so
+#   that no long one is left to run alone at the end; then all the others.
 APART: dict[str, str] = {
     # schemathesis' thousands of requests, and its launches of real commits
     "tests/test_contract.py::test_fuzz_every_operation": "fuzz",
@@ -70,8 +71,7 @@ APART: dict[str, str] = {
     "tests/test_sandbox.py::test_a_server_killed_for_its_memory": "sandbox-limits",
     "tests/test_sandbox.py::test_a_notebook_past_its_profiles_memory": "sandbox-limits",
 }
-FIRST = ("fuzz",)
-LAST = ("faults-busy",)
+FIRST = ("faults-busy", "fuzz")
 SMOKE = "tests/test_bench_smoke.py::test_every_figure_measures_something_at_smoke_size"
 LONGEST = (
     "sandbox-limits",
@@ -124,8 +124,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         unit = work_unit(item.nodeid)
         if unit in FIRST:
             return 0, FIRST.index(unit)
-        if unit in LAST:
-            return 4, LAST.index(unit)
         if unit not in with_hub:
             return 1, first_seen[unit]
         if unit in LONGEST:
