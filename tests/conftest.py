@@ -74,9 +74,10 @@ APART: dict[str, str] = {
 FIRST = ("faults-busy", "fuzz")
 SMOKE = "tests/test_bench_smoke.py::test_every_figure_measures_something_at_smoke_size"
 LONGEST = (
-    "sandbox-limits",
+    # beside the fifty servers: the benchmark's runs, whose waits are generous
     f"{SMOKE}[figures-6-7-9]",
     f"{SMOKE}[figures-1-2-3-5]",
+    "tests/test_dev.py::test_embedded_default_end_to_end_and_a_clean_restart",
     "tests/test_sandbox.py",
     "tests/test_startup.py",
     "tests/test_api.py",
@@ -84,12 +85,14 @@ LONGEST = (
     "tests/test_metrics.py",
     "tests/test_gitlab_flow.py",
     "tests/test_autosave_flow.py",
+    # the memory limits: a server killed for its memory must be noticed within the test's wait,
+    # which fifty servers starting beside it would outlast
+    "sandbox-limits",
     "tests/test_origins.py",
     "tests/test_gitproxy.py",
     "autosave-culler",
     "tests/test_security.py",
     "tests/test_faults.py::test_hub_killed_mid_clone",
-    "tests/test_dev.py::test_embedded_default_end_to_end_and_a_clean_restart",
     "tests/test_browser.py",
     "tests/test_gitlab_flow.py::test_a_hub_killed_during_the_restore_leaves_no_component_and_loses_nothing",
     "tests/test_launcher.py",
