@@ -46,7 +46,9 @@ lint: setup  ## ruff, mypy, the import rules (pyproject's [tool.importlinter]), 
 # the suite runs in TEST_WORKERS processes (pytest-xdist), a module's tests in one of them
 # (tests/conftest.py says which tests run apart, and in what order); PYTEST_ARGS adds to
 # pytest's command line (e.g. --basetemp=/tmp/mine, -x)
-TEST_WORKERS ?= 3
+# two, one a core: a third made hubs and servers miss their start timeouts when the
+# machine was busy (runs of 2026-12-06)
+TEST_WORKERS ?= 2
 PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadscope
 
 test: test-setup lint  ## install, lint, run the whole test suite
