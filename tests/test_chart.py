@@ -595,7 +595,7 @@ def notes(helm: str, chart: Path, *args: str | Path) -> str:
 def test_notes_say_what_is_open(helm: str, chart: Path, tmp_path: Path) -> None:
     closed = notes(helm, chart)
     assert "nobody can log in yet" in closed
-    assert "Images: only quay.io/jupyterhub/k8s-singleuser-sample:4.4.0" in closed
+    assert "Images: only quay.io/renku/renku-notebooks-singleuser:set-by-chartpress" in closed
     assert "WARNING: jupyterhub.hub.config.GitLabOAuthenticator.client_id is not set" in closed
     opened = notes(
         helm,
@@ -1092,7 +1092,11 @@ def test_the_glue_listens_on_both_ip_stacks(helm: str, chart: Path, tmp_path: Pa
         process.wait(10)
 
 
-DOCKERFILES = [ROOT / "glue" / "Dockerfile", ROOT / "helm-chart" / "images" / "hub" / "Dockerfile"]
+DOCKERFILES = [
+    ROOT / "glue" / "Dockerfile",
+    ROOT / "helm-chart" / "images" / "hub" / "Dockerfile",
+    ROOT / "helm-chart" / "images" / "singleuser" / "Dockerfile",
+]
 IMAGES = ROOT / "helm-chart" / "images"
 EXACT_TAG = r"[\w.-]+(/[\w.-]+)*:v?\d+\.\d+\.\d+[\w.-]*(@sha256:[0-9a-f]{64})?"
 

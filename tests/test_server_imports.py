@@ -1,0 +1,57 @@
+"""The single-user server's start imports nothing that builds parsers it may never use.
+
+jsonschema imports `rfc3987_syntax` for its `iri` and `iri-reference` format checks on
+every import (jupyter_server -> jupyter_events -> jsonschema); rfc3987-syntax 1.1.0
+builds its Lark parsers there, 1.4-1.7 s of each server start on this machine. The
+environment serves that module from its maintained fork (helm-chart/images/singleuser/
+rfc3987-syntax), which builds them when a value is first checked: the check stays.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from testing import CHECKOUT
+
+# what the server imports, then what jsonschema's format checker still says about IRIs
+PROBE = """
+import gc
+import jupyterhub.singleuser
+import jsonschema
+import lark
+print(sum(isinstance(o, lark.Lark) for o in gc.get_objects()))
+checker = jsonschema.FormatChecker()
+print(checker.conforms("http://例え.jp/a?b#c", "iri"), checker.conforms("http://a b", "iri"),
+      checker.conforms("../x", "iri-reference"), checker.conforms("../x", "iri"))
+"""
+
+
+def test_the_server_imports_the_iri_check_without_building_it() -> None:
+    run = subprocess.run(
+        [sys.executable, "-P", "-c", PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    parsers, checks = run.stdout.splitlines()
+    assert parsers == "0", f"{parsers} Lark parsers built while the server's modules were imported"
+    # jsonschema's `iri` and `iri-reference` checks still run, on the fork's parsers
+    assert checks == "True False True False", run.stdout
+
+
+def test_the_default_image_is_ours_and_pre_pulled() -> None:
+    """chartpress builds the lazy-import image and writes it as the launched default and
+    as the image z2jh pre-pulls onto every node."""
+    chart = CHECKOUT / "helm-chart" / "renku-notebooks"
+    values = yaml.safe_load((chart / "values.yaml").read_text())["jupyterhub"]
+    default = values["custom"]["notebooks"]["images"]["default"]
+    pulled = values["singleuser"]["image"]
+    assert default == f"{pulled['name']}:{pulled['tag']}"
+    images = yaml.safe_load((CHECKOUT / "chartpress.yaml").read_text())["charts"][0]["images"]
+    singleuser = images["singleuser"]
+    assert Path(CHECKOUT / singleuser["dockerfilePath"]).is_file()
+    assert {"jupyterhub.custom.notebooks.images.default", "jupyterhub.singleuser.image"} <= set(
+        singleuser["valuesPath"]
+    )
