@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROXY := node_modules/.bin/configurable-http-proxy
 
-.PHONY: help dev test test-fast setup test-setup lint bench clean
+.PHONY: help dev test test-fast fuzz setup test-setup lint bench clean
 
 help:  ## list the targets and the variables of `make dev`
 	@echo "Targets:"
@@ -61,6 +61,9 @@ test: test-setup lint  ## install, lint, run the whole test suite
 
 test-fast: test-setup  ## install, run every test that needs no hub, server or browser (no lint)
 	$(VENV)/bin/pytest -q -m "not hub" $(PYTEST_XDIST) $(PYTEST_ARGS)
+
+fuzz: test-setup  ## the deep schemathesis run: 250 cases an operation and phase (make test: 40)
+	NOTEBOOKS_FUZZ_EXAMPLES=250 $(VENV)/bin/pytest -q -n 0 tests/test_contract.py -k fuzz $(PYTEST_ARGS)
 
 bench: setup  ## the benchmarks
 	$(PY) -m benchmarks

@@ -39,15 +39,16 @@ def uses_a_hub(item: pytest.Item) -> bool:
 # world), so one worker starts those once. A few long tests share nothing with their module
 # but the session hub, or have a hub of their own, and run apart, as units of their own
 # (APART). Units are handed out in collection order, which is set here:
-# - FIRST, the two units that keep a core busy for minutes: fifty servers at once, and
-#   schemathesis' thousands of requests;
+# - FIRST, the one unit that keeps a core busy for minutes: schemathesis' thousands of
+#   requests, then fifty servers at once, one after the other in one worker (side by side on 2
+#   cores they made servers miss their start timeouts);
 # - beside them, every unit that needs no hub: nothing of theirs waits on a launch that
 #   fifty servers starting at once would slow past its timeout;
 # - then the units with hubs, longest first (LONGEST, from `--durations` on 2 cores), so
 #   that no long one is left to run alone at the end; then all the others.
 APART: dict[str, str] = {
     # schemathesis' thousands of requests, and its launches of real commits
-    "tests/test_contract.py::test_fuzz_every_operation": "fuzz",
+    "tests/test_contract.py::test_fuzz_every_operation": "busy",
     "tests/test_contract.py::test_fuzz_launches_of_real_commits": "fuzz-launches",
     # each starts and ends an embedded default of its own
     "tests/test_dev.py::": "",
@@ -58,8 +59,8 @@ APART: dict[str, str] = {
     "tests/test_autosave_flow.py::test_the_culler": "autosave-culler",
     # a hub each that the test kills; fifty servers at once on a hub of its own
     "tests/test_faults.py::test_hub_killed": "",
-    "tests/test_faults.py::test_fifty_users": "faults-busy",
-    "tests/test_faults.py::test_glue_killed": "faults-busy",
+    "tests/test_faults.py::test_fifty_users": "busy",
+    "tests/test_faults.py::test_glue_killed": "busy",
     # the hub killed during a restore; the hub that refreshes logins every second
     "tests/test_gitlab_flow.py::test_a_hub_killed": "",
     "tests/test_gitlab_flow.py::test_expired_token_is_refreshed": "gitlab-refreshing",
@@ -71,7 +72,7 @@ APART: dict[str, str] = {
     "tests/test_sandbox.py::test_a_server_killed_for_its_memory": "sandbox-limits",
     "tests/test_sandbox.py::test_a_notebook_past_its_profiles_memory": "sandbox-limits",
 }
-FIRST = ("faults-busy", "fuzz")
+FIRST = ("busy",)
 SMOKE = "tests/test_bench_smoke.py::test_every_figure_measures_something_at_smoke_size"
 LONGEST = (
     # beside the fifty servers: the benchmark's runs, whose waits are generous

@@ -289,24 +289,30 @@ async def hub_in_process(root: Path, *, ours: bool) -> HubInProcess:
     return HubInProcess(app, server, sockets[0].getsockname()[1], root / "hub.sqlite")
 
 
-@pytest.fixture(scope="module")
-@starts_hub
-async def ours(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[HubInProcess]:
-    hub = await hub_in_process(tmp_path_factory.mktemp("hub-ours"), ours=True)
+async def served(
+    tmp_path_factory: pytest.TempPathFactory, ours: bool
+) -> AsyncIterator[HubInProcess]:
+    """A module's hub in this process, with our endpoints (`ours`) or as JupyterHub ships."""
+    root = tmp_path_factory.mktemp("hub-ours" if ours else "hub-bare")
+    hub = await hub_in_process(root, ours=ours)
     try:
         yield hub
     finally:
         await hub.close()
+
+
+@pytest.fixture(scope="module")
+@starts_hub
+async def ours(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[HubInProcess]:
+    async for hub in served(tmp_path_factory, ours=True):
+        yield hub
 
 
 @pytest.fixture(scope="module")
 @starts_hub
 async def bare(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[HubInProcess]:
-    hub = await hub_in_process(tmp_path_factory.mktemp("hub-bare"), ours=False)
-    try:
+    async for hub in served(tmp_path_factory, ours=False):
         yield hub
-    finally:
-        await hub.close()
 
 
 @pytest.fixture

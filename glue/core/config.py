@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import re
 import ssl
 import sys
 from functools import cache
@@ -132,35 +130,24 @@ def default_profile(config: Config) -> Profile:
     return next((p for p in profiles if p["default"]), profiles[0])
 
 
-def docs() -> str:
-    """The configuration reference, generated from the schema's descriptions (reStructuredText)."""
-    out: list[str] = []
-
-    def walk(node: dict[str, Any], path: str) -> None:
-        for key, prop in node.get("properties", {}).items():
-            name = f"{path}.{key}" if path else key
-            kind = prop.get("type", "")
-            shown = "default" in prop and kind != "object"
-            default = f" (default ``{json.dumps(prop['default'])}``)" if shown else ""
-            text = re.sub(r"`([^`]+)`", r"``\1``", " ".join(prop.get("description", "").split()))
-            out.append(f"``{name}`` *{kind}*{default}\n    {text}\n")
-            walk(prop, name)
-            if isinstance(prop.get("items"), dict):
-                walk(prop["items"], f"{name}[]")
-
-    walk(schema(), "")
-    return "\n".join(out)
+def host_cookies(subdomain_host: str) -> bool:
+    """Whether login cookies (the hub's, the glue's, the servers') get the `__Host-` prefix:
+    where each user has a domain of their own over HTTPS, so that no page on a user's domain
+    can toss a cookie onto the hub's (GHSA-7r3h-4ph8-w38g: e.g. its author's own login,
+    making the visitor act as them). Such cookies must be Secure. Over plain HTTP they are
+    not used: JupyterHub 5.5's servers then set their OAuth state cookie without Secure, which
+    browsers refuse for a `__Host-` name; and on `localhost` (the embedded default) browsers
+    refuse a cookie for the parent domain from `<user>.localhost` anyway, so nothing can be
+    tossed there (tests/test_origins.py)."""
+    return urlsplit(subdomain_host).scheme == "https"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Check a notebooks config file, or print the docs."
+        description="Check notebooks config files (the reference: python -m glue.tools.configdocs)."
     )
     parser.add_argument("files", nargs="*", type=Path)
-    parser.add_argument("--docs", action="store_true", help="print the configuration reference")
     args = parser.parse_args(argv)
-    if args.docs:
-        print(docs())
     status = 0
     for file in args.files:
         try:
@@ -175,14 +162,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def host_cookies(subdomain_host: str) -> bool:
-    """Whether login cookies (the hub's, the glue's, the servers') get the `__Host-` prefix:
-    where each user has a domain of their own over HTTPS, so that no page on a user's domain
-    can toss a cookie onto the hub's (GHSA-7r3h-4ph8-w38g: e.g. its author's own login,
-    making the visitor act as them). Such cookies must be Secure. Over plain HTTP they are
-    not used: JupyterHub 5.5's servers then set their OAuth state cookie without Secure, which
-    browsers refuse for a `__Host-` name; and on `localhost` (the embedded default) browsers
-    refuse a cookie for the parent domain from `<user>.localhost` anyway, so nothing can be
-    tossed there (tests/test_origins.py)."""
-    return urlsplit(subdomain_host).scheme == "https"

@@ -11,9 +11,12 @@ around it is written by hand and kept as it is.
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from glue.core import config
 from glue.tools import generated
@@ -24,14 +27,34 @@ MARKERS = (".. config-reference-start\n", ".. config-reference-end\n")
 WIDTH = 100
 
 
+def entries() -> str:
+    """One entry a key of the schema, in its order: name, type, default, description (RST)."""
+    out: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        for key, prop in node.get("properties", {}).items():
+            name = f"{path}.{key}" if path else key
+            kind = prop.get("type", "")
+            shown = "default" in prop and kind != "object"
+            default = f" (default ``{json.dumps(prop['default'])}``)" if shown else ""
+            text = re.sub(r"`([^`]+)`", r"``\1``", " ".join(prop.get("description", "").split()))
+            out.append(f"``{name}`` *{kind}*{default}\n    {text}\n")
+            walk(prop, name)
+            if isinstance(prop.get("items"), dict):
+                walk(prop["items"], f"{name}[]")
+
+    walk(config.schema(), "")
+    return "\n".join(out)
+
+
 class MarkersMissing(Exception):
     """The page lacks a marker, so there is no place to put the reference."""
 
 
 def reference() -> str:
-    """The reference (`config.docs()`), each description wrapped to the docs' line length."""
+    """The reference (`entries()`), each description wrapped to the docs' line length."""
     lines = []
-    for line in config.docs().split("\n"):
+    for line in entries().split("\n"):
         if line.startswith("    ") and len(line) > WIDTH:
             line = textwrap.fill(
                 line.strip(),
