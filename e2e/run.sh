@@ -23,8 +23,14 @@ command -v docker >/dev/null || missing "docker is not installed"
 docker info >/dev/null 2>&1 || missing "docker is installed but no docker engine is reachable"
 command -v kind >/dev/null || missing "kind is not installed"
 command -v kubectl >/dev/null || missing "kubectl is not installed"
-# the helm the tests pin (tests/setup/install-helm.sh), not whatever is on PATH
-HELM="$(bash tests/setup/install-helm.sh | tail -n 1)"
+# the helm the tests pin: E2E_HELM (CI's, installed at that version on any architecture),
+# else tests/setup/install-helm.sh's (x86-64 only); never another version
+HELM_VERSION=v3.17.2
+HELM="${E2E_HELM:-$(bash tests/setup/install-helm.sh | tail -n 1)}"
+case "$("$HELM" version --short 2>/dev/null)" in
+    "$HELM_VERSION"+*) ;;
+    *) missing "helm $HELM_VERSION (E2E_HELM=$HELM is $("$HELM" version --short 2>&1 || true))" ;;
+esac
 CHARTPRESS=("$PYTHON" -m chartpress)
 # BuildKit reads the Dockerfile.dockerignore beside each Dockerfile (the context is the repo root)
 export DOCKER_BUILDKIT=1

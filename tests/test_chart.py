@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -1767,3 +1768,78 @@ def test_the_notes_warnings_reach_the_glues_log(
     )
     env = env_of(glue_pod(template(helm, chart, "rel", "-f", quiet))["spec"]["containers"][0])
     assert CHART_WARNINGS_ENV not in env
+
+
+def release_checkout(tmp_path: Path) -> Path:
+    """This checkout's files (committed or not, as git would ship them) in a repository of
+    their own whose one commit is tagged 9.9.9, as a release's checkout is."""
+    listed = run("git", "-C", ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    dest = tmp_path / "release"
+    for name in filter(None, listed.stdout.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    git = ("git", "-C", dest, "-c", "user.name=release", "-c", "user.email=release@example.org")
+    run(*git, "init", "-q")
+    run(*git, "add", "-A")
+    run(*git, "commit", "-q", "-m", "release")
+    run(*git, "tag", "9.9.9")
+    return dest
+
+
+def test_a_release_tag_versions_the_chart_and_both_images(helm: str, tmp_path: Path) -> None:
+    """What the release workflow publishes, short of the push: chartpress (the pinned one)
+    versions the chart and both images from the git tag, an operator's --image-prefix names
+    their registry, and the packaged chart renders with those images and no placeholder."""
+    checkout = release_checkout(tmp_path)
+    chartpress = Path(sys.executable).parent / "chartpress"
+    prefix = "registry.example.org/me/renku-notebooks-"
+    done = subprocess.run(
+        [chartpress, "--skip-build", "--image-prefix", prefix],
+        cwd=checkout, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    chart = checkout / "helm-chart" / "renku-notebooks"
+    assert yaml.safe_load((chart / "Chart.yaml").read_text())["version"] == "9.9.9"
+    packaged = without_dependency(chart, tmp_path / "packaged" / "renku-notebooks", built=False)
+    run(helm, "package", packaged, "--destination", tmp_path / "dist")
+    (tgz,) = (tmp_path / "dist").glob("*.tgz")
+    assert tgz.name == "renku-notebooks-9.9.9.tgz"
+    docs = template(helm, tgz)
+    assert glue_pod(docs)["spec"]["containers"][0]["image"] == f"{prefix}glue:9.9.9"
+    values = yaml.safe_load((chart / "values.yaml").read_text())["jupyterhub"]["hub"]["image"]
+    assert values == {"name": f"{prefix}hub", "tag": "9.9.9"}
+    assert "set-by-chartpress" not in tgz.read_bytes().decode("latin-1")
+
+
+def test_the_release_workflow_pushes_and_publishes_from_a_tag(helm: str) -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yaml").read_text())
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
+    assert triggers["push"]["tags"][0] == "[0-9]+.[0-9]+.[0-9]+"
+    assert "image-prefix" in triggers["workflow_dispatch"]["inputs"]
+    steps = workflow["jobs"]["release"]["steps"]
+    script = "\n".join(step.get("run", "") for step in steps)
+    assert ".venv/bin/chartpress \"${args[@]}\"" in script
+    assert "args=(--push)" in script and "--publish-chart" in script and "--image-prefix" in script
+    assert "fetch-depth" in str(steps[0])  # chartpress needs the tags and history
+    (setup_helm,) = [s for s in steps if str(s.get("uses", "")).startswith("azure/setup-helm")]
+    ours = run(helm, "version", "--short").stdout.strip()
+    assert ours.startswith(setup_helm["with"]["version"] + "+"), ours
+
+
+def test_the_e2e_pins_its_helm_kind_and_node_image(helm: str) -> None:
+    """One helm version everywhere (the tests', the e2e workflow's, e2e/run.sh's check), and
+    kind and its node image pinned (the image by digest)."""
+    ours = run(helm, "version", "--short").stdout.strip().split("+")[0]
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "e2e.yaml").read_text())
+    steps = {s.get("name"): s for s in workflow["jobs"]["kind"]["steps"]}
+    assert steps["helm"]["with"]["version"] == ours
+    assert steps["e2e"]["env"]["E2E_HELM"] == "helm"
+    assert f"HELM_VERSION={ours}\n" in (ROOT / "e2e" / "run.sh").read_text()
+    kind = steps["kind and kubectl"]["with"]
+    assert kind["version"].startswith("v0.") and kind["kubectl_version"].startswith("v1.")
+    config = yaml.safe_load((ROOT / "e2e" / "kind-config.yaml").read_text())
+    (node,) = config["nodes"]
+    assert re.fullmatch(r"kindest/node:v1\.\d+\.\d+@sha256:[0-9a-f]{64}", node["image"])
+    assert node["image"].split(":")[1].split("@")[0] == kind["kubectl_version"]
