@@ -558,6 +558,13 @@ def test_as_subchart_of_renku(helm: str, chart: Path, tmp_path: Path) -> None:
     )
     config = yaml.safe_load(configmap["data"]["config.yaml"])
     assert config["notebooks"]["provider"]["url"] == "https://gitlab.renku.example"
+    # what a dependency of renku adds for its operator: the warnings in the glue's log (Helm
+    # prints only renku's NOTES), the pre-delete hook, the clone pre-puller
+    glue = glue_pod(docs)["spec"]["containers"][0]
+    warnings = env_of(glue)[CHART_WARNINGS_ENV]
+    assert "WARNING: every user's server shares the hub's origin" in warnings
+    assert hook_job(docs)["metadata"]["name"] == "renku-renku-notebooks-save-servers"
+    assert "DaemonSet" in {d["kind"] for d in docs}
 
 
 @pytest.mark.parametrize("values", ["values/kind.yaml", "minikube_values.yaml"])
@@ -1843,3 +1850,45 @@ def test_the_e2e_pins_its_helm_kind_and_node_image(helm: str) -> None:
     (node,) = config["nodes"]
     assert re.fullmatch(r"kindest/node:v1\.\d+\.\d+@sha256:[0-9a-f]{64}", node["image"])
     assert node["image"].split(":")[1].split("@")[0] == kind["kubectl_version"]
+
+
+def renku_parent(tmp_path: Path, child: Path) -> Path:
+    """A `renku` chart that depends on `child` by file://, with values for it."""
+    parent = tmp_path / "renku"
+    (parent / "templates").mkdir(parents=True)
+    version = yaml.safe_load((child / "Chart.yaml").read_text())["version"]
+    dependency = {"name": "renku-notebooks", "repository": f"file://{child}", "version": version}
+    (parent / "Chart.yaml").write_text(
+        yaml.safe_dump(
+            {"apiVersion": "v2", "name": "renku", "version": "1.0.0", "dependencies": [dependency]}
+        )
+    )
+    return parent
+
+
+def test_as_subchart_of_renku_with_z2jh(helm: str, z2jh_chart: Path, tmp_path: Path) -> None:
+    """renku -> renku-notebooks -> jupyterhub, the real z2jh: every document strict and valid,
+    no name twice, and the glue, the hook and the hub agree on the hub's Secret."""
+    parent = renku_parent(tmp_path, z2jh_chart)
+    (parent / "values.yaml").write_text(
+        yaml.safe_dump({"global": {"gitlab": {"url": "https://gitlab.renku.example"}}})
+    )
+    run(helm, "dependency", "build", parent)
+    docs = template(helm, parent, "renku")
+    validate_all(docs)
+    assert [n for n, count in Counter(names(docs)).items() if count > 1] == []
+    hub_secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "hub")
+    refs = {
+        e["valueFrom"]["secretKeyRef"]["key"]
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "hub"
+        and e["valueFrom"]["secretKeyRef"]["key"].startswith("hub.services.")
+    }
+    assert refs == {"hub.services.notebooks.apiToken", "hub.services.notebooks-drain.apiToken"}
+    assert refs <= set(hub_secret["data"])
+    z2jh_values = yaml.safe_load(base64.b64decode(hub_secret["data"]["values.yaml"]))
+    assert z2jh_values["global"]["gitlab"]["url"] == "https://gitlab.renku.example"
+    assert CHART_WARNINGS_ENV in env_of(glue_pod(docs)["spec"]["containers"][0])
