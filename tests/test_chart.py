@@ -967,7 +967,7 @@ def allowed(
     direction: str,
     source: dict[str, str],
     dest: dict[str, str],
-    port: int,
+    port: int | str,
 ) -> bool:
     """Whether the NetworkPolicies of `direction` ("Egress": the source's, "Ingress": the
     destination's) let a pod (labels `source`) reach a pod of the same namespace (labels
@@ -1535,7 +1535,12 @@ def load_docs(text: str) -> list[dict[str, Any]]:
 
 
 def hook_job(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (job,) = [d for d in docs if d["kind"] == "Job"]
+    (job,) = [
+        d
+        for d in docs
+        if d["kind"] == "Job"
+        and d["metadata"]["labels"].get("app.kubernetes.io/component") == "save-servers"
+    ]
     return job
 
 
@@ -1892,3 +1897,22 @@ def test_as_subchart_of_renku_with_z2jh(helm: str, z2jh_chart: Path, tmp_path: P
     z2jh_values = yaml.safe_load(base64.b64decode(hub_secret["data"]["values.yaml"]))
     assert z2jh_values["global"]["gitlab"]["url"] == "https://gitlab.renku.example"
     assert CHART_WARNINGS_ENV in env_of(glue_pod(docs)["spec"]["containers"][0])
+
+
+def test_with_z2jh_the_hook_reaches_the_hub_api(helm: str, z2jh_chart: Path) -> None:
+    """z2jh's hub NetworkPolicy admits the pre-delete hook's pod to the hub's API (port 8081),
+    and no policy isolates the hook's own egress."""
+    docs = template(helm, z2jh_chart)
+    job = hook_job(docs)
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    hub = pod_labels(docs, "Deployment", "hub")
+    assert allowed(docs, "Ingress", labels, hub, "http")  # the hub's port 8081, by its name
+    assert not allowed(docs, "Ingress", {"app": "other"}, hub, "http")
+    assert not any(
+        selects(d["spec"]["podSelector"], labels)
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and "Egress" in d["spec"].get("policyTypes", [])
+    )
+    assert env_of(job["spec"]["template"]["spec"]["containers"][0])["JUPYTERHUB_API_URL"] == (
+        "http://hub:8081/hub/api"
+    )
