@@ -102,19 +102,19 @@ async def drain(hub: Hub, *, save_seconds: float, deadline_seconds: float) -> Re
     while True:
         servers = await active_servers(hub)
         left = {key: s for key, s in servers.items() if label(*key) not in report.failed}
+        if not left:
+            return report
+        if time.monotonic() > deadline:  # also while users keep launching meanwhile
+            for key, s in left.items():
+                if label(*key) not in report.stopped or s.get("ready"):
+                    state = s.get("pending") or ("running" if s.get("ready") else "starting")
+                    report.failed[label(*key)] = f"still {state} at the deadline"
+            return report
         ready = [key for key, s in left.items() if s.get("ready") and not s.get("pending")]
         if ready:
             await asyncio.gather(*(stop(user, server) for user, server in ready))
-            continue
-        if not left:
-            return report
-        if time.monotonic() > deadline:
-            for key, s in left.items():
-                if label(*key) not in report.stopped:  # a stopping one was saved already
-                    pending = s.get("pending") or "starting"
-                    report.failed[label(*key)] = f"still pending ({pending}) at the deadline"
-            return report
-        await asyncio.sleep(ROUND_PAUSE)  # starting or stopping: look again
+        else:
+            await asyncio.sleep(ROUND_PAUSE)  # starting or stopping: look again
 
 
 async def run(api_url: str, token: str, *, save_seconds: float, deadline_seconds: float) -> Report:
