@@ -1823,6 +1823,16 @@ def test_a_release_tag_versions_the_chart_and_both_images(helm: str, tmp_path: P
     values = yaml.safe_load((chart / "values.yaml").read_text())["jupyterhub"]["hub"]["image"]
     assert values == {"name": f"{prefix}hub", "tag": "9.9.9"}
     assert "set-by-chartpress" not in tgz.read_bytes().decode("latin-1")
+    # a commit after the release is a development version of the next patch
+    (checkout / "glue" / "__init__.py").write_text("# changed after the release\n")
+    git = ("git", "-C", checkout, "-c", "user.name=dev", "-c", "user.email=dev@example.org")
+    run(*git, "commit", "-q", "-a", "-m", "after the release")
+    done = subprocess.run(
+        [chartpress, "--skip-build"], cwd=checkout, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    version = yaml.safe_load((chart / "Chart.yaml").read_text())["version"]
+    assert version.startswith("9.9.10-0.dev.git."), version
 
 
 def test_the_release_workflow_pushes_and_publishes_from_a_tag(helm: str) -> None:
