@@ -227,6 +227,11 @@ echo "--- chart"
 echo "--- e2e tests"
 E2E_NAMESPACE="$NAMESPACE" "$PYTHON" -m pytest -v -p no:cacheprovider e2e/test_e2e.py
 
+echo "--- a dirty session that the upgrade keeps and the uninstall saves"
+STATE="$(mktemp)"
+E2E_NAMESPACE="$NAMESPACE" E2E_STAGE=before-upgrade E2E_STATE="$STATE" "$PYTHON" -m pytest -v \
+    -p no:cacheprovider e2e/test_e2e.py -k test_leave_a_dirty_session
+
 echo "--- upgrade: a new profile, then a launch with it"
 UPGRADE="$(mktemp)"
 cat > "$UPGRADE" <<'VALUES'
@@ -242,3 +247,11 @@ VALUES
 rm -f "$UPGRADE"
 E2E_NAMESPACE="$NAMESPACE" E2E_PROFILE=bigger "$PYTHON" -m pytest -v -p no:cacheprovider \
     e2e/test_e2e.py -k test_launch_an_older_commit
+E2E_NAMESPACE="$NAMESPACE" E2E_STAGE=after-upgrade E2E_STATE="$STATE" "$PYTHON" -m pytest -v \
+    -p no:cacheprovider e2e/test_e2e.py -k test_the_session_outlived_the_upgrade
+
+echo "--- uninstall: the pre-delete hook saves and stops every server first"
+"$HELM" uninstall "$RELEASE" --namespace "$NAMESPACE" --wait --timeout 15m
+E2E_NAMESPACE="$NAMESPACE" E2E_STAGE=after-uninstall E2E_STATE="$STATE" "$PYTHON" -m pytest -v \
+    -p no:cacheprovider e2e/test_e2e.py -k test_the_uninstall_saved_the_session_first
+rm -f "$STATE"
