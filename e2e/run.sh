@@ -23,8 +23,14 @@ command -v docker >/dev/null || missing "docker is not installed"
 docker info >/dev/null 2>&1 || missing "docker is installed but no docker engine is reachable"
 command -v kind >/dev/null || missing "kind is not installed"
 command -v kubectl >/dev/null || missing "kubectl is not installed"
-# the helm the tests pin (tests/setup/install-helm.sh), not whatever is on PATH
-HELM="$(bash tests/setup/install-helm.sh | tail -n 1)"
+# the helm the tests pin: E2E_HELM (CI's, installed at that version on any architecture),
+# else tests/setup/install-helm.sh's (x86-64 only); never another version
+HELM_VERSION=v3.17.2
+HELM="${E2E_HELM:-$(bash tests/setup/install-helm.sh | tail -n 1)}"
+case "$("$HELM" version --short 2>/dev/null)" in
+    "$HELM_VERSION"+*) ;;
+    *) missing "helm $HELM_VERSION (E2E_HELM=$HELM is $("$HELM" version --short 2>&1 || true))" ;;
+esac
 CHARTPRESS=("$PYTHON" -m chartpress)
 # BuildKit reads the Dockerfile.dockerignore beside each Dockerfile (the context is the repo root)
 export DOCKER_BUILDKIT=1
@@ -221,6 +227,11 @@ echo "--- chart"
 echo "--- e2e tests"
 E2E_NAMESPACE="$NAMESPACE" "$PYTHON" -m pytest -v -p no:cacheprovider e2e/test_e2e.py
 
+echo "--- a dirty session that the upgrade keeps and the uninstall saves"
+STATE="$(mktemp)"
+E2E_NAMESPACE="$NAMESPACE" E2E_STAGE=before-upgrade E2E_STATE="$STATE" "$PYTHON" -m pytest -v \
+    -p no:cacheprovider e2e/test_e2e.py -k test_leave_a_dirty_session
+
 echo "--- upgrade: a new profile, then a launch with it"
 UPGRADE="$(mktemp)"
 cat > "$UPGRADE" <<'VALUES'
@@ -236,3 +247,11 @@ VALUES
 rm -f "$UPGRADE"
 E2E_NAMESPACE="$NAMESPACE" E2E_PROFILE=bigger "$PYTHON" -m pytest -v -p no:cacheprovider \
     e2e/test_e2e.py -k test_launch_an_older_commit
+E2E_NAMESPACE="$NAMESPACE" E2E_STAGE=after-upgrade E2E_STATE="$STATE" "$PYTHON" -m pytest -v \
+    -p no:cacheprovider e2e/test_e2e.py -k test_the_session_outlived_the_upgrade
+
+echo "--- uninstall: the pre-delete hook saves and stops every server first"
+"$HELM" uninstall "$RELEASE" --namespace "$NAMESPACE" --wait --timeout 15m
+E2E_NAMESPACE="$NAMESPACE" E2E_STAGE=after-uninstall E2E_STATE="$STATE" "$PYTHON" -m pytest -v \
+    -p no:cacheprovider e2e/test_e2e.py -k test_the_uninstall_saved_the_session_first
+rm -f "$STATE"

@@ -351,3 +351,50 @@ def pod_for(commit: str) -> dict[str, Any]:
     pods = pods_for(commit)
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
     return pods[0]
+
+
+# --- a session over an upgrade and through `helm uninstall` (e2e/run.sh: E2E_STAGE) ---------
+# The stages run apart, with the chart's upgrade and its uninstall between them; what the
+# first leaves for the others is in E2E_STATE (a file e2e/run.sh makes).
+STAGE = os.environ.get("E2E_STAGE", "")
+STATE = Path(os.environ.get("E2E_STATE", "/nonexistent"))
+
+
+def stage(name: str) -> Any:
+    return pytest.mark.skipif(name != STAGE, reason=f"e2e/run.sh runs it as E2E_STAGE={name}")
+
+
+@stage("before-upgrade")
+def test_leave_a_dirty_session(api: requests.Session, commits: list[str]) -> None:
+    newest = commits[0]
+    launch_url = f"{HUB}/services/notebooks/{PROJECT}/{newest}"
+    started = api.post(launch_url, json={}, timeout=60)
+    assert started.status_code in (201, 202), started.text
+    model = wait_for("the server", lambda: running(api, launch_url), START_SECONDS)
+    run = uuid.uuid4().hex[:8]
+    code = f"open('kept.txt', 'w').write('kept over the upgrade and the uninstall {run}\\n')"
+    run_in_kernel(api, f"{HUB}{model['url']}", code)
+    uid = pod_for(newest)["metadata"]["uid"]
+    STATE.write_text(json.dumps({"commit": newest, "run": run, "uid": uid, "url": launch_url}))
+
+
+@stage("after-upgrade")
+def test_the_session_outlived_the_upgrade(api: requests.Session) -> None:
+    """The hub and the glue were replaced; the server was not, and its work is still there."""
+    state = json.loads(STATE.read_text())
+    assert pod_for(state["commit"])["metadata"]["uid"] == state["uid"]
+    model = wait_for("the server", lambda: running(api, state["url"]), 120)
+    out = run_in_kernel(api, f"{HUB}{model['url']}", "print(open('kept.txt').read(), end='')")
+    assert out == f"kept over the upgrade and the uninstall {state['run']}\n"
+
+
+@stage("after-uninstall")
+def test_the_uninstall_saved_the_session_first(tmp_path: Path) -> None:
+    """`helm uninstall`'s pre-delete hook stopped the server through the hub's saving stop:
+    its work is on its autosave branch, and no user pod is left."""
+    state = json.loads(STATE.read_text())
+    assert not pods_for(state["commit"])
+    autosave = f"refs/heads/notebooks/autosave/{USER}/{state['commit']}"
+    assert autosave in remote_branches()
+    kept = remote_file(autosave, "kept.txt", tmp_path)
+    assert kept == f"kept over the upgrade and the uninstall {state['run']}\n"

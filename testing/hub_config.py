@@ -38,3 +38,12 @@ if os.environ.get("NOTEBOOKS_TEST_WITHOUT_HUB_HANDLERS"):
     # extraConfig that drops them): the glue falls back to the hub's public API
     # (tests/test_hub_internals.py)
     c.JupyterHub.extra_handlers = []  # noqa: F821
+if os.environ.get("NOTEBOOKS_TEST_DRAIN_TOKEN"):
+    # the chart's pre-delete hook's hub service, as z2jh registers it from hub.services, with
+    # the role the chart's hub config gives it (tests/test_drain.py)
+    import glue.hub.kubesetup
+
+    c.JupyterHub.services.append(  # noqa: F821
+        {"name": "notebooks-drain", "api_token": os.environ["NOTEBOOKS_TEST_DRAIN_TOKEN"]}
+    )
+    glue.hub.kubesetup.register_drain(c, "notebooks")  # noqa: F821

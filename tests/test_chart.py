@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,14 +23,17 @@ import pytest
 import yaml
 
 from glue.core.config import load
-from glue.core.contracts import CONTROL_PORT
+from glue.core.contracts import CONTROL_PORT, DRAIN_SUFFIX
 from glue.hub.kubesetup import service_url
+from glue.service.app import CHART_WARNINGS_ENV, log_chart_warnings
 from glue.tools import chartschema
 from testing.chart import (
+    BUILT_TAG,
     CHART,
     KUBE_VERSION,
     NAMESPACE,
     ROOT,
+    StrictLoader,
     find_helm,
     run,
     template,
@@ -41,8 +45,6 @@ from testing.chart import (
 ALL_OPTIONS: dict[str, Any] = {
     "nameOverride": "nb",
     "fullnameOverride": "",
-    "image": {"repository": "registry.example.org/glue", "tag": "1.2.3", "pullPolicy": "Always"},
-    "imagePullSecrets": [{"name": "registry-credentials"}],
     "replicaCount": 2,
     "secrets": {"cookieSecret": "a-fixed-cookie-secret", "existingSecret": ""},
     "global": {"gitlab": {"url": "https://gitlab.renku.example"}},
@@ -125,7 +127,13 @@ ALL_OPTIONS: dict[str, Any] = {
             }
         ],
         "egress": [{"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"port": 443}]}],
-        "egressAllowRules": {"nonPrivateIPs": False, "privateIPs": True},
+        "egressAllowRules": {
+            "nonPrivateIPs": False,
+            "privateIPs": True,
+            "dnsPortsCloudMetadataServer": False,
+            "dnsPortsKubeSystemNamespace": True,
+            "dnsPortsPrivateIPs": False,
+        },
         "gitlab": [{"ipBlock": {"cidr": "10.20.0.15/32"}}],
         "kubernetesApi": [{"ipBlock": {"cidr": "172.18.0.2/32"}}],
     },
@@ -135,13 +143,46 @@ ALL_OPTIONS: dict[str, Any] = {
         "annotations": {"example.org/ingress": "yes"},
         "hosts": ["notebooks.example.org"],
         "tls": [{"hosts": ["notebooks.example.org"], "secretName": "notebooks-tls"}],
+        "routeHub": True,
+    },
+    "httpRoute": {
+        "enabled": True,
+        "annotations": {"example.org/route": "yes"},
+        "parentRefs": [{"name": "gateway", "namespace": "gateways"}],
+        "hostnames": ["notebooks.example.org"],
+        "routeHub": True,
+    },
+    "uninstallHook": {
+        "enabled": True,
+        "saveTimeoutSeconds": 60,
+        "activeDeadlineSeconds": 400,
+        "resources": {"requests": {"cpu": "20m", "memory": "80Mi"}, "limits": {"memory": "100Mi"}},
+    },
+    "clonePuller": {
+        "enabled": True,
+        "resources": {"requests": {"cpu": "2m", "memory": "9Mi"}, "limits": {"memory": "30Mi"}},
     },
     "jupyterhub": {
-        "custom": {"notebooks": {"service": {"name": "nbs"}}},
+        "custom": {
+            "notebooks": {
+                "service": {"name": "nbs"},
+                # the glue's image (one value) and its pull policy
+                "spawner": {"cloneImage": "registry.example.org/glue:1.2.3"},
+                "images": {"pullPolicy": "Always"},
+            }
+        },
         "fullnameOverride": "jh",
-        "hub": {"baseUrl": "/jhub/", "services": {"nbs": {"oauth_no_confirm": True}}},
+        # z2jh's chart-wide pull secrets: the glue's too
+        "imagePullSecrets": ["registry-credentials"],
+        "hub": {
+            "baseUrl": "/jhub/",
+            "services": {"nbs": {"oauth_no_confirm": True}, "nbs-drain": {}},
+        },
     },
 }
+
+# the cluster serves the Prometheus operator's CRD (the chart makes a ServiceMonitor only then)
+WITH_SERVICE_MONITOR = ("--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
 
 
 def notebooks_values(notebooks: dict[str, Any], **other: Any) -> dict[str, Any]:
@@ -181,9 +222,10 @@ def chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def validate_all(docs: list[dict[str, Any]]) -> None:
-    """Every manifest against Kubernetes' schemas (a CRD's, the ServiceMonitor's, is not there)."""
+    """Every manifest against Kubernetes' schemas (a CRD's, the ServiceMonitor's or the
+    Gateway API's HTTPRoute's, is not there)."""
     for doc in docs:
-        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+        if doc["apiVersion"].startswith(("monitoring.coreos.com/", "gateway.networking.k8s.io/")):
             continue
         try:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
@@ -259,6 +301,8 @@ def test_default_render(helm: str, chart: Path, tmp_path: Path) -> None:
         # the glue's, egress to it for z2jh's hub, proxy and user pods (their git-proxy), and
         # ingress to the user pods' autosave control port from the hub
         + ["NetworkPolicy"] * 5
+        # the pre-delete hook (a Job and its ServiceAccount), the glue image's pre-puller
+        + ["Job", "ServiceAccount", "DaemonSet"]
     )
     assert all(d["metadata"]["annotations"]["helm.sh/hook"] == "test" for d in pods(docs).values())
 
@@ -344,8 +388,11 @@ def test_every_option_render(helm: str, chart: Path, tmp_path: Path) -> None:
     }
     assert not missing, f"ALL_OPTIONS lacks {sorted(missing)}"
 
-    docs = template(helm, chart, "rel", "-f", values_file(tmp_path, ALL_OPTIONS))
+    docs = template(
+        helm, chart, "rel", "-f", values_file(tmp_path, ALL_OPTIONS), *WITH_SERVICE_MONITOR
+    )
     validate_all(docs)
+    assert "ServiceMonitor" in {d["kind"] for d in docs}
     assert "ServiceAccount" in {d["kind"] for d in docs}
     deployment = one(docs, "Deployment")
     assert deployment["metadata"]["name"] == "rel-nb"
@@ -511,6 +558,13 @@ def test_as_subchart_of_renku(helm: str, chart: Path, tmp_path: Path) -> None:
     )
     config = yaml.safe_load(configmap["data"]["config.yaml"])
     assert config["notebooks"]["provider"]["url"] == "https://gitlab.renku.example"
+    # what a dependency of renku adds for its operator: the warnings in the glue's log (Helm
+    # prints only renku's NOTES), the pre-delete hook, the clone pre-puller
+    glue = glue_pod(docs)["spec"]["containers"][0]
+    warnings = env_of(glue)[CHART_WARNINGS_ENV]
+    assert "WARNING: every user's server shares the hub's origin" in warnings
+    assert hook_job(docs)["metadata"]["name"] == "renku-renku-notebooks-save-servers"
+    assert "DaemonSet" in {d["kind"] for d in docs}
 
 
 @pytest.mark.parametrize("values", ["values/kind.yaml", "minikube_values.yaml"])
@@ -710,7 +764,9 @@ def test_invalid_chart_values_are_refused(
 
 
 def test_operator_options_reach_the_glue(helm: str, chart: Path, tmp_path: Path) -> None:
-    docs = template(helm, chart, "rel", "-f", values_file(tmp_path, ALL_OPTIONS))
+    docs = template(
+        helm, chart, "rel", "-f", values_file(tmp_path, ALL_OPTIONS), *WITH_SERVICE_MONITOR
+    )
     deployment = one(docs, "Deployment")
     pod = deployment["spec"]["template"]
     spec, glue = pod["spec"], pod["spec"]["containers"][0]
@@ -911,7 +967,7 @@ def allowed(
     direction: str,
     source: dict[str, str],
     dest: dict[str, str],
-    port: int,
+    port: int | str,
 ) -> bool:
     """Whether the NetworkPolicies of `direction` ("Egress": the source's, "Ingress": the
     destination's) let a pod (labels `source`) reach a pod of the same namespace (labels
@@ -1170,17 +1226,75 @@ def test_image_requirements_are_exact() -> None:
     assert "helm-chart/images/requirements.txt" in images["glue"]["paths"]
 
 
-def test_the_clone_image_is_pre_pulled() -> None:
-    values = yaml.safe_load((CHART / "values.yaml").read_text())["jupyterhub"]
-    pulled = values["prePuller"]["extraImages"]["renku-notebooks-clone"]
-    clone = values["custom"]["notebooks"]["spawner"]["cloneImage"]
-    assert f"{pulled['name']}:{pulled['tag']}" == clone
+def containers_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc["spec"]["template"]["spec"]
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def test_one_value_is_the_glue_image_everywhere(helm: str, chart: Path, tmp_path: Path) -> None:
+    """jupyterhub.custom.notebooks.spawner.cloneImage is the glue image: the glue, its
+    pre-puller and the pre-delete hook run it, with z2jh's chart-wide pull secrets (which
+    z2jh gives KubeSpawner for every user pod, whose clone step runs it too); chartpress
+    writes that one value and the values name no other copy of it."""
     glue = yaml.safe_load((ROOT / "chartpress.yaml").read_text())["charts"][0]["images"]["glue"]
-    # chartpress writes the same tag into both
-    assert {
-        "jupyterhub.custom.notebooks.spawner.cloneImage",
-        "jupyterhub.prePuller.extraImages.renku-notebooks-clone",
-    } <= set(glue["valuesPath"])
+    assert glue["valuesPath"] == "jupyterhub.custom.notebooks.spawner.cloneImage"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert "image" not in values and "imagePullSecrets" not in values
+    assert "extraImages" not in values["jupyterhub"].get("prePuller", {})
+    assert (CHART / "values.yaml").read_text().count("renku-notebooks-glue") == 1
+
+    image = "registry.example.org/me/renku-notebooks-glue:0.2.0"
+    docs = template(
+        helm,
+        chart,
+        "rel",
+        "-f",
+        values_file(
+            tmp_path,
+            {
+                "jupyterhub": {
+                    "custom": {"notebooks": {"spawner": {"cloneImage": image}}},
+                    "imagePullSecrets": ["registry-a", {"name": "registry-b"}],
+                    "imagePullSecret": {"create": True},
+                }
+            },
+        ),
+    )
+    validate_all(docs)
+    users = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet", "Job")]
+    assert {d["kind"] for d in users} == {"Deployment", "DaemonSet", "Job"}
+    for doc in users:
+        assert {c["image"] for c in containers_of(doc)} == {image}, doc["metadata"]["name"]
+        assert doc["spec"]["template"]["spec"]["imagePullSecrets"] == [
+            {"name": "registry-a"},
+            {"name": "registry-b"},
+            {"name": "image-pull-secret"},  # z2jh's own, injected as z2jh injects it
+        ], doc["metadata"]["name"]
+    config = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])
+    assert config["notebooks"]["spawner"]["cloneImage"] == image  # the hub's, in z2jh's Secret
+
+
+def test_the_clone_puller_runs_where_user_pods_run(helm: str, chart: Path, tmp_path: Path) -> None:
+    """The glue image on every user node, before the first launch there: z2jh's user pod
+    tolerations and node selector, restricted, no token, nothing to do but hold the image."""
+    (puller,) = [d for d in template(helm, chart) if d["kind"] == "DaemonSet"]
+    spec = puller["spec"]["template"]["spec"]
+    assert {"key": "hub.jupyter.org/dedicated", "operator": "Equal", "value": "user",
+            "effect": "NoSchedule"} in spec["tolerations"]  # fmt: skip
+    assert spec["automountServiceAccountToken"] is False
+    (container,) = spec["containers"]
+    assert container["command"] == ["sleep", "infinity"]
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    selected = values_file(
+        tmp_path,
+        {"jupyterhub": {"singleuser": {"nodeSelector": {"pool": "users"}}}, "clonePuller": {}},
+    )
+    docs = template(helm, chart, "rel", "-f", selected)
+    (puller,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    assert puller["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "users"}
+    off = template(helm, chart, "rel", "--set", "clonePuller.enabled=false")
+    assert "DaemonSet" not in {d["kind"] for d in off}
 
 
 def pod_log_access(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -1223,7 +1337,12 @@ def test_the_glue_may_read_pod_logs_and_nothing_else(
     spec = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == account
     assert spec["automountServiceAccountToken"] is True  # glue.service.podlogs reads it
-    accounts = [d for d in docs if d["kind"] == "ServiceAccount"]
+    accounts = [
+        d
+        for d in docs
+        if d["kind"] == "ServiceAccount"
+        and d["metadata"]["labels"]["app.kubernetes.io/component"] == "glue"
+    ]
     if created:
         (made,) = accounts
         assert made["metadata"]["name"] == account
@@ -1280,3 +1399,534 @@ def test_a_private_ca_is_one_value(helm: str, chart: Path, tmp_path: Path) -> No
         helm, "template", "rel", chart, "-f", values_file(tmp_path, bad, "bad.yaml"), check=False
     )
     assert refused.returncode != 0 and "caBundle" in refused.stderr
+
+
+# --- publishing, GitOps, uninstall (issue 23) -----------------------------------------------
+
+
+def test_placeholder_image_tags_are_refused_with_what_to_set(helm: str, tmp_path: Path) -> None:
+    """The chart as committed (chartpress's placeholders) fails at once, saying which value
+    and how to set it, instead of an install whose image-puller hook waits on an image that
+    does not exist."""
+    raw = without_dependency(CHART, tmp_path / "renku-notebooks", built=False)
+    refused = run(helm, "template", "rel", raw, check=False)
+    assert refused.returncode != 0
+    assert "jupyterhub.custom.notebooks.spawner.cloneImage" in refused.stderr, refused.stderr
+    assert "set-by-chartpress" in refused.stderr
+    assert ".venv/bin/chartpress --force-build" in refused.stderr
+    glue_set = (
+        "--set",
+        f"jupyterhub.custom.notebooks.spawner.cloneImage=r.example.org/g:{BUILT_TAG}",
+    )
+    refused = run(helm, "template", "rel", raw, *glue_set, check=False)
+    assert refused.returncode != 0
+    assert "jupyterhub.hub.image.tag" in refused.stderr, refused.stderr
+    assert "the tag you pushed" in refused.stderr
+    docs = template(helm, raw, "rel", *glue_set, "--set", "jupyterhub.hub.image.tag=1.0.0")
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        f"r.example.org/g:{BUILT_TAG}"
+    )
+
+
+def test_a_repeated_key_fails_the_strict_parse() -> None:
+    """The tests parse every rendered document as kustomize does (testing.chart.template):
+    a key written twice is an error, not the last value."""
+    with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key"):
+        yaml.load("metadata:\n  labels:\n    a: 1\n    a: 2\n", Loader=StrictLoader)
+
+
+def test_every_rendered_document_parses_strictly(helm: str, chart: Path, tmp_path: Path) -> None:
+    renders = [
+        template(helm, chart),
+        template(
+            helm, chart, "rel", "-f", values_file(tmp_path, ALL_OPTIONS), *WITH_SERVICE_MONITOR
+        ),
+    ]
+    for docs in renders:
+        validate_all(docs)
+        health = pods(docs)
+        (test_pod,) = [p for name, p in health.items() if name.endswith("-test-health")]
+        assert test_pod["metadata"]["labels"]["app.kubernetes.io/component"] == "test"
+
+
+def glue_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(
+        d["spec"]["template"]
+        for d in docs
+        if d["kind"] == "Deployment"
+        and d["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/component") == "glue"
+    )
+
+
+def secrets_checksum(helm: str, chart: Path, *args: str | Path) -> str:
+    return str(
+        glue_pod(template(helm, chart, "rel", *args))["metadata"]["annotations"]["checksum/secrets"]
+    )
+
+
+def test_the_glue_rolls_when_a_secret_it_reads_changes_and_only_then(
+    helm: str, chart: Path
+) -> None:
+    """checksum/secrets follows the inputs of the glue's secrets (its cookie key, the hub
+    service token z2jh keeps): a change restarts the glue; a mere re-render (helm template,
+    Argo CD, Flux), which regenerates unpinned random values, does not."""
+    base = secrets_checksum(helm, chart)
+    assert secrets_checksum(helm, chart) == base  # deterministic
+    changed = [
+        secrets_checksum(helm, chart, "--set", "secrets.cookieSecret=one"),
+        secrets_checksum(helm, chart, "--set", "secrets.cookieSecret=two"),
+        secrets_checksum(helm, chart, "--set", "secrets.existingSecret=theirs"),
+        secrets_checksum(helm, chart, "--set", "jupyterhub.hub.services.notebooks.apiToken=t1"),
+        secrets_checksum(helm, chart, "--set", "jupyterhub.hub.services.notebooks.apiToken=t2"),
+    ]
+    assert len({base, *changed}) == 6
+    # the ConfigMap's checksum is there as before
+    assert "checksum/config" in glue_pod(template(helm, chart))["metadata"]["annotations"]
+
+
+def test_an_existing_secret_is_honoured_and_pinned_values_render_the_same_twice(
+    helm: str, chart: Path, tmp_path: Path
+) -> None:
+    """existingSecret: the chart makes no Secret and reads the operator's; with every random
+    value pinned, two renders are the same bytes (what GitOps needs)."""
+    docs = template(helm, chart, "rel", "--set", "secrets.existingSecret=my-glue-secret")
+    assert "Secret" not in {d["kind"] for d in docs}
+    glue = glue_pod(docs)["spec"]["containers"][0]
+    assert env_of(glue)["NOTEBOOKS_COOKIE_SECRET"] == {
+        "secretKeyRef": {"name": "my-glue-secret", "key": "cookieSecret"}
+    }
+    pinned = values_file(tmp_path, {"secrets": {"cookieSecret": "c" * 64}})
+    first = run(helm, "template", "rel", chart, "-f", pinned).stdout
+    assert first == run(helm, "template", "rel", chart, "-f", pinned).stdout
+    unpinned = run(helm, "template", "rel", chart).stdout
+    assert unpinned != run(helm, "template", "rel", chart).stdout  # randAlphaNum: pin it
+
+
+# z2jh's random values too (its hub Secret), as docs/kubernetes.rst lists them
+PINNED_Z2JH = {
+    "secrets": {"cookieSecret": "c" * 64},
+    "jupyterhub": {
+        "hub": {
+            "config": {
+                "JupyterHub": {"cookie_secret": "a" * 64},
+                "CryptKeeper": {"keys": ["b" * 64]},
+                "ConfigurableHTTPProxy": {"auth_token": "d" * 64},
+            },
+            "services": {
+                "notebooks": {"apiToken": "e" * 64},
+                "notebooks-drain": {"apiToken": "f" * 64},
+            },
+        }
+    },
+}
+
+
+def test_with_z2jh_every_random_value_can_be_pinned(
+    helm: str, z2jh_chart: Path, tmp_path: Path
+) -> None:
+    pinned = values_file(tmp_path, PINNED_Z2JH)
+    first = run(helm, "template", "rel", z2jh_chart, "-f", pinned).stdout
+    assert first == run(helm, "template", "rel", z2jh_chart, "-f", pinned).stdout
+    docs = load_docs(first)
+    hub_secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "hub")
+    assert (
+        base64.b64decode(hub_secret["data"]["hub.services.notebooks-drain.apiToken"]) == b"f" * 64
+    )
+
+
+def load_docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.load_all(text, Loader=StrictLoader) if d]
+
+
+def hook_job(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (job,) = [
+        d
+        for d in docs
+        if d["kind"] == "Job"
+        and d["metadata"]["labels"].get("app.kubernetes.io/component") == "save-servers"
+    ]
+    return job
+
+
+def test_the_pre_delete_hook_saves_every_server_with_least_privilege(
+    helm: str, chart: Path, tmp_path: Path
+) -> None:
+    docs = template(helm, chart)
+    validate_all(docs)
+    job = hook_job(docs)
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    assert "hook-succeeded" in job["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["activeDeadlineSeconds"] == 900
+    pod = job["spec"]["template"]
+    spec = pod["spec"]
+    (container,) = spec["containers"]
+    assert container["command"][:3] == ["python", "-m", "glue.service.drain"]
+    assert container["command"][3:] == ["--save-seconds", "300", "--deadline-seconds", "880"]
+    assert container["image"] == glue_pod(docs)["spec"]["containers"][0]["image"]
+    env = env_of(container)
+    assert env["JUPYTERHUB_API_URL"] == "http://hub:8081/hub/api"
+    assert env["JUPYTERHUB_API_TOKEN"] == {
+        "secretKeyRef": {"name": "hub", "key": f"hub.services.notebooks{DRAIN_SUFFIX}.apiToken"}
+    }
+    # the token is the hub's, never in the manifest; the hub admits the pod to its API
+    assert pod["metadata"]["labels"]["hub.jupyter.org/network-access-hub"] == "true"
+    assert spec["restartPolicy"] == "Never"
+    # its own ServiceAccount, bound to nothing, no Kubernetes token mounted
+    account = spec["serviceAccountName"]
+    assert spec["automountServiceAccountToken"] is False
+    (made,) = [
+        d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == account
+    ]
+    assert made["automountServiceAccountToken"] is False
+    assert "helm.sh/hook" not in made["metadata"].get("annotations", {})  # exists at pre-delete
+    bound = [s["name"] for d in docs if d["kind"] == "RoleBinding" for s in d["subjects"]]
+    assert account not in bound
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    # the hub gives the drain service its role (glue.hub.kubesetup) only where it is listed
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert f"notebooks{DRAIN_SUFFIX}" in values["jupyterhub"]["hub"]["services"]
+    without = {"jupyterhub": {"hub": {"services": {"notebooks-drain": None}}}}
+    refused = run(helm, "template", "rel", chart, "-f", values_file(tmp_path, without), check=False)
+    assert refused.returncode != 0
+    assert 'jupyterhub.hub.services needs the key "notebooks-drain"' in refused.stderr
+    # named after the service and the release: a second release has its own
+    second = template(helm, chart, "two", "--set", "jupyterhub.fullnameOverride=two",
+                      "--set", "jupyterhub.custom.notebooks.service.name=nbs",
+                      "--set", "jupyterhub.hub.services.nbs.oauth_no_confirm=true",
+                      "--set", "jupyterhub.hub.services.nbs-drain.x=1")  # fmt: skip
+    job2 = hook_job(second)
+    assert job2["metadata"]["name"] != job["metadata"]["name"]
+    assert env_of(job2["spec"]["template"]["spec"]["containers"][0])["JUPYTERHUB_API_TOKEN"] == {
+        "secretKeyRef": {"name": "two-hub", "key": "hub.services.nbs-drain.apiToken"}
+    }
+    off = template(helm, chart, "rel", "--set", "uninstallHook.enabled=false",
+                   "--set", "jupyterhub.hub.services.notebooks-drain=null")  # fmt: skip
+    assert "Job" not in {d["kind"] for d in off}
+
+
+def egress_to(policy: dict[str, Any], port: int) -> list[dict[str, Any]]:
+    return [
+        peer
+        for rule in policy["egress"]
+        if port in {p.get("port") for p in rule.get("ports", [])}
+        for peer in rule.get("to", [{"everywhere": True}])
+    ]
+
+
+def test_the_glues_egress_to_the_api_server_and_dns_is_narrow(
+    helm: str, chart: Path, tmp_path: Path
+) -> None:
+    policy = glue_policy(template(helm, chart))
+    private = [{"ipBlock": {"cidr": c}} for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+    assert egress_to(policy, 443) == egress_to(policy, 6443) == private  # not 0.0.0.0/0
+    dns = egress_to(policy, 53)
+    assert {"ipBlock": {"cidr": "169.254.169.254/32"}} in dns
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+    } in dns
+    assert all(peer in dns for peer in private)
+    assert not any(p.get("ipBlock", {}).get("cidr") == "0.0.0.0/0" for p in dns)
+    assert {"everywhere": True} not in dns
+    narrowed = values_file(
+        tmp_path,
+        {
+            "networkPolicy": {
+                "kubernetesApi": [{"ipBlock": {"cidr": "172.18.0.2/32"}}],
+                "egressAllowRules": {
+                    "dnsPortsCloudMetadataServer": False,
+                    "dnsPortsPrivateIPs": False,
+                    "dnsPortsKubeSystemNamespace": True,
+                },
+            }
+        },
+    )
+    policy = glue_policy(template(helm, chart, "rel", "-f", narrowed))
+    assert egress_to(policy, 443) == [{"ipBlock": {"cidr": "172.18.0.2/32"}}]
+    assert egress_to(policy, 53) == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
+    ]
+    no_dns = values_file(
+        tmp_path,
+        {
+            "networkPolicy": {
+                "egressAllowRules": {
+                    "dnsPortsCloudMetadataServer": False,
+                    "dnsPortsPrivateIPs": False,
+                    "dnsPortsKubeSystemNamespace": False,
+                }
+            }
+        },
+        "no-dns.yaml",
+    )
+    assert egress_to(glue_policy(template(helm, chart, "rel", "-f", no_dns)), 53) == []
+
+
+@pytest.mark.parametrize(
+    "replicas, min_available, made",
+    [(1, 1, False), (2, 1, True), (2, 2, False), (3, "100%", False), (2, "50%", True)],
+)
+def test_the_disruption_budget_never_blocks_a_drain(
+    helm: str, chart: Path, tmp_path: Path, replicas: int, min_available: Any, made: bool
+) -> None:
+    values = {
+        "replicaCount": replicas,
+        "podDisruptionBudget": {"enabled": True, "minAvailable": min_available},
+    }
+    docs = template(helm, chart, "rel", "-f", values_file(tmp_path, values))
+    assert ("PodDisruptionBudget" in {d["kind"] for d in docs}) is made
+
+
+def test_a_service_monitor_only_where_its_crd_is_served(helm: str, chart: Path) -> None:
+    on = ("--set", "metrics.serviceMonitor.enabled=true")
+    assert "ServiceMonitor" not in {d["kind"] for d in template(helm, chart, "rel", *on)}
+    docs = template(helm, chart, "rel", *on, *WITH_SERVICE_MONITOR)
+    assert "ServiceMonitor" in {d["kind"] for d in docs}
+
+
+def test_the_ingress_and_the_http_route_route_the_hub_too(
+    helm: str, chart: Path, tmp_path: Path
+) -> None:
+    """Login needs the hub on the same host: the glue's prefix goes to the glue, the rest of
+    the hub's base URL to z2jh's proxy-public."""
+    docs = template(helm, chart, "rel", "-f", values_file(tmp_path, ALL_OPTIONS))
+    (rule,) = one(docs, "Ingress")["spec"]["rules"]
+    routes = {p["path"]: p["backend"]["service"] for p in rule["http"]["paths"]}
+    assert routes == {
+        "/jhub/services/nbs/": {"name": "jh-hub-nbs", "port": {"name": "http"}},
+        "/jhub/": {"name": "jh-proxy-public", "port": {"name": "http"}},
+    }
+    route = one(docs, "HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["parentRefs"] == [{"name": "gateway", "namespace": "gateways"}]
+    assert route["spec"]["hostnames"] == ["notebooks.example.org"]
+    assert [
+        (r["matches"][0]["path"]["value"], r["backendRefs"][0]["name"], r["backendRefs"][0]["port"])
+        for r in route["spec"]["rules"]
+    ] == [("/jhub/services/nbs/", "jh-hub-nbs", 80), ("/jhub/", "jh-proxy-public", 80)]
+    glue_only = values_file(
+        tmp_path,
+        {
+            "ingress": {"enabled": True, "routeHub": False},
+            "httpRoute": {"enabled": True, "routeHub": False},
+            "global": {"renku": {"domain": "renku.example.org"}},
+        },
+        "glue-only.yaml",
+    )
+    docs = template(helm, chart, "rel", "-f", glue_only)
+    (rule,) = one(docs, "Ingress")["spec"]["rules"]
+    assert [p["path"] for p in rule["http"]["paths"]] == ["/services/notebooks/"]
+    route = one(docs, "HTTPRoute")["spec"]
+    assert route["hostnames"] == ["renku.example.org"] and len(route["rules"]) == 1
+    assert "HTTPRoute" not in {d["kind"] for d in template(helm, chart)}
+
+
+def test_the_hub_and_the_proxy_get_resources_by_default() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["jupyterhub"]
+    for resources in (values["hub"]["resources"], values["proxy"]["chp"]["resources"]):
+        assert resources["requests"]["cpu"] and resources["requests"]["memory"]
+        assert resources["limits"]["memory"]
+
+
+def test_with_z2jh_the_hub_and_proxy_have_resources_and_the_drain_token(
+    helm: str, z2jh_chart: Path
+) -> None:
+    docs = template(helm, z2jh_chart)
+    validate_all(docs)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    for name in ("hub", "proxy"):
+        (container,) = [
+            c for c in deployments[name]["spec"]["template"]["spec"]["containers"]
+            if c["name"] in ("hub", "chp")
+        ]  # fmt: skip
+        assert container["resources"]["requests"]["memory"], name
+    hub_secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "hub")
+    assert f"hub.services.notebooks{DRAIN_SUFFIX}.apiToken" in hub_secret["data"]
+    # the clone puller takes z2jh's user pod tolerations from z2jh's own values
+    (puller,) = [
+        d for d in docs if d["kind"] == "DaemonSet" and "clone-puller" in d["metadata"]["name"]
+    ]
+    assert puller["spec"]["template"]["spec"]["tolerations"]
+
+
+def test_the_notes_warnings_reach_the_glues_log(
+    helm: str, chart: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A parent chart (renku) shows only its own NOTES: the glue logs this chart's warnings
+    at every start, the same text."""
+    docs = template(helm, chart)
+    env = env_of(glue_pod(docs)["spec"]["containers"][0])
+    text = env[CHART_WARNINGS_ENV]
+    printed = notes(helm, chart)
+    for paragraph in text.split("\n\n"):
+        assert paragraph.startswith("WARNING: ") and paragraph in printed
+    with caplog.at_level("WARNING", logger="glue.service.app"):
+        logged = log_chart_warnings({CHART_WARNINGS_ENV: text})
+    assert len(logged) == text.count("WARNING: ") == 2  # shared origin, no OAuth client
+    assert [r.getMessage() for r in caplog.records] == [f"chart: {w}" for w in logged]
+    assert all("\n" not in w for w in logged)
+    # no warning, no variable
+    quiet = values_file(
+        chart.parent,
+        {
+            "jupyterhub": {
+                "hub": {
+                    "config": {
+                        "JupyterHub": {"subdomain_host": SUBDOMAINS},
+                        "GitLabOAuthenticator": {"client_id": "x"},
+                    }
+                },
+                "proxy": HOST_ROUTING,
+            }
+        },
+        "quiet.yaml",
+    )
+    env = env_of(glue_pod(template(helm, chart, "rel", "-f", quiet))["spec"]["containers"][0])
+    assert CHART_WARNINGS_ENV not in env
+
+
+def release_checkout(tmp_path: Path) -> Path:
+    """This checkout's files (committed or not, as git would ship them) in a repository of
+    their own whose one commit is tagged 9.9.9, as a release's checkout is."""
+    listed = run("git", "-C", ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    dest = tmp_path / "release"
+    for name in filter(None, listed.stdout.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    git = ("git", "-C", dest, "-c", "user.name=release", "-c", "user.email=release@example.org")
+    run(*git, "init", "-q")
+    run(*git, "add", "-A")
+    run(*git, "commit", "-q", "-m", "release")
+    run(*git, "tag", "9.9.9")
+    return dest
+
+
+def test_a_release_tag_versions_the_chart_and_both_images(helm: str, tmp_path: Path) -> None:
+    """What the release workflow publishes, short of the push: chartpress (the pinned one)
+    versions the chart and both images from the git tag, an operator's --image-prefix names
+    their registry, and the packaged chart renders with those images and no placeholder."""
+    checkout = release_checkout(tmp_path)
+    chartpress = Path(sys.executable).parent / "chartpress"
+    prefix = "registry.example.org/me/renku-notebooks-"
+    done = subprocess.run(
+        [chartpress, "--skip-build", "--image-prefix", prefix],
+        cwd=checkout, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    chart = checkout / "helm-chart" / "renku-notebooks"
+    assert yaml.safe_load((chart / "Chart.yaml").read_text())["version"] == "9.9.9"
+    packaged = without_dependency(chart, tmp_path / "packaged" / "renku-notebooks", built=False)
+    run(helm, "package", packaged, "--destination", tmp_path / "dist")
+    (tgz,) = (tmp_path / "dist").glob("*.tgz")
+    assert tgz.name == "renku-notebooks-9.9.9.tgz"
+    docs = template(helm, tgz)
+    assert glue_pod(docs)["spec"]["containers"][0]["image"] == f"{prefix}glue:9.9.9"
+    values = yaml.safe_load((chart / "values.yaml").read_text())["jupyterhub"]["hub"]["image"]
+    assert values == {"name": f"{prefix}hub", "tag": "9.9.9"}
+    assert "set-by-chartpress" not in tgz.read_bytes().decode("latin-1")
+    # a commit after the release is a development version of the next patch
+    (checkout / "glue" / "__init__.py").write_text("# changed after the release\n")
+    git = ("git", "-C", checkout, "-c", "user.name=dev", "-c", "user.email=dev@example.org")
+    run(*git, "commit", "-q", "-a", "-m", "after the release")
+    done = subprocess.run(
+        [chartpress, "--skip-build"], cwd=checkout, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    version = yaml.safe_load((chart / "Chart.yaml").read_text())["version"]
+    assert version.startswith("9.9.10-0.dev.git."), version
+
+
+def test_the_release_workflow_pushes_and_publishes_from_a_tag(helm: str) -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yaml").read_text())
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as true
+    assert triggers["push"]["tags"][0] == "[0-9]+.[0-9]+.[0-9]+"
+    assert "image-prefix" in triggers["workflow_dispatch"]["inputs"]
+    steps = workflow["jobs"]["release"]["steps"]
+    script = "\n".join(step.get("run", "") for step in steps)
+    assert ".venv/bin/chartpress \"${args[@]}\"" in script
+    assert "args=(--push)" in script and "--publish-chart" in script and "--image-prefix" in script
+    assert "fetch-depth" in str(steps[0])  # chartpress needs the tags and history
+    (setup_helm,) = [s for s in steps if str(s.get("uses", "")).startswith("azure/setup-helm")]
+    ours = run(helm, "version", "--short").stdout.strip()
+    assert ours.startswith(setup_helm["with"]["version"] + "+"), ours
+
+
+def test_the_e2e_pins_its_helm_kind_and_node_image(helm: str) -> None:
+    """One helm version everywhere (the tests', the e2e workflow's, e2e/run.sh's check), and
+    kind and its node image pinned (the image by digest)."""
+    ours = run(helm, "version", "--short").stdout.strip().split("+")[0]
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "e2e.yaml").read_text())
+    steps = {s.get("name"): s for s in workflow["jobs"]["kind"]["steps"]}
+    assert steps["helm"]["with"]["version"] == ours
+    assert steps["e2e"]["env"]["E2E_HELM"] == "helm"
+    assert f"HELM_VERSION={ours}\n" in (ROOT / "e2e" / "run.sh").read_text()
+    kind = steps["kind and kubectl"]["with"]
+    assert kind["version"].startswith("v0.") and kind["kubectl_version"].startswith("v1.")
+    config = yaml.safe_load((ROOT / "e2e" / "kind-config.yaml").read_text())
+    (node,) = config["nodes"]
+    assert re.fullmatch(r"kindest/node:v1\.\d+\.\d+@sha256:[0-9a-f]{64}", node["image"])
+    assert node["image"].split(":")[1].split("@")[0] == kind["kubectl_version"]
+
+
+def renku_parent(tmp_path: Path, child: Path) -> Path:
+    """A `renku` chart that depends on `child` by file://, with values for it."""
+    parent = tmp_path / "renku"
+    (parent / "templates").mkdir(parents=True)
+    version = yaml.safe_load((child / "Chart.yaml").read_text())["version"]
+    dependency = {"name": "renku-notebooks", "repository": f"file://{child}", "version": version}
+    (parent / "Chart.yaml").write_text(
+        yaml.safe_dump(
+            {"apiVersion": "v2", "name": "renku", "version": "1.0.0", "dependencies": [dependency]}
+        )
+    )
+    return parent
+
+
+def test_as_subchart_of_renku_with_z2jh(helm: str, z2jh_chart: Path, tmp_path: Path) -> None:
+    """renku -> renku-notebooks -> jupyterhub, the real z2jh: every document strict and valid,
+    no name twice, and the glue, the hook and the hub agree on the hub's Secret."""
+    parent = renku_parent(tmp_path, z2jh_chart)
+    (parent / "values.yaml").write_text(
+        yaml.safe_dump({"global": {"gitlab": {"url": "https://gitlab.renku.example"}}})
+    )
+    run(helm, "dependency", "build", parent)
+    docs = template(helm, parent, "renku")
+    validate_all(docs)
+    assert [n for n, count in Counter(names(docs)).items() if count > 1] == []
+    hub_secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "hub")
+    refs = {
+        e["valueFrom"]["secretKeyRef"]["key"]
+        for d in docs
+        if d["kind"] in ("Deployment", "Job")
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+        if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "hub"
+        and e["valueFrom"]["secretKeyRef"]["key"].startswith("hub.services.")
+    }
+    assert refs == {"hub.services.notebooks.apiToken", "hub.services.notebooks-drain.apiToken"}
+    assert refs <= set(hub_secret["data"])
+    z2jh_values = yaml.safe_load(base64.b64decode(hub_secret["data"]["values.yaml"]))
+    assert z2jh_values["global"]["gitlab"]["url"] == "https://gitlab.renku.example"
+    assert CHART_WARNINGS_ENV in env_of(glue_pod(docs)["spec"]["containers"][0])
+
+
+def test_with_z2jh_the_hook_reaches_the_hub_api(helm: str, z2jh_chart: Path) -> None:
+    """z2jh's hub NetworkPolicy admits the pre-delete hook's pod to the hub's API (port 8081),
+    and no policy isolates the hook's own egress."""
+    docs = template(helm, z2jh_chart)
+    job = hook_job(docs)
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    hub = pod_labels(docs, "Deployment", "hub")
+    assert allowed(docs, "Ingress", labels, hub, "http")  # the hub's port 8081, by its name
+    assert not allowed(docs, "Ingress", {"app": "other"}, hub, "http")
+    assert not any(
+        selects(d["spec"]["podSelector"], labels)
+        for d in docs
+        if d["kind"] == "NetworkPolicy" and "Egress" in d["spec"].get("policyTypes", [])
+    )
+    assert env_of(job["spec"]["template"]["spec"]["containers"][0])["JUPYTERHUB_API_URL"] == (
+        "http://hub:8081/hub/api"
+    )

@@ -267,7 +267,14 @@ def test_the_hub_takes_renku_globals_as_the_glue_does(
 ) -> None:
     """A parent chart's global.gitlab.url fills an unset provider.url on the hub (from z2jh's
     Secret, where Helm copies the globals) exactly as the chart's template does for the glue."""
-    from testing.chart import find_helm, template, values_file, without_dependency
+    from testing.chart import (
+        BUILT_TAG,
+        PLACEHOLDER_TAG,
+        find_helm,
+        template,
+        values_file,
+        without_dependency,
+    )
 
     values = chart_values()
     if own_url:
@@ -278,6 +285,8 @@ def test_the_hub_takes_renku_globals_as_the_glue_does(
 
     chart = without_dependency(CHART, tmp_path / "chart")
     overrides = {"global": global_values, "jupyterhub": values["jupyterhub"]}
+    # the values as a build leaves them (the chart refuses chartpress's placeholders)
+    overrides = yaml.safe_load(yaml.safe_dump(overrides).replace(PLACEHOLDER_TAG, BUILT_TAG))
     docs = template(find_helm(), chart, "rel", "-f", values_file(tmp_path, overrides))
     configmap = next(d for d in docs if d["kind"] == "ConfigMap")
     glue = yaml.safe_load(configmap["data"]["config.yaml"])["notebooks"]
@@ -341,3 +350,32 @@ def test_users_get_domains_of_their_own_where_the_operator_gives_one(
     assert app.cookie_host_prefix_enabled is True
     shared = load_hub(tmp_path, extra_config())
     assert shared.subdomain_host == "" and shared.cookie_host_prefix_enabled is False
+
+
+def test_the_pre_delete_hooks_service_gets_exactly_its_role(
+    hub_values: Path, tmp_path: Path
+) -> None:
+    """z2jh registers every key of hub.services (the chart lists `notebooks-drain`, whose
+    token the pre-delete hook reads); the extraConfig gives it list:users, read:servers and
+    delete:servers, nothing more. Without that service, no role (a role for a missing
+    service would stop the hub)."""
+    services = chart_values()["jupyterhub"]["hub"]["services"]
+    assert "notebooks-drain" in services
+    prelude = Z2JH_PRELUDE.replace(
+        "c.JupyterHub.load_roles = []",
+        'c.JupyterHub.services.append({"name": "notebooks-drain", "api_token": "t"})\n'
+        "c.JupyterHub.load_roles = []",
+    )
+    config_file = tmp_path / "jupyterhub_config.py"
+    config_file.write_text(f"{prelude}\nextra_config = {extra_config()!r}\n{Z2JH_EXEC}")
+    app = JupyterHub()
+    app.raise_config_file_errors = True
+    app.load_config_file(str(config_file))
+    roles = {r["name"]: r for r in app.load_roles}
+    assert roles["notebooks-drain"] == {
+        "name": "notebooks-drain",
+        "scopes": ["list:users", "read:servers", "delete:servers"],
+        "services": ["notebooks-drain"],
+    }
+    without = load_hub(tmp_path, extra_config())
+    assert "notebooks-drain" not in {r["name"] for r in without.load_roles}

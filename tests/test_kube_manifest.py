@@ -517,6 +517,33 @@ async def test_project_image_gets_a_pull_secret_of_its_own(
     assert not valid(await shaped_pod(default))["spec"].get("imagePullSecrets")
 
 
+async def test_the_charts_pull_secrets_reach_every_container_of_the_glue_image(
+    repos: SimpleNamespace, token_provider: None
+) -> None:
+    """z2jh gives KubeSpawner the chart-wide jupyterhub.imagePullSecrets (the glue's too): they
+    are the pod's, so the clone and session init containers and the git-proxy sidecar, which
+    run the glue image (spawner.cloneImage), pull with them; a per-commit image's own pull
+    secret is added beside them, not instead."""
+    spawner = make_spawner(
+        repos,
+        options(repos, image=PROJECT_IMAGE, image_fallback=False),
+        registrySecret="registry-credentials",
+    )
+    spawner.image_pull_secrets = ["glue-registry"]  # z2jh: imagePullSecrets, as its config sets it
+    spawner.api = RegistryCoreApi()
+    pod = valid(await shaped_pod(spawner))
+    assert pod["spec"]["imagePullSecrets"] == [
+        {"name": "glue-registry"},
+        {"name": spawner.registry_secret_name},
+    ]
+    glue_image = [
+        c["name"]
+        for c in [*pod["spec"]["initContainers"], *pod["spec"]["containers"]]
+        if c["image"] == CLONE_IMAGE
+    ]
+    assert {CLONE_CONTAINER, SESSION_CONTAINER, PROXY_CONTAINER} <= set(glue_image)
+
+
 async def test_removing_a_server_deletes_a_pod_left_behind(
     repos: SimpleNamespace, token_provider: None
 ) -> None:

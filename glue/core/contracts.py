@@ -23,6 +23,10 @@ AUTOSAVE_API = "notebooks/autosave"  # GET <AUTOSAVE_API>/<user>/<server>: what 
 # the hub's own server API again, whose DELETE autosaves first (the glue's and the culler's stops):
 # DELETE <SAVING_API>/users/<user>/servers/<server>
 SAVING_API = "notebooks/saving"
+# the hub service of the chart's pre-delete hook (glue.service.drain) is `<service name><this>`:
+# the chart reads its token by that name ("renku-notebooks.drainServiceName" in
+# templates/_helpers.tpl), the hub gives it its role (glue.hub.kubesetup)
+DRAIN_SUFFIX = "-drain"
 
 # -- JupyterHub's own REST answers that the glue reads by their text: the hub's API gives
 # errors no code, only a status and a sentence. They are JupyterHub internals as much as

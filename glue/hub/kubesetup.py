@@ -12,12 +12,16 @@ from typing import Any
 from kubespawner.slugs import safe_slug
 
 from glue.core.config import validate
-from glue.hub.setup import configure
+from glue.core.contracts import DRAIN_SUFFIX
+from glue.hub.setup import add_by_name, configure
 
 K8S_NAME_MAX = 63
 DEFAULT_GITLAB_URL = "https://gitlab.com"
 # KubeSpawner keeps {user_server} to 48 characters; the hub's part of a pod name gets the rest
 POD_PREFIX_MAX = K8S_NAME_MAX - 48 - 1
+# what the chart's pre-delete hook (glue.service.drain) needs: find every user's servers and
+# stop them through the saving DELETE; nothing else (no users:..., no tokens, no admin)
+DRAIN_SCOPES = ["list:users", "read:servers", "delete:servers"]
 
 
 def service_url(hub_name: str, service_name: str) -> str:
@@ -47,9 +51,21 @@ def configure_hub(
     service = dict(data.get("service") or {})
     service["url"] = service_url(hub_name, service.get("name", "notebooks"))
     data["service"] = service
-    configure(c, validate(data, "jupyterhub.custom.notebooks"))
+    config = validate(data, "jupyterhub.custom.notebooks")
+    configure(c, config)
+    register_drain(c, config["service"]["name"])
     if "pod_name_template" not in c.KubeSpawner:  # z2jh's singleuser.podNameTemplate wins
         c.KubeSpawner.pod_name_template = pod_name_template(hub_name)
+
+
+def register_drain(c: Any, service_name: str) -> None:
+    """The role of the pre-delete hook's hub service (`<service name>-drain`), when z2jh
+    registered that service (its key in hub.services, where z2jh makes its token); a role
+    for a service the hub lacks would stop the hub."""
+    name = f"{service_name}{DRAIN_SUFFIX}"
+    if any(s.get("name") == name for s in c.JupyterHub.get("services", [])):
+        role = {"name": name, "scopes": list(DRAIN_SCOPES), "services": [name]}
+        c.JupyterHub.load_roles = add_by_name(list(c.JupyterHub.get("load_roles", [])), role)
 
 
 def pod_name_template(hub_name: str) -> str:

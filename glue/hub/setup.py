@@ -115,7 +115,7 @@ def user_role(config: Config) -> dict[str, Any]:
     return {"name": "user", "scopes": [*USER_SCOPES, access]}
 
 
-def _add_by_name(items: list[dict[str, Any]], item: dict[str, Any]) -> list[dict[str, Any]]:
+def add_by_name(items: list[dict[str, Any]], item: dict[str, Any]) -> list[dict[str, Any]]:
     """Add `item` unless one of that name exists (the Helm values may have set it)."""
     if any(existing.get("name") == item["name"] for existing in items):
         return items
@@ -160,7 +160,7 @@ def configure(c: Any, config: Config) -> None:
     c.JupyterHub.services = _merge_service(list(c.JupyterHub.get("services", [])), service)
     roles = list(c.JupyterHub.get("load_roles", []))
     for role in (service_role(config), user_role(config)):
-        roles = _add_by_name(roles, role)
+        roles = add_by_name(roles, role)
     c.JupyterHub.load_roles = roles
     c.JupyterHub.allow_named_servers = True
     # used only where `subdomain_host` is set (the embedded default's own choice, or the
@@ -379,7 +379,7 @@ def embedded(c: Any, config: Config, config_path: str) -> None:
         # a user created from a config token gets no default role: give `demo` the user scopes
         c.JupyterHub.api_tokens = {demo_token: "demo"}
         demo_role = {**user_role(config), "name": "notebooks-demo", "users": ["demo"]}
-        c.JupyterHub.load_roles = _add_by_name(list(c.JupyterHub.load_roles), demo_role)
+        c.JupyterHub.load_roles = add_by_name(list(c.JupyterHub.load_roles), demo_role)
     if env.get("NOTEBOOKS_DEV_TOKEN"):  # started by `python -m glue.embedded.dev`
         _dev_service(c, env["NOTEBOOKS_DEV_TOKEN"])
         _stop_once_handled()
@@ -429,4 +429,4 @@ def _dev_service(c: Any, token: str) -> None:
     (so a restart shows no failed ones) and at start it revokes earlier demo tokens."""
     c.JupyterHub.services = [*c.JupyterHub.services, {"name": DEV_SERVICE, "api_token": token}]
     role = {"name": DEV_SERVICE, "scopes": DEV_SCOPES, "services": [DEV_SERVICE]}
-    c.JupyterHub.load_roles = _add_by_name(list(c.JupyterHub.load_roles), role)
+    c.JupyterHub.load_roles = add_by_name(list(c.JupyterHub.load_roles), role)

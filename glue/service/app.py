@@ -27,6 +27,8 @@ from glue.service.render import Renderer
 from glue.service.routes import Routes
 from glue.service.servers import Servers
 
+log = logging.getLogger(__name__)
+
 MAX_REQUEST_LINE = 64 * 1024
 
 
@@ -122,6 +124,21 @@ def setup_logging() -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+# the chart's NOTES warnings (templates/_helpers.tpl "renku-notebooks.warnings"), paragraphs
+# apart by a blank line: Helm shows only a parent chart's NOTES, so the glue says them too
+CHART_WARNINGS_ENV = "NOTEBOOKS_CHART_WARNINGS"
+
+
+def log_chart_warnings(env: os._Environ[str] | dict[str, str]) -> list[str]:
+    """Log each of the chart's warnings, one line each, at every start: an operator who
+    installed the chart as a dependency (of renku) never saw its NOTES."""
+    warnings = [" ".join(p.split()) for p in env.get(CHART_WARNINGS_ENV, "").split("\n\n")]
+    warnings = [w for w in warnings if w]
+    for warning in warnings:
+        log.warning("chart: %s", warning)
+    return warnings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The renku-notebooks glue service.")
     parser.add_argument(
@@ -138,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port to listen on (default: from service.url)")
     args = parser.parse_args(argv)
     setup_logging()
+    log_chart_warnings(os.environ)
     if not args.config:
         print("glue: give --config or set NOTEBOOKS_CONFIG", file=sys.stderr)
         return 2

@@ -49,14 +49,6 @@ def closed(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
 CHART_VALUES: dict[str, Any] = {
     "nameOverride": {"type": "string"},
     "fullnameOverride": {"type": "string"},
-    "image": closed(
-        {
-            "repository": {"type": "string", "minLength": 1},
-            "tag": {"type": "string", "minLength": 1},
-            "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
-        }
-    ),
-    "imagePullSecrets": K8S_LIST,
     "replicaCount": {"type": "integer", "minimum": 0},
     "secrets": closed({"cookieSecret": {"type": "string"}, "existingSecret": NAME}),
     "global": {"type": "object", "description": "a parent chart's globals"},
@@ -111,7 +103,13 @@ CHART_VALUES: dict[str, Any] = {
             "gitlab": K8S_LIST,
             "kubernetesApi": K8S_LIST,
             "egressAllowRules": closed(
-                {"nonPrivateIPs": {"type": "boolean"}, "privateIPs": {"type": "boolean"}}
+                {
+                    "nonPrivateIPs": {"type": "boolean"},
+                    "privateIPs": {"type": "boolean"},
+                    "dnsPortsCloudMetadataServer": {"type": "boolean"},
+                    "dnsPortsKubeSystemNamespace": {"type": "boolean"},
+                    "dnsPortsPrivateIPs": {"type": "boolean"},
+                }
             ),
         }
     ),
@@ -122,8 +120,27 @@ CHART_VALUES: dict[str, Any] = {
             "annotations": STRING_MAP,
             "hosts": {"type": "array", "items": {"type": "string"}},
             "tls": K8S_LIST,
+            "routeHub": {"type": "boolean"},
         }
     ),
+    "httpRoute": closed(
+        {
+            "enabled": {"type": "boolean"},
+            "annotations": STRING_MAP,
+            "parentRefs": K8S_LIST,
+            "hostnames": {"type": "array", "items": {"type": "string"}},
+            "routeHub": {"type": "boolean"},
+        }
+    ),
+    "uninstallHook": closed(
+        {
+            "enabled": {"type": "boolean"},
+            "saveTimeoutSeconds": {"type": "integer", "minimum": 1},
+            "activeDeadlineSeconds": {"type": "integer", "minimum": 30},
+            "resources": K8S_OBJECT,
+        }
+    ),
+    "clonePuller": closed({"enabled": {"type": "boolean"}, "resources": K8S_OBJECT}),
 }
 
 

@@ -56,20 +56,71 @@ app.kubernetes.io/part-of: renku-notebooks
 {{- end }}
 
 {{- /*
-  The z2jh hub's name (its Deployment, Service and Secret), by the rule of
-  z2jh's "jupyterhub.fullname": a string fullnameOverride is used as is ("" by
-  default: the hub is "hub"); otherwise <release>-jupyterhub. Computed here
-  rather than by include of z2jh's template so the chart also renders without
-  the dependency (the tests do).
+  z2jh's names, by the rule of z2jh's "jupyterhub.fullname.dash": a string
+  fullnameOverride is used as is ("" by default: the hub is "hub"); otherwise
+  <release>-jupyterhub. Computed here rather than by include of z2jh's template
+  so the chart also renders without the dependency (the tests do).
+  "renku-notebooks.z2jhName" takes (list $ "hub"), (list $ "proxy-public"), ...
 */}}
-{{- define "renku-notebooks.hubFullname" -}}
-{{- $jupyterhub := .Values.jupyterhub | default dict }}
+{{- define "renku-notebooks.z2jhName" -}}
+{{- $root := index . 0 }}
+{{- $jupyterhub := $root.Values.jupyterhub | default dict }}
 {{- $override := $jupyterhub.fullnameOverride }}
 {{- if kindIs "string" $override }}
-{{- if $override }}{{ $override }}-hub{{ else }}hub{{ end }}
+{{- if $override }}{{ $override }}-{{ end }}
 {{- else }}
 {{- $name := $jupyterhub.nameOverride | default "jupyterhub" }}
-{{- if contains $name .Release.Name }}{{ .Release.Name }}-hub{{ else }}{{ .Release.Name }}-{{ $name }}-hub{{ end }}
+{{- if contains $name $root.Release.Name }}{{ $root.Release.Name }}-{{ else }}{{ $root.Release.Name }}-{{ $name }}-{{ end }}
+{{- end }}
+{{- index . 1 }}
+{{- end }}
+
+{{- define "renku-notebooks.hubFullname" -}}
+{{- include "renku-notebooks.z2jhName" (list . "hub") }}
+{{- end }}
+
+{{- /* The hub service whose token the pre-delete hook uses (glue.core.contracts.DRAIN_SUFFIX). */}}
+{{- define "renku-notebooks.drainServiceName" -}}
+{{- $config := include "renku-notebooks.values" . | fromYaml }}
+{{- printf "%s-drain" (($config.service | default dict).name | default "notebooks") }}
+{{- end }}
+
+{{- /*
+  THE glue image, one value: jupyterhub.custom.notebooks.spawner.cloneImage. The
+  glue, the clone and session steps and the git-proxy sidecar of every user pod
+  (which the hub builds from that same value), the clone image's pre-puller and the
+  pre-delete hook all run it. It lives in the notebooks config because the hub
+  reads only z2jh's values; the chart reads them too.
+*/}}
+{{- define "renku-notebooks.image" -}}
+{{- $config := include "renku-notebooks.values" . | fromYaml }}
+{{- ($config.spawner | default dict).cloneImage }}
+{{- end }}
+
+{{- define "renku-notebooks.imagePullPolicy" -}}
+{{- $config := include "renku-notebooks.values" . | fromYaml }}
+{{- ($config.images | default dict).pullPolicy | default "IfNotPresent" }}
+{{- end }}
+
+{{- /*
+  The pull secrets of every pod of ours: z2jh's chart-wide jupyterhub.imagePullSecrets
+  (names or {name: ...}), which z2jh gives its own pods and KubeSpawner gives every user
+  pod (its clone and session init containers and sidecar run the glue image), plus
+  z2jh's imagePullSecret.create one when it injects it. One list for all of them.
+*/}}
+{{- define "renku-notebooks.imagePullSecrets" -}}
+{{- $jh := .Values.jupyterhub | default dict }}
+{{- $secrets := list }}
+{{- range ($jh.imagePullSecrets | default list) }}
+{{- $secrets = append $secrets (kindIs "string" . | ternary (dict "name" .) .) }}
+{{- end }}
+{{- $create := $jh.imagePullSecret | default dict }}
+{{- if and $create.create (hasKey $create "automaticReferenceInjection" | ternary $create.automaticReferenceInjection true) }}
+{{- $secrets = append $secrets (dict "name" (include "renku-notebooks.z2jhName" (list . "image-pull-secret"))) }}
+{{- end }}
+{{- with $secrets | uniq }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
 
@@ -125,6 +176,16 @@ http://{{ include "renku-notebooks.serviceName" . }}
 */}}
 {{- define "renku-notebooks.validate" -}}
 {{- $config := include "renku-notebooks.values" . | fromYaml }}
+{{- /* chartpress's placeholders (chartpress.yaml resetTag): an image nobody can pull, which
+  z2jh's image-puller hook would wait on until its timeout */}}
+{{- $build := "install the published chart (docs/kubernetes.rst), or build the images with `.venv/bin/chartpress --force-build`, which writes their tags" }}
+{{- if contains "set-by-chartpress" (($config.spawner | default dict).cloneImage | default "") }}
+{{- fail (printf "jupyterhub.custom.notebooks.spawner.cloneImage (the glue's image, which the clone step of every server runs too) is chartpress's placeholder %q: set it to <registry>/renku-notebooks-glue:<tag>, or %s" $config.spawner.cloneImage $build) }}
+{{- end }}
+{{- $hubImage := dig "hub" "image" dict (.Values.jupyterhub | default dict) }}
+{{- if contains "set-by-chartpress" (toString ($hubImage.tag | default "")) }}
+{{- fail (printf "jupyterhub.hub.image.tag (the hub image with renku-notebooks, %s) is chartpress's placeholder: set it to the tag you pushed, or %s" ($hubImage.name | default "its name")  $build) }}
+{{- end }}
 {{- if ne ($config.spawner | default dict).kind "kubernetes" }}
 {{- fail "jupyterhub.custom.notebooks.spawner.kind must be `kubernetes` in the Helm chart" }}
 {{- end }}
@@ -132,6 +193,9 @@ http://{{ include "renku-notebooks.serviceName" . }}
 {{- $services := ((.Values.jupyterhub | default dict).hub | default dict).services | default dict }}
 {{- if not (hasKey $services $name) }}
 {{- fail (printf "jupyterhub.hub.services needs the key %q (jupyterhub.custom.notebooks.service.name): z2jh makes its API token" $name) }}
+{{- end }}
+{{- if and .Values.uninstallHook.enabled (not (hasKey $services (include "renku-notebooks.drainServiceName" .))) }}
+{{- fail (printf "jupyterhub.hub.services needs the key %q for the pre-delete hook's hub token (or set uninstallHook.enabled: false)" (include "renku-notebooks.drainServiceName" .)) }}
 {{- end }}
 {{- $seen := dict }}
 {{- $defaults := 0 }}
@@ -191,10 +255,60 @@ http://{{ include "renku-notebooks.serviceName" . }}
 {{- $extra := dict }}
 {{- if $z2jh }}
 {{- $_ := set $labels "chart" (printf "%s-%s" $z2jh.Chart.Name $z2jh.Chart.Version | replace "+" "_") }}
-{{- $extra = dig "singleuser" "extraLabels" dict $z2jh.Values }}
+{{- /* .Values of a subchart is chartutil.Values, which `dig` does not take */}}
+{{- $extra = ($z2jh.Values.singleuser | default dict).extraLabels }}
 {{- else }}
 {{- /* z2jh's default singleuser.extraLabels, under what these values add */}}
 {{- $extra = merge (dig "singleuser" "extraLabels" dict $jh) (dict "hub.jupyter.org/network-access-hub" "true") }}
 {{- end }}
 {{- toYaml (merge $labels ($extra | default dict)) }}
+{{- end }}
+
+{{- /*
+  The warnings of the NOTES, paragraphs apart by a blank line: `helm install` prints
+  them, and the glue logs them at every start (NOTEBOOKS_CHART_WARNINGS), because Helm
+  shows only the parent's NOTES when this chart is a dependency (of renku).
+*/}}
+{{- define "renku-notebooks.warnings" -}}
+{{- $config := include "renku-notebooks.values" . | fromYaml }}
+{{- $jh := .Values.jupyterhub | default dict }}
+{{- $singleuser := $jh.singleuser | default dict }}
+{{- $egress := dig "networkPolicy" "egressAllowRules" dict $singleuser }}
+{{- $oauth := dig "hub" "config" "GitLabOAuthenticator" dict $jh }}
+{{- $provider := $config.provider | default dict }}
+{{- $warnings := list }}
+{{- if and (not (dig "cloudMetadata" "blockWithIptables" false $singleuser)) (or (not (dig "networkPolicy" "enabled" true $singleuser)) $egress.cloudMetadataServer) }}
+{{- $warnings = append $warnings (print `WARNING: jupyterhub.singleuser.networkPolicy (enabled: false, or egressAllowRules.cloudMetadataServer:
+true) lets user pods reach the cloud metadata address 169.254.169.254 (and ` "`helm test`" ` fails).`) }}
+{{- end }}
+{{- if not (include "renku-notebooks.subdomainHost" .) }}
+{{- $warnings = append $warnings `WARNING: every user's server shares the hub's origin: a page that one user's server serves runs
+with the login of anyone who opens it (their servers, the hub, this service). Give each user an
+origin of their own: set jupyterhub.hub.config.JupyterHub.subdomain_host: https://<domain>, add
+"--host-routing" to jupyterhub.proxy.chp.extraCommandLineFlags, and point *.<domain> (DNS and the
+TLS certificate) at the proxy too (docs/security.rst).` }}
+{{- end }}
+{{- if and (eq ($provider.kind | default "gitlab") "gitlab") (not $oauth.client_id) }}
+{{- $warnings = append $warnings `WARNING: jupyterhub.hub.config.GitLabOAuthenticator.client_id is not set: nobody can log in
+until a GitLab OAuth application (scopes read_user, read_api, read_repository, write_repository, redirect URI
+<hub URL>hub/oauth_callback) is configured there with its client_secret.` }}
+{{- end }}
+{{- join "\n\n" $warnings }}
+{{- end }}
+
+{{- /*
+  What the glue's pods roll on besides the ConfigMap: the inputs of the secrets it reads
+  (its cookie key, the hub's service token), not their rendered values, so that an
+  unchanged render (helm template, Argo CD, Flux) gives an unchanged checksum while a
+  generated value (lookup/randAlphaNum, z2jh's too) is kept: a changed
+  secrets.cookieSecret, secrets.existingSecret or
+  jupyterhub.hub.services.<name>.apiToken restarts the glue. A Secret of the operator's
+  (existingSecret) changes outside Helm: restart the glue then (docs/kubernetes.rst).
+*/}}
+{{- define "renku-notebooks.secretsChecksum" -}}
+{{- $config := include "renku-notebooks.values" . | fromYaml }}
+{{- $name := ($config.service | default dict).name | default "notebooks" }}
+{{- $service := dig "hub" "services" $name dict (.Values.jupyterhub | default dict) | default dict }}
+{{- $token := $service.apiToken | default $service.api_token | default "" }}
+{{- list .Values.secrets.cookieSecret .Values.secrets.existingSecret (include "renku-notebooks.hubFullname" .) $name $token | toJson | sha256sum }}
 {{- end }}

@@ -1,0 +1,162 @@
+"""`python -m glue.service.drain`: stop every user server through the hub's saving stop.
+
+The chart's pre-delete hook (templates/uninstall-hook.yaml) runs it from the glue's
+image before `helm uninstall` removes the hub and the glue: a user pod left behind
+would outlive both, and its own `preStop` autosave needs the glue (gone) to refresh an
+expired GitLab token, so its work could be lost. Through the hub's saving DELETE
+(glue.hub.autosaveapi) each server is autosaved first and stopped only when that
+worked; one whose autosave fails keeps running. It reports every server, and exits 1
+while any could not be saved or stopped: the hook fails, and the uninstall stops with
+everything still running (docs/kubernetes.rst says what then).
+
+Its token (JUPYTERHUB_API_TOKEN) is the `<service>-drain` hub service's, with
+`list:users`, `read:servers` and `delete:servers` (glue.hub.kubesetup.DRAIN_SCOPES);
+the hub API's address is JUPYTERHUB_API_URL, as for the glue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from glue.core.contracts import SAVING_API
+from glue.core.errors import GlueError
+from glue.service.hubapi import Hub
+
+log = logging.getLogger(__name__)
+
+PAGE = 200  # users a list request asks for
+ROUND_PAUSE = 2.0  # seconds between two looks at what still runs
+
+
+@dataclass
+class Report:
+    """What became of each server: stopped (after its autosave), or why not."""
+
+    stopped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def lines(self) -> list[str]:
+        out = [f"saved and stopped: {name}" for name in self.stopped]
+        out += [f"NOT SAVED, still running: {name}: {why}" for name, why in self.failed.items()]
+        kept = f"{len(self.failed)} could not be saved" if self.failed else "none left running"
+        out.append(f"{len(self.stopped)} server(s) saved and stopped, {kept}.")
+        return out
+
+
+async def active_servers(hub: Hub) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every user's active servers (running, starting or stopping), from the hub's user list
+    under the saving API (the hub's own list handler, glue.hub.autosaveapi)."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    offset = 0
+    while True:
+        _, users = await hub.request(
+            "GET",
+            f"{SAVING_API}/users",
+            params={"state": "active", "offset": str(offset), "limit": str(PAGE)},
+            ok=(200,),
+        )
+        users = users or []
+        for user in users:
+            for name, server in (user.get("servers") or {}).items():
+                found[(user["name"], name)] = server
+        if len(users) < PAGE:
+            return found
+        offset += len(users)
+
+
+def label(user: str, server: str) -> str:
+    return f"{user}/{server}" if server else user
+
+
+async def drain(hub: Hub, *, save_seconds: float, deadline_seconds: float) -> Report:
+    """Stop every active server through the saving stop, in rounds until none runs, every one
+    left has failed its autosave, or the deadline passes (a server still starting or
+    stopping then is reported too)."""
+    report = Report()
+    deadline = time.monotonic() + deadline_seconds
+    limit = asyncio.Semaphore(4)
+
+    async def stop(user: str, server: str) -> None:
+        async with limit:
+            try:
+                await hub.stop(user, server, saving=save_seconds)
+            except GlueError as e:  # the autosave failed (409), or the hub failed
+                report.failed[label(user, server)] = e.message
+                log.warning("%s: not saved, still running: %s", label(user, server), e.message)
+            else:
+                if label(user, server) not in report.stopped:
+                    report.stopped.append(label(user, server))
+                log.info("%s: saved and stopped", label(user, server))
+
+    while True:
+        servers = await active_servers(hub)
+        left = {key: s for key, s in servers.items() if label(*key) not in report.failed}
+        if not left:
+            return report
+        if time.monotonic() > deadline:  # also while users keep launching meanwhile
+            for key, s in left.items():
+                if label(*key) not in report.stopped or s.get("ready"):
+                    state = s.get("pending") or ("running" if s.get("ready") else "starting")
+                    report.failed[label(*key)] = f"still {state} at the deadline"
+            return report
+        ready = [key for key, s in left.items() if s.get("ready") and not s.get("pending")]
+        if ready:
+            await asyncio.gather(*(stop(user, server) for user, server in ready))
+        else:
+            await asyncio.sleep(ROUND_PAUSE)  # starting or stopping: look again
+
+
+async def run(api_url: str, token: str, *, save_seconds: float, deadline_seconds: float) -> Report:
+    hub = Hub(api_url, token, timeout=save_seconds + 30)
+    try:
+        return await drain(hub, save_seconds=save_seconds, deadline_seconds=deadline_seconds)
+    finally:
+        await hub.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Stop every user server through the hub's saving stop (autosave first)."
+    )
+    parser.add_argument(
+        "--save-seconds", type=float, default=300, help="one server's autosave and stop"
+    )
+    parser.add_argument(
+        "--deadline-seconds", type=float, default=880, help="the whole run, at most"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    api_url, token = os.environ.get("JUPYTERHUB_API_URL"), os.environ.get("JUPYTERHUB_API_TOKEN")
+    if not api_url or not token:
+        print("drain: set JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(
+            run(
+                api_url,
+                token,
+                save_seconds=args.save_seconds,
+                deadline_seconds=args.deadline_seconds,
+            )
+        )
+    except GlueError as e:
+        print(f"drain: the hub failed ({e.message}); servers may still run", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line, flush=True)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
