@@ -1422,7 +1422,15 @@ def test_placeholder_image_tags_are_refused_with_what_to_set(helm: str, tmp_path
     assert refused.returncode != 0
     assert "jupyterhub.hub.image.tag" in refused.stderr, refused.stderr
     assert "the tag you pushed" in refused.stderr
-    docs = template(helm, raw, "rel", *glue_set, "--set", "jupyterhub.hub.image.tag=1.0.0")
+    hub_set = (*glue_set, "--set", "jupyterhub.hub.image.tag=1.0.0")
+    refused = run(helm, "template", "rel", raw, *hub_set, check=False)
+    assert refused.returncode != 0
+    assert "jupyterhub.custom.notebooks.images.default" in refused.stderr, refused.stderr
+    user_set = (*hub_set, "--set", "jupyterhub.custom.notebooks.images.default=r.example.org/u:1")
+    refused = run(helm, "template", "rel", raw, *user_set, check=False)
+    assert refused.returncode != 0
+    assert "jupyterhub.singleuser.image.tag" in refused.stderr, refused.stderr
+    docs = template(helm, raw, "rel", *user_set, "--set", "jupyterhub.singleuser.image.tag=1")
     assert one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == (
         f"r.example.org/g:{BUILT_TAG}"
     )

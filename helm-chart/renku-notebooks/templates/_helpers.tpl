@@ -186,6 +186,13 @@ http://{{ include "renku-notebooks.serviceName" . }}
 {{- if contains "set-by-chartpress" (toString ($hubImage.tag | default "")) }}
 {{- fail (printf "jupyterhub.hub.image.tag (the hub image with renku-notebooks, %s) is chartpress's placeholder: set it to the tag you pushed, or %s" ($hubImage.name | default "its name")  $build) }}
 {{- end }}
+{{- if contains "set-by-chartpress" (($config.images | default dict).default | default "") }}
+{{- fail (printf "jupyterhub.custom.notebooks.images.default (the image servers launch in, unless a commit has its own) is chartpress's placeholder %q: set it to <registry>/renku-notebooks-singleuser:<tag> or another single-user image, or %s" $config.images.default $build) }}
+{{- end }}
+{{- $userImage := dig "singleuser" "image" dict (.Values.jupyterhub | default dict) }}
+{{- if contains "set-by-chartpress" (toString ($userImage.tag | default "")) }}
+{{- fail (printf "jupyterhub.singleuser.image.tag (the single-user image pre-pulled onto every node, %s) is chartpress's placeholder: set it to the tag of jupyterhub.custom.notebooks.images.default, or %s" ($userImage.name | default "its name") $build) }}
+{{- end }}
 {{- if ne ($config.spawner | default dict).kind "kubernetes" }}
 {{- fail "jupyterhub.custom.notebooks.spawner.kind must be `kubernetes` in the Helm chart" }}
 {{- end }}
