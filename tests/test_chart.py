@@ -649,7 +649,7 @@ def notes(helm: str, chart: Path, *args: str | Path) -> str:
 def test_notes_say_what_is_open(helm: str, chart: Path, tmp_path: Path) -> None:
     closed = notes(helm, chart)
     assert "nobody can log in yet" in closed
-    assert "Images: only quay.io/renku/renku-notebooks-singleuser:set-by-chartpress" in closed
+    assert f"Images: only quay.io/renku/renku-notebooks-singleuser:{BUILT_TAG}" in closed
     assert "WARNING: jupyterhub.hub.config.GitLabOAuthenticator.client_id is not set" in closed
     opened = notes(
         helm,
