@@ -39,9 +39,10 @@ def uses_a_hub(item: pytest.Item) -> bool:
 # world), so one worker starts those once. A few long tests share nothing with their module
 # but the session hub, or have a hub of their own, and run apart, as units of their own
 # (APART). Units are handed out in collection order, which is set here:
-# - FIRST, the one unit that keeps a core busy for minutes: schemathesis' thousands of
-#   requests, then fifty servers at once, one after the other in one worker (side by side on 2
-#   cores they made servers miss their start timeouts);
+# - FIRST, the one unit that keeps the cores busy for minutes: fifty servers at once, then
+#   schemathesis' thousands of requests, one after the other in one worker (side by side on 2
+#   cores they made servers miss their start timeouts); the fifty servers first, while the
+#   other workers run units without a hub, whose tests have no start to wait for;
 # - beside them, every unit that needs no hub: nothing of theirs waits on a launch that
 #   fifty servers starting at once would slow past its timeout;
 # - then the units with hubs, longest first (LONGEST, from `--durations` on 2 cores), so
@@ -73,6 +74,8 @@ APART: dict[str, str] = {
     "tests/test_sandbox.py::test_a_notebook_past_its_profiles_memory": "sandbox-limits",
 }
 FIRST = ("busy",)
+# the order of the tests inside the busy unit (by node id prefix)
+BUSY = ("tests/test_faults.py", "tests/test_contract.py")
 SMOKE = "tests/test_bench_smoke.py::test_every_figure_measures_something_at_smoke_size"
 LONGEST = (
     # beside the fifty servers: the benchmark's runs, whose waits are generous
@@ -127,7 +130,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     def order(item: pytest.Item) -> tuple[int, int]:
         unit = work_unit(item.nodeid)
         if unit in FIRST:
-            return 0, FIRST.index(unit)
+            return 0, [item.nodeid.startswith(prefix) for prefix in BUSY].index(True)
         if unit not in with_hub:
             return 1, first_seen[unit]
         if unit in LONGEST:
