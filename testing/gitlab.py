@@ -26,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -48,7 +49,7 @@ from urllib.parse import unquote, urlencode
 import yaml
 from aiohttp import web
 
-GUEST, REPORTER, DEVELOPER, OWNER = 10, 20, 30, 50
+GUEST, REPORTER, DEVELOPER, MAINTAINER, OWNER = 10, 20, 30, 40, 50
 NOTIFICATION_GLOBAL = 3
 OAUTH_TOKEN_SECONDS = 7200
 GITLAB_VERSION = "17.11.0"
@@ -77,21 +78,91 @@ TERMS = (
 EXPIRED = "Token is expired. You can either do re-authorization or token refresh."
 REVOKED = "Token was revoked. You have to re-authorize from the user."
 THROTTLED = "This endpoint has been requested too many times. Try again later."
-# lib/gitlab/checks/branch_check.rb: a push deleting a protected branch is refused for anyone
+# lib/gitlab/checks/branch_check.rb: pushes to protected branches (names or wildcards such
+# as `notebooks/*`); by default only Maintainers push to one and nobody force-pushes
 DELETE_PROTECTED = "You can only delete protected branches using the web interface."
+DELETE_PROTECTED_ROLE = (
+    "You are not allowed to delete protected branches from this project. Only a project "
+    "maintainer or owner can delete a protected branch."
+)
+FORCE_PUSH_PROTECTED = (
+    "You are not allowed to force push code to a protected branch on this project."
+)
+PUSH_PROTECTED = "You are not allowed to push code to protected branches on this project."
+CREATE_PROTECTED = "You are not allowed to create protected branches on this project."
+# ee/lib/ee/gitlab/checks/push_rules/commit_check.rb (Premium push rules)
+PUSH_RULES = frozenset({"commit_committer_check", "member_check"})
+COMMITTER_NOT_VERIFIED = "Committer email '{email}' is not verified."
+COMMITTER_NOT_ALLOWED = (
+    "You cannot push commits for '{email}'. You can only push commits that were committed "
+    "with one of your own verified emails."
+)
+AUTHOR_NOT_MEMBER = "Author '{email}' is not a member of team"
+MOVED_NOT_GET = "Non GET methods are not allowed for moved projects"
+# lib/api/branches.rb: `cache_action([user_project, :branches, current_user, declared_params],
+# expires_in: 30.seconds)`; these are the list's declared parameters
+BRANCH_LIST_SECONDS = 30.0
+BRANCH_LIST_PARAMS = ("search", "regex", "sort", "page_token", "page", "per_page", "pagination")
+# Doorkeeper's error view, which GitLab renders itself (`doorkeeper/authorizations/error`)
+INVALID_SCOPE = "The requested scope is invalid, unknown, or malformed."
+ERROR_PAGE = """<!DOCTYPE html>
+<html><head><title>An error has occurred</title></head>
+<body><main><h3>An error has occurred</h3><p>{description}</p></main></body></html>
+"""
 # GitLab checks a push before it lands (gitlab-shell asks the API's /allowed from its
-# pre-receive hook); this hook does the stand-in's part, then runs the repository's own
-PRE_RECEIVE = f"""#!/bin/sh
-input=$(cat)
-printf '%s\\n' "$input" | while read -r old new ref; do
-  name=${{ref#refs/heads/}}
-  if [ "$new" = {"0" * 40} ] && printf '%s\\n' "$STANDIN_PROTECTED" | grep -qxF -- "$name"
-  then
-    echo "GitLab: {DELETE_PROTECTED}" >&2
-    exit 1
-  fi
-done || exit 1
-if [ -x hooks/pre-receive ]; then printf '%s\\n' "$input" | hooks/pre-receive; fi
+# pre-receive hook); this hook does the stand-in's part from what the request's handler put
+# in its environment, then runs the repository's own
+PRE_RECEIVE = f"""#!{sys.executable}
+import fnmatch, os, subprocess, sys
+
+ZERO = "0" * 40
+data = sys.stdin.buffer.read()
+env = os.environ
+protected = [p for p in env.get("STANDIN_PROTECTED", "").split("\\n") if p]
+rules = set(env.get("STANDIN_PUSH_RULES", "").split())
+level = int(env.get("STANDIN_LEVEL") or 0)
+mine = {{e.lower() for e in env.get("STANDIN_PUSHER_EMAILS", "").split()}}
+unverified = {{e.lower() for e in env.get("STANDIN_PUSHER_UNVERIFIED", "").split()}}
+known = {{e.lower() for e in env.get("STANDIN_USER_EMAILS", "").split()}}
+
+
+def refuse(message):
+    print("GitLab: " + message, file=sys.stderr)
+    sys.exit(1)
+
+
+def git(*args):
+    out = subprocess.run(["git", *args], capture_output=True, text=True)
+    return out.returncode, out.stdout
+
+
+for line in data.decode().splitlines():
+    old, new, ref = line.split()
+    if not ref.startswith("refs/heads/"):
+        continue
+    name = ref[len("refs/heads/"):]
+    if any(fnmatch.fnmatchcase(name, p) for p in protected):
+        if new == ZERO:
+            refuse({DELETE_PROTECTED_ROLE!r} if level < {MAINTAINER} else {DELETE_PROTECTED!r})
+        if old != ZERO and git("merge-base", "--is-ancestor", old, new)[0]:
+            refuse({FORCE_PUSH_PROTECTED!r})
+        if level < {MAINTAINER}:
+            refuse({CREATE_PROTECTED!r} if old == ZERO else {PUSH_PROTECTED!r})
+    if new == ZERO or not rules:
+        continue
+    _, listed = git("rev-list", "--format=%ae%x00%ce", new, "--not", "--branches", "--tags")
+    for entry in listed.splitlines():
+        if entry.startswith("commit ") or "\\0" not in entry:
+            continue
+        author, committer = (e.lower() for e in entry.split("\\0", 1))
+        if "commit_committer_check" in rules and committer not in mine:
+            template = {COMMITTER_NOT_VERIFIED!r} if committer in unverified else (
+                {COMMITTER_NOT_ALLOWED!r})
+            refuse(template.format(email=committer))
+        if "member_check" in rules and author not in known:
+            refuse({AUTHOR_NOT_MEMBER!r}.format(email=author))
+if os.access("hooks/pre-receive", os.X_OK):
+    sys.exit(subprocess.run(["hooks/pre-receive"], input=data).returncode)
 """
 _ids = itertools.count(1)
 
@@ -104,6 +175,14 @@ class User:
     email: str
     state: str = "active"  # or "blocked": every API call answers 403
     terms_accepted: bool = True  # False: 403 until the user accepts (when terms are enforced)
+    is_admin: bool = False  # an instance admin sees every project, with no role in it
+    commit_email: str | None = None  # `commit_email` in /user (the primary email when unset)
+    # verified secondary addresses; `unverified` ones are known but not yet confirmed
+    emails: set[str] = field(default_factory=set)
+    unverified: set[str] = field(default_factory=set)
+
+    def verified_emails(self) -> set[str]:
+        return {self.email, *self.emails, *([self.commit_email] if self.commit_email else [])}
 
 
 @dataclass
@@ -130,6 +209,7 @@ class Group:
     members: dict[str, int]
     # groups invited into this group (Members > Invite a group): path -> maximum role
     shared_with: dict[str, int] = field(default_factory=dict)
+    requests: set[str] = field(default_factory=set)  # users whose request to join is pending
 
 
 @dataclass
@@ -153,7 +233,8 @@ class Project:
     shared_with: dict[str, int] = field(default_factory=dict)
     registry: dict[str, RegistryRepository] = field(default_factory=dict)  # name -> repository
     personal: bool = False  # in a user's namespace, not a group's
-    protected: set[str] = field(default_factory=set)  # protected branch names
+    protected: set[str] = field(default_factory=set)  # protected branch names or wildcards
+    push_rules: set[str] = field(default_factory=set)  # some of PUSH_RULES (Premium)
 
     @property
     def namespace(self) -> str:
@@ -241,6 +322,15 @@ class GitLabStandIn:
         self.fetch_held = threading.Event()
         self.release_fetch = threading.Event()
         self.throttled = 0  # how many of the next API requests answer 429
+        # the scheme GitLab believes it serves (behind a TLS terminator Rack sees `http`):
+        # the Locations it makes carry it; None: the scheme the request came in with
+        self.external_scheme: str | None = None
+        # GitLab before 16.9 counted a pending request to join the project's group as
+        # Developer in `permissions.group_access` (MR 141364); True emulates such a release
+        self.before_16_9 = False
+        self.branch_list_seconds = BRANCH_LIST_SECONDS
+        # (user, project id, declared params) -> (when, body, headers) of a branch list
+        self._branch_lists: dict[tuple[str, int, tuple[tuple[str, str], ...]], Any] = {}
         self.retry_after: int | None = 1  # their Retry-After (None: sent without it)
         self._runner: web.AppRunner | None = None
         self._hooks: str | None = None  # the directory of PRE_RECEIVE while serving
@@ -255,8 +345,10 @@ class GitLabStandIn:
         *,
         expires_in: float | None = None,
         name: str | None = None,
+        is_admin: bool = False,
     ) -> User:
         user = User(next(_ids), username, name or username.title(), f"{username}@example.test")
+        user.is_admin = is_admin
         self.users[username] = user
         if token:
             self.add_token(username, token, expires_in=expires_in)
@@ -344,8 +436,23 @@ class GitLabStandIn:
         return project
 
     def protect_branch(self, project: str, name: str) -> None:
-        """Protect a branch (doc/api/protected_branches.md): nobody deletes it by a push."""
+        """Protect a branch or a wildcard of them such as `notebooks/*`
+        (doc/api/protected_branches.md, GitLab's defaults): only Maintainers push to one,
+        nobody force-pushes to one or deletes one by a push."""
         self.projects[project.lower()].protected.add(name)
+
+    def set_push_rules(self, project: str, *rules: str) -> None:
+        """Premium push rules: `commit_committer_check` ("Reject unverified users": every
+        new commit's committer email must be a verified email of the pusher) and
+        `member_check` (every author email must belong to a GitLab user)."""
+        unknown = set(rules) - PUSH_RULES
+        if unknown:
+            raise ValueError(f"unknown push rules {sorted(unknown)}")
+        self.projects[project.lower()].push_rules = set(rules)
+
+    def request_access(self, group: str, username: str) -> None:
+        """A pending request to join the group (no role until a maintainer approves it)."""
+        self.groups[group].requests.add(username)
 
     def rename_project(self, old: str, new: str) -> Project:
         """Rename or move a project; GitLab keeps a redirect from the old path."""
@@ -408,7 +515,15 @@ class GitLabStandIn:
         """
         if username is None or project.personal:
             return None
-        return self._group_level(username, project.namespace)
+        level = self._group_level(username, project.namespace)
+        if self.before_16_9 and self._requested(username, project.namespace):
+            level = max(level or 0, DEVELOPER)  # highest_group_member counted the request
+        return level
+
+    def _requested(self, username: str, group_path: str) -> bool:
+        parts = group_path.split("/")
+        groups = (self.groups.get("/".join(parts[:depth])) for depth in range(1, len(parts) + 1))
+        return any(group is not None and username in group.requests for group in groups)
 
     def project_access(self, username: str | None, project: Project) -> int | None:
         return project.members.get(username) if username else None
@@ -435,7 +550,7 @@ class GitLabStandIn:
             return None
         levels = [
             self.project_access(username, project),
-            self.group_access(username, project),
+            None if project.personal else self._group_level(username, project.namespace),
             *self._shared_levels(username, project),
         ]
         return max((lvl for lvl in levels if lvl is not None), default=None)
@@ -448,12 +563,16 @@ class GitLabStandIn:
             return True
         if username is None:
             return False
+        if self.users[username].is_admin:
+            return True  # an admin sees every project, without a role in it
         return project.visibility == "internal" or self.level(username, project) >= GUEST
 
     def can_read_code(self, username: str | None, project: Project) -> bool:
         """Guests read code of public and internal projects only (GitLab's permissions table)."""
         if not self.can_see(username, project):
             return False
+        if username is not None and self.users[username].is_admin:
+            return True
         return project.visibility != "private" or self.level(username, project) >= REPORTER
 
     def can_read_registry(self, username: str | None, project: Project) -> bool:
@@ -497,12 +616,18 @@ class GitLabStandIn:
         app.router.add_get(f"{api}/projects/{{id}}", self._project)
         app.router.add_get(f"{api}/projects/{{id}}/repository/commits/{{sha}}", self._commit)
         app.router.add_get(f"{api}/projects/{{id}}/repository/branches", self._branches)
+        app.router.add_get(
+            f"{api}/projects/{{id}}/repository/branches/{{branch:.+}}", self._branch
+        )
         app.router.add_get(f"{api}/projects/{{id}}/members/all/{{uid}}", self._member)
         app.router.add_get(f"{api}/projects/{{id}}/registry/repositories", self._registry_repos)
         app.router.add_get(
             f"{api}/projects/{{id}}/registry/repositories/{{rid}}/tags/{{tag}}", self._registry_tag
         )
         self._add_ci_and_files_routes(app, api)
+        # any other method below a project: GitLab's write endpoints, which the stand-in does
+        # not serve, but whose answer for an old path of a moved project matters (405)
+        app.router.add_route("*", f"{api}/projects/{{id}}/{{rest:.*}}", self._other_method)
         app.router.add_get("/oauth/authorize", self._authorize)
         app.router.add_post("/oauth/token", self._token)
         app.router.add_get(r"/{repo:.+\.git}/info/refs", self._git)
@@ -601,19 +726,28 @@ class GitLabStandIn:
             project = self.projects.get(ident.lower())
             moved = None if project else self.redirects.get(ident.lower())
             if moved is not None and self.can_see(username, moved):
-                if request.method not in ("GET", "HEAD"):
-                    raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+                if request.method != "GET":  # `request.get?`: HEAD is not GET either
+                    raise web.HTTPMethodNotAllowed(
+                        request.method,
+                        ["GET"],
+                        text=json.dumps({"message": MOVED_NOT_GET}),
+                        content_type="application/json",
+                    )
                 raise web.HTTPMovedPermanently(self._moved_location(request, moved))
         if project is None or not self.can_see(username, project):
             raise _not_found("404 Project Not Found")
         return username, project
 
     def _moved_location(self, request: web.Request, project: Project) -> str:
-        """`…/api/v4/projects/<id>` plus the rest of the requested path and its query."""
+        """`…/api/v4/projects/<id>` plus the rest of the requested path and its query, at
+        the scheme GitLab believes it serves (`external_scheme`)."""
         prefix = "/api/v4/projects/"
         rest = request.raw_path[len(prefix) :]
         rest = rest[len(rest.split("/", 1)[0].split("?", 1)[0]) :]
-        return f"{self._base_url(request)}{prefix}{project.id}{rest}"
+        base = self._base_url(request)
+        if self.external_scheme:
+            base = f"{self.external_scheme}://{base.partition('://')[2]}"
+        return f"{base}{prefix}{project.id}{rest}"
 
     # ---- API endpoints ---------------------------------------------------------------------
 
@@ -627,7 +761,12 @@ class GitLabStandIn:
         if username is None:
             raise _unauthorized()
         user = self.users[username]
-        body = {**self._user_json(user, request), "email": user.email, "is_admin": False}
+        body = {
+            **self._user_json(user, request),
+            "email": user.email,
+            "commit_email": user.commit_email or user.email,  # commit_email_or_default
+            "is_admin": user.is_admin,
+        }
         return web.json_response(body)
 
     def _user_json(self, user: User, request: web.Request) -> dict[str, Any]:
@@ -646,12 +785,15 @@ class GitLabStandIn:
         username, project = self._visible_project(request)
         body = self._project_json(project, self._base_url(request))
         if username is not None:  # GitLab leaves `permissions` out for anonymous requests
-            body["permissions"] = {
-                "project_access": _access(self.project_access(username, project))
+            body["permissions"] = {  # group_access is null in a personal namespace
+                "project_access": _access(self.project_access(username, project)),
+                "group_access": _access(self.group_access(username, project)),
             }
-            if not project.personal:  # only a group namespace has group_access
-                body["permissions"]["group_access"] = _access(self.group_access(username, project))
         return web.json_response(body)
+
+    async def _other_method(self, request: web.Request) -> web.Response:
+        self._visible_project(request)
+        return web.json_response({"error": "404 Not Found"}, status=404)
 
     async def _member(self, request: web.Request) -> web.Response:
         """`members/all/:user_id`: direct, inherited, shared and invited-group membership, at
@@ -714,21 +856,29 @@ class GitLabStandIn:
         return web.json_response(commit)
 
     async def _branches(self, request: web.Request) -> web.Response:
-        """doc/api/branches.md: the project's branches sorted by name, paginated; `search`
-        is a case-insensitive substring, `^term` a prefix and `term$` a suffix."""
+        """doc/api/branches.md: the project's branches sorted by name; `search` is a
+        case-insensitive substring, `^term` a prefix and `term$` a suffix.
+
+        As GitLab does it: the answer is cached per user, project and declared parameters
+        for 30 s (`cache_action`), so a branch created or deleted meanwhile is missing or
+        still listed; the first page comes from Gitaly (GitalyKeysetPager): with `search`
+        it holds every match, and its headers always say page 2 follows, counted from all
+        of the repository's branches; later pages are offset pages of the matches."""
         username, project = self._visible_project(request)
         if not self.can_read_code(username, project):
             return _message(403, "403 Forbidden")
+        key = (
+            username or "",
+            project.id,
+            tuple((k, request.query[k]) for k in BRANCH_LIST_PARAMS if k in request.query),
+        )
+        cached = self._branch_lists.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.branch_list_seconds:
+            return web.json_response(cached[1], headers=cached[2])
         term = request.query.get("search", "")
         start, end = term.startswith("^"), term.endswith("$") and len(term) > 1
         needle = term.removeprefix("^").removesuffix("$") if term else ""
-        names = []
-        if project.repo is not None:
-            status, out = await _run_git(
-                project.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads"
-            )
-            names = sorted(out.split()) if status == 0 else []
-        default = _default_branch(project.repo)
+        names = await _branch_names(project.repo)
 
         def wanted(name: str) -> bool:
             lower, key = name.lower(), needle.lower()
@@ -741,26 +891,54 @@ class GitLabStandIn:
             return key in lower
 
         found = [n for n in names if wanted(n)]
-        page, headers = _paginate(request, len(found))
-        base = self._base_url(request)
-        body = []
-        for name in found[page]:
-            commit = await _read_commit(project.repo, f"refs/heads/{name}")
-            if commit is None:
-                continue
-            commit["web_url"] = f"{base}/{project.full_path}/-/commit/{commit['id']}"
-            body.append({
-                "name": name,
-                "merged": False,
-                "protected": name in project.protected,
-                "default": name == default,
-                "developers_can_push": False,
-                "developers_can_merge": False,
-                "can_push": self.level(username, project) >= DEVELOPER,
-                "web_url": f"{base}/{project.full_path}/-/tree/{name}",
-                "commit": commit,
-            })
+        page_param = request.query.get("page", "")
+        if not page_param.isdigit() or int(page_param) <= 1:
+            per_page = _per_page(request)
+            shown = found if term else found[:per_page]
+            headers = _offset_headers(
+                request, per_page, 1, "2", len(names), len(names) // per_page + 1
+            )
+        else:
+            page, headers = _paginate(request, len(found))
+            shown = found[page]
+        body = [await self._branch_json(request, username, project, n) for n in shown]
+        body = [b for b in body if b is not None]
+        self._branch_lists[key] = (time.monotonic(), body, headers)
         return web.json_response(body, headers=headers)
+
+    async def _branch(self, request: web.Request) -> web.Response:
+        """`GET /projects/:id/repository/branches/:branch`: read from the repository itself
+        (no cache), 404 "404 Branch Not Found" when there is none."""
+        username, project = self._visible_project(request)
+        if not self.can_read_code(username, project):
+            return _message(403, "403 Forbidden")
+        name = unquote(request.match_info["branch"])
+        body = None
+        if name in await _branch_names(project.repo):
+            body = await self._branch_json(request, username, project, name)
+        if body is None:
+            return _message(404, "404 Branch Not Found")
+        return web.json_response(body)
+
+    async def _branch_json(
+        self, request: web.Request, username: str | None, project: Project, name: str
+    ) -> dict[str, Any] | None:
+        commit = await _read_commit(project.repo, f"refs/heads/{name}")
+        if commit is None:
+            return None
+        base = self._base_url(request)
+        commit["web_url"] = f"{base}/{project.full_path}/-/commit/{commit['id']}"
+        return {
+            "name": name,
+            "merged": False,
+            "protected": any(fnmatch.fnmatchcase(name, p) for p in project.protected),
+            "default": name == _default_branch(project.repo),
+            "developers_can_push": False,
+            "developers_can_merge": False,
+            "can_push": self.level(username, project) >= DEVELOPER,
+            "web_url": f"{base}/{project.full_path}/-/tree/{name}",
+            "commit": commit,
+        }
 
     async def _registry_repos(self, request: web.Request) -> web.Response:
         username, project = self._visible_project(request)
@@ -913,12 +1091,11 @@ class GitLabStandIn:
             )
         scope = query.get("scope") or app.scopes
         if not set(scope.split()) <= set(app.scopes.split()):
-            # Doorkeeper: a scope the application was not registered with issues no code
-            raise _redirect(
-                app.redirect_uri,
-                error="invalid_scope",
-                error_description="The requested scope is invalid, unknown, or malformed.",
-                state=query.get("state"),
+            # Oauth::AuthorizationsController#new: a scope the application was not
+            # registered with issues no code, and GitLab renders the error on its own page
+            # (200, HTML): nothing goes back to the client's redirect URI
+            return web.Response(
+                text=ERROR_PAGE.format(description=INVALID_SCOPE), content_type="text/html"
             )
         if self.oauth_user is None:
             return web.Response(status=401, text="No GitLab user is logged in to the stand-in.")
@@ -1027,7 +1204,16 @@ class GitLabStandIn:
             "GIT_CONFIG_KEY_1": "core.hooksPath",
             "GIT_CONFIG_VALUE_1": self._hooks or "hooks",
             "STANDIN_PROTECTED": "\n".join(sorted(project.protected)),
+            "STANDIN_PUSH_RULES": " ".join(sorted(project.push_rules)),
+            "STANDIN_LEVEL": str(self.level(username, project)),
         }
+        pusher = self.users.get(username or "")
+        if pusher is not None:
+            checks["STANDIN_PUSHER_EMAILS"] = " ".join(sorted(pusher.verified_emails()))
+            checks["STANDIN_PUSHER_UNVERIFIED"] = " ".join(sorted(pusher.unverified))
+        checks["STANDIN_USER_EMAILS"] = " ".join(
+            sorted(e for u in self.users.values() for e in (*u.verified_emails(), *u.unverified))
+        )
         return await _http_backend(request, project.repo, suffix, username or "", checks)
 
 
@@ -1081,14 +1267,10 @@ def _invalid_token(description: str) -> web.HTTPUnauthorized:
 
 
 def _insufficient_scope(scopes: frozenset[str]) -> web.HTTPForbidden:
+    """lib/api/api_guard.rb: RFC 6750's body, but no WWW-Authenticate (a FIXME there)."""
     wanted = " ".join(sorted(scopes))
     description = "The request requires higher privileges than provided by the access token."
-    challenge = (
-        'Bearer realm="Protected by OAuth 2.0", error="insufficient_scope", '
-        f'error_description="{description}", scope="{wanted}"'
-    )
     return web.HTTPForbidden(
-        headers={"WWW-Authenticate": challenge},
         text=json.dumps(
             {"error": "insufficient_scope", "error_description": description, "scope": wanted}
         ),
@@ -1104,22 +1286,49 @@ def _not_found(message: str) -> web.HTTPNotFound:
     return web.HTTPNotFound(text=json.dumps({"message": message}), content_type="application/json")
 
 
+def _number(request: web.Request, name: str, default: int) -> int:
+    value = request.query.get(name, "")
+    return int(value) if value.isdigit() and int(value) > 0 else default
+
+
+def _per_page(request: web.Request) -> int:
+    return min(_number(request, "per_page", PER_PAGE), MAX_PER_PAGE)
+
+
 def _paginate(request: web.Request, total: int) -> tuple[slice, dict[str, str]]:
     """Offset pagination as GitLab's API does it: `page`, `per_page` (20, at most 100), and
     X-Page, X-Per-Page, X-Next-Page, X-Prev-Page, X-Total, X-Total-Pages and Link headers."""
-
-    def number(name: str, default: int) -> int:
-        value = request.query.get(name, "")
-        return int(value) if value.isdigit() and int(value) > 0 else default
-
-    per_page = min(number("per_page", PER_PAGE), MAX_PER_PAGE)
-    page = number("page", 1)
+    per_page = _per_page(request)
+    page = _number(request, "page", 1)
     pages = max(1, -(-total // per_page))
+    headers = _offset_headers(
+        request,
+        per_page,
+        page,
+        str(page + 1) if page < pages else "",
+        total,
+        pages,
+        str(page - 1) if 1 < page <= pages + 1 else "",
+    )
+    start = (page - 1) * per_page
+    return slice(start, start + per_page), headers
+
+
+def _offset_headers(
+    request: web.Request,
+    per_page: int,
+    page: int,
+    next_page: str,
+    total: int,
+    pages: int,
+    prev_page: str = "",
+) -> dict[str, str]:
+    """lib/gitlab/pagination/offset_header_builder.rb's headers."""
     headers = {
         "X-Page": str(page),
         "X-Per-Page": str(per_page),
-        "X-Next-Page": str(page + 1) if page < pages else "",
-        "X-Prev-Page": str(page - 1) if 1 < page <= pages + 1 else "",
+        "X-Next-Page": next_page,
+        "X-Prev-Page": prev_page,
         "X-Total": str(total),
         "X-Total-Pages": str(pages),
     }
@@ -1134,8 +1343,7 @@ def _paginate(request: web.Request, total: int) -> tuple[slice, dict[str, str]]:
             url = request.url.update_query(page=number_, per_page=str(per_page))
             links.append(f'<{url}>; rel="{rel}"')
     headers["Link"] = ", ".join(links)
-    start = (page - 1) * per_page
-    return slice(start, start + per_page), headers
+    return headers
 
 
 def _git_challenge() -> web.HTTPUnauthorized:
@@ -1244,6 +1452,13 @@ def _default_branch(repo: Path | None) -> str | None:
         check=False,
     )
     return result.stdout.strip() or None
+
+
+async def _branch_names(repo: Path | None) -> list[str]:
+    if repo is None:
+        return []
+    status, out = await _run_git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads")
+    return sorted(out.split()) if status == 0 else []
 
 
 async def _run_git(repo: Path, *args: str) -> tuple[int, str]:
@@ -1399,21 +1614,32 @@ def bare_repo_from_directory(source: Path, dest: Path) -> Path:
 def load_fixture(standin: GitLabStandIn, fixture: Path, repos_dir: Path) -> None:
     """Fill the stand-in from YAML; relative paths are relative to the fixture file.
 
-    users: [{username, token?, name?}]
-    groups: [{path, members: {user: level}, sharedWith?: {invited group: max level}}]
+    users: [{username, token?, name?, isAdmin?, commitEmail?}]
+    groups: [{path, members: {user: level}, sharedWith?: {invited group: max level},
+              requests?: [user]}]
     projects: [{path, visibility?, members?, repo? (bare repo) | source? (a directory),
-                registryAccess?, sharedWith?: {group: level}, registryTags?: [tag]}]
+                registryAccess?, sharedWith?: {group: level}, registryTags?: [tag],
+                protected?: [name or wildcard], pushRules?: [rule]}]
     oauth: {user: <username>, clients: [{id, secret, redirectUri, scopes?}]}
-    registryHost, externalUrl: optional
+    registryHost, externalUrl, externalScheme, before16_9: optional
     """
     data = yaml.safe_load(fixture.read_text()) or {}
     base = fixture.resolve().parent
     standin.registry_host = data.get("registryHost", standin.registry_host)
     standin.external_url = data.get("externalUrl", standin.external_url)
+    standin.external_scheme = data.get("externalScheme", standin.external_scheme)
+    standin.before_16_9 = bool(data.get("before16_9", standin.before_16_9))
     for user in data.get("users", []):
-        standin.add_user(user["username"], user.get("token"), name=user.get("name"))
+        added = standin.add_user(
+            user["username"], user.get("token"), name=user.get("name"),
+            is_admin=bool(user.get("isAdmin")),
+        )
+        added.commit_email = user.get("commitEmail")
     for group in data.get("groups", []):
-        standin.add_group(group["path"], group.get("members"), shared_with=group.get("sharedWith"))
+        added_group = standin.add_group(
+            group["path"], group.get("members"), shared_with=group.get("sharedWith")
+        )
+        added_group.requests.update(group.get("requests", []))
     for spec in data.get("projects", []):
         _fixture_project(standin, spec, base, repos_dir)
     oauth = data.get("oauth") or {}
@@ -1443,6 +1669,9 @@ def _fixture_project(
     )
     for tag in spec.get("registryTags", []):
         standin.add_registry_tag(spec["path"], str(tag))
+    for name in spec.get("protected", []):
+        standin.protect_branch(spec["path"], name)
+    standin.set_push_rules(spec["path"], *spec.get("pushRules", []))
 
 
 async def _serve(standin: GitLabStandIn, host: str, port: int) -> None:
@@ -1463,8 +1692,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fixture", type=Path, help="YAML with users, groups, projects, oauth")
     parser.add_argument("--repos-dir", type=Path, help="where bare repos made from `source` go")
     parser.add_argument("--external-url", help="base URL clients use, if not the one they call")
+    parser.add_argument("--external-scheme", help="the scheme of redirect Locations (http)")
+    parser.add_argument("--before-16-9", action="store_true",
+                        help="count pending group access requests in group_access")
     args = parser.parse_args(argv)
     standin = GitLabStandIn(external_url=args.external_url)
+    standin.external_scheme = args.external_scheme
+    standin.before_16_9 = args.before_16_9
     with tempfile.TemporaryDirectory(prefix="standin-repos-") as tmp:
         if args.fixture:
             load_fixture(standin, args.fixture, args.repos_dir or Path(tmp))

@@ -10,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from glue.core import contracts
+from glue.providers.base import Caller
 from glue.session import autosave, clone
+from testing.gitlab import GitLabStandIn, StandInThread, create_bare_repo
 from testing.repos import git, make_repo
 
 PREFIX = "notebooks/autosave"
@@ -295,3 +298,67 @@ def test_branch_names_are_valid_refs():
     assert check.returncode == 0, name
     with pytest.raises(ValueError):
         contracts.autosave_branch(PREFIX, "alice", "HEAD")
+
+
+def test_push_rules_and_protected_wildcards_of_gitlab(tmp_path):
+    """2. GitLab's push rules ("reject unverified users": the committer email must be one of
+    the pusher's verified emails; authors must be GitLab users) and wildcard-protected
+    branches check the autosave's push: its commit carries the user's GitLab identity
+    (`commit_email` from /api/v4/user), and a refusal says GitLab's reason, never silently."""
+    bare = tmp_path / "renku" / "demo.git"
+    sha = create_bare_repo(bare, [{"README.md": "hi\n"}])[0]
+    standin = GitLabStandIn()
+    user = standin.add_user("alice", "alice-token-0123456789", name="Alice Liddell")
+    user.commit_email = "alice.commits@example.test"
+    standin.add_project("renku/demo", repo=bare, members={"alice": 30})
+    standin.set_push_rules("renku/demo", "commit_committer_check", "member_check")
+    token_file = tmp_path / "token"
+    token_file.write_text("alice-token-0123456789")
+    branch = contracts.autosave_branch(PREFIX, "alice", sha)
+    key_file = tmp_path / "autosave-key"
+    key_file.write_text(signer(branch).key)
+    with StandInThread(standin) as thread:
+        remote = f"{thread.standin.url}/renku/demo.git"
+
+        async def gitlab_user() -> dict[str, object]:
+            headers = {"Authorization": "Bearer alice-token-0123456789"}
+            async with (
+                aiohttp.ClientSession(headers=headers) as session,
+                session.get(f"{thread.standin.url}/api/v4/user") as resp,
+            ):
+                return await resp.json()
+
+        record = thread.run(gitlab_user())
+        identity = Caller.from_auth_state("alice", {"gitlab_user": record}).identity()
+        assert identity == ("Alice Liddell", "alice.commits@example.test")
+
+        def save(workspace: Path, **extra) -> subprocess.CompletedProcess[str]:
+            argv, env = autosave.step(
+                "save", workspace=str(workspace), launched=sha, remote=remote, branch=branch,
+                token_file=str(token_file), python=sys.executable, **extra,
+            )
+            return subprocess.run([*argv, "--key-file", str(key_file)], env={**os.environ, **env},
+                                  capture_output=True, text=True, check=False)
+
+        workspace = fresh(tmp_path, bare, sha)
+        (workspace / "notes.txt").write_text("mine\n")
+        saved = save(workspace, identity=identity)
+        assert saved.returncode == 0, saved.stderr
+        assert json.loads(saved.stdout)["pushed"] is True
+        who = git(bare, "log", "-1", "--format=%an <%ae> / %cn <%ce>", f"refs/heads/{branch}")
+        assert who == ("Alice Liddell <alice.commits@example.test> / "
+                       "Alice Liddell <alice.commits@example.test>")
+
+        # without the identity GitLab's rule refuses, and the failure names its reason
+        (workspace / "notes.txt").write_text("more\n")
+        refused = save(workspace)
+        assert refused.returncode == 1 and "NOT saved" in refused.stderr
+        assert ("GitLab says: You cannot push commits for 'autosave@renku-notebooks.invalid'"
+                in refused.stderr), refused.stderr
+
+        # a wildcard protection (Maintainers push, nobody force-pushes): refused, said why
+        standin.protect_branch("renku/demo", "notebooks/*")
+        refused = save(workspace, identity=identity)
+        assert refused.returncode == 1 and "NOT saved" in refused.stderr
+        assert ("GitLab says: You are not allowed to force push code to a protected branch"
+                in refused.stderr), refused.stderr

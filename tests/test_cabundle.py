@@ -117,6 +117,38 @@ async def test_the_glues_gitlab_client_trusts_the_private_ca(
         await plain.close()
 
 
+async def test_moved_projects_http_location_is_followed_over_https(
+    gitlab: GitLabStandIn, pki: SimpleNamespace, tmp_path: Path
+) -> None:
+    """5. Behind a TLS terminator GitLab's Location says `http://` (Rack's view; the docs'
+    example does too): the same host is followed over the configured https, never in clear
+    (the stand-in serves TLS only), never to another host."""
+    repo = tmp_path / "demo.git"
+    sha = create_bare_repo(repo, [{"README.md": "hi\n"}])[0]
+    gitlab.add_user("alice")
+    gitlab.add_token("alice", "glpat-alice-token-0123456789", scope="api")
+    gitlab.add_project("group/old", repo=repo, members={"alice": 30})
+    project = gitlab.rename_project("group/old", "group/new")
+    gitlab.external_scheme = "http"
+    caller = Caller.from_auth_state("alice", {"access_token": "glpat-alice-token-0123456789"})
+    provider = GitLabProvider(provider_config(gitlab.url, pki.ca))
+    try:
+        assert await provider.access_level(caller, Target("group", "old", sha)) == 30
+        assert await provider.commit_exists(caller, Target("group", "old", sha))
+    finally:
+        await provider.close()
+    gitlab.external_url = gitlab.url.replace("127.0.0.1", "localhost")  # another host
+    provider = GitLabProvider(provider_config(gitlab.url, pki.ca))
+    try:
+        with pytest.raises(GlueError) as refused:
+            await provider.access_level(caller, Target("group", "old", sha))
+        assert refused.value.code == "gitlab_error" and "not followed" in refused.value.message
+    finally:
+        await provider.close()
+    paths = [r.path for r in gitlab.requests]
+    assert paths[:2] == ["/api/v4/projects/group%2Fold", f"/api/v4/projects/{project.id}"]
+
+
 async def test_the_hubs_oauth_client_trusts_the_private_ca(
     gitlab: GitLabStandIn, pki: SimpleNamespace
 ) -> None:

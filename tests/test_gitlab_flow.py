@@ -191,7 +191,8 @@ def test_refusals_that_are_not_about_the_project_say_why(world, user, status, co
 
 
 def test_login_fails_when_the_application_lacks_a_requested_scope(world):
-    """GitLab (Doorkeeper) refuses a scope the application was not registered with."""
+    """GitLab (Doorkeeper) refuses a scope the application was not registered with, on its
+    own error page: no code, nothing sent back to the hub, nobody logged in."""
     hub, standin = world.hub, world.gitlab
     app = standin.oauth_apps["hub-client"]
     app.scopes = "read_user read_repository"  # registered without read_api
@@ -201,9 +202,49 @@ def test_login_fails_when_the_application_lacks_a_requested_scope(world):
         response = browser.get(f"{hub.url}/hub/oauth_login", timeout=30)
     finally:
         app.scopes = " ".join(GITLAB_SCOPES)
-    assert response.status_code == 400
+    assert response.status_code == 200 and response.url.startswith(f"{standin.url}/oauth/")
     assert "The requested scope is invalid, unknown, or malformed." in response.text
-    assert "jupyterhub-session-id" not in browser.cookies
+    assert "code=" not in response.url and "jupyterhub-session-id" not in browser.cookies
+
+
+def test_autosave_commits_as_the_user_and_a_push_rule_refusal_keeps_the_server(world):
+    """GitLab's push rules check the autosave's commit (it carries the user's GitLab email),
+    and a refused push (a wildcard-protected `notebooks/*`) refuses the stop with 409
+    `autosave_failed` in GitLab's words; the server keeps running, nothing is lost."""
+    hub, standin = world.hub, world.gitlab
+    project = "renku/sub/deep"  # `grouped` is a Developer through the group only
+    client, sha = world.login("grouped"), _head_sha(world, project)
+    path, branch = f"{project}/{sha}", f"notebooks/autosave/grouped/{sha}"
+    bare = standin.projects[project].repo
+    assert bare is not None
+    standin.set_push_rules(project, "commit_committer_check", "member_check")
+    standin.protect_branch(project, "notebooks/*")
+    try:
+        assert launch(client, project, sha).status_code in (201, 202)
+        contents = f"{hub.absolute(client.wait_running(path)['url'])}api/contents/unsaved.txt"
+        written = client.session.put(
+            contents, json={"type": "file", "format": "text", "content": "mine"}, timeout=30
+        )
+        assert written.status_code in (200, 201), written.text
+        refused = client.delete(path)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"] == "autosave_failed"
+        assert ("You are not allowed to create protected branches on this project"
+                in refused.json()["message"]), refused.json()
+        assert client.get(path).json()["status"] == "running"
+        standin.projects[project].protected.clear()
+        assert client.delete(path).status_code == 204
+        committer = subprocess.run(
+            ["git", "-C", str(bare), "log", "-1", "--format=%ae %ce", branch],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()
+        assert committer == [standin.users["grouped"].email] * 2
+    finally:
+        standin.set_push_rules(project)
+        standin.projects[project].protected.clear()
+        hub.remove_all_servers("grouped")
+        subprocess.run(["git", "-C", str(bare), "update-ref", "-d", f"refs/heads/{branch}"],
+                       check=False)
 
 
 def _renamed(world: GitLabWorld) -> str:

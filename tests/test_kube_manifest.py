@@ -614,6 +614,9 @@ async def test_sidecar_holds_the_token_and_autosaves_on_deletion(
         "--branch": branch,
         "--max-file-bytes": str(10 * 2**20),
         "--timeout": "120",
+        # whom the autosave commit is by: the user's git identity (GitLab push rules)
+        "--name": "alice",
+        "--email": "alice@users.renku-notebooks.invalid",
     }
     # the kubelet puts the pod's IP into the command line; the port is named for the chart
     assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in (
@@ -654,6 +657,10 @@ async def test_sidecar_holds_the_token_and_autosaves_on_deletion(
         branch,
         "--max-file-bytes",
         str(10 * 2**20),
+        "--name",
+        "alice",
+        "--email",
+        "alice@users.renku-notebooks.invalid",
     ]
     # the autosave pushes through the component, with the component's secret
     assert {"name": "NOTEBOOKS_GIT_TOKEN_FILE", "value": f"{secrets_dir}/session-secret"} in (

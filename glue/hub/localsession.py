@@ -282,8 +282,10 @@ async def save(
     launched: str,
     max_file_bytes: int,
     seconds: float,
+    identity: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Push the workspace's unsaved work to its autosave branch through the component."""
+    """Push the workspace's unsaved work to its autosave branch through the component, as a
+    commit by `identity` (the user's GitLab name and commit email: push rules check it)."""
 
     def build(_: str) -> tuple[list[str], dict[str, str]]:
         return autosave.step(
@@ -294,6 +296,7 @@ async def save(
             branch=branch,
             max_file_bytes=max_file_bytes,
             python=sys.executable,
+            identity=identity,
         )
 
     return await answer_of(sandbox, secret, build, seconds, "The autosave")

@@ -112,6 +112,8 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     git_port = 0  # the component's port while a session runs (0: none)
     _watched = False  # ended() is among the hub's poll callbacks
     _component: Popen[bytes] | None = None
+    # the user's git identity at the launch: the autosave at the stop commits as them
+    _identity: tuple[str, str] | None = None
 
     @default("sessions_root")
     def _beside_the_hub_db(self) -> str:
@@ -299,7 +301,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 git.secret(),
                 port=self.git_port,
                 project=launch.target.full_path,
-                identity=checked.caller.identity(),
+                identity=self._remember_identity(checked.caller.identity()),
                 branch=self.autosave_branch(launch),
                 launched=launch.target.commit_sha,
                 discard=launch.autosave == "discard",
@@ -307,6 +309,10 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             )
         except steprunner.StepFailed as e:
             raise RuntimeError(str(e).removeprefix("session: ")) from None
+
+    def _remember_identity(self, identity: tuple[str, str]) -> tuple[str, str]:
+        self._identity = identity
+        return identity
 
     async def stop_session_git(self) -> None:
         await localsession.stop_component(self._component, self.session_git().secret_file)
@@ -345,6 +351,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 launched=launch.target.commit_sha,
                 max_file_bytes=config["maxFileBytes"],
                 seconds=config["timeoutSeconds"],
+                identity=self._identity,
             )
         except (steprunner.StepFailed, GlueError, OSError, ValueError) as e:
             raise AutosaveFailed(getattr(e, "message", None) or str(e)) from None

@@ -549,6 +549,7 @@ def proxy_container(inputs: PodInputs, notebook: V1Container) -> V1Container:
         branch=inputs.autosave_branch,
         max_file_bytes=inputs.autosave_max_file_bytes,
         timeout=inputs.autosave_timeout,
+        identity=inputs.identity,
     )
     proxy = gitproxy.step(proxy_settings(inputs), listen=f"127.0.0.1:{PROXY_PORT}")
     command, _ = autosavecontrol.step(control, f"$({POD_IP_ENV}):{CONTROL_PORT}", proxy)
@@ -559,6 +560,7 @@ def proxy_container(inputs: PodInputs, notebook: V1Container) -> V1Container:
         remote=control.remote,
         branch=control.branch,
         max_file_bytes=control.max_file_bytes,
+        identity=control.identity,
     )
     container = glue_container(
         inputs,

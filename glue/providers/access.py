@@ -13,7 +13,7 @@ from cachetools import TTLCache
 from glue.core import metrics
 from glue.core.errors import Forbidden, NotFound
 from glue.core.target import Ref, Target, Wanted
-from glue.providers.base import LEVEL_NAMES, Caller, GitProvider
+from glue.providers.base import LEVEL_NAMES, NO_ACCESS, Caller, GitProvider
 
 CACHE_MAX = 8192
 
@@ -56,9 +56,15 @@ class Access:
             )
         if level < self.min_level:
             needed = LEVEL_NAMES.get(self.min_level, str(self.min_level))
+            admin = ""
+            if caller.git_admin and level == NO_ACCESS:
+                admin = (
+                    " Being a GitLab administrator is not enough: GitLab gives administrators "
+                    "no role in projects they are not members of; ask a maintainer to add you."
+                )
             raise Forbidden(
                 f"Launching {target.full_path} needs {needed} access ({self.min_level}) "
-                f"or higher; you have {LEVEL_NAMES.get(level, 'no')} access.",
+                f"or higher; you have {LEVEL_NAMES.get(level, 'no')} access.{admin}",
                 code="insufficient_access",
             )
         return level

@@ -37,6 +37,9 @@ class Caller:
     #: the name and email the user's commits carry, from their GitLab record when there is one
     git_name: str | None = None
     git_email: str | None = None
+    #: a GitLab instance administrator (`is_admin`): GitLab shows them every project, but
+    #: gives them no role in it, so they are refused like any non-member (said so)
+    git_admin: bool = False
 
     def identity(self) -> tuple[str, str]:
         """`user.name` and `user.email` of the session's git: GitLab's, else the hub user's."""
@@ -59,6 +62,7 @@ class Caller:
             user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
             _text(record.get("name")),
             next(filter(None, map(_text, emails)), None),
+            record.get("is_admin") is True,
         )
 
 

@@ -6,7 +6,10 @@ token of our own. The calls go through glue.providers.gitlabapi, the HTTP
 transport, which puts the token only in the Authorization header (never in a
 URL, a log line or an exception message) and follows a redirect only to the
 same GitLab host (a moved project answers 301 to its numeric id), so the token
-is never sent anywhere else. This module decides what GitLab's answers mean.
+is never sent anywhere else. This module decides what GitLab's answers mean,
+as GitLab really gives them: an old path answers 405 to anything but GET (HEAD
+included), `group_access` over-reports before GitLab 16.9, and branch lists are
+cached for 30 s.
 The one call that is not HTTP, a branch's deletion, pushes with git and hands
 it the token in a private file, never in an argument or URL.
 """
@@ -54,6 +57,10 @@ MAX_BRANCH_PAGES = 50
 # how long a moved project's old path is remembered as its id, per user
 MOVED_CACHE_SECONDS = 60
 MOVED_CACHE_MAX = 4096
+# GitLab caches a branch list per user and query for 30 s (lib/api/branches.rb): a branch
+# this service deleted is confirmed gone with the repository while a list may still hold it
+BRANCH_LIST_CACHE_SECONDS = 30
+DELETED_CACHE_SECONDS = BRANCH_LIST_CACHE_SECONDS + 15
 
 
 class GitLabProvider:
@@ -74,6 +81,10 @@ class GitLabProvider:
         self._moved: TTLCache[tuple[str, str], tuple[int, str]] = TTLCache(
             MOVED_CACHE_MAX, MOVED_CACHE_SECONDS
         )
+        # (user, project path lower-cased, branch) this service deleted lately
+        self._deleted: TTLCache[tuple[str, str, str], bool] = TTLCache(
+            MOVED_CACHE_MAX, DELETED_CACHE_SECONDS
+        )
 
     # ---- GitProvider -----------------------------------------------------------------------
 
@@ -83,6 +94,10 @@ class GitLabProvider:
         `permissions` in the project only counts direct membership and the project's own
         group and its ancestors; a role through a group share or an invited group shows
         only in `members/all/:user_id`, which is asked when the first answer is too low.
+        It is also asked when `group_access` alone reaches the level needed: GitLab before
+        16.9 counted a pending request to join the group there as Developer (MR 141364),
+        and `members/all` leaves requests out. Instance admins who are not members get
+        null in both fields, and no role: they are refused like any non-member.
         """
         answer = await self.client.get(caller, self._project_api(caller, target))
         if answer.status == 404:
@@ -95,8 +110,13 @@ class GitLabProvider:
         project = answer.body if isinstance(answer.body, dict) else {}
         self._remember_path(caller, target, project)
         level = _level(project)
-        if level < self.min_level and isinstance(project.get("id"), int):
+        if not isinstance(project.get("id"), int):
+            return level
+        if level < self.min_level:
             level = max(level, await self._member_level(caller, project["id"]))
+        elif _level(project, "project_access") < self.min_level:
+            # only group_access grants it: confirmed by the membership itself
+            level = await self._member_level(caller, project["id"])
         return level
 
     def current_target(self, caller: Caller, target: Wanted) -> Wanted:
@@ -199,18 +219,44 @@ class GitLabProvider:
         return sha if isinstance(sha, str) else None
 
     async def file_exists(self, caller: Caller, target: Target) -> bool:
-        """`HEAD /projects/:id/repository/files/:path?ref=<sha>`: 200 or 404, no content."""
+        """`HEAD /projects/:id/repository/files/:path?ref=<sha>`: 200 or 404, no content.
+
+        GitLab redirects an old path of a moved project for GET only: a HEAD there answers
+        405 "Non GET methods are not allowed for moved projects". This runs beside the access
+        check, before the move is known, so a 405 asks the project (a GET, which follows the
+        move to its id) and sends the HEAD again, by id. A 403 is the role's (a Guest may
+        not read the code of a private project)."""
         if not target.notebook:
             return True
-        path = (
-            f"{self._project_api(caller, target)}/repository/files/"
-            f"{quote(target.notebook, safe='')}?ref={target.commit_sha}"
-        )
-        answer = await self.client.get(caller, path, method="HEAD")
+
+        def path() -> str:
+            return (
+                f"{self._project_api(caller, target)}/repository/files/"
+                f"{quote(target.notebook, safe='')}?ref={target.commit_sha}"
+            )
+
+        answer = await self.client.get(caller, path(), method="HEAD")
+        if answer.status == 405 and await self._follow_move(caller, target):
+            answer = await self.client.get(caller, path(), method="HEAD")
         if answer.status == 404:
             return False
+        if answer.status == 403:
+            raise Forbidden(
+                f"Your access to {target.full_path} does not include reading its files; "
+                "ask a maintainer for the Reporter role or higher.",
+                code="insufficient_access",
+            )
         expect_ok(answer, f"looking for {target.notebook} in {target.full_path}")
         return True
+
+    async def _follow_move(self, caller: Caller, target: Target | Ref) -> bool:
+        """Learn whether the project at the target's path moved (a GET follows GitLab's 301
+        to its id); True when it did and calls by id now reach it."""
+        answer = await self.client.get(caller, self._project_api(caller, target))
+        if answer.status != 200 or not isinstance(answer.body, dict):
+            return False
+        self._remember_path(caller, target, answer.body)
+        return (caller.name, target.full_path.lower()) in self._moved
 
     async def pipeline_status(self, caller: Caller, target: Target) -> str | None:
         """The newest pipeline for the sha (GitLab lists them newest first); None when there
@@ -235,10 +281,16 @@ class GitLabProvider:
         self, caller: Caller, project: Target | Ref, prefix: str
     ) -> list[Branch]:
         """`GET /projects/:id/repository/branches?search=^<prefix>`, page by page; GitLab's
-        search is a substring match, so the prefix is checked again here."""
+        search is a substring match, so the prefix is checked again here.
+
+        GitLab's first page with `search` holds every match while its X-Next-Page counts
+        all branches, so later pages repeat matches: each name counts once, and a page
+        larger than asked for is the whole list. The list is cached for 30 s per user and
+        query: a branch this service deleted since is asked of the repository itself."""
         base = f"{self._project_api(caller, project)}/repository/branches"
         search = quote(f"^{prefix}", safe="")
-        found: list[Branch] = []
+        found: dict[str, Branch] = {}
+        seen: set[str] = set()
         async with aclosing(
             self.client.pages(caller, f"{base}?search={search}", max_pages=MAX_BRANCH_PAGES)
         ) as pages:
@@ -256,11 +308,32 @@ class GitLabProvider:
                     )
                 expect_ok(answer, f"listing the branches of {project.full_path}")
                 items = answer.body if isinstance(answer.body, list) else []
-                found += [b for b in map(_branch, items) if b and b.name.startswith(prefix)]
-                if answer.next_page is None:
-                    return found
+                branches = [b for b in map(_branch, items) if b]
+                repeated = bool(branches) and all(b.name in seen for b in branches)
+                seen.update(b.name for b in branches)
+                found.update((b.name, b) for b in branches if b.name.startswith(prefix))
+                if answer.next_page is None or len(items) > PER_PAGE or repeated:
+                    return await self._without_deleted(caller, project, base, found)
         log.warning("%s has over %d branches below %s", project.full_path, len(found), prefix)
-        return found
+        return await self._without_deleted(caller, project, base, found)
+
+    async def _without_deleted(
+        self, caller: Caller, project: Target | Ref, base: str, found: dict[str, Branch]
+    ) -> list[Branch]:
+        """The list, with each branch this service deleted lately for the caller asked of
+        `GET …/branches/:branch` (read from the repository, not cached): gone, or its tip
+        now (a new autosave since)."""
+        path = project.full_path.lower()
+        for name in [n for n in found if (caller.name, path, n) in self._deleted]:
+            answer = await self.client.get(caller, f"{base}/{quote(name, safe='')}")
+            if answer.status == 404:
+                del found[name]
+                continue
+            expect_ok(answer, f"reading branch {name} of {project.full_path}")
+            fresh = _branch(answer.body)
+            if fresh is not None:
+                found[name] = fresh
+        return list(found.values())
 
     async def delete_branch(self, caller: Caller, project: Target | Ref, name: str) -> bool:
         """A push deleting the branch, as the caller: GitLab's REST `DELETE .../branches/:branch`
@@ -303,6 +376,8 @@ class GitLabProvider:
                     code="gitlab_timeout",
                 ) from None
         if process.returncode == 0:
+            # gone either way now; GitLab's cached branch list may still show it
+            self._deleted[(caller.name, project.full_path.lower(), name)] = True
             answer = json_or_none(out.decode(errors="replace"))
             return bool(answer.get("deleted")) if isinstance(answer, dict) else False
         why = err.decode(errors="replace").strip().splitlines()[-1:] or ["no reason given"]
@@ -385,12 +460,13 @@ def _utc(value: Any) -> str | None:
     return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _level(project: Any) -> int:
-    """Highest non-null of project_access and group_access; a visible non-member has 0."""
+def _level(project: Any, *keys: str) -> int:
+    """Highest non-null of project_access and group_access (or of `keys`); a visible
+    non-member (an instance admin too) has 0."""
     permissions = (project or {}).get("permissions") or {}
     levels = [
         (permissions.get(key) or {}).get("access_level")
-        for key in ("project_access", "group_access")
+        for key in keys or ("project_access", "group_access")
     ]
     return max((lvl for lvl in levels if isinstance(lvl, int)), default=0)
 

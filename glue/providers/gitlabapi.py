@@ -3,8 +3,10 @@
 glue.providers.gitlab decides what GitLab's answers mean (access levels, commits, images,
 branches); this client only carries its calls: one aiohttp session with the provider's
 timeout and CA bundle, the same-host-only redirect following (a moved project answers 301
-to its numeric id), the wait for a 429's Retry-After, pagination, the answers every call
-treats alike turned into our errors, and the metrics of every upstream call.
+to its numeric id; GitLab behind a TLS terminator may say `http://` in the Location, which
+is then followed over the configured URL's scheme and port: never downgraded), the wait
+for a 429's Retry-After, pagination, the answers every call treats alike turned into our
+errors, and the metrics of every upstream call.
 
 Every call acts with the user's own GitLab token (`Caller.git_token`, from the hub's
 auth_state), so GitLab decides what the user may see; we never hold a token of our own.
@@ -187,9 +189,21 @@ class GitLabAPI:
         return answer
 
     def _same_api(self, url: URL, location: str) -> URL:
-        """Where a redirect points, if that is this GitLab's API; anything else fails closed."""
+        """Where a redirect points, if that is this GitLab's API; anything else fails closed.
+
+        GitLab builds the Location from what Rack saw: behind a TLS terminator that is
+        `http://<host>/…` although the configured URL is `https://<host>`. A Location on
+        the configured host (its port, or none given) is followed at the configured scheme
+        and port, so the token never travels in clear and never to another host."""
         api = URL(self.api)
         target = url.join(URL(location, encoded=True)) if location else api.origin()
+        if (
+            target.origin() != api.origin()
+            and target.scheme in ("http", "https")
+            and (target.host or "").lower() == (api.host or "").lower()
+            and target.explicit_port in (None, api.port)
+        ):
+            target = URL(f"{api.origin()}{target.raw_path_qs}", encoded=True)
         if target.origin() != api.origin() or not target.raw_path.startswith(api.raw_path + "/"):
             raise UpstreamError(
                 "GitLab redirected the request to another address; it was not followed.",

@@ -5,9 +5,10 @@ Representation on the remote, on branch `<prefix>/<user>/<sha>`
 launched sha are pushed as they are; their uncommitted work (tracked changes and
 untracked files, `.gitignore` respected, files above `max_file_bytes` skipped and
 listed) becomes ONE extra commit on top (also when nothing is uncommitted: it carries the
-signature),
-authored "renku-notebooks autosave", whose message lists the skipped files and
-ends with the trailers `Renku-Autosave: uncommitted` and
+signature), authored and committed as the user (`--name`/`--email`: their GitLab
+`commit_email`, as the session's own commits are, so that push rules such as "reject
+unverified users" accept it; "renku-notebooks autosave" when none is given), whose
+message lists the skipped files and ends with the trailers `Renku-Autosave: uncommitted` and
 `Renku-Autosave-Signature: <hex>`. The push goes to that one branch, forced
 (the branch is ours), never to another ref. A clean workspace (HEAD at the
 launched sha, nothing uncommitted) pushes nothing.
@@ -39,14 +40,16 @@ so no filter runs).
     python -m glue.session.autosave status  --workspace DIR --launched SHA [--max-file-bytes N]
     python -m glue.session.autosave save    --workspace DIR --launched SHA --remote URL --branch B
                                     [--max-file-bytes N] [--key-file FILE]
+                                    [--name NAME --email EMAIL]
     python -m glue.session.autosave restore --workspace DIR --remote URL --branch B
                                     [--key-file FILE]
     python -m glue.session.autosave delete  --remote URL --branch B
 
 Each prints one JSON object; a failure exits 1 with a sentence saying what was
-not saved. Credentials come as for the clone step: a file named by
-NOTEBOOKS_GIT_TOKEN_FILE, read by a credential helper (no argument, no
-config file holds them). `step()` builds the command line for both spawners.
+not saved (for a refused push, the reason GitLab gave, e.g. a push rule's).
+Credentials come as for the clone step: a file named by NOTEBOOKS_GIT_TOKEN_FILE,
+read by a credential helper (no argument, no config file holds them). `step()`
+builds the command line for both spawners.
 Standard library only: it runs in the glue image.
 """
 
@@ -142,15 +145,20 @@ def step(
     max_file_bytes: int | None = None,
     token_file: str | None = None,
     python: str = "python",
+    identity: tuple[str, str] | None = None,
 ) -> Step:
-    """The command line for one action, as the local spawner and the sidecar run it."""
+    """The command line for one action, as the local spawner and the sidecar run it;
+    `identity` (name, email) is whom a save's commit is authored and committed by."""
     argv = [python, "-m", "glue.session.autosave", action]
+    name, email = identity if identity and all(identity) else (None, None)
     for flag, value in (
         ("--workspace", workspace),
         ("--launched", launched),
         ("--remote", remote),
         ("--branch", branch),
         ("--max-file-bytes", None if max_file_bytes is None else str(max_file_bytes)),
+        ("--name", name),
+        ("--email", email),
     ):
         if value is not None:
             argv += [flag, value]
@@ -256,6 +264,11 @@ class _Git(NamedTuple):
     work_tree: Path | None
 
     def run(self, *args: str, check: bool = True, input: bytes | None = None) -> bytes:
+        return self.result(*args, check=check, input=input).stdout
+
+    def result(
+        self, *args: str, check: bool = True, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         config = [arg for k, v in SAFE_CONFIG.items() for arg in ("-c", f"{k}={v}")]
         tree = [f"--work-tree={self.work_tree}"] if self.work_tree else []
         result = subprocess.run(
@@ -271,22 +284,23 @@ class _Git(NamedTuple):
             raise subprocess.CalledProcessError(
                 result.returncode, args[0], result.stdout, error[-1] if error else ""
             )
-        return result.stdout
+        return result
 
 
-def _env(home: Path, **extra: str) -> dict[str, str]:
+def _env(home: Path, identity: tuple[str, str] | None = None, **extra: str) -> dict[str, str]:
     kept = ("PATH", "LANG", TOKEN_FILE_ENV, *KEPT_GIT_ENV)
     env = {k: os.environ[k] for k in kept if k in os.environ}
+    name, email = identity if identity and all(identity) else (AUTHOR_NAME, AUTHOR_EMAIL)
     env.update(
         HOME=str(home),
         GIT_CONFIG_NOSYSTEM="1",
         GIT_CONFIG_GLOBAL="/dev/null",
         GIT_TERMINAL_PROMPT="0",
         GIT_ATTR_NOSYSTEM="1",
-        GIT_AUTHOR_NAME=AUTHOR_NAME,
-        GIT_AUTHOR_EMAIL=AUTHOR_EMAIL,
-        GIT_COMMITTER_NAME=AUTHOR_NAME,
-        GIT_COMMITTER_EMAIL=AUTHOR_EMAIL,
+        GIT_AUTHOR_NAME=name,
+        GIT_AUTHOR_EMAIL=email,
+        GIT_COMMITTER_NAME=name,
+        GIT_COMMITTER_EMAIL=email,
         **extra,
     )
     if env.get(TOKEN_FILE_ENV):
@@ -300,7 +314,12 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def _own_git(
-    workspace: Path | None, failure: str, *, objects: str = "alternate", head: str | None = None
+    workspace: Path | None,
+    failure: str,
+    *,
+    objects: str = "alternate",
+    head: str | None = None,
+    identity: tuple[str, str] | None = None,
 ) -> Iterator[_Git]:
     """A temporary git directory: `objects="alternate"` reads the workspace's objects (new
     ones stay ours), `"shared"` writes into them (restore), `"none"` has only its own."""
@@ -320,7 +339,7 @@ def _own_git(
                 extra["GIT_OBJECT_DIRECTORY"] = str(store)
             elif objects == "alternate":
                 (git_dir / "objects/info/alternates").write_text(f"{store}\n")
-        yield _Git(git_dir, _env(Path(tmp), **extra), workspace)
+        yield _Git(git_dir, _env(Path(tmp), identity, **extra), workspace)
 
 
 def _object_store(workspace: Path, failure: str) -> Path:
@@ -467,14 +486,16 @@ def save(
     *,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     signer: Signer | None = None,
+    identity: tuple[str, str] | None = None,
 ) -> Saved:
     """Push unpushed commits and uncommitted work to `branch_name`, under one signed
-    autosave commit (`signer`; default: the component at `remote`); nothing when clean."""
+    autosave commit (`signer`; default: the component at `remote`) by `identity` (name,
+    email); nothing when clean. A refused push says why, in GitLab's words."""
     not_saved = "Uncommitted changes and unpushed commits were NOT saved"
     head = _head_or_fail(workspace, not_saved)
     signer = signer or ComponentSigner(remote, branch_name)
     try:
-        with _own_git(workspace, not_saved, head=head) as git:
+        with _own_git(workspace, not_saved, head=head, identity=identity) as git:
             state = _inspect(git, workspace, launched, head, max_file_bytes)
             if state.clean:
                 return Saved(False, branch_name, None, state)
@@ -486,7 +507,7 @@ def save(
             message = _message(state.skipped, max_file_bytes, signed)
             commit = git.run("commit-tree", tree, "-p", head, input=message.encode())
             tip = commit.decode().strip()
-            push = git.run(
+            push = git.result(
                 "push",
                 "--porcelain",
                 "--no-verify",
@@ -496,14 +517,30 @@ def save(
             )
             # `=`: the branch already holds this tip (an autosave just before the stop)
             if not re.search(
-                rf"^[ +*=]\t[^\t]*refs/heads/{re.escape(branch_name)}\t", push.decode(), re.M
+                rf"^[ +*=]\t[^\t]*refs/heads/{re.escape(branch_name)}\t",
+                push.stdout.decode(errors="replace"),
+                re.M,
             ):
                 raise AutosaveError(
-                    f"{not_saved}: the push of {branch_name} was refused or failed."
+                    f"{not_saved}: the push of {branch_name} was refused or failed"
+                    f"{_refusal(push.stderr)}."
                 )
             return Saved(True, branch_name, tip, state)
     except subprocess.CalledProcessError as e:
         raise AutosaveError(f"{not_saved}: git {e.cmd} failed: {e.stderr}") from None
+
+
+def _refusal(stderr: bytes) -> str:
+    """What the remote said against the push (`remote: GitLab: <reason>` from its
+    pre-receive checks: a push rule, a protected branch), as `: GitLab says: <reason>`;
+    '' when it said nothing of the kind."""
+    said = []
+    for line in stderr.decode(errors="replace").splitlines():
+        text = line.removeprefix("remote:").strip()
+        if line.startswith("remote:") and text.startswith("GitLab:"):
+            said.append(text.removeprefix("GitLab:").strip())
+    reasons = [r.rstrip(".") for r in said if r][:3]
+    return f": GitLab says: {'; '.join(reasons)}" if reasons else ""
 
 
 def _message(skipped: list[str], max_file_bytes: int, signed: str) -> str:
@@ -647,6 +684,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES)
         if action in ("save", "restore"):
             p.add_argument("--key-file", type=Path, help="sign with this key, not the component")
+        if action == "save":
+            p.add_argument("--name", help="the autosave commit's author and committer")
+            p.add_argument("--email", help="their email (their GitLab commit_email)")
     args = parser.parse_args(argv)
     if getattr(args, "launched", None) is not None and not contracts.SHA.fullmatch(args.launched):
         print("autosave: --launched must be a full 40-character lowercase sha", file=sys.stderr)
@@ -664,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.branch,
                 max_file_bytes=args.max_file_bytes,
                 signer=signer_for(args.remote, args.branch, args.key_file),
+                identity=(args.name, args.email) if args.name and args.email else None,
             )
             out = saved.answer()
         elif args.action == "restore":

@@ -29,7 +29,8 @@ preStop.
 
     python -m glue.session.autosavecontrol --listen HOST:PORT --secret-file FILE
         --workspace DIR --launched SHA --remote URL --branch B
-        --max-file-bytes N --timeout SECONDS -- <glue.session.gitproxy arguments>
+        --max-file-bytes N --timeout SECONDS [--name NAME --email EMAIL]
+        -- <glue.session.gitproxy arguments>
 
 No hub imports: it runs in the glue image. Its log holds no secret.
 """
@@ -84,6 +85,8 @@ class Settings:
     branch: str
     max_file_bytes: int
     timeout: float
+    # the user's name and GitLab commit email, whom the autosave commit is by (push rules)
+    identity: tuple[str, str] | None = None
 
 
 def step(settings: Settings, listen: str, proxy: Step, *, python: str = "python") -> Step:
@@ -100,6 +103,8 @@ def step(settings: Settings, listen: str, proxy: Step, *, python: str = "python"
         ("--timeout", int(settings.timeout)),
     ):
         argv += [flag, str(value)]
+    if settings.identity and all(settings.identity):
+        argv += ["--name", settings.identity[0], "--email", settings.identity[1]]
     return Step([*argv, "--", *proxy.argv[3:]], proxy.env)
 
 
@@ -173,6 +178,7 @@ class Control:
             branch=s.branch if action == "save" else None,
             max_file_bytes=s.max_file_bytes,
             python=sys.executable,
+            identity=s.identity if action == "save" else None,
         )
         return argv, {**os.environ, **env}
 
@@ -191,6 +197,8 @@ def parse(argv: list[str] | None) -> tuple[Settings, str, int, list[str]]:
     parser.add_argument("--branch", required=True)
     parser.add_argument("--max-file-bytes", type=int, required=True)
     parser.add_argument("--timeout", type=float, required=True)
+    parser.add_argument("--name", help="the autosave commit's author and committer")
+    parser.add_argument("--email", help="their email (their GitLab commit_email)")
     args = parser.parse_args(own)
     if not proxy:
         parser.error("give the component's arguments after --")
@@ -203,6 +211,7 @@ def parse(argv: list[str] | None) -> tuple[Settings, str, int, list[str]]:
         branch=args.branch,
         max_file_bytes=args.max_file_bytes,
         timeout=args.timeout,
+        identity=(args.name, args.email) if args.name and args.email else None,
     )
     return settings, host, port, proxy
 
