@@ -92,6 +92,13 @@ class MemoryProxy(Proxy):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.routes: dict[str, dict[str, Any]] = {}
+        # for each add_user: whether the hub said it adds the route of a spawn then
+        self.of_spawn: list[tuple[str, bool]] = []
+
+    async def add_user(self, user: Any, server_name: str = "", client: Any = None) -> None:
+        spawner = internals.loaded_spawners(user).get(server_name)
+        self.of_spawn.append((server_name, internals.adding_route_of_spawn(spawner)))
+        await super().add_user(user, server_name, client)
 
     async def add_route(self, routespec: str, target: str, data: dict[str, Any]) -> None:
         self.routes[routespec] = {"routespec": routespec, "target": target, "data": data}
@@ -353,6 +360,8 @@ def test_no_hub_module_reaches_past_internals() -> None:
         "jupyterhub.utils": {"maybe_future", "random_port", "exponential_backoff"},
         "jupyterhub.apihandlers.base": {"APIHandler"},
         "jupyterhub.scopes": {"needs_scope"},
+        # the documented extension point `JupyterHub.proxy_class` (glue.hub.phases)
+        "jupyterhub.proxy": {"ConfigurableHTTPProxy"},
     }
     reaching = re.compile(
         r"\.spawners\b|\.orm_spawners?\b|(?<!internals)\.server_model\(|\._log_name\b"
@@ -500,6 +509,16 @@ async def test_routes_close_and_open_again(ours: HubInProcess) -> None:
     await internals.open_route(user, "s1")
     assert ours.proxy.routes.get(spawner.proxy_spec) == route, internal("Proxy.add_user")
     await internals.close_route(SimpleNamespace(settings={}), "s1")  # no proxy: nothing
+
+
+async def test_the_route_of_a_spawn_is_told_from_a_route_added_again(ours: HubInProcess) -> None:
+    """glue.hub.phases.TimedProxy times a launch's route only: the hub's own add at the end
+    of a spawn, not a route added again for a running server."""
+    await ours.start("routetime", "s1")
+    assert ("s1", True) in ours.proxy.of_spawn, internal("Spawner._proxy_pending")
+    ours.proxy.of_spawn.clear()
+    await internals.open_route(ours.app.users["routetime"], "s1")
+    assert ours.proxy.of_spawn == [("s1", False)], internal("Spawner._proxy_pending")
 
 
 # --- our API handlers ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ authenticator or extra-handler authors, and may change in any release:
   cookie secret, `slow_spawn_timeout`) and `User.url`, `User.stop`;
 - the proxy's `add_user` / `delete_user` routes (documented for proxy
   implementers, not for callers);
-- private spawner attributes: `_log_name`, `_spawn_future`;
+- private spawner attributes: `_log_name`, `_spawn_future`, `_proxy_pending`;
 - the REST handlers' helpers `server_model` and `get_scope_filter`, and the
   hub's own handler classes, which we register again under our paths;
 - `jupyterhub.utils.subdomain_hook_idna` (the documented API is the config
@@ -139,6 +139,13 @@ def set_user_options(spawner: Any, options: dict[str, Any]) -> None:
     stopped server) and a restarted hub loads again. The hub commits with a start and
     stop; anything else calls `commit` after."""
     spawner.user_options = spawner.orm_spawner.user_options = options
+
+
+def adding_route_of_spawn(spawner: Any) -> bool:
+    """Whether the hub is adding this server's route at the end of its spawn
+    (`Spawner._proxy_pending`, set by `BaseHandler.finish_user_spawn` around
+    `proxy.add_user`), not again for a running server (the hub's route check at its start)."""
+    return bool(getattr(spawner, "_proxy_pending", False))
 
 
 def commit(spawner: Any) -> None:
