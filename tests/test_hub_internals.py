@@ -511,6 +511,25 @@ async def test_routes_close_and_open_again(ours: HubInProcess) -> None:
     await internals.close_route(SimpleNamespace(settings={}), "s1")  # no proxy: nothing
 
 
+async def test_a_started_servers_address_and_state_reach_the_database(
+    ours: HubInProcess,
+) -> None:
+    """What the local spawner stores before it waits for its server's first answer is what
+    a restarted hub reads: the server's address and the spawner's state."""
+    spawner = await ours.start("started", "s1")
+    spawner.pid = 4242  # QuickSpawner keeps LocalProcessSpawner's state: the pid
+    spawner.get_state = lambda: {"pid": 4242}
+    internals.record_started(spawner, "127.0.0.1", 45678)
+    with sqlite3.connect(ours.db_path) as db:
+        row = db.execute(
+            "SELECT server.ip, server.port, spawners.state FROM spawners"
+            " JOIN servers AS server ON server.id = spawners.server_id WHERE spawners.name = 's1'"
+            " AND spawners.user_id = (SELECT id FROM users WHERE name = 'started')"
+        ).fetchone()
+    assert row[:2] == ("127.0.0.1", 45678), internal("Spawner.server.ip/port")
+    assert json.loads(row[2]) == {"pid": 4242}, internal("Spawner.orm_spawner.state")
+
+
 async def test_the_route_of_a_spawn_is_told_from_a_route_added_again(ours: HubInProcess) -> None:
     """glue.hub.phases.TimedProxy times a launch's route only: the hub's own add at the end
     of a spawn, not a route added again for a running server."""

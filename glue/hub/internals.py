@@ -161,6 +161,17 @@ def save_state(spawner: Any) -> None:
     spawner.db.commit()
 
 
+def record_started(spawner: Any, ip: str, port: int) -> None:
+    """Store where a server whose process start() began runs (`Spawner.server.ip`/`.port`,
+    which the hub sets from start()'s return) and the spawner's state (its pid), committed
+    now: a start that then waits for the server's first answer leaves a hub killed meanwhile
+    the same record as a start that returned, so the restarted hub finds that server."""
+    spawner.server.ip = ip
+    spawner.server.port = port
+    spawner.orm_spawner.state = spawner.get_state()
+    spawner.db.commit()
+
+
 def forget_server(spawner: Any) -> None:
     """Remove the server from the hub, as the hub's `DELETE ... {"remove": true}` does once
     the stop is done and `delete_forever()` ran: its row deleted, its Spawner unloaded, the

@@ -251,7 +251,9 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             self.add_poll_callback(self.ended)
             self._watched = True
         # the server's first answer, asked for often: within what is left of the start
-        # timeout (then the hub's own wait, with its http_timeout, goes on as before)
+        # timeout (then the hub's own wait, with its http_timeout, goes on as before); its
+        # address and pid are stored first, as the hub stores them when start() returns
+        internals.record_started(self, "127.0.0.1", self.port)
         proc = self.proc
         left = self.start_timeout - (time.monotonic() - started) - START_MARGIN_SECONDS
         url = f"http://127.0.0.1:{self.port}{self.server.base_url}api"
