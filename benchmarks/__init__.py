@@ -13,7 +13,11 @@ glue's way and the hub's own way of doing the same), with the absolute values:
    (an absolute target: at most 0.2 s more), and with 50 MB of changed files;
 8. a git push through the session's git component vs straight to GitLab with the token;
 9. launch to ready with users isolated from each other vs the code before that isolation
-   (`figures.ISOLATION_BASE`, checked out beside this one with `git archive`).
+   (`figures.ISOLATION_BASE`, checked out beside this one with `git archive`);
+10. launch to ready vs the code before its breakdown and cuts (`figures.LAUNCH_BASE`, checked
+    out beside this one and run in its own environment: NOTEBOOKS_BENCH_BASE_PYTHON, else a
+    venv built once into `.bench/`), with the median of each phase of a launch, recorded
+    as it ran, and the same steps read from both hubs' logs.
 
 It starts its own hub, proxy and glue (testing.hub.RunningHub) on free
 loopback ports and stops everything it started. `python -m benchmarks --smoke`

@@ -1,4 +1,4 @@
-"""The nine figures. Each measures the glue's way and a baseline side by side, in the same run.
+"""The ten figures. Each measures the glue's way and a baseline side by side, in the same run.
 
 A figure is a function of (`Bench`, `Sizes`), or of `Sizes` alone when it needs no
 hub, that returns a `Figure`; `HUB_FIGURES` and `PLAIN_FIGURES` list them by
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -819,10 +822,247 @@ def push(sizes: Sizes) -> Figure:
     )
 
 
+# --- 10. where a launch's time goes, against the code before the cuts --------------------------
+
+# the last commit before the launch was broken down and cut (issue 21); NOTEBOOKS_BENCH_LAUNCH_BASE
+# names another, NOTEBOOKS_BENCH_BASE_PYTHON the interpreter of its environment
+LAUNCH_BASE = "337da66"
+READY_POLL_SECONDS = 0.02
+# the phases of the table, in launch order: the glue's and the hub's as recorded
+# (glue.core.contracts.LAUNCH_PHASES), then what only a client sees
+CLIENT_PHASES = ("post", "ready", "first_page")
+HUB_LINE = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) [^\]]*\] (.*)$")
+PROXY_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \[ConfigProxy\] .*?(\d{3} \S+) \S+\s*$"
+)
+
+
+def _base_environment(ref: str, checkout: Path, measured: bool) -> str:
+    """The interpreter whose environment the base code runs in: NOTEBOOKS_BENCH_BASE_PYTHON,
+    else one of its own, built once into `.bench/` from the base's pyproject (its JupyterHub,
+    JupyterLab and their dependencies as that commit installed them). A run that measures
+    nothing (`measured` false: the smoke size) runs the base code in this environment."""
+    given = os.environ.get("NOTEBOOKS_BENCH_BASE_PYTHON")
+    if given:
+        return given
+    if not measured:
+        return sys.executable
+    venv = CHECKOUT / ".bench" / f"venv-{ref}"
+    python = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"{checkout}[hub,singleuser]"],
+            check=True,
+        )
+        (venv / ".installed").touch()
+    return str(python)
+
+
+def _hub_events(log: str, user: str) -> dict[str, float]:
+    """When the steps of `user`'s one launch happened, from the hub's and the proxy's log
+    lines written as they happened (epoch seconds): for the code before the breakdown, which
+    recorded no phases, and for the same reading of this code."""
+    # the spawner's progress messages (glue.hub.commitspawner.emit), then the hub's own lines
+    ours = {
+        "checking": ("Checking access to",),
+        "cloning": ("Cloning ",),
+        "session": ("Restoring unsaved work", "Starting clean"),
+        "starting": ("starting the notebook server",),
+    }
+    found: dict[str, float] = {}
+
+    def at(stamp: str, fmt: str) -> float:
+        return datetime.strptime(stamp, fmt).replace(tzinfo=UTC).timestamp()
+
+    for line in log.splitlines():
+        hub = HUB_LINE.match(line)
+        if hub:
+            when, text = at(hub[1], "%Y-%m-%d %H:%M:%S.%f"), hub[2]
+            if text.startswith(f"{user}:"):
+                said = text.split(": ", 1)[-1]
+                for step, words in ours.items():
+                    if any(word in said for word in words):
+                        found.setdefault(step, when)
+            elif text.startswith(f"User {user}:") and "seconds to start" in text:
+                found.setdefault("answered", when)
+            elif text.startswith(f"Adding user {user} to proxy"):
+                found.setdefault("routing", when)
+            continue
+        proxy = PROXY_LINE.match(line)
+        if proxy and "routing" in found and proxy[2].startswith("201 POST"):
+            found.setdefault("routed", at(proxy[1], "%Y-%m-%dT%H:%M:%S.%f"))
+    return found
+
+
+def _logged_phases(events: dict[str, float]) -> dict[str, float]:
+    """The hub's phases as its log lines bound them (the base's clone includes the git
+    component's start, which came after it; its server, the hub's backed-off wait)."""
+    spans = {
+        contracts.PHASE_HUB_CHECKS: ("checking", "cloning"),
+        contracts.PHASE_CLONE: ("cloning", "session"),
+        contracts.PHASE_SESSION: ("session", "starting"),
+        contracts.PHASE_SERVER: ("starting", "answered"),
+        contracts.PHASE_PROXY_ROUTE: ("routing", "routed"),
+    }
+    return {phase: events[b] - events[a] for phase, (a, b) in spans.items()
+            if a in events and b in events and events[b] >= events[a]}
+
+
+def _glue_phases(hub: RunningHub) -> dict[str, float]:
+    """The glue's `notebooks_launch_phase_seconds` sums by phase (none on the base)."""
+    url = f"http://127.0.0.1:{hub.glue_port}/services/notebooks/metrics"
+    status, page = KeepAlive(url).request("GET", "")
+    if status != 200:
+        return {}
+    sums = {}
+    for line in page.decode().splitlines():
+        match = re.match(r'notebooks_launch_phase_seconds_sum\{phase="(\w+)"\} (\S+)', line)
+        if match:
+            sums[match[1]] = float(match[2])
+    return sums
+
+
+def _launch_breakdown(hub: RunningHub, user: str, path: str) -> dict[str, float]:
+    """One launch through the glue, timed as it goes: the POST's answer, the server's first
+    answer of its own API through the proxy (ready), then its first page (JupyterLab's)
+    through the proxy; with the phases the code recorded and those its logs show."""
+    token = hub.token_for(user)
+    glue = KeepAlive(hub.prefix, {"Authorization": f"token {token}"})
+    glue_before = _glue_phases(hub)
+    mark = len(hub.log())
+    started = time.perf_counter()
+    code, body = glue.request("POST", path)
+    assert code in (201, 202), (code, body[:500])
+    posted = time.perf_counter()
+    model = json.loads(body)
+    server = KeepAlive(hub.absolute(model["url"]), {"Authorization": f"token {token}"})
+
+    def answers() -> bool:
+        status, answer = server.request("GET", "api")
+        return status == 200 and b'"version"' in answer
+
+    deadline = started + 300
+    while not answers():
+        assert time.perf_counter() < deadline, f"{path}: no answer through the proxy"
+        time.sleep(READY_POLL_SECONDS)
+    ready = time.perf_counter()
+    status, _ = server.request("GET", "lab")
+    assert status == 200, status
+    paged = time.perf_counter()
+    glue_after = _glue_phases(hub)
+    status, shown = glue.get_json(path)
+    recorded = dict(shown.get("phases") or {}) if status == 200 else {}
+    for phase, total in glue_after.items():
+        if total > glue_before.get(phase, 0.0):
+            recorded[phase] = total - glue_before.get(phase, 0.0)
+    time.sleep(0.3)  # the hub writes a line after its answer
+    logged = _logged_phases(_hub_events(hub.log()[mark:], user))
+    code, _ = glue.request("DELETE", path)
+    assert code in (202, 204), code
+    wait_until(lambda: glue.get_json(path)[0] == 404, 120, f"{path} gone")
+    glue.close()
+    server.close()
+    return {
+        "post": posted - started, "ready": ready - started, "first_page": paged - ready,
+        **{f"recorded:{k}": v for k, v in recorded.items()},
+        **{f"logged:{k}": v for k, v in logged.items()},
+    }
+
+
+def breakdown(bench: Bench, sizes: Sizes) -> Figure:
+    """Launch to ready on the bench's hub vs a hub running the code of `LAUNCH_BASE` in its
+    own environment (its checkout and venv beside this one), one launch each in turn, and
+    where each launch's time went: the phases this code records as they happen (the glue's
+    checks and spawn call, the spawner's steps, the server's start to its first answer, the
+    proxy's route), the first page after, and the same steps read from both hubs' logs.
+
+    Ready is the server answering its own API through the proxy, polled every 20 ms alike
+    on both, so no hub's or glue's poll interval decides it."""
+    runs = sizes.breakdown_launches
+    ref = os.environ.get("NOTEBOOKS_BENCH_LAUNCH_BASE", LAUNCH_BASE)
+    base_checkout = bench.workdir / "launch-base-checkout"
+    base_checkout.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "archive", "--format=tar", ref],
+        check=True, capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(base_checkout)], input=archive, check=True)
+    python = _base_environment(ref, base_checkout, measured=runs > 1)
+    base_dir = bench.workdir / "launch-base-hub"
+    base_dir.mkdir()
+    base = RunningHub(
+        base_dir, bench.config, checkout=base_checkout, python=python,
+        extra_env={"NOTEBOOKS_PROXY": proxy_command()},
+    )
+    path = bench.path("bench/launch")
+    took: dict[str, list[dict[str, float]]] = {"new": [], "base": []}
+    try:
+        base.start()
+        hubs = {"new": bench.hub, "base": base}
+        for i in range(runs):
+            for way in ("new", "base") if i % 2 == 0 else ("base", "new"):
+                took[way].append(_launch_breakdown(hubs[way], f"bench-breakdown-{i}", path))
+    finally:
+        base.stop()
+
+    def med(way: str, key: str) -> float | None:
+        values = [launch[key] for launch in took[way] if key in launch]
+        return median(values) if values else None
+
+    new, old = med("new", "ready"), med("base", "ready")
+    assert new and old
+    numbers = {"new_ready_s": new, "base_ready_s": old}
+    rows = []
+    phases = [*contracts.LAUNCH_PHASES, *CLIENT_PHASES]
+    for phase in phases:
+        recorded = med("new", phase if phase in CLIENT_PHASES else f"recorded:{phase}")
+        before = med("base", phase if phase in CLIENT_PHASES else f"logged:{phase}")
+        logged = med("new", f"logged:{phase}")
+        if recorded is None and before is None:
+            continue
+        if recorded:
+            numbers[f"{phase}_s"] = recorded
+        if before:
+            numbers[f"base_{phase}_s"] = before
+
+        def show(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
+        rows.append(f"{phase:<12} {show(before):>9} {show(logged):>9} {show(recorded):>9}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    both = "each in its own environment"
+    if python == sys.executable:
+        both = "the base code in this environment (NOTEBOOKS_BENCH_BASE_PYTHON unset, smoke size)"
+    new_runs = ", ".join(f"{t['ready']:.2f}" for t in took["new"])
+    base_runs = ", ".join(f"{t['ready']:.2f}" for t in took["base"])
+    return Figure(
+        10,
+        f"Launch to ready and where it goes, this code vs {ref}, median of {runs} each, "
+        "alternating",
+        f"{new:.2f} s (POST through the glue until the server answers its API through the "
+        "proxy; phases recorded as they ran)",
+        f"{old:.2f} s (the code of {ref} in its own environment, checked out beside it, same "
+        "config and machine)",
+        new / old,
+        "<= 0.6",
+        new / old <= 0.6,
+        numbers,
+        notes=[
+            f"median seconds per phase, {both}; load average {load}",
+            f"{'phase':<12} {'before':>9} {'after':>9} {'recorded':>9}"
+            "   (before, after: read from each hub's log; recorded: by this code as it ran)",
+            *rows,
+            f"new runs {new_runs} s",
+            f"base runs {base_runs} s",
+        ],
+    )
+
+
 # --- the figures by number ---------------------------------------------------------------------
 
 # run in this order: the memory figure first, while the glue is idle
 HUB_FIGURES: dict[int, Callable[[Bench, Sizes], Figure]] = {
-    5: memory, 1: status, 2: launch, 3: crowd, 6: sandbox, 9: isolation, 7: stop,
+    5: memory, 1: status, 2: launch, 3: crowd, 6: sandbox, 9: isolation, 10: breakdown, 7: stop,
 }
 PLAIN_FIGURES: dict[int, Callable[[Sizes], Figure]] = {4: clone, 8: push}

@@ -64,6 +64,9 @@ class RunningHub:
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     # the code the hub runs: this checkout, or another one beside it (benchmarks.figures)
     checkout: Path = CHECKOUT
+    # the Python (and so the environment: JupyterHub, the servers' packages) the hub runs
+    # with, and with it its servers (the local spawner runs them with the hub's interpreter)
+    python: str = sys.executable
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -117,7 +120,7 @@ class RunningHub:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
+            [self.python, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
             cwd=self.workdir,
             env=env,
             stdout=self._log,

@@ -22,6 +22,7 @@ c.JupyterHub.load_roles.append(  # noqa: F821
             "tokens",
             "read:users",
             "read:servers",
+            "read:metrics",  # the hub's /hub/metrics (its phases of a launch)
         ],
         "services": ["test-admin"],
     }

@@ -88,6 +88,14 @@ def test_follow_a_launch_until_ready(hub, repos, user):
     model = user.get(path).json()
     assert model["status"] == "running"
     assert found[-1][1]["url"] == f"{model['url']}lab/tree/notebooks/analysis.ipynb"
+    # where the launch's time went, recorded as it went: each progress event carries the
+    # phases done when it was said, the ready event all of them
+    launch_phases = ["hub_checks", "clone", "session", "server", "proxy_route"]
+    assert list(found[-1][1]["phases"]) == launch_phases, found[-1]
+    assert found[-1][1]["phases"] == model["phases"]
+    assert all(seconds > 0 for seconds in model["phases"].values()), model["phases"]
+    said = [data["phases"] for _, data in found[:-1] if "phases" in data]
+    assert said and list(said[-1]) == ["hub_checks", "clone", "session"], found
     # a running server: the stream says ready at once
     _, again = follow(user.session, events_url(user, path))
     assert again == [found[-1]]
@@ -255,15 +263,19 @@ async def test_relay_keeps_quiet_streams_alive_and_sends_text_only(tmp_path: Pat
     hub = FakeHub(
         {"progress": 10, "message": "<b>cloning</b>\n now", "html_message": "<b>x</b>"},
         0.3,
-        {"progress": 400, "message": "almost"},
+        # the phases recorded so far: known names with seconds only, in launch order
+        {"progress": 400, "message": "almost",
+         "phases": {"clone": 0.25, "hub_checks": 0.5, "bogus": 1, "session": "1", "server": -1}},
         {"progress": 100, "ready": True, "url": "http://elsewhere.example/"},
         statuses=("starting", "running"),
     )
     found, comments = await relay(hub, tmp_path)
     assert comments >= 3  # keepalives every 0.05 s while the hub was quiet for 0.3 s
+    assert list(found[1][1]["phases"]) == ["hub_checks", "clone"]
     assert found == [
         ("progress", {"progress": 10, "message": "<b>cloning</b> now"}),
-        ("progress", {"progress": 100, "message": "almost"}),
+        ("progress", {"progress": 100, "message": "almost",
+                      "phases": {"hub_checks": 0.5, "clone": 0.25}}),
         # the hub's own URL is not used: ours, on our origin, at the page's notebook
         (
             "ready",
@@ -271,6 +283,7 @@ async def test_relay_keeps_quiet_streams_alive_and_sends_text_only(tmp_path: Pat
                 "progress": 100,
                 "message": "Your server is ready.",
                 "url": "/user/u/nb/lab/tree/a%20b.ipynb",
+                "phases": {},
             },
         ),
     ]

@@ -92,6 +92,13 @@ class MemoryProxy(Proxy):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.routes: dict[str, dict[str, Any]] = {}
+        # for each add_user: whether the hub said it adds the route of a spawn then
+        self.of_spawn: list[tuple[str, bool]] = []
+
+    async def add_user(self, user: Any, server_name: str = "", client: Any = None) -> None:
+        spawner = internals.loaded_spawners(user).get(server_name)
+        self.of_spawn.append((server_name, internals.adding_route_of_spawn(spawner)))
+        await super().add_user(user, server_name, client)
 
     async def add_route(self, routespec: str, target: str, data: dict[str, Any]) -> None:
         self.routes[routespec] = {"routespec": routespec, "target": target, "data": data}
@@ -359,6 +366,8 @@ def test_no_hub_module_reaches_past_internals() -> None:
         "jupyterhub.utils": {"maybe_future", "random_port", "exponential_backoff"},
         "jupyterhub.apihandlers.base": {"APIHandler"},
         "jupyterhub.scopes": {"needs_scope"},
+        # the documented extension point `JupyterHub.proxy_class` (glue.hub.phases)
+        "jupyterhub.proxy": {"ConfigurableHTTPProxy"},
     }
     reaching = re.compile(
         r"\.spawners\b|\.orm_spawners?\b|(?<!internals)\.server_model\(|\._log_name\b"
@@ -506,6 +515,35 @@ async def test_routes_close_and_open_again(ours: HubInProcess) -> None:
     await internals.open_route(user, "s1")
     assert ours.proxy.routes.get(spawner.proxy_spec) == route, internal("Proxy.add_user")
     await internals.close_route(SimpleNamespace(settings={}), "s1")  # no proxy: nothing
+
+
+async def test_a_started_servers_address_and_state_reach_the_database(
+    ours: HubInProcess,
+) -> None:
+    """What the local spawner stores before it waits for its server's first answer is what
+    a restarted hub reads: the server's address and the spawner's state."""
+    spawner = await ours.start("started", "s1")
+    spawner.pid = 4242  # QuickSpawner keeps LocalProcessSpawner's state: the pid
+    spawner.get_state = lambda: {"pid": 4242}
+    internals.record_started(spawner, "127.0.0.1", 45678)
+    with sqlite3.connect(ours.db_path) as db:
+        row = db.execute(
+            "SELECT server.ip, server.port, spawners.state FROM spawners"
+            " JOIN servers AS server ON server.id = spawners.server_id WHERE spawners.name = 's1'"
+            " AND spawners.user_id = (SELECT id FROM users WHERE name = 'started')"
+        ).fetchone()
+    assert row[:2] == ("127.0.0.1", 45678), internal("Spawner.server.ip/port")
+    assert json.loads(row[2]) == {"pid": 4242}, internal("Spawner.orm_spawner.state")
+
+
+async def test_the_route_of_a_spawn_is_told_from_a_route_added_again(ours: HubInProcess) -> None:
+    """glue.hub.phases.TimedProxy times a launch's route only: the hub's own add at the end
+    of a spawn, not a route added again for a running server."""
+    await ours.start("routetime", "s1")
+    assert ("s1", True) in ours.proxy.of_spawn, internal("Spawner._proxy_pending")
+    ours.proxy.of_spawn.clear()
+    await internals.open_route(ours.app.users["routetime"], "s1")
+    assert ours.proxy.of_spawn == [("s1", False)], internal("Spawner._proxy_pending")
 
 
 # --- our API handlers ---------------------------------------------------------------------

@@ -1279,12 +1279,12 @@ def running_pod(spawner: kube.CommitKubeSpawner, session_message: str | None) ->
     container terminated, the kubelet's copy of its termination message (the file at
     `terminationMessagePath`) in `state.terminated.message`."""
 
-    def terminated(name: str, message: str | None) -> dict[str, Any]:
+    def terminated(name: str, message: str | None, began: int, ended: int) -> dict[str, Any]:
         state: dict[str, Any] = {
             "exitCode": 0,
             "reason": "Completed",
-            "startedAt": "2026-12-06T06:00:01Z",
-            "finishedAt": "2026-12-06T06:00:03Z",
+            "startedAt": f"2026-12-06T06:00:{began:02}Z",
+            "finishedAt": f"2026-12-06T06:00:{ended:02}Z",
             "containerID": f"containerd://{name}",
         }
         if message is not None:
@@ -1299,6 +1299,10 @@ def running_pod(spawner: kube.CommitKubeSpawner, session_message: str | None) ->
             "lastState": {},
             "state": {"terminated": state},
         }
+
+    def condition(kind: str, second: int) -> dict[str, Any]:
+        when = f"2026-12-06T06:00:0{second}Z"
+        return {"type": kind, "status": "True", "lastTransitionTime": when}
 
     def running(name: str, image: str) -> dict[str, Any]:
         return {
@@ -1315,13 +1319,24 @@ def running_pod(spawner: kube.CommitKubeSpawner, session_message: str | None) ->
     return {
         "kind": "Pod",
         "apiVersion": "v1",
-        "metadata": {"name": spawner.pod_name, "namespace": spawner.namespace, "uid": "pod-uid"},
+        "metadata": {
+            "name": spawner.pod_name,
+            "namespace": spawner.namespace,
+            "uid": "pod-uid",
+            "creationTimestamp": "2026-12-06T05:59:59Z",
+        },
         "status": {
             "phase": "Running",
             "podIP": "10.0.0.7",
+            "conditions": [
+                condition("PodScheduled", 0),
+                condition("Initialized", 4),
+                condition("ContainersReady", 5),
+                condition("Ready", 5),
+            ],
             "initContainerStatuses": [
-                terminated(CLONE_CONTAINER, None),
-                terminated(SESSION_CONTAINER, session_message),
+                terminated(CLONE_CONTAINER, None, 1, 3),
+                terminated(SESSION_CONTAINER, session_message, 3, 4),
             ],
             "containerStatuses": [
                 running(NOTEBOOK_CONTAINER, DEFAULT_IMAGE),
@@ -1329,6 +1344,56 @@ def running_pod(spawner: kube.CommitKubeSpawner, session_message: str | None) ->
             ],
         },
     }
+
+
+def test_a_pods_launch_phases_come_from_its_record() -> None:
+    """The pod's phases are read from what the API recorded as they happened (creation,
+    conditions, container states, the kubelet's pull events), never estimated: a phase the
+    record does not bound is left out."""
+
+    def at(second: float) -> str:
+        return f"2026-12-06T06:00:{second:09.6f}Z"
+
+    pod = {
+        "metadata": {"creationTimestamp": "2026-12-06T06:00:00Z"},
+        "status": {
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": at(1)},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": at(9)},
+                {"type": "Ready", "status": "False", "lastTransitionTime": at(9)},
+            ],
+            "initContainerStatuses": [
+                {"name": CLONE_CONTAINER,
+                 "state": {"terminated": {"startedAt": at(5), "finishedAt": at(7)}}},
+                {"name": SESSION_CONTAINER,
+                 "state": {"terminated": {"startedAt": at(7), "finishedAt": at(8)}}},
+            ],
+            "containerStatuses": [
+                {"name": NOTEBOOK_CONTAINER, "state": {"running": {"startedAt": at(11)}}},
+            ],
+        },
+    }
+    events = [
+        {"reason": "Scheduled", "eventTime": at(1.1)},
+        {"reason": "Pulling", "eventTime": at(1.5)},
+        {"reason": "Pulled", "eventTime": at(3.25)},
+        {"reason": "Pulling", "eventTime": at(8.5)},
+        {"reason": "Pulled", "lastTimestamp": at(10)},  # an older event: no eventTime
+        {"reason": "Started", "eventTime": at(11)},
+    ]
+    assert kube.pod_phases(pod, events) == {
+        "pod_scheduled": 1.0,
+        "pod_pulled": 8.5,
+        "pod_init": 8.0,
+        "clone": 2.0,
+        "session": 1.0,
+        "pod_started": 2.0,
+        # not Ready yet: no pod_ready
+    }
+    # every image present (the pre-puller's work): no pulls to time; nothing recorded: nothing
+    present = [{"reason": "Pulled", "eventTime": at(2)}]
+    assert "pod_pulled" not in kube.pod_phases(pod, present)
+    assert kube.pod_phases({}, []) == {}
 
 
 async def start_pod(
@@ -1395,6 +1460,11 @@ async def test_the_start_records_what_the_pods_session_step_restored_or_refused(
     assert "carries no signature" in refused, report
 
     messages = await start_pod(spawner, monkeypatch, report)
+    # where the launch's time went: the spawner's own phase, then the pod's from its record
+    phases = spawner.user_options["phases"]
+    assert phases.pop("hub_checks") > 0
+    assert phases == {"pod_scheduled": 1.0, "pod_init": 4.0, "clone": 2.0, "session": 1.0,
+                      "pod_started": 0.0, "pod_ready": 1.0}, phases
     assert spawner.user_options[RESTORE_REFUSED] == refused
     assert RESTORED_FROM not in spawner.user_options
     assert spawner.orm_spawner.user_options == spawner.user_options  # what the hub stores

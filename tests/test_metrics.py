@@ -156,6 +156,41 @@ def test_launches_stops_upstream_and_cache_are_counted(world: dict) -> None:
     hub.remove_all_servers("counted")
 
 
+def hub_metrics(hub: RunningHub) -> dict:
+    """JupyterHub's own /hub/metrics, where the hub's phases of a launch are counted."""
+    response = requests.get(
+        f"{hub.url}/hub/metrics",
+        headers={"Authorization": f"token {hub.admin_token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return samples(response.text)
+
+
+def test_each_phase_of_a_launch_is_counted_where_it_happens(world: dict) -> None:
+    """The glue's checks and its spawn call in the glue's metrics, the spawner's and the
+    proxy's phases in the hub's, one histogram name for both."""
+    hub, shas = world["hub"], world["shas"]
+    hub.remove_all_servers("phased")
+    client = Client(hub, "phased")
+    path = f"demo/hello/{shas[0]}"
+    glue_before, hub_before = scrape(hub), hub_metrics(hub)
+    assert assert_conforms(client.post(path)).status_code in (201, 202)
+    client.wait_running(path)
+    assert assert_conforms(client.post(path)).status_code == 200  # no new launch: no phases
+    glue_after, hub_after = scrape(hub), hub_metrics(hub)
+    name = "notebooks_launch_phase_seconds_count"
+    for phase in ("checks", "spawn_call"):
+        assert value(glue_after, name, phase=phase) - value(glue_before, name, phase=phase) == 1
+        assert value(hub_after, name, phase=phase) == 0
+    for phase in ("hub_checks", "clone", "session", "server", "proxy_route"):
+        assert value(hub_after, name, phase=phase) - value(hub_before, name, phase=phase) == 1
+        assert value(glue_after, name, phase=phase) == 0
+    seconds = value(hub_after, "notebooks_launch_phase_seconds_sum", phase="server")
+    assert seconds > value(hub_before, "notebooks_launch_phase_seconds_sum", phase="server")
+    hub.remove_all_servers("phased")
+
+
 def test_log_and_metrics_agree_on_every_outcome(world: dict) -> None:
     """One middleware decides each request's outcome: the access log line and
     `notebooks_requests_total` must say the same for every status the glue answers."""

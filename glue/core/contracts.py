@@ -72,8 +72,50 @@ MEMORY = "memory"
 # filesystem past (or back below) its warning threshold: {"limit", "near_limit", "used_percent",
 # "autosave"} (the server model's `disk`)
 DISK = "disk"
+# written by both spawners as a launch goes, and by the hub's proxy once its route is in:
+# {phase: seconds} of the phases below that ran in the hub, the session and the server (the
+# server model's `phases`)
+PHASES = "phases"
 SPAWNER_OPTIONS = frozenset(
-    {RESTORED_FROM, RESTORE_REFUSED, POD_NAME, STOP_FAILED, MEMORY, DISK}
+    {RESTORED_FROM, RESTORE_REFUSED, POD_NAME, STOP_FAILED, MEMORY, DISK, PHASES}
+)
+
+# -- a launch's phases, each recorded where it happens (glue.core.metrics'
+# `notebooks_launch_phase_seconds{phase}`), in launch order; some overlap (the hub holds the
+# spawn call while the spawner works)
+# the glue: its checks until it calls the hub (access, commit, image), then that call
+PHASE_CHECKS = "checks"
+PHASE_SPAWN_CALL = "spawn_call"
+# the spawner: its own re-check of the launch and the workspace's set-up
+PHASE_HUB_CHECKS = "hub_checks"
+# the clone step (Kubernetes: the pod's scheduling, image pulls and init containers instead)
+PHASE_CLONE = "clone"
+# the session step: the git component's start, the restore check and the checkout's remote
+PHASE_SESSION = "session"
+# the server's process from its start to its first HTTP answer
+PHASE_SERVER = "server"
+# the hub's route for the server added to the proxy
+PHASE_PROXY_ROUTE = "proxy_route"
+# Kubernetes only, from the pod's events: scheduled, images pulled, init containers done,
+# containers started, ready
+PHASE_POD_SCHEDULED = "pod_scheduled"
+PHASE_POD_PULLED = "pod_pulled"
+PHASE_POD_INIT = "pod_init"
+PHASE_POD_STARTED = "pod_started"
+PHASE_POD_READY = "pod_ready"
+LAUNCH_PHASES = (
+    PHASE_CHECKS,
+    PHASE_SPAWN_CALL,
+    PHASE_HUB_CHECKS,
+    PHASE_POD_SCHEDULED,
+    PHASE_POD_PULLED,
+    PHASE_POD_INIT,
+    PHASE_CLONE,
+    PHASE_SESSION,
+    PHASE_POD_STARTED,
+    PHASE_SERVER,
+    PHASE_POD_READY,
+    PHASE_PROXY_ROUTE,
 )
 USER_OPTIONS = frozenset(
     {

@@ -14,6 +14,10 @@ same outcome it writes into the access log.
   `started` (201), `starting` (202), `existing` (200) or the error code that
   ended them; a request refused before it names a launch (a bad path or body,
   no login) is counted only as a request;
+- `notebooks_launch_phase_seconds{phase}`: each phase of a launch
+  (`contracts.LAUNCH_PHASES`), observed where it happens: the glue's own two
+  (`checks`, `spawn_call`) here, the spawner's and the proxy's in the hub's
+  registry (JupyterHub's `/hub/metrics`, glue.hub.phases), with the same name;
 - `notebooks_stops_total{outcome}`;
 - `notebooks_upstream_request_duration_seconds{upstream, method}` and
   `notebooks_upstream_errors_total{upstream, error}`: calls to the hub and
@@ -39,6 +43,8 @@ PlatformCollector(registry=REGISTRY)
 
 # launches take from a few milliseconds (refused) to the hub's slow-spawn timeout and more
 LAUNCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30, 60)
+# a phase takes from a millisecond (the proxy's route) to a pod's image pull
+PHASE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 120)
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 REQUESTS = Counter(
@@ -67,6 +73,22 @@ LAUNCH_SECONDS = Histogram(
     buckets=LAUNCH_BUCKETS,
     registry=REGISTRY,
 )
+
+
+def launch_phase_histogram(registry: CollectorRegistry) -> Histogram:
+    """The per-phase histogram of launches, in `registry`: the glue's below, the hub's in
+    glue.hub.phases (one name, so a dashboard sums both)."""
+    return Histogram(
+        "notebooks_launch_phase_seconds",
+        "Duration of each phase of a launch, observed where it happens (glue.core.contracts"
+        ".LAUNCH_PHASES).",
+        ["phase"],
+        buckets=PHASE_BUCKETS,
+        registry=registry,
+    )
+
+
+LAUNCH_PHASE_SECONDS = launch_phase_histogram(REGISTRY)
 STOPS = Counter(
     "notebooks_stops",
     "Stops by outcome: stopped, stopping, or the error code.",

@@ -15,12 +15,13 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, NamedTuple, cast
 from urllib.parse import quote
 
 from jupyterhub.utils import maybe_future
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Dict, Unicode, default
 from traitlets.config import Configurable
 
@@ -29,7 +30,7 @@ from glue.core.config import Config, Profile
 from glue.core.contracts import DISK, RESTORE_REFUSED, RESTORED_FROM
 from glue.core.errors import AutosaveFailed, GlueError
 from glue.core.launch import Launch, from_user_options
-from glue.hub import internals
+from glue.hub import internals, phases
 from glue.hub.disk import Usage
 from glue.providers.access import Access
 from glue.providers.base import Caller
@@ -37,6 +38,10 @@ from glue.providers.select import make_provider
 from glue.session import autosave
 
 PROGRESS_POLL_SECONDS = 0.25
+# how often a spawner asks its new server whether it answers yet (wait_answering): the hub's
+# own wait afterwards backs off from 0.2 s to 5 s with jitter, which found a server that
+# answered after 2 s up to 1.6 s late
+ANSWER_POLL_SECONDS = 0.05
 # a workspace this full is autosaved once and its pages warn; the warning goes below the second
 DISK_WARNING_FRACTION = 0.9
 DISK_CLEAR_FRACTION = 0.8
@@ -114,9 +119,46 @@ class CommitSpawnerMixin(Configurable):
         return cast(Config, self.notebooks_config)
 
     def emit(self, progress: int, message: str) -> None:
-        """Record a progress event; the hub relays it on the server's progress stream."""
+        """Record a progress event; the hub relays it on the server's progress stream. It
+        carries the launch's phases recorded so far (`phases`: {phase: seconds})."""
         self.log.info("%s: %s", self.log_label, message)
-        self._events.append({"progress": progress, "message": message})
+        event: dict[str, Any] = {"progress": progress, "message": message}
+        recorded = self.user_options.get(contracts.PHASES)
+        if isinstance(recorded, dict) and recorded:
+            event[contracts.PHASES] = dict(recorded)
+        self._events.append(event)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time one phase of this launch (contracts.LAUNCH_PHASES) as it runs; one that
+        completes is recorded (glue.hub.phases.record), one that raises is not."""
+        started = time.monotonic()
+        yield
+        self.record_phase(name, time.monotonic() - started)
+
+    def record_phase(self, name: str, seconds: float) -> None:
+        phases.record(self, name, seconds)
+        self.log.debug("%s: %s took %.3f s", self.log_label, name, seconds)
+
+    async def wait_answering(self, url: str, running: Callable[[], bool], seconds: float) -> bool:
+        """Ask the new server at `url` every ANSWER_POLL_SECONDS until it answers as the
+        hub's own wait counts one (any status below 500), while `running()` says its process
+        runs, for at most `seconds`. Whether it answered: the hub's wait that follows
+        (and its timeout and failure handling, unchanged) then finds it at its first try."""
+        client = AsyncHTTPClient()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and running():
+            try:
+                await client.fetch(url, follow_redirects=False, connect_timeout=1,
+                                   request_timeout=5)
+                return True
+            except HTTPClientError as e:
+                if e.code < 500:
+                    return True
+            except OSError:
+                pass  # not listening yet
+            await asyncio.sleep(ANSWER_POLL_SECONDS)
+        return False
 
     def hand_over(self) -> None:
         """Our steps are done: what follows is the base spawner's (call before its start())."""

@@ -21,7 +21,7 @@ authenticator or extra-handler authors, and may change in any release:
   cookie secret, `slow_spawn_timeout`) and `User.url`, `User.stop`;
 - the proxy's `add_user` / `delete_user` routes (documented for proxy
   implementers, not for callers);
-- private spawner attributes: `_log_name`, `_spawn_future`;
+- private spawner attributes: `_log_name`, `_spawn_future`, `_proxy_pending`;
 - the REST handlers' helpers `server_model` and `get_scope_filter`, and the
   hub's own handler classes, which we register again under our paths;
 - `jupyterhub.utils.subdomain_hook_idna` (the documented API is the config
@@ -141,6 +141,13 @@ def set_user_options(spawner: Any, options: dict[str, Any]) -> None:
     spawner.user_options = spawner.orm_spawner.user_options = options
 
 
+def adding_route_of_spawn(spawner: Any) -> bool:
+    """Whether the hub is adding this server's route at the end of its spawn
+    (`Spawner._proxy_pending`, set by `BaseHandler.finish_user_spawn` around
+    `proxy.add_user`), not again for a running server (the hub's route check at its start)."""
+    return bool(getattr(spawner, "_proxy_pending", False))
+
+
 def commit(spawner: Any) -> None:
     """Commit the hub's database session (`Spawner.db`) now, for a change made outside the
     hub's start and stop (the poll's memory and disk watch, a left-behind pod's retries)."""
@@ -150,6 +157,17 @@ def commit(spawner: Any) -> None:
 def save_state(spawner: Any) -> None:
     """Store `get_state()` in the server's row now (`orm_spawner.state`), as the hub does
     after each start and stop: a change between them would else be lost with the hub."""
+    spawner.orm_spawner.state = spawner.get_state()
+    spawner.db.commit()
+
+
+def record_started(spawner: Any, ip: str, port: int) -> None:
+    """Store where a server whose process start() began runs (`Spawner.server.ip`/`.port`,
+    which the hub sets from start()'s return) and the spawner's state (its pid), committed
+    now: a start that then waits for the server's first answer leaves a hub killed meanwhile
+    the same record as a start that returned, so the restarted hub finds that server."""
+    spawner.server.ip = ip
+    spawner.server.port = port
     spawner.orm_spawner.state = spawner.get_state()
     spawner.db.commit()
 

@@ -32,6 +32,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -42,11 +43,13 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
 from traitlets import Integer, default
 
-from glue.core import trust
+from glue.core import contracts, trust
 from glue.core.config import Profile
 from glue.core.contracts import (
     AUTOSAVE_KEY,
+    CLONE_CONTAINER,
     DISK,
+    NOTEBOOK_CONTAINER,
     POD_NAME,
     SESSION_CONTAINER,
     STOP_FAILED,
@@ -72,6 +75,76 @@ PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrIma
 LEFT_BEHIND_RETRY_SECONDS = 5.0
 LEFT_BEHIND_RETRY_MAX_SECONDS = 300.0
 LEFT_BEHIND_STATE = "pod_left_behind"
+
+
+def _when(stamp: Any) -> float | None:
+    """Epoch seconds of a Kubernetes timestamp (RFC 3339: whole seconds for conditions and
+    container states, microseconds for an event's `eventTime`), None if there is none."""
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def pod_phases(pod: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, float]:
+    """A running pod's launch phases (contracts.LAUNCH_PHASES), from what the API recorded as
+    they happened: its creation and conditions, its containers' states, and its events (image
+    pulls). Each phase the pod's record bounds, in seconds; one it does not is left out.
+
+    - `pod_scheduled`: created until the PodScheduled condition;
+    - `pod_pulled`: the kubelet's first `Pulling` event until its last `Pulled` (absent when
+      every image was present: the pre-puller's work);
+    - `pod_init`: scheduled until Initialized (both init containers, their pulls included);
+    - `clone`, `session`: the `git-clone` and `git-session` init containers, each from its
+      start to its end: the clone image's interpreter start is on every launch's path;
+    - `pod_started`: Initialized until the notebook container runs;
+    - `pod_ready`: the notebook container running until the pod is Ready.
+
+    Conditions and container states carry whole seconds: these phases are as fine as that."""
+    status = pod.get("status") or {}
+    conditions = {
+        c.get("type"): _when(c.get("lastTransitionTime"))
+        for c in status.get("conditions") or []
+        if c.get("status") == "True"
+    }
+    created = _when((pod.get("metadata") or {}).get("creationTimestamp"))
+    scheduled, initialized = conditions.get("PodScheduled"), conditions.get("Initialized")
+    ready = conditions.get("Ready")
+    states = {
+        c.get("name"): c.get("state") or {}
+        for c in [*(status.get("initContainerStatuses") or []),
+                  *(status.get("containerStatuses") or [])]
+    }
+
+    def ran(name: str) -> tuple[float | None, float | None]:
+        done = states.get(name, {}).get("terminated") or {}
+        return _when(done.get("startedAt")), _when(done.get("finishedAt"))
+
+    notebook = _when((states.get(NOTEBOOK_CONTAINER, {}).get("running") or {}).get("startedAt"))
+    pulls: dict[str, list[float]] = {"Pulling": [], "Pulled": []}
+    for event in events:
+        when = _when(event.get("eventTime")) or _when(event.get("lastTimestamp"))
+        if event.get("reason") in pulls and when is not None:
+            pulls[event["reason"]].append(when)
+    spans = {
+        contracts.PHASE_POD_SCHEDULED: (created, scheduled),
+        contracts.PHASE_POD_PULLED: (
+            min(pulls["Pulling"], default=None),
+            max(pulls["Pulled"], default=None),
+        ),
+        contracts.PHASE_POD_INIT: (scheduled, initialized),
+        contracts.PHASE_CLONE: ran(CLONE_CONTAINER),
+        contracts.PHASE_SESSION: ran(SESSION_CONTAINER),
+        contracts.PHASE_POD_STARTED: (initialized, notebook),
+        contracts.PHASE_POD_READY: (notebook, ready),
+    }
+    return {
+        phase: end - begin
+        for phase, (begin, end) in spans.items()
+        if begin is not None and end is not None and end >= begin
+    }
 
 
 async def _after_pod_created(spawner: CommitKubeSpawner, pod: dict[str, Any]) -> None:
@@ -129,8 +202,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         self._pod_left_behind = False
         # before anything is awaited: the hub's 202 already shows which pod to read logs of
         self.record(**{POD_NAME: self.pod_name})
-        checked = await self.prepare_launch()
-        self.shape_pod(checked)
+        with self.phase(contracts.PHASE_HUB_CHECKS):
+            checked = await self.prepare_launch()
+            self.shape_pod(checked)
         launch, target = checked.launch, checked.launch.target
         image = f"{launch.image} (default image)" if launch.image_fallback else launch.image
         self.emit(
@@ -148,7 +222,15 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         session = self.session_outcome(self.session_report(), SESSION_REPORT_PROGRESS)
         disk = self.profile_named(launch.profile)["disk"]
         self.record(**session, **{DISK: {"limit": disk, "near_limit": False}})
+        for phase, seconds in pod_phases(self.running_pod(), self.events).items():
+            self.record_phase(phase, seconds)
         return url
+
+    def running_pod(self) -> dict[str, Any]:
+        """This server's pod as KubeSpawner's reflector holds it, `{}` when it does not."""
+        reflector = self.pod_reflector
+        pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        return pod if isinstance(pod, dict) else {}
 
     def session_report(self) -> dict[str, Any]:
         """The `git-session` init container's answer (glue.session.gitsession), which the kubelet

@@ -29,7 +29,16 @@ from jupyterhub.utils import random_port
 from traitlets import Unicode, default
 
 from glue.core import serverlogs as logs
-from glue.core.contracts import DISK, MEMORY, RESTORE_REFUSED, RESTORED_FROM
+from glue.core.contracts import (
+    DISK,
+    MEMORY,
+    PHASE_CLONE,
+    PHASE_HUB_CHECKS,
+    PHASE_SERVER,
+    PHASE_SESSION,
+    RESTORE_REFUSED,
+    RESTORED_FROM,
+)
 from glue.core.errors import AutosaveFailed, GlueError
 from glue.core.launch import from_user_options
 from glue.hub import internals, localsession
@@ -40,6 +49,9 @@ from glue.hub.sandbox import Sandbox, send_signal, uid_for
 from glue.session import clone, kernel, steprunner
 
 CLONE_TIMEOUT = 600
+# the part of the hub's start timeout left to the hub once the spawner's own wait for the
+# server's first answer gives up
+START_MARGIN_SECONDS = 2.0
 # how a server that got SIGKILL exits: bubblewrap passes on 128 + the signal; Popen says -9
 KILLED_STATUS = (128 + signal.SIGKILL, -signal.SIGKILL)
 
@@ -74,6 +86,14 @@ async def run_clone(checked: Checked, dest: Path, *, sandbox: Sandbox | None = N
             await steprunner.run_step(argv, env, CLONE_TIMEOUT, "Cloning")
         except steprunner.StepFailed as e:
             raise RuntimeError(str(e).removeprefix("clone: ")) from None
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    """`task` ended: cancelled if still running, its outcome (an error too) dropped; the
+    caller cleans up what it started."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
 
 
 def _sandboxed_clone(
@@ -143,41 +163,51 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
 
     async def start(self) -> tuple[str, int]:
         started = time.monotonic()
-        checked = await self.prepare_launch()
-        launch, target = checked.launch, checked.launch.target
-        sandbox = self.sandbox()
-        try:
-            await asyncio.to_thread(sandbox.prepare)  # mkfs and mount: not on the hub's loop
-        except DiskError as e:
-            raise RuntimeError(f"The workspace's disk could not be set up: {e}") from None
+        with self.phase(PHASE_HUB_CHECKS):
+            checked = await self.prepare_launch()
+            launch, target = checked.launch, checked.launch.target
+            sandbox = self.sandbox()
+            try:
+                await asyncio.to_thread(sandbox.prepare)  # mkfs and mount: not on the hub's loop
+            except DiskError as e:
+                raise RuntimeError(f"The workspace's disk could not be set up: {e}") from None
         git = self.session_git(target.full_path, checked.source)
         kept = git.kept
         # the server's log (logs.py): the clone step's outcome, then the server's output
         log_fd = logs.open_for_server(self.notebooks, self.user.name, self.name)
         secret = checked.caller.git_token
+        # the session's git component starts while the commit is cloned: it needs no checkout
+        opening = asyncio.ensure_future(self.open_session_git(checked, git))
         try:
-            if kept:
-                self.log.warning(
-                    "%s: its last autosave failed; reusing its workspace", self.log_label
-                )
-                self.emit(20, "Reopening the workspace whose autosave failed, as it was")
-            else:
-                self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
-                try:
-                    await run_clone(checked, sandbox.workspace, sandbox=sandbox)
-                except RuntimeError as e:
-                    self._log_line(log_fd, f"Clone failed: {e}", secret)
-                    raise RuntimeError(f"Clone failed: {e}") from None
-                self._log_line(log_fd, f"Cloned {target.full_path} at {target.commit_sha}", None)
             try:
-                answer = await self.start_session_git(checked, sandbox, git, restore=not kept)
+                if kept:
+                    self.log.warning(
+                        "%s: its last autosave failed; reusing its workspace", self.log_label
+                    )
+                    self.emit(20, "Reopening the workspace whose autosave failed, as it was")
+                else:
+                    self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
+                    try:
+                        with self.phase(PHASE_CLONE):
+                            await run_clone(checked, sandbox.workspace, sandbox=sandbox)
+                    except RuntimeError as e:
+                        self._log_line(log_fd, f"Clone failed: {e}", secret)
+                        raise RuntimeError(f"Clone failed: {e}") from None
+                    self._log_line(
+                        log_fd, f"Cloned {target.full_path} at {target.commit_sha}", None
+                    )
+                with self.phase(PHASE_SESSION):
+                    await opening
+                    answer = await self.session_git_step(checked, sandbox, git, restore=not kept)
             except asyncio.CancelledError:
                 # the hub interrupting the launch (a DELETE while it starts, the start
                 # timeout) waits a second for it, then calls no stop() for a server without
                 # a process: the component ends now (only the killed step used it)
+                await _cancelled(opening)
                 self.kill_session_git()
                 raise
             except Exception:
+                await _cancelled(opening)
                 await self.stop_session_git()
                 raise
             session = self.session_outcome(answer, 50)
@@ -196,6 +226,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             command = sandbox.command(argv, outlive_hub=True)
             self.log.info("Spawning %s", shlex.join(command))
             self.hand_over()
+            server_started = time.monotonic()
             # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
             self.proc = Popen(  # noqa: ASYNC220
                 command,
@@ -221,6 +252,16 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         if not self._watched:
             self.add_poll_callback(self.ended)
             self._watched = True
+        # the server's first answer, asked for often: within what is left of the start
+        # timeout (then the hub's own wait, with its http_timeout, goes on as before); its
+        # address and pid are stored first, as the hub stores them when start() returns
+        internals.record_started(self, "127.0.0.1", self.port)
+        proc = self.proc
+        left = self.start_timeout - (time.monotonic() - started) - START_MARGIN_SECONDS
+        url = f"http://127.0.0.1:{self.port}{self.server.base_url}api"
+        alive = lambda: proc.poll() is None  # noqa: E731
+        if await self.wait_answering(url, alive, min(left, self.http_timeout)):
+            self.record_phase(PHASE_SERVER, time.monotonic() - server_started)
         return ("127.0.0.1", self.port)
 
     async def ended(self) -> None:
@@ -272,11 +313,8 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     def _log_line(fd: int, text: str, secret: str | None) -> None:
         os.write(fd, (logs.scrub(text, secret) + "\n").encode())
 
-    async def start_session_git(
-        self, checked: Checked, sandbox: Sandbox, git: SessionGit, *, restore: bool
-    ) -> dict[str, Any]:
-        """Start the component, then restore or discard the autosave through it and point
-        the checkout at it (the session step, in the sandbox)."""
+    async def open_session_git(self, checked: Checked, git: SessionGit) -> None:
+        """Start the session's git component (beside the sandbox) and wait until it listens."""
         launch = checked.launch
         settings = git.prepare(
             git_token=checked.caller.git_token,
@@ -292,6 +330,13 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         self.git_port = random_port()
         self._component = localsession.start_component(settings, self.git_port)
         await localsession.wait_listening(self.git_port, self._component)
+
+    async def session_git_step(
+        self, checked: Checked, sandbox: Sandbox, git: SessionGit, *, restore: bool
+    ) -> dict[str, Any]:
+        """Through the running component: restore or discard the autosave and point the
+        checkout at it (the session step, in the sandbox)."""
+        launch = checked.launch
         if restore:
             what = "Starting clean" if launch.autosave == "discard" else "Restoring unsaved work"
             self.emit(40, f"{what} ({self.autosave_branch(launch)})")

@@ -192,6 +192,8 @@ def configure(c: Any, config: Config) -> None:
         *hubservers.handlers(),
     ]
     c.JupyterHub.named_server_limit_per_user = launch["serversPerUser"]
+    # configurable-http-proxy, its launches' route additions timed (a launch's `proxy_route`)
+    c.JupyterHub.proxy_class = "glue.hub.phases.TimedProxy"
     c.Spawner.start_timeout = launch["startTimeoutSeconds"]
     # a busy machine may take longer than the hub's 30 s for a started server to answer
     c.Spawner.http_timeout = launch["startTimeoutSeconds"]

@@ -4,15 +4,19 @@ The launch page opens an EventSource on `<prefix>-/events/<namespace>/<project>/
 EventSource cannot read HTTP status codes, so every outcome, errors included,
 is an event on a 200 stream:
 
-    event: progress   {"progress": 0-100, "message": "..."}
-    event: ready      {"progress": 100, "message": "...", "url": "/user/.../lab/tree/..."}
+    event: progress   {"progress": 0-100, "message": "...", "phases": {...}}
+    event: ready      {"progress": 100, "message": "...", "url": "/user/.../lab/tree/...",
+                       "phases": {...}}
     event: failed     {"error": "<code>", "message": "<a sentence for people>"}
     event: reload     {"status": "..."}   (the server changed state: render the page again)
     event: image      {"status": "present|none", "message": "..."}   (`?wait=image`: the
                       commit's image was being built and the wait is over: launch now)
 
 and `: keepalive` comments keep proxies from closing a quiet stream. Only the
-plain `message` of a hub event is relayed, never its `html_message`.
+plain `message` of a hub event is relayed, never its `html_message`. `phases`
+({phase: seconds}, glue.core.contracts.LAUNCH_PHASES) are the launch's phases
+recorded so far, as they happened: a progress event carries those the spawner
+had recorded when it said it, the ready event those of the whole launch.
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ from typing import Any
 
 from aiohttp import web
 
-from glue.core import launch
+from glue.core import contracts, launch
 from glue.core.errors import GlueError
 from glue.core.target import Target
 from glue.service.accesslog import OUTCOME
 from glue.service.failures import Failure
 from glue.service.render import open_url
-from glue.service.servers import ServerModel, Servers, UserView
+from glue.service.servers import ServerModel, Servers, UserView, phases_of
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,10 @@ RETRY_MILLISECONDS = 3000
 STOP_WAIT_SECONDS = 120.0
 # how often the relay reads the server again when the hub's stream ends without an outcome
 MAX_ROUNDS = 5
+# after the hub's stream ends, how long (and how often) the relay reads a server the hub still
+# calls starting before it follows the hub's stream again
+STREAM_END_SECONDS = 0.2
+STREAM_END_POLL_SECONDS = 0.02
 MAX_MESSAGE_CHARS = 1000
 
 UNKNOWN_FAILURE = (
@@ -96,14 +104,19 @@ async def follow(
     seen: list[str] = []  # the launch's messages: the scheduler's events explain a timeout
     for round_ in range(MAX_ROUNDS):
         if round_:
-            model = await servers.get(user, target)
+            model = await _after_stream(servers, user, target)
         if model is None:
             yield failed("server_not_found", "You have no server for this commit; launch it again.")
             return
         status = model["status"]
         if status == "running":
             url = open_url(model, target.notebook)
-            yield "ready", {"progress": 100, "message": "Your server is ready.", "url": url}
+            yield "ready", {
+                "progress": 100,
+                "message": "Your server is ready.",
+                "url": url,
+                "phases": model.get("phases") or {},
+            }
             return
         if status == "failed":
             reason = await servers.failure(user, target)
@@ -128,10 +141,28 @@ async def follow(
                 progress = _progress(event.get("progress"))
                 message = _message(event.get("message"))
                 seen.append(message)
-                yield "progress", {"progress": progress, "message": message}
-        # the hub's stream ended: the server is ready, failed or gone; read it again
-        await asyncio.sleep(0.2)
+                said: dict[str, Any] = {"progress": progress, "message": message}
+                phases = phases_of(event.get(contracts.PHASES))
+                if phases:
+                    said["phases"] = phases
+                yield "progress", said
+        # the hub's stream ended: the server is ready, failed or gone; the next round reads it
     yield failed("spawn_unknown", UNKNOWN_FAILURE)
+
+
+async def _after_stream(servers: Servers, user: str, target: Target) -> ServerModel | None:
+    """The server once the hub's progress stream ended: read at once, then every
+    STREAM_END_POLL_SECONDS for up to STREAM_END_SECONDS while the hub still calls it
+    starting (it marks a server ready a moment after its stream's last event). A fixed wait
+    of the whole 0.2 s before one read delayed every ready page by as much."""
+    deadline = asyncio.get_running_loop().time() + STREAM_END_SECONDS
+    while True:
+        model = await servers.get(user, target)
+        if model is None or model["status"] != "starting":
+            return model
+        if asyncio.get_running_loop().time() >= deadline:
+            return model
+        await asyncio.sleep(STREAM_END_POLL_SECONDS)
 
 
 class EventStream:

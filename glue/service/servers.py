@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
@@ -112,6 +113,7 @@ def server_model(server: dict[str, Any], idle_seconds: int = 0) -> ServerModel |
         "image_status": options.get("image_status"),
         "memory": memory_of(options.get(contracts.MEMORY)),
         "disk": disk_of(options.get(contracts.DISK)),
+        "phases": phases_of(options.get(contracts.PHASES)),
         # why it failed (`failures.Failure.model()`), filled in where one server is shown
         "failure": None,
     }
@@ -128,6 +130,22 @@ def memory_of(recorded: Any) -> dict[str, Any] | None:
         "oom_kills": kills if isinstance(kills, int) and kills >= 0 else 0,
         "server_killed": recorded.get("server_killed") is True,
     }
+
+
+def phases_of(recorded: Any) -> dict[str, float]:
+    """The server model's `phases`: the seconds of each phase of its last launch the hub,
+    the session and the server recorded (glue.hub.phases), in launch order; only known phases
+    with a finite, non-negative number of seconds."""
+    if not isinstance(recorded, dict):
+        return {}
+    found = {}
+    for phase in contracts.LAUNCH_PHASES:
+        seconds = recorded.get(phase)
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            found[phase] = float(seconds)
+    return found
 
 
 DISK_AUTOSAVES = ("saving", "saved", "clean", "failed")
@@ -442,6 +460,7 @@ class Servers:
     async def _launch(
         self, view: UserView, target: Target, choices: dict[str, Any]
     ) -> tuple[int, ServerModel]:
+        began = time.monotonic()
         async with self._locked(view, target) as view:
             # access (fresh), the commit, the notebook and the image go out at once, before
             # anything else: a running server is only shown to who may still launch it
@@ -456,6 +475,7 @@ class Servers:
                 )
             image = launch.decide_image(self.config, target, candidate, pipeline, choices)
             request = launch.make(self.config, target, choices, image)
+            calling = time.monotonic()
             try:
                 status = await self.hub.start(
                     view.name, target.server_name, request.user_options()
@@ -478,6 +498,12 @@ class Servers:
                         "The server stopped right after it was launched.", code="server_gone"
                     )
                 return 200, model
+            # the two phases of a launch that run here (the hub's and the session's: glue.hub)
+            spawned = time.monotonic()
+            metrics.LAUNCH_PHASE_SECONDS.labels(contracts.PHASE_CHECKS).observe(calling - began)
+            metrics.LAUNCH_PHASE_SECONDS.labels(contracts.PHASE_SPAWN_CALL).observe(
+                spawned - calling
+            )
         return status, self._started_model(view, request, status)
 
     async def _stop(

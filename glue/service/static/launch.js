@@ -15,6 +15,22 @@
     }
   }
 
+  // "clone 0.1 s, session 0.4 s, ...": where a launch's time went, as its phases were
+  // recorded (the events' `phases`, glue.core.contracts.LAUNCH_PHASES), in launch order
+  function phasesText(phases) {
+    if (!phases || typeof phases !== "object") {
+      return "";
+    }
+    var parts = [];
+    Object.keys(phases).forEach(function (name) {
+      var seconds = phases[name];
+      if (typeof seconds === "number" && isFinite(seconds)) {
+        parts.push(name.replace(/_/g, " ") + " " + seconds.toFixed(seconds < 0.1 ? 3 : 1) + " s");
+      }
+    });
+    return parts.join(", ");
+  }
+
   followLaunch();
   waitForImage();
 
@@ -34,7 +50,7 @@
     var form = document.getElementById("launch-form");
     var source = null;
     var finished = false;
-    var OPEN_DELAY_MS = 600; // long enough to see 100 %, short enough not to wait
+    var OPEN_DELAY_MS = 250; // long enough to see 100 %, short enough not to wait
 
     function setProgress(value) {
       var v = Math.max(0, Math.min(100, Math.round(Number(value) || 0)));
@@ -132,6 +148,10 @@
         setProgress(100);
         setStatus("running");
         addLog(d.message || "Your server is ready.");
+        var took = phasesText(d.phases);
+        if (took) {
+          addLog("Where the time went: " + took + ".");
+        }
         var url = serverUrl(d.url);
         window.setTimeout(function () {
           if (url) {
