@@ -38,3 +38,13 @@ if os.environ.get("NOTEBOOKS_TEST_WITHOUT_HUB_HANDLERS"):
     # extraConfig that drops them): the glue falls back to the hub's public API
     # (tests/test_hub_internals.py)
     c.JupyterHub.extra_handlers = []  # noqa: F821
+if os.environ.get("NOTEBOOKS_TEST_SERVER_PORT"):
+    # every server on this one port, which a test's squatter takes first (tests/test_portsquat.py):
+    # JupyterHub's own Spawner.port, which the local spawner uses when it is not 0
+    c.LocalCommitSpawner.port = int(os.environ["NOTEBOOKS_TEST_SERVER_PORT"])  # noqa: F821
+if os.environ.get("NOTEBOOKS_TEST_GIT_PORT"):
+    # the session's git component on this one port, as if the squatter of
+    # tests/test_portsquat.py had won the race for the port random_port() freed
+    import glue.hub.localspawner
+
+    glue.hub.localspawner.random_port = lambda: int(os.environ["NOTEBOOKS_TEST_GIT_PORT"])
