@@ -10,6 +10,7 @@ user's session would run one, takes it before the launch.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import psutil
 import pytest
 import requests
 
+from glue.hub import listeners
 from testing.checks import wait_until
 from testing.hub import Client, RunningHub
 from testing.marks import starts_hub
@@ -141,3 +143,43 @@ def test_a_squatted_git_component_port_fails_the_launch_closed(ports_hub, repos)
     finally:
         squatter.stop()
     hub.remove_all_servers(USER)
+
+
+@pytest.mark.parametrize(
+    ("family", "address", "reaches"),
+    [
+        (socket.AF_INET, "127.0.0.1", True),
+        (socket.AF_INET, "127.0.0.2", False),
+        (socket.AF_INET6, "::1", False),
+    ],
+)
+def test_a_listener_where_loopback_connections_land_is_an_impostor(family, address, reaches):
+    """A squatter where a connection to 127.0.0.1 lands counts, in another process; one
+    elsewhere on the port does not (it cannot get the route). Only loopback addresses are
+    bound here: the any-addresses, which take loopback's connections too, are read as
+    /proc/net/tcp{,6} spells them."""
+    # 0.0.0.0, ::, ::ffff:127.0.0.1
+    any_v6, mapped = "0" * 32, "0000000000000000FFFF00000100007F"
+    for spelled in ("00000000", any_v6, mapped):
+        assert listeners._reaches_loopback(listeners._address(spelled))
+    for spelled in ("0200007F", "00000000000000000000000001000000"):  # 127.0.0.2, ::1
+        assert not listeners._reaches_loopback(listeners._address(spelled))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = (
+        "import socket, sys, time\n"
+        f"s = socket.socket({int(family)})\n"
+        f"s.bind(({address!r}, {port}))\n"
+        "s.listen(); print('up', flush=True); time.sleep(30)\n"
+    )
+    ours = subprocess.Popen(["sleep", "30"])  # the process we started, beside the squatter
+    squatter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline() == b"up\n"
+        assert listeners.owner_of(port, ours.pid) is (False if reaches else None)
+        assert listeners.owner_of(port, squatter.pid) is (True if reaches else None)
+    finally:
+        for process in (squatter, ours):
+            process.kill()
+            process.wait()
