@@ -69,8 +69,9 @@ class Squatter:
         return [line for line in self.log.read_text().splitlines() if '"GET ' in line]
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def routes(hub: RunningHub) -> dict[str, Any]:
@@ -121,13 +122,14 @@ def test_a_squatted_server_port_fails_the_launch_closed(ports_hub, repos):
         assert_fails_closed(hub, client, path, squatter, port)
         # our own server was killed: nothing of the sandbox listens or runs on
         assert listening_pid(port) == squatter.process.pid
+        squatter.stop()
+        # the port free again, the same launch runs: the check takes the sandbox's server
+        hub.remove_all_servers(USER)
+        model = launch_outcome(client, path)
+        assert model["status"] == "running", model
     finally:
         squatter.stop()
-    # the port free again, the same launch runs: the check takes the sandbox's server as ours
-    hub.remove_all_servers(USER)
-    model = launch_outcome(client, path)
-    assert model["status"] == "running", model
-    hub.remove_all_servers(USER)
+        hub.remove_all_servers(USER)
 
 
 @pytest.mark.timeout(300)
@@ -142,7 +144,7 @@ def test_a_squatted_git_component_port_fails_the_launch_closed(ports_hub, repos)
         assert hub.components() == []  # our component gone
     finally:
         squatter.stop()
-    hub.remove_all_servers(USER)
+        hub.remove_all_servers(USER)
 
 
 @pytest.mark.parametrize(
