@@ -48,3 +48,13 @@ if os.environ.get("NOTEBOOKS_TEST_DRAIN_TOKEN"):
         {"name": "notebooks-drain", "api_token": os.environ["NOTEBOOKS_TEST_DRAIN_TOKEN"]}
     )
     glue.hub.kubesetup.register_drain(c, "notebooks")  # noqa: F821
+if os.environ.get("NOTEBOOKS_TEST_SERVER_PORT"):
+    # every server on this one port, which a test's squatter takes first (tests/test_portsquat.py):
+    # JupyterHub's own Spawner.port, which the local spawner uses when it is not 0
+    c.LocalCommitSpawner.port = int(os.environ["NOTEBOOKS_TEST_SERVER_PORT"])  # noqa: F821
+if os.environ.get("NOTEBOOKS_TEST_GIT_PORT"):
+    # the session's git component on this one port, as if the squatter of
+    # tests/test_portsquat.py had won the race for the port random_port() freed
+    import glue.hub.localspawner
+
+    glue.hub.localspawner.random_port = lambda: int(os.environ["NOTEBOOKS_TEST_GIT_PORT"])

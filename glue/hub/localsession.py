@@ -36,6 +36,7 @@ from subprocess import Popen
 from typing import Any
 
 from glue.core.contracts import AUTOSAVE_KEY, component_key
+from glue.hub import listeners
 from glue.hub.sandbox import Sandbox
 from glue.session import autosave, gitproxy
 from glue.session import gitsession as session
@@ -156,20 +157,11 @@ def start_component(settings: gitproxy.Settings, port: int) -> Popen[bytes]:
 
 
 async def wait_listening(port: int, process: Popen[bytes], seconds: float = 30) -> None:
-    """Until the component accepts connections; RuntimeError when it ended first."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while loop.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("The session's git component did not start.")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        writer.close()
-        return
-    raise RuntimeError("The session's git component did not start in time.")
+    """Until the component listens on its port, and the listener is the component itself
+    (glue.hub.listeners): a process that took the freed port first would otherwise get the
+    session's pushes, with its secret. RuntimeError (PortTaken) when another process listens
+    there, or the component ended first."""
+    await listeners.wait_own_listener(port, process, "the session's git component", seconds)
 
 
 async def stop_component(process: Popen[bytes] | None, secret_file: Path) -> None:

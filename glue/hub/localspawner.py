@@ -41,7 +41,7 @@ from glue.core.contracts import (
 )
 from glue.core.errors import AutosaveFailed, GlueError
 from glue.core.launch import from_user_options
-from glue.hub import internals, localsession
+from glue.hub import internals, listeners, localsession
 from glue.hub.commitspawner import Checked, CommitSpawnerMixin
 from glue.hub.disk import DiskError, Usage
 from glue.hub.localsession import SessionGit
@@ -239,6 +239,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         finally:
             os.close(log_fd)  # the server holds its own copy
         self.pid = self.proc.pid
+        await self.wait_own_port()
         kills = sandbox.oom_kills()  # None: no memory cgroup here, so nothing to watch
         memory = None
         if kills is not None:
@@ -263,6 +264,20 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         if await self.wait_answering(url, alive, min(left, self.http_timeout)):
             self.record_phase(PHASE_SERVER, time.monotonic() - server_started)
         return ("127.0.0.1", self.port)
+
+    async def wait_own_port(self) -> None:
+        """Return only once the server's own process tree listens on its port: the hub routes
+        the user's URL to whatever answers there, and another process may have taken the
+        port between random_port() and the server's bind (glue.hub.listeners). Otherwise
+        the launch fails closed: the server is killed and nothing is routed. No time limit of
+        its own: the hub's start timeout cancels start() (and then stops the server)."""
+        assert self.proc is not None
+        try:
+            await listeners.wait_own_listener(self.port, self.proc, "the notebook server")
+        except RuntimeError as e:
+            self.log.error("%s: %s", self.log_label, e)
+            await self._signal(signal.SIGKILL)  # the hub's stop() then finds it ended
+            raise
 
     async def ended(self) -> None:
         """The hub's poll found the server gone (a crash, the OOM killer). JupyterHub itself

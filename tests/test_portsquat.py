@@ -1,0 +1,187 @@
+"""A squatter on a server's port: the local spawner frees the port it chose (random_port) and
+only then starts the server, or the session's git component, on it; the sandbox shares the
+host's network, so any user's code may take the port first. The launch must then fail
+closed: nothing routed, probed or pushed to the squatter (glue.hub.listeners).
+
+The hub gives every server one fixed port (JupyterHub's Spawner.port) and the git component
+another (testing/hub_config.py): the squatter, a plain HTTP server on loopback as another
+user's session would run one, takes it before the launch.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from glue.hub import listeners
+from testing.checks import wait_until
+from testing.hub import Client, RunningHub
+from testing.marks import starts_hub
+from testing.net import free_port, listening_pid
+from testing.worlds import local_config
+
+PAGE = "the squatter's page"
+USER = "lena"
+
+
+@pytest.fixture(scope="module")
+@starts_hub
+def ports_hub(
+    tmp_path_factory: pytest.TempPathFactory, repos: dict
+) -> Iterator[tuple[RunningHub, dict[str, int]]]:
+    ports = {"server": free_port(), "git": free_port()}
+    env = {
+        "NOTEBOOKS_TEST_SERVER_PORT": str(ports["server"]),
+        "NOTEBOOKS_TEST_GIT_PORT": str(ports["git"]),
+    }
+    hub = RunningHub(tmp_path_factory.mktemp("portsquat"), local_config(repos["root"]), env)
+    try:
+        yield hub.start(), ports
+    finally:
+        hub.stop()
+
+
+class Squatter:
+    """`python -m http.server` on 127.0.0.1:port, serving PAGE; its log lists every request."""
+
+    def __init__(self, workdir: Path, port: int):
+        root = workdir / "squatter"
+        root.mkdir(exist_ok=True)
+        (root / "index.html").write_text(PAGE)
+        self.log = workdir / "squatter.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+            cwd=root,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: listening_pid(port) == self.process.pid, 10, "the squatter to listen")
+
+    def requests(self) -> list[str]:
+        return [line for line in self.log.read_text().splitlines() if '"GET ' in line]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def routes(hub: RunningHub) -> dict[str, Any]:
+    pid = listening_pid(hub.proxy_api_port)
+    assert pid is not None
+    token = psutil.Process(pid).environ()["CONFIGPROXY_AUTH_TOKEN"]
+    api = f"http://127.0.0.1:{hub.proxy_api_port}/api/routes"
+    answer = requests.get(api, headers={"Authorization": f"token {token}"}, timeout=10)
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def launch_outcome(client: Client, path: str) -> dict[str, Any]:
+    """The server model once the launch is over: running or failed."""
+    response = client.post(path)
+    assert response.status_code in (201, 202, 502), response.text
+    return wait_until(
+        lambda: (m := client.get(path).json()).get("status") in ("running", "failed") and m,
+        90,
+        "the launch to end",
+    )
+
+
+def assert_fails_closed(
+    hub: RunningHub, client: Client, path: str, squatter: Squatter, port: int
+) -> None:
+    model = launch_outcome(client, path)
+    assert model["status"] == "failed", model
+    message = model["failure"]["message"]
+    assert f"Another process took port {port} on 127.0.0.1" in message, model
+    # nothing routed to the squatter, nothing asked of it, its page never served as the user's
+    assert not any(str(port) in str(r.get("target")) for r in routes(hub).values())
+    user_url = f"http://{USER}.localhost:{hub.port}/user/{USER}/{model['name']}/"
+    page = requests.get(user_url, timeout=30)
+    assert PAGE not in page.text
+    assert squatter.requests() == []
+    assert squatter.process.poll() is None  # still the one listening: our side gave up
+
+
+@pytest.mark.timeout(300)
+def test_a_squatted_server_port_fails_the_launch_closed(ports_hub, repos):
+    hub, port = ports_hub[0], ports_hub[1]["server"]
+    hub.remove_all_servers(USER)
+    client = Client(hub, USER)
+    path = f"demo/hello/{repos['shas']['demo/hello'][0]}"
+    squatter = Squatter(hub.workdir, port)
+    try:
+        assert_fails_closed(hub, client, path, squatter, port)
+        # our own server was killed: nothing of the sandbox listens or runs on
+        assert listening_pid(port) == squatter.process.pid
+        squatter.stop()
+        # the port free again, the same launch runs: the check takes the sandbox's server
+        hub.remove_all_servers(USER)
+        model = launch_outcome(client, path)
+        assert model["status"] == "running", model
+    finally:
+        squatter.stop()
+        hub.remove_all_servers(USER)
+
+
+@pytest.mark.timeout(300)
+def test_a_squatted_git_component_port_fails_the_launch_closed(ports_hub, repos):
+    hub, port = ports_hub[0], ports_hub[1]["git"]
+    hub.remove_all_servers(USER)
+    client = Client(hub, USER)
+    path = f"demo/hello/{repos['shas']['demo/hello'][1]}"
+    squatter = Squatter(hub.workdir, port)
+    try:
+        assert_fails_closed(hub, client, path, squatter, port)
+        assert hub.components() == []  # our component gone
+    finally:
+        squatter.stop()
+        hub.remove_all_servers(USER)
+
+
+@pytest.mark.parametrize(
+    ("family", "address", "reaches"),
+    [
+        (socket.AF_INET, "127.0.0.1", True),
+        (socket.AF_INET, "127.0.0.2", False),
+        (socket.AF_INET6, "::1", False),
+    ],
+)
+def test_a_listener_where_loopback_connections_land_is_an_impostor(family, address, reaches):
+    """A squatter where a connection to 127.0.0.1 lands counts, in another process; one
+    elsewhere on the port does not (it cannot get the route). Only loopback addresses are
+    bound here: the any-addresses, which take loopback's connections too, are read as
+    /proc/net/tcp{,6} spells them."""
+    # 0.0.0.0, ::, ::ffff:127.0.0.1
+    any_v6, mapped = "0" * 32, "0000000000000000FFFF00000100007F"
+    for spelled in ("00000000", any_v6, mapped):
+        assert listeners._reaches_loopback(listeners._address(spelled))
+    for spelled in ("0200007F", "00000000000000000000000001000000"):  # 127.0.0.2, ::1
+        assert not listeners._reaches_loopback(listeners._address(spelled))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = (
+        "import socket, sys, time\n"
+        f"s = socket.socket({int(family)})\n"
+        f"s.bind(({address!r}, {port}))\n"
+        "s.listen(); print('up', flush=True); time.sleep(30)\n"
+    )
+    ours = subprocess.Popen(["sleep", "30"])  # the process we started, beside the squatter
+    squatter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline() == b"up\n"
+        assert listeners.owner_of(port, ours.pid) is (False if reaches else None)
+        assert listeners.owner_of(port, squatter.pid) is (True if reaches else None)
+    finally:
+        for process in (squatter, ours):
+            process.kill()
+            process.wait()
