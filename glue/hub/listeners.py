@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 from pathlib import Path
 from subprocess import Popen
 
@@ -104,6 +105,15 @@ def owner_of(port: int, pid: int) -> bool | None:
     return listening <= socket_inodes(process_tree(pid))
 
 
+def accepting(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:`port` is accepted (closed at once, nothing sent)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 async def wait_own_listener(
     port: int, process: Popen[bytes], what: str, seconds: float | None = None
 ) -> None:
@@ -116,7 +126,11 @@ async def wait_own_listener(
     loop = asyncio.get_running_loop()
     deadline = None if seconds is None else loop.time() + seconds
     while deadline is None or loop.time() < deadline:
-        owned = await asyncio.to_thread(owner_of, port, process.pid)
+        # /proc/net/tcp lists every socket of the machine: read it only once something
+        # accepts connections there (fifty servers starting at once polled it into minutes
+        # of the kernel's time)
+        accepts = await asyncio.to_thread(accepting, port)
+        owned = await asyncio.to_thread(owner_of, port, process.pid) if accepts else None
         if owned is False:
             raise PortTaken(
                 f"Another process took port {port} on 127.0.0.1, which {what} was given, "
