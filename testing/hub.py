@@ -220,10 +220,12 @@ class RunningHub:
         raise AssertionError(f"{name} did not fail in {timeout} s: {self.hub_servers(user)}")
 
     def remove_all_servers(self, user: str) -> None:
-        for name in self.hub_servers(user):
-            self.admin("DELETE", f"users/{user}/servers/{name}", json={"remove": True})
+        """Stop and remove every server of `user`, asking again while one is left (the hub
+        refuses to stop a server whose start or stop is still going on)."""
         deadline = time.monotonic() + 30
-        while any(self.hub_servers(user)) and time.monotonic() < deadline:
+        while (left := self.hub_servers(user)) and time.monotonic() < deadline:
+            for name in left:
+                self.admin("DELETE", f"users/{user}/servers/{name}", json={"remove": True})
             time.sleep(0.3)
 
 
