@@ -522,19 +522,25 @@ def sandbox(bench: Bench, sizes: Sizes) -> Figure:
 ISOLATION_BASE = "8ccc8a1"
 
 
+def checked_out(ref: str, dest: Path) -> Path:
+    """This repository's files at `ref` in `dest` (`git archive`), to run an earlier commit's
+    code beside this one."""
+    dest.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(CHECKOUT), "archive", "--format=tar", ref],
+        check=True, capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def isolation(bench: Bench, sizes: Sizes) -> Figure:
     """Launch to ready on the bench's hub vs a hub running the code of `ISOLATION_BASE`,
     checked out beside this one (`git archive`), alternately, with the same config, packages,
     proxy and machine: what the isolation between users added to a launch."""
     runs = sizes.sandbox_launches
     ref = os.environ.get("NOTEBOOKS_BENCH_BASE", ISOLATION_BASE)
-    base_checkout = bench.workdir / "base-checkout"
-    base_checkout.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(CHECKOUT), "archive", "--format=tar", ref],
-        check=True, capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(base_checkout)], input=archive, check=True)
+    base_checkout = checked_out(ref, bench.workdir / "base-checkout")
     base_dir = bench.workdir / "base-hub"
     base_dir.mkdir()
     base = RunningHub(
@@ -981,13 +987,7 @@ def breakdown(bench: Bench, sizes: Sizes) -> Figure:
     on both, so no hub's or glue's poll interval decides it."""
     runs = sizes.breakdown_launches
     ref = os.environ.get("NOTEBOOKS_BENCH_LAUNCH_BASE", LAUNCH_BASE)
-    base_checkout = bench.workdir / "launch-base-checkout"
-    base_checkout.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(CHECKOUT), "archive", "--format=tar", ref],
-        check=True, capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(base_checkout)], input=archive, check=True)
+    base_checkout = checked_out(ref, bench.workdir / "launch-base-checkout")
     python = _base_environment(ref, base_checkout, measured=runs > 1)
     base_dir = bench.workdir / "launch-base-hub"
     base_dir.mkdir()
