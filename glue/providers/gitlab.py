@@ -62,6 +62,15 @@ MOVED_CACHE_MAX = 4096
 BRANCH_LIST_CACHE_SECONDS = 30
 DELETED_CACHE_SECONDS = BRANCH_LIST_CACHE_SECONDS + 15
 
+def below_reporter(target: Target, what: str) -> Forbidden:
+    """GitLab's 403 on a project the caller can see: a role below Reporter (a Guest) reads
+    neither code nor files, whatever `minAccessLevel` lets in."""
+    return Forbidden(
+        f"Your access to {target.full_path} does not include reading {what}; "
+        "ask a maintainer for the Reporter role or higher.",
+        code="insufficient_access",
+    )
+
 
 class GitLabProvider:
     """Asks GitLab, as the caller, what they may do with a project and which image to run."""
@@ -133,11 +142,7 @@ class GitLabProvider:
         if answer.status == 404:
             return False
         if answer.status == 403:
-            raise Forbidden(
-                f"Your access to {target.full_path} does not include reading its code; "
-                "ask a maintainer for the Reporter role or higher.",
-                code="insufficient_access",
-            )
+            raise below_reporter(target, "its code")
         expect_ok(answer, f"reading commit {target.commit_sha[:7]}")
         # this endpoint also takes branch and tag names: only the exact sha counts
         commit = answer.body
@@ -241,11 +246,7 @@ class GitLabProvider:
         if answer.status == 404:
             return False
         if answer.status == 403:
-            raise Forbidden(
-                f"Your access to {target.full_path} does not include reading its files; "
-                "ask a maintainer for the Reporter role or higher.",
-                code="insufficient_access",
-            )
+            raise below_reporter(target, "its files")
         expect_ok(answer, f"looking for {target.notebook} in {target.full_path}")
         return True
 
