@@ -10,6 +10,7 @@ user's session would run one, takes it before the launch.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -111,14 +112,23 @@ def assert_fails_closed(
     assert squatter.process.poll() is None  # still the one listening: our side gave up
 
 
+@contextlib.contextmanager
+def squatted(hub: RunningHub, port: int) -> Iterator[tuple[Client, Squatter]]:
+    """`port` held by a squatter while USER, with no server yet, launches; both cleaned up."""
+    hub.remove_all_servers(USER)
+    squatter = Squatter(hub.workdir, port)
+    try:
+        yield Client(hub, USER), squatter
+    finally:
+        squatter.stop()
+        hub.remove_all_servers(USER)
+
+
 @pytest.mark.timeout(300)
 def test_a_squatted_server_port_fails_the_launch_closed(ports_hub, repos):
     hub, port = ports_hub[0], ports_hub[1]["server"]
-    hub.remove_all_servers(USER)
-    client = Client(hub, USER)
     path = f"demo/hello/{repos['shas']['demo/hello'][0]}"
-    squatter = Squatter(hub.workdir, port)
-    try:
+    with squatted(hub, port) as (client, squatter):
         assert_fails_closed(hub, client, path, squatter, port)
         # our own server was killed: nothing of the sandbox listens or runs on
         assert listening_pid(port) == squatter.process.pid
@@ -127,24 +137,15 @@ def test_a_squatted_server_port_fails_the_launch_closed(ports_hub, repos):
         hub.remove_all_servers(USER)
         model = launch_outcome(client, path)
         assert model["status"] == "running", model
-    finally:
-        squatter.stop()
-        hub.remove_all_servers(USER)
 
 
 @pytest.mark.timeout(300)
 def test_a_squatted_git_component_port_fails_the_launch_closed(ports_hub, repos):
     hub, port = ports_hub[0], ports_hub[1]["git"]
-    hub.remove_all_servers(USER)
-    client = Client(hub, USER)
     path = f"demo/hello/{repos['shas']['demo/hello'][1]}"
-    squatter = Squatter(hub.workdir, port)
-    try:
+    with squatted(hub, port) as (client, squatter):
         assert_fails_closed(hub, client, path, squatter, port)
         assert hub.components() == []  # our component gone
-    finally:
-        squatter.stop()
-        hub.remove_all_servers(USER)
 
 
 @pytest.mark.parametrize(
