@@ -55,8 +55,15 @@ lint: setup  ## ruff, mypy, the import rules (pyproject's [tool.importlinter]), 
 TEST_WORKERS ?= 3
 PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadscope
 
-test: test-setup lint  ## install, lint, run the whole test suite
-	$(VENV)/bin/pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
+# the lint runs beside the suite, whose workers leave the cores half idle while they wait on
+# hubs and servers (mypy alone takes 10 to 40 s); its output follows the suite's, and either
+# failing fails `make test`
+test: test-setup  ## install, lint, run the whole test suite
+	@$(MAKE) --no-print-directory lint > $(VENV)/lint.log 2>&1 & linting=$$!; \
+	$(VENV)/bin/pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS); tested=$$?; \
+	wait $$linting; linted=$$?; cat $(VENV)/lint.log; \
+	if [ $$linted -ne 0 ]; then echo "make lint failed (above)"; fi; \
+	exit $$(( tested || linted ))
 
 test-fast: test-setup  ## install, run every test that needs no hub, server or browser (no lint)
 	$(VENV)/bin/pytest -q -m "not hub" $(PYTEST_XDIST) $(PYTEST_ARGS)
