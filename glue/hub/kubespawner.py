@@ -18,6 +18,14 @@ that this spawner makes for each pod and keeps in its state (the hub's database)
 works after a hub restart. Whatever else deletes the pod (the culler, an eviction) runs the
 sidecar's preStop autosave within the pod's grace period (`delete_grace_period`).
 
+The server's workspace is a PersistentVolumeClaim of its own (podspec.workspace_claim,
+`<pod>-workspace`: the profile's disk, `spawner.storageClass`), created by KubeSpawner's own
+`storage_pvc_ensure` machinery at each start (one that exists, a paused server's, is kept as
+it is: 409 is fine), kept by `stop()` (a pause keeps the whole workspace for the next start)
+and deleted with the server (`delete_forever`). The hub's z2jh Role allows it (get, create,
+delete on persistentvolumeclaims; KubeSpawner reads a claim only when a quota refuses its
+creation).
+
 The pod's Secrets (the user's GitLab token and the component's secrets; the autosave
 branch's signing key; a per-commit image's pull secret) are created once the pod exists,
 owned by the pod, so Kubernetes deletes them with the pod whatever stops it (hub, culler,
@@ -38,10 +46,10 @@ from typing import Any
 
 import aiohttp
 from jupyterhub.utils import exponential_backoff, maybe_future
-from kubernetes_asyncio.client import V1DeleteOptions, V1Pod, V1Secret
+from kubernetes_asyncio.client import V1DeleteOptions, V1PersistentVolumeClaim, V1Pod, V1Secret
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
-from traitlets import Integer, default
+from traitlets import Bool, Integer, Unicode, default
 
 from glue.core import contracts, trust
 from glue.core.config import Profile
@@ -75,6 +83,8 @@ PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrIma
 LEFT_BEHIND_RETRY_SECONDS = 5.0
 LEFT_BEHIND_RETRY_MAX_SECONDS = 300.0
 LEFT_BEHIND_STATE = "pod_left_behind"
+# KubeSpawner's `component` label of a user's storage (its get_pvc_manifest)
+STORAGE_COMPONENT = "singleuser-storage"
 
 
 def _when(stamp: Any) -> float | None:
@@ -157,6 +167,12 @@ async def _after_pod_created(spawner: CommitKubeSpawner, pod: dict[str, Any]) ->
 
 class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     """KubeSpawner that launches one checked-out commit, after the same checks as the glue."""
+
+    # the workspace claim is ours, whatever z2jh's `singleuser.storage` says (not config: the
+    # chart keeps z2jh's storage `none`, and no operator value may rename or skip the claim
+    # that a paused server's work is in)
+    storage_pvc_ensure = Bool(True)
+    pvc_name_template = Unicode("{pod_name}-workspace")
 
     delete_grace_period = Integer(
         help="Seconds a deleted pod has for its preStop autosave (autosave.timeoutSeconds + "
@@ -346,7 +362,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             user=self.user.name,
             server=self.name,
             work_dir=config["spawner"]["workDir"],
-            disk=self.profile_named(launch.profile)["disk"],
+            claim=self.pvc_name,
             clone_image=config["spawner"]["cloneImage"],
             pull_policy=config["images"]["pullPolicy"],
             with_token=bool(self._git_token),
@@ -357,6 +373,23 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             autosave_max_file_bytes=config["autosave"]["maxFileBytes"],
             autosave_timeout=config["autosave"]["timeoutSeconds"],
             token_endpoint=self.git_token_endpoint if refresh else None,
+        )
+
+    def get_pvc_manifest(self) -> V1PersistentVolumeClaim:
+        """The server's workspace claim (podspec.workspace_claim): the launch's profile's disk,
+        labelled and annotated as the pod (its launch's labels too), with KubeSpawner's labels
+        of a user's storage."""
+        assert self._launch is not None, "shape_pod() sets the launch before the claim"
+        labels = self._build_common_labels(self._expand_all(self.extra_labels))
+        labels.update(
+            {"app.kubernetes.io/component": self.component_label, "component": STORAGE_COMPONENT}
+        )
+        return podspec.workspace_claim(
+            self.pvc_name,
+            size=self.profile_named(self._launch.profile)["disk"],
+            storage_class=self.notebooks["spawner"]["storageClass"],
+            labels=labels,
+            annotations=self._build_common_annotations(self._expand_all(self.extra_annotations)),
         )
 
     async def get_pod_manifest(self) -> V1Pod:
@@ -386,7 +419,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     async def disk_usage(self) -> Usage | None:
         """What the pod's workspace volume holds, from its sidecar (`GET /usage`), against the
-        profile's disk (the emptyDir's sizeLimit); None when the sidecar does not say (an
+        profile's disk (the claim's size); None when the sidecar does not say (an
         older pod, unreachable): the watch then waits for the next poll."""
         url = self.control_url(autosavecontrol.USAGE_PATH)
         disk = self.user_options.get(DISK)
@@ -659,13 +692,13 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
                 self.leave_behind("left behind before the hub restarted")
 
     async def delete_forever(self) -> None:
-        """Removing a server also removes a pod that is still there.
+        """Removing a server also removes a pod that is still there, then its workspace claim.
 
         A pod that a stop could not delete keeps the server (`active`) until
         `_retry_deletion` removed it, so this normally finds none; it still covers a pod
-        the spawner does not know of (its state lost with the hub's database). A pod that
-        cannot be deleted now is an error, which the hub only logs ("Error cleaning up
-        persistent resources").
+        the spawner does not know of (its state lost with the hub's database). A pod or a
+        claim that cannot be deleted now is an error, which the hub only logs ("Error
+        cleaning up persistent resources").
         """
         await self.delete_token_secret()
         ref = f"{self.namespace}/{self.pod_name}"
@@ -688,7 +721,28 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             ) from None
         except TimeoutError:
             raise RuntimeError(f"The pod {ref} of a removed server is left behind.") from None
-        await super().delete_forever()
+        await self.delete_workspace_claim()
+
+    async def delete_workspace_claim(self) -> None:
+        """Delete the server's claim with KubeSpawner's request (a 404 is fine). Not through
+        KubeSpawner.delete_forever: it keeps a named server's claim whose name template lacks
+        `{servername}` (ours is `{pod_name}-workspace`) as one shared with the default server."""
+        ref = f"{self.namespace}/{self.pvc_name}"
+        try:
+            await exponential_backoff(
+                partial(self._make_delete_pvc_request, self.pvc_name, self.k8s_api_request_timeout),
+                f"Could not delete the workspace claim {ref}",
+                timeout=self.k8s_api_request_retry_timeout,
+            )
+        except ApiException as e:
+            raise RuntimeError(
+                f"The workspace claim {ref} of a removed server is left behind "
+                f"(Kubernetes: {e.status} {e.reason})."
+            ) from None
+        except TimeoutError:
+            raise RuntimeError(
+                f"The workspace claim {ref} of a removed server is left behind."
+            ) from None
 
     def clear_state(self) -> None:
         super().clear_state()
