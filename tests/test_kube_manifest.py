@@ -655,8 +655,15 @@ async def test_the_workspace_claim_is_made_at_the_first_start_kept_by_a_pause_an
     assert api.claim_calls[-2:] == [("create", name), ("get", name)]
     api.claim_refusal = None
 
-    # the server's removal deletes it; nothing left is fine
+    # the hub restarts while the server is paused: the claim's name comes back from its state
     await spawner.stop()
+    spawner = make_spawner(repos, options(repos, profile="gpu"), storageClass="fast-ssd")
+    spawner.api = api
+    spawner.pvc_name = "not-yet-loaded"
+    spawner.load_state({"pvc_name": name, "pod_name": spawner.pod_name})
+    assert spawner.pvc_name == name
+
+    # the server's removal deletes it; nothing left is fine
     await spawner.delete_forever()
     assert api.claims == {} and api.claim_calls[-1] == ("delete", name)
     await spawner.delete_forever()
