@@ -644,16 +644,23 @@ def test_with_z2jh_the_hub_may_manage_workspace_claims_and_the_chart_adds_no_rul
 ) -> None:
     """Each server's workspace claim is made and deleted by the hub (glue/hub/kubespawner.py:
     get, create, delete on persistentvolumeclaims): z2jh's hub Role grants them, so no Role of
-    ours names claims; z2jh's own per-user volume stays off."""
-    docs = template(helm, z2jh_chart, "rel")
+    ours names claims (z2jh's user-scheduler reads them for its own scheduling); z2jh's own
+    per-user volume stays off. The claims' StorageClass reaches the hub in z2jh's Secret."""
+    docs = template(
+        helm, z2jh_chart, "rel", "--set", "jupyterhub.custom.notebooks.spawner.storageClass=fast"
+    )
     validate_all(docs)
+    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
     claim_rules = {
         d["metadata"]["name"]: [r for r in d["rules"] if "persistentvolumeclaims" in r["resources"]]
-        for d in docs
-        if d["kind"] in ("Role", "ClusterRole")
+        for d in roles
     }
-    hub_roles = [name for name, rules in claim_rules.items() if rules]
-    assert hub_roles == ["hub"], claim_rules
+    ours = [
+        d["metadata"]["name"]
+        for d in roles
+        if d["metadata"]["labels"].get("app.kubernetes.io/part-of") == "renku-notebooks"
+    ]
+    assert ours and all(not claim_rules[name] for name in ours), claim_rules
     (rule,) = claim_rules["hub"]
     assert {"get", "create", "delete"} <= set(rule["verbs"])
     assert rule["apiGroups"] == [""]
@@ -664,6 +671,7 @@ def test_with_z2jh_the_hub_may_manage_workspace_claims_and_the_chart_adds_no_rul
     )
     z2jh_values = yaml.safe_load(base64.b64decode(hub_secret["data"]["values.yaml"]))
     assert z2jh_values["singleuser"]["storage"]["type"] == "none"
+    assert z2jh_values["custom"]["notebooks"]["spawner"]["storageClass"] == "fast"
 
 
 def notes(helm: str, chart: Path, *args: str | Path) -> str:
