@@ -1222,6 +1222,81 @@ async def test_the_hub_autosaves_through_the_sidecars_control_port(
     assert await spawner.autosave() == {} and await spawner.autosave_status() == {}
 
 
+async def test_a_pause_autosaves_through_the_sidecar_for_the_paused_servers_removal(
+    repos: SimpleNamespace,
+    tmp_path: Path,
+    token_provider: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No pod mounts a paused server's claim, so its removal cannot save it then: the pause's
+    stop asks the sidecar what the workspace holds and to autosave before the pod goes, and
+    the state keeps the answer (a hub restart too) for the removal's `autosave_paused`. A
+    pause whose save failed still ends the pod and keeps the claim; its removal is refused
+    with the reason. A resume forgets the record."""
+    mine = own_repos(repos, tmp_path)
+    bare = mine.root / "group" / "project.git"
+    branch = f"notebooks/autosave/alice/{repos.old}"
+    port, control_port = free_port(), free_port()
+    monkeypatch.setattr(podspec, "CONTROL_PORT", control_port)
+    spawner = make_spawner(mine, options(mine), blocker=False)
+    assert spawner.can_pause
+    pod, here = await launched_pod(spawner, tmp_path / "pod", port)
+    spawner.orm_spawner.server = pod_server()
+    spawner.record(disk={"limit": "10G", "near_limit": False})  # what start() records
+    deleted: list[str] = []
+
+    async def pod_deleted(self: KubeSpawner, now: bool = False) -> None:
+        deleted.append(self.pod_name)
+
+    monkeypatch.setattr(KubeSpawner, "stop", pod_deleted)
+    # the API half's record of a pause (CommitSpawnerMixin.paused: its time and disk)
+    held: list[int | None] = []
+    monkeypatch.setattr(spawner, "paused", held.append, raising=False)
+    proxy = pod["spec"]["containers"][1]
+
+    with here.sidecar(proxy, port, control_port):
+        (here.checkout / "untracked.txt").write_text("not committed\n")
+        spawner.pausing = True  # type: ignore[attr-defined]  # glue.hub.pauseapi's
+        await spawner.stop()
+        spawner.pausing = False  # type: ignore[attr-defined]
+    assert deleted == [spawner.pod_name]
+    tip = git("rev-parse", f"refs/heads/{branch}", cwd=bare)
+    assert git("show", f"{tip}:untracked.txt", cwd=bare) == "not committed"
+    assert len(held) == 1 and isinstance(held[0], int) and held[0] > 0
+    # the hub stores the state after the stop; a restarted hub removes the server
+    spawner.clear_state()
+    reloaded = make_spawner(mine, options(mine), blocker=False)
+    reloaded.load_state(json.loads(json.dumps(spawner.get_state())))
+    saved = await reloaded.autosave_paused()
+    assert saved["pushed"] is True and saved["commit"] == tip and saved["branch"] == branch
+
+    # a later pause (the restarted hub's spawner, with the control secret from the state)
+    # whose sidecar does not answer: the pause goes on, the removal is refused with the reason
+    spawner = reloaded
+    spawner.api = FakeCoreApi()
+    spawner.orm_spawner.server = pod_server()
+    spawner.control_secret = "the-control-secret-a-resumed-pods-start-made"
+    monkeypatch.setattr(spawner, "paused", held.append, raising=False)
+    spawner.pausing = True  # type: ignore[attr-defined]
+    await spawner.stop()
+    assert deleted == [spawner.pod_name] * 2 and held[-1] is None
+    assert "AUTOSAVE FAILED" in caplog.text and "at its pause" in caplog.text
+    with pytest.raises(AutosaveFailed, match=r"not autosaved \(The autosave could not ask"):
+        await spawner.autosave_paused()
+    # a server that was never paused here has no save to show
+    with pytest.raises(AutosaveFailed, match="no autosave was made when it was paused"):
+        await make_spawner(mine, options(mine), blocker=False).autosave_paused()
+
+    # a resume forgets it: the workspace changes again
+    async def started(self: KubeSpawner) -> str:
+        return "http://127.0.0.1:8888"
+
+    monkeypatch.setattr(KubeSpawner, "start", started)
+    await spawner.start()
+    assert kube.PAUSE_SAVE_STATE not in spawner.get_state()
+
+
 def test_commits_carry_the_gitlab_name_and_email() -> None:
     """oauthenticator keeps GitLab's /user answer under `gitlab_user`."""
     record = {"id": 5, "name": "Alice  Example", "email": "a@example.org", "commit_email": ""}

@@ -24,7 +24,11 @@ The server's workspace is a PersistentVolumeClaim of its own (podspec.workspace_
 it is: 409 is fine), kept by `stop()` (a pause keeps the whole workspace for the next start)
 and deleted with the server (`delete_forever`). The hub's z2jh Role allows it (get, create,
 delete on persistentvolumeclaims; KubeSpawner reads a claim only when a quota refuses its
-creation).
+creation). So this spawner `can_pause`: a pause (the hub's stop that keeps the server,
+glue.hub.pauseapi, which sets `pausing`) first asks the sidecar what the workspace holds and
+to autosave, and keeps that save's answer in the spawner's state: no pod mounts a paused
+server's claim, so nothing could save it at its removal, and nothing changes it meanwhile;
+the removal's `autosave_paused` answers with it, or refuses when it failed.
 
 The pod's Secrets (the user's GitLab token and the component's secrets; the autosave
 branch's signing key; a per-commit image's pull secret) are created once the pod exists,
@@ -83,6 +87,8 @@ PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrIma
 LEFT_BEHIND_RETRY_SECONDS = 5.0
 LEFT_BEHIND_RETRY_MAX_SECONDS = 300.0
 LEFT_BEHIND_STATE = "pod_left_behind"
+# the spawner's state key of the autosave a pause made: {"saved": its answer} or {"failed": why}
+PAUSE_SAVE_STATE = "pause_autosave"
 # KubeSpawner's `component` label of a user's storage (its get_pvc_manifest)
 STORAGE_COMPONENT = "singleuser-storage"
 
@@ -173,6 +179,10 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     # that a paused server's work is in)
     storage_pvc_ensure = Bool(True)
     pvc_name_template = Unicode("{pod_name}-workspace")
+    # a stopped server's claim keeps its whole workspace: the hub may pause it (pauseapi)
+    can_pause = True
+    # what the last pause's autosave did, kept (state) while the server is paused
+    _pause_save: dict[str, Any] | None = None
 
     delete_grace_period = Integer(
         help="Seconds a deleted pod has for its preStop autosave (autosave.timeoutSeconds + "
@@ -216,6 +226,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         if self._retrying is not None:
             self._retrying.cancel()
         self._pod_left_behind = False
+        self._pause_save = None  # a resume: the workspace will change again
         # before anything is awaited: the hub's 202 already shows which pod to read logs of
         self.record(**{POD_NAME: self.pod_name})
         with self.phase(contracts.PHASE_HUB_CHECKS):
@@ -609,6 +620,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         return bool(super().active or self._pod_left_behind)
 
     async def stop(self, now: bool = False) -> None:
+        # set by the hub's pause (glue.hub.pauseapi) for this stop, which keeps the claim
+        pausing = bool(getattr(self, "pausing", False))
+        held = await self.save_for_pause() if pausing else None
         try:
             await super().stop(now)
         except ApiException as e:
@@ -620,6 +634,42 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         finally:
             await self.delete_token_secret()
         self._pod_left_behind = False
+        if pausing:  # the mixin's record of the pause (its time, the disk it holds)
+            paused = getattr(self, "paused", None)
+            if paused is not None:
+                paused(held)
+
+    async def save_for_pause(self) -> int | None:
+        """Before a pause deletes the pod: the bytes its workspace holds (the sidecar's usage)
+        and an autosave through the sidecar, whose answer (or failure) the state keeps for the
+        paused server's removal (autosave_paused). A failed save does not refuse the pause:
+        the claim keeps everything; it refuses the removal."""
+        usage = await self.disk_usage()
+        try:
+            self._pause_save = {"saved": await self.session_autosave(save=True)}
+        except AutosaveFailed as e:
+            self._pause_save = {"failed": e.message}
+            self.log.error(
+                "AUTOSAVE FAILED for %s at its pause: %s. Its workspace is kept on its claim; "
+                "its removal is refused until it is resumed.",
+                self.log_label,
+                e.message,
+            )
+        return usage.used if usage is not None else None
+
+    async def autosave_paused(self) -> dict[str, Any]:
+        """A paused server's removal asks for its autosave first: the one its pause made (no
+        pod has mounted the claim since, so a save now would push the same); AutosaveFailed,
+        which refuses the removal, when that save failed or no pause made one."""
+        record = self._pause_save or {}
+        saved = record.get("saved")
+        if isinstance(saved, dict):
+            return saved
+        why = str(record.get("failed") or "no autosave was made when it was paused")
+        raise AutosaveFailed(
+            f"The paused server's workspace is not autosaved ({why.rstrip('.')}). Resume it to "
+            "save its work, or delete it with force=true, which loses what no autosave holds."
+        )
 
     def leave_behind(self, why: str) -> None:
         """A stop could not delete the pod: keep the server, say so in its user_options (the
@@ -677,12 +727,16 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             state[LEFT_BEHIND_STATE] = True
         if self.control_secret:
             state[CONTROL_STATE] = self.control_secret
+        if self._pause_save is not None:
+            state[PAUSE_SAVE_STATE] = self._pause_save
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         """A hub restarted while a pod was left behind retries its deletion."""
         super().load_state(state)
         self.control_secret = state.get(CONTROL_STATE) or self.control_secret
+        pause_save = state.get(PAUSE_SAVE_STATE)
+        self._pause_save = pause_save if isinstance(pause_save, dict) else self._pause_save
         if state.get(LEFT_BEHIND_STATE) and not self._pod_left_behind:
             try:
                 asyncio.get_running_loop()
