@@ -1288,6 +1288,15 @@ async def test_a_pause_autosaves_through_the_sidecar_for_the_paused_servers_remo
     with pytest.raises(AutosaveFailed, match="no autosave was made when it was paused"):
         await make_spawner(mine, options(mine), blocker=False).autosave_paused()
 
+    # a resume that fails before its server runs leaves the workspace as the pause saved it
+    async def refused(self: KubeSpawner) -> str:
+        raise TimeoutError("the pod did not start")
+
+    monkeypatch.setattr(KubeSpawner, "start", refused)
+    with pytest.raises(TimeoutError):
+        await spawner.start()
+    assert kube.PAUSE_SAVE_STATE in spawner.get_state()
+
     # a resume forgets it: the workspace changes again
     async def started(self: KubeSpawner) -> str:
         return "http://127.0.0.1:8888"

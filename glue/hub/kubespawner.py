@@ -226,7 +226,6 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         if self._retrying is not None:
             self._retrying.cancel()
         self._pod_left_behind = False
-        self._pause_save = None  # a resume: the workspace will change again
         # before anything is awaited: the hub's 202 already shows which pod to read logs of
         self.record(**{POD_NAME: self.pod_name})
         with self.phase(contracts.PHASE_HUB_CHECKS):
@@ -243,6 +242,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             url: str = await super().start()
         finally:
             self._waiting_for_pod = False
+        # resumed: the session changes the workspace again (a resume that failed before its
+        # server ran left it as its pause saved it, so the record stays for its removal)
+        self._pause_save = None
         # the pod runs: its session step's answer says where the workspace's unsaved work came
         # from; the disk watch (poll) reads the sidecar's usage against the disk. Committed
         # with the start
