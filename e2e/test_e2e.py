@@ -282,7 +282,10 @@ def test_a_paused_session_resumes_with_its_whole_workspace(
         assert volumes["notebooks-workspace"]["persistentVolumeClaim"] == {"claimName": claim}
         bound = kube_json("get", "pvc", claim)
         assert bound["status"]["phase"] == "Bound", bound["status"]
-        assert bound["spec"]["resources"]["requests"]["storage"] == "10G"  # the profile's disk
+        # the profile's disk (values/kind.yaml), as the notebook's ephemeral-storage request
+        notebook = next(c for c in pod["spec"]["containers"] if c["name"] == "notebook")
+        disk = notebook["resources"]["requests"]["ephemeral-storage"]
+        assert bound["spec"]["resources"]["requests"]["storage"] == disk
         run = uuid.uuid4().hex[:8]
         out = run_in_kernel(api, f"{HUB}{model['url']}", PAUSE_CODE.replace("RUN", run))
         assert out.strip() == "0", out  # git ignores it
