@@ -37,7 +37,7 @@ export DOCKER_BUILDKIT=1
 
 collect() {
     mkdir -p "$ARTIFACTS"
-    kubectl --namespace "$NAMESPACE" get all,secrets,configmaps,networkpolicies -o wide \
+    kubectl --namespace "$NAMESPACE" get all,secrets,configmaps,networkpolicies,pvc -o wide \
         > "$ARTIFACTS/resources.txt" 2>&1 || true
     kubectl --namespace "$NAMESPACE" describe pods > "$ARTIFACTS/pods.txt" 2>&1 || true
     kubectl --namespace "$NAMESPACE" get events --sort-by=.lastTimestamp \
@@ -70,6 +70,12 @@ if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
     CREATED=1
 fi
 kubectl config use-context "kind-$CLUSTER" >/dev/null
+echo "--- storage: each server's workspace claim needs the cluster's default StorageClass"
+# kind's is `standard`, its local-path provisioner (a node directory per claim, made when the
+# first pod mounts it: WaitForFirstConsumer); values/kind.yaml leaves spawner.storageClass ""
+DEFAULT_CLASS="$(kubectl get storageclass -o jsonpath='{range .items[?(@.metadata.annotations.storageclass\.kubernetes\.io/is-default-class=="true")]}{.metadata.name}{" "}{.provisioner}{"\n"}{end}')"
+[ -n "$DEFAULT_CLASS" ] || missing "the cluster has no default StorageClass (kind's local-path)"
+echo "default StorageClass: $DEFAULT_CLASS"
 
 echo "--- images (chartpress)"
 # always build: a tag that exists in a remote registry must not skip the local build

@@ -235,6 +235,88 @@ def test_an_image_that_cannot_be_pulled_fails_the_launch_at_once(
     wait_for("the pod to go", lambda: not pods_for(newer), 180)
 
 
+# runs in the server's kernel, in the workspace: an ignored file (git's own exclude list of
+# the checkout, so the project needs no .gitignore) and an untracked one
+PAUSE_CODE = """
+import pathlib, subprocess
+pathlib.Path(".git/info/exclude").open("a").write("\\n/ignored-RUN.bin\\n")
+pathlib.Path("ignored-RUN.bin").write_bytes(bytes(range(256)) * 4096)
+pathlib.Path("untracked-RUN.txt").write_text("untracked RUN\\n")
+ignored = subprocess.run(["git", "check-ignore", "-q", "ignored-RUN.bin"]).returncode
+print(ignored)
+"""
+READ_BACK_CODE = """
+import hashlib, pathlib
+print(hashlib.sha256(pathlib.Path("ignored-RUN.bin").read_bytes()).hexdigest())
+print(pathlib.Path("untracked-RUN.txt").read_text(), end="")
+"""
+
+
+def claims_for(commit: str) -> list[dict[str, Any]]:
+    return kube_json("get", "pvc", "-l", f"renku.io/commit-sha={commit}")["items"]
+
+
+def state_of(api: requests.Session, url: str, state: str) -> dict[str, Any] | None:
+    answer = api.get(url, timeout=30)
+    assert answer.status_code == 200, answer.text
+    model = answer.json()
+    return model if model.get("state") == state or model.get("status") == state else None
+
+
+def test_a_paused_session_resumes_with_its_whole_workspace(
+    api: requests.Session, commits: list[str], tmp_path: Path
+) -> None:
+    """The workspace is the server's PersistentVolumeClaim (kind's local-path provisioner):
+    a pause deletes the pod and keeps the claim; the resume's pod mounts the same claim, its
+    clone step keeps the workspace as it is, and the ignored and untracked files are there,
+    byte for byte; the deletion autosaves, then removes the claim."""
+    commit = commits[-1]
+    launch_url = f"{HUB}/services/notebooks/{PROJECT}/{commit}"
+    started = api.post(launch_url, json={}, timeout=60)
+    assert started.status_code in (201, 202), started.text
+    try:
+        model = wait_for("the server", lambda: running(api, launch_url), START_SECONDS)
+        pod = pod_for(commit)
+        claim = f"{pod['metadata']['name']}-workspace"
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["notebooks-workspace"]["persistentVolumeClaim"] == {"claimName": claim}
+        bound = kube_json("get", "pvc", claim)
+        assert bound["status"]["phase"] == "Bound", bound["status"]
+        # the profile's disk (values/kind.yaml), as the notebook's ephemeral-storage request
+        notebook = next(c for c in pod["spec"]["containers"] if c["name"] == "notebook")
+        disk = notebook["resources"]["requests"]["ephemeral-storage"]
+        assert bound["spec"]["resources"]["requests"]["storage"] == disk
+        run = uuid.uuid4().hex[:8]
+        out = run_in_kernel(api, f"{HUB}{model['url']}", PAUSE_CODE.replace("RUN", run))
+        assert out.strip() == "0", out  # git ignores it
+        expected = run_in_kernel(api, f"{HUB}{model['url']}", READ_BACK_CODE.replace("RUN", run))
+
+        paused = api.patch(launch_url, json={"state": "hibernated"}, timeout=120)
+        assert paused.status_code in (200, 202), paused.text
+        wait_for("the pod to go", lambda: not pods_for(commit), 180)
+        wait_for("the paused state", lambda: state_of(api, launch_url, "hibernated"), 60)
+        assert [c["metadata"]["name"] for c in claims_for(commit)] == [claim]
+
+        resumed = api.patch(launch_url, json={"state": "running"}, timeout=120)
+        assert resumed.status_code in (200, 201, 202), resumed.text
+        model = wait_for("the resumed server", lambda: running(api, launch_url), START_SECONDS)
+        again = pod_for(commit)
+        assert again["metadata"]["uid"] != pod["metadata"]["uid"]
+        volumes = {v["name"]: v for v in again["spec"]["volumes"]}
+        assert volumes["notebooks-workspace"]["persistentVolumeClaim"] == {"claimName": claim}
+        clone_log = kubectl("logs", again["metadata"]["name"], "-c", "git-clone")
+        assert "kept as it is" in clone_log, clone_log  # no clone over the workspace
+        out = run_in_kernel(api, f"{HUB}{model['url']}", READ_BACK_CODE.replace("RUN", run))
+        assert out == expected
+    finally:
+        stopped = api.delete(launch_url, timeout=120)
+        assert stopped.status_code in (202, 204), stopped.text
+    wait_for("the pod to go", lambda: not pods_for(commit), 180)
+    wait_for("the claim to go", lambda: not claims_for(commit), 120)
+    autosave = f"refs/heads/notebooks/autosave/{USER}/{commit}"
+    assert remote_file(autosave, f"untracked-{run}.txt", tmp_path) == f"untracked {run}\n"
+
+
 # runs in the server's kernel, in the workspace (the server's root directory)
 SESSION_CODE = """
 import json, pathlib, subprocess
@@ -394,6 +476,8 @@ def test_the_uninstall_saved_the_session_first(tmp_path: Path) -> None:
     its work is on its autosave branch, and no user pod is left."""
     state = json.loads(STATE.read_text())
     assert not pods_for(state["commit"])
+    # the removed server's workspace claim went with it
+    assert not claims_for(state["commit"])
     autosave = f"refs/heads/notebooks/autosave/{USER}/{state['commit']}"
     assert autosave in remote_branches()
     kept = remote_file(autosave, "kept.txt", tmp_path)

@@ -192,12 +192,39 @@ def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 class FakeCoreApi:
-    """Records Secret calls, like the parts of CoreV1Api the spawner uses for its Secret."""
+    """Records Secret, pod and PersistentVolumeClaim calls, like the parts of CoreV1Api the
+    spawner uses (each call as (verb, name); a claim's verbs are RBAC's: get, create, delete)."""
 
     def __init__(self) -> None:
         self.secrets: dict[str, Any] = {}
         self.pods: dict[str, str] = {}
+        self.claims: dict[str, Any] = {}
         self.calls: list[tuple[str, str]] = []
+        self.claim_calls: list[tuple[str, str]] = []
+        # what the next claim creation answers instead (a quota: 403)
+        self.claim_refusal: int | None = None
+
+    async def create_namespaced_persistent_volume_claim(self, namespace: str, body: Any) -> Any:
+        self.claim_calls.append(("create", body.metadata.name))
+        if self.claim_refusal:
+            raise ApiException(status=self.claim_refusal, reason="Forbidden")
+        if body.metadata.name in self.claims:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.claims[body.metadata.name] = body
+        return body
+
+    async def read_namespaced_persistent_volume_claim(self, name: str, namespace: str) -> Any:
+        self.claim_calls.append(("get", name))
+        if name not in self.claims:
+            raise ApiException(status=404, reason="Not Found")
+        return self.claims[name]
+
+    async def delete_namespaced_persistent_volume_claim(self, name: str, namespace: str) -> None:
+        self.claim_calls.append(("delete", name))
+        if self.claims.get(name, "") == "undeletable":
+            raise ApiException(status=500, reason="Internal Server Error")
+        if self.claims.pop(name, None) is None:
+            raise ApiException(status=404, reason="Not Found")
 
     async def create_namespaced_secret(self, namespace: str, body: Any) -> Any:
         self.calls.append(("create", body.metadata.name))

@@ -167,7 +167,11 @@ ALL_OPTIONS: dict[str, Any] = {
             "notebooks": {
                 "service": {"name": "nbs"},
                 # the glue's image (one value) and its pull policy
-                "spawner": {"cloneImage": "registry.example.org/glue:1.2.3"},
+                "spawner": {
+                    "cloneImage": "registry.example.org/glue:1.2.3",
+                    # the StorageClass of each server's workspace claim
+                    "storageClass": "fast-ssd",
+                },
                 "images": {"pullPolicy": "Always"},
             }
         },
@@ -438,6 +442,7 @@ def test_every_option_render(helm: str, chart: Path, tmp_path: Path) -> None:
     assert (
         load(config_file)["service"]["url"] == "http://jh-hub-nbs" == service_url("jh-hub", "nbs")
     )
+    assert load(config_file)["spawner"]["storageClass"] == "fast-ssd"
 
 
 @pytest.mark.parametrize(
@@ -453,6 +458,8 @@ def test_every_option_render(helm: str, chart: Path, tmp_path: Path) -> None:
             "jupyterhub.custom.notebooks.images.pullPolicy must be one of",
         ),
         ("jupyterhub.custom.notebooks.profiles[0].memory=lots", "Does not match pattern"),
+        # a StorageClass is a DNS subdomain name
+        ("jupyterhub.custom.notebooks.spawner.storageClass=Fast_SSD", "Does not match pattern"),
     ],
 )
 def test_invalid_notebooks_config_is_refused(
@@ -630,6 +637,41 @@ def test_with_z2jh(helm: str, z2jh_chart: Path, override: list[str]) -> None:
     z2jh_values = yaml.safe_load(base64.b64decode(hub_secret["data"]["values.yaml"]))
     assert z2jh_values["cull"]["enabled"] is False
     assert [n for n, count in Counter(names(docs)).items() if count > 1] == []
+
+
+def test_with_z2jh_the_hub_may_manage_workspace_claims_and_the_chart_adds_no_rule(
+    helm: str, z2jh_chart: Path
+) -> None:
+    """Each server's workspace claim is made and deleted by the hub (glue/hub/kubespawner.py:
+    get, create, delete on persistentvolumeclaims): z2jh's hub Role grants them, so no Role of
+    ours names claims (z2jh's user-scheduler reads them for its own scheduling); z2jh's own
+    per-user volume stays off. The claims' StorageClass reaches the hub in z2jh's Secret."""
+    docs = template(
+        helm, z2jh_chart, "rel", "--set", "jupyterhub.custom.notebooks.spawner.storageClass=fast"
+    )
+    validate_all(docs)
+    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+    claim_rules = {
+        d["metadata"]["name"]: [r for r in d["rules"] if "persistentvolumeclaims" in r["resources"]]
+        for d in roles
+    }
+    ours = [
+        d["metadata"]["name"]
+        for d in roles
+        if d["metadata"]["labels"].get("app.kubernetes.io/part-of") == "renku-notebooks"
+    ]
+    assert ours and all(not claim_rules[name] for name in ours), claim_rules
+    (rule,) = claim_rules["hub"]
+    assert {"get", "create", "delete"} <= set(rule["verbs"])
+    assert rule["apiGroups"] == [""]
+    hub_secret = next(
+        d
+        for d in docs
+        if d["kind"] == "Secret" and "hub.services.notebooks.apiToken" in d.get("data", {})
+    )
+    z2jh_values = yaml.safe_load(base64.b64decode(hub_secret["data"]["values.yaml"]))
+    assert z2jh_values["singleuser"]["storage"]["type"] == "none"
+    assert z2jh_values["custom"]["notebooks"]["spawner"]["storageClass"] == "fast"
 
 
 def notes(helm: str, chart: Path, *args: str | Path) -> str:

@@ -64,8 +64,10 @@ from testing.kubepods import (
     TOKEN,
     WORK_DIR,
     FakeCoreApi,
+    User,
     by_name,
     git,
+    hub_config,
     kube_repos,
     make_spawner,
     no_kube_config,
@@ -126,7 +128,8 @@ async def test_pod_for_project_image_with_token(
     assert notebook["image"] == PROJECT_IMAGE
     assert notebook["imagePullPolicy"] == "Always"
     assert notebook["workingDir"] == WORK_DIR
-    # the profile's disk bounds what the pod writes: its layer, logs and workspace
+    # the profile's disk bounds what the pod writes: its layer and logs here, the workspace as
+    # its claim's size
     assert notebook["resources"]["requests"] == {
         "cpu": 2.0, "memory": 8 * 2**30, "ephemeral-storage": "20Gi"
     }
@@ -171,9 +174,12 @@ async def test_pod_for_project_image_with_token(
     assert clone["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
     volumes = by_name(spec["volumes"])
+    # the server's own claim (created before the pod, kept while it is paused)
     assert volumes["notebooks-workspace"] == {
-        "name": "notebooks-workspace", "emptyDir": {"sizeLimit": "20Gi"}
+        "name": "notebooks-workspace",
+        "persistentVolumeClaim": {"claimName": f"{spawner.pod_name}-workspace"},
     }
+    assert spec["securityContext"] == {"fsGroup": 100, "fsGroupChangePolicy": "OnRootMismatch"}
     secret_name = f"{spawner.pod_name}-git-token"
     assert volumes["notebooks-git-token"]["secret"] == {
         "secretName": secret_name,
@@ -216,8 +222,11 @@ async def test_default_image_without_token(repos: SimpleNamespace) -> None:
     }
     assert notebook["resources"]["requests"]["ephemeral-storage"] == "10G"
     workspace = by_name(spec["volumes"])["notebooks-workspace"]
-    assert workspace["emptyDir"] == {"sizeLimit": "10G"}
-    # the init steps and the sidecar get none of it: the workspace's limit covers their writes
+    assert workspace == {
+        "name": "notebooks-workspace",
+        "persistentVolumeClaim": {"claimName": spawner.pvc_name},
+    }
+    # the init steps and the sidecar get none of it: they write only into the workspace
     others = [*spec["initContainers"], *spec["containers"][1:]]
     assert all("ephemeral-storage" not in json.dumps(c.get("resources")) for c in others)
     assert pod["metadata"]["annotations"]["renku.io/image-fallback"] == "true"
@@ -557,14 +566,127 @@ async def test_removing_a_server_deletes_a_pod_left_behind(
     api.pods[spawner.pod_name] = "running"
     spawner.clear_state()  # what the hub's failed cleanup leaves: no state, the pod's name only
 
+    api.claims[spawner.pvc_name] = "the server's workspace"
     await spawner.delete_forever()
-    assert api.pods == {} and api.secrets == {}
+    assert api.pods == {} and api.secrets == {} and api.claims == {}
     assert ("delete pod", spawner.pod_name) in api.calls
     await spawner.delete_forever()  # nothing left: fine
 
     api.pods[spawner.pod_name] = "undeletable"
     with pytest.raises(RuntimeError, match=rf"pod renku/{spawner.pod_name} .* is left behind"):
         await spawner.delete_forever()
+
+
+class PodCreated(Exception):
+    """The fake API's answer to a pod's creation: the test's start ends there."""
+
+
+async def start_until_the_pod(spawner: kube.CommitKubeSpawner, api: FakeCoreApi) -> dict[str, Any]:
+    """What start() does (the launch's checks and shape, then KubeSpawner's own start) until
+    KubeSpawner creates the pod, which it does after the claim: the pod's manifest."""
+    created: list[Any] = []
+
+    async def create_namespaced_pod(namespace: str, body: Any) -> None:
+        created.append(body)
+        raise PodCreated
+
+    api.create_namespaced_pod = create_namespaced_pod  # type: ignore[attr-defined]
+    spawner.clear_state()  # the hub's, before every spawn
+    spawner.shape_pod(await spawner.prepare_launch())
+    with pytest.raises(PodCreated):
+        await spawner._start()
+    return await serialize(created[0])
+
+
+async def test_the_workspace_claim_is_made_at_the_first_start_kept_by_a_pause_and_deleted(
+    repos: SimpleNamespace, token_provider: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's workspace is its own PersistentVolumeClaim: created before the first pod
+    (the profile's disk, the configured class, labelled as the pod), met again (409) and kept
+    as it is by a resume's start, kept by a stop (a pause), deleted with the server; a claim
+    that cannot be deleted is an error. On claims the spawner only creates and deletes (and
+    reads one a quota refused): no list, no patch, within z2jh's hub Role."""
+    spawner = make_spawner(repos, options(repos, profile="gpu"), storageClass="fast-ssd")
+    spawner.api = api = FakeCoreApi()
+    spawner.events_enabled = False
+    monkeypatch.setattr(spawner, "_start_watching_pods", lambda **kwargs: asyncio.sleep(0))
+    name = f"{spawner.pod_name}-workspace"
+    assert spawner.pvc_name == name
+
+    pod = await start_until_the_pod(spawner, api)
+    assert api.claim_calls == [("create", name)]
+    claim = valid(await serialize(api.claims[name]))
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "20Gi"}},
+        "storageClassName": "fast-ssd",
+    }
+    # the pod's labels (its launch's too), but KubeSpawner's `component` of a user's storage
+    labels = dict(claim["metadata"]["labels"])
+    assert labels.pop("component") == "singleuser-storage"
+    assert labels.items() <= pod["metadata"]["labels"].items()
+    assert {"renku.io/commit-sha", "hub.jupyter.org/username"} <= set(labels)
+    assert claim["metadata"]["annotations"]["renku.io/commit-sha"] == repos.old
+    assert by_name(pod["spec"]["volumes"])["notebooks-workspace"]["persistentVolumeClaim"] == {
+        "claimName": name
+    }
+    # the hub remembers the claim's name (KubeSpawner's state) across its restarts
+    assert spawner.get_state()["pvc_name"] == name
+
+    # a pause: the pod goes, the claim stays
+    async def pod_deleted(self: KubeSpawner, now: bool = False) -> None:
+        api.calls.append(("stop", self.pod_name))
+
+    monkeypatch.setattr(KubeSpawner, "stop", pod_deleted)
+    await spawner.stop()
+    assert name in api.claims and ("delete", name) not in api.claim_calls
+
+    # the resume: the same claim, as it is (409 from the API is fine)
+    kept = api.claims[name]
+    pod = await start_until_the_pod(spawner, api)
+    assert api.claim_calls == [("create", name), ("create", name)]
+    assert api.claims[name] is kept
+    assert by_name(pod["spec"]["volumes"])["notebooks-workspace"]["persistentVolumeClaim"] == {
+        "claimName": name
+    }
+    # a quota that refuses the creation of a claim that exists: KubeSpawner reads it
+    api.claim_refusal = 403
+    await start_until_the_pod(spawner, api)
+    assert api.claim_calls[-2:] == [("create", name), ("get", name)]
+    api.claim_refusal = None
+
+    # the hub restarts while the server is paused: the claim's name comes back from its state
+    await spawner.stop()
+    spawner = make_spawner(repos, options(repos, profile="gpu"), storageClass="fast-ssd")
+    spawner.api = api
+    spawner.pvc_name = "not-yet-loaded"
+    spawner.load_state({"pvc_name": name, "pod_name": spawner.pod_name})
+    assert spawner.pvc_name == name
+
+    # the server's removal deletes it; nothing left is fine
+    await spawner.delete_forever()
+    assert api.claims == {} and api.claim_calls[-1] == ("delete", name)
+    await spawner.delete_forever()
+    api.claims[name] = "undeletable"
+    with pytest.raises(RuntimeError, match=rf"workspace claim renku/{name} .* is left behind"):
+        await spawner.delete_forever()
+    assert {verb for verb, _ in api.claim_calls} == {"get", "create", "delete"}
+
+
+async def test_z2jhs_storage_settings_do_not_move_the_workspace(repos: SimpleNamespace) -> None:
+    """z2jh's `singleuser.storage.type: dynamic` sets KubeSpawner's claim settings for a home
+    volume; the workspace claim stays the server's own, and is always made."""
+    c = hub_config(repos.root)
+    c.KubeSpawner.storage_pvc_ensure = False
+    c.KubeSpawner.pvc_name_template = "claim-{username}{servername}"
+    spawner = kube.CommitKubeSpawner(
+        config=c,
+        _mock=True,
+        user=User("alice", TOKEN),
+        orm_spawner=SimpleNamespace(name="project-0123456789ab", server=None),
+    )
+    assert spawner.storage_pvc_ensure is True
+    assert spawner.pvc_name == f"{spawner.pod_name}-workspace"
 
 
 def mounts_of(container: dict[str, Any]) -> set[str]:
@@ -1100,6 +1222,90 @@ async def test_the_hub_autosaves_through_the_sidecars_control_port(
     assert await spawner.autosave() == {} and await spawner.autosave_status() == {}
 
 
+async def test_a_pause_autosaves_through_the_sidecar_for_the_paused_servers_removal(
+    repos: SimpleNamespace,
+    tmp_path: Path,
+    token_provider: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No pod mounts a paused server's claim, so its removal cannot save it then: the pause's
+    stop asks the sidecar what the workspace holds and to autosave before the pod goes, and
+    the state keeps the answer (a hub restart too) for the removal's `autosave_paused`. A
+    pause whose save failed still ends the pod and keeps the claim; its removal is refused
+    with the reason. A resume forgets the record."""
+    mine = own_repos(repos, tmp_path)
+    bare = mine.root / "group" / "project.git"
+    branch = f"notebooks/autosave/alice/{repos.old}"
+    port, control_port = free_port(), free_port()
+    monkeypatch.setattr(podspec, "CONTROL_PORT", control_port)
+    spawner = make_spawner(mine, options(mine), blocker=False)
+    assert spawner.can_pause
+    pod, here = await launched_pod(spawner, tmp_path / "pod", port)
+    spawner.orm_spawner.server = pod_server()
+    spawner.record(disk={"limit": "10G", "near_limit": False})  # what start() records
+    deleted: list[str] = []
+
+    async def pod_deleted(self: KubeSpawner, now: bool = False) -> None:
+        deleted.append(self.pod_name)
+
+    monkeypatch.setattr(KubeSpawner, "stop", pod_deleted)
+    # the API half's record of a pause (CommitSpawnerMixin.paused: its time and disk)
+    held: list[int | None] = []
+    monkeypatch.setattr(spawner, "paused", held.append, raising=False)
+    proxy = pod["spec"]["containers"][1]
+
+    with here.sidecar(proxy, port, control_port):
+        (here.checkout / "untracked.txt").write_text("not committed\n")
+        spawner.pausing = True  # type: ignore[attr-defined]  # glue.hub.pauseapi's
+        await spawner.stop()
+        spawner.pausing = False  # type: ignore[attr-defined]
+    assert deleted == [spawner.pod_name]
+    tip = git("rev-parse", f"refs/heads/{branch}", cwd=bare)
+    assert git("show", f"{tip}:untracked.txt", cwd=bare) == "not committed"
+    assert len(held) == 1 and isinstance(held[0], int) and held[0] > 0
+    # the hub stores the state after the stop; a restarted hub removes the server
+    spawner.clear_state()
+    reloaded = make_spawner(mine, options(mine), blocker=False)
+    reloaded.load_state(json.loads(json.dumps(spawner.get_state())))
+    saved = await reloaded.autosave_paused()
+    assert saved["pushed"] is True and saved["commit"] == tip and saved["branch"] == branch
+
+    # a later pause (the restarted hub's spawner, with the control secret from the state)
+    # whose sidecar does not answer: the pause goes on, the removal is refused with the reason
+    spawner = reloaded
+    spawner.api = FakeCoreApi()
+    spawner.orm_spawner.server = pod_server()
+    spawner.control_secret = "the-control-secret-a-resumed-pods-start-made"
+    monkeypatch.setattr(spawner, "paused", held.append, raising=False)
+    spawner.pausing = True  # type: ignore[attr-defined]
+    await spawner.stop()
+    assert deleted == [spawner.pod_name] * 2 and held[-1] is None
+    assert "AUTOSAVE FAILED" in caplog.text and "at its pause" in caplog.text
+    with pytest.raises(AutosaveFailed, match=r"not autosaved \(The autosave could not ask"):
+        await spawner.autosave_paused()
+    # a server that was never paused here has no save to show
+    with pytest.raises(AutosaveFailed, match="no autosave was made when it was paused"):
+        await make_spawner(mine, options(mine), blocker=False).autosave_paused()
+
+    # a resume that fails before its server runs leaves the workspace as the pause saved it
+    async def refused(self: KubeSpawner) -> str:
+        raise TimeoutError("the pod did not start")
+
+    monkeypatch.setattr(KubeSpawner, "start", refused)
+    with pytest.raises(TimeoutError):
+        await spawner.start()
+    assert kube.PAUSE_SAVE_STATE in spawner.get_state()
+
+    # a resume forgets it: the workspace changes again
+    async def started(self: KubeSpawner) -> str:
+        return "http://127.0.0.1:8888"
+
+    monkeypatch.setattr(KubeSpawner, "start", started)
+    await spawner.start()
+    assert kube.PAUSE_SAVE_STATE not in spawner.get_state()
+
+
 def test_commits_carry_the_gitlab_name_and_email() -> None:
     """oauthenticator keeps GitLab's /user answer under `gitlab_user`."""
     record = {"id": 5, "name": "Alice  Example", "email": "a@example.org", "commit_email": ""}
@@ -1234,9 +1440,9 @@ async def test_a_new_start_ends_the_retries(
 async def test_the_hub_watches_a_pods_disk_through_its_sidecar(
     repos: SimpleNamespace, tmp_path: Path, token_provider: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past 90% of the profile's disk (the emptyDir's sizeLimit, past which the kubelet evicts
-    the pod), the hub's poll autosaves the pod once through its sidecar and marks the server's
-    `disk`, which the list and the launch page warn of. Only the hub may read the usage."""
+    """Past 90% of the profile's disk (the size of the workspace's claim), the hub's poll
+    autosaves the pod once through its sidecar and marks the server's `disk`, which the list
+    and the launch page warn of. Only the hub may read the usage."""
     mine = own_repos(repos, tmp_path)
     bare = mine.root / "group" / "project.git"
     port, control_port = free_port(), free_port()

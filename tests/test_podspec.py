@@ -14,8 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 from kubernetes_asyncio.client import (
+    ApiClient,
     V1Container,
     V1EnvVar,
     V1ObjectMeta,
@@ -72,7 +74,7 @@ def make_inputs(**changes: Any) -> podspec.PodInputs:
         user="alice",
         server="project",
         work_dir=WORK_DIR,
-        disk="10G",
+        claim=f"{POD}-workspace",
         clone_image="quay.io/renku/renku-notebooks-glue:0.1.0",
         pull_policy="IfNotPresent",
         with_token=True,
@@ -176,7 +178,11 @@ def test_the_workspace_is_added_to_the_operators_pod_and_the_notebook_sees_no_se
     assert [c.name for c in spec.containers] == ["notebook", PROXY_CONTAINER]
     volumes = {volume.name: volume for volume in spec.volumes}
     assert "operator-volume" in volumes
-    assert volumes[podspec.WORKSPACE_VOLUME].empty_dir.size_limit == "10G"
+    # the server's own claim, which outlives the pod (a pause), never a pod's emptyDir
+    workspace = volumes[podspec.WORKSPACE_VOLUME]
+    assert workspace.empty_dir is None
+    assert workspace.persistent_volume_claim.claim_name == f"{POD}-workspace"
+    assert not workspace.persistent_volume_claim.read_only
     # group-readable through the pod's fsGroup
     assert volumes[podspec.TOKEN_VOLUME].secret.default_mode == 0o440
     # the notebook: the checkout at workDir, and of the Secret only the kernel spec
@@ -197,6 +203,60 @@ def test_without_an_fs_group_the_secret_is_readable_by_the_containers_that_mount
     podspec.add_workspace(pod, make_inputs())
     volumes = {volume.name: volume for volume in pod.spec.volumes}
     assert volumes[podspec.TOKEN_VOLUME].secret.default_mode == 0o444
+    assert pod.spec.security_context.fs_group_change_policy is None
+
+
+def test_a_resumed_workspace_is_not_walked_for_the_fs_group_at_every_mount() -> None:
+    """The kubelet's default changes every file of a volume to the pod's fsGroup at each mount:
+    a kept workspace gets `OnRootMismatch`; an operator's own policy stays, in the dict form
+    KubeSpawner builds the pod's security context in too."""
+    pod = base_pod()
+    podspec.add_workspace(pod, make_inputs())
+    assert pod.spec.security_context.fs_group == 100
+    assert pod.spec.security_context.fs_group_change_policy == "OnRootMismatch"
+    pod = base_pod()
+    pod.spec.security_context = {"fsGroup": 100, "fsGroupChangePolicy": "Always"}
+    podspec.add_workspace(pod, make_inputs())
+    assert pod.spec.security_context == {"fsGroup": 100, "fsGroupChangePolicy": "Always"}
+    pod.spec.security_context = {"fsGroup": 100}
+    pod.spec.volumes = []
+    podspec.add_workspace(pod, make_inputs())
+    assert pod.spec.security_context["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+async def test_the_workspace_claim_has_the_profiles_disk_and_the_storage_class() -> None:
+    """KubeSpawner's claim shape: one read-write mount at a time, the profile's disk; a class
+    when the config names one, none (the cluster's default) for "", valid for Kubernetes."""
+    labels = {"hub.jupyter.org/username": "alice", "renku.io/commit-sha": SHA}
+    annotations = {"renku.io/project": "project"}
+    claim = podspec.workspace_claim(
+        f"{POD}-workspace",
+        size="20Gi",
+        storage_class="fast-ssd",
+        labels=labels,
+        annotations=annotations,
+    )
+    async with ApiClient() as api:
+        manifest = api.sanitize_for_serialization(claim)
+    kubernetes_validate.validate(manifest, "1.28", strict=True)
+    assert manifest["kind"] == "PersistentVolumeClaim"
+    assert manifest["metadata"]["name"] == f"{POD}-workspace"
+    assert manifest["metadata"]["labels"] == labels
+    assert manifest["metadata"]["annotations"]["renku.io/project"] == "project"
+    assert manifest["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "20Gi"}},
+        "storageClassName": "fast-ssd",
+    }
+    default = podspec.workspace_claim(
+        "w", size="10G", storage_class="", labels={}, annotations={}
+    )
+    async with ApiClient() as api:
+        manifest = api.sanitize_for_serialization(default)
+    kubernetes_validate.validate(manifest, "1.28", strict=True)
+    # no storageClassName at all: "" would ask for no class (a pre-made volume only)
+    assert "storageClassName" not in manifest["spec"]
+    assert "volume.beta.kubernetes.io/storage-class" not in manifest["metadata"]["annotations"]
 
 
 def test_the_secrets_values_reach_only_the_secret() -> None:

@@ -65,6 +65,7 @@ class SpawnerConfig(TypedDict):
     workDir: str
     cloneImage: str
     registrySecret: str
+    storageClass: str
 
 
 class LaunchConfig(TypedDict):

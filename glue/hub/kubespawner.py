@@ -18,6 +18,18 @@ that this spawner makes for each pod and keeps in its state (the hub's database)
 works after a hub restart. Whatever else deletes the pod (the culler, an eviction) runs the
 sidecar's preStop autosave within the pod's grace period (`delete_grace_period`).
 
+The server's workspace is a PersistentVolumeClaim of its own (podspec.workspace_claim,
+`<pod>-workspace`: the profile's disk, `spawner.storageClass`), created by KubeSpawner's own
+`storage_pvc_ensure` machinery at each start (one that exists, a paused server's, is kept as
+it is: 409 is fine), kept by `stop()` (a pause keeps the whole workspace for the next start)
+and deleted with the server (`delete_forever`). The hub's z2jh Role allows it (get, create,
+delete on persistentvolumeclaims; KubeSpawner reads a claim only when a quota refuses its
+creation). So this spawner `can_pause`: a pause (the hub's stop that keeps the server,
+glue.hub.pauseapi, which sets `pausing`) first asks the sidecar what the workspace holds and
+to autosave, and keeps that save's answer in the spawner's state: no pod mounts a paused
+server's claim, so nothing could save it at its removal, and nothing changes it meanwhile;
+the removal's `autosave_paused` answers with it, or refuses when it failed.
+
 The pod's Secrets (the user's GitLab token and the component's secrets; the autosave
 branch's signing key; a per-commit image's pull secret) are created once the pod exists,
 owned by the pod, so Kubernetes deletes them with the pod whatever stops it (hub, culler,
@@ -38,10 +50,10 @@ from typing import Any
 
 import aiohttp
 from jupyterhub.utils import exponential_backoff, maybe_future
-from kubernetes_asyncio.client import V1DeleteOptions, V1Pod, V1Secret
+from kubernetes_asyncio.client import V1DeleteOptions, V1PersistentVolumeClaim, V1Pod, V1Secret
 from kubernetes_asyncio.client.rest import ApiException
 from kubespawner import KubeSpawner
-from traitlets import Integer, default
+from traitlets import Bool, Integer, Unicode, default
 
 from glue.core import contracts, trust
 from glue.core.config import Profile
@@ -75,6 +87,10 @@ PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrIma
 LEFT_BEHIND_RETRY_SECONDS = 5.0
 LEFT_BEHIND_RETRY_MAX_SECONDS = 300.0
 LEFT_BEHIND_STATE = "pod_left_behind"
+# the spawner's state key of the autosave a pause made: {"saved": its answer} or {"failed": why}
+PAUSE_SAVE_STATE = "pause_autosave"
+# KubeSpawner's `component` label of a user's storage (its get_pvc_manifest)
+STORAGE_COMPONENT = "singleuser-storage"
 
 
 def _when(stamp: Any) -> float | None:
@@ -158,6 +174,16 @@ async def _after_pod_created(spawner: CommitKubeSpawner, pod: dict[str, Any]) ->
 class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
     """KubeSpawner that launches one checked-out commit, after the same checks as the glue."""
 
+    # the workspace claim is ours, whatever z2jh's `singleuser.storage` says (not config: the
+    # chart keeps z2jh's storage `none`, and no operator value may rename or skip the claim
+    # that a paused server's work is in)
+    storage_pvc_ensure = Bool(True)
+    pvc_name_template = Unicode("{pod_name}-workspace")
+    # a stopped server's claim keeps its whole workspace: the hub may pause it (pauseapi)
+    can_pause = True
+    # what the last pause's autosave did, kept (state) while the server is paused
+    _pause_save: dict[str, Any] | None = None
+
     delete_grace_period = Integer(
         help="Seconds a deleted pod has for its preStop autosave (autosave.timeoutSeconds + "
         "a margin); also the pod's terminationGracePeriodSeconds."
@@ -216,6 +242,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             url: str = await super().start()
         finally:
             self._waiting_for_pod = False
+        # resumed: the session changes the workspace again (a resume that failed before its
+        # server ran left it as its pause saved it, so the record stays for its removal)
+        self._pause_save = None
         # the pod runs: its session step's answer says where the workspace's unsaved work came
         # from; the disk watch (poll) reads the sidecar's usage against the disk. Committed
         # with the start
@@ -346,7 +375,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             user=self.user.name,
             server=self.name,
             work_dir=config["spawner"]["workDir"],
-            disk=self.profile_named(launch.profile)["disk"],
+            claim=self.pvc_name,
             clone_image=config["spawner"]["cloneImage"],
             pull_policy=config["images"]["pullPolicy"],
             with_token=bool(self._git_token),
@@ -357,6 +386,23 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             autosave_max_file_bytes=config["autosave"]["maxFileBytes"],
             autosave_timeout=config["autosave"]["timeoutSeconds"],
             token_endpoint=self.git_token_endpoint if refresh else None,
+        )
+
+    def get_pvc_manifest(self) -> V1PersistentVolumeClaim:
+        """The server's workspace claim (podspec.workspace_claim): the launch's profile's disk,
+        labelled and annotated as the pod (its launch's labels too), with KubeSpawner's labels
+        of a user's storage."""
+        assert self._launch is not None, "shape_pod() sets the launch before the claim"
+        labels = self._build_common_labels(self._expand_all(self.extra_labels))
+        labels.update(
+            {"app.kubernetes.io/component": self.component_label, "component": STORAGE_COMPONENT}
+        )
+        return podspec.workspace_claim(
+            self.pvc_name,
+            size=self.profile_named(self._launch.profile)["disk"],
+            storage_class=self.notebooks["spawner"]["storageClass"],
+            labels=labels,
+            annotations=self._build_common_annotations(self._expand_all(self.extra_annotations)),
         )
 
     async def get_pod_manifest(self) -> V1Pod:
@@ -386,7 +432,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     async def disk_usage(self) -> Usage | None:
         """What the pod's workspace volume holds, from its sidecar (`GET /usage`), against the
-        profile's disk (the emptyDir's sizeLimit); None when the sidecar does not say (an
+        profile's disk (the claim's size); None when the sidecar does not say (an
         older pod, unreachable): the watch then waits for the next poll."""
         url = self.control_url(autosavecontrol.USAGE_PATH)
         disk = self.user_options.get(DISK)
@@ -576,6 +622,9 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         return bool(super().active or self._pod_left_behind)
 
     async def stop(self, now: bool = False) -> None:
+        # set by the hub's pause (glue.hub.pauseapi) for this stop, which keeps the claim
+        pausing = bool(getattr(self, "pausing", False))
+        held = await self.save_for_pause() if pausing else None
         try:
             await super().stop(now)
         except ApiException as e:
@@ -587,6 +636,42 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         finally:
             await self.delete_token_secret()
         self._pod_left_behind = False
+        if pausing:  # the mixin's record of the pause (its time, the disk it holds)
+            paused = getattr(self, "paused", None)
+            if paused is not None:
+                paused(held)
+
+    async def save_for_pause(self) -> int | None:
+        """Before a pause deletes the pod: the bytes its workspace holds (the sidecar's usage)
+        and an autosave through the sidecar, whose answer (or failure) the state keeps for the
+        paused server's removal (autosave_paused). A failed save does not refuse the pause:
+        the claim keeps everything; it refuses the removal."""
+        usage = await self.disk_usage()
+        try:
+            self._pause_save = {"saved": await self.session_autosave(save=True)}
+        except AutosaveFailed as e:
+            self._pause_save = {"failed": e.message}
+            self.log.error(
+                "AUTOSAVE FAILED for %s at its pause: %s. Its workspace is kept on its claim; "
+                "its removal is refused until it is resumed.",
+                self.log_label,
+                e.message,
+            )
+        return usage.used if usage is not None else None
+
+    async def autosave_paused(self) -> dict[str, Any]:
+        """A paused server's removal asks for its autosave first: the one its pause made (no
+        pod has mounted the claim since, so a save now would push the same); AutosaveFailed,
+        which refuses the removal, when that save failed or no pause made one."""
+        record = self._pause_save or {}
+        saved = record.get("saved")
+        if isinstance(saved, dict):
+            return saved
+        why = str(record.get("failed") or "no autosave was made when it was paused")
+        raise AutosaveFailed(
+            f"The paused server's workspace is not autosaved ({why.rstrip('.')}). Resume it to "
+            "save its work, or delete it with force=true, which loses what no autosave holds."
+        )
 
     def leave_behind(self, why: str) -> None:
         """A stop could not delete the pod: keep the server, say so in its user_options (the
@@ -644,12 +729,16 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             state[LEFT_BEHIND_STATE] = True
         if self.control_secret:
             state[CONTROL_STATE] = self.control_secret
+        if self._pause_save is not None:
+            state[PAUSE_SAVE_STATE] = self._pause_save
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         """A hub restarted while a pod was left behind retries its deletion."""
         super().load_state(state)
         self.control_secret = state.get(CONTROL_STATE) or self.control_secret
+        pause_save = state.get(PAUSE_SAVE_STATE)
+        self._pause_save = pause_save if isinstance(pause_save, dict) else self._pause_save
         if state.get(LEFT_BEHIND_STATE) and not self._pod_left_behind:
             try:
                 asyncio.get_running_loop()
@@ -659,13 +748,13 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
                 self.leave_behind("left behind before the hub restarted")
 
     async def delete_forever(self) -> None:
-        """Removing a server also removes a pod that is still there.
+        """Removing a server also removes a pod that is still there, then its workspace claim.
 
         A pod that a stop could not delete keeps the server (`active`) until
         `_retry_deletion` removed it, so this normally finds none; it still covers a pod
-        the spawner does not know of (its state lost with the hub's database). A pod that
-        cannot be deleted now is an error, which the hub only logs ("Error cleaning up
-        persistent resources").
+        the spawner does not know of (its state lost with the hub's database). A pod or a
+        claim that cannot be deleted now is an error, which the hub only logs ("Error
+        cleaning up persistent resources").
         """
         await self.delete_token_secret()
         ref = f"{self.namespace}/{self.pod_name}"
@@ -688,7 +777,28 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             ) from None
         except TimeoutError:
             raise RuntimeError(f"The pod {ref} of a removed server is left behind.") from None
-        await super().delete_forever()
+        await self.delete_workspace_claim()
+
+    async def delete_workspace_claim(self) -> None:
+        """Delete the server's claim with KubeSpawner's request (a 404 is fine). Not through
+        KubeSpawner.delete_forever: it keeps a named server's claim whose name template lacks
+        `{servername}` (ours is `{pod_name}-workspace`) as one shared with the default server."""
+        ref = f"{self.namespace}/{self.pvc_name}"
+        try:
+            await exponential_backoff(
+                partial(self._make_delete_pvc_request, self.pvc_name, self.k8s_api_request_timeout),
+                f"Could not delete the workspace claim {ref}",
+                timeout=self.k8s_api_request_retry_timeout,
+            )
+        except ApiException as e:
+            raise RuntimeError(
+                f"The workspace claim {ref} of a removed server is left behind "
+                f"(Kubernetes: {e.status} {e.reason})."
+            ) from None
+        except TimeoutError:
+            raise RuntimeError(
+                f"The workspace claim {ref} of a removed server is left behind."
+            ) from None
 
     def clear_state(self) -> None:
         super().clear_state()

@@ -10,9 +10,13 @@ these; tests build pods with them directly, without a spawner (tests/test_podspe
 What they add to KubeSpawner's pod (never replacing what the Helm chart or an operator
 configured: z2jh's own init containers, volumes, labels stay):
 
-- an emptyDir workspace, sized by the profile's disk. The `git-clone` init container runs
-  the same clone step as the local spawner (the command line of `clone.step`) into it, and
-  the notebook container mounts the checkout at `spawner.workDir`.
+- the workspace: a PersistentVolumeClaim of the server's own (`workspace_claim`: the
+  profile's disk, `spawner.storageClass`), which the spawner creates at the server's first
+  start and keeps while the server is paused, so a resumed pod finds the whole workspace
+  (ignored files, installed packages) where its last pod left it. The `git-clone` init
+  container runs the same clone step as the local spawner (the command line of
+  `clone.step`) into it, which leaves a workspace that already holds its session as it is,
+  and the notebook container mounts the checkout at `spawner.workDir`.
 - a second init container, `git-session` (`glue.session.gitsession`), that restores the
   user's autosave of this commit (or deletes it when the launch says `"autosave":
   "discard"`), points the checkout's `origin` at the session's git token component and
@@ -58,7 +62,6 @@ from kubernetes_asyncio.client import (
     V1Capabilities,
     V1Container,
     V1ContainerPort,
-    V1EmptyDirVolumeSource,
     V1EnvVar,
     V1EnvVarSource,
     V1ExecAction,
@@ -69,6 +72,8 @@ from kubernetes_asyncio.client import (
     V1ObjectFieldSelector,
     V1ObjectMeta,
     V1OwnerReference,
+    V1PersistentVolumeClaim,
+    V1PersistentVolumeClaimVolumeSource,
     V1Pod,
     V1ResourceRequirements,
     V1SeccompProfile,
@@ -78,6 +83,7 @@ from kubernetes_asyncio.client import (
     V1Volume,
     V1VolumeMount,
 )
+from kubespawner.objects import make_pvc
 from kubespawner.slugs import is_valid_label, safe_slug
 
 from glue.core.contracts import (
@@ -105,6 +111,11 @@ LABEL_PREFIX = "renku.io/"
 EPHEMERAL_STORAGE = "ephemeral-storage"
 GPU_RESOURCE = "nvidia.com/gpu"
 WORKSPACE_VOLUME = "notebooks-workspace"
+# the workspace claim: one pod at a time mounts it, read-write
+WORKSPACE_ACCESS_MODES = ["ReadWriteOnce"]
+# the kubelet changes a volume's files to the pod's fsGroup only when its top directory does
+# not match already: by default (`Always`) it would walk a resumed workspace on every mount
+FS_GROUP_CHANGE_POLICY = "OnRootMismatch"
 TOKEN_VOLUME = "notebooks-git-token"
 # the python3 kernel spec (glue.session.kernel): one key of the pod's Secret, the only one the
 # notebook container mounts, named first in its JUPYTER_PATH
@@ -161,8 +172,8 @@ class PodInputs:
     server: str
     #: spawner.workDir: where the notebook sees the checkout
     work_dir: str
-    #: the profile's disk: the workspace emptyDir's sizeLimit
-    disk: str
+    #: the server's workspace PersistentVolumeClaim (KubeSpawner's `pvc_name`)
+    claim: str
     #: spawner.cloneImage and images.pullPolicy: the image of the git steps and the sidecar
     clone_image: str
     pull_policy: str
@@ -238,9 +249,9 @@ def profile_resources(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The notebook's extra resource limits and guarantees for a profile: its GPUs as a limit,
     its disk as the `ephemeral-storage` request and limit (the pod is scheduled where that
-    much is free, and evicted past it: its writable layer, its logs and the workspace's
-    emptyDir, whose `sizeLimit` is the same disk, all count). An operator's own GPU and
-    ephemeral-storage values give way; their other resources are kept."""
+    much is free, and evicted past it: its writable layer and its logs count; the workspace
+    is its claim, of the same disk). An operator's own GPU and ephemeral-storage values give
+    way; their other resources are kept."""
     own = (GPU_RESOURCE, EPHEMERAL_STORAGE)
     limits = {k: v for k, v in limits.items() if k not in own}
     guarantees = {k: v for k, v in guarantees.items() if k not in own}
@@ -406,6 +417,27 @@ def owned_secret(
 # ---- the workspace, the git steps and the sidecar -------------------------------------------
 
 
+def workspace_claim(
+    name: str,
+    *,
+    size: str,
+    storage_class: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+) -> V1PersistentVolumeClaim:
+    """A server's workspace claim, as KubeSpawner's `make_pvc` shapes a user's: `size` (the
+    profile's disk), ReadWriteOnce, `storage_class` ("" names none: the cluster's default)."""
+    return make_pvc(
+        name=name,
+        storage_class=storage_class or None,
+        access_modes=list(WORKSPACE_ACCESS_MODES),
+        selector=None,
+        storage=size,
+        labels=labels,
+        annotations=annotations,
+    )
+
+
 def add_workspace(pod: V1Pod, inputs: PodInputs) -> None:
     """Append (never replace) our volumes, mounts, init containers and sidecar to KubeSpawner's
     pod, in place; its first container is the notebook."""
@@ -413,9 +445,18 @@ def add_workspace(pod: V1Pod, inputs: PodInputs) -> None:
     notebook = spec.containers[0]
     # group-readable via fsGroup when the pod has one, else readable in the containers that
     # mount it (the clone steps and the sidecar; never the notebook)
-    mode = 0o440 if _field(spec.security_context, "fsGroup", "fs_group") else 0o444
+    fs_group = _field(spec.security_context, "fsGroup", "fs_group")
+    mode = 0o440 if fs_group else 0o444
+    if fs_group:
+        _set_default(
+            spec.security_context,
+            "fsGroupChangePolicy",
+            "fs_group_change_policy",
+            FS_GROUP_CHANGE_POLICY,
+        )
+    claim = V1PersistentVolumeClaimVolumeSource(claim_name=inputs.claim)
     volumes = [
-        V1Volume(name=WORKSPACE_VOLUME, empty_dir=V1EmptyDirVolumeSource(size_limit=inputs.disk)),
+        V1Volume(name=WORKSPACE_VOLUME, persistent_volume_claim=claim),
         V1Volume(
             name=TOKEN_VOLUME,
             secret=V1SecretVolumeSource(
@@ -640,3 +681,11 @@ def _field(obj: Any, camel: str, snake: str) -> Any:
     if isinstance(obj, dict):
         return obj.get(camel)
     return getattr(obj, snake, None)
+
+
+def _set_default(obj: Any, camel: str, snake: str, value: Any) -> None:
+    """Set a field of a security context (dict or model) unless the operator set it."""
+    if isinstance(obj, dict):
+        obj.setdefault(camel, value)
+    elif getattr(obj, snake, None) is None:
+        setattr(obj, snake, value)
