@@ -132,6 +132,23 @@ USER_OPTIONS = frozenset(
     }
 )
 
+# -- a paused ("hibernated") server: a hub stop WITHOUT the named server's removal, which
+# keeps the server, its user_options (image, profile) and its spawner state, and the
+# spawner keeps the whole workspace (the embedded default's directory and disk image, a
+# PersistentVolumeClaim on Kubernetes). The keys of its spawner state
+# (CommitSpawnerMixin.get_state/load_state), each absent while the server is not paused:
+# when it was paused (seconds since the epoch, a float)
+HIBERNATED_AT = "hibernated_at"
+# how many bytes its kept workspace holds on the disk, measured at the pause (an int)
+HIBERNATED_DISK = "hibernated_disk_bytes"
+# the `state` of a server in the API (PATCH <prefix>/<ns>/<project>/<sha> asks for one)
+STATE_HIBERNATED = "hibernated"
+STATE_RUNNING = "running"
+# the file in a workspace's `.git` that says a session was opened on it for one commit
+# (glue.session.workspace): a start that finds it reopens the workspace as it is, with no
+# clone and no autosave restore; both spawners' steps decide by it
+OPENED_MARK = "renku-notebooks-opened"
+
 # -- autosave branches: `<prefix>/<user>/<sha>` (config `autosave.branchPrefix`)
 SHA = re.compile(r"[0-9a-f]{40}")
 # characters a ref name may not hold (git check-ref-format), quoted as %XX in branch names
