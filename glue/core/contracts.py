@@ -76,8 +76,22 @@ DISK = "disk"
 # {phase: seconds} of the phases below that ran in the hub, the session and the server (the
 # server model's `phases`)
 PHASES = "phases"
+# written by both spawners at a pause, beside the spawner state of the same names (below):
+# when it was paused and the bytes its kept workspace holds, for the glue to show
+HIBERNATED_AT = "hibernated_at"
+HIBERNATED_DISK = "hibernated_disk_bytes"
 SPAWNER_OPTIONS = frozenset(
-    {RESTORED_FROM, RESTORE_REFUSED, POD_NAME, STOP_FAILED, MEMORY, DISK, PHASES}
+    {
+        RESTORED_FROM,
+        RESTORE_REFUSED,
+        POD_NAME,
+        STOP_FAILED,
+        MEMORY,
+        DISK,
+        PHASES,
+        HIBERNATED_AT,
+        HIBERNATED_DISK,
+    }
 )
 
 # -- a launch's phases, each recorded where it happens (glue.core.metrics'
@@ -136,11 +150,10 @@ USER_OPTIONS = frozenset(
 # keeps the server, its user_options (image, profile) and its spawner state, and the
 # spawner keeps the whole workspace (the embedded default's directory and disk image, a
 # PersistentVolumeClaim on Kubernetes). The keys of its spawner state
-# (CommitSpawnerMixin.get_state/load_state), each absent while the server is not paused:
-# when it was paused (seconds since the epoch, a float)
-HIBERNATED_AT = "hibernated_at"
-# how many bytes its kept workspace holds on the disk, measured at the pause (an int)
-HIBERNATED_DISK = "hibernated_disk_bytes"
+# (CommitSpawnerMixin.get_state/load_state), each absent while the server is not paused,
+# are HIBERNATED_AT (when it was paused: seconds since the epoch, a float) and
+# HIBERNATED_DISK (how many bytes its kept workspace holds on the disk, measured at the
+# pause: an int), written above
 # the `state` of a server in the API (PATCH <prefix>/<ns>/<project>/<sha> asks for one)
 STATE_HIBERNATED = "hibernated"
 STATE_RUNNING = "running"
