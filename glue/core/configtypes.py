@@ -73,6 +73,7 @@ class LaunchConfig(TypedDict):
     startTimeoutSeconds: int
     stopTimeoutSeconds: float
     serversPerUser: int
+    hibernatedPerUser: int
     lfs: bool
     lfsOption: bool
     maxBodyBytes: int
@@ -103,6 +104,8 @@ class CullingConfig(TypedDict):
     maxAgeSeconds: int
     warningSeconds: int
     everySeconds: int
+    idleAction: Literal["hibernate", "stop"]
+    hibernatedKeepSeconds: int
 
 
 class Config(TypedDict):

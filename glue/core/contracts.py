@@ -23,6 +23,11 @@ AUTOSAVE_API = "notebooks/autosave"  # GET <AUTOSAVE_API>/<user>/<server>: what 
 # the hub's own server API again, whose DELETE autosaves first (the glue's and the culler's stops):
 # DELETE <SAVING_API>/users/<user>/servers/<server>
 SAVING_API = "notebooks/saving"
+# a server's pause (glue.hub.pauseapi): POST <PAUSE_API>/users/<user>/servers/<server>
+PAUSE_API = "notebooks/pause"
+# the culler's root: the saving API's, whose server DELETE pauses or stops as
+# `culling.idleAction` says (glue.hub.pauseapi)
+CULLING_API = "notebooks/culling"
 # the hub service of the chart's pre-delete hook (glue.service.drain) is `<service name><this>`:
 # the chart reads its token by that name ("renku-notebooks.drainServiceName" in
 # templates/_helpers.tpl), the hub gives it its role (glue.hub.kubesetup)

@@ -41,12 +41,13 @@ from glue.core.contracts import (
 )
 from glue.core.errors import AutosaveFailed, GlueError
 from glue.core.launch import from_user_options
+from glue.hub import disk as workspace_disk
 from glue.hub import internals, listeners, localsession
 from glue.hub.commitspawner import Checked, CommitSpawnerMixin
 from glue.hub.disk import DiskError, Usage
 from glue.hub.localsession import SessionGit
 from glue.hub.sandbox import Sandbox, send_signal, uid_for
-from glue.session import clone, kernel, steprunner
+from glue.session import clone, kernel, steprunner, workspace
 
 CLONE_TIMEOUT = 600
 # the part of the hub's start timeout left to the hub once the spawner's own wait for the
@@ -173,6 +174,9 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 raise RuntimeError(f"The workspace's disk could not be set up: {e}") from None
         git = self.session_git(target.full_path, checked.source)
         kept = git.kept
+        # a paused server's workspace (or one a stop kept): reopened as it is, no clone, no
+        # restore; decided by the mark the workspace carries (glue.session.workspace)
+        reopen = not kept and workspace.opened(sandbox.workspace, target.commit_sha)
         # the server's log (logs.py): the clone step's outcome, then the server's output
         log_fd = logs.open_for_server(self.notebooks, self.user.name, self.name)
         secret = checked.caller.git_token
@@ -185,6 +189,9 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                         "%s: its last autosave failed; reusing its workspace", self.log_label
                     )
                     self.emit(20, "Reopening the workspace whose autosave failed, as it was")
+                elif reopen:
+                    self.log.info("%s: resuming its kept workspace", self.log_label)
+                    self.emit(20, "Resuming the paused workspace as it was")
                 else:
                     self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
                     try:
@@ -198,7 +205,9 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                     )
                 with self.phase(PHASE_SESSION):
                     await opening
-                    answer = await self.session_git_step(checked, sandbox, git, restore=not kept)
+                    answer = await self.session_git_step(
+                        checked, sandbox, git, restore=not (kept or reopen)
+                    )
             except asyncio.CancelledError:
                 # the hub interrupting the launch (a DELETE while it starts, the start
                 # timeout) waits a second for it, then calls no stop() for a server without
@@ -248,6 +257,8 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         disk = None  # None: no filesystem of its own here, so nothing to watch
         if sandbox.disk_usage() is not None:
             disk = {"limit": self.profile_named(launch.profile)["disk"], "near_limit": False}
+        if self.hibernated:
+            self.resumed()
         # committed by the hub with the start
         self.record(**session, **{MEMORY: memory, DISK: disk})
         if not self._watched:
@@ -463,6 +474,9 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         A stop through the hub's saving DELETE (the glue's, the culler's) has saved a
         moment ago, in the same request: saving again would only cost time (a second step
         in the sandbox), since the stop ends the server's processes right after either."""
+        if self.pausing:
+            await self._pause(now)
+            return
         if not self.saved_for_stop:
             with contextlib.suppress(AutosaveFailed):  # logged loudly, workspace marked kept
                 await self.autosave()
@@ -470,6 +484,34 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         await self.stop_session_git()
         kept = self.session_git().kept  # its work only there: left at its path
         await asyncio.to_thread(functools.partial(self.sandbox().release, unmount=not kept))
+
+    async def _pause(self, now: bool) -> None:
+        """A pause (glue.hub.pauseapi): the server's processes and its git component end, the
+        workspace's filesystem is unmounted and kept whole (its image, or its directory),
+        nothing is autosaved; the next start reopens it (glue.session.workspace)."""
+        await super().stop(now)
+        await self.stop_session_git()
+        await asyncio.to_thread(self.sandbox().release)
+        self.paused(await asyncio.to_thread(workspace_disk.held, self.workspace()))
+
+    async def autosave_paused(self) -> dict[str, Any]:
+        """Autosave the kept workspace of a paused server, as a running one's stop does: its
+        filesystem mounted, its git component started for the save, both gone after. A
+        failed save marks the workspace kept (delete_forever then leaves it)."""
+        checked = await self.prepare_launch()  # the caller's token and access, checked again
+        sandbox = self.sandbox()
+        try:
+            await asyncio.to_thread(sandbox.prepare)
+        except DiskError as e:
+            raise AutosaveFailed(f"The paused workspace could not be mounted: {e}") from None
+        git = self.session_git(checked.launch.target.full_path, checked.source)
+        try:
+            await self.open_session_git(checked, git)
+            self._remember_identity(checked.caller.identity())
+            return await self.autosave()
+        finally:
+            await self.stop_session_git()
+            await asyncio.to_thread(sandbox.release)
 
     def delete_forever(self) -> None:
         """The hub removes the server: its workspace goes with it, unless its autosave failed
