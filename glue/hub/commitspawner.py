@@ -98,6 +98,9 @@ class CommitSpawnerMixin(Configurable):
     # set by the hub's pause (glue.hub.pauseapi) for the stop it makes: that stop keeps the
     # whole workspace and does not autosave (the workspace holds more than a save could)
     pausing = False
+    # whether this spawner keeps a stopped server's whole workspace (a pause): the local
+    # spawner's directory; on Kubernetes, once its workspace is a volume that outlives the pod
+    can_pause = False
     # a paused server's (HIBERNATED_AT, HIBERNATED_DISK in its spawner state): when it was
     # paused, and the bytes its kept workspace holds; None while it is not paused
     hibernated_at: float | None = None

@@ -131,6 +131,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     ).tag(config=True)
 
     git_port = 0  # the component's port while a session runs (0: none)
+    can_pause = True  # the workspace directory (and its disk image) outlives the server
     _watched = False  # ended() is among the hub's poll callbacks
     _component: Popen[bytes] | None = None
     # the user's git identity at the launch: the autosave at the stop commits as them

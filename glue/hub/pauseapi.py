@@ -16,7 +16,9 @@ save could (ignored files, installed packages), and its removal autosaves it
 Refused, with the glue's JSON error: 404 `server_not_found`; 409 `server_starting` while it
 starts or stops (nothing half-started is frozen), `not_running` when it is not running
 (paused already, failed), `too_many_paused` at the user's limit of paused servers; 501
-`pause_unsupported` for a spawner that cannot keep a workspace (not one of ours).
+`pause_unsupported` for a spawner that cannot keep a workspace (`can_pause` False: not one
+of ours, or one whose workspace would go with its stop), which the culler then stops and
+removes after its autosave instead.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def refusal(user: Any, spawner: Any, name: str) -> tuple[int, str, str] | None:
     """Why this server cannot be paused now (status, code, sentence); None when it can."""
     if spawner is None:
         return 404, "server_not_found", f"There is no server {name}."
-    if not hasattr(spawner, "paused"):
+    if not getattr(spawner, "can_pause", False):
         return 501, "pause_unsupported", "This spawner cannot keep a server's workspace."
     if spawner.pending:
         return 409, "server_starting", "The server is starting or stopping; pause it once it runs."
@@ -101,7 +103,7 @@ class CullingServerAPIHandler(SavingServerAPIHandler):
         spawner = internals.loaded_spawners(user).get(server_name) if user else None
         hibernate = (
             spawner is not None
-            and hasattr(spawner, "paused")
+            and getattr(spawner, "can_pause", False)
             and spawner.notebooks["culling"]["idleAction"] == "hibernate"
         )
         if hibernate and refusal(user, spawner, server_name) is None:
