@@ -275,6 +275,12 @@ class CommitSpawnerMixin(Configurable):
         finally:
             await provider.close()
         self.apply_profile(launch.profile)
+        if self.hibernated:
+            # a resume: the hub replaced the user_options with the launch's; a resume that
+            # fails must show paused again, so the pause stays said there until `resumed`
+            self.record(
+                **{HIBERNATED_AT: self.hibernated_at, HIBERNATED_DISK: self.hibernated_disk}
+            )
         return Checked(launch, caller, source)
 
     def run_post_stop_hook(self) -> Any:
