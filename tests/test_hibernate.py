@@ -204,3 +204,40 @@ def test_the_culler_pauses_an_idle_server_and_later_removes_it_with_its_autosave
     assert git(bare, "show", f"{'notebooks/autosave/dora/'}{sha}:idle.txt") == "kept"
     assert not workspace.exists()
     assert server["name"] not in hub.hub_servers("dora")
+
+
+# --- the steps' own decision, on a workspace without a hub ---------------------------------
+
+
+def test_the_clone_and_session_steps_reopen_a_marked_workspace_as_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both steps (the local spawner's and the pod's init containers) skip their work on a
+    workspace whose mark names the launched commit: a source or remote that cannot be
+    reached proves that nothing was fetched or restored."""
+    import json
+
+    from glue.session import clone, gitsession, workspace
+
+    sha = make_repo(tmp_path / "repos", "a/b", versions=2)[1]
+    ws = tmp_path / "ws"
+    clone.clone(f"file://{tmp_path / 'repos' / 'a' / 'b.git'}", sha, ws)
+    (ws / "unsaved.bin").write_bytes(IGNORED)
+    git(ws, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "--allow-empty", "-m", "x")
+    gone = f"file://{tmp_path / 'nowhere.git'}"
+    args = ["--source", gone, "--commit", sha, "--dest", str(ws)]
+    assert clone.main(args) == 1  # not marked: a clone is attempted (and fails here)
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    session = ["--workspace", str(ws), "--origin", "http://127.0.0.1:9/a/b.git",
+               "--secret-file", str(secret), "--name", "U", "--email", "u@x",
+               "--remote", gone, "--branch", f"notebooks/autosave/u/{sha}", "--launched", sha]
+    workspace.mark_opened(ws, sha)
+    capsys.readouterr()
+    assert clone.main(args) == 0
+    assert "kept as it is" in capsys.readouterr().out
+    assert gitsession.main(session) == 0
+    assert json.loads(capsys.readouterr().out)["reopened"] is True
+    assert (ws / "unsaved.bin").read_bytes() == IGNORED
+    assert git(ws, "log", "-1", "--format=%s") == "x"  # the user's commit on top, kept
+    assert workspace.opened(ws, sha) and not workspace.opened(ws, "0" * 40)
