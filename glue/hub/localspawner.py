@@ -183,6 +183,18 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         secret = checked.caller.git_token
         # the session's git component starts while the commit is cloned: it needs no checkout
         opening = asyncio.ensure_future(self.open_session_git(checked, git))
+
+        async def open_session() -> dict[str, Any]:
+            with self.phase(PHASE_SESSION):
+                await opening
+                return await self.session_git_step(
+                    checked, sandbox, git, restore=not (kept or reopen)
+                )
+
+        # a resume's session step (the checkout's remote and secret renewed, nothing
+        # restored) runs beside the server's start; start() returns, and the hub routes to
+        # the server, only once both are done
+        beside: asyncio.Future[dict[str, Any]] | None = None
         try:
             try:
                 if kept:
@@ -204,11 +216,11 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                     self._log_line(
                         log_fd, f"Cloned {target.full_path} at {target.commit_sha}", None
                     )
-                with self.phase(PHASE_SESSION):
-                    await opening
-                    answer = await self.session_git_step(
-                        checked, sandbox, git, restore=not (kept or reopen)
-                    )
+                if reopen:
+                    beside = asyncio.ensure_future(open_session())
+                    answer: dict[str, Any] = {}
+                else:
+                    answer = await open_session()
             except asyncio.CancelledError:
                 # the hub interrupting the launch (a DELETE while it starts, the start
                 # timeout) waits a second for it, then calls no stop() for a server without
@@ -249,7 +261,18 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         finally:
             os.close(log_fd)  # the server holds its own copy
         self.pid = self.proc.pid
-        await self.wait_own_port()
+        try:
+            await self.wait_own_port()
+            if beside is not None:
+                await beside
+        except BaseException:
+            if beside is not None:  # the server goes with its session (the hub's stop follows)
+                await _cancelled(beside)
+                await _cancelled(opening)
+                self.kill_session_git()
+                with contextlib.suppress(Exception):
+                    await self._signal(signal.SIGKILL)
+            raise
         kills = sandbox.oom_kills()  # None: no memory cgroup here, so nothing to watch
         memory = None
         if kills is not None:
