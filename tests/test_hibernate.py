@@ -160,17 +160,18 @@ def test_bad_transitions_are_4xx(hub: RunningHub, repos: dict) -> None:
 @starts_hub
 def culled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("hibernate-repos")
-    shas = make_repo(root, CULLED, versions=1)
+    shas = make_repo(root, CULLED, versions=2)
     config = {
         "images": {"default": "registry.example.org/renku/default:1"},
         "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
         "provider": {"kind": "local", "root": str(root)},
-        "launch": {"startTimeoutSeconds": 240},
+        # one running server per user: a paused one does not count
+        "launch": {"startTimeoutSeconds": 240, "serversPerUser": 1},
         "culling": {
             "idleSeconds": 15,
             "everySeconds": 10,
             "warningSeconds": 3600,
-            "hibernatedKeepSeconds": 40,
+            "hibernatedKeepSeconds": 75,
         },
     }
     hub = RunningHub(tmp_path_factory.mktemp("hibernate-hub"), config)
@@ -195,6 +196,14 @@ def test_the_culler_pauses_an_idle_server_and_later_removes_it_with_its_autosave
     hub.stop()
     hub.start()
     assert client.get(path).json()["status"] == "hibernated"
+    # the limit of servers counts running ones: another commit launches beside the paused one
+    other = f"{CULLED}/{culled['shas'][1]}"
+    response = client.post(other)
+    assert response.status_code in (201, 202), response.text
+    client.wait_running(other, timeout=250)
+    response = client.request("PATCH", path, json={"state": "running"})
+    assert (response.status_code, response.json()["error"]) == (429, "too_many_servers")
+    assert client.delete(other, params={"force": "true"}).status_code in (202, 204)
     assert (workspace.parent / f".{workspace.name}.ext4").exists() or (
         workspace / "idle.txt"
     ).exists()
