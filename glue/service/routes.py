@@ -411,13 +411,17 @@ class Routes:
         target.require_sha(tail)
         wanted = target.parse(tail)
         body, form_token = await read_body(request, self.config["launch"]["maxBodyBytes"])
-        # the form's `force` (LaunchForm) is for a stop: a launch's form ignores it
-        force = body.pop("force", None) if request.content_type in FORM_TYPES else None
+        # the form's `force` (LaunchForm) is for a stop and its `state` for a pause or
+        # resume: a launch's form ignores them, and a stop's or a state's form the others
+        form = request.content_type in FORM_TYPES
+        force = body.pop("force", None) if form else None
+        state = body.pop("state", None) if form else None
         method = body.pop("_method", None)
         if method == "DELETE":
             return await self.delete(request, form_token, wanted, force)
         if method == "PATCH":
-            return await self.patch(request, form_token, wanted, body)
+            asked = {} if state is None else {"state": state}
+            return await self.patch(request, form_token, wanted, asked)
         choices = launch.parse_body(self.config, body)
         done = await self.authorize(request, wanted, form_token)
         try:
