@@ -121,6 +121,15 @@ def test_a_paused_server_resumes_with_its_whole_workspace_and_its_delete_autosav
     again = patch(client, path, state="running")
     assert (again.status_code, again.json()["error"]) == (409, "not_hibernated")
 
+    # paused again; a POST of the launch resumes it too, with its own profile whatever the
+    # POST asks for
+    assert patch(client, path, state="hibernated").status_code == 200
+    assert client.post(path, json={"profile": "large"}).status_code in (201, 202)
+    resumed = client.wait_running(path, timeout=90)
+    assert resumed["profile"] == server["profile"] == "small", resumed
+    assert "clone" not in resumed["phases"] and resumed["restored_from"] is None, resumed
+    assert_kept(workspace)
+
     # paused again, then deleted: its autosave first, then nothing on disk or in the hub
     assert patch(client, path, state="hibernated").status_code == 200
     response = client.delete(path)
