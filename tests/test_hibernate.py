@@ -174,8 +174,8 @@ def culled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "images": {"default": "registry.example.org/renku/default:1"},
         "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
         "provider": {"kind": "local", "root": str(root)},
-        # one running server per user: a paused one does not count
-        "launch": {"startTimeoutSeconds": 240, "serversPerUser": 1},
+        # one running server per user (a paused one does not count), one paused one
+        "launch": {"startTimeoutSeconds": 240, "serversPerUser": 1, "hibernatedPerUser": 1},
         "culling": {
             "idleSeconds": 15,
             "everySeconds": 10,
@@ -210,6 +210,8 @@ def test_the_culler_pauses_an_idle_server_and_later_removes_it_with_its_autosave
     response = client.post(other)
     assert response.status_code in (201, 202), response.text
     client.wait_running(other, timeout=250)
+    response = client.request("PATCH", other, json={"state": "hibernated"})
+    assert (response.status_code, response.json()["error"]) == (409, "too_many_paused")
     response = client.request("PATCH", path, json={"state": "running"})
     assert (response.status_code, response.json()["error"]) == (429, "too_many_servers")
     assert client.delete(other, params={"force": "true"}).status_code in (202, 204)
