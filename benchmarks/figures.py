@@ -1,4 +1,4 @@
-"""The ten figures. Each measures the glue's way and a baseline side by side, in the same run.
+"""The eleven figures. Each measures the glue's way and a baseline side by side, in the same run.
 
 A figure is a function of (`Bench`, `Sizes`), or of `Sizes` alone when it needs no
 hub, that returns a `Figure`; `HUB_FIGURES` and `PLAIN_FIGURES` list them by
@@ -1062,7 +1062,100 @@ def breakdown(bench: Bench, sizes: Sizes) -> Figure:
 # --- the figures by number ---------------------------------------------------------------------
 
 # run in this order: the memory figure first, while the glue is idle
+# --- 11. resuming a paused server -------------------------------------------------------------
+
+
+def resume(bench: Bench, sizes: Sizes) -> Figure:
+    """A paused server resumed until the glue says it runs, against a fresh launch of the same
+    commit until it runs, alternately (ABBA), on the same hub; and the disk a paused server
+    holds.
+
+    The resume is `PATCH {"state": "running"}` of a server paused with `{"state":
+    "hibernated"}` (glue.hub.pauseapi): its workspace reopened as it was, no clone, no
+    autosave restore. The fresh launch is the glue's POST for a user without a server (its
+    clone, its session step), removed with `force=true` after each run. The paused
+    workspace holds `resume_bytes` of files written into it, as a session's data would.
+    """
+    path = bench.path("bench/launch")
+    fresh_user, paused_user = "bench-fresh", "bench-resume"
+    fresh, paused = bench.glue(fresh_user), bench.glue(paused_user)
+    admin = bench.hub_api()
+
+    # the phases before the server's own start (hub checks, clone, session step): the part
+    # of a start that a resume changes; the server's start is the same both ways
+    before_server: dict[str, list[float]] = {"resume": [], "fresh": []}
+
+    def running(client: KeepAlive, way: str | None = None) -> None:
+        model = wait_until(lambda: _settled(client, path), 300, "the server settled", every=0.02)
+        assert model["status"] == "running", model
+        if way is not None:
+            phases = model.get("phases") or {}
+            before_server[way].append(
+                sum(phases.get(p, 0.0) for p in ("hub_checks", "clone", "session"))
+            )
+
+    def pause() -> int:
+        code, body = paused.request("PATCH", path, body={"state": "hibernated"})
+        assert code == 200, (code, body[:500])
+        return int(json.loads(body)["disk_bytes"])
+
+    code, _ = paused.request("POST", path)
+    assert code in (201, 202), code
+    running(paused)
+    ((name, _),) = [(n, s) for n, s in _hub_servers(admin, paused_user).items() if n]
+    _write_new_files(bench.hub.workspaces / paused_user / name, sizes.resume_bytes, "paused")
+    held = [pause()]
+    times: dict[str, list[float]] = {"resume": [], "fresh": []}
+    for i in range(sizes.resumes):
+        for way in ("resume", "fresh") if i % 2 == 0 else ("fresh", "resume"):
+            started = time.perf_counter()
+            if way == "resume":
+                code, body = paused.request("PATCH", path, body={"state": "running"})
+                assert code in (201, 202), (code, body[:500])
+                running(paused, way)
+                times[way].append(time.perf_counter() - started)
+                held.append(pause())
+            else:
+                code, body = fresh.request("POST", path)
+                assert code in (201, 202), (code, body[:500])
+                running(fresh, way)
+                times[way].append(time.perf_counter() - started)
+                code, _ = fresh.request("DELETE", path + "?force=true")
+                assert code in (202, 204), code
+                wait_until(lambda: fresh.get_json(path)[0] == 404, 120, "fresh server gone")
+    code, _ = paused.request("DELETE", path + "?force=true")
+    assert code in (202, 204), code
+    for client in (fresh, paused, admin):
+        client.close()
+    r, f = median(times["resume"]), median(times["fresh"])
+    disk = median([float(b) for b in held])
+    r_pre, f_pre = median(before_server["resume"]), median(before_server["fresh"])
+
+    def runs(values: list[float]) -> str:
+        return ", ".join(f"{x:.2f}" for x in values)
+
+    return Figure(
+        11,
+        f"A paused server resumed until it runs vs a fresh launch of the same commit, median "
+        f"of {sizes.resumes} each, alternating",
+        f"{r:.2f} s (PATCH state running: the kept workspace reopened, no clone, no restore)",
+        f"{f:.2f} s (POST of the same commit for a user without a server: clone, session step)",
+        r / f,
+        "at most 0.7",
+        r / f <= 0.7,
+        {"resume_s": r, "fresh_s": f, "paused_disk_bytes": disk,
+         "resume_before_server_s": r_pre, "fresh_before_server_s": f_pre},
+        notes=[f"a paused server holds {disk / 1e6:.1f} MB of disk "
+               f"({sizes.resume_bytes / 1e6:g} MB of files written into its workspace)",
+               f"before the server's own start (hub checks, clone, session step): resume "
+               f"{r_pre:.2f} s, fresh {f_pre:.2f} s (ratio {r_pre / f_pre:.2f}); the server's "
+               "start, the rest, is the same process both ways",
+               f"resume runs {runs(times['resume'])} s; fresh runs {runs(times['fresh'])} s"],
+    )
+
+
 HUB_FIGURES: dict[int, Callable[[Bench, Sizes], Figure]] = {
     5: memory, 1: status, 2: launch, 3: crowd, 6: sandbox, 9: isolation, 10: breakdown, 7: stop,
+    11: resume,
 }
 PLAIN_FIGURES: dict[int, Callable[[Sizes], Figure]] = {4: clone, 8: push}

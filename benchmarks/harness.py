@@ -52,6 +52,8 @@ class Sizes:
     pushes: int = 3  # 8. pushes each way
     push_bytes: int = 50_000_000  # 8. the new files of a push (5 MB each)
     breakdown_launches: int = 10  # 10. launches each way
+    resumes: int = 6  # 11. resumes and fresh launches each way
+    resume_bytes: int = 20_000_000  # 11. files written into the paused workspace
 
     def describe(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
@@ -62,7 +64,7 @@ FULL = Sizes()
 SMOKE = Sizes(requests=20, warmup=5, launches=1, crowd=2, rounds=1, commits=60,
               big_bytes=64 << 10, clones=1, memory_requests=200, sandbox_launches=1,
               stops=1, dirty_stops=1, changed_bytes=1_000_000, pushes=1, push_bytes=1_000_000,
-              breakdown_launches=1)
+              breakdown_launches=1, resumes=1, resume_bytes=1_000_000)
 
 
 @dataclass

@@ -437,7 +437,13 @@ def culled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         "profiles": [{"name": "small", "cpu": 0.5, "memory": "1G"}],
         "provider": {"kind": "local", "root": str(root)},
         "launch": {"startTimeoutSeconds": 240},
-        "culling": {"idleSeconds": 20, "everySeconds": 10, "warningSeconds": 3600},
+        # idle servers stopped and removed, as before pausing (tests/test_hibernate.py pauses)
+        "culling": {
+            "idleSeconds": 20,
+            "everySeconds": 10,
+            "warningSeconds": 3600,
+            "idleAction": "stop",
+        },
     }
     hub = RunningHub(tmp_path_factory.mktemp("cull-hub"), config)
     try:

@@ -141,6 +141,52 @@ def test_launch_follow_open_list_stop(hub, repos, visitor):
     assert_clean(visitor)
 
 
+# --- pause, resume and delete from the pages -----------------------------------------
+
+
+def test_pause_from_the_list_resume_and_delete_from_the_page(hub, repos, visitor):
+    sha = repos["shas"]["demo/hello"][1]
+    path = f"demo/hello/{sha}"
+    page = visitor.login(path)
+    page.get_by_role("button", name="Launch").click()
+    page.wait_for_url(re.compile(r".*/lab.*"), timeout=LAB_TIMEOUT_MS)
+
+    # the list: Pause beside Stop, and the warning that kernels do not survive it
+    page.goto(hub.prefix)
+    row = page.locator("tbody tr")
+    expect(row.get_by_role("button", name=f"Stop demo/hello at {sha[:7]}")).to_be_visible()
+    expect(row.locator(".pause-note")).to_contain_text("kernels do not survive a pause")
+    row.get_by_role("button", name=f"Pause demo/hello at {sha[:7]}").click()
+    page.wait_for_url(hub.prefix)
+    expect(row.locator(".status")).to_have_text("hibernated")
+    expect(row.locator(".paused")).to_contain_text("Delete autosaves it first")
+    expect(row.get_by_role("button", name=f"Resume demo/hello at {sha[:7]}")).to_be_visible()
+    shoot(page, "list-paused")
+
+    # its page: paused, with Resume and Delete; Resume brings it back
+    row.get_by_role("link", name=f"Open demo/hello at {sha[:7]}").click()
+    visitor.wait_for(path)
+    expect(page.locator("#status")).to_have_text("hibernated")
+    expect(page.locator("#paused-message")).to_contain_text("its whole workspace is kept")
+    expect(page.get_by_role("button", name="Delete")).to_be_visible()
+    shoot(page, "paused")
+    page.get_by_role("button", name="Resume").click()
+    page.wait_for_url(re.compile(r".*/lab.*"), timeout=LAB_TIMEOUT_MS)
+    assert "Resuming the paused workspace as it was" in visitor.log, visitor.log
+
+    # paused again, then deleted from its page: nothing left
+    page.goto(hub.prefix)
+    page.get_by_role("button", name=f"Pause demo/hello at {sha[:7]}").click()
+    page.wait_for_url(hub.prefix)
+    page.get_by_role("link", name=f"Open demo/hello at {sha[:7]}").click()
+    visitor.wait_for(path)
+    page.get_by_role("button", name="Delete").click()
+    page.wait_for_url(hub.prefix)
+    expect(page.locator("#empty")).to_be_visible()
+    assert visitor.hub.hub_servers(visitor.user) == {}
+    assert_clean(visitor)
+
+
 # --- failures: each one a sentence --------------------------------------------------
 
 

@@ -154,7 +154,12 @@ def test_fuzz_every_operation(
     assert_clean(report)
     generated = report["test_cases"]["generated"]
     assert report["operations"]["tested"] == len(
-        [m for item in document["paths"].values() for m in item if m in ("get", "post", "delete")]
+        [
+            m
+            for item in document["paths"].values()
+            for m in item
+            if m in ("get", "post", "delete", "patch")
+        ]
     )
     # the count scales with NOTEBOOKS_FUZZ_EXAMPLES
     assert generated >= 12 * FUZZ_EXAMPLES, generated

@@ -212,7 +212,12 @@ def test_a_config_change_is_in_the_hub_secret_values(hub_values: Path, tmp_path:
 
 
 def rendered_limit(hub_values: Path) -> int:
-    return yaml.safe_load(hub_values.read_text())["custom"]["notebooks"]["launch"]["serversPerUser"]
+    """The hub's limit of named servers: running ones plus paused ones (glue.hub.setup)."""
+    from glue.core.config import schema
+
+    launch = yaml.safe_load(hub_values.read_text())["custom"]["notebooks"]["launch"]
+    paused = schema()["properties"]["launch"]["properties"]["hibernatedPerUser"]["default"]
+    return launch["serversPerUser"] + launch.get("hibernatedPerUser", paused)
 
 
 @pytest.mark.parametrize("second_hub", ["second-hub", "a-long-release-name-jupyterhub-hub"])

@@ -162,6 +162,10 @@ class QuickSpawner(Spawner):
             state["marker"] = self.marker
         return state
 
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.marker = int(state.get("marker", 0))
+
     def run_post_stop_hook(self) -> Any:
         future = internals.spawn_future(self)
         type(self).post_stop_seen.append((future, future is not None and future.done()))
@@ -503,6 +507,30 @@ async def test_stop_ended_server_closes_the_route_and_stops_it(ours: HubInProces
     assert spawner.proxy_spec not in ours.proxy.routes, internal("Proxy.delete_user")
     assert not spawner.active and spawner.stops == 1, internal("User.stop")
     _, model = await ours.call("GET", "users/ended?include_stopped_servers=1")
+    assert model["servers"]["s1"]["stopped"] is True
+
+
+async def test_a_pause_stops_and_keeps_the_server_and_its_state(ours: HubInProcess) -> None:
+    """What glue.hub.pauseapi relies on: a stop without removal keeps the named server and
+    the state its spawner's get_state() gave after the stop; the hub unloads that Spawner,
+    and load_spawner makes it again from the stored state (load_state)."""
+    spawner = await ours.start("pauser", "s1")
+    spawner.marker = 3
+    await internals.stop_keeping_server(spawner)
+    assert spawner.proxy_spec not in ours.proxy.routes, internal("Proxy.delete_user")
+    assert not spawner.active and spawner.stops == 1, internal("User.stop")
+    user = ours.app.users["pauser"]
+    assert "s1" not in internals.loaded_spawners(user), internal("User.stop unloads it")
+    assert internals.stored_state(internals.stored_servers(user)["s1"]) == {"marker": 3}, (
+        internal("User.stop stores get_state() in orm_spawner.state")
+    )
+    again = internals.load_spawner(user, "s1")
+    assert again is not None and again is not spawner and again.marker == 3, internal(
+        "User.spawners[name] loads a stored server with load_state"
+    )
+    assert internals.load_spawner(user, "never") is None
+    assert "never" not in internals.stored_servers(user)
+    _, model = await ours.call("GET", "users/pauser?include_stopped_servers=1")
     assert model["servers"]["s1"]["stopped"] is True
 
 

@@ -74,6 +74,7 @@ class LaunchConfig(TypedDict):
     startTimeoutSeconds: int
     stopTimeoutSeconds: float
     serversPerUser: int
+    hibernatedPerUser: int
     lfs: bool
     lfsOption: bool
     maxBodyBytes: int
@@ -104,6 +105,8 @@ class CullingConfig(TypedDict):
     maxAgeSeconds: int
     warningSeconds: int
     everySeconds: int
+    idleAction: Literal["hibernate", "stop"]
+    hibernatedKeepSeconds: int
 
 
 class Config(TypedDict):

@@ -23,6 +23,11 @@ AUTOSAVE_API = "notebooks/autosave"  # GET <AUTOSAVE_API>/<user>/<server>: what 
 # the hub's own server API again, whose DELETE autosaves first (the glue's and the culler's stops):
 # DELETE <SAVING_API>/users/<user>/servers/<server>
 SAVING_API = "notebooks/saving"
+# a server's pause (glue.hub.pauseapi): POST <PAUSE_API>/users/<user>/servers/<server>
+PAUSE_API = "notebooks/pause"
+# the culler's root: the saving API's, whose server DELETE pauses or stops as
+# `culling.idleAction` says (glue.hub.pauseapi)
+CULLING_API = "notebooks/culling"
 # the hub service of the chart's pre-delete hook (glue.service.drain) is `<service name><this>`:
 # the chart reads its token by that name ("renku-notebooks.drainServiceName" in
 # templates/_helpers.tpl), the hub gives it its role (glue.hub.kubesetup)
@@ -76,8 +81,22 @@ DISK = "disk"
 # {phase: seconds} of the phases below that ran in the hub, the session and the server (the
 # server model's `phases`)
 PHASES = "phases"
+# written by both spawners at a pause, beside the spawner state of the same names (below):
+# when it was paused and the bytes its kept workspace holds, for the glue to show
+HIBERNATED_AT = "hibernated_at"
+HIBERNATED_DISK = "hibernated_disk_bytes"
 SPAWNER_OPTIONS = frozenset(
-    {RESTORED_FROM, RESTORE_REFUSED, POD_NAME, STOP_FAILED, MEMORY, DISK, PHASES}
+    {
+        RESTORED_FROM,
+        RESTORE_REFUSED,
+        POD_NAME,
+        STOP_FAILED,
+        MEMORY,
+        DISK,
+        PHASES,
+        HIBERNATED_AT,
+        HIBERNATED_DISK,
+    }
 )
 
 # -- a launch's phases, each recorded where it happens (glue.core.metrics'
@@ -131,6 +150,22 @@ USER_OPTIONS = frozenset(
         "autosave",
     }
 )
+
+# -- a paused ("hibernated") server: a hub stop WITHOUT the named server's removal, which
+# keeps the server, its user_options (image, profile) and its spawner state, and the
+# spawner keeps the whole workspace (the embedded default's directory and disk image, a
+# PersistentVolumeClaim on Kubernetes). The keys of its spawner state
+# (CommitSpawnerMixin.get_state/load_state), each absent while the server is not paused,
+# are HIBERNATED_AT (when it was paused: seconds since the epoch, a float) and
+# HIBERNATED_DISK (how many bytes its kept workspace holds on the disk, measured at the
+# pause: an int), written above
+# the `state` of a server in the API (PATCH <prefix>/<ns>/<project>/<sha> asks for one)
+STATE_HIBERNATED = "hibernated"
+STATE_RUNNING = "running"
+# the file in a workspace's `.git` that says a session was opened on it for one commit
+# (glue.session.workspace): a start that finds it reopens the workspace as it is, with no
+# clone and no autosave restore; both spawners' steps decide by it
+OPENED_MARK = "renku-notebooks-opened"
 
 # -- autosave branches: `<prefix>/<user>/<sha>` (config `autosave.branchPrefix`)
 SHA = re.compile(r"[0-9a-f]{40}")

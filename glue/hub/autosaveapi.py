@@ -90,6 +90,10 @@ class SavingServerAPIHandler(internals.HubServerAPIHandler):
     async def delete(self, user_name: str, server_name: str = "") -> None:
         user = internals.find_user(self, user_name)
         spawner = internals.loaded_spawners(user).get(server_name) if user else None
+        if spawner is None and user is not None:  # a stopped server: the hub unloaded it
+            stopped = internals.load_spawner(user, server_name)
+            if stopped is not None and getattr(stopped, "hibernated", False):
+                return await self._delete_paused(stopped, user_name, server_name)
         save = getattr(spawner, "autosave", None)
         if spawner is None or not spawner.ready or spawner.pending or save is None:
             return await super().delete(user_name, server_name)  # nothing runs to save
@@ -113,6 +117,21 @@ class SavingServerAPIHandler(internals.HubServerAPIHandler):
             await super().delete(user_name, server_name)
         finally:
             spawner.saved_for_stop = False
+
+
+    async def _delete_paused(self, spawner: Any, user_name: str, server_name: str) -> None:
+        """A paused server's removal: its kept workspace is autosaved first (the spawner
+        mounts it and starts its git component for that), then the hub's DELETE removes it
+        and delete_forever its workspace. A failed save refuses (409): nothing is removed."""
+        self.log.info("Autosaving paused %s before its removal", internals.log_name(spawner))
+        try:
+            await spawner.autosave_paused()
+        except AutosaveFailed as e:
+            self.log.warning(
+                "Kept paused %s: its autosave failed (%s).", internals.log_name(spawner), e.message
+            )
+            return refuse(self, 409, e.code, e.message)
+        await super().delete(user_name, server_name)
 
 
 def handlers() -> list[tuple[str, Any]]:

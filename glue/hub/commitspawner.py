@@ -27,7 +27,13 @@ from traitlets.config import Configurable
 
 from glue.core import contracts
 from glue.core.config import Config, Profile
-from glue.core.contracts import DISK, RESTORE_REFUSED, RESTORED_FROM
+from glue.core.contracts import (
+    DISK,
+    HIBERNATED_AT,
+    HIBERNATED_DISK,
+    RESTORE_REFUSED,
+    RESTORED_FROM,
+)
 from glue.core.errors import AutosaveFailed, GlueError
 from glue.core.launch import Launch, from_user_options
 from glue.hub import internals, phases
@@ -89,6 +95,16 @@ class CommitSpawnerMixin(Configurable):
     # set by the hub's saving DELETE (glue.hub.autosaveapi) for the stop it makes right after
     # its autosave succeeded
     saved_for_stop = False
+    # set by the hub's pause (glue.hub.pauseapi) for the stop it makes: that stop keeps the
+    # whole workspace and does not autosave (the workspace holds more than a save could)
+    pausing = False
+    # whether this spawner keeps a stopped server's whole workspace (a pause): the local
+    # spawner's directory; on Kubernetes, once its workspace is a volume that outlives the pod
+    can_pause = False
+    # a paused server's (HIBERNATED_AT, HIBERNATED_DISK in its spawner state): when it was
+    # paused, and the bytes its kept workspace holds; None while it is not paused
+    hibernated_at: float | None = None
+    hibernated_disk: int | None = None
     # the profile's disk in bytes (apply_profile)
     disk_limit: int | None = None
     # one autosave of a server at a time (a stop's, the culler's, the disk watch's): two
@@ -197,9 +213,49 @@ class CommitSpawnerMixin(Configurable):
 
     def clear_state(self) -> None:
         """A stopped server's events and hand-over must not show in its next launch's progress
-        (the hub calls this before every spawn, before a progress stream can open)."""
+        (the hub calls this before every spawn, before a progress stream can open). A pause
+        is not cleared: the hub clears after every stop and before every start, and the
+        pause must reach the start that resumes it (`resumed`) or the removal."""
         super().clear_state()  # type: ignore[misc]  # the Spawner's, next in the MRO
         self._events, self._handed_over = [], False
+
+    @property
+    def hibernated(self) -> bool:
+        """Paused: stopped with its whole workspace kept, to be resumed as it was."""
+        return self.hibernated_at is not None
+
+    def get_state(self) -> dict[str, Any]:
+        """The pause survives a hub restart in the hub's database, as the spawner's state."""
+        state: dict[str, Any] = super().get_state()  # type: ignore[misc]  # the Spawner's
+        if self.hibernated_at is not None:
+            state[HIBERNATED_AT] = self.hibernated_at
+            state[HIBERNATED_DISK] = self.hibernated_disk
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)  # type: ignore[misc]  # the Spawner's, next in the MRO
+        at, held = state.get(HIBERNATED_AT), state.get(HIBERNATED_DISK)
+        self.hibernated_at = float(at) if isinstance(at, int | float) else None
+        self.hibernated_disk = int(held) if isinstance(held, int) else None
+
+    def paused(self, disk_bytes: int | None) -> None:
+        """The pause's stop is done: say so in the spawner state (the hub stores it with the
+        stop) and in the user_options the glue reads."""
+        self.hibernated_at, self.hibernated_disk = time.time(), disk_bytes
+        self.record(**{HIBERNATED_AT: self.hibernated_at, HIBERNATED_DISK: disk_bytes})
+        self.log.info(
+            "%s: paused; its workspace is kept (%s bytes)", self.log_label, disk_bytes
+        )
+
+    def resumed(self) -> None:
+        """A start of the paused server succeeded: it runs again, no longer paused."""
+        self.hibernated_at = self.hibernated_disk = None
+        self.record(**{HIBERNATED_AT: None, HIBERNATED_DISK: None})
+
+    async def autosave_paused(self) -> dict[str, Any]:
+        """Autosave a paused server's kept workspace (before its removal): the step's answer;
+        AutosaveFailed with the reason, and then the workspace is kept."""
+        raise AutosaveFailed("This spawner cannot autosave a paused server.")
 
     async def prepare_launch(self) -> Checked:
         """Validate user_options and check access again; raise with a sentence for the user."""
@@ -219,6 +275,12 @@ class CommitSpawnerMixin(Configurable):
         finally:
             await provider.close()
         self.apply_profile(launch.profile)
+        if self.hibernated:
+            # a resume: the hub replaced the user_options with the launch's; a resume that
+            # fails must show paused again, so the pause stays said there until `resumed`
+            self.record(
+                **{HIBERNATED_AT: self.hibernated_at, HIBERNATED_DISK: self.hibernated_disk}
+            )
         return Checked(launch, caller, source)
 
     def run_post_stop_hook(self) -> Any:
@@ -227,7 +289,14 @@ class CommitSpawnerMixin(Configurable):
         spawn = internals.spawn_future(self)
         began = getattr(self, "_start_began", None)
         at_once = internals.slow_spawn_timeout(self.user)
-        if spawn and not spawn.done() and began and time.monotonic() - began < at_once:
+        # a resume that failed keeps its server paused: its workspace holds the user's work
+        if (
+            spawn
+            and not spawn.done()
+            and began
+            and time.monotonic() - began < at_once
+            and not self.hibernated
+        ):
             self._removal = asyncio.ensure_future(self._remove_after(spawn))
         return super().run_post_stop_hook()  # type: ignore[misc]  # the Spawner's, next in the MRO
 

@@ -177,3 +177,19 @@ def usage(workspace: Path) -> Usage | None:
         return None
     size = stat.f_blocks * stat.f_frsize
     return Usage(used=size - stat.f_bavail * stat.f_frsize, size=size)
+
+
+def held(workspace: Path) -> int:
+    """Bytes the workspace takes of the host's disk: its image's allocated blocks (sparse:
+    only what was written) and what lies in its directory itself (a workspace without a
+    filesystem of its own, or one still mounted). What a paused server holds."""
+    total = 0
+    with contextlib.suppress(OSError):
+        total += image_of(workspace).stat().st_blocks * 512
+    if mounted(workspace) and image_of(workspace).exists():
+        return total  # the directory is the image's mount: counted once
+    for root, dirs, files in os.walk(workspace):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total

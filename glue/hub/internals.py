@@ -120,6 +120,16 @@ def loaded_spawners(user: Any) -> Mapping[str, Any]:
     return user.spawners
 
 
+def load_spawner(user: Any, name: str) -> Any | None:
+    """The user's Spawner of that stored server, loaded from its row when the hub holds none
+    (indexing `User.spawners` makes one and runs its `load_state` on the stored state, as
+    the hub's own server DELETE does; the hub unloads a Spawner at its stop). None when the
+    user has no such server: nothing is made for a name that is not stored."""
+    if name in user.spawners:
+        return user.spawners[name]
+    return user.spawners[name] if name in user.orm_spawners else None
+
+
 def stored_servers(user: Any) -> Mapping[str, Any]:
     """The user's servers in the hub's database, by name (`User.orm_spawners`, orm.Spawner
     rows): stopped ones the hub has not loaded a Spawner for are only here."""
@@ -186,8 +196,23 @@ async def stop_ended_server(spawner: Any) -> None:
     """Stop, in the hub, a server the poll found gone: its route out of the proxy
     (`Proxy.delete_user`), then `User.stop`, as the hub itself does when a request meets a
     dead server. JupyterHub acts on a dead server only then, or at its own start."""
+    await stop_keeping_server(spawner)
+
+
+async def stop_keeping_server(spawner: Any) -> None:
+    """Stop a server in the hub WITHOUT removing it (a pause): its route out of the proxy,
+    then `User.stop`, which calls the spawner's `stop()`, then `clear_state()` and stores
+    `get_state()` in the server's row (`orm_spawner.state`). The hub keeps the stopped
+    named server, its user_options and that state, also across its restart."""
     await close_route(spawner.user, spawner.name)
     await spawner.user.stop(spawner.name)
+
+
+def stored_state(orm_spawner: Any) -> dict[str, Any]:
+    """The spawner state the hub stored for a server (`orm.Spawner.state`), loaded or not:
+    how many paused servers a user has, without loading their spawners."""
+    state = orm_spawner.state
+    return state if isinstance(state, dict) else {}
 
 
 # --- the proxy --------------------------------------------------------------------------

@@ -249,7 +249,9 @@ async def session_step(
     name, email = identity
 
     def build(secret_file: str) -> tuple[list[str], dict[str, str]]:
-        remote = {"remote": url, "branch": branch, "launched": launched} if restore else {}
+        # the launched commit always: the step marks the workspace as holding its session
+        # (glue.session.workspace), and reopens one that already does
+        remote = {"remote": url, "branch": branch} if restore else {}
         return session.step(
             str(sandbox.workspace),
             origin=url,
@@ -257,6 +259,7 @@ async def session_step(
             name=name,
             email=email,
             discard=discard,
+            launched=launched,
             python=sys.executable,
             **remote,
         )

@@ -41,12 +41,13 @@ from glue.core.contracts import (
 )
 from glue.core.errors import AutosaveFailed, GlueError
 from glue.core.launch import from_user_options
+from glue.hub import disk as workspace_disk
 from glue.hub import internals, listeners, localsession
 from glue.hub.commitspawner import Checked, CommitSpawnerMixin
 from glue.hub.disk import DiskError, Usage
 from glue.hub.localsession import SessionGit
 from glue.hub.sandbox import Sandbox, send_signal, uid_for
-from glue.session import clone, kernel, steprunner
+from glue.session import clone, kernel, steprunner, workspace
 
 CLONE_TIMEOUT = 600
 # the part of the hub's start timeout left to the hub once the spawner's own wait for the
@@ -130,6 +131,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     ).tag(config=True)
 
     git_port = 0  # the component's port while a session runs (0: none)
+    can_pause = True  # the workspace directory (and its disk image) outlives the server
     _watched = False  # ended() is among the hub's poll callbacks
     _component: Popen[bytes] | None = None
     # the user's git identity at the launch: the autosave at the stop commits as them
@@ -173,11 +175,26 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 raise RuntimeError(f"The workspace's disk could not be set up: {e}") from None
         git = self.session_git(target.full_path, checked.source)
         kept = git.kept
+        # a paused server's workspace (or one a stop kept): reopened as it is, no clone, no
+        # restore; decided by the mark the workspace carries (glue.session.workspace)
+        reopen = not kept and workspace.opened(sandbox.workspace, target.commit_sha)
         # the server's log (logs.py): the clone step's outcome, then the server's output
         log_fd = logs.open_for_server(self.notebooks, self.user.name, self.name)
         secret = checked.caller.git_token
         # the session's git component starts while the commit is cloned: it needs no checkout
         opening = asyncio.ensure_future(self.open_session_git(checked, git))
+
+        async def open_session() -> dict[str, Any]:
+            with self.phase(PHASE_SESSION):
+                await opening
+                return await self.session_git_step(
+                    checked, sandbox, git, restore=not (kept or reopen)
+                )
+
+        # a resume's session step (the checkout's remote and secret renewed, nothing
+        # restored) runs beside the server's start; start() returns, and the hub routes to
+        # the server, only once both are done
+        beside: asyncio.Future[dict[str, Any]] | None = None
         try:
             try:
                 if kept:
@@ -185,6 +202,9 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                         "%s: its last autosave failed; reusing its workspace", self.log_label
                     )
                     self.emit(20, "Reopening the workspace whose autosave failed, as it was")
+                elif reopen:
+                    self.log.info("%s: resuming its kept workspace", self.log_label)
+                    self.emit(20, "Resuming the paused workspace as it was")
                 else:
                     self.emit(20, f"Cloning {target.full_path} at {target.commit_sha[:7]}")
                     try:
@@ -196,9 +216,11 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                     self._log_line(
                         log_fd, f"Cloned {target.full_path} at {target.commit_sha}", None
                     )
-                with self.phase(PHASE_SESSION):
-                    await opening
-                    answer = await self.session_git_step(checked, sandbox, git, restore=not kept)
+                if reopen:
+                    beside = asyncio.ensure_future(open_session())
+                    answer: dict[str, Any] = {}
+                else:
+                    answer = await open_session()
             except asyncio.CancelledError:
                 # the hub interrupting the launch (a DELETE while it starts, the start
                 # timeout) waits a second for it, then calls no stop() for a server without
@@ -239,7 +261,18 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         finally:
             os.close(log_fd)  # the server holds its own copy
         self.pid = self.proc.pid
-        await self.wait_own_port()
+        try:
+            await self.wait_own_port()
+            if beside is not None:
+                await beside
+        except BaseException:
+            if beside is not None:  # the server goes with its session (the hub's stop follows)
+                await _cancelled(beside)
+                await _cancelled(opening)
+                self.kill_session_git()
+                with contextlib.suppress(Exception):
+                    await self._signal(signal.SIGKILL)
+            raise
         kills = sandbox.oom_kills()  # None: no memory cgroup here, so nothing to watch
         memory = None
         if kills is not None:
@@ -248,6 +281,8 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         disk = None  # None: no filesystem of its own here, so nothing to watch
         if sandbox.disk_usage() is not None:
             disk = {"limit": self.profile_named(launch.profile)["disk"], "near_limit": False}
+        if self.hibernated:
+            self.resumed()
         # committed by the hub with the start
         self.record(**session, **{MEMORY: memory, DISK: disk})
         if not self._watched:
@@ -463,6 +498,9 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         A stop through the hub's saving DELETE (the glue's, the culler's) has saved a
         moment ago, in the same request: saving again would only cost time (a second step
         in the sandbox), since the stop ends the server's processes right after either."""
+        if self.pausing:
+            await self._pause(now)
+            return
         if not self.saved_for_stop:
             with contextlib.suppress(AutosaveFailed):  # logged loudly, workspace marked kept
                 await self.autosave()
@@ -470,6 +508,34 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         await self.stop_session_git()
         kept = self.session_git().kept  # its work only there: left at its path
         await asyncio.to_thread(functools.partial(self.sandbox().release, unmount=not kept))
+
+    async def _pause(self, now: bool) -> None:
+        """A pause (glue.hub.pauseapi): the server's processes and its git component end, the
+        workspace's filesystem is unmounted and kept whole (its image, or its directory),
+        nothing is autosaved; the next start reopens it (glue.session.workspace)."""
+        await super().stop(now)
+        await self.stop_session_git()
+        await asyncio.to_thread(self.sandbox().release)
+        self.paused(await asyncio.to_thread(workspace_disk.held, self.workspace()))
+
+    async def autosave_paused(self) -> dict[str, Any]:
+        """Autosave the kept workspace of a paused server, as a running one's stop does: its
+        filesystem mounted, its git component started for the save, both gone after. A
+        failed save marks the workspace kept (delete_forever then leaves it)."""
+        checked = await self.prepare_launch()  # the caller's token and access, checked again
+        sandbox = self.sandbox()
+        try:
+            await asyncio.to_thread(sandbox.prepare)
+        except DiskError as e:
+            raise AutosaveFailed(f"The paused workspace could not be mounted: {e}") from None
+        git = self.session_git(checked.launch.target.full_path, checked.source)
+        try:
+            await self.open_session_git(checked, git)
+            self._remember_identity(checked.caller.identity())
+            return await self.autosave()
+        finally:
+            await self.stop_session_git()
+            await asyncio.to_thread(sandbox.release)
 
     def delete_forever(self) -> None:
         """The hub removes the server: its workspace goes with it, unless its autosave failed

@@ -24,6 +24,7 @@ from glue.core.config import SUBDOMAIN_HOST_ENV, Config, host_cookies
 from glue.core.contracts import NOTEBOOK_CONTAINER
 from glue.core.origins import loopback, public_origin, single_origin_reason
 from glue.hub import sandbox
+from glue.hub.culler import KEEP_PAUSED_ENV
 
 PROXY = "configurable-http-proxy"
 DEV_SERVICE = "notebooks-dev"
@@ -71,12 +72,13 @@ def culler_service(config: Config) -> tuple[dict[str, Any], dict[str, Any]] | No
     the hub's autosaving API (glue.hub.autosaveapi), which keeps a server whose autosave
     fails, and then a hub stop, which passes through the spawner's autosave.
 
-    Culled servers are removed, not just stopped: they are per-commit named servers, and a
-    stopped one would count against `launch.serversPerUser`.
+    An idle server is paused (`culling.idleAction: hibernate`, glue.hub.pauseapi) or removed
+    after its autosave (`stop`); a paused server older than `culling.hibernatedKeepSeconds`
+    is removed, its autosave first, by the same service (glue.hub.culler).
     """
     culling = config["culling"]
     idle, max_age = culling["idleSeconds"], culling["maxAgeSeconds"]
-    if not idle and not max_age:
+    if not idle and not max_age:  # (nothing is culled, nor then a paused server removed)
         return None
     name = f"{config['service']['name']}-culler"
     command = [
@@ -91,7 +93,8 @@ def culler_service(config: Config) -> tuple[dict[str, Any], dict[str, Any]] | No
     if max_age:
         command.append(f"--max-age={max_age}")
     role = {"name": name, "scopes": list(CULLER_SCOPES), "services": [name]}
-    return {"name": name, "command": command}, role
+    environment = {KEEP_PAUSED_ENV: str(culling["hibernatedKeepSeconds"])}
+    return {"name": name, "command": command, "environment": environment}, role
 
 
 def register_culler(c: Any, config: Config) -> None:
@@ -184,14 +187,20 @@ def configure(c: Any, config: Config) -> None:
     # the glue's DELETE asks the spawner to autosave while the server still runs; its
     # status reads come from the hub's memory (both import jupyterhub: only where a hub is)
     from glue.hub import autosaveapi as hubautosave
+    from glue.hub import pauseapi as hubpause
     from glue.hub import serversapi as hubservers
 
     c.JupyterHub.extra_handlers = [
         *c.JupyterHub.get("extra_handlers", []),
         *hubautosave.handlers(),
+        *hubpause.handlers(),
         *hubservers.handlers(),
     ]
-    c.JupyterHub.named_server_limit_per_user = launch["serversPerUser"]
+    # the hub counts stopped (paused) named servers too: its limit is the backstop of both
+    # of ours, which the glue checks apart (running ones, paused ones: glue.service.servers)
+    c.JupyterHub.named_server_limit_per_user = (
+        launch["serversPerUser"] + launch["hibernatedPerUser"]
+    )
     # configurable-http-proxy, its launches' route additions timed (a launch's `proxy_route`)
     c.JupyterHub.proxy_class = "glue.hub.phases.TimedProxy"
     c.Spawner.start_timeout = launch["startTimeoutSeconds"]

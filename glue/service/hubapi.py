@@ -35,12 +35,14 @@ from glue.core.contracts import (
     HUB_NO_SUCH_PATH,
     HUB_PENDING,
     HUB_TOO_MANY_SERVERS,
+    PAUSE_API,
     SAVING_API,
     SERVERS_API,
 )
 from glue.core.errors import (
     AutosaveFailed,
     BadRequest,
+    Conflict,
     GlueError,
     TooManyServers,
     UpstreamError,
@@ -363,6 +365,22 @@ class Hub:
             raise
         self.found_present(SAVING_API)
         return status
+
+    async def pause(self, name: str, server: str) -> dict[str, Any]:
+        """Pause a running server (glue.hub.pauseapi): the hub stops it and keeps it, with its
+        workspace; its answer (`hibernated_at`, `disk_bytes`). The hub's refusals (409: it
+        starts, it does not run, too many paused; 501: its spawner cannot) keep their code
+        and sentence, as a Conflict."""
+        try:
+            _, body = await self.request(
+                "POST", _path(PAUSE_API, "users", name, "servers", server), ok=(200,)
+            )
+        except HubError as e:
+            code = e.hub_body.get("error") if isinstance(e.hub_body, dict) else None
+            if e.hub_status in (404, 409, 501) and isinstance(code, str):
+                raise Conflict(e.hub_message, code=code) from None
+            raise
+        return body if isinstance(body, dict) else {}
 
     async def _saving_missing(self) -> bool:
         """Whether a bare 404 of the saving DELETE means the hub lacks it, not that the user is

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from aiohttp import web
 
-from glue.core import launch, metrics, target
+from glue.core import contracts, launch, metrics, target
 from glue.core import serverlogs as logs
 from glue.core.config import Config, default_profile
 from glue.core.errors import (
@@ -110,6 +110,7 @@ class Routes:
         app.router.add_get(prefix + SHOW_TAIL, self.show)
         app.router.add_post(prefix + LAUNCH_TAIL, self.post)
         app.router.add_delete(prefix + LAUNCH_TAIL, self.delete)
+        app.router.add_patch(prefix + LAUNCH_TAIL, self.patch)
 
     def tail(self, request: web.Request, below: str = "") -> str:
         """The path after the prefix exactly as sent: the router would resolve `..` first."""
@@ -410,10 +411,17 @@ class Routes:
         target.require_sha(tail)
         wanted = target.parse(tail)
         body, form_token = await read_body(request, self.config["launch"]["maxBodyBytes"])
-        # the form's `force` (LaunchForm) is for a stop: a launch's form ignores it
-        force = body.pop("force", None) if request.content_type in FORM_TYPES else None
-        if body.pop("_method", None) == "DELETE":
+        # the form's `force` (LaunchForm) is for a stop and its `state` for a pause or
+        # resume: a launch's form ignores them, and a stop's or a state's form the others
+        form = request.content_type in FORM_TYPES
+        force = body.pop("force", None) if form else None
+        state = body.pop("state", None) if form else None
+        method = body.pop("_method", None)
+        if method == "DELETE":
             return await self.delete(request, form_token, wanted, force)
+        if method == "PATCH":
+            asked = {} if state is None else {"state": state}
+            return await self.patch(request, form_token, wanted, asked)
         choices = launch.parse_body(self.config, body)
         done = await self.authorize(request, wanted, form_token)
         try:
@@ -460,6 +468,44 @@ class Routes:
             raise web.HTTPSeeOther(self.render.prefix)
         if model is None:
             return web.Response(status=status)
+        return self.render.json(model, status)
+
+
+    async def patch(
+        self,
+        request: web.Request,
+        form_token: str | None = None,
+        wanted: target.Target | None = None,
+        form: dict[str, Any] | None = None,
+    ) -> web.Response:
+        """`{"state": "hibernated"}` pauses the caller's running server, `{"state": "running"}`
+        resumes a paused one (glue.service.servers.Servers.set_state); a form's POST with
+        `_method=PATCH` and a `state` field comes here parsed, and goes back to the list."""
+        body = form
+        if wanted is None:
+            tail = self.tail(request)
+            target.require_sha(tail)
+            wanted = target.parse(tail)
+            body, form_token = await read_body(request, self.config["launch"]["maxBodyBytes"])
+        assert body is not None
+        state = body.pop("state", None)
+        if body:
+            raise BadRequest(
+                f"Unknown field(s) {', '.join(sorted(body))}: a PATCH sets only `state`.",
+                code="invalid_field",
+            )
+        if not isinstance(state, str):
+            raise BadRequest(
+                'Send {"state": "hibernated"} to pause or {"state": "running"} to resume.',
+                code="invalid_state",
+            )
+        done = await self.authorize(request, wanted, form_token)
+        status, model = await self.servers.set_state(done.view, wanted, state)
+        if request.content_type in FORM_TYPES:  # a resume follows its start on the page
+            resuming = state == contracts.STATE_RUNNING
+            raise web.HTTPSeeOther(
+                request.raw_path.split("?", 1)[0] if resuming else self.render.prefix
+            )
         return self.render.json(model, status)
 
 

@@ -35,6 +35,7 @@ from glue.core.errors import (
     NotFound,
     SpawnFailed,
     StopFailed,
+    TooManyServers,
     UpstreamError,
 )
 from glue.core.launch import Launch
@@ -69,8 +70,24 @@ def status_of(server: dict[str, Any]) -> str:
         return "stopping"
     if pending:
         return "starting"
+    if hibernated_at(server) is not None:
+        return contracts.STATE_HIBERNATED  # paused: stopped, its workspace kept (glue.hub.pauseapi)
     # a named server we launched that is neither running nor pending has failed or died
     return "failed"
+
+
+def hibernated_at(server: dict[str, Any]) -> float | None:
+    """When a stopped server was paused (seconds since the epoch), as its spawner wrote it
+    into its user_options; None for one that is not paused."""
+    at = (server.get("user_options") or {}).get(contracts.HIBERNATED_AT)
+    return float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    at = datetime.fromtimestamp(seconds, UTC)
+    return at.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def cull_at(last_activity: str | None, idle_seconds: int) -> str | None:
@@ -114,9 +131,17 @@ def server_model(server: dict[str, Any], idle_seconds: int = 0) -> ServerModel |
         "memory": memory_of(options.get(contracts.MEMORY)),
         "disk": disk_of(options.get(contracts.DISK)),
         "phases": phases_of(options.get(contracts.PHASES)),
+        # a paused server's: when it was paused, and the bytes its kept workspace holds
+        "hibernated_at": _iso(hibernated_at(server)) if status_of(server) == "hibernated" else None,
+        "disk_bytes": _disk_bytes(options) if status_of(server) == "hibernated" else None,
         # why it failed (`failures.Failure.model()`), filled in where one server is shown
         "failure": None,
     }
+
+
+def _disk_bytes(options: dict[str, Any]) -> int | None:
+    held = options.get(contracts.HIBERNATED_DISK)
+    return held if isinstance(held, int) and not isinstance(held, bool) and held >= 0 else None
 
 
 def memory_of(recorded: Any) -> dict[str, Any] | None:
@@ -473,13 +498,18 @@ class Servers:
                 raise Conflict(
                     "This server is stopping; launch it again in a moment.", code="server_stopping"
                 )
+            self.check_running_limit(view, target)
             image = launch.decide_image(self.config, target, candidate, pipeline, choices)
             request = launch.make(self.config, target, choices, image)
+            options = request.user_options()
+            if current and current["status"] == contracts.STATE_HIBERNATED:
+                # a resume: the paused server's own launch (its image, its profile), whatever
+                # this request chose; its kept workspace is reopened as it was
+                options = await self.paused_options(view.name, target)
+                request = launch.from_user_options(self.config, options)
             calling = time.monotonic()
             try:
-                status = await self.hub.start(
-                    view.name, target.server_name, request.user_options()
-                )
+                status = await self.hub.start(view.name, target.server_name, options)
             except UpstreamError as e:
                 # the hub's 500 when the spawn failed before it answered (a clone that
                 # failed at once): say why, if the hub holds the failed spawn
@@ -515,8 +545,9 @@ class Servers:
                 raise NotFound("You have no server for this commit.", code="server_not_found")
             # a running server autosaves first, in the hub's own stop (one save, right
             # before the stop; refused when it fails), unless the caller forces the stop
-            running = current["status"] == "running"
-            saving = self.autosave_seconds if running and not force else None
+            # a paused one too: the hub mounts its kept workspace to save it
+            live = current["status"] in ("running", contracts.STATE_HIBERNATED)
+            saving = self.autosave_seconds if live and not force else None
             try:
                 await self.hub.stop(view.name, target.server_name, saving=saving)
             except HubCannotSave as e:
@@ -542,6 +573,64 @@ class Servers:
                 if why:
                     raise StopFailed(STOP_FAILED.format(why=why))
         return (204, None) if model is None else (202, model)
+
+    def check_running_limit(self, view: UserView, target: Target) -> None:
+        """`launch.serversPerUser` counts running and starting servers only (paused ones
+        count apart, glue.hub.pauseapi): one more is a 429. The hub's own limit is the
+        backstop of both (glue.hub.setup)."""
+        limit = self.config["launch"]["serversPerUser"]
+        live = [
+            m for m in view.servers
+            if m["status"] in ("running", "starting") and m["name"] != target.server_name
+        ]
+        if len(live) >= limit:
+            raise TooManyServers(
+                f"You already run {limit} servers, the most allowed; stop or pause one to "
+                "launch another."
+            )
+
+    async def paused_options(self, user: str, target: Target) -> dict[str, Any]:
+        """The launch options the paused server was started with, as the hub keeps them."""
+        model = await self.hub.servers(user)
+        server = (model.get("servers") or {}).get(target.server_name) or {}
+        stored = server.get("user_options") or {}
+        return {k: v for k, v in stored.items() if k in contracts.USER_OPTIONS}
+
+    async def set_state(
+        self, view: UserView, target: Target, state: str
+    ) -> tuple[int, ServerModel]:
+        """PATCH of a server's `state`: `hibernated` pauses a running one (200 with its
+        model), `running` resumes a paused one (as its launch: 201 running, 202 starting).
+        Anything else is refused with a 4xx that says why."""
+        if state not in (contracts.STATE_HIBERNATED, contracts.STATE_RUNNING):
+            raise BadRequest(
+                "`state` must be \"hibernated\" (pause) or \"running\" (resume).",
+                code="invalid_state",
+            )
+        current = view.find(target)
+        if current is None:
+            raise NotFound("You have no server for this commit.", code="server_not_found")
+        status = current["status"]
+        if state == contracts.STATE_RUNNING:
+            if status != contracts.STATE_HIBERNATED:
+                raise Conflict(
+                    f"This server is {status}, not paused: only a paused server resumes.",
+                    code="not_hibernated",
+                )
+            return await self.launch(view, target, {})
+        if status == contracts.STATE_HIBERNATED:
+            raise Conflict("This server is paused already.", code="already_hibernated")
+        if status != "running":
+            raise Conflict(
+                f"This server is {status}; only a running server can be paused.",
+                code="server_starting" if status == "starting" else "not_running",
+            )
+        async with self._locked(view, target) as view:
+            await self.hub.pause(view.name, target.server_name)
+        model = await self.get(view.name, target)
+        if model is None:
+            raise NotFound("The server was removed while it paused.", code="server_gone")
+        return 200, model
 
     async def stop_failure(self, user: str, target: Target) -> str | None:
         """Why the hub keeps a server whose stop failed, as its spawner wrote it into the

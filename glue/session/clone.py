@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from glue.session import workspace
 from glue.session.steps import Step
 
 TOKEN_FILE_ENV = "NOTEBOOKS_GIT_TOKEN_FILE"
@@ -95,7 +96,10 @@ def head(dest: Path) -> str | None:
 
 
 def clone(source: str, commit: str, dest: Path, *, lfs: bool = False) -> None:
-    """Fetch exactly `commit` from `source` into `dest` and check it out detached."""
+    """Fetch exactly `commit` from `source` into `dest` and check it out detached; nothing
+    when `dest` holds an opened session of `commit` (a paused server's, glue.session.workspace)."""
+    if workspace.opened(dest, commit):
+        return
     env = _env(lfs)
     if (dest / ".git").is_dir():
         checked_out = head(dest)
@@ -160,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     if not re.fullmatch(r"[0-9a-f]{40}", args.commit):
         print("clone: --commit must be a full 40-character lowercase sha", file=sys.stderr)
         return 2
+    if workspace.opened(args.dest, args.commit):
+        print(f"clone: {args.dest} holds its session of {args.commit} already; kept as it is")
+        return 0
     try:
         clone(args.source, args.commit, args.dest, lfs=args.lfs)
     except CloneError as e:

@@ -26,8 +26,12 @@ The autosave's signature is checked by the session's git component (the
 remote is the component in the embedded default), or with `--key-file` (on
 Kubernetes, where this step runs before the component and fetches from GitLab).
 
+A workspace that already holds a session of the launched commit (a paused server's,
+glue.session.workspace) is reopened as it is: no restore, no discard (`reopened`); any
+other is marked as holding one once set up.
+
 It prints one JSON object (`restored_from`, `commit`, `discarded`,
-`restore_refused`), also
+`restore_refused`, `reopened`), also
 written to `--report` (the container's termination message, which the
 spawner reads). The GitLab token comes as for the clone step (a file named
 by NOTEBOOKS_GIT_TOKEN_FILE). Standard library only: it runs in the glue image.
@@ -44,7 +48,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from glue.session import autosave
+from glue.session import autosave, workspace
 from glue.session.clone import TOKEN_FILE_ENV
 from glue.session.steps import Step
 
@@ -169,9 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         "commit": None,
         "discarded": False,
         "restore_refused": None,
+        "reopened": False,
     }
     try:
-        if args.remote and args.discard:
+        if args.launched and workspace.opened(args.workspace, args.launched):
+            # a paused server's workspace: newer than any autosave, kept as it is
+            out["reopened"] = True
+        elif args.remote and args.discard:
             out["discarded"] = autosave.delete(args.remote, args.branch)
         elif args.remote:
             out.update(restore(args))
@@ -183,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             email=args.email,
             seen_as=args.seen_as or args.workspace,
         )
-    except (autosave.AutosaveError, SessionError, OSError) as e:
+        if args.launched:
+            workspace.mark_opened(args.workspace, args.launched)
+    except (autosave.AutosaveError, SessionError, OSError, ValueError) as e:
         print(f"session: {e}", file=sys.stderr)
         return 1
     answer = json.dumps(out)
