@@ -38,6 +38,7 @@ from tornado import web
 
 import glue.providers.local
 from glue.core.contracts import (
+    HIBERNATED_AT,
     POD_NAME,
     PROXY_CONTAINER,
     RESTORE_REFUSED,
@@ -1250,20 +1251,18 @@ async def test_a_pause_autosaves_through_the_sidecar_for_the_paused_servers_remo
         deleted.append(self.pod_name)
 
     monkeypatch.setattr(KubeSpawner, "stop", pod_deleted)
-    # the API half's record of a pause (CommitSpawnerMixin.paused: its time and disk)
-    held: list[int | None] = []
-    monkeypatch.setattr(spawner, "paused", held.append, raising=False)
     proxy = pod["spec"]["containers"][1]
 
     with here.sidecar(proxy, port, control_port):
         (here.checkout / "untracked.txt").write_text("not committed\n")
-        spawner.pausing = True  # type: ignore[attr-defined]  # glue.hub.pauseapi's
+        spawner.pausing = True  # glue.hub.pauseapi's
         await spawner.stop()
-        spawner.pausing = False  # type: ignore[attr-defined]
+        spawner.pausing = False
     assert deleted == [spawner.pod_name]
     tip = git("rev-parse", f"refs/heads/{branch}", cwd=bare)
     assert git("show", f"{tip}:untracked.txt", cwd=bare) == "not committed"
-    assert len(held) == 1 and isinstance(held[0], int) and held[0] > 0
+    # the mixin's record of the pause: its time and the disk the workspace holds
+    assert spawner.hibernated and (spawner.hibernated_disk or 0) > 0
     # the hub stores the state after the stop; a restarted hub removes the server
     spawner.clear_state()
     reloaded = make_spawner(mine, options(mine), blocker=False)
@@ -1277,10 +1276,10 @@ async def test_a_pause_autosaves_through_the_sidecar_for_the_paused_servers_remo
     spawner.api = FakeCoreApi()
     spawner.orm_spawner.server = pod_server()
     spawner.control_secret = "the-control-secret-a-resumed-pods-start-made"
-    monkeypatch.setattr(spawner, "paused", held.append, raising=False)
-    spawner.pausing = True  # type: ignore[attr-defined]
+    spawner.pausing = True
     await spawner.stop()
-    assert deleted == [spawner.pod_name] * 2 and held[-1] is None
+    assert deleted == [spawner.pod_name] * 2
+    assert spawner.hibernated and spawner.hibernated_disk is None
     assert "AUTOSAVE FAILED" in caplog.text and "at its pause" in caplog.text
     with pytest.raises(AutosaveFailed, match=r"not autosaved \(The autosave could not ask"):
         await spawner.autosave_paused()
@@ -1304,6 +1303,7 @@ async def test_a_pause_autosaves_through_the_sidecar_for_the_paused_servers_remo
     monkeypatch.setattr(KubeSpawner, "start", started)
     await spawner.start()
     assert kube.PAUSE_SAVE_STATE not in spawner.get_state()
+    assert not spawner.hibernated and HIBERNATED_AT not in spawner.get_state()
 
 
 def test_commits_carry_the_gitlab_name_and_email() -> None:

@@ -245,6 +245,8 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
         # resumed: the session changes the workspace again (a resume that failed before its
         # server ran left it as its pause saved it, so the record stays for its removal)
         self._pause_save = None
+        if self.hibernated:
+            self.resumed()
         # the pod runs: its session step's answer says where the workspace's unsaved work came
         # from; the disk watch (poll) reads the sidecar's usage against the disk. Committed
         # with the start
@@ -623,7 +625,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
 
     async def stop(self, now: bool = False) -> None:
         # set by the hub's pause (glue.hub.pauseapi) for this stop, which keeps the claim
-        pausing = bool(getattr(self, "pausing", False))
+        pausing = self.pausing
         held = await self.save_for_pause() if pausing else None
         try:
             await super().stop(now)
@@ -637,9 +639,7 @@ class CommitKubeSpawner(CommitSpawnerMixin, KubeSpawner):
             await self.delete_token_secret()
         self._pod_left_behind = False
         if pausing:  # the mixin's record of the pause (its time, the disk it holds)
-            paused = getattr(self, "paused", None)
-            if paused is not None:
-                paused(held)
+            self.paused(held)
 
     async def save_for_pause(self) -> int | None:
         """Before a pause deletes the pod: the bytes its workspace holds (the sidecar's usage)

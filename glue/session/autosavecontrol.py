@@ -9,9 +9,9 @@ opens to the hub pod only), for exactly:
 
     GET  /autosave   what a save would push: the `status` step
     POST /autosave   save now: the `save` step, as the pod's preStop runs it
-    GET  /usage      `{"used_bytes": n}`: what the workspace volume holds, as the
-                     kubelet counts it against the emptyDir's `sizeLimit` (the
-                     hub's disk watch; read at most every 30 s)
+    GET  /usage      `{"used_bytes": n}`: what the workspace claim holds, against
+                     the profile's disk (the hub's disk watch, and the disk a
+                     paused server holds; read at most every 30 s)
 
 Answers: 200 with the step's JSON; 409 `{"error": "autosave_failed",
 "message"}` with the step's reason; 401 without and 403 with a wrong
@@ -64,8 +64,8 @@ USAGE_CACHE_SECONDS = 30
 
 
 def used_bytes(root: Path) -> int:
-    """The disk the files under `root` take (their blocks, as the kubelet measures an
-    emptyDir, not their sizes), symlinks not followed."""
+    """The disk the files under `root` take (their blocks, as a filesystem fills, not their
+    sizes), symlinks not followed."""
     total = 0
     for directory, dirs, files in os.walk(root):
         for name in (*dirs, *files):
