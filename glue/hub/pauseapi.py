@@ -9,9 +9,10 @@
 A pause is a hub stop WITHOUT the named server's removal (internals.stop_keeping_server):
 the hub keeps the server, its user_options (image, profile) and its spawner state, and the
 spawner keeps the whole workspace and records the pause in its state (`pausing`,
-CommitSpawnerMixin.paused). Nothing is autosaved: the kept workspace holds more than a
-save could (ignored files, installed packages), and its removal autosaves it
-(glue.hub.autosaveapi). A resume is the hub's ordinary start of that server.
+CommitSpawnerMixin.paused). The embedded default autosaves nothing then: the kept workspace
+holds more than a save could (ignored files, installed packages), and its removal autosaves
+it (glue.hub.autosaveapi); the Kubernetes spawner saves before its pod goes, since no pod
+mounts a paused server's claim later. A resume is the hub's ordinary start of that server.
 
 Refused, with the glue's JSON error: 404 `server_not_found`; 409 `server_starting` while it
 starts or stops (nothing half-started is frozen), `not_running` when it is not running
