@@ -196,6 +196,17 @@ async def test_start_timeout_wins_over_z2jh(
     assert spawner.http_timeout == 123
 
 
+def test_every_spawner_setting_is_a_trait(hub_values: Path, tmp_path: Path) -> None:
+    """traitlets drops a setting that names no trait of the class, with only a warning: the hub
+    of a real cluster logged "Config option `container_name` not recognized by
+    `CommitKubeSpawner`" at every spawner it made, and the setting did nothing."""
+    app = load_hub(tmp_path, extra_config())
+    traits = set(CommitKubeSpawner.class_trait_names(config=True))
+    for section in ("CommitKubeSpawner", "KubeSpawner", "Spawner"):
+        unknown = set(app.config.get(section, {})) - traits
+        assert not unknown, (section, unknown)
+
+
 def test_a_config_change_is_in_the_hub_secret_values(hub_values: Path, tmp_path: Path) -> None:
     """The hub takes its notebooks config from z2jh's hub Secret (whose checksum rolls the
     hub), not from a mounted file: a profile added by an upgrade reaches the spawner."""

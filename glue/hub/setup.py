@@ -21,7 +21,6 @@ from typing import Any
 
 from glue.core import logsafe, trust
 from glue.core.config import SUBDOMAIN_HOST_ENV, Config, host_cookies
-from glue.core.contracts import NOTEBOOK_CONTAINER
 from glue.core.origins import loopback, public_origin, single_origin_reason
 from glue.hub import sandbox
 from glue.hub.culler import KEEP_PAUSED_ENV
@@ -228,7 +227,6 @@ def _configure_kubernetes(c: Any, config: Config) -> None:
     """
     c.JupyterHub.spawner_class = "glue.hub.kubespawner.CommitKubeSpawner"
     c.CommitKubeSpawner.notebooks_config = config
-    c.CommitKubeSpawner.container_name = NOTEBOOK_CONTAINER  # the glue reads its log by name
     c.CommitKubeSpawner.start_timeout = config["launch"]["startTimeoutSeconds"]
     c.CommitKubeSpawner.http_timeout = config["launch"]["startTimeoutSeconds"]
     name = config["service"]["name"]
