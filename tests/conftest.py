@@ -68,6 +68,8 @@ APART: dict[str, str] = {
     "tests/test_gitlab_flow.py::test_revoked_login": "gitlab-refreshing",
     # the hub with a single origin
     "tests/test_origins.py::test_one_origin": "single-origin",
+    # the culler's pause and removal of a paused server, on a hub of its own
+    "tests/test_hibernate.py::test_the_culler": "hibernate-culler",
     # the sandbox's limits (memory, disk), on a second sandbox hub beside the first
     "tests/test_sandbox.py::test_a_workspace_is_a_disk": "sandbox-limits",
     "tests/test_sandbox.py::test_a_server_killed_for_its_memory": "sandbox-limits",
@@ -82,6 +84,7 @@ LONGEST = (
     f"{SMOKE}[figures-9-10]",
     f"{SMOKE}[figures-6-7]",
     f"{SMOKE}[figures-1-2-3-5]",
+    "hibernate-culler",
     "tests/test_dev.py::test_embedded_default_end_to_end_and_a_clean_restart",
     "tests/test_sandbox.py",
     "tests/test_startup.py",
