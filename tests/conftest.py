@@ -82,7 +82,7 @@ SMOKE = "tests/test_bench_smoke.py::test_every_figure_measures_something_at_smok
 LONGEST = (
     # beside the fifty servers: the benchmark's runs, whose waits are generous
     f"{SMOKE}[figures-9-10]",
-    f"{SMOKE}[figures-6-7]",
+    f"{SMOKE}[figures-6-7-11]",
     f"{SMOKE}[figures-1-2-3-5]",
     "hibernate-culler",
     "tests/test_dev.py::test_embedded_default_end_to_end_and_a_clean_restart",

@@ -20,12 +20,12 @@ import pytest
 
 from testing import CHECKOUT
 
-FIGURES = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+FIGURES = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
 # four runs, side by side in `make test`: the figures without a hub (4, 8), and the hub's
 # figures in three runs of a bench hub each, the memory figure first while its glue is idle;
 # the two figures that also run the earlier commit's code (9, 10) apart from the rest, so
 # that no part is left running alone at the end of the suite
-PARTS = ((4, 8), (1, 2, 3, 5), (6, 7), (9, 10))
+PARTS = ((4, 8), (1, 2, 3, 5), (6, 7, 11), (9, 10))
 
 
 @pytest.mark.hub  # the figures start hubs, servers and glues of their own
