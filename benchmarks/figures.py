@@ -1065,6 +1065,20 @@ def breakdown(bench: Bench, sizes: Sizes) -> Figure:
 # --- 11. resuming a paused server -------------------------------------------------------------
 
 
+def _data_project(bench: Bench, project: str, total: int) -> str:
+    """A project whose commit holds `total` bytes of incompressible data files (a research
+    project's data set, in its repository): the glue's path of that commit."""
+    repos = bench.workdir / "repos"
+    make_repo(repos, project, versions=1)
+    work = bench.workdir / "data-work" / project
+    git(bench.workdir, "clone", "-q", str(repos / f"{project}.git"), str(work))
+    _write_new_files(work, total, "dataset")
+    git(work, "add", ".")
+    git(work, "commit", "-q", "-m", "a data set")
+    git(work, "push", "-q", "origin", "main")
+    return f"{project}/{git(work, 'rev-parse', 'HEAD').strip()}"
+
+
 def resume(bench: Bench, sizes: Sizes) -> Figure:
     """A paused server resumed until the glue says it runs, against a fresh launch of the same
     commit until it runs, alternately (ABBA), on the same hub; and the disk a paused server
@@ -1073,10 +1087,12 @@ def resume(bench: Bench, sizes: Sizes) -> Figure:
     The resume is `PATCH {"state": "running"}` of a server paused with `{"state":
     "hibernated"}` (glue.hub.pauseapi): its workspace reopened as it was, no clone, no
     autosave restore. The fresh launch is the glue's POST for a user without a server (its
-    clone, its session step), removed with `force=true` after each run. The paused
-    workspace holds `resume_bytes` of files written into it, as a session's data would.
+    clone, its session step), removed with `force=true` after each run. The project's commit
+    holds a data set of `project_bytes` (what a research project's repository carries, and
+    a fresh launch clones); the paused workspace also holds `resume_bytes` of files written
+    into it, as a session's results would.
     """
-    path = bench.path("bench/launch")
+    path = _data_project(bench, "bench/data", sizes.project_bytes)
     fresh_user, paused_user = "bench-fresh", "bench-resume"
     fresh, paused = bench.glue(fresh_user), bench.glue(paused_user)
     admin = bench.hub_api()
@@ -1136,8 +1152,9 @@ def resume(bench: Bench, sizes: Sizes) -> Figure:
 
     return Figure(
         11,
-        f"A paused server resumed until it runs vs a fresh launch of the same commit, median "
-        f"of {sizes.resumes} each, alternating",
+        f"A paused server resumed until it runs vs a fresh launch of the same commit (a "
+        f"project with {sizes.project_bytes / 1e6:g} MB of data at it), median of "
+        f"{sizes.resumes} each, alternating",
         f"{r:.2f} s (PATCH state running: the kept workspace reopened, no clone, no restore)",
         f"{f:.2f} s (POST of the same commit for a user without a server: clone, session step)",
         r / f,

@@ -54,6 +54,7 @@ class Sizes:
     breakdown_launches: int = 10  # 10. launches each way
     resumes: int = 6  # 11. resumes and fresh launches each way
     resume_bytes: int = 20_000_000  # 11. files written into the paused workspace
+    project_bytes: int = 50_000_000  # 11. the data set committed in the project's commit
 
     def describe(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
@@ -64,7 +65,8 @@ FULL = Sizes()
 SMOKE = Sizes(requests=20, warmup=5, launches=1, crowd=2, rounds=1, commits=60,
               big_bytes=64 << 10, clones=1, memory_requests=200, sandbox_launches=1,
               stops=1, dirty_stops=1, changed_bytes=1_000_000, pushes=1, push_bytes=1_000_000,
-              breakdown_launches=1, resumes=1, resume_bytes=1_000_000)
+              breakdown_launches=1, resumes=1, resume_bytes=1_000_000,
+              project_bytes=1_000_000)
 
 
 @dataclass
