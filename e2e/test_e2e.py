@@ -269,7 +269,7 @@ def test_a_paused_session_resumes_with_its_whole_workspace(
     """The workspace is the server's PersistentVolumeClaim (kind's local-path provisioner):
     a pause deletes the pod and keeps the claim; the resume's pod mounts the same claim, its
     clone step keeps the workspace as it is, and the ignored and untracked files are there,
-    byte for byte; the deletion autosaves, then removes the claim."""
+    byte for byte; the deletion autosaves (without the ignored file), then removes the claim."""
     commit = commits[-1]
     launch_url = f"{HUB}/services/notebooks/{PROJECT}/{commit}"
     started = api.post(launch_url, json={}, timeout=60)
@@ -315,6 +315,14 @@ def test_a_paused_session_resumes_with_its_whole_workspace(
     wait_for("the claim to go", lambda: not claims_for(commit), 120)
     autosave = f"refs/heads/notebooks/autosave/{USER}/{commit}"
     assert remote_file(autosave, f"untracked-{run}.txt", tmp_path) == f"untracked {run}\n"
+    # what git ignores stayed on the claim over the pause, but is not pushed by the autosave
+    saved = subprocess.run(
+        ["git", "-C", str(tmp_path / "fetched"), "ls-tree", "-r", "--name-only", "FETCH_HEAD"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    assert f"ignored-{run}.bin" not in saved, saved
 
 
 # runs in the server's kernel, in the workspace (the server's root directory)

@@ -76,6 +76,26 @@ def test_clean_workspace_writes_no_branch_and_costs_little(tmp_path, project):
     assert statistics.median(times) < 0.2, times
 
 
+def test_files_the_checkout_itself_excludes_are_not_saved(tmp_path, project):
+    """`.git/info/exclude` is git's own list of ignored files (a project needs no .gitignore
+    commit for it): what `git status` hides there, such as a local credentials file, is not
+    pushed to the autosave branch either (the real-cluster proof of issue 24 found it was)."""
+    remote, shas = project
+    workspace = fresh(tmp_path, remote, shas[0])
+    with (workspace / ".git" / "info" / "exclude").open("a") as exclude:
+        exclude.write("\n/local.env\n")
+    (workspace / "local.env").write_text("TOKEN=not-for-the-remote\n")
+    (workspace / "notes.txt").write_text("work\n")
+    assert porcelain(workspace) == ["?? notes.txt"]  # git itself ignores local.env
+
+    branch = contracts.autosave_branch(PREFIX, "alice", shas[0])
+    assert autosave.status(workspace, shas[0]).uncommitted == 1
+    saved = autosave.save(workspace, shas[0], str(remote), branch, signer=signer(branch))
+    assert saved.pushed
+    changed = git(remote, "diff", "--name-only", f"{branch}^", branch).splitlines()
+    assert changed == ["notes.txt"]
+
+
 def test_dirty_workspace_round_trips_byte_for_byte(tmp_path, project):
     remote, shas = project
     workspace = fresh(tmp_path, remote, shas[1])

@@ -3,12 +3,13 @@
 Representation on the remote, on branch `<prefix>/<user>/<sha>`
 (`glue.core.contracts.autosave_branch`): the user's own commits on top of the
 launched sha are pushed as they are; their uncommitted work (tracked changes and
-untracked files, `.gitignore` respected, files above `max_file_bytes` skipped and
-listed) becomes ONE extra commit on top (also when nothing is uncommitted: it carries the
-signature), authored and committed as the user (`--name`/`--email`: their GitLab
-`commit_email`, as the session's own commits are, so that push rules such as "reject
-unverified users" accept it; "renku-notebooks autosave" when none is given), whose
-message lists the skipped files and ends with the trailers `Renku-Autosave: uncommitted` and
+untracked files; what git ignores, by `.gitignore` or the checkout's `.git/info/exclude`,
+is not saved; files above `max_file_bytes` skipped and listed) becomes ONE extra commit
+on top (also when nothing is uncommitted: it carries the signature), authored and
+committed as the user (`--name`/`--email`: their GitLab `commit_email`, as the session's
+own commits are, so that push rules such as "reject unverified users" accept it;
+"renku-notebooks autosave" when none is given), whose message lists the skipped files
+and ends with the trailers `Renku-Autosave: uncommitted` and
 `Renku-Autosave-Signature: <hex>`. The push goes to that one branch, forced
 (the branch is ours), never to another ref. A clean workspace (HEAD at the
 launched sha, nothing uncommitted) pushes nothing.
@@ -332,9 +333,12 @@ def _own_git(
         extra = {"GIT_INDEX_FILE": str(Path(tmp, "index"))}
         if workspace is not None:
             store = _object_store(workspace, failure)
-            shallow = workspace / ".git" / "shallow"
-            if shallow.is_file() and not shallow.is_symlink():
-                shutil.copyfile(shallow, git_dir / "shallow")
+            # git's data files of the checkout, copied as data: its shallow boundary, and
+            # its own list of ignored files (what `git status` hides is not saved either)
+            for name in ("shallow", "info/exclude"):
+                theirs = workspace / ".git" / name
+                if theirs.is_file() and not theirs.is_symlink():
+                    shutil.copyfile(theirs, git_dir / name)
             if objects == "shared":
                 extra["GIT_OBJECT_DIRECTORY"] = str(store)
             elif objects == "alternate":
