@@ -203,7 +203,6 @@ class CommitSpawnerMixin(Configurable):
     def _check_user_options_hook(self) -> Any:
         return check_user_options
 
-
     async def later_progress(self) -> AsyncIterator[dict[str, Any]]:
         """Events of the base spawner after hand_over(); none by default, since JupyterHub's
         generic "Spawning server..." (at 50 %) would step back behind ours."""

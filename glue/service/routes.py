@@ -470,7 +470,6 @@ class Routes:
             return web.Response(status=status)
         return self.render.json(model, status)
 
-
     async def patch(
         self,
         request: web.Request,
