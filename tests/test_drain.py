@@ -106,6 +106,25 @@ def test_every_server_is_saved_and_stopped_and_one_that_cannot_be_saved_is_repor
     assert third.returncode == 0 and "0 server(s) saved and stopped" in third.stdout
 
 
+def test_a_paused_server_is_saved_and_removed(drained):
+    """A paused server keeps its workspace (on Kubernetes a claim, which would outlive the
+    release): the drain removes it too, its autosave first, and reports it."""
+    hub, shas, root = drained["hub"], drained["shas"], drained["root"]
+    paused = launch_dirty(hub, "carol", SAVED, shas[SAVED])
+    path = f"{SAVED}/{shas[SAVED]}"
+    response = Client(hub, "carol").request("PATCH", path, json={"state": "hibernated"})
+    assert response.status_code == 200 and response.json()["status"] == "hibernated", response.text
+    workspace = hub.workspaces / "carol" / paused["name"]
+    result = run_drain(hub, drained["token"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"saved and removed, was paused: carol/{paused['name']}" in result.stdout
+    assert "1 paused server(s) saved and removed, none left." in result.stdout, result.stdout
+    branch = f"notebooks/autosave/carol/{shas[SAVED]}"
+    assert git(Path(root) / f"{SAVED}.git", "show", f"{branch}:work.txt") == "unsaved"
+    assert paused["name"] not in hub.hub_servers("carol")
+    assert not workspace.exists()
+
+
 def test_the_drain_service_has_its_scopes_and_no_other(drained):
     """Least privilege: find every user's servers and stop them; no admin, no tokens, no
     starts, no GitLab tokens (auth_state)."""

@@ -5,9 +5,11 @@ image before `helm uninstall` removes the hub and the glue: a user pod left behi
 would outlive both, and its own `preStop` autosave needs the glue (gone) to refresh an
 expired GitLab token, so its work could be lost. Through the hub's saving DELETE
 (glue.hub.autosaveapi) each server is autosaved first and stopped only when that
-worked; one whose autosave fails keeps running. It reports every server, and exits 1
-while any could not be saved or stopped: the hook fails, and the uninstall stops with
-everything still running (docs/kubernetes.rst says what then).
+worked; one whose autosave fails keeps running. Then each paused server (glue.hub.pauseapi:
+stopped, its workspace kept, on Kubernetes in a claim that would outlive the release) is
+removed the same way, its autosave first (on Kubernetes the one its pause made). It reports
+every server, and exits 1 while any could not be saved, stopped or removed: the hook fails,
+and the uninstall stops with everything still there (docs/kubernetes.rst says what then).
 
 Its token (JUPYTERHUB_API_TOKEN) is the `<service>-drain` hub service's, with
 `list:users`, `read:servers` and `delete:servers` (glue.hub.kubesetup.DRAIN_SCOPES);
@@ -25,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from glue.core.contracts import SAVING_API
+from glue.core.contracts import HIBERNATED_AT, SAVING_API
 from glue.core.errors import GlueError
 from glue.service.hubapi import Hub
 
@@ -41,29 +43,36 @@ class Report:
 
     stopped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # paused servers: removed after their autosave, or why not (they stay paused)
+    removed: list[str] = field(default_factory=list)
+    kept_paused: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.kept_paused
 
     def lines(self) -> list[str]:
         out = [f"saved and stopped: {name}" for name in self.stopped]
         out += [f"NOT SAVED, still running: {name}: {why}" for name, why in self.failed.items()]
+        out += [f"saved and removed, was paused: {name}" for name in self.removed]
+        out += [f"NOT SAVED, still paused: {name}: {why}" for name, why in self.kept_paused.items()]
         kept = f"{len(self.failed)} could not be saved" if self.failed else "none left running"
         out.append(f"{len(self.stopped)} server(s) saved and stopped, {kept}.")
+        kept = f"{len(self.kept_paused)} could not be saved" if self.kept_paused else "none left"
+        out.append(f"{len(self.removed)} paused server(s) saved and removed, {kept}.")
         return out
 
 
-async def active_servers(hub: Hub) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every user's active servers (running, starting or stopping), from the hub's user list
-    under the saving API (the hub's own list handler, glue.hub.autosaveapi)."""
+async def listed_servers(hub: Hub, **params: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every user's servers that the hub's user list gives with `params`, under the saving
+    API (the hub's own list handler, glue.hub.autosaveapi), page by page."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
     offset = 0
     while True:
         _, users = await hub.request(
             "GET",
             f"{SAVING_API}/users",
-            params={"state": "active", "offset": str(offset), "limit": str(PAGE)},
+            params={**params, "offset": str(offset), "limit": str(PAGE)},
             ok=(200,),
         )
         users = users or []
@@ -75,17 +84,54 @@ async def active_servers(hub: Hub) -> dict[tuple[str, str], dict[str, Any]]:
         offset += len(users)
 
 
+async def active_servers(hub: Hub) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every user's active servers (running, starting or stopping)."""
+    return await listed_servers(hub, state="active")
+
+
+async def paused_servers(hub: Hub) -> list[tuple[str, str]]:
+    """Every user's paused servers: stopped, with the pause in their user_options."""
+    listed = await listed_servers(hub, include_stopped_servers="1")
+    return [
+        key
+        for key, server in listed.items()
+        if server.get("stopped") and (server.get("user_options") or {}).get(HIBERNATED_AT)
+    ]
+
+
 def label(user: str, server: str) -> str:
     return f"{user}/{server}" if server else user
 
 
 async def drain(hub: Hub, *, save_seconds: float, deadline_seconds: float) -> Report:
-    """Stop every active server through the saving stop, in rounds until none runs, every one
-    left has failed its autosave, or the deadline passes (a server still starting or
-    stopping then is reported too)."""
+    """Stop every active server, then remove every paused one, each through the saving
+    stop (autosave first)."""
     report = Report()
     deadline = time.monotonic() + deadline_seconds
     limit = asyncio.Semaphore(4)
+    await stop_active(hub, report, limit, save_seconds=save_seconds, deadline=deadline)
+
+    async def remove(user: str, server: str) -> None:
+        async with limit:
+            try:
+                await hub.stop(user, server, saving=save_seconds)
+            except GlueError as e:  # its autosave failed (409), or the hub failed
+                report.kept_paused[label(user, server)] = e.message
+                log.warning("%s: not saved, still paused: %s", label(user, server), e.message)
+            else:
+                report.removed.append(label(user, server))
+                log.info("%s: saved and removed (it was paused)", label(user, server))
+
+    await asyncio.gather(*(remove(user, server) for user, server in await paused_servers(hub)))
+    return report
+
+
+async def stop_active(
+    hub: Hub, report: Report, limit: asyncio.Semaphore, *, save_seconds: float, deadline: float
+) -> None:
+    """Stop every active server through the saving stop, in rounds until none runs, every one
+    left has failed its autosave, or the deadline passes (a server still starting or
+    stopping then is reported too)."""
 
     async def stop(user: str, server: str) -> None:
         async with limit:
@@ -103,13 +149,13 @@ async def drain(hub: Hub, *, save_seconds: float, deadline_seconds: float) -> Re
         servers = await active_servers(hub)
         left = {key: s for key, s in servers.items() if label(*key) not in report.failed}
         if not left:
-            return report
+            return
         if time.monotonic() > deadline:  # also while users keep launching meanwhile
             for key, s in left.items():
                 if label(*key) not in report.stopped or s.get("ready"):
                     state = s.get("pending") or ("running" if s.get("ready") else "starting")
                     report.failed[label(*key)] = f"still {state} at the deadline"
-            return report
+            return
         ready = [key for key, s in left.items() if s.get("ready") and not s.get("pending")]
         if ready:
             await asyncio.gather(*(stop(user, server) for user, server in ready))
