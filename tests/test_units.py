@@ -21,6 +21,7 @@ from glue.core import configtypes
 from glue.core.errors import BadRequest, NotFound
 from glue.core.launch import from_user_options
 from glue.core.target import Target, parse
+from glue.session import clone as clone_module
 from glue.session.clone import CloneError, clone, head, step
 from glue.tools import configdocs, typegen
 from testing import CHECKOUT
@@ -322,6 +323,27 @@ def test_clone_unknown_commit_is_a_clear_error(tmp_path, repo):
     url, _ = repo
     with pytest.raises(CloneError, match=f"Commit {SHA} was not found"):
         clone(url, SHA, tmp_path / "ws")
+
+
+@pytest.mark.parametrize(
+    ("stderr", "says"),
+    [
+        # git 2.39's lines; the ports hold 401 and 403, which are no HTTP status
+        ("fatal: unable to access 'https://127.0.0.1:40109/g/p.git/': SSL certificate problem: "
+         "unable to get local issuer certificate", "SSL certificate problem"),
+        ("fatal: unable to access 'http://127.0.0.1:40335/g/p.git/': The requested URL "
+         "returned error: 404", "returned error: 404"),
+        ("fatal: Authentication failed for 'http://127.0.0.1:8080/g/p.git/'", "log in again"),
+        ("fatal: could not read Username for 'http://127.0.0.1:8080': terminal prompts "
+         "disabled", "log in again"),
+        ("fatal: unable to access 'http://127.0.0.1:8080/g/p.git/': The requested URL "
+         "returned error: 403", "log in again"),
+    ],
+)
+def test_a_fetch_failure_is_told_by_what_git_says_not_by_numbers_in_the_url(
+    stderr: str, says: str
+) -> None:
+    assert says in clone_module._fetch_failure(stderr, "http://127.0.0.1:40109/g/p.git", SHA)
 
 
 def test_clone_refuses_a_foreign_workspace(tmp_path, repo):

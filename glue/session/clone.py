@@ -41,7 +41,11 @@ _MISSING_COMMIT = re.compile(
     r"upload-pack: not our ref|not a valid object|bad object",
     re.IGNORECASE,
 )
-_AUTH_FAILED = re.compile(r"authentication failed|could not read username|403|401", re.IGNORECASE)
+# git's own words for a refused login or a refused token (HTTP 401/403): the status as git
+# prints it, never a bare number, which a URL's port or path may hold (`:40109`)
+_AUTH_FAILED = re.compile(
+    r"authentication failed|could not read username|returned error: 40[13]\b", re.IGNORECASE
+)
 
 
 class CloneError(Exception):
