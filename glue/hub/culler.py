@@ -27,6 +27,7 @@ from urllib.parse import quote
 from glue.core.contracts import CULLING_API, HIBERNATED_AT, SAVING_API
 
 KEEP_PAUSED_ENV = "NOTEBOOKS_KEEP_PAUSED_SECONDS"
+PAGE = 200  # users a list request asks for (JupyterHub's largest page by default)
 log = logging.getLogger("glue.hub.culler")
 
 
@@ -55,15 +56,21 @@ async def remove_expired(api_url: str, token: str, keep_seconds: float) -> None:
     client = AsyncHTTPClient()
     headers = {"Authorization": f"token {token}"}
     api = api_url.rstrip("/")
-    try:
-        answer = await client.fetch(
-            f"{api}/users?include_stopped_servers=1&limit=10000", headers=headers
-        )
-    except (HTTPClientError, OSError) as e:
-        log.error("Could not list the users' paused servers: %s", e)
-        return
-    body = json.loads(answer.body)
-    users = body["items"] if isinstance(body, dict) else body
+    users: list[dict[str, Any]] = []
+    while True:  # page by page: the hub answers at most its page limit (200) at once
+        try:
+            answer = await client.fetch(
+                f"{api}/users?include_stopped_servers=1&offset={len(users)}&limit={PAGE}",
+                headers=headers,
+            )
+        except (HTTPClientError, OSError) as e:
+            log.error("Could not list the users' paused servers: %s", e)
+            return
+        body = json.loads(answer.body)
+        page = body["items"] if isinstance(body, dict) else body
+        users += page
+        if len(page) < PAGE:
+            break
     for user, server in expired(users, keep_seconds, time.time()):
         url = f"{api}/{SAVING_API}/users/{quote(user, safe='')}/servers/{quote(server, safe='')}"
         try:
