@@ -112,18 +112,29 @@ async def drain(hub: Hub, *, save_seconds: float, deadline_seconds: float) -> Re
     await stop_active(hub, report, limit, save_seconds=save_seconds, deadline=deadline)
 
     async def remove(user: str, server: str) -> None:
-        async with limit:
-            try:
-                await hub.stop(user, server, saving=save_seconds)
-            except GlueError as e:  # its autosave failed (409), or the hub failed
-                report.kept_paused[label(user, server)] = e.message
-                log.warning("%s: not saved, still paused: %s", label(user, server), e.message)
-            else:
-                report.removed.append(label(user, server))
-                log.info("%s: saved and removed (it was paused)", label(user, server))
+        why = await saving_stop(hub, limit, user, server, save_seconds)
+        if why is None:
+            report.removed.append(label(user, server))
+            log.info("%s: saved and removed (it was paused)", label(user, server))
+        else:
+            report.kept_paused[label(user, server)] = why
+            log.warning("%s: not saved, still paused: %s", label(user, server), why)
 
     await asyncio.gather(*(remove(user, server) for user, server in await paused_servers(hub)))
     return report
+
+
+async def saving_stop(
+    hub: Hub, limit: asyncio.Semaphore, user: str, server: str, save_seconds: float
+) -> str | None:
+    """The hub's saving stop and removal of one server: None when done, else why not (its
+    autosave failed, 409, or the hub failed)."""
+    async with limit:
+        try:
+            await hub.stop(user, server, saving=save_seconds)
+        except GlueError as e:
+            return e.message
+    return None
 
 
 async def stop_active(
@@ -134,16 +145,14 @@ async def stop_active(
     stopping then is reported too)."""
 
     async def stop(user: str, server: str) -> None:
-        async with limit:
-            try:
-                await hub.stop(user, server, saving=save_seconds)
-            except GlueError as e:  # the autosave failed (409), or the hub failed
-                report.failed[label(user, server)] = e.message
-                log.warning("%s: not saved, still running: %s", label(user, server), e.message)
-            else:
-                if label(user, server) not in report.stopped:
-                    report.stopped.append(label(user, server))
-                log.info("%s: saved and stopped", label(user, server))
+        why = await saving_stop(hub, limit, user, server, save_seconds)
+        if why is None:
+            if label(user, server) not in report.stopped:
+                report.stopped.append(label(user, server))
+            log.info("%s: saved and stopped", label(user, server))
+        else:
+            report.failed[label(user, server)] = why
+            log.warning("%s: not saved, still running: %s", label(user, server), why)
 
     while True:
         servers = await active_servers(hub)
