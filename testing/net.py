@@ -13,6 +13,8 @@ from typing import Any
 
 import psutil
 
+from glue.core.ports import reserve
+
 _system_getaddrinfo = socket.getaddrinfo
 
 
@@ -29,9 +31,10 @@ socket.getaddrinfo = _getaddrinfo
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port for a process a test starts, chosen as the embedded default chooses
+    its own (glue.core.ports): outside the kernel's ephemeral range, so that no outgoing
+    connection and no other worker's bind(0) takes it before that process binds it."""
+    return reserve()
 
 
 def listening_pid(port: int) -> int | None:

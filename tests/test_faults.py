@@ -340,10 +340,20 @@ def test_fifty_users_launch_at_once(busy: dict[str, Any]) -> None:
     assert {r.status_code for r in first} <= {201, 202}, [r.text for r in first][:3]
     names = {c.user: r.json()["name"] for c, r in zip(clients, first, strict=True)}
 
-    def all_running() -> bool:  # each user's own server, not merely none that is not ready
-        return all(hub.hub_servers(c.user).get(names[c.user], {}).get("ready") for c in clients)
+    waiting: list[str] = []
 
-    wait_until(all_running, 300, "fifty servers running", every=2)
+    def all_running() -> bool:  # each user's own server, not merely none that is not ready
+        waiting[:] = [
+            c.user for c in clients
+            if not hub.hub_servers(c.user).get(names[c.user], {}).get("ready")
+        ]
+        return not waiting
+
+    try:
+        wait_until(all_running, 300, "fifty servers running", every=2)
+    except AssertionError:
+        errors = [line for line in hub.log().splitlines() if line.startswith("[E ")]
+        raise AssertionError(f"not running: {waiting}; the hub's errors: {errors[:5]}") from None
     with ThreadPoolExecutor(50) as pool:
         again = list(pool.map(lambda c: assert_conforms(c.post(path)), clients))
     assert {r.status_code for r in again} == {200}

@@ -367,7 +367,7 @@ def test_no_hub_module_reaches_past_internals() -> None:
     only its public modules and name none of the internals it wraps."""
     public = {
         "jupyterhub.spawner": {"SimpleLocalProcessSpawner", "LocalProcessSpawner", "Spawner"},
-        "jupyterhub.utils": {"maybe_future", "random_port", "exponential_backoff"},
+        "jupyterhub.utils": {"maybe_future", "exponential_backoff"},
         "jupyterhub.apihandlers.base": {"APIHandler"},
         "jupyterhub.scopes": {"needs_scope"},
         # the documented extension point `JupyterHub.proxy_class` (glue.hub.phases)

@@ -10,7 +10,9 @@ user's session would run one, takes it before the launch.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import socket
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import psutil
 import pytest
 import requests
 
+from glue.core import ports
 from glue.hub import listeners
 from testing.checks import wait_until
 from testing.hub import Client, RunningHub
@@ -31,6 +34,8 @@ from testing.worlds import local_config
 
 PAGE = "the squatter's page"
 USER = "lena"
+# how many of the next ports the hub chooses for a git component are the squatted one
+SQUATS = "git-port-squats"
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +44,13 @@ def ports_hub(
     tmp_path_factory: pytest.TempPathFactory, repos: dict
 ) -> Iterator[tuple[RunningHub, dict[str, int]]]:
     ports = {"server": free_port(), "git": free_port()}
+    workdir = tmp_path_factory.mktemp("portsquat")
     env = {
         "NOTEBOOKS_TEST_SERVER_PORT": str(ports["server"]),
         "NOTEBOOKS_TEST_GIT_PORT": str(ports["git"]),
+        "NOTEBOOKS_TEST_GIT_SQUATS": str(workdir / SQUATS),
     }
-    hub = RunningHub(tmp_path_factory.mktemp("portsquat"), local_config(repos["root"]), env)
+    hub = RunningHub(workdir, local_config(repos["root"]), env)
     try:
         yield hub.start(), ports
     finally:
@@ -140,12 +147,43 @@ def test_a_squatted_server_port_fails_the_launch_closed(ports_hub, repos):
 
 
 @pytest.mark.timeout(300)
-def test_a_squatted_git_component_port_fails_the_launch_closed(ports_hub, repos):
+def test_a_git_component_port_squatted_at_every_attempt_fails_the_launch_closed(ports_hub, repos):
     hub, port = ports_hub[0], ports_hub[1]["git"]
     path = f"demo/hello/{repos['shas']['demo/hello'][1]}"
+    (hub.workdir / SQUATS).write_text(str(listeners.PORT_ATTEMPTS))
     with squatted(hub, port) as (client, squatter):
         assert_fails_closed(hub, client, path, squatter, port)
         assert hub.components() == []  # our component gone
+        assert (hub.workdir / SQUATS).read_text() == "0"  # every attempt had the squatted port
+        assert hub.log().count("Starting it again on another port") == listeners.PORT_ATTEMPTS - 1
+
+
+@pytest.mark.timeout(300)
+def test_a_squatted_git_component_port_is_given_up_for_another(ports_hub, repos):
+    """A port taken between its choice and the component's bind (another launch's process,
+    any session's code): the component starts again on a new port, and the launch runs,
+    with nothing of the session ever sent to the squatter."""
+    hub, port = ports_hub[0], ports_hub[1]["git"]
+    path = f"demo/hello/{repos['shas']['demo/hello'][1]}"
+    (hub.workdir / SQUATS).write_text("1")
+    retries = hub.log().count("Starting it again on another port")
+    with squatted(hub, port) as (client, squatter):
+        model = launch_outcome(client, path)
+        assert model["status"] == "running", model
+        assert hub.log().count("Starting it again on another port") == retries + 1
+        assert len(hub.components()) == 1
+        ((pid, listen),) = (
+            (p.pid, p.info["cmdline"][p.info["cmdline"].index("--listen") + 1])
+            for p in psutil.process_iter(["cmdline"])
+            if "glue.session.gitproxy" in (p.info["cmdline"] or [])
+            and str(hub.workdir) in " ".join(p.info["cmdline"])
+        )
+        own = int(listen.rpartition(":")[2])
+        assert own != port and listening_pid(own) == pid, "the component on a port of its own"
+        assert listening_pid(port) == squatter.process.pid
+        # the session's git goes through it: a push from the server's terminal would too
+        assert client.get(path).json()["status"] == "running"
+        assert squatter.requests() == []
 
 
 @pytest.mark.parametrize(
@@ -186,3 +224,81 @@ def test_a_listener_where_loopback_connections_land_is_an_impostor(family, addre
         for process in (squatter, ours):
             process.kill()
             process.wait()
+
+
+def test_ports_are_chosen_outside_the_ephemeral_range_and_never_twice(monkeypatch):
+    """Fifty servers at once were given one another's freed ports by bind(0): a chosen port
+    is outside the range bind(0) and outgoing connections draw from, free, and not one this
+    process handed out before."""
+    low, high = ports.ephemeral_range()
+    chosen = [ports.reserve() for _ in range(300)]
+    assert len(set(chosen)) == len(chosen)
+    assert all(ports.LOWEST <= p <= ports.HIGHEST and not low <= p <= high for p in chosen)
+    # a pool of two ports, one of them held: only the other is ever chosen, and only once
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        taken = held.getsockname()[1]
+        held.listen()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            spare = probe.getsockname()[1]
+        two = [range(taken, taken + 1), range(spare, spare + 1)]
+        monkeypatch.setattr(ports, "pool", lambda: two)
+        assert ports.reserve() == spare
+        with pytest.raises(OSError, match="No free port"):
+            ports.reserve()
+
+
+def _http_server(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("squatted", [1, listeners.PORT_ATTEMPTS])
+def test_a_process_whose_port_was_taken_starts_again_on_another(tmp_path, squatted):
+    """start_on_own_port with real processes: the squatter's port is given up for a fresh
+    one (ours stopped first), until the attempts run out; then PortTaken, ours stopped."""
+    port = free_port()
+    squatter = Squatter(tmp_path, port)
+    started: list[subprocess.Popen[bytes]] = []
+    stops: list[int] = []
+    given = [port] * squatted + [free_port()]
+
+    def start(chosen: int) -> subprocess.Popen[bytes]:
+        started.append(_http_server(chosen))
+        return started[-1]
+
+    async def stop() -> None:
+        stops.append(started[-1].pid)
+        started[-1].kill()
+        started[-1].wait()
+
+    run = listeners.start_on_own_port(
+        start, stop, lambda: given.pop(0), "the test's server", seconds=30,
+        log=logging.getLogger("test"),
+    )
+    try:
+        if squatted < listeners.PORT_ATTEMPTS:
+            asyncio.run(run)
+            assert len(started) == squatted + 1 and stops == [p.pid for p in started[:-1]]
+            assert given == []  # every port chosen was used, the last one ours
+            assert listeners.owner_of(port, squatter.process.pid)
+            assert listeners.owner_of(_port_of(started[-1]), started[-1].pid)
+        else:
+            with pytest.raises(listeners.PortTaken):
+                asyncio.run(run)
+            assert len(started) == listeners.PORT_ATTEMPTS
+            assert len(stops) == listeners.PORT_ATTEMPTS - 1  # the last one is the caller's
+        assert squatter.requests() == []
+    finally:
+        squatter.stop()
+        for process in started:
+            process.kill()
+            process.wait()
+
+
+def _port_of(process: subprocess.Popen[bytes]) -> int:
+    return int(process.args[-1])  # type: ignore[index]

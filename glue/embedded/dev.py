@@ -35,6 +35,7 @@ import yaml
 from glue.core.config import Config, ConfigError, load, validate
 from glue.core.configtypes import SpawnerConfig
 from glue.core.origins import loopback, public_origin, single_origin_reason
+from glue.core.ports import reserve
 from glue.hub import disk, sandbox
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -164,12 +165,6 @@ def write_config(state: Path, repos: Path, glue_port: int) -> tuple[Path, Config
         return path, load(path)
     except ConfigError as e:
         raise StartError(str(e)) from None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def check_port(host: str, port: int) -> None:
@@ -482,7 +477,8 @@ def run(hub_holder: list[Hub]) -> int:
         )
     check_port(listen, port)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ports = {"hub": free_port(), "proxy API": free_port(), "glue": free_port()}
+    # chosen here, bound by the hub, the proxy and the glue seconds later (glue.core.ports)
+    ports = {"hub": reserve(), "proxy API": reserve(), "glue": reserve()}
     config_path, config = write_config(state, repos, ports["glue"])
     isolated = config["spawner"]["sandbox"]
     problem = sandbox.available(isolated)

@@ -35,7 +35,7 @@ What stays where it is, as public API: the `Spawner`, `LocalProcessSpawner` and
 `Spawner.user.name`, `.id` and `.get_auth_state()`), `APIHandler` with
 `jupyterhub.scopes.needs_scope` for `extra_handlers`, the helpers of
 `jupyterhub.utils` that spawners are written with (`maybe_future`,
-`random_port`, `exponential_backoff`), and the hub's configuration traits.
+`exponential_backoff`), and the hub's configuration traits.
 
 Relied on without a function here, and tested beside them:
 

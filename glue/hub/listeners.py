@@ -1,6 +1,6 @@
 """Who listens on a server's loopback port: the local spawner's guard against a squatter.
 
-The local spawner chooses a free port (bind port 0, close) and only then starts the
+The local spawner chooses a free port (glue.core.ports) and only then starts the
 notebook server or the session's git component on it; the sandbox shares the host's
 network. Between the two, any process (another user's session code binding loopback
 ports in a loop) may take the port. The hub would then route the user's URL, on the
@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from subprocess import Popen
 
 LISTEN = "0A"  # the TCP state in /proc/net/tcp
 POLL_SECONDS = 0.1
+PORT_ATTEMPTS = 3  # a squatter's port, then two more: a fourth would only wait longer
 # the addresses whose listener a connection to 127.0.0.1 reaches
 IPV4_REACHED = {ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv4Address(0)}  # 0: any
 
@@ -143,3 +146,31 @@ async def wait_own_listener(
             raise RuntimeError(f"{what[:1].upper()}{what[1:]} ended as it started.")
         await asyncio.sleep(POLL_SECONDS)
     raise RuntimeError(f"{what[:1].upper()}{what[1:]} did not listen in time.")
+
+
+async def start_on_own_port(
+    start: Callable[[int], Popen[bytes]],
+    stop: Callable[[], Awaitable[None]],
+    choose: Callable[[], int],
+    what: str,
+    *,
+    attempts: int = PORT_ATTEMPTS,
+    seconds: float | None = None,
+    log: logging.Logger,
+) -> None:
+    """`start` a process on a port from `choose`, and wait until it listens there itself
+    (wait_own_listener). When another process took that port first, ours is stopped and
+    started again on a new one, `attempts` times in all: a port is only known free when it
+    is chosen, and a session's code may squat one. The last PortTaken, and any other
+    failure, is raised for the caller to stop ours and fail closed."""
+    for attempt in range(1, attempts + 1):
+        port = choose()
+        process = start(port)
+        try:
+            await wait_own_listener(port, process, what, seconds)
+            return
+        except PortTaken as e:
+            if attempt == attempts:
+                raise
+            log.warning("%s Starting it again on another port (attempt %d).", e, attempt + 1)
+            await stop()

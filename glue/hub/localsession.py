@@ -36,7 +36,6 @@ from subprocess import Popen
 from typing import Any
 
 from glue.core.contracts import AUTOSAVE_KEY, component_key
-from glue.hub import listeners
 from glue.hub.sandbox import Sandbox
 from glue.session import autosave, gitproxy
 from glue.session import gitsession as session
@@ -45,6 +44,8 @@ from glue.session.steprunner import run_step
 
 SECRET, TOKEN, KEY, HUB_TOKEN, KEPT = "secret", "token", "component-key", "hub-token", "kept"
 COMPONENT_STOP_SECONDS = 10
+# until the component listens on its port (glue.hub.listeners.start_on_own_port)
+LISTEN_SECONDS = 30.0
 INSPECT_SECONDS = 30
 
 
@@ -154,14 +155,6 @@ def start_component(settings: gitproxy.Settings, port: int) -> Popen[bytes]:
     argv, _ = gitproxy.step(settings, listen=f"127.0.0.1:{port}", python=sys.executable)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "GIT_"))}
     return Popen(argv, env=env, start_new_session=True)
-
-
-async def wait_listening(port: int, process: Popen[bytes], seconds: float = 30) -> None:
-    """Until the component listens on its port, and the listener is the component itself
-    (glue.hub.listeners): a process that took the freed port first would otherwise get the
-    session's pushes, with its secret. RuntimeError (PortTaken) when another process listens
-    there, or the component ended first."""
-    await listeners.wait_own_listener(port, process, "the session's git component", seconds)
 
 
 async def stop_component(process: Popen[bytes] | None, secret_file: Path) -> None:

@@ -25,9 +25,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from jupyterhub.utils import random_port
 from traitlets import Unicode, default
 
+from glue.core import ports
 from glue.core import serverlogs as logs
 from glue.core.contracts import (
     DISK,
@@ -137,6 +137,12 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     # the user's git identity at the launch: the autosave at the stop commits as them
     _identity: tuple[str, str] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # a port the config gave every server (JupyterHub's Spawner.port), before any start
+        # sets the one it chose: 0 when each start chooses its own
+        self.fixed_port = self.port
+
     @default("sessions_root")
     def _beside_the_hub_db(self) -> str:
         """Next to the hub's own state files (its working directory), as the hub keeps them;
@@ -242,27 +248,13 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             self.emit(60, f"{done}; starting the notebook server")
             self.notebook_dir = str(sandbox.workspace)
             self.default_url = self.lab_url(launch)
-            if self.port == 0:
-                self.port = random_port()
-            argv = [*self.cmd, *self.get_args(), *kernel.SERVER_ARGS]
-            command = sandbox.command(argv, outlive_hub=True)
-            self.log.info("Spawning %s", shlex.join(command))
             self.hand_over()
             server_started = time.monotonic()
-            # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
-            self.proc = Popen(  # noqa: ASYNC220
-                command,
-                env=self.get_env(),
-                start_new_session=True,
-                preexec_fn=sandbox.limit(),
-                stdout=log_fd,
-                stderr=log_fd,
-            )
+            server_log = os.dup(log_fd)  # for a start again on another port
         finally:
-            os.close(log_fd)  # the server holds its own copy
-        self.pid = self.proc.pid
+            os.close(log_fd)
         try:
-            await self.wait_own_port()
+            await self.start_server(sandbox, server_log)
             if beside is not None:
                 await beside
         except BaseException:
@@ -273,6 +265,8 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 with contextlib.suppress(Exception):
                     await self._signal(signal.SIGKILL)
             raise
+        finally:
+            os.close(server_log)  # the server holds its own copy
         kills = sandbox.oom_kills()  # None: no memory cgroup here, so nothing to watch
         memory = None
         if kills is not None:
@@ -300,15 +294,47 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             self.record_phase(PHASE_SERVER, time.monotonic() - server_started)
         return ("127.0.0.1", self.port)
 
-    async def wait_own_port(self) -> None:
-        """Return only once the server's own process tree listens on its port: the hub routes
-        the user's URL to whatever answers there, and another process may have taken the
-        port between random_port() and the server's bind (glue.hub.listeners). Otherwise
-        the launch fails closed: the server is killed and nothing is routed. No time limit of
-        its own: the hub's start timeout cancels start() (and then stops the server)."""
-        assert self.proc is not None
+    async def start_server(self, sandbox: Sandbox, log_fd: int) -> None:
+        """Start the notebook server, and return only once its own process tree listens on
+        its port: the hub routes the user's URL to whatever answers there, and another
+        process may have taken the port between its choice and the server's bind
+        (glue.hub.listeners). A port we chose is then given up for another; a port the
+        config fixed (Spawner.port), or the last attempt, fails the launch closed: the
+        server is killed and nothing is routed. No time limit of its own: the hub's start
+        timeout cancels start() (and then stops the server)."""
+        fixed = self.fixed_port
+
+        def start(port: int) -> Popen[bytes]:
+            self.port = port
+            argv = [*self.cmd, *self.get_args(), *kernel.SERVER_ARGS]
+            command = sandbox.command(argv, outlive_hub=True)
+            self.log.info("Spawning %s", shlex.join(command))
+            # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
+            self.proc = Popen(
+                command,
+                env=self.get_env(),
+                start_new_session=True,
+                preexec_fn=sandbox.limit(),
+                stdout=log_fd,
+                stderr=log_fd,
+            )
+            self.pid = self.proc.pid
+            return self.proc
+
+        async def stop() -> None:
+            await self._signal(signal.SIGKILL)
+            if self.proc is not None:
+                await asyncio.to_thread(self.proc.wait)
+
         try:
-            await listeners.wait_own_listener(self.port, self.proc, "the notebook server")
+            await listeners.start_on_own_port(
+                start,
+                stop,
+                (lambda: fixed) if fixed else ports.reserve,
+                "the notebook server",
+                attempts=1 if fixed else listeners.PORT_ATTEMPTS,
+                log=self.log,
+            )
         except RuntimeError as e:
             self.log.error("%s: %s", self.log_label, e)
             await self._signal(signal.SIGKILL)  # the hub's stop() then finds it ended
@@ -377,9 +403,20 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         )
         # a component a hub killed during this server's last launch left running goes first
         await localsession.stop_component(None, settings.secret_file)
-        self.git_port = random_port()
-        self._component = localsession.start_component(settings, self.git_port)
-        await localsession.wait_listening(self.git_port, self._component)
+
+        def start(port: int) -> Popen[bytes]:
+            self.git_port = port
+            self._component = localsession.start_component(settings, port)
+            return self._component
+
+        await listeners.start_on_own_port(
+            start,
+            lambda: localsession.stop_component(self._component, settings.secret_file),
+            ports.reserve,
+            "the session's git component",
+            seconds=localsession.LISTEN_SECONDS,
+            log=self.log,
+        )
 
     async def session_git_step(
         self, checked: Checked, sandbox: Sandbox, git: SessionGit, *, restore: bool
