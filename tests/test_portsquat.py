@@ -249,6 +249,39 @@ def test_ports_are_chosen_outside_the_ephemeral_range_and_never_twice(monkeypatc
             ports.reserve()
 
 
+def test_two_processes_never_claim_the_same_port(tmp_path, monkeypatch):
+    """Two hubs side by side (or a test's hubs) draw from one pool: a port one of our
+    processes claimed is never drawn by another. A pool of twenty ports, ten drawn in
+    another process and ten here: all twenty, none twice (with claims of one process
+    only, the two draws would overlap but for a chance of 1 in 184756)."""
+    base = next(
+        b for b in range(20000, 30000, 20) if all(ports.free(p) for p in range(b, b + 20))
+    )
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(ports, "REGISTRY", tmp_path / ports.REGISTRY.name)
+    monkeypatch.setattr(ports, "pool", lambda: [range(base, base + 20)])
+    code = (
+        "from glue.core import ports\n"
+        f"ports.pool = lambda: [range({base}, {base + 20})]\n"
+        "print(*[ports.reserve() for _ in range(10)])\n"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    theirs = {int(p) for p in other.stdout.split()}
+    ours = {ports.reserve() for _ in range(10)}
+    assert len(theirs) == len(ours) == 10 and not theirs & ours
+    assert theirs | ours == set(range(base, base + 20))
+    assert sorted(int(c.name) for c in ports.REGISTRY.iterdir()) == list(range(base, base + 20))
+    with pytest.raises(OSError, match="No free port"):
+        ports.reserve()
+
+
 def _http_server(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],

@@ -6,15 +6,20 @@ the kernel's ephemeral range, which every other bind(0) and every outgoing conne
 the machine draw from meanwhile: fifty servers starting at once were given one another's
 freed ports that way, and their launches failed. So the port is drawn at random from
 outside that range (`ip_local_port_range`, where the kernel hands out nothing by itself),
-is never one this process handed out in the last RESERVED_SECONDS, and is free when drawn.
-What another process still does in between is caught where ours is started
-(glue.hub.listeners.start_on_own_port).
+is free when drawn, and is claimed for RESERVED_SECONDS: in this process, and among all
+of ours on the machine (one file per port in REGISTRY, created exclusively), so that two
+hubs side by side, or a test's hubs, never draw the same one. What any other process
+still does in between is caught where ours is started (glue.hub.listeners).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import socket
+import stat
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,10 +30,14 @@ LINUX_EPHEMERAL = (32768, 60999)  # the kernel's default, when /proc cannot be r
 # longer than any process we start takes to bind its port (the hub's start timeout)
 RESERVED_SECONDS = 900.0
 DRAWS = 500
+# this user's claims, machine-wide: a file per port, its mtime the claim's time
+REGISTRY = Path(tempfile.gettempdir()) / f"renku-notebooks-ports-{os.getuid()}"
+SWEEP_SECONDS = 60.0
 
 _handed_out: dict[int, float] = {}
 _lock = threading.Lock()
 _random = random.SystemRandom()  # not guessable by a session waiting to squat one
+_swept = [0.0]
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -59,18 +68,70 @@ def free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def _registry() -> Path | None:
+    """REGISTRY, when it is this user's own directory, closed to others (None: claims are
+    then this process's only; a directory another user made there cannot block ours)."""
+    with contextlib.suppress(FileExistsError):
+        REGISTRY.mkdir(mode=0o700)
+    try:
+        info = REGISTRY.lstat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return REGISTRY
+
+
+def _sweep(registry: Path, now: float) -> None:
+    """Remove the claims older than RESERVED_SECONDS (at most once a SWEEP_SECONDS)."""
+    if now - _swept[0] < SWEEP_SECONDS:
+        return
+    _swept[0] = now
+    for claim in registry.iterdir():
+        with contextlib.suppress(OSError):
+            if now - claim.stat().st_mtime > RESERVED_SECONDS:
+                claim.unlink()
+
+
+def _claim(registry: Path | None, port: int, now: float) -> bool:
+    """Claim `port` among our processes: False when another one claimed it lately."""
+    if registry is None:
+        return True
+    path = registry / str(port)
+    for _ in range(2):
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            return True
+        except FileExistsError:
+            try:
+                if now - path.stat().st_mtime <= RESERVED_SECONDS:
+                    return False
+                path.unlink()  # a stale claim: taken over
+            except FileNotFoundError:
+                pass
+        except OSError:
+            return True  # a registry we cannot write: this process's claims only
+    return False
+
+
 def reserve(host: str = "127.0.0.1") -> int:
-    """A free port on `host` that this process has not handed out in RESERVED_SECONDS."""
+    """A free port on `host` that no process of ours claimed in RESERVED_SECONDS."""
     ranges = pool()
     sizes = [len(r) for r in ranges]
+    registry = _registry()
     with _lock:
         now = time.monotonic()
         for port, when in list(_handed_out.items()):
             if now - when > RESERVED_SECONDS:
                 del _handed_out[port]
+        if registry is not None:
+            _sweep(registry, time.time())
         for _ in range(DRAWS):
             port = _random.choice(_random.choices(ranges, weights=sizes)[0])
-            if port not in _handed_out and free(port, host):
-                _handed_out[port] = now
-                return port
+            if port in _handed_out or not free(port, host):
+                continue
+            if not _claim(registry, port, time.time()):
+                continue
+            _handed_out[port] = now
+            return port
     raise OSError(f"No free port on {host} outside the kernel's ephemeral range.")
