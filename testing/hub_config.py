@@ -3,7 +3,6 @@
 # testing.hub.RunningHub names the embedded default's config in NOTEBOOKS_TEST_VALUES: this
 # checkout's, or that of the checkout whose code a benchmark's second hub runs.
 import os
-from pathlib import Path
 
 load_subconfig(  # noqa: F821
     os.environ.get("NOTEBOOKS_TEST_VALUES")
@@ -53,20 +52,3 @@ if os.environ.get("NOTEBOOKS_TEST_SERVER_PORT"):
     # every server on this one port, which a test's squatter takes first (tests/test_portsquat.py):
     # JupyterHub's own Spawner.port, which the local spawner uses when it is not 0
     c.LocalCommitSpawner.port = int(os.environ["NOTEBOOKS_TEST_SERVER_PORT"])  # noqa: F821
-if os.environ.get("NOTEBOOKS_TEST_GIT_PORT"):
-    # the session's git component on this one port, as if the squatter of
-    # tests/test_portsquat.py had won the race for a port the local spawner chose: as many
-    # times as the file NOTEBOOKS_TEST_GIT_SQUATS says, then ports as chosen for real
-    import glue.core.ports
-
-    chosen_for_real = glue.core.ports.reserve
-
-    def _squatted_first(host: str = "127.0.0.1") -> int:
-        squats = Path(os.environ["NOTEBOOKS_TEST_GIT_SQUATS"])
-        left = int(squats.read_text() or 0) if squats.exists() else 0
-        if left <= 0:
-            return chosen_for_real(host)
-        squats.write_text(str(left - 1))
-        return int(os.environ["NOTEBOOKS_TEST_GIT_PORT"])
-
-    glue.core.ports.reserve = _squatted_first

@@ -198,6 +198,8 @@ def traces(workspace: Path) -> list[str]:
 def single_user_processes() -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        if "jupyterhub.singleuser" in " ".join(process.info["cmdline"] or []):
+        command = " ".join(process.info["cmdline"] or [])
+        # the embedded default's entry point (JupyterHub's, on a held socket), or JupyterHub's
+        if "glue.session.serverapp" in command or "jupyterhub.singleuser" in command:
             found.append(process)
     return found

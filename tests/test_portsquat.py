@@ -1,18 +1,19 @@
-"""A squatter on a server's port: the local spawner frees the port it chose (random_port) and
-only then starts the server, or the session's git component, on it; the sandbox shares the
-host's network, so any user's code may take the port first. The launch must then fail
-closed: nothing routed, probed or pushed to the squatter (glue.hub.listeners).
+"""Squatters on a server's ports. Every session shares the machine's network and runs code
+we do not trust; the proxy routes a user's URL, on that user's own origin, to a server's
+port, and the session pushes its work, with its secret, to its git component's. So the
+local spawner binds both ports itself and holds them, the processes serve on the sockets
+they inherit, and the hub closes its copies only once the server is stopped and its route
+gone (glue.hub.listeners): no other process can take either port, before the server
+listens, while it runs, or after it dies unnoticed.
 
-The hub gives every server one fixed port (JupyterHub's Spawner.port) and the git component
-another (testing/hub_config.py): the squatter, a plain HTTP server on loopback as another
-user's session would run one, takes it before the launch.
+A hub whose every server has one fixed port (JupyterHub's Spawner.port, testing/hub_config.py)
+shows the one way left to lose: a squatter there first fails the launch closed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -28,31 +29,26 @@ from glue.core import ports
 from glue.hub import listeners
 from testing.checks import wait_until
 from testing.hub import Client, RunningHub
+from testing.kernels import single_user_processes
 from testing.marks import starts_hub
 from testing.net import free_port, listening_pid
 from testing.worlds import local_config
 
 PAGE = "the squatter's page"
 USER = "lena"
-# how many of the next ports the hub chooses for a git component are the squatted one
-SQUATS = "git-port-squats"
+RUNNER = "mira"  # the running server whose ports a squatter tries, on the shared hub
 
 
 @pytest.fixture(scope="module")
 @starts_hub
-def ports_hub(
+def fixed_port_hub(
     tmp_path_factory: pytest.TempPathFactory, repos: dict
-) -> Iterator[tuple[RunningHub, dict[str, int]]]:
-    ports = {"server": free_port(), "git": free_port()}
-    workdir = tmp_path_factory.mktemp("portsquat")
-    env = {
-        "NOTEBOOKS_TEST_SERVER_PORT": str(ports["server"]),
-        "NOTEBOOKS_TEST_GIT_PORT": str(ports["git"]),
-        "NOTEBOOKS_TEST_GIT_SQUATS": str(workdir / SQUATS),
-    }
-    hub = RunningHub(workdir, local_config(repos["root"]), env)
+) -> Iterator[tuple[RunningHub, int]]:
+    port = free_port()
+    env = {"NOTEBOOKS_TEST_SERVER_PORT": str(port)}
+    hub = RunningHub(tmp_path_factory.mktemp("portsquat"), local_config(repos["root"]), env)
     try:
-        yield hub.start(), ports
+        yield hub.start(), port
     finally:
         hub.stop()
 
@@ -103,127 +99,124 @@ def launch_outcome(client: Client, path: str) -> dict[str, Any]:
     )
 
 
-def assert_fails_closed(
-    hub: RunningHub, client: Client, path: str, squatter: Squatter, port: int
-) -> None:
-    model = launch_outcome(client, path)
-    assert model["status"] == "failed", model
-    message = model["failure"]["message"]
-    assert f"Another process took port {port} on 127.0.0.1" in message, model
-    # nothing routed to the squatter, nothing asked of it, its page never served as the user's
-    assert not any(str(port) in str(r.get("target")) for r in routes(hub).values())
-    user_url = f"http://{USER}.localhost:{hub.port}/user/{USER}/{model['name']}/"
-    page = requests.get(user_url, timeout=30)
-    assert PAGE not in page.text
-    assert squatter.requests() == []
-    assert squatter.process.poll() is None  # still the one listening: our side gave up
+def binds(port: int) -> bool:
+    """Whether another process can take `port` on loopback, as a squatter would try: with
+    SO_REUSEADDR, then also SO_REUSEPORT (this test runs as the hub's user, root)."""
+    code = (
+        "import socket, sys\n"
+        "for options in ((socket.SO_REUSEADDR,), (socket.SO_REUSEADDR, socket.SO_REUSEPORT)):\n"
+        "    s = socket.socket()\n"
+        "    for o in options: s.setsockopt(socket.SOL_SOCKET, o, 1)\n"
+        "    try:\n"
+        f"        s.bind(('127.0.0.1', {port})); s.listen(); sys.exit(0)\n"
+        "    except OSError: s.close()\n"
+        "sys.exit(1)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
 
 
-@contextlib.contextmanager
-def squatted(hub: RunningHub, port: int) -> Iterator[tuple[Client, Squatter]]:
-    """`port` held by a squatter while USER, with no server yet, launches; both cleaned up."""
+def route_port(hub: RunningHub, user: str) -> int:
+    """The port the proxy sends `user`'s server's requests to."""
+    (target,) = [r["target"] for path, r in routes(hub).items() if f"/user/{user}/" in path]
+    return int(target.rpartition(":")[2].strip("/"))
+
+
+def server_processes(user: str) -> list[psutil.Process]:
+    """The notebook server processes of `user` (in their sandboxes, seen from the host)."""
+    found = []
+    for process in single_user_processes():
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get("JUPYTERHUB_USER") == user:
+                found.append(process)
+    return found
+
+
+def component_port(hub: RunningHub, user: str = USER) -> int | None:
+    """The port `user`'s (one) running git component on this hub serves on, if any."""
+    found = [
+        args[args.index("--listen") + 1]
+        for process in psutil.process_iter(["cmdline"])
+        if "glue.session.gitproxy" in (args := process.info["cmdline"] or [])
+        and str(hub.workdir) in " ".join(args)
+        and args[args.index("--user") + 1] == user
+    ]
+    assert len(found) <= 1, found
+    return int(found[0].rpartition(":")[2]) if found else None
+
+
+@pytest.mark.timeout(300)
+def test_a_squatted_fixed_port_fails_the_launch_closed(fixed_port_hub, repos):
+    hub, port = fixed_port_hub
+    path = f"demo/hello/{repos['shas']['demo/hello'][0]}"
     hub.remove_all_servers(USER)
     squatter = Squatter(hub.workdir, port)
+    client = Client(hub, USER)
     try:
-        yield Client(hub, USER), squatter
-    finally:
-        squatter.stop()
-        hub.remove_all_servers(USER)
-
-
-@pytest.mark.timeout(300)
-def test_a_squatted_server_port_fails_the_launch_closed(ports_hub, repos):
-    hub, port = ports_hub[0], ports_hub[1]["server"]
-    path = f"demo/hello/{repos['shas']['demo/hello'][0]}"
-    with squatted(hub, port) as (client, squatter):
-        assert_fails_closed(hub, client, path, squatter, port)
-        # our own server was killed: nothing of the sandbox listens or runs on
-        assert listening_pid(port) == squatter.process.pid
-        squatter.stop()
-        # the port free again, the same launch runs: the check takes the sandbox's server
-        hub.remove_all_servers(USER)
         model = launch_outcome(client, path)
-        assert model["status"] == "running", model
-
-
-@pytest.mark.timeout(300)
-def test_a_git_component_port_squatted_at_every_attempt_fails_the_launch_closed(ports_hub, repos):
-    hub, port = ports_hub[0], ports_hub[1]["git"]
-    path = f"demo/hello/{repos['shas']['demo/hello'][1]}"
-    (hub.workdir / SQUATS).write_text(str(listeners.PORT_ATTEMPTS))
-    with squatted(hub, port) as (client, squatter):
-        assert_fails_closed(hub, client, path, squatter, port)
-        assert hub.components() == []  # our component gone
-        assert (hub.workdir / SQUATS).read_text() == "0"  # every attempt had the squatted port
-        assert hub.log().count("Starting it again on another port") == listeners.PORT_ATTEMPTS - 1
-
-
-@pytest.mark.timeout(300)
-def test_a_squatted_git_component_port_is_given_up_for_another(ports_hub, repos):
-    """A port taken between its choice and the component's bind (another launch's process,
-    any session's code): the component starts again on a new port, and the launch runs,
-    with nothing of the session ever sent to the squatter."""
-    hub, port = ports_hub[0], ports_hub[1]["git"]
-    path = f"demo/hello/{repos['shas']['demo/hello'][1]}"
-    (hub.workdir / SQUATS).write_text("1")
-    retries = hub.log().count("Starting it again on another port")
-    with squatted(hub, port) as (client, squatter):
-        model = launch_outcome(client, path)
-        assert model["status"] == "running", model
-        assert hub.log().count("Starting it again on another port") == retries + 1
-        assert len(hub.components()) == 1
-        ((pid, listen),) = (
-            (p.pid, p.info["cmdline"][p.info["cmdline"].index("--listen") + 1])
-            for p in psutil.process_iter(["cmdline"])
-            if "glue.session.gitproxy" in (p.info["cmdline"] or [])
-            and str(hub.workdir) in " ".join(p.info["cmdline"])
-        )
-        own = int(listen.rpartition(":")[2])
-        assert own != port and listening_pid(own) == pid, "the component on a port of its own"
-        assert listening_pid(port) == squatter.process.pid
-        # the session's git goes through it: a push from the server's terminal would too
-        assert client.get(path).json()["status"] == "running"
+        assert model["status"] == "failed", model
+        assert f"Another process holds port {port} on 127.0.0.1" in model["failure"]["message"]
+        # nothing routed to the squatter, nothing asked of it, its page never served
+        assert not any(str(port) in str(r.get("target")) for r in routes(hub).values())
+        user_url = f"http://{USER}.localhost:{hub.port}/user/{USER}/{model['name']}/"
+        assert PAGE not in requests.get(user_url, timeout=30).text
         assert squatter.requests() == []
-
-
-@pytest.mark.parametrize(
-    ("family", "address", "reaches"),
-    [
-        (socket.AF_INET, "127.0.0.1", True),
-        (socket.AF_INET, "127.0.0.2", False),
-        (socket.AF_INET6, "::1", False),
-    ],
-)
-def test_a_listener_where_loopback_connections_land_is_an_impostor(family, address, reaches):
-    """A squatter where a connection to 127.0.0.1 lands counts, in another process; one
-    elsewhere on the port does not (it cannot get the route). Only loopback addresses are
-    bound here: the any-addresses, which take loopback's connections too, are read as
-    /proc/net/tcp{,6} spells them."""
-    # 0.0.0.0, ::, ::ffff:127.0.0.1
-    any_v6, mapped = "0" * 32, "0000000000000000FFFF00000100007F"
-    for spelled in ("00000000", any_v6, mapped):
-        assert listeners._reaches_loopback(listeners._address(spelled))
-    for spelled in ("0200007F", "00000000000000000000000001000000"):  # 127.0.0.2, ::1
-        assert not listeners._reaches_loopback(listeners._address(spelled))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    code = (
-        "import socket, sys, time\n"
-        f"s = socket.socket({int(family)})\n"
-        f"s.bind(({address!r}, {port}))\n"
-        "s.listen(); print('up', flush=True); time.sleep(30)\n"
-    )
-    ours = subprocess.Popen(["sleep", "30"])  # the process we started, beside the squatter
-    squatter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    try:
-        assert squatter.stdout is not None and squatter.stdout.readline() == b"up\n"
-        assert listeners.owner_of(port, ours.pid) is (False if reaches else None)
-        assert listeners.owner_of(port, squatter.pid) is (True if reaches else None)
+        assert listening_pid(port) == squatter.process.pid
+        assert server_processes(USER) == []  # nothing of ours started
+        squatter.stop()
+        # the port free again, the same launch runs there
+        hub.remove_all_servers(USER)
+        model = launch_outcome(client, path)
+        assert model["status"] == "running", model
+        assert route_port(hub, USER) == port
     finally:
-        for process in (squatter, ours):
-            process.kill()
-            process.wait()
+        squatter.stop()
+        hub.remove_all_servers(USER)
+
+
+@pytest.mark.timeout(300)
+def test_a_servers_ports_cannot_be_taken_while_it_runs_nor_after_it_dies(hub, repos):
+    """The server's port and its component's are held by the hub from before the launch
+    until the server is stopped: a squatter cannot bind either while the server runs, nor
+    once its processes are killed and the hub has not noticed yet (its route still there).
+    Once the hub stopped the server (its poll), both are free again: nothing leaks."""
+    path = f"demo/hello/{repos['shas']['demo/hello'][0]}"
+    client = Client(hub, RUNNER)
+    hub.remove_all_servers(RUNNER)
+    try:
+        model = launch_outcome(client, path)
+        assert model["status"] == "running", model
+        server, git = route_port(hub, RUNNER), component_port(hub, RUNNER)
+        assert git is not None and not binds(server) and not binds(git)
+        # the server's own processes and its component killed: the hub has not polled yet
+        for process in server_processes(RUNNER):
+            process.send_signal(signal.SIGKILL)
+        wait_until(lambda: server_processes(RUNNER) == [], 10, "the server's processes gone")
+        assert route_port(hub, RUNNER) == server  # still routed there...
+        assert not binds(server)  # ...and still ours: the user's requests reach no one
+        for process in psutil.process_iter(["cmdline"]):
+            args = process.info["cmdline"] or []
+            if "glue.session.gitproxy" in args and args[args.index("--user") + 1] == RUNNER:
+                process.kill()
+        wait_until(lambda: component_port(hub, RUNNER) is None, 10, "the component gone")
+        assert not binds(git)
+        # the hub's poll stops it (the glue says it failed): both ports free again
+        wait_until(lambda: client.get(path).json()["status"] == "failed", 60, "the hub's poll")
+        wait_until(lambda: binds(server) and binds(git), 30, "the ports freed")
+        assert not any(f"/user/{RUNNER}/" in path for path in routes(hub))
+    finally:
+        hub.remove_all_servers(RUNNER)
+
+
+def test_a_held_port_is_free_for_no_one_else_and_a_taken_one_is_refused():
+    held = listeners.hold()
+    try:
+        port = held.getsockname()[1]
+        assert not binds(port)
+        with pytest.raises(listeners.PortTaken, match=f"holds port {port} "):
+            listeners.hold(port)
+    finally:
+        held.close()
+    assert binds(port)
 
 
 def test_ports_are_chosen_outside_the_ephemeral_range_and_never_twice(monkeypatch):
@@ -259,6 +252,7 @@ def test_two_processes_never_claim_the_same_port(tmp_path, monkeypatch):
     )
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(ports, "REGISTRY", tmp_path / ports.REGISTRY.name)
+    monkeypatch.setattr(ports, "_handed_out", {})  # not those this test process drew before
     monkeypatch.setattr(ports, "pool", lambda: [range(base, base + 20)])
     code = (
         "from glue.core import ports\n"
@@ -280,58 +274,3 @@ def test_two_processes_never_claim_the_same_port(tmp_path, monkeypatch):
     assert sorted(int(c.name) for c in ports.REGISTRY.iterdir()) == list(range(base, base + 20))
     with pytest.raises(OSError, match="No free port"):
         ports.reserve()
-
-
-def _http_server(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-@pytest.mark.parametrize("squatted", [1, listeners.PORT_ATTEMPTS])
-def test_a_process_whose_port_was_taken_starts_again_on_another(tmp_path, squatted):
-    """start_on_own_port with real processes: the squatter's port is given up for a fresh
-    one (ours stopped first), until the attempts run out; then PortTaken, ours stopped."""
-    port = free_port()
-    squatter = Squatter(tmp_path, port)
-    started: list[subprocess.Popen[bytes]] = []
-    stops: list[int] = []
-    given = [port] * squatted + [free_port()]
-
-    def start(chosen: int) -> subprocess.Popen[bytes]:
-        started.append(_http_server(chosen))
-        return started[-1]
-
-    async def stop() -> None:
-        stops.append(started[-1].pid)
-        started[-1].kill()
-        started[-1].wait()
-
-    run = listeners.start_on_own_port(
-        start, stop, lambda: given.pop(0), "the test's server", seconds=30,
-        log=logging.getLogger("test"),
-    )
-    try:
-        if squatted < listeners.PORT_ATTEMPTS:
-            asyncio.run(run)
-            assert len(started) == squatted + 1 and stops == [p.pid for p in started[:-1]]
-            assert given == []  # every port chosen was used, the last one ours
-            assert listeners.owner_of(port, squatter.process.pid)
-            assert listeners.owner_of(_port_of(started[-1]), started[-1].pid)
-        else:
-            with pytest.raises(listeners.PortTaken):
-                asyncio.run(run)
-            assert len(started) == listeners.PORT_ATTEMPTS
-            assert len(stops) == listeners.PORT_ATTEMPTS - 1  # the last one is the caller's
-        assert squatter.requests() == []
-    finally:
-        squatter.stop()
-        for process in started:
-            process.kill()
-            process.wait()
-
-
-def _port_of(process: subprocess.Popen[bytes]) -> int:
-    return int(process.args[-1])  # type: ignore[index]

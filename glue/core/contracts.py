@@ -167,6 +167,13 @@ STATE_RUNNING = "running"
 # clone and no autosave restore; both spawners' steps decide by it
 OPENED_MARK = "renku-notebooks-opened"
 
+# -- the embedded default's local processes: the loopback socket the local spawner binds for a
+# server's notebook server (or its git component) and holds until the server is stopped,
+# inherited by that process as this file descriptor number (glue.session.serverapp,
+# glue.session.gitproxy): no other process can take the port before it listens or after it
+# ends while the hub still routes there
+LISTEN_FD_ENV = "NOTEBOOKS_LISTEN_FD"
+
 # -- autosave branches: `<prefix>/<user>/<sha>` (config `autosave.branchPrefix`)
 SHA = re.compile(r"[0-9a-f]{40}")
 # characters a ref name may not hold (git check-ref-format), quoted as %XX in branch names

@@ -1,15 +1,15 @@
-"""Loopback ports for the processes we start, chosen where nothing else is handed ports.
+"""Loopback ports for the processes the embedded default starts that bind their own: the
+hub, the proxy's API and the glue (glue.embedded.dev; the tests' hubs too).
 
-A process we start binds its port seconds after the port was chosen (a notebook server
-imports for seconds; fifty of them at once, for minutes). A port from bind(0) comes from
-the kernel's ephemeral range, which every other bind(0) and every outgoing connection on
-the machine draw from meanwhile: fifty servers starting at once were given one another's
-freed ports that way, and their launches failed. So the port is drawn at random from
-outside that range (`ip_local_port_range`, where the kernel hands out nothing by itself),
-is free when drawn, and is claimed for RESERVED_SECONDS: in this process, and among all
-of ours on the machine (one file per port in REGISTRY, created exclusively), so that two
-hubs side by side, or a test's hubs, never draw the same one. What any other process
-still does in between is caught where ours is started (glue.hub.listeners).
+Such a process binds its port a second or more after the port was chosen. A port from
+bind(0) comes from the kernel's ephemeral range, which every other bind(0) and every
+outgoing connection on the machine draw from meanwhile: under a loaded test run, a proxy
+found its port taken that way. So the port is drawn at random from outside that range
+(`ip_local_port_range`, where the kernel hands out nothing by itself), is free when drawn,
+and is claimed for RESERVED_SECONDS: in this process, and among all of ours on the machine
+(one file per port in REGISTRY, created exclusively), so that two instances side by side,
+or a test run's hubs, never draw the same one. (A user's server and its git component need
+none of this: the hub binds and holds their sockets itself, glue.hub.listeners.)
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any
 
-from glue.core.contracts import AUTOSAVE_KEY, component_key
+from glue.core.contracts import AUTOSAVE_KEY, LISTEN_FD_ENV, component_key
 from glue.hub.sandbox import Sandbox
 from glue.session import autosave, gitproxy
 from glue.session import gitsession as session
@@ -44,8 +45,6 @@ from glue.session.steprunner import run_step
 
 SECRET, TOKEN, KEY, HUB_TOKEN, KEPT = "secret", "token", "component-key", "hub-token", "kept"
 COMPONENT_STOP_SECONDS = 10
-# until the component listens on its port (glue.hub.listeners.start_on_own_port)
-LISTEN_SECONDS = 30.0
 INSPECT_SECONDS = 30
 
 
@@ -149,12 +148,15 @@ def origin(port: int, project: str) -> str:
     return f"http://127.0.0.1:{port}/{project}.git"
 
 
-def start_component(settings: gitproxy.Settings, port: int) -> Popen[bytes]:
-    """The component as the hub's user (it reads the private files), in its own session;
-    it logs to the hub's log (never a token or the secret)."""
+def start_component(settings: gitproxy.Settings, listener: socket.socket) -> Popen[bytes]:
+    """The component as the hub's user (it reads the private files), in its own session,
+    serving on `listener`, the socket the spawner holds (glue.hub.listeners); it logs to the
+    hub's log (never a token or the secret)."""
+    port = listener.getsockname()[1]
     argv, _ = gitproxy.step(settings, listen=f"127.0.0.1:{port}", python=sys.executable)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "GIT_"))}
-    return Popen(argv, env=env, start_new_session=True)
+    env[LISTEN_FD_ENV] = str(listener.fileno())
+    return Popen(argv, env=env, start_new_session=True, pass_fds=(listener.fileno(),))
 
 
 async def stop_component(process: Popen[bytes] | None, secret_file: Path) -> None:

@@ -15,6 +15,7 @@ import functools
 import os
 import shlex
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -27,10 +28,10 @@ from urllib.parse import urlparse
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import Unicode, default
 
-from glue.core import ports
 from glue.core import serverlogs as logs
 from glue.core.contracts import (
     DISK,
+    LISTEN_FD_ENV,
     MEMORY,
     PHASE_CLONE,
     PHASE_HUB_CHECKS,
@@ -53,6 +54,7 @@ CLONE_TIMEOUT = 600
 # the part of the hub's start timeout left to the hub once the spawner's own wait for the
 # server's first answer gives up
 START_MARGIN_SECONDS = 2.0
+COMPONENT_SECONDS = 30.0  # until the session's git component answers on its socket
 # how a server that got SIGKILL exits: bubblewrap passes on 128 + the signal; Popen says -9
 KILLED_STATUS = (128 + signal.SIGKILL, -signal.SIGKILL)
 
@@ -134,13 +136,16 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     can_pause = True  # the workspace directory (and its disk image) outlives the server
     _watched = False  # ended() is among the hub's poll callbacks
     _component: Popen[bytes] | None = None
+    # the listening sockets of the server and of its git component, held while they run
+    _listener: socket.socket | None = None
+    _git_listener: socket.socket | None = None
     # the user's git identity at the launch: the autosave at the stop commits as them
     _identity: tuple[str, str] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # a port the config gave every server (JupyterHub's Spawner.port), before any start
-        # sets the one it chose: 0 when each start chooses its own
+        # sets the one it holds: 0 when each start has a port of its own
         self.fixed_port = self.port
 
     @default("sessions_root")
@@ -250,11 +255,10 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             self.default_url = self.lab_url(launch)
             self.hand_over()
             server_started = time.monotonic()
-            server_log = os.dup(log_fd)  # for a start again on another port
+            self.start_server(sandbox, log_fd)
         finally:
-            os.close(log_fd)
+            os.close(log_fd)  # the server holds its own copy
         try:
-            await self.start_server(sandbox, server_log)
             if beside is not None:
                 await beside
         except BaseException:
@@ -265,8 +269,6 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
                 with contextlib.suppress(Exception):
                     await self._signal(signal.SIGKILL)
             raise
-        finally:
-            os.close(server_log)  # the server holds its own copy
         kills = sandbox.oom_kills()  # None: no memory cgroup here, so nothing to watch
         memory = None
         if kills is not None:
@@ -294,51 +296,40 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             self.record_phase(PHASE_SERVER, time.monotonic() - server_started)
         return ("127.0.0.1", self.port)
 
-    async def start_server(self, sandbox: Sandbox, log_fd: int) -> None:
-        """Start the notebook server, and return only once its own process tree listens on
-        its port: the hub routes the user's URL to whatever answers there, and another
-        process may have taken the port between its choice and the server's bind
-        (glue.hub.listeners). A port we chose is then given up for another; a port the
-        config fixed (Spawner.port), or the last attempt, fails the launch closed: the
-        server is killed and nothing is routed. No time limit of its own: the hub's start
-        timeout cancels start() (and then stops the server)."""
-        fixed = self.fixed_port
-
-        def start(port: int) -> Popen[bytes]:
-            self.port = port
-            argv = [*self.cmd, *self.get_args(), *kernel.SERVER_ARGS]
-            command = sandbox.command(argv, outlive_hub=True)
-            self.log.info("Spawning %s", shlex.join(command))
-            # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
-            self.proc = Popen(
-                command,
-                env=self.get_env(),
-                start_new_session=True,
-                preexec_fn=sandbox.limit(),
-                stdout=log_fd,
-                stderr=log_fd,
-            )
-            self.pid = self.proc.pid
-            return self.proc
-
-        async def stop() -> None:
-            await self._signal(signal.SIGKILL)
-            if self.proc is not None:
-                await asyncio.to_thread(self.proc.wait)
-
+    def start_server(self, sandbox: Sandbox, log_fd: int) -> None:
+        """Start the notebook server on a loopback socket bound here and held until the
+        server is stopped (glue.hub.listeners says why). A port the config fixed for every
+        server (JupyterHub's Spawner.port) that another process holds fails the launch
+        closed, before anything starts."""
         try:
-            await listeners.start_on_own_port(
-                start,
-                stop,
-                (lambda: fixed) if fixed else ports.reserve,
-                "the notebook server",
-                attempts=1 if fixed else listeners.PORT_ATTEMPTS,
-                log=self.log,
-            )
-        except RuntimeError as e:
+            listener = listeners.hold(self.fixed_port)
+        except listeners.PortTaken as e:
             self.log.error("%s: %s", self.log_label, e)
-            await self._signal(signal.SIGKILL)  # the hub's stop() then finds it ended
             raise
+        self.release_listener()
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        argv = [*self.cmd, *self.get_args(), *kernel.SERVER_ARGS]
+        command = sandbox.command(argv, outlive_hub=True)
+        self.log.info("Spawning %s", shlex.join(command))
+        # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
+        self.proc = Popen(
+            command,
+            env={**self.get_env(), LISTEN_FD_ENV: str(listener.fileno())},
+            start_new_session=True,
+            preexec_fn=sandbox.limit(),
+            stdout=log_fd,
+            stderr=log_fd,
+            pass_fds=(listener.fileno(),),
+        )
+        self.pid = self.proc.pid
+
+    def release_listener(self) -> None:
+        """Close the hub's copy of the server's socket: only once the server is stopped,
+        which the hub does after it removed the server's route."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
     async def ended(self) -> None:
         """The hub's poll found the server gone (a crash, the OOM killer). JupyterHub itself
@@ -403,19 +394,11 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         )
         # a component a hub killed during this server's last launch left running goes first
         await localsession.stop_component(None, settings.secret_file)
-
-        def start(port: int) -> Popen[bytes]:
-            self.git_port = port
-            self._component = localsession.start_component(settings, port)
-            return self._component
-
-        await listeners.start_on_own_port(
-            start,
-            lambda: localsession.stop_component(self._component, settings.secret_file),
-            ports.reserve,
-            "the session's git component",
-            seconds=localsession.LISTEN_SECONDS,
-            log=self.log,
+        self._git_listener = listeners.hold()  # held until the component is stopped
+        self.git_port = self._git_listener.getsockname()[1]
+        self._component = localsession.start_component(settings, self._git_listener)
+        await listeners.wait_serving(
+            self.git_port, self._component, "the session's git component", COMPONENT_SECONDS
         )
 
     async def session_git_step(
@@ -455,7 +438,9 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         self._forget_session_git()
 
     def _forget_session_git(self) -> None:
-        self._component, self.git_port = None, 0
+        if self._git_listener is not None:
+            self._git_listener.close()  # the component ended: the port is free for anyone
+        self._component, self._git_listener, self.git_port = None, None, 0
         self.session_git().forget_secrets()
 
     async def session_autosave(self, *, save: bool) -> dict[str, Any]:
@@ -535,16 +520,19 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         A stop through the hub's saving DELETE (the glue's, the culler's) has saved a
         moment ago, in the same request: saving again would only cost time (a second step
         in the sandbox), since the stop ends the server's processes right after either."""
-        if self.pausing:
-            await self._pause(now)
-            return
-        if not self.saved_for_stop:
-            with contextlib.suppress(AutosaveFailed):  # logged loudly, workspace marked kept
-                await self.autosave()
-        await super().stop(now)
-        await self.stop_session_git()
-        kept = self.session_git().kept  # its work only there: left at its path
-        await asyncio.to_thread(functools.partial(self.sandbox().release, unmount=not kept))
+        try:
+            if self.pausing:
+                await self._pause(now)
+                return
+            if not self.saved_for_stop:
+                with contextlib.suppress(AutosaveFailed):  # logged loudly, workspace kept
+                    await self.autosave()
+            await super().stop(now)
+            await self.stop_session_git()
+            kept = self.session_git().kept  # its work only there: left at its path
+            await asyncio.to_thread(functools.partial(self.sandbox().release, unmount=not kept))
+        finally:
+            self.release_listener()
 
     async def _pause(self, now: bool) -> None:
         """A pause (glue.hub.pauseapi): the server's processes and its git component end, the

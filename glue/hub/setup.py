@@ -314,8 +314,9 @@ def _configure_local(c: Any, config: Config) -> None:
         raise SystemExit(f"The local spawner runs every server in a sandbox, but {problem}.")
     # -P: `-m` in the workspace would put it first on sys.path, and a repository's `uuid.py`
     # would run in the server (a flag, not PYTHONSAFEPATH: terminals and kernels inherit no
-    # change, their users' `python script.py` keeps its directory on sys.path)
-    c.LocalCommitSpawner.cmd = [sys.executable, "-P", "-m", "jupyterhub.singleuser"]
+    # change, their users' `python script.py` keeps its directory on sys.path). JupyterHub's
+    # single-user server, on the socket the spawner holds (glue.session.serverapp)
+    c.LocalCommitSpawner.cmd = [sys.executable, "-P", "-m", "glue.session.serverapp"]
     # the hub's poll finds a dead server and the OOM killer's work (spawner.watch_memory)
     c.LocalCommitSpawner.poll_interval = LOCAL_POLL_SECONDS
     register_culler(c, config)

@@ -61,6 +61,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -72,6 +73,7 @@ import aiohttp
 from aiohttp import web
 
 from glue.core import contracts, logsafe
+from glue.core.contracts import LISTEN_FD_ENV
 from glue.session import autosave
 from glue.session.steps import Step
 
@@ -748,14 +750,27 @@ def listen_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def held_socket() -> socket.socket | None:
+    """The listening socket the local spawner bound and holds for the component
+    (glue.hub.listeners), inherited as LISTEN_FD_ENV; None in a pod, which binds its own."""
+    fd = os.environ.pop(LISTEN_FD_ENV, "")
+    if not fd:
+        return None
+    held = socket.socket(fileno=int(fd))
+    held.set_inheritable(False)
+    return held
+
+
 async def serve(
     settings: Settings,
     host: str,
     port: int,
     beside: Sequence[tuple[web.Application, str, int]] = (),
+    held: socket.socket | None = None,
 ) -> None:
-    """The component until SIGTERM or SIGINT; `beside`: other listeners of the same process
-    (the sidecar's autosave control), started and stopped with it."""
+    """The component until SIGTERM or SIGINT, on `held` when given (its address `host:port`);
+    `beside`: other listeners of the same process (the sidecar's autosave control), started
+    and stopped with it."""
     apps = [(GitProxy(settings, f"{host}:{port}").app(), host, port), *beside]
     runners = []
     try:
@@ -763,7 +778,10 @@ async def serve(
             runner = web.AppRunner(app, auto_decompress=False, access_log=None)
             runners.append(runner)
             await runner.setup()
-            await web.TCPSite(runner, app_host, app_port).start()
+            if held is not None and runner is runners[0]:
+                await web.SockSite(runner, held).start()
+            else:
+                await web.TCPSite(runner, app_host, app_port).start()
         log.info("serving %s on http://%s:%s", settings.project, host, port)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -777,9 +795,12 @@ async def serve(
 
 def main(argv: list[str] | None = None) -> int:
     settings, host, port = parse(argv)
+    held = held_socket()
+    if held is not None and held.getsockname()[1] != port:
+        raise SystemExit(f"the socket passed in {LISTEN_FD_ENV} is not on port {port}")
     logsafe.install()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s gitproxy %(message)s")
-    asyncio.run(serve(settings, host, port))
+    asyncio.run(serve(settings, host, port, held=held))
     return 0
 
 

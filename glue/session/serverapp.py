@@ -1,0 +1,74 @@
+"""The embedded default's notebook server: JupyterHub's single-user server, serving on the
+listening socket its spawner bound and holds.
+
+Every session shares the machine's network, and runs code we do not trust. A port chosen
+free and bound later by the server could be taken in between by another user's session,
+and one freed by a server that died could be taken before the hub's next poll removes its
+route: the proxy would then send that user's requests, on that user's own origin, to the
+squatter. So the local spawner (glue.hub.localspawner) binds the port, hands the
+listening socket to the server as an inherited file descriptor (contracts.LISTEN_FD_ENV),
+and keeps its own copy until the server's route is gone. Nothing else can bind the port
+meanwhile.
+
+JupyterHub's own entry point (`python -m jupyterhub.singleuser`) with one change: its
+ServerApp (`ExtensionApp.serverapp_class`) finds its port on that socket and serves on it,
+instead of binding one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from jupyter_server.serverapp import ServerApp
+from jupyterhub.singleuser.extension import JupyterHubSingleUser
+
+from glue.core.contracts import LISTEN_FD_ENV
+
+
+def held_socket() -> socket.socket:
+    """The listening socket the spawner passed, once; taken out of the environment, so that
+    no kernel or terminal of the server is told of it, and closed in them on exec."""
+    held = socket.socket(fileno=int(os.environ.pop(LISTEN_FD_ENV)))
+    held.set_inheritable(False)
+    held.setblocking(False)  # as tornado's own listening sockets
+    return held
+
+
+class HeldSocketServerApp(ServerApp):
+    """ServerApp on the inherited socket: it has no port of its own to find or to bind."""
+
+    _held: socket.socket | None = None
+
+    def _socket(self) -> socket.socket:
+        if self._held is None:
+            self._held = held_socket()
+        return self._held
+
+    def _find_http_port(self) -> None:
+        self.port = self._socket().getsockname()[1]
+
+    def _bind_http_server_tcp(self) -> bool:
+        self.http_server.add_sockets([self._socket()])
+        return True
+
+
+class SingleUser(JupyterHubSingleUser):
+    """JupyterHub's single-user server extension, launching HeldSocketServerApp; this
+    module is its extension package (the server finds its extension point here)."""
+
+    serverapp_class = HeldSocketServerApp
+
+    @classmethod
+    def get_extension_package(cls) -> str:
+        return __name__
+
+
+def _jupyter_server_extension_points() -> list[dict[str, object]]:
+    return [{"module": __name__, "app": SingleUser}]
+
+
+main = SingleUser.launch_instance
+
+if __name__ == "__main__":
+    main()
