@@ -30,7 +30,7 @@ import yaml
 
 from testing import CHECKOUT
 from testing.marks import check_may_start
-from testing.net import free_port
+from testing.net import free_port, listening_pid
 
 # the tests' hub config: this checkout's, whichever checkout's code the hub runs
 HUB_CONFIG = Path(__file__).with_name("hub_config.py")
@@ -72,7 +72,8 @@ class RunningHub:
     def __post_init__(self) -> None:
         self.port = free_port()
         self.glue_port = free_port()
-        self.proxy_api_port = free_port()
+        # a port the caller fixed (a hub restarted with the same ports), else a fresh one
+        self.proxy_api_port = int(self.extra_env.get("NOTEBOOKS_PROXY_API_PORT") or free_port())
         # the embedded default's public origin: users' servers on <user>.localhost
         self.url = f"http://localhost:{self.port}"
         self.prefix = f"{self.url}/services/notebooks/"
@@ -167,6 +168,36 @@ class RunningHub:
         self.process.wait(10)
         self._log.close()
         self.process = None
+
+    def proxy_api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A request to the proxy's REST API (`/api/routes...`), with the proxy's own token
+        (in its environment), as the hub makes them."""
+        pid = listening_pid(self.proxy_api_port)
+        assert pid is not None, "the proxy's API does not listen"
+        token = psutil.Process(pid).environ()["CONFIGPROXY_AUTH_TOKEN"]
+        return requests.request(
+            method,
+            f"http://127.0.0.1:{self.proxy_api_port}/api/{path}",
+            headers={"Authorization": f"token {token}"},
+            timeout=10,
+            **kwargs,
+        )
+
+    def routes(self) -> dict[str, Any]:
+        """The proxy's routing table."""
+        answer = self.proxy_api("GET", "routes")
+        answer.raise_for_status()
+        table: dict[str, Any] = answer.json()
+        return table
+
+    def server_port(self, user: str, name: str) -> int:
+        """The loopback port the proxy sends the requests of `user`'s server `name` to."""
+        (target,) = [
+            r["target"]
+            for r in self.routes().values()
+            if (r.get("user"), r.get("server_name")) == (user, name)
+        ]
+        return int(target.rstrip("/").rpartition(":")[2])
 
     def components(self) -> list[str]:
         """The `--secret-file` of every session git component (glue.session.gitproxy) running with

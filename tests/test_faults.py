@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 import yaml
@@ -297,6 +298,17 @@ def test_hub_killed_during_launches(restartable: dict[str, Any]) -> None:
     assert model["status"] == "running"
     lab = users["early"].session.get(f"{hub.absolute(model['url'])}api/status", timeout=30)
     assert lab.status_code == 200
+    # the new hub holds its ports again, taken back from its processes at its first poll:
+    # should the server die unnoticed now, no other process could take them
+    assert hub.process is not None
+    held = {
+        c.laddr.port
+        for c in psutil.Process(hub.process.pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN
+    }
+    early_name = model["name"]
+    assert f"early:{early_name}: holding 2 of its ports again" in hub.log()
+    assert hub.server_port("early", early_name) in held
     # the launches the crash interrupted: launching again ends with exactly one server each
     for name in ("racer1", "racer2", "late"):
         response = assert_conforms(users[name].post(racing))

@@ -27,14 +27,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import psutil
 import pytest
-import requests
 from playwright.sync_api import Browser
 
 from testing.hub import Client, RunningHub
 from testing.marks import starts_hub
-from testing.net import listening_pid
 from testing.worlds import local_config
 
 pytestmark = pytest.mark.browser
@@ -123,14 +120,8 @@ class AttackerServer:
 def take_over(hub: RunningHub, user: str, server: str, target: str) -> None:
     """Point the proxy's route of `user`'s server at `target`, as a user who controls what
     their server answers has it (the proxy's own API, with its own token)."""
-    pid = listening_pid(hub.proxy_api_port)
-    assert pid is not None, "the proxy's API does not listen"
-    token = psutil.Process(pid).environ()["CONFIGPROXY_AUTH_TOKEN"]
-    api = f"http://127.0.0.1:{hub.proxy_api_port}/api/routes"
-    headers = {"Authorization": f"token {token}"}
-    routes = requests.get(api, headers=headers, timeout=10).json()
-    spec = next(s for s in routes if s.rstrip("/").endswith(f"/user/{user}/{server}"))
-    response = requests.post(f"{api}{spec}", json={"target": target}, headers=headers, timeout=10)
+    spec = next(s for s in hub.routes() if s.rstrip("/").endswith(f"/user/{user}/{server}"))
+    response = hub.proxy_api("POST", f"routes{spec}", json={"target": target})
     assert response.status_code == 201, response.text
 
 

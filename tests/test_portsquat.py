@@ -13,6 +13,7 @@ shows the one way left to lose: a squatter there first fails the launch closed.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import pytest
 import requests
 
 from glue.core import ports
+from glue.core.contracts import LISTEN_FD_ENV
 from glue.hub import listeners
 from testing.checks import wait_until
 from testing.hub import Client, RunningHub
@@ -78,16 +80,6 @@ class Squatter:
             self.process.wait()
 
 
-def routes(hub: RunningHub) -> dict[str, Any]:
-    pid = listening_pid(hub.proxy_api_port)
-    assert pid is not None
-    token = psutil.Process(pid).environ()["CONFIGPROXY_AUTH_TOKEN"]
-    api = f"http://127.0.0.1:{hub.proxy_api_port}/api/routes"
-    answer = requests.get(api, headers={"Authorization": f"token {token}"}, timeout=10)
-    result: dict[str, Any] = answer.json()
-    return result
-
-
 def launch_outcome(client: Client, path: str) -> dict[str, Any]:
     """The server model once the launch is over: running or failed."""
     response = client.post(path)
@@ -113,12 +105,6 @@ def binds(port: int) -> bool:
         "sys.exit(1)\n"
     )
     return subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
-
-
-def route_port(hub: RunningHub, user: str) -> int:
-    """The port the proxy sends `user`'s server's requests to."""
-    (target,) = [r["target"] for path, r in routes(hub).items() if f"/user/{user}/" in path]
-    return int(target.rpartition(":")[2].strip("/"))
 
 
 def server_processes(user: str) -> list[psutil.Process]:
@@ -156,7 +142,7 @@ def test_a_squatted_fixed_port_fails_the_launch_closed(fixed_port_hub, repos):
         assert model["status"] == "failed", model
         assert f"Another process holds port {port} on 127.0.0.1" in model["failure"]["message"]
         # nothing routed to the squatter, nothing asked of it, its page never served
-        assert not any(str(port) in str(r.get("target")) for r in routes(hub).values())
+        assert not any(str(port) in str(r.get("target")) for r in hub.routes().values())
         user_url = f"http://{USER}.localhost:{hub.port}/user/{USER}/{model['name']}/"
         assert PAGE not in requests.get(user_url, timeout=30).text
         assert squatter.requests() == []
@@ -167,7 +153,7 @@ def test_a_squatted_fixed_port_fails_the_launch_closed(fixed_port_hub, repos):
         hub.remove_all_servers(USER)
         model = launch_outcome(client, path)
         assert model["status"] == "running", model
-        assert route_port(hub, USER) == port
+        assert hub.server_port(USER, model["name"]) == port
     finally:
         squatter.stop()
         hub.remove_all_servers(USER)
@@ -185,13 +171,13 @@ def test_a_servers_ports_cannot_be_taken_while_it_runs_nor_after_it_dies(hub, re
     try:
         model = launch_outcome(client, path)
         assert model["status"] == "running", model
-        server, git = route_port(hub, RUNNER), component_port(hub, RUNNER)
+        server, git = hub.server_port(RUNNER, model["name"]), component_port(hub, RUNNER)
         assert git is not None and not binds(server) and not binds(git)
         # the server's own processes and its component killed: the hub has not polled yet
         for process in server_processes(RUNNER):
             process.send_signal(signal.SIGKILL)
         wait_until(lambda: server_processes(RUNNER) == [], 10, "the server's processes gone")
-        assert route_port(hub, RUNNER) == server  # still routed there...
+        assert hub.server_port(RUNNER, model["name"]) == server  # still routed there...
         assert not binds(server)  # ...and still ours: the user's requests reach no one
         for process in psutil.process_iter(["cmdline"]):
             args = process.info["cmdline"] or []
@@ -202,7 +188,7 @@ def test_a_servers_ports_cannot_be_taken_while_it_runs_nor_after_it_dies(hub, re
         # the hub's poll stops it (the glue says it failed): both ports free again
         wait_until(lambda: client.get(path).json()["status"] == "failed", 60, "the hub's poll")
         wait_until(lambda: binds(server) and binds(git), 30, "the ports freed")
-        assert not any(f"/user/{RUNNER}/" in path for path in routes(hub))
+        assert not any(f"/user/{RUNNER}/" in path for path in hub.routes())
     finally:
         hub.remove_all_servers(RUNNER)
 
@@ -217,6 +203,32 @@ def test_a_held_port_is_free_for_no_one_else_and_a_taken_one_is_refused():
     finally:
         held.close()
     assert binds(port)
+
+
+def test_a_restarted_hub_takes_back_only_the_listener_it_passed():
+    """take_back: from a process that inherited a held socket (LISTEN_FD_ENV), a copy of
+    that listener, and only when it still listens on the port asked for; nothing from a
+    process that was passed none."""
+    held = listeners.hold()
+    port = held.getsockname()[1]
+    env = {**os.environ, LISTEN_FD_ENV: str(held.fileno())}
+    keeper = subprocess.Popen(["sleep", "60"], env=env, pass_fds=(held.fileno(),))
+    stranger = subprocess.Popen(["sleep", "60"])
+    held.close()  # only the keeper holds it now
+    try:
+        assert listeners.take_back([stranger.pid], port) is None
+        assert listeners.take_back([keeper.pid], port + 1) is None  # not that port
+        copy = listeners.take_back([stranger.pid, keeper.pid], port)
+        assert copy is not None and copy.getsockname() == ("127.0.0.1", port)
+        keeper.kill()
+        keeper.wait()
+        assert not binds(port)  # the copy holds it once the keeper is gone
+        copy.close()
+        assert binds(port)
+    finally:
+        for process in (keeper, stranger):
+            process.kill()
+            process.wait()
 
 
 def test_ports_are_chosen_outside_the_ephemeral_range_and_never_twice(monkeypatch):

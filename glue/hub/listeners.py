@@ -16,12 +16,18 @@ need the hub's uid).
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
 import socket
+from pathlib import Path
 from subprocess import Popen
+
+from glue.core.contracts import LISTEN_FD_ENV
 
 BACKLOG = 128
 POLL_SECONDS = 0.1
 ANSWER_SECONDS = 1.0
+SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture
 
 
 class PortTaken(RuntimeError):
@@ -78,3 +84,72 @@ async def wait_serving(port: int, process: Popen[bytes], what: str, seconds: flo
             return
         await asyncio.sleep(POLL_SECONDS)
     raise RuntimeError(f"{what[:1].upper()}{what[1:]} did not answer in time.")
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (any thread's children), as far as they can be read: a
+    server's sandbox (bubblewrap closes the fds it inherits; the server inside keeps its)."""
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo.extend(int(child) for child in children.read_text().split())
+            except OSError:
+                continue  # ended meanwhile
+    return tree
+
+
+def ours(pid: int) -> bool:
+    """Whether process `pid` runs as the hub's user (a session's runs as its own uid)."""
+    try:
+        return Path(f"/proc/{pid}").stat().st_uid == os.getuid()
+    except OSError:
+        return False
+
+
+def take_back(pids: list[int], port: int) -> socket.socket | None:
+    """For a restarted hub: a copy of the listening socket on 127.0.0.1:`port` that one of
+    `pids` (a server's sandbox and what runs in it, a git component) inherited from the hub
+    before it, taken with pidfd_getfd (Linux 5.6; the hub runs as root or as their user),
+    so that the port is held again until the server is stopped. None when none of them
+    holds such a socket any more, or the kernel refuses: the port is then as they keep it."""
+    for pid in pids:
+        held = _copy(pid, port)
+        if held is not None:
+            return held
+    return None
+
+
+def _copy(pid: int, port: int) -> socket.socket | None:
+    """The socket `pid` was passed (LISTEN_FD_ENV in its environment), if it is still a
+    listener on 127.0.0.1:`port`: whatever else that fd number holds now is not taken."""
+    prefix = LISTEN_FD_ENV.encode() + b"="
+    try:
+        entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        fd = int(next(e[len(prefix) :] for e in entries if e.startswith(prefix)))
+        pidfd = os.pidfd_open(pid)
+    except (OSError, StopIteration, ValueError):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        copy = int(libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0))
+    finally:
+        os.close(pidfd)
+    if copy < 0:
+        return None
+    held = socket.socket(fileno=copy)
+    try:
+        ours = (
+            held.family == socket.AF_INET
+            and held.type == socket.SOCK_STREAM
+            and held.getsockname() == ("127.0.0.1", port)
+            and held.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        )
+    except OSError:
+        ours = False
+    if not ours:
+        held.close()
+        return None
+    return held

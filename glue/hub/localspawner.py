@@ -139,6 +139,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
     # the listening sockets of the server and of its git component, held while they run
     _listener: socket.socket | None = None
     _git_listener: socket.socket | None = None
+    _held_again = False  # hold_again() ran: this hub holds what it can of a running server's
     # the user's git identity at the launch: the autosave at the stop commits as them
     _identity: tuple[str, str] | None = None
 
@@ -307,7 +308,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
             self.log.error("%s: %s", self.log_label, e)
             raise
         self.release_listener()
-        self._listener = listener
+        self._listener, self._held_again = listener, True
         self.port = listener.getsockname()[1]
         argv = [*self.cmd, *self.get_args(), *kernel.SERVER_ARGS]
         command = sandbox.command(argv, outlive_hub=True)
@@ -346,8 +347,29 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         status: int | None = await super().poll()
         self.watch_memory(status)
         if status is None:
+            self.hold_again()
             await self.watch_disk()
         return status
+
+    def hold_again(self) -> None:
+        """At the first poll of a server this hub did not start (it outlived the hub before,
+        whose copies of its sockets went with it): take copies back from its processes
+        (listeners.take_back), so that its ports are held again until it is stopped."""
+        if self._held_again:
+            return
+        self._held_again = True
+        if self._listener is None and self.server is not None and self.pid:
+            # the pid the hub stored, and what runs in it: another user's processes are not
+            # in this tree
+            tree = listeners.process_tree(self.pid)
+            self._listener = listeners.take_back(tree, self.server.port)
+        if self._git_listener is None and self.git_port:
+            # found by their command line, which any process may copy: only the hub's own
+            pids = localsession.components(self.session_git().secret_file)
+            own = [pid for pid in pids if listeners.ours(pid)]
+            self._git_listener = listeners.take_back(own, self.git_port)
+        held = [s for s in (self._listener, self._git_listener) if s is not None]
+        self.log.info("%s: holding %d of its ports again", self.log_label, len(held))
 
     async def disk_usage(self) -> Usage | None:
         """The workspace's own filesystem, read on the host (statvfs: no walk)."""
