@@ -142,6 +142,40 @@ def test_a_paused_server_resumes_with_its_whole_workspace_and_its_delete_autosav
     git(bare, "update-ref", "-d", f"refs/heads/{branch}")
 
 
+def test_a_resume_refused_leaves_the_server_paused_with_its_work(
+    hub: RunningHub, repos: dict
+) -> None:
+    """The resume is refused (the project is gone meanwhile): the server is paused as
+    before, with its workspace, and resumes once the project is back. (A resume that fails
+    in the hub: tests/test_portsquat.py.)"""
+    user, sha = "unresumed", repos["shas"][PROJECT][0]
+    path, bare = f"{PROJECT}/{sha}", repos["root"] / f"{PROJECT}.git"
+    hub.remove_all_servers(user)
+    client = Client(hub, user)
+    assert client.post(path).status_code in (201, 202)
+    server = client.wait_running(path, timeout=90)
+    workspace = hub.workspaces / user / server["name"]
+    (workspace / "notes.txt").write_bytes(UNTRACKED)  # the user's unsaved work
+    assert patch(client, path, state="hibernated").status_code == 200
+    moved = bare.with_name("moved-away.git")
+    bare.rename(moved)
+    try:
+        response = patch(client, path, state="running")
+        assert (response.status_code, response.json()["error"]) == (404, "project_not_found")
+        # the list shows it while its project is gone (its status page is that 404)
+        listed = [m for m in client.get("").json()["servers"] if m["name"] == server["name"]]
+        assert [m["status"] for m in listed] == ["hibernated"], listed
+        kept = hub.hub_servers(user)[server["name"]]
+        assert kept["ready"] is False and kept["pending"] is None
+    finally:
+        moved.rename(bare)
+    assert patch(client, path, state="running").status_code in (201, 202)
+    resumed = client.wait_running(path, timeout=90)
+    assert resumed["name"] == server["name"] and "clone" not in resumed["phases"], resumed
+    assert (workspace / "notes.txt").read_bytes() == UNTRACKED
+    assert client.delete(path).status_code in (202, 204)
+
+
 def test_bad_transitions_are_4xx(hub: RunningHub, repos: dict) -> None:
     user, sha = "hibernia2", repos["shas"][PROJECT][2]
     path = f"{PROJECT}/{sha}"

@@ -160,6 +160,50 @@ def test_a_squatted_fixed_port_fails_the_launch_closed(fixed_port_hub, repos):
 
 
 @pytest.mark.timeout(300)
+def test_a_resume_that_fails_in_the_hub_leaves_the_server_paused_with_its_work(
+    fixed_port_hub, repos
+):
+    """A paused server whose port is squatted when it resumes: the hub's start fails (as
+    any failure of the server's start would), and the server stays paused with its
+    workspace; once the port is free, it resumes as it was."""
+    hub, port = fixed_port_hub
+    user, path = "resumer", f"demo/hello/{repos['shas']['demo/hello'][1]}"
+    hub.remove_all_servers(user)
+    client = Client(hub, user)
+    squatter = None
+    try:
+        model = launch_outcome(client, path)
+        assert model["status"] == "running", model
+        workspace = hub.workspaces / user / model["name"]
+        (workspace / "notes.txt").write_text("unsaved\n")
+        pause = client.request("PATCH", path, json={"state": "hibernated"})
+        assert pause.status_code == 200, pause.text
+        squatter = Squatter(hub.workdir, port)
+        mark = len(hub.log())
+        resume = client.request("PATCH", path, json={"state": "running"})
+        assert resume.status_code in (201, 202, 502), resume.text
+        paused = wait_until(
+            lambda: (m := client.get(path).json())["status"] not in ("starting", "running")
+            and m,
+            60,
+            "the resume to fail",
+        )
+        assert paused["status"] == "hibernated", paused
+        assert f"{user}:{model['name']}: Another process holds port" in hub.log()[mark:]
+        assert squatter.requests() == []
+        squatter.stop()
+        resume = client.request("PATCH", path, json={"state": "running"})
+        assert resume.status_code in (201, 202), resume.text
+        resumed = client.wait_running(path, timeout=90)
+        assert resumed["name"] == model["name"] and "clone" not in resumed["phases"]
+        assert (workspace / "notes.txt").read_text() == "unsaved\n"
+    finally:
+        if squatter is not None:
+            squatter.stop()
+        hub.remove_all_servers(user)
+
+
+@pytest.mark.timeout(300)
 def test_a_servers_ports_cannot_be_taken_while_it_runs_nor_after_it_dies(hub, repos):
     """The server's port and its component's are held by the hub from before the launch
     until the server is stopped: a squatter cannot bind either while the server runs, nor
