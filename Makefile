@@ -50,7 +50,7 @@ lint: setup  ## ruff, mypy, the import rules (pyproject's [tool.importlinter]), 
 # the suite runs in TEST_WORKERS processes (pytest-xdist), a module's tests in one of them
 # (tests/conftest.py says which tests run apart, and in what order); PYTEST_ARGS adds to
 # pytest's command line (e.g. --basetemp=/tmp/mine, -x)
-# 3 by default: about 12 minutes on 2 cores (2026-12-06: 10 min 43 s, 614 passed), one
+# 3 by default: about 12 minutes on 2 cores (2026-12-06: 10 min 11 s, 617 passed), one
 # process 29 minutes; the suite's CPU (about 880 s) bounds it, not the number of workers
 TEST_WORKERS ?= 3
 PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadscope

@@ -59,6 +59,18 @@ def running_in(workspace: Path) -> list[int]:
     return found
 
 
+def launched(
+    hub: RunningHub, repos: dict, user: str, sha: str
+) -> tuple[Client, str, Path, dict[str, Any]]:
+    """`user`'s fresh server of PROJECT at `sha`, running: the user's client, the launch
+    path, the project's bare repository and the server's model."""
+    path, bare = f"{PROJECT}/{sha}", repos["root"] / f"{PROJECT}.git"
+    hub.remove_all_servers(user)
+    client = Client(hub, user)
+    assert client.post(path).status_code in (201, 202)
+    return client, path, bare, client.wait_running(path, timeout=90)
+
+
 def assert_kept(workspace: Path) -> None:
     assert (workspace / "model.ckpt").read_bytes() == IGNORED
     assert (workspace / "notes.txt").read_bytes() == UNTRACKED
@@ -70,11 +82,7 @@ def test_a_paused_server_resumes_with_its_whole_workspace_and_its_delete_autosav
     hub: RunningHub, repos: dict
 ) -> None:
     user, sha = "hibernia", repos["shas"][PROJECT][1]
-    path, bare = f"{PROJECT}/{sha}", repos["root"] / f"{PROJECT}.git"
-    hub.remove_all_servers(user)
-    client = Client(hub, user)
-    assert client.post(path).status_code in (201, 202)
-    server = client.wait_running(path, timeout=90)
+    client, path, bare, server = launched(hub, repos, user, sha)
     assert "clone" in server["phases"], server  # the first start clones
     run_in_kernel(hub, client, server, WRITE)
     workspace = hub.workspaces / user / server["name"]
@@ -149,12 +157,8 @@ def test_a_resume_refused_leaves_the_server_paused_with_its_work(
     """The resume is refused (the project is gone meanwhile): the server is paused as
     before, with its workspace, and resumes once the project is back. (A resume that fails
     in the hub: tests/test_portsquat.py.)"""
-    user, sha = "unresumed", repos["shas"][PROJECT][0]
-    path, bare = f"{PROJECT}/{sha}", repos["root"] / f"{PROJECT}.git"
-    hub.remove_all_servers(user)
-    client = Client(hub, user)
-    assert client.post(path).status_code in (201, 202)
-    server = client.wait_running(path, timeout=90)
+    user = "unresumed"
+    client, path, bare, server = launched(hub, repos, user, repos["shas"][PROJECT][0])
     workspace = hub.workspaces / user / server["name"]
     (workspace / "notes.txt").write_bytes(UNTRACKED)  # the user's unsaved work
     assert patch(client, path, state="hibernated").status_code == 200
