@@ -9,8 +9,8 @@ user's own origin, to the squatter, and the session would push its work, with it
 to it. So the spawner binds and listens on the port itself, passes the listening socket
 to the process (an inherited file descriptor, contracts.LISTEN_FD_ENV), and closes its own
 copy only once the server is stopped, after the hub has removed its route. While a
-socket listens there, no other process can bind the port (a session's SO_REUSEPORT would
-need the hub's uid).
+socket listens there, no other process can bind the port (ours is bound without
+SO_REUSEPORT, so no other socket can share it).
 """
 
 from __future__ import annotations
