@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
+import socket
 
 # -- the hub's API of ours, below the hub's `/hub/api/` (glue.hub.serversapi,
 # glue.hub.autosaveapi), as the glue's hub client (glue.service.hubapi) and the culler
@@ -173,6 +175,20 @@ OPENED_MARK = "renku-notebooks-opened"
 # glue.session.gitproxy): no other process can take the port before it listens or after it
 # ends while the hub still routes there
 LISTEN_FD_ENV = "NOTEBOOKS_LISTEN_FD"
+
+
+def inherited_listener() -> socket.socket | None:
+    """In the process: the listening socket it inherited from the hub, named by
+    LISTEN_FD_ENV; None when none was passed. Taken out of the environment, and closed on
+    exec, so that nothing the process starts has it."""
+    fd = os.environ.pop(LISTEN_FD_ENV, "")
+    if not fd:
+        return None
+    held = socket.socket(fileno=int(fd))
+    held.set_inheritable(False)
+    held.setblocking(False)  # as tornado's and asyncio's own listening sockets
+    return held
+
 
 # -- autosave branches: `<prefix>/<user>/<sha>` (config `autosave.branchPrefix`)
 SHA = re.compile(r"[0-9a-f]{40}")

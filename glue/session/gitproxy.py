@@ -750,17 +750,6 @@ def listen_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def held_socket() -> socket.socket | None:
-    """The listening socket the local spawner bound and holds for the component
-    (glue.hub.listeners), inherited as LISTEN_FD_ENV; None in a pod, which binds its own."""
-    fd = os.environ.pop(LISTEN_FD_ENV, "")
-    if not fd:
-        return None
-    held = socket.socket(fileno=int(fd))
-    held.set_inheritable(False)
-    return held
-
-
 async def serve(
     settings: Settings,
     host: str,
@@ -795,7 +784,7 @@ async def serve(
 
 def main(argv: list[str] | None = None) -> int:
     settings, host, port = parse(argv)
-    held = held_socket()
+    held = contracts.inherited_listener()  # from the local spawner; a pod's component binds its own
     if held is not None and held.getsockname()[1] != port:
         raise SystemExit(f"the socket passed in {LISTEN_FD_ENV} is not on port {port}")
     logsafe.install()

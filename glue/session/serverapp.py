@@ -17,22 +17,13 @@ instead of binding one.
 
 from __future__ import annotations
 
-import os
 import socket
 
 from jupyter_server.serverapp import ServerApp
 from jupyterhub.singleuser.extension import JupyterHubSingleUser
 
+from glue.core import contracts
 from glue.core.contracts import LISTEN_FD_ENV
-
-
-def held_socket() -> socket.socket:
-    """The listening socket the spawner passed, once; taken out of the environment, so that
-    no kernel or terminal of the server is told of it, and closed in them on exec."""
-    held = socket.socket(fileno=int(os.environ.pop(LISTEN_FD_ENV)))
-    held.set_inheritable(False)
-    held.setblocking(False)  # as tornado's own listening sockets
-    return held
 
 
 class HeldSocketServerApp(ServerApp):
@@ -42,7 +33,9 @@ class HeldSocketServerApp(ServerApp):
 
     def _socket(self) -> socket.socket:
         if self._held is None:
-            self._held = held_socket()
+            self._held = contracts.inherited_listener()
+            if self._held is None:
+                raise RuntimeError(f"No listening socket was passed in {LISTEN_FD_ENV}.")
         return self._held
 
     def _find_http_port(self) -> None:
