@@ -193,6 +193,7 @@ def test_a_failed_launch_shows_the_log_tail(hub, repos, browser):
         expect(page.locator("#failure-message")).to_contain_text("Clone failed", timeout=60_000)
         expect(page.locator("#failure-next")).to_contain_text("Try again")
         expect(page.locator("#failure-log")).to_contain_text("Clone failed")
+        expect(page.locator("#show-log")).to_be_visible()  # the whole log, still a click away
         assert_no_horizontal_scroll(page)
         shoot(page, "failed-clone-log")
         # the page rendered again says the same, without the stream
