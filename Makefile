@@ -50,9 +50,10 @@ lint: setup  ## ruff, mypy, the import rules (pyproject's [tool.importlinter]), 
 # the suite runs in TEST_WORKERS processes (pytest-xdist), a module's tests in one of them
 # (tests/conftest.py says which tests run apart, and in what order); PYTEST_ARGS adds to
 # pytest's command line (e.g. --basetemp=/tmp/mine, -x)
-# 3 by default: about 12 minutes on 2 cores (2026-12-06: 10 min 11 s, 617 passed), one
-# process 29 minutes; the suite's CPU (about 880 s) bounds it, not the number of workers
-TEST_WORKERS ?= 3
+# 4 by default: the suite is bound by its CPU (about 1,100 CPU-seconds on 2026-12-06, read
+# from process accounting), and a fourth worker keeps both cores busy where three left
+# them idle between units; see docs/development.rst for the figures
+TEST_WORKERS ?= 4
 PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadscope
 
 # the lint runs beside the suite, whose workers leave the cores half idle while they wait on

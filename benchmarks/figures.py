@@ -47,7 +47,7 @@ def _wait_glue_running(glue: KeepAlive, path: str, timeout: float = 300) -> None
         status, model = glue.get_json(path)
         return status == 200 and model["status"] == "running"
 
-    wait_until(running, timeout, f"{path} running")
+    wait_until(running, timeout, f"{path} running", every=0.1)  # timed: a steady poll
 
 
 def _hub_servers(admin: KeepAlive, user: str) -> dict[str, Any]:
@@ -148,7 +148,7 @@ def launch(bench: Bench, sizes: Sizes) -> Figure:
         assert code in (201, 202), code
         answers["direct"].append(time.perf_counter() - started)
         wait_until(lambda: _hub_servers(admin, direct_user).get(name, {}).get("ready"), 300,
-                   "direct server ready")
+                   "direct server ready", every=0.1)
         seconds = time.perf_counter() - started
         _remove(admin, direct_user, name)
         return seconds
@@ -450,7 +450,7 @@ def _alternating_launches(
         started = time.perf_counter()
         code, body = glue.request("POST", path)
         assert code in (201, 202), (way, code, body[:500])
-        model = wait_until(lambda: _settled(glue, path), 300, f"{way} server settled")
+        model = wait_until(lambda: _settled(glue, path), 300, f"{way} server settled", every=0.1)
         assert model["status"] == "running", (way, model)
         times[way].append(time.perf_counter() - started)
         code, _ = glue.request("DELETE", path)
@@ -648,7 +648,8 @@ def stop(bench: Bench, sizes: Sizes) -> Figure:
         """Launch the commit for `user` until running; its workspace and process id."""
         code, body = client.request("POST", path)
         assert code in (201, 202), (user, code, body[:500])
-        model = wait_until(lambda: _settled(client, path), 300, f"{user}'s server settled")
+        model = wait_until(lambda: _settled(client, path), 300, f"{user}'s server settled",
+                           every=0.1)
         assert model["status"] == "running", (user, model)
         ((name, server),) = [(n, s) for n, s in _hub_servers(admin, user).items() if n]
         return bench.hub.workspaces / user / name, int(server["state"]["pid"])

@@ -355,9 +355,10 @@ def test_fifty_users_launch_at_once(busy: dict[str, Any]) -> None:
     waiting: list[str] = []
 
     def all_running() -> bool:  # each user's own server, not merely none that is not ready
+        servers = hub.everyones_servers()
         waiting[:] = [
             c.user for c in clients
-            if not hub.hub_servers(c.user).get(names[c.user], {}).get("ready")
+            if not servers.get(c.user, {}).get(names[c.user], {}).get("ready")
         ]
         return not waiting
 

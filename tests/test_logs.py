@@ -3,6 +3,7 @@ files, the logs endpoint, and a failed clone explained on the page and in the mo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,8 +72,14 @@ def test_logs_of_a_running_server_and_who_may_read_them(hub, repos, lena):
     assert text.text.startswith(f"Cloned demo/hello at {sha}")
     # the file lives beside the workspaces, not in the user's workspace
     name = body["name"]
-    assert (Path(str(hub.workspaces) + ".logs") / "lena" / f"{name}.log").is_file()
+    log_file = Path(str(hub.workspaces) + ".logs") / "lena" / f"{name}.log"
     assert not list(hub.workspaces.rglob(f"{name}.log"))
+    # jupyter_lsp serves, but searches for no language server: the hub's environment has
+    # none, and the search ran node at every start (localspawner.NO_LANGUAGE_SERVERS); it
+    # logs what it skipped a moment after the server's first answer
+    assert "jupyter_lsp | extension was successfully loaded" in log_file.read_text()
+    time.sleep(1)
+    assert "Skipped non-installed server(s)" not in log_file.read_text()
 
 
 def test_a_failed_clone_is_explained_with_the_log_tail(hub, repos, lena):

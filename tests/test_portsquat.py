@@ -37,7 +37,7 @@ from testing.net import free_port, listening_pid
 from testing.worlds import local_config
 
 PAGE = "the squatter's page"
-USER = "lena"
+USER = "squat-lena"
 RUNNER = "mira"  # the running server whose ports a squatter tries, on the shared hub
 
 

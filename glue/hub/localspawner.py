@@ -57,6 +57,10 @@ START_MARGIN_SECONDS = 2.0
 COMPONENT_SECONDS = 30.0  # until the session's git component answers on its socket
 # how a server that got SIGKILL exits: bubblewrap passes on 128 + the signal; Popen says -9
 KILLED_STATUS = (128 + signal.SIGKILL, -signal.SIGKILL)
+# the server runs the hub's own environment, which has no language server: jupyter_lsp's
+# search for one found nothing, and ran `npm prefix -g` (node, about 0.3 s of CPU) at every
+# server's start to find it
+NO_LANGUAGE_SERVERS = ("--LanguageServerManager.autodetect=False",)
 
 
 async def run_clone(checked: Checked, dest: Path, *, sandbox: Sandbox | None = None) -> None:
@@ -310,7 +314,7 @@ class LocalCommitSpawner(CommitSpawnerMixin, SimpleLocalProcessSpawner):
         self.release_listener()
         self._listener, self._held_again = listener, True
         self.port = listener.getsockname()[1]
-        argv = [*self.cmd, *self.get_args(), *kernel.SERVER_ARGS]
+        argv = [*self.cmd, *self.get_args(), *kernel.SERVER_ARGS, *NO_LANGUAGE_SERVERS]
         command = sandbox.command(argv, outlive_hub=True)
         self.log.info("Spawning %s", shlex.join(command))
         # a Popen, as LocalProcessSpawner.poll expects; starting it does not block
