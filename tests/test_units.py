@@ -21,6 +21,7 @@ from glue.core import configtypes
 from glue.core.errors import BadRequest, NotFound
 from glue.core.launch import from_user_options
 from glue.core.target import Target, parse
+from glue.service.openapi import OPENAPI_PATH
 from glue.session import clone as clone_module
 from glue.session.clone import CloneError, clone, head, step
 from glue.tools import configdocs, typegen
@@ -634,3 +635,11 @@ def test_every_log_line_of_the_glue_escapes_user_input():
     assert lines[-1] == f"ValueError: {shown}"
     assert not any(c in result.stderr for c in "\u202e\u2066\u2069"), result.stderr
     assert not any(line.startswith("WARNING glue forged") for line in lines)
+
+
+def test_shipped_documents_are_parsed_in_c_and_read_as_in_python() -> None:
+    """The schema and the OpenAPI document go through libyaml (every glue and hub start
+    parses them), and read exactly as Python's parser reads them."""
+    assert config_mod.SHIPPED_LOADER is yaml.CSafeLoader
+    for path in (config_mod.schema_path(), OPENAPI_PATH):
+        assert config_mod.shipped_yaml(path) == yaml.safe_load(path.read_text()), path

@@ -30,6 +30,17 @@ SCHEMA_NAME = "notebooks.schema.yaml"
 SUBDOMAIN_HOST_ENV = "NOTEBOOKS_SUBDOMAIN_HOST"
 
 
+# YAML's C parser (libyaml, in PyYAML's wheels) for the documents we ship: the OpenAPI
+# document took 128 ms to parse in Python at every glue start, 17 ms in C. A user's config
+# file keeps the Python parser and its error messages.
+SHIPPED_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def shipped_yaml(path: Path) -> Any:
+    """A YAML document that ships with the package (the schema, the OpenAPI document)."""
+    return yaml.load(path.read_text(), Loader=SHIPPED_LOADER)  # noqa: S506 (a safe loader)
+
+
 class ConfigError(Exception):
     """The config file is missing, unreadable or does not match the schema."""
 
@@ -43,7 +54,7 @@ def schema_path() -> Path:
 
 @cache
 def schema() -> dict[str, Any]:
-    return yaml.safe_load(schema_path().read_text())
+    return cast(dict[str, Any], shipped_yaml(schema_path()))
 
 
 def _fill_defaults(node: Any, sub: dict[str, Any]) -> None:

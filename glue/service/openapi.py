@@ -12,9 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from glue.core.config import Config
+from glue.core.config import Config, shipped_yaml
 from glue.core.launch import body_schema
 
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.yaml"
@@ -22,7 +20,7 @@ OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.yaml"
 
 def document(config: Config, prefix: str) -> dict[str, Any]:
     """`openapi.yaml` as this glue serves it: its prefix, cookie and launch options."""
-    document: dict[str, Any] = yaml.safe_load(OPENAPI_PATH.read_text())
+    document: dict[str, Any] = shipped_yaml(OPENAPI_PATH)
     document["servers"] = [
         {"url": prefix.rstrip("/"), "description": "this service, on the hub's origin"}
     ]
