@@ -7,5 +7,6 @@ from glue.core.config import load
 from glue.hub.setup import configure, embedded
 
 config_path = os.environ["NOTEBOOKS_CONFIG"]
-configure(c, load(config_path))
-embedded(c, load(config_path), config_path)
+config = load(config_path)
+configure(c, config)
+embedded(c, config, config_path)
