@@ -51,14 +51,13 @@ lint: setup  ## ruff, mypy, the import rules (pyproject's [tool.importlinter]), 
 # (tests/conftest.py says which tests run apart, and in what order); PYTEST_ARGS adds to
 # pytest's command line (e.g. --basetemp=/tmp/mine, -x)
 # 4 by default: the suite is bound by its CPU (about 1,100 CPU-seconds on 2026-12-06, read
-# from process accounting), and a fourth worker keeps both cores busy where three left
-# them idle between units; see docs/development.rst for the figures
+# from process accounting), so three and four take about the same time; with four, both
+# cores stay busy to the end. docs/development.rst has the figures
 TEST_WORKERS ?= 4
 PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadscope
 
-# the lint runs beside the suite, whose workers leave the cores half idle while they wait on
-# hubs and servers (mypy alone takes 10 to 40 s); its output follows the suite's, and either
-# failing fails `make test`
+# the lint runs beside the suite (mypy alone takes 10 to 40 s); its output follows the
+# suite's, and either failing fails `make test`
 test: test-setup  ## install, lint, run the whole test suite
 	@$(MAKE) --no-print-directory lint > $(VENV)/lint.log 2>&1 & linting=$$!; \
 	$(VENV)/bin/pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS); tested=$$?; \
