@@ -72,6 +72,7 @@ class RunningHub:
     def __post_init__(self) -> None:
         self.port = free_port()
         self.glue_port = free_port()
+        self.hub_port = free_port()  # the hub's own API, which its servers call
         # a port the caller fixed (a hub restarted with the same ports), else a fresh one
         self.proxy_api_port = int(self.extra_env.get("NOTEBOOKS_PROXY_API_PORT") or free_port())
         # the embedded default's public origin: users' servers on <user>.localhost
@@ -109,7 +110,7 @@ class RunningHub:
             "NOTEBOOKS_CONFIG": str(config_path),
             "NOTEBOOKS_STATE": str(self.workdir / "state"),
             "NOTEBOOKS_PORT": str(self.port),
-            "NOTEBOOKS_HUB_PORT": str(free_port()),
+            "NOTEBOOKS_HUB_PORT": str(self.hub_port),
             "NOTEBOOKS_PROXY_API_PORT": str(self.proxy_api_port),
             "NOTEBOOKS_TEST_ADMIN_TOKEN": self.admin_token,
             **self.extra_env,

@@ -107,12 +107,16 @@ def binds(port: int) -> bool:
     return subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
 
 
-def server_processes(user: str) -> list[psutil.Process]:
-    """The notebook server processes of `user` (in their sandboxes, seen from the host)."""
+def server_processes(hub: RunningHub, user: str) -> list[psutil.Process]:
+    """The notebook server processes of `user` on `hub` (in their sandboxes, seen from the
+    host): other workers' hubs run servers of users of the same name at the same time."""
+    api = f"http://127.0.0.1:{hub.hub_port}/"
     found = []
     for process in single_user_processes():
         with contextlib.suppress(psutil.Error):
-            if process.environ().get("JUPYTERHUB_USER") == user:
+            env = process.environ()
+            on_hub = env.get("JUPYTERHUB_API_URL", "").startswith(api)
+            if on_hub and env.get("JUPYTERHUB_USER") == user:
                 found.append(process)
     return found
 
@@ -147,7 +151,7 @@ def test_a_squatted_fixed_port_fails_the_launch_closed(fixed_port_hub, repos):
         assert PAGE not in requests.get(user_url, timeout=30).text
         assert squatter.requests() == []
         assert listening_pid(port) == squatter.process.pid
-        assert server_processes(USER) == []  # nothing of ours started
+        assert server_processes(hub, USER) == []  # nothing of ours started
         squatter.stop()
         # the port free again, the same launch runs there
         hub.remove_all_servers(USER)
@@ -218,9 +222,11 @@ def test_a_servers_ports_cannot_be_taken_while_it_runs_nor_after_it_dies(hub, re
         server, git = hub.server_port(RUNNER, model["name"]), component_port(hub, RUNNER)
         assert git is not None and not binds(server) and not binds(git)
         # the server's own processes and its component killed: the hub has not polled yet
-        for process in server_processes(RUNNER):
+        running = server_processes(hub, RUNNER)
+        assert running, "the server's processes are found on this hub"
+        for process in running:
             process.send_signal(signal.SIGKILL)
-        wait_until(lambda: server_processes(RUNNER) == [], 10, "the server's processes gone")
+        wait_until(lambda: server_processes(hub, RUNNER) == [], 10, "the server's processes gone")
         assert hub.server_port(RUNNER, model["name"]) == server  # still routed there...
         assert not binds(server)  # ...and still ours: the user's requests reach no one
         for process in psutil.process_iter(["cmdline"]):

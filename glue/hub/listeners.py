@@ -141,15 +141,15 @@ def _copy(pid: int, port: int) -> socket.socket | None:
         return None
     held = socket.socket(fileno=copy)
     try:
-        ours = (
+        listening = (
             held.family == socket.AF_INET
             and held.type == socket.SOCK_STREAM
             and held.getsockname() == ("127.0.0.1", port)
             and held.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
         )
     except OSError:
-        ours = False
-    if not ours:
+        listening = False
+    if not listening:
         held.close()
         return None
     return held

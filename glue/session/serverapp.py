@@ -23,7 +23,6 @@ from jupyter_server.serverapp import ServerApp
 from jupyterhub.singleuser.extension import JupyterHubSingleUser
 
 from glue.core import contracts
-from glue.core.contracts import LISTEN_FD_ENV
 
 
 class HeldSocketServerApp(ServerApp):
@@ -35,7 +34,7 @@ class HeldSocketServerApp(ServerApp):
         if self._held is None:
             self._held = contracts.inherited_listener()
             if self._held is None:
-                raise RuntimeError(f"No listening socket was passed in {LISTEN_FD_ENV}.")
+                raise RuntimeError(f"No listening socket was passed in {contracts.LISTEN_FD_ENV}.")
         return self._held
 
     def _find_http_port(self) -> None:
