@@ -9,6 +9,7 @@ image and origin tests drive the same browser the same way.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -34,6 +35,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SHOTS = CHECKOUT / "test-artifacts" / "screenshots"
+# screenshots are for people reviewing the pages, and nothing checks them: taken only when
+# asked (`NOTEBOOKS_SCREENSHOTS=1 make test`), they cost the browser tests 20 s of 70
+SCREENSHOTS = os.environ.get("NOTEBOOKS_SCREENSHOTS") == "1"
 
 
 WIDTHS = (1280, 390)
@@ -66,7 +70,6 @@ RECORDER = """
 def chromium() -> Iterator[Browser]:
     """Debian's Chromium, started through playwright, closed at the end."""
     check_may_start("a browser")
-    SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -162,7 +165,11 @@ def fresh_user() -> str:
 
 
 def shoot(page: Page, name: str, widths: tuple[int, ...] = WIDTHS) -> None:
-    """Full-page screenshots at each width; the viewport goes back to the laptop width."""
+    """Full-page screenshots at each width, if asked for (SCREENSHOTS); the viewport goes
+    back to the laptop width."""
+    if not SCREENSHOTS:
+        return
+    SHOTS.mkdir(parents=True, exist_ok=True)
     for width in widths:
         page.set_viewport_size({"width": width, "height": 800})
         page.screenshot(path=SHOTS / f"{name}-{width}.png", full_page=True)

@@ -1,14 +1,20 @@
-"""The single-user server's start imports nothing that builds parsers it may never use.
+"""The single-user server's start imports nothing that builds parsers it may never use, and
+runs nothing it does not need.
 
 jsonschema imports `rfc3987_syntax` for its `iri` and `iri-reference` format checks on
 every import (jupyter_server -> jupyter_events -> jsonschema); rfc3987-syntax 1.1.0
 builds its Lark parsers there, 1.4-1.7 s of each server start on this machine. The
 environment serves that module from its maintained fork (helm-chart/images/singleuser/
 rfc3987-syntax), which builds them when a value is first checked: the check stays.
+
+JupyterLab's import runs `node yarn.js config` for npm's registry where node is on PATH;
+the embedded default's server (glue.session.serverapp) imports it without that lookup.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +45,49 @@ def test_the_server_imports_the_iri_check_without_building_it() -> None:
     assert parsers == "0", f"{parsers} Lark parsers built while the server's modules were imported"
     # jsonschema's `iri` and `iri-reference` checks still run, on the fork's parsers
     assert checks == "True False True False", run.stdout
+
+
+# how many times node ran after each step: JupyterLab imported (by the embedded default's
+# server module, or directly), then npm's registry asked for as a build would ask
+NODE_PROBE = """
+import sys, pathlib
+runs = lambda: len(pathlib.Path(sys.argv[1]).read_text().splitlines())
+import {module}
+import jupyterlab.labapp, jupyterlab.commands
+print(runs(), jupyterlab.labapp.app_version)
+jupyterlab.commands.AppOptions().registry
+print(runs())
+"""
+
+
+def test_the_servers_start_asks_node_for_nothing(tmp_path: Path) -> None:
+    """Counted by a `node` first on PATH that notes each run and runs the real one."""
+    node = shutil.which("node")
+    assert node, "the tests need node (tests/setup/system-packages.sh)"
+    runs = tmp_path / "runs"
+    runs.write_text("")
+    (tmp_path / "bin").mkdir()
+    counting = tmp_path / "bin" / "node"
+    counting.write_text(f'#!/bin/sh\necho "$*" >> {runs}\nexec {node} "$@"\n')
+    counting.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+
+    def probe(module: str) -> list[str]:
+        run = subprocess.run(
+            [sys.executable, "-P", "-c", NODE_PROBE.format(module=module), str(runs)],
+            cwd=CHECKOUT, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        runs.write_text("")
+        return run.stdout.split()
+
+    # JupyterLab on its own asks at its import: the lookup the server skips is there
+    plain_at_import, plain_version, _ = probe("jupyterlab")
+    assert plain_at_import == "1"
+    # the server's module: no node at the import, the same version; a build still asks
+    at_import, version, after = probe("glue.session.serverapp")
+    assert (at_import, version) == ("0", plain_version)
+    assert after == "1"
 
 
 def test_the_default_image_is_ours_and_pre_pulled() -> None:

@@ -12,7 +12,8 @@ meanwhile.
 
 JupyterHub's own entry point (`python -m jupyterhub.singleuser`) with one change: its
 ServerApp (`ExtensionApp.serverapp_class`) finds its port on that socket and serves on it,
-instead of binding one.
+instead of binding one. And one thing less at its start: JupyterLab is imported without
+asking node for npm's registry (`import_lab_without_a_registry_lookup`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,29 @@ class HeldSocketServerApp(ServerApp):
     def _bind_http_server_tcp(self) -> bool:
         self.http_server.add_sockets([self._socket()])
         return True
+
+
+def import_lab_without_a_registry_lookup() -> None:
+    """JupyterLab's import (labapp's module-level `get_app_version()`) asks yarn for npm's
+    registry, by running `node yarn.js config`, where node is on PATH, as it is on the
+    embedded default's machine: about 0.3 s of CPU and of the user's wait at every start.
+    The version it reads does not depend on the answer, and nothing else at the import
+    uses it. So, while JupyterLab is imported here (its extension would import it next),
+    that lookup answers as on a machine without node; later lookups (a build from the
+    server's UI) ask yarn as before."""
+    try:
+        from jupyterlab import commands
+    except ImportError:  # a server without JupyterLab: nothing to skip
+        return
+    ask_yarn = commands._yarn_config
+    commands._yarn_config = lambda logger: {"yarn config": {}, "npm config": {}}
+    try:
+        import jupyterlab.labapp  # noqa: F401
+    finally:
+        commands._yarn_config = ask_yarn
+
+
+import_lab_without_a_registry_lookup()
 
 
 class SingleUser(JupyterHubSingleUser):
