@@ -60,6 +60,8 @@ APART: dict[str, str] = {
     "tests/test_autosave_flow.py::test_the_culler": "autosave-culler",
     # a hub each that the test kills; fifty servers at once on a hub of its own
     "tests/test_faults.py::test_hub_killed": "",
+    # a glue's connection left idle for 80 s
+    "tests/test_faults.py::test_an_idle_connection": "",
     "tests/test_faults.py::test_fifty_users": "busy",
     "tests/test_faults.py::test_glue_killed": "busy",
     # the hub killed during a restore; the hub that refreshes logins every second
@@ -80,6 +82,8 @@ FIRST = ("busy",)
 BUSY = ("tests/test_faults.py", "tests/test_contract.py")
 SMOKE = "tests/test_bench_smoke.py::test_every_figure_measures_something_at_smoke_size"
 LONGEST = (
+    # a wait of 80 s, and almost no CPU: first, beside the units that keep the cores busy
+    "tests/test_faults.py::test_an_idle_connection_of_the_proxy_stays_open",
     # beside the fifty servers: the benchmark's runs, whose waits are generous
     f"{SMOKE}[figures-9-10]",
     f"{SMOKE}[figures-6-7-11]",

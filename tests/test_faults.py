@@ -24,6 +24,7 @@ its environment (the hub API port of that test's hub) and ended by its pid.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -145,6 +146,51 @@ def test_a_hub_that_refuses_connections_is_503(tmp_path: Path) -> None:
         page = glue_metrics(port)
         assert total(page, "notebooks_upstream_errors_total", upstream="hub",
                      error="unavailable") >= 1
+
+
+# aiohttp's run_app closes a connection idle this long; the glue keeps them (glue.service.app)
+AIOHTTP_IDLE_SECONDS = 75
+
+
+def closed_by_the_peer(sock: socket.socket) -> bool:
+    """Whether the other end has closed the connection (an end of file waits to be read)."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0)  # look, do not wait
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False  # open, nothing to read
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+
+
+@pytest.mark.hub  # it waits past aiohttp's 75 s: not in `make test-fast`
+def test_an_idle_connection_of_the_proxy_stays_open(tmp_path: Path) -> None:
+    """The proxy keeps its connections to the glue alive and reuses them, with no idle limit
+    of its own: one that the glue closed just as the proxy sent a request on it was that
+    user's 503 (seen with fifty users at once, whose second requests came 75 s after their
+    first). An idle connection stays open past aiohttp's limit, and serves the next request."""
+    closed = free_port()
+    with standalone_glue(tmp_path, f"http://127.0.0.1:{closed}/hub/api", hub_timeout=5) as port:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        def served() -> bool:
+            connection.request("GET", f"{PREFIX}openapi.json")
+            response = connection.getresponse()
+            response.read()
+            return response.status == 200 and not response.will_close
+
+        try:
+            assert served()
+            sock = connection.sock
+            assert sock is not None
+            time.sleep(AIOHTTP_IDLE_SECONDS + 5)
+            assert not closed_by_the_peer(sock), "the glue closed it"
+            assert served() and connection.sock is sock  # on the same connection
+        finally:
+            connection.close()
 
 
 # --- GitLab down or slow --------------------------------------------------------------------------

@@ -30,6 +30,12 @@ from glue.service.servers import Servers
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_LINE = 64 * 1024
+# how long an idle connection is kept. The proxy in front (configurable-http-proxy, in both
+# ways to run) keeps its connections to us alive and reuses them with no idle limit of its
+# own; when we close one just as it sends a request on it, the user gets the proxy's 503.
+# aiohttp's run_app closes them after 75 s; the hub and the servers behind the same proxy
+# (Tornado's idle_connection_timeout) keep them an hour, and so do we.
+IDLE_CONNECTION_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -180,5 +186,6 @@ def main(argv: list[str] | None = None) -> int:
         # bodies are inflated by glue.service.requestbody, where a bad one is a 400, not a dropped
         # connection
         auto_decompress=False,
+        keepalive_timeout=IDLE_CONNECTION_SECONDS,
     )
     return 0
