@@ -58,7 +58,9 @@ def import_lab_without_a_registry_lookup() -> None:
         from jupyterlab import commands
     except ImportError:  # a server without JupyterLab: nothing to skip
         return
-    ask_yarn = commands._yarn_config
+    ask_yarn = getattr(commands, "_yarn_config", None)
+    if ask_yarn is None:  # a JupyterLab that asks otherwise, or not at all: imported as it is
+        return
     commands._yarn_config = lambda logger: {"yarn config": {}, "npm config": {}}
     try:
         import jupyterlab.labapp  # noqa: F401
