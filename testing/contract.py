@@ -20,11 +20,11 @@ from urllib.parse import unquote, urlsplit
 
 import jsonschema
 import requests
-import yaml
 
-from testing import CHECKOUT
+from glue.core.config import shipped_yaml
+from glue.service.openapi import OPENAPI_PATH
 
-DOCUMENT = CHECKOUT / "glue" / "service" / "openapi.yaml"
+DOCUMENT = OPENAPI_PATH
 
 
 PREFIX = "/services/notebooks"
@@ -77,7 +77,7 @@ class Contract:
 
     @classmethod
     def from_file(cls) -> Contract:
-        return cls(yaml.safe_load(DOCUMENT.read_text()))
+        return cls(shipped_yaml(DOCUMENT))  # read as the glue reads it
 
     def template(self, path: str) -> str:
         """The documented path a request path (raw, below the origin) belongs to."""
