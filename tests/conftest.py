@@ -98,7 +98,7 @@ LONGEST = (
     "tests/test_gitlab_flow.py",
     "tests/test_autosave_flow.py",
     # from here on, by their length on 2 cores (`-p timeline` of 2026-12-06), so that the
-    # units left for the end are the short ones;
+    # units left for the end are the short ones
     "autosave-culler",
     # the memory limits: a server killed for its memory must be noticed within the test's wait,
     # which fifty servers starting beside it would outlast

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import inspect
 import os
 import signal
 import socket
@@ -41,6 +42,7 @@ import psutil
 import pytest
 import requests
 import yaml
+from aiohttp import web
 
 from testing.checks import timed, wait_until
 from testing.contract import assert_conforms, sse_events
@@ -148,8 +150,9 @@ def test_a_hub_that_refuses_connections_is_503(tmp_path: Path) -> None:
                      error="unavailable") >= 1
 
 
-# aiohttp's run_app closes a connection idle this long; the glue keeps them (glue.service.app)
-AIOHTTP_IDLE_SECONDS = 75
+# aiohttp's run_app closes a connection idle this long (75 s); the glue keeps them
+# (glue.service.app)
+AIOHTTP_IDLE_SECONDS = inspect.signature(web.run_app).parameters["keepalive_timeout"].default
 
 
 def closed_by_the_peer(sock: socket.socket) -> bool:
