@@ -70,6 +70,10 @@ TOKEN = "glue-service-token-" + "0" * 32
 SCOPES = ["read:users", "read:servers", "servers", "delete:servers", "admin:auth_state",
           "admin:users", "list:users", "tokens"]
 SERVER_LIMIT = 3
+# the hub's slow_spawn_timeout and slow_stop_timeout: a start or stop that fails or ends at
+# once is answered within it even on a loaded machine (0.3 s was not, once); the slow ones
+# of these tests last longer
+SLOW = 2.0
 TARGET = Target("demo", "hello", "a" * 40, "")
 
 
@@ -285,7 +289,7 @@ async def hub_in_process(root: Path, *, ours: bool) -> HubInProcess:
     c.Authenticator.allow_all = True
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = SERVER_LIMIT
-    c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0.3, "slow_stop_timeout": 0.3}
+    c.JupyterHub.tornado_settings = {"slow_spawn_timeout": SLOW, "slow_stop_timeout": SLOW}
     c.JupyterHub.services = [{"name": "glue", "api_token": TOKEN}]
     c.JupyterHub.load_roles = [{"name": "glue", "scopes": SCOPES, "services": ["glue"]}]
     handlers: list[tuple[str, Any]] = [(r"/api/test-probe", ProbeHandler)]
@@ -407,7 +411,7 @@ async def test_log_name_is_how_the_hub_names_a_server(ours: HubInProcess) -> Non
 
 async def test_the_spawn_future_runs_until_the_server_is_up(ours: HubInProcess) -> None:
     await ours.user("slow")
-    status, _ = await ours.call("POST", "users/slow/servers/s1", {"slow_start": 1})
+    status, _ = await ours.call("POST", "users/slow/servers/s1", {"slow_start": SLOW + 2})
     assert status == 202  # past slow_spawn_timeout: the hub answers while it spawns
     spawner = ours.app.users["slow"].spawners["s1"]
     future = internals.spawn_future(spawner)
@@ -433,7 +437,7 @@ async def test_a_start_that_fails_stops_before_its_spawn_future_is_done(
 
 async def test_the_users_settings_hold_what_the_mixin_reads(ours: HubInProcess) -> None:
     user = await ours.user("settings")
-    assert internals.slow_spawn_timeout(user) == 0.3, internal(
+    assert internals.slow_spawn_timeout(user) == SLOW, internal(
         "User.settings['slow_spawn_timeout']"
     )
     assert internals.cookie_secret(user) == b"c" * 32, internal("User.settings['cookie_secret']")
@@ -765,7 +769,7 @@ async def test_the_launch_refusals_the_glue_reads(ours: HubInProcess, glue_hub: 
 
 @pytest.mark.parametrize("glue_hub", ["ours"], indirect=True)
 async def test_a_launch_while_it_stops_is_pending(ours: HubInProcess, glue_hub: Hub) -> None:
-    spawner = await ours.start("stopping", "s1", {"slow_stop": 2})
+    spawner = await ours.start("stopping", "s1", {"slow_stop": SLOW + 2})
     status, _ = await ours.call("DELETE", "users/stopping/servers/s1")
     assert status == 202 and spawner.pending == "stop"
     status, body = await ours.call("POST", "users/stopping/servers/s1", {})
