@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -116,7 +117,8 @@ class MemoryProxy(Proxy):
 
 class QuickSpawner(Spawner):
     """A documented Spawner whose server is an HTTP listener in this process. Its
-    user_options steer it: `fail` (start raises that), `slow_stop` (seconds),
+    user_options steer it: `fail` (start raises that), `finishes_its_start` (seconds it
+    takes, cancelled or not), `slow_start` and `slow_stop` (seconds),
     `left_behind` (stop raises and the spawner stays `active`, as CommitKubeSpawner's
     with a pod it could not delete), `autosave` ("fail": AutosaveFailed)."""
 
@@ -128,6 +130,12 @@ class QuickSpawner(Spawner):
     async def start(self) -> tuple[str, int]:
         if self.user_options.get("fail"):
             raise RuntimeError(self.user_options["fail"])
+        finishing = self.user_options.get("finishes_its_start")
+        if finishing:  # as CommitSpawnerMixin's steps: a step begun is finished, cancelled or not
+            began = asyncio.ensure_future(asyncio.sleep(finishing))
+            while not began.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(began)
         delay = self.user_options.get("slow_start")
         if delay:
             await asyncio.sleep(delay)
@@ -794,6 +802,25 @@ async def test_a_failed_spawn_is_said_so_on_the_progress_stream(
         "the progress stream's failed event"
     )
     assert failures.explain(said[0]).reason == "clone_failed"
+
+
+@pytest.mark.parametrize("glue_hub", ["ours"], indirect=True)
+async def test_a_stop_of_a_start_that_finishes_what_it_began_is_asked_again(
+    ours: HubInProcess, glue_hub: Hub, tmp_path: Path
+) -> None:
+    """JupyterHub stops a starting server by cancelling its spawn and stopping it a second
+    later: a spawn still pending then is its 500 (a stop clicked during a launch, on a loaded
+    machine). The glue asks again until the spawn has settled, within the stop timeout."""
+    await ours.user("hasty")
+    options = {**ours_options(), "finishes_its_start": SLOW + 2}
+    status, _ = await ours.call("POST", f"users/hasty/servers/{TARGET.server_name}", options)
+    assert status == 202
+    servers = servers_for(glue_hub, tmp_path)
+    view = await servers.view("hasty")
+    assert [(s["name"], s["status"]) for s in view.servers] == [(TARGET.server_name, "starting")]
+    status, model = await servers.stop(view, TARGET)
+    assert (status, model) == (204, None)
+    assert (await servers.view("hasty")).find(TARGET) is None
 
 
 # --- the glue without our endpoints -------------------------------------------------------

@@ -549,7 +549,7 @@ class Servers:
             live = current["status"] in ("running", contracts.STATE_HIBERNATED)
             saving = self.autosave_seconds if live and not force else None
             try:
-                await self.hub.stop(view.name, target.server_name, saving=saving)
+                await self._hub_stop(view.name, target, saving, current["status"] == "starting")
             except HubCannotSave as e:
                 raise AutosaveFailed(
                     f"{e.message} The server keeps running, so nothing is lost: stop it anyway "
@@ -573,6 +573,25 @@ class Servers:
                 if why:
                     raise StopFailed(STOP_FAILED.format(why=why))
         return (204, None) if model is None else (202, model)
+
+    async def _hub_stop(
+        self, user: str, target: Target, saving: float | None, starting: bool
+    ) -> None:
+        """The hub's stop. JupyterHub stops a starting server by cancelling its spawn and,
+        a second later, stopping it; our spawner finishes the step it began, so a spawn
+        still pending then is the hub's 500 (a stop clicked during a launch on a loaded
+        machine). The stop of a starting server is asked again until the spawn has
+        settled, within the stop timeout."""
+        deadline = time.monotonic() + self.stop_timeout
+        while True:
+            try:
+                await self.hub.stop(user, target.server_name, saving=saving)
+                return
+            except UpstreamError as e:
+                pending = starting and e.code == "hub_error" and e.status == 502
+                if not pending or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(STOP_POLL_SECONDS)
 
     def check_running_limit(self, view: UserView, target: Target) -> None:
         """`launch.serversPerUser` counts running and starting servers only (paused ones
