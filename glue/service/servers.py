@@ -588,7 +588,9 @@ class Servers:
                 await self.hub.stop(user, target.server_name, saving=saving)
                 return
             except UpstreamError as e:
-                pending = starting and e.code == "hub_error" and e.status == 502
+                # the hub's own 5xx only: not its 4xx answers (HubError), nor an unreachable
+                # or silent hub
+                pending = starting and type(e) is UpstreamError and e.code == "hub_error"
                 if not pending or time.monotonic() >= deadline:
                     raise
             await asyncio.sleep(STOP_POLL_SECONDS)
