@@ -370,6 +370,20 @@ def test_clone_finishes_a_clone_that_was_killed_before_its_checkout(tmp_path, re
     assert head(dest) == shas[2]
 
 
+def test_clone_finishes_a_clone_that_was_killed_before_it_named_its_origin(tmp_path, repo):
+    """A spawner killed between the clone's `git init` and its `git remote add` (seen when
+    the hub was killed mid-clone on a loaded machine): a repository with no origin, nothing
+    fetched, no checkout."""
+    url, shas = repo
+    dest = tmp_path / "ws"
+    dest.mkdir()
+    subprocess.run(["git", "-C", str(dest), "init", "-q"], check=True)
+    clone(url, shas[1], dest)
+    assert head(dest) == shas[1]
+    assert subprocess.run(["git", "-C", str(dest), "remote", "get-url", "origin"],
+                          capture_output=True, text=True, check=True).stdout.strip() == url
+
+
 def test_clone_keeps_an_unfinished_clone_of_another_origin(tmp_path, repo):
     url, shas = repo
     dest = tmp_path / "ws"

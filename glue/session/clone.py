@@ -134,13 +134,23 @@ def clone(source: str, commit: str, dest: Path, *, lfs: bool = False) -> None:
         raise CloneError(f"The checkout is not at {commit}.")
 
 
+# `git remote get-url`'s exit status for a repository without that remote
+NO_SUCH_REMOTE = 2
+
+
 def _forget_unfinished(dest: Path, source: str, env: dict[str, str]) -> None:
-    """Empty a workspace (no commit checked out) where an earlier clone of `source` was killed.
+    """Empty a workspace (no commit checked out) where an earlier clone of `source` was killed:
+    its origin is `source`, or it has none yet (killed between `git init` and adding it).
 
     Without a checkout no server ever ran on it, so nobody's work can be in it;
-    a repository of another origin is left for the caller's "not empty" refusal.
+    a repository of another origin, or one git cannot read, is left for the caller's
+    "not empty" refusal.
     """
-    if _git(dest, "remote", "get-url", "origin", env=env).stdout.strip() != source:
+    origin = _git(dest, "remote", "get-url", "origin", env=env)
+    ours = origin.returncode == NO_SUCH_REMOTE or (
+        origin.returncode == 0 and origin.stdout.strip() == source
+    )
+    if not ours:
         return
     for entry in dest.iterdir():
         if entry.is_dir() and not entry.is_symlink():
