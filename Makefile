@@ -31,7 +31,13 @@ $(PROXY): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# the project's own bytecode, compiled here (only what changed since): every process that
+# imports it then reads it compiled, among them the session's steps, git component and
+# server, which run in a sandbox that cannot write it, and anything started where
+# PYTHONDONTWRITEBYTECODE is set (it is on these machines); about 0.02 s less of each step's
+# start, 0.08 s of the glue's, 0.1 to 0.3 s of the hub's (docs/development.rst)
 setup: $(STAMP) $(PROXY)  ## install the Python environment and the proxy
+	$(PY) -m compileall -q glue testing benchmarks > /dev/null
 
 test-setup: setup  ## also the Debian packages and helm the tests need
 	tests/setup/system-packages.sh

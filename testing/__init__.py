@@ -5,6 +5,7 @@ running hub, GitLab stand-in and helpers. Kept here, no test module imports anot
 (tests/test_layout.py checks it), and none of it ships in the wheel (only `glue` does).
 
     testing.hub         RunningHub (hub + proxy + glue from a config), Client, the hub's log
+    testing.hubfork     the hubs' fork server: JupyterHub imported once per test process
     testing.worlds      typed set-ups: the local-provider world and the GitLab world
     testing.gitlab      the GitLab stand-in (API v4, OAuth, git smart HTTP)
     testing.kube        the Kubernetes pods/log stand-in

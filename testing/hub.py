@@ -28,7 +28,7 @@ import psutil
 import requests
 import yaml
 
-from testing import CHECKOUT
+from testing import CHECKOUT, hubfork
 from testing.marks import check_may_start
 from testing.net import free_port, listening_pid
 
@@ -67,7 +67,7 @@ class RunningHub:
     # the Python (and so the environment: JupyterHub, the servers' packages) the hub runs
     # with, and with it its servers (the local spawner runs them with the hub's interpreter)
     python: str = sys.executable
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | hubfork.ForkedHub | None = None
 
     def __post_init__(self) -> None:
         self.port = free_port()
@@ -121,14 +121,19 @@ class RunningHub:
             paths = [str(self.checkout), env.get("PYTHONPATH")]
             env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
         self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [self.python, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
-            cwd=self.workdir,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        argv = ["-f", str(HUB_CONFIG)]
+        if hubfork.ENABLED and (self.python, self.checkout) == (sys.executable, CHECKOUT):
+            # this Python, this checkout: forked from one that has imported JupyterHub
+            self.process = hubfork.start(argv, env, self.workdir, self._log)
+        else:
+            self.process = subprocess.Popen(
+                [self.python, "-m", "jupyterhub", *argv],
+                cwd=self.workdir,
+                env=env,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.wait_ready()
         return self
 

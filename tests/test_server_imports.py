@@ -9,10 +9,15 @@ rfc3987-syntax), which builds them when a value is first checked: the check stay
 
 JupyterLab's import runs `node yarn.js config` for npm's registry where node is on PATH;
 the embedded default's server (glue.session.serverapp) imports it without that lookup.
+
+The package's own modules are read compiled: `make setup` compiles them, because the
+session's processes run in a sandbox that cannot write bytecode, and nothing writes it where
+PYTHONDONTWRITEBYTECODE is set.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -104,3 +109,23 @@ def test_the_default_image_is_ours_and_pre_pulled() -> None:
     assert {"jupyterhub.custom.notebooks.images.default", "jupyterhub.singleuser.image"} <= set(
         singleuser["valuesPath"]
     )
+
+
+def test_every_module_of_the_package_is_read_compiled() -> None:
+    """A module's bytecode is what Python loads instead of compiling the source when its
+    header names this Python's magic number and the source's mtime and size (PEP 552's
+    default, unchecked-hash-less form); `make setup` writes it for every module."""
+    stale = []
+    for source in sorted((CHECKOUT / "glue").rglob("*.py")):
+        compiled = Path(importlib.util.cache_from_source(str(source)))
+        header = compiled.read_bytes()[:16] if compiled.is_file() else b""
+        stat = source.stat()
+        current = (
+            importlib.util.MAGIC_NUMBER
+            + (0).to_bytes(4, "little")
+            + (int(stat.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+            + (stat.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+        )
+        if header != current:
+            stale.append(str(source.relative_to(CHECKOUT)))
+    assert not stale, f"compiled by `make setup`, but not current: {stale}"
