@@ -112,9 +112,9 @@ def test_the_default_image_is_ours_and_pre_pulled() -> None:
 
 
 def test_every_module_of_the_package_is_read_compiled() -> None:
-    """A module's bytecode is what Python loads instead of compiling the source when its
+    """Python loads a module's bytecode instead of compiling its source when the bytecode's
     header names this Python's magic number and the source's mtime and size (PEP 552's
-    default, unchecked-hash-less form); `make setup` writes it for every module."""
+    timestamp form, Python's default); `make setup` writes it for every module."""
     stale = []
     for source in sorted((CHECKOUT / "glue").rglob("*.py")):
         compiled = Path(importlib.util.cache_from_source(str(source)))
