@@ -60,7 +60,7 @@ lint: setup  ## ruff, mypy, the import rules (pyproject's [tool.importlinter]), 
 # the suite runs in TEST_WORKERS processes (pytest-xdist), a module's tests in one of them
 # (tests/conftest.py says which tests run apart, and in what order); PYTEST_ARGS adds to
 # pytest's command line (e.g. --basetemp=/tmp/mine, -x)
-# 4 by default: the suite is bound by its CPU (825 to 875 CPU-seconds on 2026-12-06, read
+# 4 by default: the suite is bound by its CPU (864 CPU-seconds on 2026-12-07, read
 # from process accounting), so three, four and five take about the same time; with four,
 # both cores stay busy to the end. docs/development.rst has the figures
 TEST_WORKERS ?= 4
