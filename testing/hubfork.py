@@ -42,6 +42,8 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
+from testing import CHECKOUT
+
 ENABLED = os.environ.get("NOTEBOOKS_TEST_HUB_FORK", "1") != "0"
 MAX_MESSAGE = 1 << 20  # a start's argv, environment and working directory, as JSON
 REAP_SECONDS = 0.05
@@ -94,6 +96,7 @@ class ForkServer:
         self.socket = ours
         self.process = subprocess.Popen(
             [sys.executable, "-m", "testing.hubfork", str(theirs.fileno()), str(self.statuses)],
+            cwd=CHECKOUT,  # where `-m testing.hubfork` finds this package, whatever our cwd
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
         )
