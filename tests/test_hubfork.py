@@ -58,11 +58,17 @@ def seen(hub: RunningHub) -> dict[str, Any]:
 
 def test_a_forked_hub_is_what_an_exec_would_start(tmp_path: Path) -> None:
     forked = started(tmp_path / "forked", True, CONFIG)
-    execd = started(tmp_path / "execd", False, CONFIG)
-    assert isinstance(forked.process, hubfork.ForkedHub)
-    assert isinstance(execd.process, subprocess.Popen)
-    view = seen(forked)
-    assert view == seen(execd)
+    try:
+        execd = started(tmp_path / "execd", False, CONFIG)
+        try:
+            assert isinstance(forked.process, hubfork.ForkedHub)
+            assert isinstance(execd.process, subprocess.Popen)
+            view = seen(forked)
+            assert view == seen(execd)
+        finally:
+            execd.stop()
+    finally:
+        forked.stop()  # both are stopped already when nothing failed
     assert view == {
         "own session": True, "cwd": True, "glue's config": True, "logs": True,
         "exit on SIGTERM": 0,
