@@ -31,7 +31,6 @@ import random
 import runpy
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -51,7 +50,7 @@ REAP_SECONDS = 0.05
 
 class ForkedHub:
     """A hub forked by the fork server, as much of `subprocess.Popen` as RunningHub and the
-    tests use: its pid, `poll`, `wait`, `send_signal`, `kill`, `returncode`."""
+    tests use: its pid, `poll`, `wait`, `send_signal`, `returncode`."""
 
     def __init__(self, pid: int, statuses: Path):
         self.pid = pid
@@ -76,12 +75,6 @@ class ForkedHub:
         if self.poll() is None:  # an ended hub's pid may be another process's by now
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
 
 
 class ForkServer:
