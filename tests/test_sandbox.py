@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -511,6 +512,37 @@ def test_a_workspace_filesystem_is_made_kept_grown_and_removed(tmp_path):
     finally:
         disk.remove(workspace)
     assert not disk.mounted(workspace) and not disk.image_of(workspace).exists()
+
+
+@pytest.mark.skipif(disk.unavailable() is not None, reason="no workspace filesystems here")
+def test_a_launch_waits_for_the_last_sessions_filesystem_to_be_released(tmp_path, monkeypatch):
+    """A process of the last session still in the workspace makes its unmount lazy: the
+    filesystem stays live on its loop device until that process ends. The next attach
+    waits for that before it checks, grows or mounts the image (a second loop device on a
+    live ext4 corrupts it), and fails closed when the wait runs out."""
+    workspace = tmp_path / "alice" / "plain-0123"
+    disk.attach(workspace, 32 * 2**20, 3_000_004)
+    try:
+        (workspace / "work.txt").write_text("unsaved work\n")
+        holder = subprocess.Popen(["sleep", "60"], cwd=workspace)
+        try:
+            disk.detach(workspace)  # busy: lazy
+            assert not disk.mounted(workspace)
+            monkeypatch.setattr(disk, "RELEASE_SECONDS", 1)
+            with pytest.raises(disk.DiskError, match="still in use"):
+                disk.attach(workspace, 64 * 2**20, 3_000_004)
+            assert not disk.mounted(workspace)
+            monkeypatch.setattr(disk, "RELEASE_SECONDS", 30)
+            threading.Timer(1.0, holder.kill).start()  # the session's last process ends
+            disk.attach(workspace, 64 * 2**20, 3_000_004)  # waits, then grows and mounts
+        finally:
+            holder.kill()
+            holder.wait()
+        assert (workspace / "work.txt").read_text() == "unsaved work\n"
+        grown = disk.usage(workspace)
+        assert grown is not None and grown.size > 48 * 2**20
+    finally:
+        disk.remove(workspace)
 
 
 def test_without_a_pids_controller_the_process_limit_is_rlimit_nproc(tmp_path, monkeypatch):

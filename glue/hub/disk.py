@@ -25,11 +25,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import NamedTuple
 
 LOOP_CONTROL = Path("/dev/loop-control")
-TOOLS = ("mkfs.ext4", "mount", "umount")
+TOOLS = ("mkfs.ext4", "mount", "umount", "losetup")
 # no reserved blocks (the session gets the whole size); inode tables and journal are
 # initialised lazily, so a 10G image costs a few MB of the host's disk until written
 MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0"]
@@ -39,6 +40,9 @@ LAZY_INIT = "lazy_itable_init=1,lazy_journal_init=1"
 # session's own becomes more than it is
 MOUNT_OPTIONS = "loop,discard,noinit_itable,nosuid,nodev"
 COMMAND_SECONDS = 60
+# how long a launch waits for the last session's processes, which hold a lazily unmounted
+# filesystem, to end (the sandbox kills them as the server stops)
+RELEASE_SECONDS = 10
 
 
 class DiskError(RuntimeError):
@@ -98,10 +102,41 @@ def attach(workspace: Path, size: int, uid: int) -> None:
         _create(image, size, uid)
         if any(workspace.iterdir()):
             _move_into(image, workspace)
-    elif image.stat().st_size < size and not mounted(workspace):
-        _grow(image, size)  # (a kept workspace, still mounted, keeps its size)
+    elif not mounted(workspace):
+        _wait_released(image)
+        if image.stat().st_size < size:
+            _grow(image, size)  # (a kept workspace, still mounted, keeps its size)
     if not mounted(workspace):
         _run("mount", "-o", MOUNT_OPTIONS, str(image), str(workspace))
+
+
+def _attached(image: Path) -> bool:
+    """Whether a loop device still holds the image: after a lazy unmount (`detach`) its
+    filesystem stays live in the kernel until the last process in it ends."""
+    try:
+        result = subprocess.run(
+            ["losetup", "--associated", str(image)],
+            capture_output=True, text=True, timeout=COMMAND_SECONDS, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise DiskError(f"losetup failed: {e}") from None
+    if result.returncode != 0:
+        raise DiskError(f"losetup failed: {result.stderr.strip() or result.returncode}")
+    return bool(result.stdout.strip())
+
+
+def _wait_released(image: Path) -> None:
+    """Wait until no loop device holds the image, or fail closed: checking, growing or
+    mounting a filesystem that is still live (a second loop device on one ext4 image)
+    corrupts it, and with it the user's work."""
+    deadline = time.monotonic() + RELEASE_SECONDS
+    while _attached(image):
+        if time.monotonic() > deadline:
+            raise DiskError(
+                "The workspace's filesystem is still in use by processes of its last "
+                "session; try again when they have ended."
+            )
+        time.sleep(0.2)
 
 
 def _create(image: Path, size: int, uid: int) -> None:
