@@ -30,7 +30,7 @@ import psutil
 import pytest
 import requests
 
-from glue.embedded.dev import descendants
+from glue.embedded.dev import STOP_SIGNALS, descendants, stop_in_order
 from testing import CHECKOUT
 from testing.marks import starts_hub
 from testing.net import free_port
@@ -342,9 +342,13 @@ def started_with_a_server(runs: list[Dev], tmp: Path) -> tuple[Dev, list[int]]:
 def test_sighup_and_sigterm_stop_everything_as_ctrl_c_does(tmp_path, dev_runs, sig):
     """The terminal closed (SIGHUP) or a supervisor's SIGTERM, with a server running: the
     stop in order of Ctrl-C, even when the signal comes again while it stops (a terminal,
-    `make` and supervisors repeat it)."""
+    `make` and supervisors repeat it), at once or later."""
     run, held = started_with_a_server(dev_runs, tmp_path)
     run.process.send_signal(sig)
+    burst = time.monotonic() + 0.5
+    while time.monotonic() < burst and run.process.poll() is None:  # again and again at once:
+        run.process.send_signal(sig)  # none may cut the stop short
+        time.sleep(0.0005)
     deadline = time.monotonic() + 30
     while "Stopping servers" not in run.log() and run.process.poll() is None:
         assert time.monotonic() < deadline, run.log()[-2000:]
@@ -502,3 +506,18 @@ class Listener:
 
     def __exit__(self, *exc: object) -> None:
         self.sock.close()
+
+
+def test_the_first_stop_signal_ignores_the_ones_that_follow():
+    """The handler main() installs: from the first stop signal on, every stop signal is
+    ignored, so a repeated one can never land between the interrupt and the stop's start
+    (a CI run saw a SIGHUP there cut the stop short: exit -2)."""
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            stop_in_order(signal.SIGHUP, None)
+        now = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+        assert now == dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -528,6 +528,16 @@ def run(hub_holder: list[Hub]) -> int:
     raise StartError(f"JupyterHub exited with status {hub.started.returncode}; see its log above.")
 
 
+def stop_in_order(signum: int, frame: object) -> None:
+    """The first stop signal: every stop signal is ignored from this moment, not only once
+    stop_everything has begun (a terminal, `make` and supervisors repeat the signal, and one
+    that came between this and the stop's start cut the stop short), then the main loop
+    is interrupted to stop in order."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parse_args(argv)
     # Ctrl-C, SIGTERM and SIGHUP (the terminal closed) all stop in order, even when started
@@ -535,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     # to outlive its terminal, and does
     for sig in STOP_SIGNALS:
         if sig != signal.SIGHUP or signal.getsignal(sig) != signal.SIG_IGN:
-            signal.signal(sig, signal.default_int_handler)
+            signal.signal(sig, stop_in_order)
     _become_subreaper()
     hub_holder: list[Hub] = []
     cause = None
