@@ -10,6 +10,10 @@ rfc3987-syntax), which builds them when a value is first checked: the check stay
 JupyterLab's import runs `node yarn.js config` for npm's registry where node is on PATH;
 the embedded default's server (glue.session.serverapp) imports it without that lookup.
 
+JupyterHub's single-user extension imports the hub's ORM (SQLAlchemy's ORM, alembic) and
+its page handlers; that server imports the ORM on its first use, which never comes in a
+single-user server, and the handlers not at all.
+
 The package's own modules are read compiled: `make setup` compiles them, because the
 session's processes run in a sandbox that cannot write bytecode, and nothing writes it where
 PYTHONDONTWRITEBYTECODE is set.
@@ -93,6 +97,32 @@ def test_the_servers_start_asks_node_for_nothing(tmp_path: Path) -> None:
     at_import, version, after = probe("glue.session.serverapp")
     assert (at_import, version) == ("0", plain_version)
     assert after == "1"
+
+
+# the server's module imported, then what is loaded, then the hub's modules used as the hub
+# uses them (each the real one)
+DATABASE_PROBE = """
+import sys
+import glue.session.serverapp
+print(sorted(m for m in ("sqlalchemy.orm", "alembic", "jupyterhub.handlers") if m in sys.modules))
+import jupyterhub.metrics, jupyterhub.orm
+from jupyterhub.handlers.pages import HealthCheckHandler
+from tornado.web import RequestHandler
+print(jupyterhub.metrics.orm.User.__tablename__, jupyterhub.orm.Server.__tablename__,
+      issubclass(HealthCheckHandler, RequestHandler), "alembic" in sys.modules)
+"""
+
+
+def test_the_servers_start_imports_nothing_of_the_hubs_database() -> None:
+    run = subprocess.run(
+        [sys.executable, "-P", "-c", DATABASE_PROBE],
+        cwd=CHECKOUT, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    loaded, used = run.stdout.splitlines()
+    assert loaded == "[]", f"imported at the server's start: {loaded}"
+    # what the hub's modules hold is the real ORM and the real handlers once asked for
+    assert used == "users servers True True", used
 
 
 def test_the_default_image_is_ours_and_pre_pulled() -> None:

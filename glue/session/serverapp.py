@@ -12,18 +12,31 @@ meanwhile.
 
 JupyterHub's own entry point (`python -m jupyterhub.singleuser`) with one change: its
 ServerApp (`ExtensionApp.serverapp_class`) finds its port on that socket and serves on it,
-instead of binding one. And one thing less at its start: JupyterLab is imported without
-asking node for npm's registry (`import_lab_without_a_registry_lookup`).
+instead of binding one. And two things less at its start, each a third-party import that
+costs every launch and serves nothing in a single-user server: JupyterLab is imported
+without asking node for npm's registry (`import_lab_without_a_registry_lookup`), and
+JupyterHub's single-user extension without the hub's database layer
+(`import_singleuser_without_the_hub_database`).
 """
 
 from __future__ import annotations
 
+import importlib
 import socket
+import sys
+import types
+from typing import Any
 
 from jupyter_server.serverapp import ServerApp
-from jupyterhub.singleuser.extension import JupyterHubSingleUser
 
 from glue.core import contracts
+
+# the hub's database layer (SQLAlchemy's ORM, alembic), which the single-user extension
+# imports through jupyterhub.log -> jupyterhub.metrics, and the hub's page handlers, which
+# it imports through jupyterhub.log only to name HealthCheckHandler in an isinstance check
+HUB_DATABASE = "jupyterhub.orm"
+HUB_HANDLERS = "jupyterhub.handlers"
+HUB_PAGES = "jupyterhub.handlers.pages"
 
 
 class HeldSocketServerApp(ServerApp):
@@ -69,6 +82,58 @@ def import_lab_without_a_registry_lookup() -> None:
 
 
 import_lab_without_a_registry_lookup()
+
+
+class ImportedOnFirstUse(types.ModuleType):
+    """A module in sys.modules whose real one is imported when an attribute is first asked
+    of it, and then answers as the real one. Unlike importlib's LazyLoader, it is not loaded
+    by the import system's own look at `__spec__` (3.11), which every `from . import` of it
+    makes."""
+
+    def __getattr__(self, name: str) -> Any:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        real = importlib.import_module(self.__name__)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, name)
+
+
+def import_singleuser_without_the_hub_database() -> None:
+    """JupyterHub's single-user extension imports the hub's ORM (`jupyterhub.orm`: SQLAlchemy's
+    ORM and alembic) and its page handlers (`jupyterhub.handlers`), which only the hub runs:
+    about 0.2 s of CPU and of the user's wait at every start, a quarter of the server's
+    imports. So, while the extension is imported, `jupyterhub.orm` is imported on its first
+    use (jupyterhub.metrics keeps it for the hub's periodic user count, which a single-user
+    server never runs), and `jupyterhub.handlers.pages` is a module holding only a class
+    named HealthCheckHandler, which no handler of this server is. The page placeholders are
+    gone after the import, so anything that asks for the hub's handlers later gets the real
+    ones, and anything that uses the ORM gets the real one. A JupyterHub that asks more of
+    its handlers at this import fails it, and is then imported whole, as before."""
+    if "jupyterhub.singleuser.extension" in sys.modules or HUB_HANDLERS in sys.modules:
+        return
+    handlers = types.ModuleType(HUB_HANDLERS)
+    handlers.__path__ = []
+    pages = types.ModuleType(HUB_PAGES)
+    pages.HealthCheckHandler = type("HealthCheckHandler", (), {})  # type: ignore[attr-defined]
+    placeholders = {HUB_HANDLERS: handlers, HUB_PAGES: pages}
+    sys.modules.update(placeholders)
+    sys.modules.setdefault(HUB_DATABASE, ImportedOnFirstUse(HUB_DATABASE))
+    try:
+        import jupyterhub.singleuser.extension  # noqa: F401
+    except ImportError:  # imported whole below, by the module's own import
+        pass
+    finally:
+        for name, module in placeholders.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+        hub = sys.modules.get("jupyterhub")
+        if getattr(hub, "handlers", None) is handlers:
+            delattr(hub, "handlers")
+
+
+import_singleuser_without_the_hub_database()
+
+from jupyterhub.singleuser.extension import JupyterHubSingleUser  # noqa: E402
 
 
 class SingleUser(JupyterHubSingleUser):
