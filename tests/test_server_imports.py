@@ -12,7 +12,8 @@ the embedded default's server (glue.session.serverapp) imports it without that l
 
 JupyterHub's single-user extension imports the hub's ORM (SQLAlchemy's ORM, alembic) and
 its page handlers; that server imports the ORM on its first use, which never comes in a
-single-user server, and the handlers not at all.
+single-user server, and the handlers not at all. And once the server has stopped, its
+process ends without tearing its modules down (`serverapp.end_without_teardown`).
 
 The package's own modules are read compiled: `make setup` compiles them, because the
 session's processes run in a sandbox that cannot write bytecode, and nothing writes it where
@@ -123,6 +124,46 @@ def test_the_servers_start_imports_nothing_of_the_hubs_database() -> None:
     assert loaded == "[]", f"imported at the server's start: {loaded}"
     # what the hub's modules hold is the real ORM and the real handlers once asked for
     assert used == "users servers True True", used
+
+
+# a process that ends one way or the other ({end}): what of Python's exit happened
+END_PROBE = """
+import atexit, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from glue.session import serverapp
+
+class TornDown:
+    def __del__(self):
+        print("torn down", flush=True)
+
+kept = TornDown()  # a module's global: only the modules' teardown deletes it
+pool = ThreadPoolExecutor(1)
+pool.submit(lambda: (time.sleep(0.3), print("the pool's work done", flush=True)))
+# atexit runs its handlers last registered first; stdout is a pipe, and buffered
+atexit.register(sys.stdout.write, "unflushed")
+atexit.register(print, "atexit ran", flush=True)
+sys.stdout.write("buffered ")
+{end}
+"""
+
+
+def test_a_stopped_server_ends_as_python_would_without_the_teardown() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+    def ended(end: str) -> tuple[int, str]:
+        run = subprocess.run(
+            [sys.executable, "-P", "-c", END_PROBE.format(end=end)],
+            cwd=CHECKOUT, env=env, capture_output=True, text=True, timeout=60,
+        )
+        return run.returncode, run.stdout
+
+    # Python's own exit: the probe sees each of its steps, the teardown among them
+    code, out = ended("sys.exit(3)")
+    assert code == 3 and "torn down" in out, out
+    # the server's end: the same steps, in the same order, but the teardown
+    code, out = ended("serverapp.end_without_teardown(3)")
+    assert code == 3
+    assert out.split("\n") == ["buffered the pool's work done", "atexit ran", "unflushed"], out
 
 
 def test_the_default_image_is_ours_and_pre_pulled() -> None:
