@@ -68,9 +68,9 @@ lint: setup  ## ruff, mypy, the import rules (pyproject's [tool.importlinter]), 
 # the suite runs in TEST_WORKERS processes (pytest-xdist), a module's tests in one of them
 # (tests/conftest.py says which tests run apart, and in what order); PYTEST_ARGS adds to
 # pytest's command line (e.g. --basetemp=/tmp/mine, -x)
-# 4 by default: the suite is bound by its CPU (864 CPU-seconds on 2026-12-07, read
-# from process accounting), so three, four and five take about the same time; with four,
-# both cores stay busy to the end. docs/development.rst has the figures
+# 4 by default: the suite is bound by its CPU (about 790 CPU-seconds on 2026-12-07, both
+# cores busy 1.8 of 2 on average), so three, four and five take about the same time; with
+# four, both cores stay busy to the end. docs/development.rst has the figures
 TEST_WORKERS ?= 4
 PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadscope
 
