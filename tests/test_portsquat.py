@@ -266,6 +266,11 @@ def test_a_restarted_hub_takes_back_only_the_listener_it_passed():
     stranger = subprocess.Popen(["sleep", "60"])
     held.close()  # only the keeper holds it now
     try:
+        # Popen returns once the exec began; the kernel shows the new environment a moment
+        # later (CI read an empty one under load), and a hub restarts long after its servers.
+        for process in (keeper, stranger):
+            environ = Path(f"/proc/{process.pid}/environ")
+            wait_until(environ.read_bytes, 10, "sleep's environment shown")
         assert listeners.take_back([stranger.pid], port) is None
         assert listeners.take_back([keeper.pid], port + 1) is None  # not that port
         copy = listeners.take_back([stranger.pid, keeper.pid], port)
