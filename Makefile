@@ -68,10 +68,11 @@ lint: setup  ## ruff, mypy, the import rules (pyproject's [tool.importlinter]), 
 # the suite runs in TEST_WORKERS processes (pytest-xdist), a module's tests in one of them
 # (tests/conftest.py says which tests run apart, and in what order); PYTEST_ARGS adds to
 # pytest's command line (e.g. --basetemp=/tmp/mine, -x)
-# 4 by default: the suite is bound by its CPU (about 790 CPU-seconds on 2026-12-07, both
-# cores busy 1.8 of 2 on average), so three, four and five take about the same time; with
-# four, both cores stay busy to the end. docs/development.rst has the figures
-TEST_WORKERS ?= 4
+# 5 by default: the suite is bound by its CPU, but some tests mostly wait (the culler's
+# sweeps, an idle connection); with four, 91 of the cores' CPU-seconds went idle while two
+# workers waited, with five 42 and the run was 20 to 40 s shorter; six left 13 idle but the
+# same tests cost 13% more CPU. docs/development.rst has the figures
+TEST_WORKERS ?= 5
 PYTEST_XDIST = -n $(TEST_WORKERS) --dist loadscope
 
 # the lint runs beside the suite (mypy alone takes 10 to 40 s); its output follows the
