@@ -126,6 +126,43 @@ def test_the_servers_start_imports_nothing_of_the_hubs_database() -> None:
     assert used == "users servers True True", used
 
 
+# a JupyterHub whose extension asks more of the hub's handlers than the placeholder holds:
+# its first import fails once jupyterhub.log has bound the placeholder's class
+FALLBACK_PROBE = """
+import sys
+
+class AsksMore:
+    failed = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "jupyterhub.singleuser.extension" and not self.failed:
+            self.failed = True
+            import jupyterhub.log
+            raise ImportError("cannot import name 'more' from 'jupyterhub.handlers.pages'")
+        return None
+
+sys.meta_path.insert(0, AsksMore())
+from glue.session.serverapp import SingleUser
+from jupyterhub.singleuser.extension import JupyterHubSingleUser
+from jupyterhub.handlers.pages import HealthCheckHandler
+import jupyterhub.handlers, jupyterhub.orm
+from tornado.web import RequestHandler
+print(sys.meta_path[0].failed, issubclass(SingleUser, JupyterHubSingleUser),
+      issubclass(HealthCheckHandler, RequestHandler), jupyterhub.orm.Server.__tablename__)
+"""
+
+
+def test_a_hub_that_asks_more_of_its_handlers_is_imported_whole() -> None:
+    """The fallback of import_singleuser_without_the_hub_database: the extension imported
+    whole, and the hub's real handlers and ORM, no placeholder, for whatever asks later."""
+    run = subprocess.run(
+        [sys.executable, "-P", "-c", FALLBACK_PROBE],
+        cwd=CHECKOUT, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["True", "True", "True", "servers"], run.stdout
+
+
 # a process that ends one way or the other ({end}): what of Python's exit happened
 END_PROBE = """
 import atexit, sys, time

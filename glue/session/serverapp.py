@@ -112,7 +112,10 @@ def import_singleuser_without_the_hub_database() -> None:
     named HealthCheckHandler, which no handler of this server is. The page placeholders are
     gone after the import, so anything that asks for the hub's handlers later gets the real
     ones, and anything that uses the ORM gets the real one. A JupyterHub that asks more of
-    its handlers at this import fails it, and is then imported whole, as before."""
+    its handlers at this import fails it, and is then imported whole: the hub's real
+    handlers and ORM, and only jupyterhub.log, if that attempt imported it, keeps the
+    placeholder's class for its isinstance check (no handler of this server is one; a
+    second import of jupyterhub.metrics would register its metrics twice)."""
     if "jupyterhub.singleuser.extension" in sys.modules or HUB_HANDLERS in sys.modules:
         return
     handlers = types.ModuleType(HUB_HANDLERS)
